@@ -1,0 +1,1 @@
+"""Local development stack: simulators and a local Functions host. Never imported by `shared/`."""

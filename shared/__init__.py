@@ -1,0 +1,1 @@
+"""CoAgentor Outlook Calendar: the application package (domain, adapters, triggers)."""

@@ -1,0 +1,167 @@
+"""Typed settings, read once from the environment (app settings in Azure, `local.settings.json`
+or `make dev` locally) and validated with errors that name the missing or bad setting."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Either a connection string (local, Azurite) or identity-based service URIs (Azure)."""
+
+    connection_string: str | None
+    table_service_uri: str | None
+    queue_service_uri: str | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage: StorageSettings
+    key_vault_uri: str
+    # The Outlook Calendar app registration. Deliberately named apart from any Teams integration's.
+    outlook_client_id: str
+    outlook_client_secret_name: str
+    outlook_authority: str
+    outlook_redirect_uri: str
+    graph_base_url: str
+    integrations_page_url: str
+    agent_api_url: str
+    agent_api_key_secret_name: str
+    platform_jwt_issuer: str
+    platform_jwt_audience: str
+    platform_jwt_public_key: str
+    agent_join_lead_seconds: int
+    agent_join_grace_seconds: int
+    token_refresh_max_age_seconds: int
+    sync_window_days: int
+    full_resync_seconds: int
+    deploy_retry_seconds: int
+    http_timeout_seconds: float
+
+
+# Every setting the code reads, with its default (None = required). Infra and local settings are
+# checked against this table by tests, so a new setting cannot be forgotten in one of them.
+SETTINGS: dict[str, str | None] = {
+    "AzureWebJobsStorage": "",  # connection string; empty in Azure where the __*ServiceUri forms are used
+    "AzureWebJobsStorage__tableServiceUri": "",
+    "AzureWebJobsStorage__queueServiceUri": "",
+    "KEY_VAULT_URI": None,
+    "OUTLOOK_CLIENT_ID": None,
+    "OUTLOOK_CLIENT_SECRET_NAME": "outlook-client-secret",
+    "OUTLOOK_AUTHORITY": "https://login.microsoftonline.com/common",
+    "OUTLOOK_REDIRECT_URI": None,
+    "GRAPH_BASE_URL": "https://graph.microsoft.com/v1.0",
+    "INTEGRATIONS_PAGE_URL": None,
+    "AGENT_API_URL": None,
+    "AGENT_API_KEY_SECRET_NAME": "agent-api-key",
+    "PLATFORM_JWT_ISSUER": None,
+    "PLATFORM_JWT_AUDIENCE": "coagentor-outlook-calendar",
+    "PLATFORM_JWT_PUBLIC_KEY": None,
+    "AGENT_JOIN_LEAD_SECONDS": "120",
+    "AGENT_JOIN_GRACE_SECONDS": "300",
+    "TOKEN_REFRESH_MAX_AGE_SECONDS": "43200",
+    "SYNC_WINDOW_DAYS": "14",
+    "FULL_RESYNC_SECONDS": "86400",
+    "DEPLOY_RETRY_SECONDS": "15",
+    "HTTP_TIMEOUT_SECONDS": "20",
+    # Read by the Functions host through the trigger decorators (%NAME%), not by Settings.
+    "REFRESH_SCHEDULE": "0 */15 * * * *",
+    "SCAN_SCHEDULE": "0 */5 * * * *",
+}
+
+
+# Read by shared.wiring to build the Azure credential. In Azure the managed identity is used
+# (AZURE_CLIENT_ID names a user-assigned one); the client-secret trio exists only for the local stack,
+# where a simulated Entra ID stands in for managed identity. Never set the secret in Azure.
+CREDENTIAL_SETTINGS: dict[str, str] = {
+    "AZURE_CLIENT_ID": "",
+    "AZURE_TENANT_ID": "",
+    "AZURE_CLIENT_SECRET": "",
+    "AZURE_AUTHORITY_HOST": "",
+}
+LOCAL_ONLY_SETTINGS = frozenset({"AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_AUTHORITY_HOST"})
+
+
+def _get(env: Mapping[str, str], name: str) -> str:
+    default = SETTINGS[name]
+    value = env.get(name, "").strip()
+    if value:
+        return value
+    if default is None:
+        raise SettingsError(f"Setting {name} is required but not set")
+    return default
+
+
+def _int(env: Mapping[str, str], name: str, minimum: int = 0) -> int:
+    raw = _get(env, name)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"Setting {name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"Setting {name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, *, https: bool = False) -> str:
+    value = _get(env, name)
+    parts = urlsplit(value)
+    allowed = ("https",) if https else ("https", "http")
+    if parts.scheme not in allowed or not parts.netloc:
+        want = "an https URL" if https else "an http(s) URL"
+        raise SettingsError(f"Setting {name} must be {want}, got {value!r}")
+    return value.rstrip("/")
+
+
+def schedule(name: str) -> str:
+    """The `%NAME%` form the trigger decorators take, so schedules come from app settings."""
+    if name not in SETTINGS:
+        raise KeyError(name)
+    return f"%{name}%"
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    storage = StorageSettings(
+        connection_string=env.get("AzureWebJobsStorage", "").strip() or None,
+        table_service_uri=env.get("AzureWebJobsStorage__tableServiceUri", "").strip() or None,
+        queue_service_uri=env.get("AzureWebJobsStorage__queueServiceUri", "").strip() or None,
+    )
+    if storage.connection_string is None and not (storage.table_service_uri and storage.queue_service_uri):
+        raise SettingsError(
+            "Setting AzureWebJobsStorage (connection string) or both "
+            "AzureWebJobsStorage__tableServiceUri and AzureWebJobsStorage__queueServiceUri are required"
+        )
+    public_key = _get(env, "PLATFORM_JWT_PUBLIC_KEY").replace("\\n", "\n")
+    if "BEGIN PUBLIC KEY" not in public_key:
+        raise SettingsError("Setting PLATFORM_JWT_PUBLIC_KEY must be a PEM public key")
+    return Settings(
+        storage=storage,
+        key_vault_uri=_url(env, "KEY_VAULT_URI", https=True),
+        outlook_client_id=_get(env, "OUTLOOK_CLIENT_ID"),
+        outlook_client_secret_name=_get(env, "OUTLOOK_CLIENT_SECRET_NAME"),
+        outlook_authority=_url(env, "OUTLOOK_AUTHORITY", https=True),
+        outlook_redirect_uri=_url(env, "OUTLOOK_REDIRECT_URI"),
+        graph_base_url=_url(env, "GRAPH_BASE_URL", https=True),
+        integrations_page_url=_url(env, "INTEGRATIONS_PAGE_URL"),
+        agent_api_url=_url(env, "AGENT_API_URL"),
+        agent_api_key_secret_name=_get(env, "AGENT_API_KEY_SECRET_NAME"),
+        platform_jwt_issuer=_get(env, "PLATFORM_JWT_ISSUER"),
+        platform_jwt_audience=_get(env, "PLATFORM_JWT_AUDIENCE"),
+        platform_jwt_public_key=public_key,
+        agent_join_lead_seconds=_int(env, "AGENT_JOIN_LEAD_SECONDS"),
+        agent_join_grace_seconds=_int(env, "AGENT_JOIN_GRACE_SECONDS"),
+        token_refresh_max_age_seconds=_int(env, "TOKEN_REFRESH_MAX_AGE_SECONDS"),
+        sync_window_days=_int(env, "SYNC_WINDOW_DAYS", minimum=1),
+        full_resync_seconds=_int(env, "FULL_RESYNC_SECONDS", minimum=60),
+        deploy_retry_seconds=_int(env, "DEPLOY_RETRY_SECONDS", minimum=1),
+        http_timeout_seconds=float(_int(env, "HTTP_TIMEOUT_SECONDS", minimum=1)),
+    )
