@@ -1,0 +1,38 @@
+"""The CoAgentor agent API: deploy one agent for one meeting, idempotently."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import requests
+
+from shared.ports import DeployRequest, DeployResult
+
+
+class AgentApiClient:
+    def __init__(self, *, base_url: str, api_key: Callable[[], str], session: requests.Session, timeout: float):
+        self._url = base_url.rstrip("/") + "/agents"
+        self._api_key = api_key
+        self._session = session
+        self._timeout = timeout
+
+    def deploy(self, request: DeployRequest) -> DeployResult:
+        body = {
+            "meeting_url": request.meeting_url,
+            "platform": request.platform,
+            "title": request.title,
+            "start": request.start.isoformat(),
+            "end": request.end.isoformat(),
+            "user_id": request.user_id,
+            "meeting_id": request.meeting_id,
+            "source": "outlook",
+        }
+        headers = {"Authorization": f"Bearer {self._api_key()}", "Idempotency-Key": request.idempotency_key}
+        try:
+            resp = self._session.post(self._url, json=body, headers=headers, timeout=self._timeout)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            return DeployResult(ok=False, permanent=False, detail=type(exc).__name__)
+        if 200 <= resp.status_code < 300 or resp.status_code == 409:
+            return DeployResult(ok=True, detail=str(resp.status_code))
+        permanent = 400 <= resp.status_code < 500 and resp.status_code not in (408, 429)
+        return DeployResult(ok=False, permanent=permanent, detail=f"HTTP {resp.status_code}")

@@ -1,0 +1,58 @@
+"""Azure Queue Storage: deploy messages scheduled by visibility delay, sync jobs, poison records.
+
+Messages are base64 text, as the Functions queue trigger expects."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import datetime, timedelta
+
+from azure.storage.queue import QueueClient
+
+from shared.ports import DeployJob, SyncJob
+
+DEPLOY_QUEUE = "agent-deployments"
+SYNC_QUEUE = "sync-jobs"
+
+
+def encode_deploy(job: DeployJob) -> str:
+    return json.dumps({"user_id": job.user_id, "meeting_key": job.meeting_key,
+                       "deploy_at": job.deploy_at.isoformat(), "attempt": job.attempt})
+
+
+def decode_deploy(body: str) -> DeployJob:
+    data = json.loads(body)
+    return DeployJob(user_id=str(data["user_id"]), meeting_key=str(data["meeting_key"]),
+                     deploy_at=datetime.fromisoformat(data["deploy_at"]), attempt=int(data.get("attempt", 1)))
+
+
+def encode_sync(job: SyncJob) -> str:
+    return json.dumps(asdict(job))
+
+
+def decode_sync(body: str) -> SyncJob:
+    data = json.loads(body)
+    return SyncJob(user_id=str(data["user_id"]), connection_id=str(data["connection_id"]),
+                   reason=str(data.get("reason", "scheduled")))
+
+
+class StorageQueues:
+    def __init__(self, *, deploy: QueueClient, deploy_poison: QueueClient, sync: QueueClient) -> None:
+        self._deploy = deploy
+        self._deploy_poison = deploy_poison
+        self._sync = sync
+
+    def schedule_deploy(self, job: DeployJob, delay: timedelta) -> None:
+        self._deploy.send_message(encode_deploy(job), visibility_timeout=_seconds(delay))
+
+    def poison_deploy(self, job: DeployJob, reason: str) -> None:
+        body = json.loads(encode_deploy(job)) | {"reason": reason}
+        self._deploy_poison.send_message(json.dumps(body))
+
+    def enqueue_sync(self, job: SyncJob, delay: timedelta = timedelta(0)) -> None:
+        self._sync.send_message(encode_sync(job), visibility_timeout=_seconds(delay))
+
+
+def _seconds(delay: timedelta) -> int:
+    return max(0, min(int(delay.total_seconds() + 0.999), 7 * 24 * 3600))

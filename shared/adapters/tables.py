@@ -1,0 +1,313 @@
+"""Azure Table Storage: connections, sign-in flows, pending claims, meetings, sync state.
+
+Never holds a token, code or secret: token caches live in Key Vault and rows only name them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
+
+from shared.connections import Connection, ConnectionStatus, Plan, PlanLimitExceeded, plan_limit
+from shared.ports import Conflict, Meeting, PendingClaim, PendingFlow, Source, SyncState
+from shared.scheduling import AgentState
+
+TABLES = ("authflows", "pendingclaims", "connections", "meetings", "eventindex", "syncstate")
+_SLOT_PREFIX = "~slot-"  # sorts after every connection id (hex), so listing connections skips slots
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat() if value is not None else ""
+
+
+def _dt(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value) if isinstance(value, str) and value else None
+
+
+def _required_dt(value: Any) -> datetime:
+    parsed = _dt(value)
+    if parsed is None:
+        raise ValueError("missing timestamp in stored row")
+    return parsed
+
+
+def ensure_tables(service: TableServiceClient) -> None:
+    for name in TABLES:
+        service.create_table_if_not_exists(name)
+
+
+def _quote(value: str) -> str:
+    return value.replace("'", "''")
+
+
+class TableFlowStore:
+    def __init__(self, table: TableClient) -> None:
+        self._t = table
+
+    def put(self, flow: PendingFlow) -> None:
+        self._t.create_entity({
+            "PartitionKey": flow.state_hash, "RowKey": "flow", "UserId": flow.user_id,
+            "ReconnectId": flow.reconnect_id or "", "Flow": json.dumps(flow.flow),
+            "ExpiresAt": _iso(flow.expires_at),
+        })
+
+    def take(self, state_hash: str) -> PendingFlow | None:
+        try:
+            e = self._t.get_entity(state_hash, "flow")
+            self._t.delete_entity(state_hash, "flow", etag=e.metadata["etag"],
+                                  match_condition=MatchConditions.IfNotModified)
+        except (ResourceNotFoundError, ResourceModifiedError):
+            return None
+        return PendingFlow(state_hash=state_hash, user_id=e["UserId"], reconnect_id=e["ReconnectId"] or None,
+                           flow=json.loads(e["Flow"]), expires_at=_required_dt(e["ExpiresAt"]))
+
+
+class TableClaimStore:
+    def __init__(self, table: TableClient) -> None:
+        self._t = table
+
+    def put(self, claim: PendingClaim) -> None:
+        self._t.create_entity({
+            "PartitionKey": claim.code_hash, "RowKey": "claim", "UserId": claim.user_id,
+            "ReconnectId": claim.reconnect_id or "", "SecretName": claim.secret_name,
+            "HomeAccountId": claim.home_account_id, "TenantId": claim.tenant_id, "Email": claim.email,
+            "AccessExpiresAt": _iso(claim.access_expires_at), "ExpiresAt": _iso(claim.expires_at),
+        })
+
+    def take(self, code_hash: str) -> PendingClaim | None:
+        try:
+            e = self._t.get_entity(code_hash, "claim")
+            self._t.delete_entity(code_hash, "claim", etag=e.metadata["etag"],
+                                  match_condition=MatchConditions.IfNotModified)
+        except (ResourceNotFoundError, ResourceModifiedError):
+            return None
+        return self._claim(e)
+
+    def expired(self, now: datetime) -> list[PendingClaim]:
+        return [c for c in map(self._claim, self._t.list_entities()) if c.expires_at <= now]
+
+    def remove(self, code_hash: str) -> None:
+        self._t.delete_entity(code_hash, "claim")
+
+    @staticmethod
+    def _claim(e: Any) -> PendingClaim:
+        return PendingClaim(
+            code_hash=e["PartitionKey"], user_id=e["UserId"], reconnect_id=e["ReconnectId"] or None,
+            secret_name=e["SecretName"], home_account_id=e["HomeAccountId"], tenant_id=e["TenantId"],
+            email=e["Email"], access_expires_at=_dt(e.get("AccessExpiresAt")),
+            expires_at=_required_dt(e["ExpiresAt"]),
+        )
+
+
+class TableConnectionStore:
+    """Connections partitioned by user. Plan limits are enforced atomically with slot rows: a new
+    connection and the slot it takes are inserted in one transaction, so two concurrent sign-ins
+    cannot both take the last place."""
+
+    def __init__(self, table: TableClient) -> None:
+        self._t = table
+
+    def list_for_user(self, user_id: str) -> list[Connection]:
+        rows = self._t.query_entities(f"PartitionKey eq '{_quote(user_id)}'")
+        return [self._conn(e) for e in rows if not e["RowKey"].startswith(_SLOT_PREFIX)]
+
+    def get(self, user_id: str, connection_id: str) -> Connection | None:
+        if connection_id.startswith(_SLOT_PREFIX) or not connection_id:
+            return None
+        try:
+            return self._conn(self._t.get_entity(user_id, connection_id))
+        except ResourceNotFoundError:
+            return None
+
+    def add(self, connection: Connection, plan: Plan) -> Connection:
+        limit = plan_limit(plan)
+        existing = self.list_for_user(connection.user_id)
+        if limit is not None and len(existing) >= limit:
+            raise PlanLimitExceeded(plan, limit, len(existing))
+        taken = {c.slot for c in existing if c.slot is not None}
+        candidates = [n for n in range(limit if limit is not None else len(existing) + 64) if n not in taken]
+        for slot in candidates:
+            with_slot = replace(connection, slot=slot)
+            try:
+                self._t.submit_transaction([
+                    ("create", {"PartitionKey": connection.user_id, "RowKey": f"{_SLOT_PREFIX}{slot}",
+                                "ConnectionId": connection.id}),
+                    ("create", self._entity(with_slot)),
+                ])
+                return with_slot
+            except (TableTransactionError, ResourceExistsError):
+                continue
+        used = len(self.list_for_user(connection.user_id))
+        raise PlanLimitExceeded(plan, limit if limit is not None else used, used)
+
+    def update(self, connection: Connection) -> None:
+        self._t.update_entity(self._entity(connection), mode=UpdateMode.REPLACE)
+
+    def remove(self, connection: Connection) -> None:
+        try:
+            self._t.delete_entity(connection.user_id, connection.id)
+        except ResourceNotFoundError:
+            pass
+        if connection.slot is not None:
+            try:
+                self._t.delete_entity(connection.user_id, f"{_SLOT_PREFIX}{connection.slot}")
+            except ResourceNotFoundError:
+                pass
+
+    def all(self) -> Iterator[Connection]:
+        for e in self._t.query_entities("RowKey lt '~'"):
+            yield self._conn(e)
+
+    @staticmethod
+    def _entity(c: Connection) -> dict[str, Any]:
+        return {
+            "PartitionKey": c.user_id, "RowKey": c.id, "Email": c.email, "HomeAccountId": c.home_account_id,
+            "TenantId": c.tenant_id, "Status": c.status.value, "ReasonCode": c.reason_code or "",
+            "SecretName": c.secret_name, "ConnectedAt": _iso(c.connected_at),
+            "LastRefreshedAt": _iso(c.last_refreshed_at), "AccessExpiresAt": _iso(c.access_expires_at),
+            "Slot": -1 if c.slot is None else c.slot,
+            "TransientFailureSince": _iso(c.transient_failure_since),
+        }
+
+    @staticmethod
+    def _conn(e: Any) -> Connection:
+        slot = int(e.get("Slot", -1))
+        return Connection(
+            id=e["RowKey"], user_id=e["PartitionKey"], email=e["Email"], home_account_id=e["HomeAccountId"],
+            tenant_id=e["TenantId"], status=ConnectionStatus(e["Status"]), reason_code=e["ReasonCode"] or None,
+            secret_name=e["SecretName"], connected_at=_required_dt(e["ConnectedAt"]),
+            last_refreshed_at=_dt(e.get("LastRefreshedAt")), access_expires_at=_dt(e.get("AccessExpiresAt")),
+            slot=None if slot < 0 else slot, transient_failure_since=_dt(e.get("TransientFailureSince")),
+        )
+
+
+class TableMeetingStore:
+    def __init__(self, table: TableClient) -> None:
+        self._t = table
+
+    def get(self, user_id: str, key: str) -> Meeting | None:
+        try:
+            return self._meeting(self._t.get_entity(user_id, key))
+        except ResourceNotFoundError:
+            return None
+
+    def list_for_user(self, user_id: str, ending_after: datetime) -> list[Meeting]:
+        rows = self._t.query_entities(f"PartitionKey eq '{_quote(user_id)}'")
+        return [m for m in map(self._meeting, rows) if m.end > ending_after]
+
+    def create(self, meeting: Meeting) -> Meeting:
+        try:
+            meta = self._t.create_entity(self._entity(meeting))
+        except ResourceExistsError:
+            raise Conflict(meeting.key) from None
+        return replace(meeting, etag=meta.get("etag"))
+
+    def replace(self, meeting: Meeting) -> Meeting:
+        try:
+            meta = self._t.update_entity(self._entity(meeting), mode=UpdateMode.REPLACE, etag=meeting.etag,
+                                         match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            raise Conflict(meeting.key) from None
+        return replace(meeting, etag=meta.get("etag"))
+
+    def delete(self, meeting: Meeting) -> None:
+        try:
+            self._t.delete_entity(meeting.user_id, meeting.key, etag=meeting.etag,
+                                  match_condition=MatchConditions.IfNotModified)
+        except ResourceModifiedError:
+            raise Conflict(meeting.key) from None
+        except ResourceNotFoundError:
+            pass
+
+    @staticmethod
+    def _entity(m: Meeting) -> dict[str, Any]:
+        return {
+            "PartitionKey": m.user_id, "RowKey": m.key, "LinkKey": m.link_key, "Title": m.title,
+            "Start": _iso(m.start), "End": _iso(m.end), "Platform": m.platform, "JoinUrl": m.join_url,
+            "Sources": json.dumps([[s.connection_id, s.event_id, s.email] for s in m.sources]),
+            "Agent": m.agent.value if m.agent else "", "DeployAt": _iso(m.deploy_at),
+            "EnqueuedFor": _iso(m.enqueued_for), "FailureReason": m.failure_reason or "",
+        }
+
+    @staticmethod
+    def _meeting(e: Any) -> Meeting:
+        return Meeting(
+            user_id=e["PartitionKey"], key=e["RowKey"], link_key=e["LinkKey"], title=e["Title"],
+            start=_required_dt(e["Start"]), end=_required_dt(e["End"]), platform=e["Platform"],
+            join_url=e["JoinUrl"], sources=tuple(Source(*s) for s in json.loads(e["Sources"])),
+            agent=AgentState(e["Agent"]) if e.get("Agent") else None, deploy_at=_dt(e.get("DeployAt")),
+            enqueued_for=_dt(e.get("EnqueuedFor")), failure_reason=e.get("FailureReason") or None,
+            etag=e.metadata.get("etag"),
+        )
+
+
+def _event_row(event_id: str) -> str:
+    # Graph ids may hold characters RowKey forbids ('/', '+'); the id itself is kept as a property.
+    return hashlib.sha256(event_id.encode()).hexdigest()[:40]
+
+
+class TableEventIndex:
+    def __init__(self, table: TableClient) -> None:
+        self._t = table
+
+    def get(self, connection_id: str, event_id: str) -> str | None:
+        try:
+            return str(self._t.get_entity(connection_id, _event_row(event_id))["MeetingKey"])
+        except ResourceNotFoundError:
+            return None
+
+    def put(self, connection_id: str, event_id: str, user_id: str, meeting_key: str, generation: str) -> None:
+        self._t.upsert_entity({"PartitionKey": connection_id, "RowKey": _event_row(event_id), "EventId": event_id,
+                               "UserId": user_id, "MeetingKey": meeting_key, "Generation": generation},
+                              mode=UpdateMode.REPLACE)
+
+    def remove(self, connection_id: str, event_id: str) -> None:
+        try:
+            self._t.delete_entity(connection_id, _event_row(event_id))
+        except ResourceNotFoundError:
+            pass
+
+    def all_for(self, connection_id: str, not_generation: str | None = None) -> dict[str, str]:
+        rows = self._t.query_entities(f"PartitionKey eq '{_quote(connection_id)}'")
+        return {e["EventId"]: e["MeetingKey"] for e in rows
+                if not_generation is None or e.get("Generation") != not_generation}
+
+
+class TableSyncStateStore:
+    def __init__(self, table: TableClient) -> None:
+        self._t = table
+
+    def get(self, connection_id: str) -> SyncState | None:
+        try:
+            e = self._t.get_entity(connection_id, "state")
+        except ResourceNotFoundError:
+            return None
+        return SyncState(
+            connection_id=connection_id, window_start=_required_dt(e["WindowStart"]),
+            window_end=_required_dt(e["WindowEnd"]), delta_link=e.get("DeltaLink") or None,
+            full_sync_at=_dt(e.get("FullSyncAt")), resume_link=e.get("ResumeLink") or None,
+            generation=e.get("Generation", ""),
+        )
+
+    def put(self, state: SyncState) -> None:
+        self._t.upsert_entity({
+            "PartitionKey": state.connection_id, "RowKey": "state", "WindowStart": _iso(state.window_start),
+            "WindowEnd": _iso(state.window_end), "DeltaLink": state.delta_link or "",
+            "FullSyncAt": _iso(state.full_sync_at), "ResumeLink": state.resume_link or "",
+            "Generation": state.generation,
+        }, mode=UpdateMode.REPLACE)
+
+    def remove(self, connection_id: str) -> None:
+        try:
+            self._t.delete_entity(connection_id, "state")
+        except ResourceNotFoundError:
+            pass

@@ -1,0 +1,262 @@
+"""The narrow interfaces the domain services need from the outside world.
+
+Adapters in `shared/adapters/` implement them against Azure Table/Queue Storage, Key Vault, MSAL,
+Microsoft Graph and the agent API; unit tests implement them in memory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from shared.connections import Connection, Plan
+from shared.scheduling import AgentState, SyncWindow
+
+
+class Conflict(Exception):
+    """An optimistic-concurrency write lost a race (ETag changed, or the row already exists)."""
+
+
+# ---------------------------------------------------------------- connect flow records
+@dataclass(frozen=True)
+class PendingFlow:
+    """A started sign-in: MSAL's flow (PKCE verifier, nonce, state) kept server-side, single use."""
+
+    state_hash: str
+    user_id: str
+    reconnect_id: str | None
+    flow: dict[str, Any]
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class PendingClaim:
+    """A redeemed sign-in waiting for the user who started it to claim it."""
+
+    code_hash: str
+    user_id: str
+    reconnect_id: str | None
+    secret_name: str
+    home_account_id: str
+    tenant_id: str
+    email: str
+    access_expires_at: datetime | None
+    expires_at: datetime
+
+
+class FlowStore(Protocol):
+    def put(self, flow: PendingFlow) -> None: ...
+    def take(self, state_hash: str) -> PendingFlow | None:
+        """Remove and return it; None when unknown or already taken (single use, race-safe)."""
+        ...
+
+
+class ClaimStore(Protocol):
+    def put(self, claim: PendingClaim) -> None: ...
+    def take(self, code_hash: str) -> PendingClaim | None: ...
+    def expired(self, now: datetime) -> list[PendingClaim]: ...
+    def remove(self, code_hash: str) -> None: ...
+
+
+class ConnectionStore(Protocol):
+    def list_for_user(self, user_id: str) -> list[Connection]: ...
+    def get(self, user_id: str, connection_id: str) -> Connection | None: ...
+    def add(self, connection: Connection, plan: Plan) -> Connection:
+        """Insert atomically within the plan limit; raises PlanLimitExceeded (two concurrent adds
+        cannot both take the last place)."""
+        ...
+    def update(self, connection: Connection) -> None: ...
+    def remove(self, connection: Connection) -> None: ...
+    def all(self) -> Iterator[Connection]: ...
+
+
+# ---------------------------------------------------------------- meetings and sync state
+@dataclass(frozen=True)
+class Source:
+    connection_id: str
+    event_id: str
+    email: str
+
+
+@dataclass(frozen=True)
+class Meeting:
+    user_id: str
+    key: str
+    link_key: str
+    title: str
+    start: datetime
+    end: datetime
+    platform: str
+    join_url: str
+    sources: tuple[Source, ...]
+    agent: AgentState | None = None
+    deploy_at: datetime | None = None
+    enqueued_for: datetime | None = None
+    failure_reason: str | None = None
+    etag: str | None = None
+
+
+class MeetingStore(Protocol):
+    def get(self, user_id: str, key: str) -> Meeting | None: ...
+    def list_for_user(self, user_id: str, ending_after: datetime) -> list[Meeting]: ...
+    def create(self, meeting: Meeting) -> Meeting:
+        """Raises Conflict when it exists."""
+        ...
+    def replace(self, meeting: Meeting) -> Meeting:
+        """Conditional on meeting.etag; raises Conflict when it changed."""
+        ...
+    def delete(self, meeting: Meeting) -> None:
+        """Conditional on meeting.etag; raises Conflict when it changed."""
+        ...
+
+
+class EventIndex(Protocol):
+    """Which meeting each of a connection's events feeds, so changes and removals find it."""
+
+    def get(self, connection_id: str, event_id: str) -> str | None: ...
+    def put(self, connection_id: str, event_id: str, user_id: str, meeting_key: str, generation: str) -> None: ...
+    def remove(self, connection_id: str, event_id: str) -> None: ...
+    def all_for(self, connection_id: str, not_generation: str | None = None) -> dict[str, str]:
+        """event id -> meeting key; with not_generation, only entries a full sync did not see."""
+        ...
+
+
+@dataclass(frozen=True)
+class SyncState:
+    connection_id: str
+    window_start: datetime
+    window_end: datetime
+    delta_link: str | None
+    full_sync_at: datetime | None
+    resume_link: str | None = None  # a page link to continue a sync that was throttled mid-way
+    generation: str = ""  # marks index entries seen by the current full sync
+
+
+class SyncStateStore(Protocol):
+    def get(self, connection_id: str) -> SyncState | None: ...
+    def put(self, state: SyncState) -> None: ...
+    def remove(self, connection_id: str) -> None: ...
+
+
+# ---------------------------------------------------------------- secrets, identity, Graph, agents
+class SecretStore(Protocol):
+    def get(self, name: str) -> str | None: ...
+    def set(self, name: str, value: str) -> None: ...
+    def delete(self, name: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class TokenError:
+    """An identity-platform error as data; never carries a token."""
+
+    error: str
+    description: str
+    transient: bool
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    cache: str  # serialized MSAL token cache: a secret, goes to Key Vault only
+    access_token: str
+    access_expires_at: datetime | None
+    home_account_id: str
+    tenant_id: str
+    username: str
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    token: str
+    expires_at: datetime | None
+    cache: str | None  # the cache when MSAL changed it (write back), else None
+
+
+class IdentityProvider(Protocol):
+    def begin(self, state: str) -> dict[str, Any]:
+        """Start an auth code flow (PKCE, nonce); the flow dict holds `auth_uri`."""
+        ...
+    def redeem(self, flow: Mapping[str, Any], response: Mapping[str, str]) -> SignedIn | TokenError: ...
+    def acquire(self, cache: str, home_account_id: str, *, force_refresh: bool) -> AccessToken | TokenError: ...
+
+
+class Throttled(Exception):
+    def __init__(self, retry_after: timedelta) -> None:
+        super().__init__(f"throttled for {retry_after.total_seconds():.0f}s")
+        self.retry_after = retry_after
+
+
+class SyncStateGone(Exception):
+    """The delta link is no longer valid (410 / syncStateNotFound): start a full sync."""
+
+
+class GraphUnauthorized(Exception):
+    """Graph refused the access token."""
+
+
+@dataclass(frozen=True)
+class DeltaPage:
+    events: list[dict[str, Any]]
+    next_link: str | None
+    delta_link: str | None
+
+
+class CalendarReader(Protocol):
+    def me_email(self, access_token: str) -> str: ...
+    def delta_first(self, access_token: str, window: SyncWindow) -> DeltaPage: ...
+    def delta_next(self, access_token: str, link: str) -> DeltaPage: ...
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    meeting_url: str
+    platform: str
+    title: str
+    start: datetime
+    end: datetime
+    user_id: str
+    meeting_id: str
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    ok: bool
+    permanent: bool = False
+    detail: str = ""
+
+
+class AgentApi(Protocol):
+    def deploy(self, request: DeployRequest) -> DeployResult: ...
+
+
+# ---------------------------------------------------------------- queues
+@dataclass(frozen=True)
+class DeployJob:
+    user_id: str
+    meeting_key: str
+    deploy_at: datetime
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class SyncJob:
+    user_id: str
+    connection_id: str
+    reason: str = "scheduled"
+
+
+class JobQueue(Protocol):
+    def schedule_deploy(self, job: DeployJob, delay: timedelta) -> None: ...
+    def poison_deploy(self, job: DeployJob, reason: str) -> None: ...
+    def enqueue_sync(self, job: SyncJob, delay: timedelta = ...) -> None: ...
+
+
+@dataclass
+class Counters:
+    """What one run did, for logs and tests."""
+
+    values: dict[str, int] = field(default_factory=dict)
+
+    def add(self, name: str, n: int = 1) -> None:
+        self.values[name] = self.values.get(name, 0) + n

@@ -1,0 +1,92 @@
+"""When agents are deployed, and whether a deployment is still wanted. Pure domain."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+# Queue messages can be hidden for at most 7 days; keep a margin so the enqueue never fails.
+MAX_QUEUE_DELAY = timedelta(days=7) - timedelta(minutes=5)
+
+
+class AgentState(StrEnum):
+    SCHEDULED = "scheduled"
+    DEPLOYED = "deployed"
+    FAILED = "failed"
+
+
+def meeting_key(link_key: str, start: datetime) -> str:
+    """One meeting = one join link at one start time, whichever calendars hold it. Sortable by start."""
+    digest = hashlib.sha256(link_key.encode()).hexdigest()[:32]
+    return f"{start:%Y%m%dT%H%M%SZ}-{digest}"
+
+
+def idempotency_key(user_id: str, link_key: str, start: datetime) -> str:
+    """Stable id of (user, meeting link, start): the agent API deploys once per key."""
+    raw = f"{user_id}\n{link_key}\n{start.isoformat()}"
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def deploy_at(start: datetime, lead_seconds: int) -> datetime:
+    return start - timedelta(seconds=lead_seconds)
+
+
+def enqueue_delay(now: datetime, when: datetime) -> timedelta | None:
+    """How long the deploy message stays hidden; None when it is beyond the queue's horizon
+    (a later sync schedules it)."""
+    delay = max(when - now, timedelta(0))
+    return None if delay > MAX_QUEUE_DELAY else delay
+
+
+class Verdict(StrEnum):
+    DEPLOY = "deploy"
+    WAIT = "wait"  # surfaced early (horizon hop): hide again until it is time
+    ALREADY_DEPLOYED = "already_deployed"
+    NO_ACTIVE_CONNECTION = "no_active_connection"
+    TOO_LATE = "too_late"
+
+
+@dataclass(frozen=True)
+class DeployDecision:
+    verdict: Verdict
+    wait: timedelta = timedelta(0)
+
+
+def decide_deployment(
+    *,
+    now: datetime,
+    start: datetime,
+    intended_at: datetime,
+    agent: AgentState | None,
+    any_active_connection: bool,
+    grace_seconds: int,
+) -> DeployDecision:
+    if agent is AgentState.DEPLOYED:
+        return DeployDecision(Verdict.ALREADY_DEPLOYED)
+    if not any_active_connection:
+        return DeployDecision(Verdict.NO_ACTIVE_CONNECTION)
+    if now > start + timedelta(seconds=grace_seconds):
+        return DeployDecision(Verdict.TOO_LATE)
+    if now < intended_at - timedelta(seconds=1):
+        return DeployDecision(Verdict.WAIT, intended_at - now)
+    return DeployDecision(Verdict.DEPLOY)
+
+
+def retry_delay(attempt: int, base_seconds: int) -> timedelta:
+    """Exponential back-off for agent API retries: base, 2*base, 4*base, ... capped at 5 minutes."""
+    return timedelta(seconds=min(base_seconds * (2 ** max(attempt - 1, 0)), 300))
+
+
+@dataclass(frozen=True)
+class SyncWindow:
+    start: datetime
+    end: datetime
+
+
+def sync_window(now: datetime, days_ahead: int) -> SyncWindow:
+    """Midnight UTC yesterday to `days_ahead` days after today: fixed for a day, so a delta link
+    stays usable until the window slides (then a fresh full sync starts it again)."""
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return SyncWindow(start=today - timedelta(days=1), end=today + timedelta(days=days_ahead + 1))

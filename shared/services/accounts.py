@@ -1,0 +1,125 @@
+"""Keeping connections alive: background token refresh, silent access for sync, disconnect."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+
+from shared.clock import Clock
+from shared.connections import REASONS, Connection, classify_token_error, refresh_due
+from shared.ports import (
+    AccessToken,
+    ConnectionStore,
+    EventIndex,
+    IdentityProvider,
+    MeetingStore,
+    SecretStore,
+    SyncStateStore,
+    TokenError,
+)
+from shared.services.meetings import detach_source
+
+log = logging.getLogger(__name__)
+
+
+class ConnectionUnusable(Exception):
+    """The connection cannot get a token now (it is in error, or the failure was transient)."""
+
+
+@dataclass(frozen=True)
+class RefreshOutcome:
+    refreshed: int = 0
+    failed: int = 0
+    transient: int = 0
+    skipped: int = 0
+
+
+class TokenKeeper:
+    """The one path to a connection's access token, used by the refresh timer and by sync."""
+
+    def __init__(
+        self, *, connections: ConnectionStore, identity: IdentityProvider, secrets_store: SecretStore, clock: Clock
+    ) -> None:
+        self._connections = connections
+        self._identity = identity
+        self._secrets = secrets_store
+        self._clock = clock
+
+    def access_token(self, conn: Connection, *, force_refresh: bool = False) -> tuple[Connection, AccessToken]:
+        cache = self._secrets.get(conn.secret_name)
+        if cache is None:
+            failed = conn.failed(REASONS["refresh_failed"])
+            self._connections.update(failed)
+            raise ConnectionUnusable("token cache missing")
+        result = self._identity.acquire(cache, conn.home_account_id, force_refresh=force_refresh)
+        now = self._clock.now()
+        if isinstance(result, TokenError):
+            reason = None if result.transient else classify_token_error(result.error, result.description)
+            if reason is None:
+                # Transient: stay active, keep the cache, remember since when it has been failing.
+                if conn.transient_failure_since is None:
+                    self._connections.update(replace(conn, transient_failure_since=now))
+                log.warning("token refresh failed transiently", extra={"connection_id": conn.id})
+                raise ConnectionUnusable("transient")
+            log.warning("token refresh failed: %s", reason.code, extra={"connection_id": conn.id})
+            self._connections.update(conn.failed(reason))
+            raise ConnectionUnusable(reason.code)
+        if result.cache is not None:
+            self._secrets.set(conn.secret_name, result.cache)
+        updated = conn
+        if force_refresh or result.cache is not None or conn.transient_failure_since is not None:
+            updated = conn.refreshed(now, result.expires_at)
+            self._connections.update(updated)
+        return updated, result
+
+    def refresh_all(self, next_run_in_seconds: float, max_age_seconds: int) -> RefreshOutcome:
+        counts = {"refreshed": 0, "failed": 0, "transient": 0, "skipped": 0}
+        now = self._clock.now()
+        for conn in self._connections.all():
+            if not refresh_due(conn, now, next_run_in_seconds, max_age_seconds):
+                counts["skipped"] += 1
+                continue
+            try:
+                self.access_token(conn, force_refresh=True)
+                counts["refreshed"] += 1
+            except ConnectionUnusable as exc:
+                counts["transient" if str(exc) == "transient" else "failed"] += 1
+        return RefreshOutcome(**counts)
+
+
+class AccountsService:
+    def __init__(
+        self,
+        *,
+        connections: ConnectionStore,
+        meetings: MeetingStore,
+        index: EventIndex,
+        sync_state: SyncStateStore,
+        secrets_store: SecretStore,
+        clock: Clock,
+    ) -> None:
+        self._connections = connections
+        self._meetings = meetings
+        self._index = index
+        self._sync_state = sync_state
+        self._secrets = secrets_store
+        self._clock = clock
+
+    def list(self, user_id: str) -> list[Connection]:
+        return sorted(self._connections.list_for_user(user_id), key=lambda c: (c.connected_at, c.id))
+
+    def disconnect(self, user_id: str, connection_id: str) -> bool:
+        """Stops everything for this account: its meetings leave Upcoming Meetings, pending
+        deployments find nothing to deploy, and its token cache is deleted from Key Vault."""
+        conn = self._connections.get(user_id, connection_id)
+        if conn is None:
+            return False
+        # Remove the connection first: a deploy message that surfaces now finds no active source.
+        self._connections.remove(conn)
+        for event_id, key in self._index.all_for(conn.id).items():
+            detach_source(self._meetings, user_id, key, conn.id)
+            self._index.remove(conn.id, event_id)
+        self._sync_state.remove(conn.id)
+        self._secrets.delete(conn.secret_name)
+        log.info("connection disconnected", extra={"user_id": user_id, "connection_id": conn.id})
+        return True

@@ -1,0 +1,286 @@
+"""Connecting an Outlook account: start → Microsoft sign-in → callback → claim.
+
+The callback never trusts the browser that lands on it: the redeemed result waits as a pending
+claim bound to the CoAgentor user who started the flow, and only that user (holding their own
+bearer token) can claim it. That is what defeats account-linking CSRF."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from enum import StrEnum
+from urllib.parse import urlencode
+
+from shared.clock import Clock
+from shared.connections import (
+    Connection,
+    ConnectionStatus,
+    PlanLimitExceeded,
+    aadsts_code,
+    classify_token_error,
+    plan_limit,
+)
+from shared.platform_auth import User
+from shared.ports import (
+    CalendarReader,
+    ClaimStore,
+    ConnectionStore,
+    FlowStore,
+    IdentityProvider,
+    JobQueue,
+    PendingClaim,
+    PendingFlow,
+    SecretStore,
+    SignedIn,
+    SyncJob,
+)
+
+log = logging.getLogger(__name__)
+
+FLOW_LIFETIME = timedelta(minutes=10)
+CLAIM_LIFETIME = timedelta(minutes=10)
+
+
+def _hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def new_secret_name() -> str:
+    """Key Vault name for one token cache. Random, never reused: a soft-deleted name stays taken."""
+    return f"outlook-cache-{uuid.uuid4().hex}"
+
+
+class Outcome(StrEnum):
+    CONFIRM = "confirm"
+    CANCELLED = "cancelled"
+    BLOCKED = "blocked"
+    EXPIRED = "expired"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class CallbackResult:
+    outcome: Outcome
+    reason: str | None = None
+    claim: str | None = None
+
+
+class ConnectionNotFound(Exception):
+    pass
+
+
+class ClaimExpired(Exception):
+    pass
+
+
+class ClaimMismatch(Exception):
+    pass
+
+
+class AccountMismatch(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Claimed:
+    outcome: str  # "connected" | "reconnected"
+    connection: Connection
+
+
+class ConnectService:
+    def __init__(
+        self,
+        *,
+        flows: FlowStore,
+        claims: ClaimStore,
+        connections: ConnectionStore,
+        identity: IdentityProvider,
+        calendar: CalendarReader,
+        secrets_store: SecretStore,
+        jobs: JobQueue,
+        clock: Clock,
+    ) -> None:
+        self._flows = flows
+        self._claims = claims
+        self._connections = connections
+        self._identity = identity
+        self._calendar = calendar
+        self._secrets = secrets_store
+        self._jobs = jobs
+        self._clock = clock
+
+    # ------------------------------------------------------------------ leg 1
+    def start(self, user: User, reconnect_id: str | None = None) -> str:
+        """The Microsoft authorize URL for this user; raises PlanLimitExceeded / ConnectionNotFound."""
+        existing = self._connections.list_for_user(user.id)
+        if reconnect_id is not None:
+            if not any(c.id == reconnect_id for c in existing):
+                raise ConnectionNotFound(reconnect_id)
+        else:
+            limit = plan_limit(user.plan)
+            if limit is not None and len(existing) >= limit:
+                raise PlanLimitExceeded(user.plan, limit, len(existing))
+        state = secrets.token_urlsafe(32)
+        flow = self._identity.begin(state)
+        self._flows.put(
+            PendingFlow(
+                state_hash=_hash(state),
+                user_id=user.id,
+                reconnect_id=reconnect_id,
+                flow=flow,
+                expires_at=self._clock.now() + FLOW_LIFETIME,
+            )
+        )
+        log.info("connect started", extra={"user_id": user.id, "reconnect": bool(reconnect_id)})
+        return str(flow["auth_uri"])
+
+    # ------------------------------------------------------------------ leg 2
+    def complete(self, response: Mapping[str, str]) -> CallbackResult:
+        state = response.get("state", "")
+        pending = self._flows.take(_hash(state)) if state else None
+        if pending is None:
+            return CallbackResult(Outcome.EXPIRED, "unknown_state" if state else "missing_state")
+        if pending.expires_at <= self._clock.now():
+            return CallbackResult(Outcome.EXPIRED, "stale_state")
+        if response.get("error"):
+            return _sign_in_error(response.get("error", ""), response.get("error_description"))
+        if not response.get("code"):
+            return CallbackResult(Outcome.FAILED, "missing_code")
+
+        result = self._identity.redeem(pending.flow, response)
+        if not isinstance(result, SignedIn):
+            log.warning("code redemption failed", extra={"user_id": pending.user_id, "error": result.error,
+                                                          "aadsts": aadsts_code(result.description)})
+            reason = classify_token_error(result.error, result.description)
+            if reason is not None and reason.code in ("blocked_by_policy", "admin_approval_required"):
+                return CallbackResult(Outcome.BLOCKED, reason.code)
+            return CallbackResult(Outcome.FAILED, "code_rejected")
+        try:
+            email = self._calendar.me_email(result.access_token)
+        except Exception:
+            log.exception("reading the signed-in profile failed", extra={"user_id": pending.user_id})
+            return CallbackResult(Outcome.FAILED, "profile_unavailable")
+
+        secret_name = new_secret_name()
+        self._secrets.set(secret_name, result.cache)
+        code = secrets.token_urlsafe(32)
+        self._claims.put(
+            PendingClaim(
+                code_hash=_hash(code),
+                user_id=pending.user_id,
+                reconnect_id=pending.reconnect_id,
+                secret_name=secret_name,
+                home_account_id=result.home_account_id,
+                tenant_id=result.tenant_id,
+                email=email,
+                access_expires_at=result.access_expires_at,
+                expires_at=self._clock.now() + CLAIM_LIFETIME,
+            )
+        )
+        log.info("sign-in redeemed, waiting for claim", extra={"user_id": pending.user_id})
+        return CallbackResult(Outcome.CONFIRM, claim=code)
+
+    # ------------------------------------------------------------------ leg 3
+    def claim(self, user: User, code: str) -> Claimed:
+        pending = self._claims.take(_hash(code)) if code else None
+        if pending is None:
+            raise ClaimExpired()
+        if pending.expires_at <= self._clock.now():
+            self._discard(pending)
+            raise ClaimExpired()
+        if pending.user_id != user.id:
+            # Someone else's sign-in landed in this browser: destroy it, connect nothing.
+            self._discard(pending)
+            log.warning("claim by another user refused", extra={"user_id": user.id})
+            raise ClaimMismatch()
+
+        existing = self._connections.list_for_user(user.id)
+        target: Connection | None = None
+        if pending.reconnect_id is not None:
+            target = next((c for c in existing if c.id == pending.reconnect_id), None)
+            if target is not None and target.home_account_id != pending.home_account_id:
+                self._discard(pending)
+                raise AccountMismatch()
+        if target is None:
+            target = next((c for c in existing if c.home_account_id == pending.home_account_id), None)
+
+        now = self._clock.now()
+        if target is not None:
+            updated = replace(
+                target,
+                email=pending.email,
+                status=ConnectionStatus.ACTIVE,
+                reason_code=None,
+                secret_name=pending.secret_name,
+                last_refreshed_at=now,
+                access_expires_at=pending.access_expires_at,
+                transient_failure_since=None,
+            )
+            self._connections.update(updated)
+            if target.secret_name != pending.secret_name:
+                self._secrets.delete(target.secret_name)
+            outcome, connection = "reconnected", updated
+        else:
+            new = Connection(
+                id=uuid.uuid4().hex,
+                user_id=user.id,
+                email=pending.email,
+                home_account_id=pending.home_account_id,
+                tenant_id=pending.tenant_id,
+                status=ConnectionStatus.ACTIVE,
+                reason_code=None,
+                secret_name=pending.secret_name,
+                connected_at=now,
+                last_refreshed_at=now,
+                access_expires_at=pending.access_expires_at,
+            )
+            try:
+                connection = self._connections.add(new, user.plan)
+            except PlanLimitExceeded:
+                self._secrets.delete(pending.secret_name)
+                raise
+            outcome = "connected"
+        self._jobs.enqueue_sync(SyncJob(user.id, connection.id, reason=outcome))
+        log.info("connection %s", outcome, extra={"user_id": user.id, "connection_id": connection.id})
+        return Claimed(outcome, connection)
+
+    def purge_expired_claims(self) -> int:
+        """Unclaimed sign-ins: drop the record and the token cache it kept in Key Vault."""
+        expired = self._claims.expired(self._clock.now())
+        for pending in expired:
+            self._claims.remove(pending.code_hash)
+            self._secrets.delete(pending.secret_name)
+        return len(expired)
+
+    def _discard(self, pending: PendingClaim) -> None:
+        self._secrets.delete(pending.secret_name)
+
+
+def _sign_in_error(error: str, description: str | None) -> CallbackResult:
+    code = aadsts_code(description)
+    reason = classify_token_error("invalid_grant", description) if code else None
+    if reason is not None and reason.code in ("blocked_by_policy", "admin_approval_required"):
+        return CallbackResult(Outcome.BLOCKED, reason.code)
+    if error == "access_denied" and code in (None, "65004"):
+        return CallbackResult(Outcome.CANCELLED, "user_cancelled")
+    if error == "consent_required" or code == "65001":
+        return CallbackResult(Outcome.BLOCKED, "admin_approval_required")
+    return CallbackResult(Outcome.FAILED, f"aadsts_{code}" if code else "sign_in_error")
+
+
+def redirect_url(page: str, result: CallbackResult) -> str:
+    """Where the browser goes after the callback: always the configured page, never a URL from the
+    request; carries the outcome and, on success, only the one-time claim code."""
+    params = {"outlook": result.outcome.value}
+    if result.claim:
+        params["claim"] = result.claim
+    if result.reason:
+        params["reason"] = result.reason
+    sep = "&" if "?" in page else "?"
+    return f"{page}{sep}{urlencode(params)}"
+

@@ -1,0 +1,100 @@
+"""Meetings as Upcoming Meetings shows them: one per (join link, start), merged across the user's
+connections, each remembering which connections' events feed it."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from shared.ports import Conflict, DeployJob, JobQueue, Meeting, MeetingStore, Source
+from shared.scheduling import AgentState, enqueue_delay
+
+_ATTEMPTS = 8
+
+
+def attach_source(meetings: MeetingStore, jobs: JobQueue, now: datetime, candidate: Meeting) -> Meeting:
+    """Create or merge the meeting for one connection's event, and schedule its deployment when it
+    is within the queue's horizon and not scheduled yet. The message is enqueued before the row
+    records it: a crash in between can only duplicate a message (the deployer dedupes), never lose one."""
+    (source,) = candidate.sources
+    for _ in range(_ATTEMPTS):
+        current = meetings.get(candidate.user_id, candidate.key)
+        if current is None:
+            fresh = _scheduled(jobs, now, replace(candidate, agent=None, enqueued_for=None))
+            try:
+                return meetings.create(fresh)
+            except Conflict:
+                continue
+        others = tuple(s for s in current.sources if s.connection_id != source.connection_id)
+        merged = replace(
+            current,
+            title=candidate.title,
+            end=candidate.end,
+            join_url=candidate.join_url,
+            platform=candidate.platform,
+            sources=(*others, source),
+        )
+        if merged.deploy_at != candidate.deploy_at:
+            merged = replace(merged, deploy_at=candidate.deploy_at, enqueued_for=None)
+        merged = _scheduled(jobs, now, merged)
+        if merged == current:
+            return current
+        try:
+            return meetings.replace(merged)
+        except Conflict:
+            continue
+    raise Conflict(f"meeting {candidate.key} kept changing")
+
+
+def schedule_if_due(meetings: MeetingStore, jobs: JobQueue, now: datetime, meeting: Meeting) -> Meeting:
+    """For meetings that were beyond the horizon when first seen."""
+    updated = _scheduled(jobs, now, meeting)
+    if updated is meeting:
+        return meeting
+    try:
+        return meetings.replace(updated)
+    except Conflict:
+        return meeting  # someone else touched it; the next sync looks again
+
+
+def _scheduled(jobs: JobQueue, now: datetime, meeting: Meeting) -> Meeting:
+    if meeting.deploy_at is None or meeting.agent in (AgentState.DEPLOYED, AgentState.FAILED):
+        return meeting
+    if meeting.enqueued_for == meeting.deploy_at:
+        return meeting
+    delay = enqueue_delay(now, meeting.deploy_at)
+    if delay is None:
+        return meeting
+    jobs.schedule_deploy(DeployJob(meeting.user_id, meeting.key, meeting.deploy_at), delay)
+    return replace(meeting, enqueued_for=meeting.deploy_at, agent=AgentState.SCHEDULED)
+
+
+def detach_source(meetings: MeetingStore, user_id: str, key: str, connection_id: str) -> None:
+    """This connection no longer holds the meeting; the meeting goes when no connection does."""
+    for _ in range(_ATTEMPTS):
+        current = meetings.get(user_id, key)
+        if current is None:
+            return
+        remaining = tuple(s for s in current.sources if s.connection_id != connection_id)
+        if len(remaining) == len(current.sources):
+            return
+        try:
+            if remaining:
+                meetings.replace(replace(current, sources=remaining))
+            else:
+                meetings.delete(current)
+            return
+        except Conflict:
+            continue
+    raise Conflict(f"meeting {key} kept changing")
+
+
+def upcoming(meetings: MeetingStore, user_id: str, now: datetime) -> list[Meeting]:
+    return sorted(meetings.list_for_user(user_id, ending_after=now), key=lambda m: (m.start, m.key))
+
+
+def accounts_of(meeting: Meeting) -> list[str]:
+    return sorted({s.email for s in meeting.sources})
+
+
+__all__ = ["Source", "accounts_of", "attach_source", "detach_source", "schedule_if_due", "upcoming"]
