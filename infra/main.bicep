@@ -1,0 +1,292 @@
+// CoAgentor Outlook Calendar: everything `azd up` provisions. Subscription scope so azd can create the
+// resource group; each resource lives in a module under ./modules. See docs/deploying.md.
+targetScope = 'subscription'
+
+// ----------------------------------------------------------------------------------------------------
+// Environment
+// ----------------------------------------------------------------------------------------------------
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment. Names the resource group and seeds the token that makes resource names unique.')
+param environmentName string
+
+@minLength(1)
+@description('Region for all resources. It must offer Flex Consumption: az functionapp list-flexconsumption-locations.')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Object id of the operator who stores the app secrets in Key Vault after provisioning (azd passes the signed-in principal). Gets Key Vault Secrets Officer on the vault; empty for no grant.')
+param principalId string = ''
+
+@description('Kind of principal principalId is: User for a person, ServicePrincipal for a pipeline.')
+@allowed([
+  'User'
+  'ServicePrincipal'
+])
+param principalType string = 'User'
+
+// ----------------------------------------------------------------------------------------------------
+// What the app reads (shared/config.py). Defaults equal the code defaults; tests/unit/test_infra.py checks.
+// ----------------------------------------------------------------------------------------------------
+
+@minLength(1)
+@description('Application (client) id of the Outlook Calendar app registration, a separate registration from any Teams one. Not a secret. OUTLOOK_CLIENT_ID.')
+param outlookClientId string
+
+@description('Microsoft identity platform authority. /common takes work, school and personal Microsoft accounts. OUTLOOK_AUTHORITY.')
+param outlookAuthority string = 'https://login.microsoftonline.com/common'
+
+@description('Microsoft Graph base URL. GRAPH_BASE_URL.')
+param graphBaseUrl string = 'https://graph.microsoft.com/v1.0'
+
+@minLength(1)
+@description('URL of the CoAgentor integrations page the browser returns to after connecting a calendar. INTEGRATIONS_PAGE_URL.')
+param integrationsPageUrl string
+
+@minLength(1)
+@description('Base URL of the CoAgentor agent API. AGENT_API_URL.')
+param agentApiUrl string
+
+@minLength(1)
+@description('Issuer (iss) of the CoAgentor platform bearer tokens. PLATFORM_JWT_ISSUER.')
+param platformJwtIssuer string
+
+@description('Audience (aud) of the CoAgentor platform bearer tokens. PLATFORM_JWT_AUDIENCE.')
+param platformJwtAudience string = 'coagentor-outlook-calendar'
+
+@minLength(1)
+@description('Public key that verifies CoAgentor platform tokens: a whole PEM with \\n for line breaks, or only the base64 between the BEGIN/END lines on one line. A public key, not a secret. PLATFORM_JWT_PUBLIC_KEY.')
+param platformJwtPublicKey string
+
+@minValue(0)
+@description('Seconds before a meeting starts that the agent is sent. AGENT_JOIN_LEAD_SECONDS.')
+param agentJoinLeadSeconds int = 120
+
+@minValue(0)
+@description('Seconds after a meeting started that sending the agent is still worth it. AGENT_JOIN_GRACE_SECONDS.')
+param agentJoinGraceSeconds int = 300
+
+@minValue(0)
+@description('Tokens older than this are refreshed proactively, keeping refresh tokens alive. TOKEN_REFRESH_MAX_AGE_SECONDS.')
+param tokenRefreshMaxAgeSeconds int = 43200
+
+@minValue(1)
+@description('Days ahead the calendar is synchronised. SYNC_WINDOW_DAYS.')
+param syncWindowDays int = 14
+
+@minValue(60)
+@description('Seconds between full resyncs of a calendar, the safety net under delta sync. FULL_RESYNC_SECONDS.')
+param fullResyncSeconds int = 86400
+
+@minValue(1)
+@description('Seconds before a failed agent deployment is retried. DEPLOY_RETRY_SECONDS.')
+param deployRetrySeconds int = 15
+
+@minValue(1)
+@description('Timeout of outgoing HTTP calls (Graph, identity platform, agent API). HTTP_TIMEOUT_SECONDS.')
+param httpTimeoutSeconds int = 20
+
+@description('NCRONTAB (6 fields, UTC) of the token refresh timer. REFRESH_SCHEDULE.')
+param refreshSchedule string = '0 */15 * * * *'
+
+@description('NCRONTAB (6 fields, UTC) of the calendar scan timer. SCAN_SCHEDULE.')
+param scanSchedule string = '0 */5 * * * *'
+
+// ----------------------------------------------------------------------------------------------------
+// Hosting
+// ----------------------------------------------------------------------------------------------------
+
+@description('Memory per Flex Consumption instance in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Most instances the app scales out to. Graph allows 4 concurrent requests per mailbox whatever this is.')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 100
+
+// ----------------------------------------------------------------------------------------------------
+// Names
+// ----------------------------------------------------------------------------------------------------
+
+// Prefixes from the Cloud Adoption Framework abbreviations, as in the azd templates.
+var abbrs = {
+  resourceGroup: 'rg-'
+  managedIdentity: 'id-'
+  appServicePlan: 'plan-'
+  functionApp: 'func-'
+  storageAccount: 'st'
+  keyVault: 'kv-'
+  logAnalytics: 'log-'
+  applicationInsights: 'appi-'
+}
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var functionAppName = '${abbrs.functionApp}outlookcal-${resourceToken}'
+
+// The app's storage layout. Add a table or queue here; the role assignments cover the whole account.
+var tableNames = [
+  'authflows'
+  'pendingclaims'
+  'connections'
+  'meetings'
+  'eventindex'
+  'syncstate'
+]
+var queueNames = [
+  'sync-jobs'
+  'agent-deployments'
+]
+
+// Secrets live in Key Vault under these names; the app settings carry only the names.
+var outlookClientSecretName = 'outlook-client-secret'
+var agentApiKeySecretName = 'agent-api-key'
+
+// The host name is fixed by the app name, so the redirect URI is known before the app exists.
+// Register exactly this URI on the app registration (docs/deploying.md).
+var outlookRedirectUri = 'https://${functionAppName}.azurewebsites.net/api/outlook/callback'
+
+// A PEM with literal \n sequences passes through; a bare base64 body gets its BEGIN/END lines. The code
+// turns \n back into line breaks, so the setting stays one line either way.
+var platformJwtPublicKeyPem = contains(platformJwtPublicKey, 'BEGIN PUBLIC KEY') ? platformJwtPublicKey : '-----BEGIN PUBLIC KEY-----\\n${platformJwtPublicKey}\\n-----END PUBLIC KEY-----'
+
+// ----------------------------------------------------------------------------------------------------
+// Resources
+// ----------------------------------------------------------------------------------------------------
+
+resource rg 'Microsoft.Resources/resourceGroups@2021-04-01' = {
+  name: '${abbrs.resourceGroup}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentity}outlookcal-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: '${abbrs.logAnalytics}${resourceToken}'
+    applicationInsightsName: '${abbrs.applicationInsights}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageAccount}${resourceToken}'
+    location: location
+    tags: tags
+    deploymentContainerName: 'app-package'
+    tableNames: tableNames
+    queueNames: queueNames
+  }
+}
+
+module keyVault 'modules/key-vault.bicep' = {
+  name: 'keyVault'
+  scope: rg
+  params: {
+    name: '${abbrs.keyVault}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module roleAssignments 'modules/role-assignments.bicep' = {
+  name: 'roleAssignments'
+  scope: rg
+  params: {
+    appPrincipalId: identity.outputs.principalId
+    operatorPrincipalId: principalId
+    operatorPrincipalType: principalType
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+  }
+}
+
+module functionApp 'modules/function-app.bicep' = {
+  name: 'functionApp'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: '${abbrs.appServicePlan}${resourceToken}'
+    location: location
+    tags: tags
+    serviceName: 'api'
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: storage.outputs.deploymentContainerName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    instanceMemoryMB: instanceMemoryMB
+    maximumInstanceCount: maximumInstanceCount
+    // Every setting shared/config.py reads, except the storage and credential ones the module adds.
+    appSettings: {
+      KEY_VAULT_URI: keyVault.outputs.uri
+      OUTLOOK_CLIENT_ID: outlookClientId
+      OUTLOOK_CLIENT_SECRET_NAME: outlookClientSecretName
+      OUTLOOK_AUTHORITY: outlookAuthority
+      OUTLOOK_REDIRECT_URI: outlookRedirectUri
+      GRAPH_BASE_URL: graphBaseUrl
+      INTEGRATIONS_PAGE_URL: integrationsPageUrl
+      AGENT_API_URL: agentApiUrl
+      AGENT_API_KEY_SECRET_NAME: agentApiKeySecretName
+      PLATFORM_JWT_ISSUER: platformJwtIssuer
+      PLATFORM_JWT_AUDIENCE: platformJwtAudience
+      PLATFORM_JWT_PUBLIC_KEY: platformJwtPublicKeyPem
+      AGENT_JOIN_LEAD_SECONDS: string(agentJoinLeadSeconds)
+      AGENT_JOIN_GRACE_SECONDS: string(agentJoinGraceSeconds)
+      TOKEN_REFRESH_MAX_AGE_SECONDS: string(tokenRefreshMaxAgeSeconds)
+      SYNC_WINDOW_DAYS: string(syncWindowDays)
+      FULL_RESYNC_SECONDS: string(fullResyncSeconds)
+      DEPLOY_RETRY_SECONDS: string(deployRetrySeconds)
+      HTTP_TIMEOUT_SECONDS: string(httpTimeoutSeconds)
+      REFRESH_SCHEDULE: refreshSchedule
+      SCAN_SCHEDULE: scanSchedule
+    }
+  }
+  // The host starts as soon as its settings exist: let it find its storage and vault roles in place.
+  dependsOn: [
+    roleAssignments
+  ]
+}
+
+// ----------------------------------------------------------------------------------------------------
+// Outputs: names, ids and URIs only (azd stores them in .azure/<env>/.env).
+// ----------------------------------------------------------------------------------------------------
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_FUNCTION_APP_URI string = functionApp.outputs.uri
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output AZURE_KEY_VAULT_URI string = keyVault.outputs.uri
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_APPLICATION_INSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output OUTLOOK_REDIRECT_URI string = outlookRedirectUri
+output SERVICE_API_NAME string = functionApp.outputs.name
