@@ -1,0 +1,241 @@
+"""The CoAgentor agent API as the local stack sees it: a recorder of deployments (plain HTTP).
+
+- `POST /agents` (JSON object) -> 201 with the body echoed plus an `id`; recorded with its headers.
+  A second POST whose `Idempotency-Key` was already deployed -> 409 `{"error": "already_deployed"}`.
+  With an expected API key configured, anything but `Authorization: Bearer <key>` -> 401.
+- `GET /_recorded` -> successful deployments `[{"received_at", "idempotency_key", "body", "id", "headers"}]`;
+  `GET /_recorded?all=1` -> every attempt, each with its `status` (faults, 401s, duplicates included).
+- `POST /_faults` `{"status": 503, "count": 2}` -> the next `count` deployments fail that way
+  (optional `"latency_ms"` delays them first, `"retry_after"` adds a Retry-After header;
+  `{"latency_ms": 50, "count": 1}` without a status only slows the next call down).
+- `POST /_reset` -> forget everything recorded and every pending fault.
+
+The order of checks on `POST /agents`: injected fault, then authorization, then the body, then
+the idempotency key (as a gateway in front of the real API would fail first).
+
+CLI: `python -m devstack.agents --port 7081 [--api-key KEY]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from devstack._httpserver import BackgroundServer, BodyTooLarge, LocalHTTPServer, QuietHandler
+
+
+@dataclass
+class _Fault:
+    status: int | None
+    remaining: int
+    latency_ms: int
+    retry_after: int | None
+
+
+class AgentRecorder:
+    """Records agent deployments in memory; see the module docstring for the HTTP surface."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, api_key: str | None) -> None:
+        self.api_key = api_key
+        self.host = host
+        self._lock = threading.Lock()
+        self._attempts: list[dict[str, Any]] = []
+        self._deployed_keys: set[str] = set()
+        self._faults: list[_Fault] = []
+        recorder = self
+
+        class Handler(_RecorderHandler):
+            pass
+
+        Handler.recorder = recorder
+        self._server = BackgroundServer(LocalHTTPServer((host, port), Handler), name="agents")
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> AgentRecorder:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    # Recorder state, also usable in-process by tests.
+
+    def recorded(self, *, include_all: bool = False) -> list[dict[str, Any]]:
+        with self._lock:
+            attempts = [dict(a) for a in self._attempts]
+        if include_all:
+            return attempts
+        return [{k: v for k, v in a.items() if k != "status"} for a in attempts if a["status"] == 201]
+
+    def add_fault(self, *, status: int | None, count: int, latency_ms: int = 0, retry_after: int | None = None) -> None:
+        with self._lock:
+            self._faults.append(_Fault(status, count, latency_ms, retry_after))
+
+    def reset(self) -> None:
+        with self._lock:
+            self._attempts.clear()
+            self._deployed_keys.clear()
+            self._faults.clear()
+
+    def _take_fault(self) -> _Fault | None:
+        with self._lock:
+            while self._faults and self._faults[0].remaining <= 0:
+                self._faults.pop(0)
+            if not self._faults:
+                return None
+            fault = self._faults[0]
+            fault.remaining -= 1
+            return fault
+
+    def handle_deployment(
+        self, headers: dict[str, str], raw_body: bytes
+    ) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        """Decide the answer to one `POST /agents` and record the attempt."""
+        fault = self._take_fault()
+        if fault is not None and fault.latency_ms > 0:
+            time.sleep(fault.latency_ms / 1000)
+        key = _header(headers, "Idempotency-Key")
+        body: Any
+        try:
+            body = json.loads(raw_body) if raw_body else None
+        except ValueError:
+            body = raw_body.decode("utf-8", errors="replace")
+        attempt: dict[str, Any] = {
+            "received_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "idempotency_key": key,
+            "body": body,
+            "headers": headers,
+        }
+        status: int
+        answer: dict[str, Any]
+        extra: list[tuple[str, str]] = []
+        if fault is not None and fault.status is not None:
+            status, answer = fault.status, {"error": "injected_fault", "status": fault.status}
+            if fault.retry_after is not None:
+                extra.append(("Retry-After", str(fault.retry_after)))
+        elif self.api_key is not None and _header(headers, "Authorization") != f"Bearer {self.api_key}":
+            status, answer = 401, {"error": "unauthorized"}
+        elif not isinstance(body, dict):
+            status, answer = 400, {"error": "invalid_body", "message": "expected a JSON object"}
+        else:
+            with self._lock:
+                if key is not None and key in self._deployed_keys:
+                    status, answer = 409, {"error": "already_deployed"}
+                else:
+                    if key is not None:
+                        self._deployed_keys.add(key)
+                    status = 201
+                    answer = dict(body)
+                    answer["id"] = f"agt_{uuid.uuid4().hex}"
+                    attempt["id"] = answer["id"]
+        attempt["status"] = status
+        with self._lock:
+            self._attempts.append(attempt)
+        return status, answer, extra
+
+
+def _header(headers: dict[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name.lower():
+            return value
+    return None
+
+
+class _RecorderHandler(QuietHandler):
+    recorder: AgentRecorder
+
+    def do_GET(self) -> None:
+        split = urlsplit(self.path)
+        self._drain()
+        if split.path == "/_recorded":
+            everything = parse_qs(split.query).get("all", ["0"])[-1] not in ("0", "", "false")
+            self.send_json(200, self.recorder.recorded(include_all=everything))
+        elif split.path == "/":
+            self.send_json(200, {"service": "agent API recorder"})
+        else:
+            self.send_json(404, {"error": "not_found"})
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path
+        try:
+            raw = self.read_body(limit=1024 * 1024)
+        except (BodyTooLarge, ValueError):
+            self.close_connection = True
+            self.send_json(413, {"error": "body_too_large"})
+            return
+        if path == "/agents":
+            status, answer, extra = self.recorder.handle_deployment(dict(self.headers.items()), raw)
+            self.send_json(status, answer, headers=extra)
+        elif path == "/_faults":
+            self._faults(raw)
+        elif path == "/_reset":
+            self.recorder.reset()
+            self.send_json(200, {"reset": True})
+        else:
+            self.send_json(404, {"error": "not_found"})
+
+    def _faults(self, raw: bytes) -> None:
+        try:
+            spec = json.loads(raw or b"{}")
+            status = spec.get("status")
+            count = int(spec.get("count", 1))
+            latency_ms = int(spec.get("latency_ms", 0))
+            retry_after = None if spec.get("retry_after") is None else int(spec["retry_after"])
+            if status is not None and not (isinstance(status, int) and 100 <= status <= 599):
+                raise ValueError("status must be an HTTP status code")
+            if status is None and latency_ms <= 0:
+                raise ValueError("give a status, a latency_ms, or both")
+            if count < 1 or latency_ms < 0:
+                raise ValueError("count must be >= 1 and latency_ms >= 0")
+        except (ValueError, TypeError, AttributeError) as error:
+            self.send_json(400, {"error": "invalid_fault", "message": str(error)})
+            return
+        self.recorder.add_fault(
+            status=status,
+            count=count,
+            latency_ms=latency_ms,
+            retry_after=retry_after,
+        )
+        self.send_json(200, {"status": status, "count": count, "latency_ms": latency_ms})
+
+    def _drain(self) -> None:
+        try:
+            self.read_body(limit=1024 * 1024)
+        except (BodyTooLarge, ValueError):
+            self.close_connection = True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack.agents", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7081)
+    parser.add_argument("--api-key", default=None, help="require Authorization: Bearer <key> on POST /agents")
+    args = parser.parse_args(argv)
+    recorder = AgentRecorder(host=args.host, port=args.port, api_key=args.api_key).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print(f"Agent API recorder listening on {recorder.url}", flush=True)
+    stop.wait()
+    recorder.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
