@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import msal
@@ -116,7 +116,3 @@ def _error(result: Mapping[str, Any]) -> TokenError:
     description = str(result.get("error_description") or "").split("\n")[0][:300]
     transient = error in ("temporarily_unavailable", "server_error") or "throttl" in description.lower()
     return TokenError(error, description, transient=transient)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

@@ -1,0 +1,18 @@
+"""CoAgentor Outlook Calendar: the Azure Functions app (Python v2 programming model).
+
+Where things live:
+- connect (start, OAuth callback, claim)   shared/triggers/connect.py  → shared/services/connect.py
+- connections, upcoming meetings, health   shared/triggers/api.py
+- refresh_tokens, scan_calendars,          shared/triggers/background.py → shared/services/{accounts,sync,deploy}.py
+  sync_calendar, deploy_agent
+- meeting link recognition                 shared/meeting_links.py
+- Graph / MSAL / Tables / Queues / Key Vault / agent API: one adapter each in shared/adapters/
+"""
+
+import azure.functions as func
+
+from shared.triggers import api, background, connect, page
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+for blueprint in (connect.bp, api.bp, background.bp, page.bp):
+    app.register_functions(blueprint)

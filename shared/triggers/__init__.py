@@ -1,0 +1,1 @@
+"""Blueprints: thin adapters from Functions triggers to the use cases."""

@@ -1,0 +1,56 @@
+"""The JSON API the Integrations page uses: connections, upcoming meetings, health."""
+
+import logging
+
+import azure.functions as func
+
+from shared.connections import plan_limit
+from shared.platform_auth import User
+from shared.services.meetings import upcoming
+from shared.triggers.http import authed, error, json_response
+from shared.triggers.views import connection_view, meeting_view
+from shared.wiring import Container, container
+
+log = logging.getLogger(__name__)
+bp = func.Blueprint()
+
+
+@bp.function_name("list_connections")
+@bp.route(route="outlook/connections", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@authed
+def list_connections(req: func.HttpRequest, c: Container, user: User) -> func.HttpResponse:
+    connections = c.accounts.list(user.id)
+    return json_response({
+        "connections": [connection_view(x) for x in connections],
+        "plan": {"name": user.plan.value, "limit": plan_limit(user.plan), "used": len(connections)},
+    })
+
+
+@bp.function_name("disconnect_connection")
+@bp.route(route="outlook/connections/{id}", methods=["DELETE"], auth_level=func.AuthLevel.ANONYMOUS)
+@authed
+def disconnect_connection(req: func.HttpRequest, c: Container, user: User) -> func.HttpResponse:
+    connection_id = req.route_params.get("id", "")
+    if not c.accounts.disconnect(user.id, connection_id):
+        return error(404, "not_found", "No such Outlook connection for this user")
+    return func.HttpResponse(status_code=204, headers={"Cache-Control": "no-store"})
+
+
+@bp.function_name("upcoming_meetings")
+@bp.route(route="meetings/upcoming", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@authed
+def upcoming_meetings(req: func.HttpRequest, c: Container, user: User) -> func.HttpResponse:
+    meetings = upcoming(c.meetings, user.id, c.clock.now())
+    return json_response({"meetings": [meeting_view(m) for m in meetings]})
+
+
+@bp.function_name("health")
+@bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        c = container()
+        next(iter(c.table_service.list_tables(results_per_page=1)), None)
+    except Exception as exc:
+        log.exception("health check failed")
+        return error(503, "unhealthy", f"Storage is not reachable ({type(exc).__name__})")
+    return json_response({"status": "ok"})

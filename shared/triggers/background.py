@@ -1,0 +1,45 @@
+"""Timers and queues: refresh tokens, scan calendars, sync one calendar, deploy one agent."""
+
+import logging
+
+import azure.functions as func
+
+from shared.adapters.queues import DEPLOY_QUEUE, SYNC_QUEUE, decode_deploy, decode_sync
+from shared.config import schedule
+from shared.wiring import container
+
+log = logging.getLogger(__name__)
+bp = func.Blueprint()
+
+
+@bp.function_name("refresh_tokens")
+@bp.timer_trigger(arg_name="timer", schedule=schedule("REFRESH_SCHEDULE"), run_on_startup=False,
+                  use_monitor=True)
+def refresh_tokens(timer: func.TimerRequest) -> None:
+    c = container()
+    outcome = c.tokens.refresh_all(c.settings.token_refresh_ahead_seconds, c.settings.token_refresh_max_age_seconds)
+    purged = c.connect.purge_expired_claims()
+    log.info("refresh_tokens done", extra={**outcome.__dict__, "purged_claims": purged})
+
+
+@bp.function_name("scan_calendars")
+@bp.timer_trigger(arg_name="timer", schedule=schedule("SCAN_SCHEDULE"), run_on_startup=False, use_monitor=True)
+def scan_calendars(timer: func.TimerRequest) -> None:
+    n = container().sync.fan_out()
+    log.info("scan_calendars enqueued %d sync jobs", n)
+
+
+@bp.function_name("sync_calendar")
+@bp.queue_trigger(arg_name="msg", queue_name=SYNC_QUEUE, connection="AzureWebJobsStorage")
+def sync_calendar(msg: func.QueueMessage) -> None:
+    job = decode_sync(msg.get_body().decode("utf-8"))
+    report = container().sync.sync(job)
+    log.info("sync_calendar %s", report.outcome, extra={"connection_id": job.connection_id})
+
+
+@bp.function_name("deploy_agent")
+@bp.queue_trigger(arg_name="msg", queue_name=DEPLOY_QUEUE, connection="AzureWebJobsStorage")
+def deploy_agent(msg: func.QueueMessage) -> None:
+    job = decode_deploy(msg.get_body().decode("utf-8"))
+    verdict = container().deploy.deploy(job)
+    log.info("deploy_agent %s", verdict, extra={"meeting_id": job.meeting_key})

@@ -1,0 +1,86 @@
+"""Connect an Outlook account: start, OAuth callback, claim."""
+
+import logging
+from urllib.parse import parse_qsl
+
+import azure.functions as func
+
+from shared.connections import PlanLimitExceeded, plan_limit
+from shared.platform_auth import User
+from shared.services.connect import (
+    AccountMismatch,
+    ClaimExpired,
+    ClaimMismatch,
+    ConnectionNotFound,
+    redirect_url,
+)
+from shared.triggers.http import authed, error, json_body, json_response
+from shared.triggers.views import connection_view, plan_limit_error
+from shared.wiring import Container, container
+
+log = logging.getLogger(__name__)
+bp = func.Blueprint()
+
+# Only these callback fields reach MSAL; anything else in the request is ignored.
+_CALLBACK_FIELDS = ("code", "state", "error", "error_description", "error_uri", "client_info", "session_state")
+
+
+@bp.function_name("outlook_connect")
+@bp.route(route="outlook/connect", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@authed
+def outlook_connect(req: func.HttpRequest, c: Container, user: User) -> func.HttpResponse:
+    body = json_body(req)
+    if body is None:
+        return error(400, "invalid_body", "Body must be a JSON object, e.g. {} or {\"reconnect\": \"<id>\"}")
+    reconnect = body.get("reconnect")
+    if reconnect is not None and (not isinstance(reconnect, str) or not reconnect):
+        return error(400, "invalid_body", "reconnect must be a connection id")
+    try:
+        url = c.connect.start(user, reconnect)
+    except PlanLimitExceeded as exc:
+        return plan_limit_error(exc)
+    except ConnectionNotFound:
+        return error(404, "not_found", "No such Outlook connection for this user")
+    return json_response({"authorize_url": url})
+
+
+@bp.function_name("outlook_callback")
+@bp.route(route="outlook/callback", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def outlook_callback(req: func.HttpRequest) -> func.HttpResponse:
+    fields: dict[str, str] = dict(req.params)
+    if req.method == "POST":
+        raw = (req.get_body() or b"").decode("utf-8", errors="replace")
+        fields.update(parse_qsl(raw, keep_blank_values=True))
+    response = {k: fields[k] for k in _CALLBACK_FIELDS if fields.get(k)}
+    c = container()
+    result = c.connect.complete(response)
+    log.info("outlook callback: %s", result.outcome.value, extra={"reason": result.reason})
+    location = redirect_url(c.settings.integrations_page_url, result)
+    return func.HttpResponse(status_code=302, headers={"Location": location, "Cache-Control": "no-store",
+                                                       "Referrer-Policy": "no-referrer"})
+
+
+@bp.function_name("outlook_claim")
+@bp.route(route="outlook/claim", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@authed
+def outlook_claim(req: func.HttpRequest, c: Container, user: User) -> func.HttpResponse:
+    body = json_body(req)
+    code = body.get("claim") if body else None
+    if not isinstance(code, str) or not code:
+        return error(400, "invalid_body", "Body must be {\"claim\": \"<code from the redirect>\"}")
+    try:
+        claimed = c.connect.claim(user, code)
+    except ClaimExpired:
+        return error(410, "claim_expired", "This sign-in is unknown, already used or expired. Connect again.")
+    except ClaimMismatch:
+        return error(403, "claim_mismatch", "This sign-in was started from another CoAgentor account, so it "
+                     "was discarded. Nothing was connected.")
+    except AccountMismatch:
+        return error(409, "account_mismatch", "You signed in with a different Microsoft account than this "
+                     "connection uses. Nothing was changed: reconnect with the original account, or connect "
+                     "the new one separately.")
+    except PlanLimitExceeded as exc:
+        return plan_limit_error(exc)
+    limit = plan_limit(user.plan)
+    log.info("claimed", extra={"user_id": user.id, "limit": limit})
+    return json_response({"outcome": claimed.outcome, "connection": connection_view(claimed.connection)})

@@ -1,0 +1,51 @@
+"""JSON shapes of the API (see the OpenAPI document)."""
+
+from datetime import datetime
+from typing import Any
+
+import azure.functions as func
+
+from shared.connections import Connection, PlanLimitExceeded
+from shared.ports import Meeting
+from shared.services.meetings import accounts_of
+from shared.triggers.http import error
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def connection_view(c: Connection) -> dict[str, Any]:
+    reason = c.reason
+    return {
+        "id": c.id,
+        "email": c.email,
+        "status": c.status.value,
+        "reason_code": reason.code if reason else None,
+        "reason": reason.message if reason else None,
+        "action": reason.action.value if reason and reason.action else None,
+        "connected_at": _iso(c.connected_at),
+        "last_refreshed_at": _iso(c.last_refreshed_at),
+    }
+
+
+def meeting_view(m: Meeting) -> dict[str, Any]:
+    return {
+        "id": m.key,
+        "title": m.title,
+        "start": _iso(m.start),
+        "end": _iso(m.end),
+        "platform": m.platform,
+        "join_url": m.join_url,
+        "accounts": accounts_of(m),
+        "agent": m.agent.value if m.agent else None,
+    }
+
+
+def plan_limit_error(exc: PlanLimitExceeded) -> func.HttpResponse:
+    return error(
+        403, "plan_limit",
+        f"Your {exc.plan.value.capitalize()} plan allows {exc.limit} Outlook account"
+        f"{'' if exc.limit == 1 else 's'}. Upgrade your plan to connect more, or disconnect one first.",
+        plan=exc.plan.value, limit=exc.limit, used=exc.used,
+    )

@@ -1,0 +1,163 @@
+"""Builds the adapters and use cases from settings, once per process. Nothing else constructs an
+SDK client."""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from dataclasses import dataclass
+
+import requests
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableServiceClient
+from azure.identity import ClientSecretCredential, ManagedIdentityCredential
+from azure.keyvault.secrets import SecretClient
+from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64EncodePolicy
+
+from shared.adapters.agents import AgentApiClient
+from shared.adapters.graph import GraphCalendar
+from shared.adapters.identity import MsalIdentity
+from shared.adapters.queues import DEPLOY_QUEUE, SYNC_QUEUE, StorageQueues
+from shared.adapters.tables import (
+    TableClaimStore,
+    TableConnectionStore,
+    TableEventIndex,
+    TableFlowStore,
+    TableMeetingStore,
+    TableSyncStateStore,
+    ensure_tables,
+)
+from shared.adapters.vault import KeyVaultSecrets
+from shared.clock import Clock, SystemClock
+from shared.config import Settings, load_settings
+from shared.platform_auth import PlatformTokenVerifier
+from shared.services.accounts import AccountsService, TokenKeeper
+from shared.services.connect import ConnectService
+from shared.services.deploy import DeployService
+from shared.services.sync import SyncService
+
+
+@dataclass(frozen=True)
+class Container:
+    settings: Settings
+    clock: Clock
+    verifier: PlatformTokenVerifier
+    connect: ConnectService
+    accounts: AccountsService
+    tokens: TokenKeeper
+    sync: SyncService
+    deploy: DeployService
+    meetings: TableMeetingStore
+    table_service: TableServiceClient
+
+
+def azure_credential() -> TokenCredential:
+    """Managed identity in Azure. The client-secret form exists for the local stack only, where a
+    simulated Entra ID issues the tokens the local Key Vault endpoint accepts."""
+    env = os.environ
+    if env.get("AZURE_CLIENT_SECRET"):
+        authority = env.get("AZURE_AUTHORITY_HOST") or "https://login.microsoftonline.com"
+        return ClientSecretCredential(
+            env["AZURE_TENANT_ID"], env["AZURE_CLIENT_ID"], env["AZURE_CLIENT_SECRET"],
+            authority=authority, disable_instance_discovery=True,
+        )
+    return ManagedIdentityCredential(client_id=env.get("AZURE_CLIENT_ID") or None)
+
+
+def build(settings: Settings | None = None, clock: Clock | None = None) -> Container:
+    settings = settings or load_settings()
+    clock = clock or SystemClock()
+    credential: TokenCredential | None = None
+
+    def cred() -> TokenCredential:
+        nonlocal credential
+        credential = credential or azure_credential()
+        return credential
+
+    storage = settings.storage
+    if storage.connection_string:
+        tables = TableServiceClient.from_connection_string(storage.connection_string)
+        queues = QueueServiceClient.from_connection_string(storage.connection_string)
+    else:
+        tables = TableServiceClient(endpoint=str(storage.table_service_uri), credential=cred())
+        queues = QueueServiceClient(account_url=str(storage.queue_service_uri), credential=cred())
+    ensure_tables(tables)
+
+    def queue(name: str) -> QueueClient:
+        client = queues.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy())
+        try:
+            client.create_queue()
+        except ResourceExistsError:
+            pass
+        return client
+
+    jobs = StorageQueues(deploy=queue(DEPLOY_QUEUE), deploy_poison=queue(f"{DEPLOY_QUEUE}-poison"),
+                         sync=queue(SYNC_QUEUE))
+    # A local endpoint cannot be *.vault.azure.net, which the challenge check expects.
+    vault = KeyVaultSecrets(SecretClient(settings.key_vault_uri, cred(),
+                                         verify_challenge_resource=not _local(settings.key_vault_uri)))
+    session = requests.Session()
+    client_secret = functools.cache(lambda: vault.require(settings.outlook_client_secret_name))
+    agent_key = functools.cache(lambda: vault.require(settings.agent_api_key_secret_name))
+    identity = MsalIdentity(
+        client_id=settings.outlook_client_id, client_secret=client_secret, authority=settings.outlook_authority,
+        redirect_uri=settings.outlook_redirect_uri, session=session, now=clock.now,
+    )
+    graph = GraphCalendar(base_url=settings.graph_base_url, session=session, timeout=settings.http_timeout_seconds)
+    agents = AgentApiClient(base_url=settings.agent_api_url, api_key=agent_key, session=session,
+                            timeout=settings.http_timeout_seconds)
+    connections = TableConnectionStore(tables.get_table_client("connections"))
+    meetings = TableMeetingStore(tables.get_table_client("meetings"))
+    index = TableEventIndex(tables.get_table_client("eventindex"))
+    sync_state = TableSyncStateStore(tables.get_table_client("syncstate"))
+    tokens = TokenKeeper(connections=connections, identity=identity, secrets_store=vault, clock=clock)
+    return Container(
+        settings=settings,
+        clock=clock,
+        verifier=PlatformTokenVerifier(public_key_pem=settings.platform_jwt_public_key,
+                                       issuer=settings.platform_jwt_issuer, audience=settings.platform_jwt_audience),
+        connect=ConnectService(
+            flows=TableFlowStore(tables.get_table_client("authflows")),
+            claims=TableClaimStore(tables.get_table_client("pendingclaims")),
+            connections=connections, identity=identity, calendar=graph, secrets_store=vault, jobs=jobs, clock=clock,
+        ),
+        accounts=AccountsService(connections=connections, meetings=meetings, index=index, sync_state=sync_state,
+                                 secrets_store=vault, clock=clock),
+        tokens=tokens,
+        sync=SyncService(
+            connections=connections, tokens=tokens, calendar=graph, meetings=meetings, index=index,
+            sync_state=sync_state, jobs=jobs, clock=clock, window_days=settings.sync_window_days,
+            full_resync_seconds=settings.full_resync_seconds, lead_seconds=settings.agent_join_lead_seconds,
+        ),
+        deploy=DeployService(meetings=meetings, connections=connections, agents=agents, jobs=jobs, clock=clock,
+                             grace_seconds=settings.agent_join_grace_seconds,
+                             retry_base_seconds=settings.deploy_retry_seconds),
+        meetings=meetings,
+        table_service=tables,
+    )
+
+
+def _local(url: str) -> bool:
+    return url.startswith(("https://127.0.0.1", "https://localhost"))
+
+
+_container: Container | None = None
+_lock = threading.Lock()
+
+
+def container() -> Container:
+    """The process-wide container, built on first use (so importing the app never needs settings)."""
+    global _container
+    if _container is None:
+        with _lock:
+            if _container is None:
+                _container = build()
+    return _container
+
+
+def reset_container() -> None:
+    global _container
+    with _lock:
+        _container = None
