@@ -75,6 +75,10 @@ param agentJoinGraceSeconds int = 300
 @description('Tokens older than this are refreshed proactively, keeping refresh tokens alive. TOKEN_REFRESH_MAX_AGE_SECONDS.')
 param tokenRefreshMaxAgeSeconds int = 43200
 
+@minValue(0)
+@description('The refresh timer renews access tokens that expire within this many seconds. TOKEN_REFRESH_AHEAD_SECONDS.')
+param tokenRefreshAheadSeconds int = 1800
+
 @minValue(1)
 @description('Days ahead the calendar is synchronised. SYNC_WINDOW_DAYS.')
 param syncWindowDays int = 14
@@ -261,6 +265,7 @@ module functionApp 'modules/function-app.bicep' = {
       AGENT_JOIN_LEAD_SECONDS: string(agentJoinLeadSeconds)
       AGENT_JOIN_GRACE_SECONDS: string(agentJoinGraceSeconds)
       TOKEN_REFRESH_MAX_AGE_SECONDS: string(tokenRefreshMaxAgeSeconds)
+      TOKEN_REFRESH_AHEAD_SECONDS: string(tokenRefreshAheadSeconds)
       SYNC_WINDOW_DAYS: string(syncWindowDays)
       FULL_RESYNC_SECONDS: string(fullResyncSeconds)
       DEPLOY_RETRY_SECONDS: string(deployRetrySeconds)
