@@ -1,0 +1,320 @@
+"""The whole local stack: Azurite, Microsoft simulator, Key Vault endpoint, agent API recorder and
+the local Functions host running `function_app.app`. Used by `make dev` and by the tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import jwt
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from devstack.tls import TestCA, ensure_ca
+
+REPO = Path(__file__).resolve().parent.parent
+AZURITE_ACCOUNT = "devstoreaccount1"
+# Azurite's published well-known development key (not a secret).
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+OUTLOOK_CLIENT_ID = "6f1f5c7e-4a3b-4f7e-9c1d-0c0a9e5b7d21"
+FUNCTION_IDENTITY_CLIENT_ID = "5a0f3c2d-7b1e-4c9a-8e6f-2d4b6a8c0e13"
+PLATFORM_ISSUER = "https://coagentor.local/devstack"
+PLATFORM_AUDIENCE = "coagentor-outlook-calendar"
+
+DEFAULT_PORTS = {
+    "FUNCTIONS_PORT": 7071, "SIM_PORT": 9443, "AGENTS_PORT": 7081, "KEYVAULT_PORT": 9444,
+    "AZURITE_BLOB_PORT": 10000, "AZURITE_QUEUE_PORT": 10001, "AZURITE_TABLE_PORT": 10002,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ports_from_env(env: dict[str, str] | None = None) -> dict[str, int]:
+    env = dict(os.environ) if env is None else env
+    return {k: int(env.get(k, v)) for k, v in DEFAULT_PORTS.items()}
+
+
+def free_ports() -> dict[str, int]:
+    return {k: free_port() for k in DEFAULT_PORTS}
+
+
+def _wait_port(port: int, deadline: float, what: str, proc: subprocess.Popen[bytes] | None = None) -> None:
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} during start")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} in time")
+
+
+@dataclass
+class DevSecrets:
+    """Random per DEVSTACK_DIR, created once: dev stand-ins for what Azure keeps in Key Vault / Entra."""
+
+    outlook_client_secret: str
+    agent_api_key: str
+    function_identity_secret: str
+    platform_private_key_pem: str
+    platform_public_key_pem: str
+
+    @classmethod
+    def ensure(cls, directory: Path) -> DevSecrets:
+        path = directory / "dev-secrets.json"
+        if path.exists():
+            return cls(**json.loads(path.read_text()))
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        made = cls(
+            outlook_client_secret=secrets.token_urlsafe(32),
+            agent_api_key=secrets.token_urlsafe(32),
+            function_identity_secret=secrets.token_urlsafe(32),
+            platform_private_key_pem=key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ).decode(),
+            platform_public_key_pem=key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ).decode(),
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(made.__dict__))
+        path.chmod(0o600)
+        return made
+
+
+def platform_token(directory: Path, user_id: str, plan: str, lifetime: timedelta = timedelta(hours=12)) -> str:
+    dev = DevSecrets.ensure(directory)
+    now = datetime.now(UTC)
+    claims = {"sub": user_id, "plan": plan, "iss": PLATFORM_ISSUER, "aud": PLATFORM_AUDIENCE,
+              "iat": int(now.timestamp()), "exp": int((now + lifetime).timestamp())}
+    return jwt.encode(claims, dev.platform_private_key_pem, algorithm="RS256")
+
+
+@dataclass
+class Stack:
+    devstack_dir: Path
+    ports: dict[str, int]
+    overrides: dict[str, str] = field(default_factory=dict)
+    quiet: bool = True
+    _procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    _servers: list[Any] = field(default_factory=list)
+    ca: TestCA | None = None
+    dev: DevSecrets | None = None
+
+    # ------------------------------------------------------------------ URLs
+    @property
+    def functions_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['FUNCTIONS_PORT']}"
+
+    @property
+    def sim_url(self) -> str:
+        return f"https://127.0.0.1:{self.ports['SIM_PORT']}"
+
+    @property
+    def agents_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['AGENTS_PORT']}"
+
+    @property
+    def key_vault_url(self) -> str:
+        return f"https://127.0.0.1:{self.ports['KEYVAULT_PORT']}"
+
+    def storage_connection_string(self) -> str:
+        p = self.ports
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{p['AZURITE_BLOB_PORT']}/{AZURITE_ACCOUNT};"
+            f"QueueEndpoint=http://127.0.0.1:{p['AZURITE_QUEUE_PORT']}/{AZURITE_ACCOUNT};"
+            f"TableEndpoint=http://127.0.0.1:{p['AZURITE_TABLE_PORT']}/{AZURITE_ACCOUNT};"
+        )
+
+    def app_settings(self) -> dict[str, str]:
+        """What `local.settings.json` holds for `func start`; any of them can be overridden."""
+        from devstack.msim.directory import APP_HOME_TENANT_ID
+
+        assert self.ca is not None and self.dev is not None
+        settings = {
+            "FUNCTIONS_WORKER_RUNTIME": "python",
+            "AzureWebJobsStorage": self.storage_connection_string(),
+            "KEY_VAULT_URI": self.key_vault_url,
+            "OUTLOOK_CLIENT_ID": OUTLOOK_CLIENT_ID,
+            "OUTLOOK_AUTHORITY": f"{self.sim_url}/common",
+            "OUTLOOK_REDIRECT_URI": f"{self.functions_url}/api/outlook/callback",
+            "GRAPH_BASE_URL": f"{self.sim_url}/v1.0",
+            "INTEGRATIONS_PAGE_URL": f"{self.functions_url}/api/integrations",
+            "AGENT_API_URL": self.agents_url,
+            "PLATFORM_JWT_ISSUER": PLATFORM_ISSUER,
+            "PLATFORM_JWT_AUDIENCE": PLATFORM_AUDIENCE,
+            "PLATFORM_JWT_PUBLIC_KEY": self.dev.platform_public_key_pem,
+            "AZURE_CLIENT_ID": FUNCTION_IDENTITY_CLIENT_ID,
+            "AZURE_TENANT_ID": APP_HOME_TENANT_ID,
+            "AZURE_CLIENT_SECRET": self.dev.function_identity_secret,
+            "AZURE_AUTHORITY_HOST": self.sim_url,
+            "REQUESTS_CA_BUNDLE": str(self.ca.bundle_pem),
+            "SSL_CERT_FILE": str(self.ca.bundle_pem),
+            "CURL_CA_BUNDLE": str(self.ca.bundle_pem),
+        }
+        from shared.config import SETTINGS
+
+        for name in SETTINGS:
+            if os.environ.get(name) and name not in ("AzureWebJobsStorage",):
+                settings[name] = os.environ[name]
+        settings.update(self.overrides)
+        return settings
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, timeout: float = 60.0) -> None:
+        from devstack.agents import AgentRecorder
+        from devstack.keyvault import KeyVaultEndpoint
+        from devstack.msim import AppRegistration, MicrosoftSimulator
+        from devstack.msim.directory import APP_HOME_TENANT_ID
+
+        deadline = time.monotonic() + timeout
+        self.devstack_dir.mkdir(parents=True, exist_ok=True)
+        self.ca = ensure_ca(self.devstack_dir)
+        self.dev = DevSecrets.ensure(self.devstack_dir)
+        try:
+            self._start_azurite(deadline)
+            sim = MicrosoftSimulator(
+                port=self.ports["SIM_PORT"], ssl_context=self.ca.server_context(),
+                apps=[
+                    AppRegistration(client_id=OUTLOOK_CLIENT_ID, client_secret=self.dev.outlook_client_secret,
+                                    redirect_uris=[f"{self.functions_url}/api/outlook/callback"]),
+                    AppRegistration(client_id=FUNCTION_IDENTITY_CLIENT_ID,
+                                    client_secret=self.dev.function_identity_secret, redirect_uris=[],
+                                    display_name="CoAgentor function app identity (dev)"),
+                ],
+            )
+            sim.start()
+            self._servers.append(sim)
+            kv = KeyVaultEndpoint(port=self.ports["KEYVAULT_PORT"], ssl_context=self.ca.server_context(),
+                                  authority=f"{self.sim_url}/{APP_HOME_TENANT_ID}")
+            kv.start()
+            self._servers.append(kv)
+            agents = AgentRecorder(port=self.ports["AGENTS_PORT"], api_key=self.dev.agent_api_key)
+            agents.start()
+            self._servers.append(agents)
+            self._seed_key_vault()
+            self._start_host(deadline)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_azurite(self, deadline: float) -> None:
+        binary = REPO / "node_modules" / ".bin" / "azurite"
+        if not binary.exists():
+            raise RuntimeError("Azurite is not installed: run `npm ci` (make dev does it)")
+        location = self.devstack_dir / "azurite"
+        location.mkdir(parents=True, exist_ok=True)
+        p = self.ports
+        cmd = [str(binary), "--silent", "--skipApiVersionCheck", "--loose", "--location", str(location),
+               "--blobHost", "127.0.0.1", "--blobPort", str(p["AZURITE_BLOB_PORT"]),
+               "--queueHost", "127.0.0.1", "--queuePort", str(p["AZURITE_QUEUE_PORT"]),
+               "--tableHost", "127.0.0.1", "--tablePort", str(p["AZURITE_TABLE_PORT"])]
+        log = open(self.devstack_dir / "azurite.log", "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._procs.append(("azurite", proc))
+        for key in ("AZURITE_BLOB_PORT", "AZURITE_QUEUE_PORT", "AZURITE_TABLE_PORT"):
+            _wait_port(p[key], deadline, "Azurite", proc)
+
+    def _seed_key_vault(self) -> None:
+        """The app's own secrets, written through the real SecretClient as an operator would."""
+        from azure.keyvault.secrets import SecretClient
+
+        from shared.wiring import azure_credential
+
+        assert self.dev is not None and self.ca is not None
+        settings = self.app_settings()
+        saved = {k: os.environ.get(k) for k in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET",
+                                                 "AZURE_AUTHORITY_HOST", "REQUESTS_CA_BUNDLE")}
+        try:
+            for k in saved:
+                os.environ[k] = settings[k]
+            client = SecretClient(self.key_vault_url, azure_credential(), verify_challenge_resource=False)
+            client.set_secret(settings.get("OUTLOOK_CLIENT_SECRET_NAME", "outlook-client-secret"),
+                              self.dev.outlook_client_secret)
+            client.set_secret(settings.get("AGENT_API_KEY_SECRET_NAME", "agent-api-key"), self.dev.agent_api_key)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def _start_host(self, deadline: float) -> None:
+        env = {**os.environ, **self.app_settings(), "PYTHONUNBUFFERED": "1"}
+        log_path = self.devstack_dir / "functions.log"
+        out = None if not self.quiet else open(log_path, "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "devstack.host", "--port", str(self.ports["FUNCTIONS_PORT"]),
+             "--script-root", str(REPO)],
+            cwd=str(REPO), env=env, stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=True,
+        )
+        self._procs.append(("functions host", proc))
+        _wait_port(self.ports["FUNCTIONS_PORT"], deadline, "Functions host", proc)
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{self.functions_url}/api/health", timeout=5).status_code == 200:
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"Functions host not healthy in time; see {log_path}")
+
+    def endpoints(self) -> dict[str, Any]:
+        assert self.ca is not None
+        p = self.ports
+        token = platform_token(self.devstack_dir, "dev-user", "solo")
+        return {
+            "functions": self.functions_url,
+            "simulator": self.sim_url,
+            "agents": self.agents_url,
+            "key_vault": self.key_vault_url,
+            "azurite": {
+                "blob": f"http://127.0.0.1:{p['AZURITE_BLOB_PORT']}/{AZURITE_ACCOUNT}",
+                "queue": f"http://127.0.0.1:{p['AZURITE_QUEUE_PORT']}/{AZURITE_ACCOUNT}",
+                "table": f"http://127.0.0.1:{p['AZURITE_TABLE_PORT']}/{AZURITE_ACCOUNT}",
+            },
+            "ca_bundle": str(self.ca.ca_pem.resolve()),
+            "integrations_page": f"{self.functions_url}/api/integrations#token={token}",
+        }
+
+    def write_endpoints(self) -> Path:
+        path = self.devstack_dir / "endpoints.json"
+        path.write_text(json.dumps(self.endpoints(), indent=2))
+        return path
+
+    def stop(self) -> None:
+        (self.devstack_dir / "endpoints.json").unlink(missing_ok=True)
+        for _name, proc in reversed(self._procs):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for _name, proc in reversed(self._procs):
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        self._procs.clear()
+        for server in reversed(self._servers):
+            with contextlib.suppress(Exception):
+                server.stop()
+        self._servers.clear()
+
+    def wipe_storage(self) -> None:
+        shutil.rmtree(self.devstack_dir / "azurite", ignore_errors=True)

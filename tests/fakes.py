@@ -1,0 +1,281 @@
+"""In-memory implementations of shared.ports for domain tests (no Azure, no network)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.connections import Connection, Plan, PlanLimitExceeded, plan_limit
+from shared.ports import (
+    AccessToken,
+    Conflict,
+    DeltaPage,
+    DeployJob,
+    DeployRequest,
+    DeployResult,
+    Meeting,
+    PendingClaim,
+    PendingFlow,
+    SignedIn,
+    SyncJob,
+    SyncState,
+    SyncStateGone,
+    Throttled,
+    TokenError,
+)
+from shared.scheduling import SyncWindow
+
+
+class Flows:
+    def __init__(self) -> None:
+        self.rows: dict[str, PendingFlow] = {}
+
+    def put(self, flow: PendingFlow) -> None:
+        self.rows[flow.state_hash] = flow
+
+    def take(self, state_hash: str) -> PendingFlow | None:
+        return self.rows.pop(state_hash, None)
+
+
+class Claims:
+    def __init__(self) -> None:
+        self.rows: dict[str, PendingClaim] = {}
+
+    def put(self, claim: PendingClaim) -> None:
+        self.rows[claim.code_hash] = claim
+
+    def take(self, code_hash: str) -> PendingClaim | None:
+        return self.rows.pop(code_hash, None)
+
+    def expired(self, now: datetime) -> list[PendingClaim]:
+        return [c for c in self.rows.values() if c.expires_at <= now]
+
+    def remove(self, code_hash: str) -> None:
+        self.rows.pop(code_hash, None)
+
+
+class Connections:
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], Connection] = {}
+        self.lock = threading.Lock()
+
+    def list_for_user(self, user_id: str) -> list[Connection]:
+        return [c for (u, _), c in self.rows.items() if u == user_id]
+
+    def get(self, user_id: str, connection_id: str) -> Connection | None:
+        return self.rows.get((user_id, connection_id))
+
+    def add(self, connection: Connection, plan: Plan) -> Connection:
+        with self.lock:
+            used = len(self.list_for_user(connection.user_id))
+            limit = plan_limit(plan)
+            if limit is not None and used >= limit:
+                raise PlanLimitExceeded(plan, limit, used)
+            self.rows[(connection.user_id, connection.id)] = connection
+        return connection
+
+    def update(self, connection: Connection) -> None:
+        self.rows[(connection.user_id, connection.id)] = connection
+
+    def remove(self, connection: Connection) -> None:
+        self.rows.pop((connection.user_id, connection.id), None)
+
+    def all(self) -> Iterator[Connection]:
+        yield from list(self.rows.values())
+
+
+class Meetings:
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], Meeting] = {}
+        self._etags = itertools.count(1)
+
+    def get(self, user_id: str, key: str) -> Meeting | None:
+        return self.rows.get((user_id, key))
+
+    def list_for_user(self, user_id: str, ending_after: datetime) -> list[Meeting]:
+        return [m for (u, _), m in self.rows.items() if u == user_id and m.end > ending_after]
+
+    def create(self, meeting: Meeting) -> Meeting:
+        if (meeting.user_id, meeting.key) in self.rows:
+            raise Conflict(meeting.key)
+        stored = replace(meeting, etag=str(next(self._etags)))
+        self.rows[(meeting.user_id, meeting.key)] = stored
+        return stored
+
+    def replace(self, meeting: Meeting) -> Meeting:
+        current = self.rows.get((meeting.user_id, meeting.key))
+        if current is None or current.etag != meeting.etag:
+            raise Conflict(meeting.key)
+        stored = replace(meeting, etag=str(next(self._etags)))
+        self.rows[(meeting.user_id, meeting.key)] = stored
+        return stored
+
+    def delete(self, meeting: Meeting) -> None:
+        current = self.rows.get((meeting.user_id, meeting.key))
+        if current is not None and current.etag != meeting.etag:
+            raise Conflict(meeting.key)
+        self.rows.pop((meeting.user_id, meeting.key), None)
+
+
+class Index:
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def get(self, connection_id: str, event_id: str) -> str | None:
+        row = self.rows.get((connection_id, event_id))
+        return row[0] if row else None
+
+    def put(self, connection_id: str, event_id: str, user_id: str, meeting_key: str, generation: str) -> None:
+        self.rows[(connection_id, event_id)] = (meeting_key, generation)
+
+    def remove(self, connection_id: str, event_id: str) -> None:
+        self.rows.pop((connection_id, event_id), None)
+
+    def all_for(self, connection_id: str, not_generation: str | None = None) -> dict[str, str]:
+        return {e: k for (c, e), (k, g) in self.rows.items()
+                if c == connection_id and (not_generation is None or g != not_generation)}
+
+
+class SyncStates:
+    def __init__(self) -> None:
+        self.rows: dict[str, SyncState] = {}
+
+    def get(self, connection_id: str) -> SyncState | None:
+        return self.rows.get(connection_id)
+
+    def put(self, state: SyncState) -> None:
+        self.rows[state.connection_id] = state
+
+    def remove(self, connection_id: str) -> None:
+        self.rows.pop(connection_id, None)
+
+
+class Secrets:
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+        self.deleted: set[str] = set()
+        self.sets = 0
+
+    def get(self, name: str) -> str | None:
+        return self.values.get(name)
+
+    def set(self, name: str, value: str) -> None:
+        assert name not in self.deleted, "a deleted secret's name must never be reused"
+        self.sets += 1
+        self.values[name] = value
+
+    def delete(self, name: str) -> None:
+        if self.values.pop(name, None) is not None:
+            self.deleted.add(name)
+
+
+@dataclass
+class Identity:
+    """A fake identity platform: sign-ins by account, refresh outcomes scripted per account."""
+
+    now: Any
+    next_account: tuple[str, str, str] = ("uid-alice.tid-contoso", "tid-contoso", "alice@contoso.com")
+    redeem_error: TokenError | None = None
+    refresh_errors: dict[str, TokenError] = field(default_factory=dict)
+    refreshes: int = 0
+
+    def begin(self, state: str) -> dict[str, Any]:
+        return {"state": state, "auth_uri": f"https://login.example/authorize?state={state}", "code_verifier": "v"}
+
+    def redeem(self, flow: Mapping[str, Any], response: Mapping[str, str]) -> SignedIn | TokenError:
+        if self.redeem_error:
+            return self.redeem_error
+        home, tid, email = self.next_account
+        return SignedIn(cache=f"cache-for-{home}", access_token="at", access_expires_at=self.now() + timedelta(hours=1),
+                        home_account_id=home, tenant_id=tid, username=email)
+
+    def acquire(self, cache: str, home_account_id: str, *, force_refresh: bool) -> AccessToken | TokenError:
+        if home_account_id in self.refresh_errors:
+            return self.refresh_errors[home_account_id]
+        if force_refresh:
+            self.refreshes += 1
+            return AccessToken("at2", self.now() + timedelta(hours=1), cache + "+")
+        return AccessToken("at", self.now() + timedelta(hours=1), None)
+
+
+@dataclass
+class Calendar:
+    """Pages of delta results per call, scripted by the test."""
+
+    email: str = "alice@contoso.com"
+    events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    throttle_next: int = 0
+    gone_next: bool = False
+    calls: list[str] = field(default_factory=list)
+    page_size: int = 2
+    _pending: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def me_email(self, access_token: str) -> str:
+        return self.email
+
+    def delta_first(self, access_token: str, window: SyncWindow) -> DeltaPage:
+        self.calls.append("first")
+        self.changes.clear()
+        return self._serve(list(self.events.values()), 0)
+
+    def delta_next(self, access_token: str, link: str) -> DeltaPage:
+        self.calls.append(link)
+        if self.throttle_next:
+            self.throttle_next -= 1
+            raise Throttled(timedelta(seconds=30))
+        if link.startswith("delta:"):
+            if self.gone_next:
+                self.gone_next = False
+                raise SyncStateGone("syncStateNotFound")
+            changes, self.changes = self.changes, []
+            return self._serve(changes, 0)
+        kind, items_id, offset = link.split(":")
+        return self._serve(self._pending[items_id], int(offset))
+
+    def _serve(self, items: list[dict[str, Any]], offset: int) -> DeltaPage:
+        items_id = str(id(items))
+        self._pending[items_id] = items
+        page = items[offset:offset + self.page_size]
+        if offset + self.page_size < len(items):
+            return DeltaPage(page, f"page:{items_id}:{offset + self.page_size}", None)
+        return DeltaPage(page, None, "delta:next")
+
+    # test helpers
+    def add(self, event: dict[str, Any]) -> None:
+        self.events[event["id"]] = event
+        self.changes.append(event)
+
+    def remove(self, event_id: str) -> None:
+        self.events.pop(event_id, None)
+        self.changes.append({"id": event_id, "@removed": {"reason": "deleted"}})
+
+
+class Jobs:
+    def __init__(self) -> None:
+        self.deploys: list[tuple[DeployJob, timedelta]] = []
+        self.poisoned: list[tuple[DeployJob, str]] = []
+        self.syncs: list[tuple[SyncJob, timedelta]] = []
+
+    def schedule_deploy(self, job: DeployJob, delay: timedelta) -> None:
+        self.deploys.append((job, delay))
+
+    def poison_deploy(self, job: DeployJob, reason: str) -> None:
+        self.poisoned.append((job, reason))
+
+    def enqueue_sync(self, job: SyncJob, delay: timedelta = timedelta(0)) -> None:
+        self.syncs.append((job, delay))
+
+
+@dataclass
+class Agents:
+    script: list[DeployResult] = field(default_factory=list)
+    calls: list[DeployRequest] = field(default_factory=list)
+
+    def deploy(self, request: DeployRequest) -> DeployResult:
+        self.calls.append(request)
+        return self.script.pop(0) if self.script else DeployResult(ok=True)

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pytest
+
+from shared.clock import FixedClock
+from shared.platform_auth import User
+from shared.connections import Plan
+from shared.services.accounts import AccountsService, TokenKeeper
+from shared.services.connect import ConnectService
+from shared.services.deploy import DeployService
+from shared.services.sync import SyncService
+from tests import fakes
+
+
+@dataclass
+class World:
+    clock: FixedClock
+    flows: fakes.Flows
+    claims: fakes.Claims
+    connections: fakes.Connections
+    meetings: fakes.Meetings
+    index: fakes.Index
+    states: fakes.SyncStates
+    secrets: fakes.Secrets
+    identity: fakes.Identity
+    calendar: fakes.Calendar
+    jobs: fakes.Jobs
+    agents: fakes.Agents
+    connect: ConnectService
+    accounts: AccountsService
+    tokens: TokenKeeper
+    sync: SyncService
+    deploy: DeployService
+
+    def connect_account(self, user: User, account: tuple[str, str, str] | None = None,
+                        reconnect: str | None = None):
+        if account:
+            self.identity.next_account = account
+            self.calendar.email = account[2]
+        url = self.connect.start(user, reconnect)
+        state = url.split("state=")[1]
+        result = self.connect.complete({"code": "c", "state": state})
+        assert result.claim, result
+        return self.connect.claim(user, result.claim)
+
+
+LEAD = 120
+
+
+@pytest.fixture
+def world() -> World:
+    clock = FixedClock(datetime(2026, 11, 24, 9, 0, tzinfo=UTC))
+    w = dict(
+        flows=fakes.Flows(), claims=fakes.Claims(), connections=fakes.Connections(), meetings=fakes.Meetings(),
+        index=fakes.Index(), states=fakes.SyncStates(), secrets=fakes.Secrets(),
+        identity=fakes.Identity(now=clock.now), calendar=fakes.Calendar(), jobs=fakes.Jobs(), agents=fakes.Agents(),
+    )
+    tokens = TokenKeeper(connections=w["connections"], identity=w["identity"], secrets_store=w["secrets"],
+                         clock=clock)
+    return World(
+        clock=clock, **w,
+        connect=ConnectService(flows=w["flows"], claims=w["claims"], connections=w["connections"],
+                               identity=w["identity"], calendar=w["calendar"], secrets_store=w["secrets"],
+                               jobs=w["jobs"], clock=clock),
+        accounts=AccountsService(connections=w["connections"], meetings=w["meetings"], index=w["index"],
+                                 sync_state=w["states"], secrets_store=w["secrets"], clock=clock),
+        tokens=tokens,
+        sync=SyncService(connections=w["connections"], tokens=tokens, calendar=w["calendar"],
+                         meetings=w["meetings"], index=w["index"], sync_state=w["states"], jobs=w["jobs"],
+                         clock=clock, window_days=14, full_resync_seconds=86400, lead_seconds=LEAD),
+        deploy=DeployService(meetings=w["meetings"], connections=w["connections"], agents=w["agents"],
+                             jobs=w["jobs"], clock=clock, grace_seconds=300, retry_base_seconds=15),
+    )
+
+
+ALICE = User("user-alice", Plan.FREE)

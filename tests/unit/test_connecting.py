@@ -1,0 +1,198 @@
+"""Connecting Outlook accounts, as the help article describes it (domain level, in memory)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from shared.connections import REASONS, ConnectionStatus, Plan, PlanLimitExceeded
+from shared.platform_auth import User
+from shared.ports import TokenError
+from shared.services.connect import (
+    AccountMismatch,
+    ClaimExpired,
+    ClaimMismatch,
+    ConnectionNotFound,
+    Outcome,
+    redirect_url,
+)
+
+ALICE = User("user-alice", Plan.FREE)
+MALLORY = User("user-mallory", Plan.PRO)
+WORK = ("uid-a.tid-contoso", "tid-contoso", "alice@contoso.com")
+PERSONAL = ("uid-b.9188040d", "9188040d", "bob@outlook.com")
+
+
+def _state(url: str) -> str:
+    return url.split("state=")[1]
+
+
+def test_connecting_shows_the_account_as_active_with_its_email(world):
+    claimed = world.connect_account(ALICE, WORK)
+    assert claimed.outcome == "connected"
+    [conn] = world.accounts.list(ALICE.id)
+    assert (conn.email, conn.status) == ("alice@contoso.com", ConnectionStatus.ACTIVE)
+    assert world.secrets.get(conn.secret_name) == "cache-for-uid-a.tid-contoso"
+    assert world.jobs.syncs[-1][0].connection_id == conn.id  # the calendar is read right away
+
+
+def test_state_is_single_use_and_expires_after_ten_minutes(world):
+    url = world.connect.start(ALICE)
+    assert world.connect.complete({"code": "c", "state": _state(url)}).outcome is Outcome.CONFIRM
+    assert world.connect.complete({"code": "c", "state": _state(url)}).outcome is Outcome.EXPIRED
+    pending = len(world.claims.rows)
+    url = world.connect.start(ALICE)
+    world.clock.advance(601)
+    result = world.connect.complete({"code": "c", "state": _state(url)})
+    assert (result.outcome, result.reason) == (Outcome.EXPIRED, "stale_state")
+    assert len(world.claims.rows) == pending == len(world.secrets.values) == 1
+
+
+@pytest.mark.parametrize("response, outcome, reason", [
+    ({}, Outcome.EXPIRED, "missing_state"),
+    ({"state": "forged", "code": "c"}, Outcome.EXPIRED, "unknown_state"),
+])
+def test_forged_or_missing_state_stores_nothing(world, response, outcome, reason):
+    result = world.connect.complete(response)
+    assert (result.outcome, result.reason) == (outcome, reason)
+    assert world.claims.rows == {} and world.secrets.values == {}
+
+
+@pytest.mark.parametrize("error, description, outcome, reason", [
+    ("access_denied", "AADSTS65004: User declined to consent", Outcome.CANCELLED, "user_cancelled"),
+    ("access_denied", "AADSTS53003: Access has been blocked by Conditional Access policies.", Outcome.BLOCKED,
+     "blocked_by_policy"),
+    ("access_denied", "AADSTS90094: The grant requires admin permission.", Outcome.BLOCKED,
+     "admin_approval_required"),
+    ("server_error", "AADSTS90033: A transient error has occurred.", Outcome.FAILED, "aadsts_90033"),
+])
+def test_sign_in_errors_land_on_the_page_with_a_clear_outcome(world, error, description, outcome, reason):
+    url = world.connect.start(ALICE)
+    result = world.connect.complete({"state": _state(url), "error": error, "error_description": description})
+    assert (result.outcome, result.reason) == (outcome, reason)
+    assert world.claims.rows == {} and world.secrets.values == {}
+
+
+def test_a_code_the_token_endpoint_rejects_fails_cleanly(world):
+    world.identity.redeem_error = TokenError("invalid_grant", "AADSTS54005: OAuth2 Authorization code was "
+                                             "already redeemed", transient=False)
+    url = world.connect.start(ALICE)
+    result = world.connect.complete({"code": "c", "state": _state(url)})
+    assert (result.outcome, result.reason) == (Outcome.FAILED, "code_rejected")
+    assert world.claims.rows == {} and world.secrets.values == {}
+
+
+def test_the_redirect_never_carries_a_code_or_token_and_goes_only_to_the_configured_page(world):
+    url = world.connect.start(ALICE)
+    result = world.connect.complete({"code": "SECRET-CODE", "state": _state(url)})
+    location = redirect_url("https://app.coagentor.test/integrations", result)
+    assert location.startswith("https://app.coagentor.test/integrations?outlook=confirm&claim=")
+    assert "SECRET-CODE" not in location and "cache-for" not in location and "at" != result.claim
+
+
+def test_account_linking_csrf_is_refused_and_destroys_the_pending_sign_in(world):
+    """Mallory starts a flow and lures Alice's browser through it: the sign-in is Mallory's, so
+    Alice's claim is refused; and if Mallory's claim code reaches Alice, Alice cannot claim it."""
+    url = world.connect.start(MALLORY)
+    result = world.connect.complete({"code": "c", "state": _state(url)})
+    with pytest.raises(ClaimMismatch):
+        world.connect.claim(ALICE, result.claim)
+    assert world.secrets.values == {}  # the redeemed tokens are gone
+    with pytest.raises(ClaimExpired):
+        world.connect.claim(MALLORY, result.claim)  # destroyed, not just refused
+    assert world.connections.rows == {}
+
+
+def test_claims_are_single_use_and_expire(world):
+    url = world.connect.start(ALICE)
+    claim = world.connect.complete({"code": "c", "state": _state(url)}).claim
+    world.clock.advance(601)
+    with pytest.raises(ClaimExpired):
+        world.connect.claim(ALICE, claim)
+    assert world.secrets.values == {}
+    with pytest.raises(ClaimExpired):
+        world.connect.claim(ALICE, "never-issued")
+
+
+def test_free_plan_allows_one_account_and_says_so(world):
+    world.connect_account(ALICE, WORK)
+    with pytest.raises(PlanLimitExceeded) as exc:
+        world.connect.start(ALICE)
+    assert (exc.value.plan, exc.value.limit, exc.value.used) == (Plan.FREE, 1, 1)
+
+
+def test_plan_limit_is_enforced_again_when_claiming(world):
+    """Two sign-ins started while under the limit cannot both land."""
+    first = world.connect.start(ALICE)
+    second = world.connect.start(ALICE)
+    c1 = world.connect.complete({"code": "c", "state": _state(first)}).claim
+    world.identity.next_account = PERSONAL
+    c2 = world.connect.complete({"code": "c", "state": _state(second)}).claim
+    world.connect.claim(ALICE, c1)
+    with pytest.raises(PlanLimitExceeded):
+        world.connect.claim(ALICE, c2)
+    assert len(world.accounts.list(ALICE.id)) == 1
+    assert len(world.secrets.values) == 1  # the refused sign-in's tokens were deleted
+
+
+def test_solo_plan_connects_a_work_and_a_personal_account(world):
+    solo = User("user-solo", Plan.SOLO)
+    world.connect_account(solo, WORK)
+    world.connect_account(solo, PERSONAL)
+    assert sorted(c.email for c in world.accounts.list(solo.id)) == ["alice@contoso.com", "bob@outlook.com"]
+
+
+def test_connecting_the_same_account_again_updates_it_instead_of_duplicating(world):
+    first = world.connect_account(ALICE, WORK)
+    again = world.connect_account(User(ALICE.id, Plan.FREE), WORK, reconnect=first.connection.id)
+    assert again.outcome == "reconnected" and again.connection.id == first.connection.id
+    assert len(world.accounts.list(ALICE.id)) == 1
+    assert first.connection.secret_name in world.secrets.deleted  # the old cache is not left behind
+
+
+def test_reconnecting_restores_an_error_connection(world):
+    conn = world.connect_account(ALICE, WORK).connection
+    world.connections.update(conn.failed(REASONS["access_revoked"]))
+    again = world.connect_account(ALICE, WORK, reconnect=conn.id)
+    assert again.outcome == "reconnected"
+    [now] = world.accounts.list(ALICE.id)
+    assert (now.status, now.reason_code) == (ConnectionStatus.ACTIVE, None)
+
+
+def test_reconnecting_with_a_different_microsoft_account_changes_nothing(world):
+    conn = world.connect_account(ALICE, WORK).connection
+    broken = conn.failed(REASONS["access_revoked"])
+    world.connections.update(broken)
+    with pytest.raises(AccountMismatch):
+        world.connect_account(ALICE, PERSONAL, reconnect=conn.id)
+    world.calendar.email = WORK[2]
+    assert world.accounts.list(ALICE.id) == [broken]
+    assert set(world.secrets.values) == {conn.secret_name}
+
+
+def test_reconnect_of_someone_elses_connection_is_not_found(world):
+    conn = world.connect_account(ALICE, WORK).connection
+    with pytest.raises(ConnectionNotFound):
+        world.connect.start(MALLORY, reconnect_id=conn.id)
+
+
+def test_reconnecting_is_never_refused_for_the_plan_limit(world):
+    conn = world.connect_account(ALICE, WORK).connection
+    assert world.connect.start(ALICE, reconnect_id=conn.id).startswith("https://")
+
+
+def test_unclaimed_sign_ins_are_purged_with_their_tokens(world):
+    url = world.connect.start(ALICE)
+    world.connect.complete({"code": "c", "state": _state(url)})
+    assert len(world.secrets.values) == 1
+    world.clock.advance(601)
+    assert world.connect.purge_expired_claims() == 1
+    assert world.secrets.values == {} and world.claims.rows == {}
+
+
+def test_connection_ids_are_not_reused_for_a_new_account(world):
+    a = world.connect_account(User("u", Plan.PRO), WORK).connection
+    b = world.connect_account(User("u", Plan.PRO), PERSONAL).connection
+    assert a.id != b.id and a.secret_name != b.secret_name
+    assert replace(a, id=b.id) != b

@@ -1,0 +1,257 @@
+"""Calendar sync and agent deployment (domain level, in memory, controllable clock)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from shared.connections import REASONS, ConnectionStatus, Plan
+from shared.platform_auth import User
+from shared.ports import DeployResult, SyncJob, TokenError
+from tests.unit.conftest import LEAD
+
+ALICE = User("user-alice", Plan.PRO)
+WORK = ("uid-a.tid-contoso", "tid-contoso", "alice@contoso.com")
+PERSONAL = ("uid-b.9188040d", "9188040d", "bob@outlook.com")
+TEAMS = ("https://teams.microsoft.com/l/meetup-join/19%3ameeting_{}%40thread.v2/0?context="
+         "%7b%22Tid%22%3a%22t%22%2c%22Oid%22%3a%22o%22%7d")
+
+
+def event(world, eid, minutes_from_now=60, link=True, **extra):
+    start = world.clock.now() + timedelta(minutes=minutes_from_now)
+    ev = {
+        "id": eid, "subject": f"Meeting {eid}", "type": "singleInstance",
+        "start": {"dateTime": start.strftime("%Y-%m-%dT%H:%M:%S.0000000"), "timeZone": "UTC"},
+        "end": {"dateTime": (start + timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%S.0000000"),
+                "timeZone": "UTC"},
+        "body": {"contentType": "html", "content": "<p>Agenda</p>"},
+    }
+    if link:
+        ev["onlineMeeting"] = {"joinUrl": TEAMS.format(eid.replace("-", ""))}
+        ev["isOnlineMeeting"] = True
+    ev.update(extra)
+    return ev
+
+
+def connected(world, account=WORK):
+    conn = world.connect_account(ALICE, account).connection
+    world.jobs.syncs.clear()
+    return conn
+
+
+def sync(world, conn):
+    return world.sync.sync(SyncJob(ALICE.id, conn.id))
+
+
+def upcoming(world):
+    from shared.services.meetings import upcoming as up
+
+    return up(world.meetings, ALICE.id, world.clock.now())
+
+
+def run_due_deploys(world):
+    """Deliver every deploy message whose visibility delay has passed, as the queue would."""
+    now = world.clock.now()
+    due = [(j, d) for j, d in world.jobs.deploys if d <= timedelta(0) or j.deploy_at <= now]
+    world.jobs.deploys = [x for x in world.jobs.deploys if x not in due]
+    return [world.deploy.deploy(j) for j, _ in due]
+
+
+def test_events_with_a_meeting_link_appear_and_others_do_not(world):
+    conn = connected(world)
+    world.calendar.add(event(world, "e1"))
+    world.calendar.add(event(world, "e2", link=False))
+    sync(world, conn)
+    assert [m.title for m in upcoming(world)] == ["Meeting e1"]
+
+
+def test_deployment_is_scheduled_at_start_minus_lead(world):
+    conn = connected(world)
+    world.calendar.add(event(world, "e1", minutes_from_now=60))
+    sync(world, conn)
+    [(job, delay)] = world.jobs.deploys
+    [meeting] = upcoming(world)
+    assert job.deploy_at == meeting.start - timedelta(seconds=LEAD)
+    assert delay == job.deploy_at - world.clock.now()
+    world.clock.set(job.deploy_at)
+    assert run_due_deploys(world) == ["deployed"]
+    assert [c.meeting_url for c in world.agents.calls] == [meeting.join_url]
+    assert upcoming(world)[0].agent.value == "deployed"
+
+
+def test_duplicate_delivery_deploys_one_agent(world):
+    conn = connected(world)
+    world.calendar.add(event(world, "e1", minutes_from_now=1))
+    sync(world, conn)
+    [(job, _)] = world.jobs.deploys
+    assert world.deploy.deploy(job) == "deployed"
+    assert world.deploy.deploy(job) == "already_deployed"
+    assert len(world.agents.calls) == 1
+
+
+def test_one_meeting_in_two_calendars_gets_one_agent(world):
+    a = connected(world, WORK)
+    b = connected(world, PERSONAL)
+    ev = event(world, "shared", minutes_from_now=1)
+    world.calendar.add(ev)
+    sync(world, a)
+    world.calendar.events = {"other-id": {**ev, "id": "other-id"}}
+    world.calendar.email = PERSONAL[2]
+    sync(world, b)
+    [meeting] = upcoming(world)
+    assert {s.connection_id for s in meeting.sources} == {a.id, b.id}
+    run_due_deploys(world)
+    assert len(world.agents.calls) == 1
+
+
+def test_rescheduling_moves_the_agent_to_the_new_time(world):
+    conn = connected(world)
+    world.calendar.add(event(world, "e1", minutes_from_now=60))
+    sync(world, conn)
+    world.calendar.add(event(world, "e1", minutes_from_now=180))
+    sync(world, conn)
+    [meeting] = upcoming(world)
+    assert meeting.start == world.clock.now() + timedelta(minutes=180)
+    old, new = world.jobs.deploys
+    assert world.deploy.deploy(old[0]) == "meeting_gone"
+    world.clock.set(new[0].deploy_at)
+    assert world.deploy.deploy(new[0]) == "deployed"
+
+
+def test_cancelled_declined_and_all_day_events_get_no_agent(world):
+    conn = connected(world)
+    world.calendar.add(event(world, "c", isCancelled=True))
+    world.calendar.add(event(world, "d", responseStatus={"response": "declined"}))
+    world.calendar.add(event(world, "a", isAllDay=True))
+    world.calendar.add(event(world, "keep"))
+    sync(world, conn)
+    assert [m.title for m in upcoming(world)] == ["Meeting keep"]
+    world.calendar.add(event(world, "keep", isCancelled=True))
+    sync(world, conn)
+    assert upcoming(world) == []
+    assert all(world.deploy.deploy(j) == "meeting_gone" for j, _ in world.jobs.deploys)
+
+
+def test_deleted_events_leave_upcoming_meetings(world):
+    conn = connected(world)
+    world.calendar.add(event(world, "e1"))
+    sync(world, conn)
+    world.calendar.remove("e1")
+    sync(world, conn)
+    assert upcoming(world) == []
+
+
+def test_a_throttled_sync_resumes_where_it_stopped(world):
+    conn = connected(world)
+    for i in range(5):
+        world.calendar.add(event(world, f"e{i}", minutes_from_now=60 + i))
+    world.calendar.throttle_next = 1  # the second page answers 429
+    report = sync(world, conn)
+    assert report.outcome == "throttled"
+    [(job, delay)] = world.jobs.syncs
+    assert delay == timedelta(seconds=30)
+    first_calls = len(world.calendar.calls)
+    sync(world, conn)
+    assert world.calendar.calls[first_calls].startswith("page:")  # continued, not restarted
+    assert len(upcoming(world)) == 5
+
+
+def test_an_expired_delta_token_triggers_a_full_resync(world):
+    conn = connected(world)
+    world.calendar.add(event(world, "e1"))
+    sync(world, conn)
+    world.calendar.events.pop("e1")  # deleted while the delta state was lost
+    world.calendar.gone_next = True
+    report = sync(world, conn)
+    assert report.full and upcoming(world) == []
+
+
+def test_a_meeting_that_already_started_is_not_joined(world):
+    conn = connected(world)
+    world.calendar.add(event(world, "e1", minutes_from_now=3))
+    sync(world, conn)
+    [(job, _)] = world.jobs.deploys
+    world.clock.advance(3 * 60 + 301)
+    assert world.deploy.deploy(job) == "too_late"
+    assert world.agents.calls == []
+
+
+def test_agent_api_outages_are_retried_and_permanent_failures_recorded(world):
+    conn = connected(world)
+    world.calendar.add(event(world, "e1", minutes_from_now=2))
+    sync(world, conn)
+    [(job, _)] = world.jobs.deploys
+    world.jobs.deploys.clear()
+    world.agents.script = [DeployResult(ok=False, detail="HTTP 503"), DeployResult(ok=False, permanent=True,
+                                                                                  detail="HTTP 400")]
+    assert world.deploy.deploy(job) == "retrying"
+    [(retry, delay)] = world.jobs.deploys
+    assert retry.attempt == 2 and delay == timedelta(seconds=15)
+    assert world.deploy.deploy(retry) == "failed"
+    assert world.jobs.poisoned[0][1] == "agent_api: HTTP 400"
+    assert upcoming(world)[0].agent.value == "failed"
+
+
+def test_disconnect_stops_everything_for_that_account(world):
+    conn = connected(world)
+    world.calendar.add(event(world, "e1"))
+    sync(world, conn)
+    assert world.accounts.disconnect(ALICE.id, conn.id)
+    assert upcoming(world) == [] and world.accounts.list(ALICE.id) == []
+    assert conn.secret_name in world.secrets.deleted
+    assert all(world.deploy.deploy(j) == "meeting_gone" for j, _ in world.jobs.deploys)
+    assert world.agents.calls == []
+
+
+def test_disconnecting_one_calendar_keeps_a_meeting_the_other_still_holds(world):
+    a = connected(world, WORK)
+    b = connected(world, PERSONAL)
+    ev = event(world, "shared", minutes_from_now=1)
+    world.calendar.add(ev)
+    sync(world, a)
+    world.calendar.email = PERSONAL[2]
+    sync(world, b)
+    world.accounts.disconnect(ALICE.id, a.id)
+    [meeting] = upcoming(world)
+    assert [s.email for s in meeting.sources] == [PERSONAL[2]]
+    run_due_deploys(world)
+    assert len(world.agents.calls) == 1
+
+
+def test_revoked_access_shows_error_with_a_reason_and_auto_join_stops(world):
+    conn = connected(world)
+    world.calendar.add(event(world, "e1", minutes_from_now=1))
+    sync(world, conn)
+    world.identity.refresh_errors[WORK[0]] = TokenError(
+        "invalid_grant", "AADSTS50173: The provided grant has expired due to it being revoked.", transient=False)
+    outcome = world.tokens.refresh_all(next_run_in_seconds=900, max_age_seconds=0)
+    assert outcome.failed == 1
+    [c] = world.accounts.list(ALICE.id)
+    assert (c.status, c.reason_code, c.reason.action.value) == (ConnectionStatus.ERROR, "access_revoked",
+                                                               "reconnect")
+    assert world.secrets.get(c.secret_name) is not None  # a failure never loses the stored cache
+    assert run_due_deploys(world) == ["no_active_connection"]
+
+
+def test_transient_refresh_failures_keep_the_connection_active(world):
+    connected(world)
+    world.identity.refresh_errors[WORK[0]] = TokenError("server_error", "AADSTS90033: transient", transient=True)
+    assert world.tokens.refresh_all(next_run_in_seconds=900, max_age_seconds=0).transient == 1
+    [c] = world.accounts.list(ALICE.id)
+    assert c.status is ConnectionStatus.ACTIVE and c.transient_failure_since == world.clock.now()
+
+
+def test_refresh_runs_only_when_due(world):
+    connected(world)
+    assert world.tokens.refresh_all(next_run_in_seconds=900, max_age_seconds=43200).skipped == 1
+    world.clock.advance(3600 - 900)  # the access token now lapses before the next run
+    assert world.tokens.refresh_all(next_run_in_seconds=900, max_age_seconds=43200).refreshed == 1
+    assert world.identity.refreshes == 1
+
+
+def test_conditional_access_during_refresh_asks_for_the_it_admin(world):
+    connected(world)
+    world.identity.refresh_errors[WORK[0]] = TokenError(
+        "invalid_grant", "AADSTS53003: Access has been blocked by Conditional Access policies.", transient=False)
+    world.tokens.refresh_all(next_run_in_seconds=900, max_age_seconds=0)
+    [c] = world.accounts.list(ALICE.id)
+    assert c.reason == REASONS["blocked_by_policy"] and c.reason.action.value == "contact_admin"
