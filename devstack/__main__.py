@@ -25,7 +25,16 @@ def main(argv: list[str] | None = None) -> int:
     tok = sub.add_parser("token", help="print a CoAgentor platform token for a dev user")
     tok.add_argument("--user", required=True)
     tok.add_argument("--plan", choices=["free", "solo", "pro", "business"], default="free")
+    sub.add_parser("local-settings", help="write local.settings.json for `func start` against this stack")
     args = parser.parse_args(argv)
+
+    if args.command == "local-settings":
+        stack = Stack(devstack_dir=_dir(), ports=ports_from_env())
+        stack.prepare()
+        values = {k: v for k, v in stack.app_settings().items() if k != "CURL_CA_BUNDLE"}
+        Path("local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": values}, indent=2))
+        print("wrote local.settings.json (git-ignored; holds dev-only secrets)")
+        return 0
 
     if args.command == "token":
         print(platform_token(_dir(), args.user, args.plan))

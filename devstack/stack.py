@@ -178,6 +178,12 @@ class Stack:
         return settings
 
     # ------------------------------------------------------------------ lifecycle
+    def prepare(self) -> None:
+        """The test CA and dev secrets, created once per DEVSTACK_DIR."""
+        self.devstack_dir.mkdir(parents=True, exist_ok=True)
+        self.ca = ensure_ca(self.devstack_dir)
+        self.dev = DevSecrets.ensure(self.devstack_dir)
+
     def start(self, timeout: float = 60.0) -> None:
         from devstack.agents import AgentRecorder
         from devstack.keyvault import KeyVaultEndpoint
@@ -185,9 +191,8 @@ class Stack:
         from devstack.msim.directory import APP_HOME_TENANT_ID
 
         deadline = time.monotonic() + timeout
-        self.devstack_dir.mkdir(parents=True, exist_ok=True)
-        self.ca = ensure_ca(self.devstack_dir)
-        self.dev = DevSecrets.ensure(self.devstack_dir)
+        self.prepare()
+        assert self.ca is not None and self.dev is not None
         try:
             self._start_azurite(deadline)
             sim = MicrosoftSimulator(
