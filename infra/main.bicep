@@ -44,9 +44,8 @@ param outlookAuthority string = 'https://login.microsoftonline.com/common'
 @description('Microsoft Graph base URL. GRAPH_BASE_URL.')
 param graphBaseUrl string = 'https://graph.microsoft.com/v1.0'
 
-@minLength(1)
-@description('URL of the CoAgentor integrations page the browser returns to after connecting a calendar. INTEGRATIONS_PAGE_URL.')
-param integrationsPageUrl string
+@description('URL of the integrations page the browser returns to after connecting a calendar; empty for the page this app serves at /api/integrations. INTEGRATIONS_PAGE_URL.')
+param integrationsPageUrl string = ''
 
 @minLength(1)
 @description('Base URL of the CoAgentor agent API. AGENT_API_URL.')
@@ -157,9 +156,11 @@ var queueNames = [
 var outlookClientSecretName = 'outlook-client-secret'
 var agentApiKeySecretName = 'agent-api-key'
 
-// The host name is fixed by the app name, so the redirect URI is known before the app exists.
-// Register exactly this URI on the app registration (docs/deploying.md).
-var outlookRedirectUri = 'https://${functionAppName}.azurewebsites.net/api/outlook/callback'
+// The host name is fixed by the app name, so these URLs are known before the app exists.
+// Register exactly this redirect URI on the app registration (docs/deploying.md).
+var functionAppUrl = 'https://${functionAppName}.azurewebsites.net'
+var outlookRedirectUri = '${functionAppUrl}/api/outlook/callback'
+var integrationsPage = empty(integrationsPageUrl) ? '${functionAppUrl}/api/integrations' : integrationsPageUrl
 
 // A PEM with literal \n sequences passes through; a bare base64 body gets its BEGIN/END lines. The code
 // turns \n back into line breaks, so the setting stays one line either way.
@@ -256,7 +257,7 @@ module functionApp 'modules/function-app.bicep' = {
       OUTLOOK_AUTHORITY: outlookAuthority
       OUTLOOK_REDIRECT_URI: outlookRedirectUri
       GRAPH_BASE_URL: graphBaseUrl
-      INTEGRATIONS_PAGE_URL: integrationsPageUrl
+      INTEGRATIONS_PAGE_URL: integrationsPage
       AGENT_API_URL: agentApiUrl
       AGENT_API_KEY_SECRET_NAME: agentApiKeySecretName
       PLATFORM_JWT_ISSUER: platformJwtIssuer
