@@ -382,8 +382,9 @@ def test_azd_parameters_come_from_the_environment_and_cover_required_parameters(
     required = sorted(name for name, d in params.items() if value_of(d) is None)
     unmapped = sorted(set(required) - set(mapped))
     assert not unmapped, f"required parameters azd cannot fill from the environment: {unmapped}"
+    # "" is allowed: an operator may blank principalId to stop the Key Vault grant (docs/deploying.md).
     literal_values = {k: v["value"] for k, v in mapped.items()
-                      if not re.fullmatch(r"\$\{[A-Z0-9_]+(=[^}]*)?\}", str(v.get("value", "")))}
+                      if v.get("value") != "" and not re.fullmatch(r"\$\{[A-Z0-9_]+(=[^}]*)?\}", str(v.get("value")))}
     assert not literal_values, f"commit only ${{ENV}} references, no values: {literal_values}"
     assert not secure_params() & set(mapped), "a secure parameter is mapped from the environment"
 
