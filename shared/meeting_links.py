@@ -514,7 +514,7 @@ def _proofpoint_v3(url: str) -> str | None:
     if begin < 0:
         return None
     begin += len("/v3/__")
-    middle = url.find("__;", begin)
+    middle = url.rfind("__;", begin)  # the last one: a v3 link may itself be wrapped in v3
     if middle < 0:
         return None
     encoded = url[begin:middle]
@@ -725,7 +725,7 @@ def _teams_short_link(url: str, host: str) -> tuple[MeetingLink | None, str]:
 def _short_link(host: str, meeting_id: str, passcode: str | None) -> tuple[MeetingLink, str]:
     join = f"https://{host}/meet/{meeting_id}"
     if passcode:
-        join += "?p=" + quote(passcode, safe="")
+        join += "?p=" + _quote_value(passcode)
     reason = "Teams meeting (meeting id link)" if passcode else "Teams meeting (meeting id link, no passcode)"
     return MeetingLink(Platform.TEAMS, join, f"teams:meet:{meeting_id}"), reason
 
@@ -769,7 +769,7 @@ def _teams_light_meeting(url: str, host: str) -> tuple[MeetingLink | None, str]:
 
 _ZOOM_JOIN = re.compile(r"/(j|w)/([0-9]{9,11})(?=[/;,]|$)", re.IGNORECASE)
 _ZOOM_WEB_CLIENT = re.compile(r"/wc/(?:join/([0-9]{9,11})|([0-9]{9,11})/join)(?=[/;,]|$)", re.IGNORECASE)
-_ZOOM_PERSONAL = re.compile(r"/my/([A-Za-z0-9._-]{1,64})/?", re.IGNORECASE)
+_ZOOM_PERSONAL = re.compile(r"/my/([A-Za-z0-9._-]{0,63}[A-Za-z0-9_-])/?", re.IGNORECASE)
 _ZOOM_NOT_MEETINGS: tuple[tuple[str, str], ...] = (
     ("/rec/", "Zoom recording, not a meeting"),
     ("/recording/", "Zoom recording, not a meeting"),
@@ -785,14 +785,13 @@ _ZOOM_NOT_MEETINGS: tuple[tuple[str, str], ...] = (
     ("/j/", "Zoom link without a valid meeting number"),
     ("/w/", "Zoom webinar link without a valid webinar number"),
 )
-_SAFE_PARAM = "._-~"
 
 
 def _zoom(parts: SplitResult, host: str, gov: bool) -> tuple[MeetingLink | None, str]:
     path = unquote(parts.path)
     key_prefix = "zoom:gov:" if gov else "zoom:"
     params = {k: v for k, v in reversed(parse_qsl(parts.query))}
-    query = "&".join(f"{name}={quote(params[name], safe=_SAFE_PARAM)}" for name in ("pwd", "tk") if params.get(name))
+    query = "&".join(f"{name}={_quote_value(params[name])}" for name in ("pwd", "tk") if params.get(name))
     suffix = "?" + query if query else ""
     join = _ZOOM_JOIN.match(path)
     if join is not None:
@@ -841,6 +840,12 @@ def _google_meet(parts: SplitResult) -> tuple[MeetingLink | None, str]:
     if lowered == "":
         return None, "bare Google Meet address without a meeting code"
     return None, "Google Meet link without a meeting code"
+
+
+def _quote_value(value: str) -> str:
+    """Percent-encode a query value; a final "." is escaped so that no reader trims it as punctuation."""
+    quoted = quote(value, safe="")
+    return quoted[:-1] + "%2E" if quoted.endswith(".") else quoted
 
 
 def _clip(text: str) -> str:
