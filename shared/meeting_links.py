@@ -279,20 +279,26 @@ _INVISIBLE = re.compile(
     r"<wbr\s{0,8}/?>|&#8203;|&#x200b;|&ZeroWidthSpace;|&shy;|&#173;|[\u00ad\u200b\u200c\u200d\u2060\ufeff]",
     re.IGNORECASE,
 )
+_INVISIBLE_HINTS = ("<wbr", "&#8203;", "&#x200b;", "&zerowidthspace;", "&shy;", "&#173;")
+_INVISIBLE_CHARS = ("\u00ad", "\u200b", "\u200c", "\u200d", "\u2060", "\ufeff")
+# Matched against the lower-cased text; factored by first letters so the engine skips ahead fast.
 _START = re.compile(
-    r"https?://|(?:meet\.google\.com|zoom\.us|zoom\.com|zoomgov\.com|teams\.microsoft\.com"
-    r"|teams\.live\.com|teams\.cloud\.microsoft|teams\.microsoft\.us)/",
-    re.IGNORECASE,
+    r"https?://|meet\.google\.com/|zoom(?:gov\.com|\.us|\.com)/"
+    r"|teams\.(?:microsoft\.com|live\.com|cloud\.microsoft|microsoft\.us)/"
 )
+_START_ANY_CASE = re.compile(_START.pattern, re.IGNORECASE)
 _RUN = re.compile(rf"[^\s\\\"'<>]{{0,{MAX_URL_CHARS + 1}}}")
 _RUN_REST = re.compile(r"[^\s\\\"'<>]*")
-_HOST_CHARS = frozenset(string.ascii_letters + string.digits + ".-")
+_HOST_RUN = re.compile(r"[A-Za-z0-9.-]{0,253}")
 _NOT_BEFORE_BARE_HOST = frozenset("/@%=&?#+_~")
 _RAW_CONTEXT_END = re.compile(r"[^\s<>}]{0,600}\}")
 
 
 def _clean(text: str) -> str:
-    return _INVISIBLE.sub("", text)
+    lowered = text.lower()
+    if any(hint in lowered for hint in _INVISIBLE_HINTS) or any(c in text for c in _INVISIBLE_CHARS):
+        return _INVISIBLE.sub("", text)
+    return text
 
 
 class _Scan:
@@ -304,10 +310,13 @@ class _Scan:
 
     def __iter__(self) -> Iterator[tuple[str, bool]]:
         text = self.text
+        lowered = text.lower()
+        # Lower-casing keeps positions unless a character expands (U+0130): then search case-blind.
+        finder, haystack = (_START, lowered) if len(lowered) == len(text) else (_START_ANY_CASE, text)
         pos = 0
         count = 0
         while True:
-            match = _START.search(text, pos)
+            match = finder.search(haystack, pos)
             if match is None:
                 return
             if count >= MAX_CANDIDATES_PER_FIELD:
@@ -335,9 +344,8 @@ class _Scan:
         """Start of a scheme-less host such as ``us02web.zoom.us``; -1 if inside another token."""
         text = self.text
         limit = max(floor, start - 253)
-        s = start
-        while s > limit and text[s - 1] in _HOST_CHARS:
-            s -= 1
+        run = _HOST_RUN.match(text[limit:start][::-1])
+        s = start - (run.end() if run else 0)
         if s > 0 and text[s - 1] in _NOT_BEFORE_BARE_HOST:
             return -1
         return s
