@@ -1,0 +1,5 @@
+import sys
+
+from devstack.msim import main
+
+sys.exit(main())

@@ -1,0 +1,225 @@
+"""The `/_sim/...` admin API that tests and demos drive (no auth: the simulator binds loopback only).
+
+Errors are `{"error": {"code", "message"}}`. See DEVSTACK.md for the contract; additions here:
+`GET /_sim/health`, `GET /_sim/users`, `GET /_sim/users/{upn}/events`, `GET|DELETE /_sim/faults`,
+`DELETE /_sim/requests`, `GET|POST /_sim/config`, `GET /_sim/stats`, `GET|POST /_sim/apps`,
+`POST /_sim/users/{upn}/expire-delta`.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from typing import Any
+from urllib.parse import unquote
+
+from devstack.msim.calendar import EventError
+from devstack.msim.directory import AppRegistration
+from devstack.msim.state import Fault, SimState
+from devstack.msim.web import Request, Response, json_response
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return json_response(status, {"error": {"code": code, "message": message}})
+
+
+def handle(state: SimState, req: Request) -> Response:
+    segments = [unquote(s) for s in req.path.split("/")[2:] if s]
+    method = req.method
+    try:
+        body = req.json() if method in ("POST", "PATCH", "PUT") else None
+    except ValueError:
+        return _error(400, "BadRequest", "The body is not valid JSON.")
+    match segments:
+        case ["health"] if method == "GET":
+            return json_response(200, {"status": "ok"})
+        case ["reset"] if method == "POST":
+            state.reset()
+            return json_response(200, {"status": "reset"})
+        case ["users"] if method == "GET":
+            return json_response(200, {"value": [_describe_account(state, a) for a in state.directory.accounts]})
+        case ["users", upn, *rest]:
+            return _user(state, method, upn, rest, body)
+        case ["faults"]:
+            return _faults(state, method, body)
+        case ["requests"] if method == "GET":
+            with state.lock:
+                return json_response(200, list(copy.deepcopy(state.requests)))
+        case ["requests"] if method == "DELETE":
+            with state.lock:
+                state.requests.clear()
+            return Response(204)
+        case ["config"]:
+            return _config(state, method, body)
+        case ["stats"] if method == "GET":
+            with state.lock:
+                return json_response(
+                    200, {"max_concurrency": dict(state.max_concurrency), "requests": state.request_count}
+                )
+        case ["apps"]:
+            return _apps(state, method, body)
+    return _error(404, "NotFound", f"No admin route {method} {req.path}.")
+
+
+def _describe_account(state: SimState, account: Any) -> dict[str, Any]:
+    return {
+        "upn": account.upn,
+        "display_name": account.display_name,
+        "kind": account.kind,
+        "tenant_id": account.tenant_id,
+        "object_id": account.object_id,
+        "graph_id": account.graph_id,
+        "mail": account.mail,
+        "home_account_id": f"{account.object_id}.{account.tenant_id}",
+    }
+
+
+def _user(state: SimState, method: str, upn: str, rest: list[str], body: Any) -> Response:
+    account = state.directory.account(upn)
+    if account is None:
+        return _error(404, "UserNotFound", f"No seeded account '{upn}'.")
+    now = dt.datetime.now(dt.UTC)
+    with state.lock:
+        mailbox = state.mailbox(account)
+        match rest:
+            case ["events"] if method == "GET":
+                return json_response(200, {"value": [copy.deepcopy(e.data) for e in mailbox.events.values()]})
+            case ["events"] if method == "POST":
+                payloads = body if isinstance(body, list) else [body]
+                if not all(isinstance(p, dict) for p in payloads):
+                    return _error(400, "BadRequest", "Send a Graph event object (or a list of them).")
+                created: list[dict[str, Any]] = []
+                try:
+                    for payload in payloads:
+                        created.append(mailbox.add(payload, state.next_seq(), now))
+                except EventError as exc:
+                    for done in created:
+                        mailbox.events.pop(done["id"], None)
+                    return _error(400, "ErrorInvalidRequest", str(exc))
+                return json_response(201, created if isinstance(body, list) else created[0])
+            case ["events", event_id] if method == "PATCH":
+                if not isinstance(body, dict):
+                    return _error(400, "BadRequest", "Send the event properties to change as a JSON object.")
+                try:
+                    updated = mailbox.update(event_id, body, state.next_seq(), now)
+                except EventError as exc:
+                    return _error(400, "ErrorInvalidRequest", str(exc))
+                if updated is None:
+                    return _error(404, "ErrorItemNotFound", f"No event '{event_id}' in {account.upn}'s calendar.")
+                return json_response(200, updated)
+            case ["events", event_id] if method == "DELETE":
+                if not mailbox.delete(event_id, state.next_seq()):
+                    return _error(404, "ErrorItemNotFound", f"No event '{event_id}' in {account.upn}'s calendar.")
+                return Response(204)
+            case ["revoke"] if method == "POST":
+                state.revoked_at_seq[account.upn.lower()] = state.next_seq()
+                state.revoked_at_time[account.upn.lower()] = now
+                return json_response(200, {"upn": account.upn, "revoked_at": now.isoformat()})
+            case ["expire-delta"] if method == "POST":
+                mailbox.expire_delta_tokens()
+                return Response(204)
+    return _error(404, "NotFound", f"No admin route {method} /_sim/users/{upn}/{'/'.join(rest)}.")
+
+
+def _faults(state: SimState, method: str, body: Any) -> Response:
+    if method == "GET":
+        with state.lock:
+            return json_response(200, [f.describe() for f in state.faults])
+    if method == "DELETE":
+        with state.lock:
+            state.faults.clear()
+        return Response(204)
+    if method != "POST":
+        return _error(405, "MethodNotAllowed", "Use GET, POST or DELETE.")
+    if not isinstance(body, dict) or not str(body.get("path_prefix", "")).startswith("/"):
+        return _error(400, "BadRequest", "A fault needs a 'path_prefix' starting with '/'.")
+    try:
+        status = _optional_int(body, "status")
+        latency = _optional_int(body, "latency_ms")
+        count = _optional_int(body, "count")
+        retry_after = _optional_int(body, "retry_after")
+    except ValueError as exc:
+        return _error(400, "BadRequest", str(exc))
+    failing = status is not None or body.get("error") or body.get("aadsts")
+    if not failing and latency is None:
+        return _error(400, "BadRequest", "A fault needs 'status', 'error'/'aadsts' or 'latency_ms'.")
+    if count is None and failing:
+        count = 1
+    aadsts = body.get("aadsts")
+    if aadsts is not None and not str(aadsts).upper().removeprefix("AADSTS").isdigit():
+        return _error(400, "BadRequest", "'aadsts' must look like 'AADSTS700082'.")
+    with state.lock:
+        fault = Fault(
+            id=state.next_fault_id(),
+            path_prefix=str(body["path_prefix"]),
+            method=body.get("method"),
+            status=status,
+            retry_after=retry_after,
+            remaining=count,
+            error=body.get("error"),
+            aadsts=str(aadsts) if aadsts is not None else None,
+            error_description=body.get("error_description"),
+            suberror=body.get("suberror"),
+            code=body.get("code"),
+            message=body.get("message"),
+            latency_ms=latency,
+        )
+        state.faults.append(fault)
+        return json_response(201, fault.describe())
+
+
+def _optional_int(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"'{name}' must be a non-negative integer.")
+    return value
+
+
+def _config(state: SimState, method: str, body: Any) -> Response:
+    if method == "POST":
+        if not isinstance(body, dict):
+            return _error(400, "BadRequest", "Send a JSON object of settings.")
+        with state.lock:
+            known = state.config.describe()
+            unknown = [k for k in body if k not in known]
+            if unknown:
+                return _error(400, "BadRequest", f"Unknown settings: {', '.join(unknown)}.")
+            try:
+                values = {k: _optional_int(body, k) for k in body}
+            except ValueError as exc:
+                return _error(400, "BadRequest", str(exc))
+            for name, value in values.items():
+                if value is not None:
+                    setattr(state.config, name, max(1, value) if name == "access_token_lifetime" else value)
+    elif method != "GET":
+        return _error(405, "MethodNotAllowed", "Use GET or POST.")
+    with state.lock:
+        return json_response(200, state.config.describe())
+
+
+def _apps(state: SimState, method: str, body: Any) -> Response:
+    if method == "POST":
+        if not isinstance(body, dict):
+            return _error(400, "BadRequest", "Send an app registration as a JSON object.")
+        try:
+            app = AppRegistration(
+                client_id=str(body["client_id"]),
+                client_secret=str(body["client_secret"]),
+                redirect_uris=[str(u) for u in body.get("redirect_uris", [])],
+                display_name=str(body.get("display_name") or "CoAgentor Outlook Calendar"),
+            )
+        except KeyError as exc:
+            return _error(400, "BadRequest", f"Missing {exc.args[0]!r}.")
+        with state.lock:
+            state.apps[app.client_id] = app
+        return json_response(201, _describe_app(app))
+    if method != "GET":
+        return _error(405, "MethodNotAllowed", "Use GET or POST.")
+    with state.lock:
+        return json_response(200, [_describe_app(a) for a in state.apps.values()])
+
+
+def _describe_app(app: AppRegistration) -> dict[str, Any]:
+    return {"client_id": app.client_id, "redirect_uris": app.redirect_uris, "display_name": app.display_name}

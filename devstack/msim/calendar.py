@@ -1,0 +1,769 @@
+"""Mailbox calendars: stored events, recurrence expansion, and calendarView delta rounds.
+
+Events are kept in the Graph `event` shape. A series master expands into occurrences whose ids are
+derived from the master id and the occurrence date; an occurrence can be changed (it becomes an
+`exception`) or cancelled (it disappears from the view) through the admin API.
+
+Delta rounds follow Graph: the first call fixes the window, pages carry a `$skiptoken`, the last
+page a `$deltatoken`; a later call with that token answers what changed since, with deleted events
+and events changed outside the window as `@removed` entries. Tokens live in a bounded per-mailbox
+cache, like Outlook's: evicted or invalidated tokens answer 410 `syncStateNotFound`.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime as dt
+import hashlib
+import html
+import re
+import secrets
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from devstack.msim.directory import Account
+from devstack.msim.tokens import b64url
+
+UTC = dt.UTC
+DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+WEEK_INDEX = ("first", "second", "third", "fourth", "last")
+PATTERN_TYPES = ("daily", "weekly", "absoluteMonthly", "relativeMonthly", "absoluteYearly", "relativeYearly")
+RANGE_TYPES = ("endDate", "noEnd", "numbered")
+MAX_TOKENS_PER_MAILBOX = 200
+_MAX_OCCURRENCES_SCANNED = 20_000
+
+# The Windows zone names Outlook uses most, for events and `Prefer: outlook.timezone`.
+WINDOWS_ZONES = {
+    "utc": "UTC",
+    "coordinated universal time": "UTC",
+    "gmt standard time": "Europe/London",
+    "greenwich standard time": "Atlantic/Reykjavik",
+    "w. europe standard time": "Europe/Berlin",
+    "central europe standard time": "Europe/Budapest",
+    "romance standard time": "Europe/Paris",
+    "central european standard time": "Europe/Warsaw",
+    "e. europe standard time": "Europe/Chisinau",
+    "fle standard time": "Europe/Kiev",
+    "russian standard time": "Europe/Moscow",
+    "eastern standard time": "America/New_York",
+    "central standard time": "America/Chicago",
+    "mountain standard time": "America/Denver",
+    "pacific standard time": "America/Los_Angeles",
+    "india standard time": "Asia/Kolkata",
+    "china standard time": "Asia/Shanghai",
+    "tokyo standard time": "Asia/Tokyo",
+    "aus eastern standard time": "Australia/Sydney",
+    "new zealand standard time": "Pacific/Auckland",
+}
+
+
+class EventError(ValueError):
+    """An event the admin API cannot store (bad times, unknown zone, unsupported recurrence)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Time
+
+
+def resolve_zone(name: str | None) -> dt.tzinfo | None:
+    if not name:
+        return None
+    key = name.strip()
+    mapped = WINDOWS_ZONES.get(key.lower())
+    if mapped is not None:
+        key = mapped
+    if key.upper() in ("UTC", "Z", "ETC/UTC"):
+        return UTC
+    try:
+        return ZoneInfo(key)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def _parse_naive(value: str) -> dt.datetime:
+    text = value.strip()
+    match = re.fullmatch(r"(.*T\d\d:\d\d(?::\d\d)?)(?:\.(\d+))?(Z|[+-]\d\d:?\d\d)?", text)
+    if match is None:
+        parsed = dt.datetime.fromisoformat(text)  # a bare date, or let it raise
+    else:
+        base, fraction, offset = match.groups()
+        micro = (fraction or "0")[:6].ljust(6, "0")
+        parsed = dt.datetime.fromisoformat(f"{base}.{micro}{'+00:00' if offset == 'Z' else offset or ''}")
+    return parsed
+
+
+def parse_graph_datetime(value: str, zone_name: str | None) -> dt.datetime:
+    """A Graph dateTimeTimeZone to an aware UTC datetime."""
+    parsed = _parse_naive(value)
+    if parsed.tzinfo is None:
+        zone = resolve_zone(zone_name or "UTC")
+        if zone is None:
+            raise EventError(f"Unknown time zone '{zone_name}'.")
+        parsed = parsed.replace(tzinfo=zone)
+    return parsed.astimezone(UTC)
+
+
+def parse_window_bound(value: str) -> dt.datetime:
+    """startDateTime/endDateTime: ISO 8601, its own offset, UTC when it has none."""
+    parsed = _parse_naive(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def format_local(moment: dt.datetime, zone: dt.tzinfo) -> str:
+    local = moment.astimezone(zone)
+    return local.strftime("%Y-%m-%dT%H:%M:%S") + f".{local.microsecond * 10:07d}"
+
+
+def graph_timestamp(moment: dt.datetime) -> str:
+    """createdDateTime-style: `2026-11-20T10:00:00.1234567Z`."""
+    return format_local(moment, UTC) + "Z"
+
+
+def iso_utc(moment: dt.datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ---------------------------------------------------------------------------------------------
+# Stored events
+
+
+def _new_event_id() -> str:
+    return "AAMkAD" + b64url(secrets.token_bytes(42)) + "AAA="
+
+
+def _new_change_key() -> str:
+    return b64url(secrets.token_bytes(18)).replace("-", "+").replace("_", "/") + "=="
+
+
+def occurrence_id(master_id: str, day: dt.date) -> str:
+    return "AAMkAD" + b64url(f"{master_id}|{day:%Y%m%d}".encode()) + "="
+
+
+def parse_occurrence_id(event_id: str) -> tuple[str, dt.date] | None:
+    if not (event_id.startswith("AAMkAD") and event_id.endswith("=")):
+        return None
+    body = event_id[6:-1]
+    try:
+        decoded = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode("utf-8")
+        master_id, day = decoded.rsplit("|", 1)
+        return master_id, dt.datetime.strptime(day, "%Y%m%d").date()
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+@dataclass
+class StoredEvent:
+    data: dict[str, Any]
+    version: int  # seq of the last change to the event itself
+    touched: int  # seq of the last change to it or any of its occurrences
+    overrides: dict[dt.date, dict[str, Any]] = field(default_factory=dict)
+    override_versions: dict[dt.date, int] = field(default_factory=dict)
+    cancelled: set[dt.date] = field(default_factory=set)
+
+    @property
+    def id(self) -> str:
+        return str(self.data["id"])
+
+    @property
+    def is_series(self) -> bool:
+        return bool(self.data.get("recurrence"))
+
+    def start_utc(self) -> dt.datetime:
+        start = self.data["start"]
+        return parse_graph_datetime(start["dateTime"], start.get("timeZone"))
+
+    def end_utc(self) -> dt.datetime:
+        end = self.data["end"]
+        return parse_graph_datetime(end["dateTime"], end.get("timeZone"))
+
+
+def _normalize_times(event: dict[str, Any]) -> None:
+    for key in ("start", "end"):
+        value = event.get(key)
+        if not isinstance(value, dict) or not isinstance(value.get("dateTime"), str):
+            raise EventError(f'\'{key}\' must be a dateTimeTimeZone: {{"dateTime": ..., "timeZone": ...}}.')
+        zone_name = value.get("timeZone") or "UTC"
+        if resolve_zone(zone_name) is None:
+            raise EventError(f"Unknown time zone '{zone_name}'.")
+        try:
+            moment = parse_graph_datetime(value["dateTime"], zone_name)
+        except ValueError as exc:
+            raise EventError(f"'{key}.dateTime' is not an ISO 8601 date-time: {value['dateTime']!r}.") from exc
+        zone = resolve_zone(zone_name)
+        assert zone is not None
+        event[key] = {"dateTime": format_local(moment, zone), "timeZone": zone_name}
+    if parse_graph_datetime(event["end"]["dateTime"], event["end"]["timeZone"]) < parse_graph_datetime(
+        event["start"]["dateTime"], event["start"]["timeZone"]
+    ):
+        raise EventError("The event's end is before its start.")
+
+
+def _normalize_recurrence(event: dict[str, Any]) -> None:
+    recurrence = event.get("recurrence")
+    if not recurrence:
+        event["recurrence"] = None
+        return
+    if not isinstance(recurrence, dict):
+        raise EventError("'recurrence' must be a patternedRecurrence object.")
+    pattern = dict(recurrence.get("pattern") or {})
+    range_ = dict(recurrence.get("range") or {})
+    if pattern.get("type") not in PATTERN_TYPES:
+        raise EventError(f"recurrence.pattern.type must be one of {', '.join(PATTERN_TYPES)}.")
+    if range_.get("type") not in RANGE_TYPES:
+        raise EventError(f"recurrence.range.type must be one of {', '.join(RANGE_TYPES)}.")
+    interval = pattern.get("interval", 1)
+    if not isinstance(interval, int) or interval < 1:
+        raise EventError("recurrence.pattern.interval must be a positive integer.")
+    days = [str(d).lower() for d in pattern.get("daysOfWeek") or []]
+    if any(d not in DAYS for d in days):
+        raise EventError("recurrence.pattern.daysOfWeek holds an unknown day.")
+    if pattern["type"] in ("weekly", "relativeMonthly", "relativeYearly") and not days:
+        raise EventError(f"A {pattern['type']} pattern needs daysOfWeek.")
+    if pattern["type"] in ("absoluteMonthly", "absoluteYearly") and not 1 <= int(pattern.get("dayOfMonth") or 0) <= 31:
+        raise EventError(f"A {pattern['type']} pattern needs dayOfMonth (1-31).")
+    if pattern["type"] in ("absoluteYearly", "relativeYearly") and not 1 <= int(pattern.get("month") or 0) <= 12:
+        raise EventError(f"A {pattern['type']} pattern needs month (1-12).")
+    start_zone = resolve_zone(event["start"]["timeZone"])
+    assert start_zone is not None
+    start_local = parse_graph_datetime(event["start"]["dateTime"], event["start"]["timeZone"]).astimezone(start_zone)
+    try:
+        start_date = dt.date.fromisoformat(range_.get("startDate") or start_local.date().isoformat())
+        end_date = dt.date.fromisoformat(range_.get("endDate") or "0001-01-01")
+    except ValueError as exc:
+        raise EventError("recurrence.range dates must be YYYY-MM-DD.") from exc
+    if range_["type"] == "endDate" and end_date < start_date:
+        raise EventError("recurrence.range.endDate must be on or after startDate.")
+    count = int(range_.get("numberOfOccurrences") or 0)
+    if range_["type"] == "numbered" and count < 1:
+        raise EventError("A numbered range needs numberOfOccurrences >= 1.")
+    zone_name = range_.get("recurrenceTimeZone") or event["start"]["timeZone"]
+    if resolve_zone(zone_name) is None:
+        raise EventError(f"Unknown time zone '{zone_name}'.")
+    event["recurrence"] = {
+        "pattern": {
+            "type": pattern["type"],
+            "interval": interval,
+            "month": int(pattern.get("month") or 0),
+            "dayOfMonth": int(pattern.get("dayOfMonth") or 0),
+            "daysOfWeek": days,
+            "firstDayOfWeek": str(pattern.get("firstDayOfWeek") or "sunday").lower(),
+            "index": str(pattern.get("index") or "first"),
+        },
+        "range": {
+            "type": range_["type"],
+            "startDate": start_date.isoformat(),
+            "endDate": end_date.isoformat(),
+            "recurrenceTimeZone": zone_name,
+            "numberOfOccurrences": count,
+        },
+    }
+
+
+def _defaults(account: Account, now: dt.datetime) -> dict[str, Any]:
+    stamp = graph_timestamp(now)
+    return {
+        "createdDateTime": stamp,
+        "lastModifiedDateTime": stamp,
+        "categories": [],
+        "transactionId": None,
+        "originalStartTimeZone": None,
+        "originalEndTimeZone": None,
+        "reminderMinutesBeforeStart": 15,
+        "isReminderOn": True,
+        "hasAttachments": False,
+        "subject": "",
+        "bodyPreview": "",
+        "importance": "normal",
+        "sensitivity": "normal",
+        "isAllDay": False,
+        "isCancelled": False,
+        "isOrganizer": True,
+        "responseRequested": True,
+        "seriesMasterId": None,
+        "showAs": "busy",
+        "type": "singleInstance",
+        "webLink": "",
+        "onlineMeetingUrl": None,
+        "isOnlineMeeting": False,
+        "onlineMeetingProvider": "unknown",
+        "allowNewTimeProposals": True,
+        "isDraft": False,
+        "hideAttendees": False,
+        "responseStatus": {"response": "organizer", "time": "0001-01-01T00:00:00Z"},
+        "body": {"contentType": "html", "content": ""},
+        "start": None,
+        "end": None,
+        "location": {"displayName": "", "locationType": "default", "uniqueIdType": "unknown"},
+        "locations": [],
+        "recurrence": None,
+        "attendees": [],
+        "organizer": {"emailAddress": {"name": account.display_name, "address": account.mail or account.upn}},
+        "onlineMeeting": None,
+    }
+
+
+def _finish(event: dict[str, Any], now: dt.datetime) -> None:
+    """Server-maintained fields, recomputed on every change."""
+    _normalize_times(event)
+    _normalize_recurrence(event)
+    event["type"] = "seriesMaster" if event["recurrence"] else "singleInstance"
+    event["originalStartTimeZone"] = event["start"]["timeZone"]
+    event["originalEndTimeZone"] = event["end"]["timeZone"]
+    event["lastModifiedDateTime"] = graph_timestamp(now)
+    event["changeKey"] = _new_change_key()
+    body = event.get("body")
+    if not isinstance(body, dict):
+        body = {"contentType": "html", "content": str(body or "")}
+        event["body"] = body
+    event["bodyPreview"] = html_to_text(str(body.get("content") or ""))[:255]
+    if not event.get("webLink"):
+        event["webLink"] = f"https://outlook.office365.com/owa/?itemid={event['id']}&exvsurl=1&path=/calendar/item"
+
+
+def new_event(payload: dict[str, Any], account: Account, seq: int, now: dt.datetime) -> StoredEvent:
+    event = _defaults(account, now)
+    event.update(copy.deepcopy(payload))
+    event["id"] = str(payload.get("id") or _new_event_id())
+    event["iCalUId"] = payload.get("iCalUId") or (
+        "040000008200E00074C5B7101A82E00800000000" + secrets.token_hex(28).upper()
+    )
+    _finish(event, now)
+    event["createdDateTime"] = payload.get("createdDateTime") or event["lastModifiedDateTime"]
+    return StoredEvent(data=event, version=seq, touched=seq)
+
+
+def patch_event(stored: StoredEvent, patch: dict[str, Any], seq: int, now: dt.datetime) -> None:
+    """Graph PATCH semantics: the given properties replace the stored ones."""
+    event = copy.deepcopy(stored.data)
+    for key, value in patch.items():
+        if key in ("id", "createdDateTime", "changeKey", "type", "seriesMasterId"):
+            continue
+        event[key] = copy.deepcopy(value)
+    _finish(event, now)
+    stored.data = event
+    stored.version = seq
+    stored.touched = seq
+
+
+# ---------------------------------------------------------------------------------------------
+# Recurrence
+
+
+def _nth_weekday(year: int, month: int, weekdays: set[int], index: str) -> dt.date | None:
+    days_in_month = [
+        dt.date(year, month, d)
+        for d in range(1, 32)
+        if _valid(year, month, d) and dt.date(year, month, d).weekday() in weekdays
+    ]
+    if not days_in_month:
+        return None
+    if index == "last":
+        return days_in_month[-1]
+    position = WEEK_INDEX.index(index) if index in WEEK_INDEX else 0
+    return days_in_month[position] if position < len(days_in_month) else None
+
+
+def _valid(year: int, month: int, day: int) -> bool:
+    try:
+        dt.date(year, month, day)
+    except ValueError:
+        return False
+    return True
+
+
+def _candidate_dates(pattern: dict[str, Any], first: dt.date, until: dt.date) -> Iterator[dt.date]:
+    kind = pattern["type"]
+    interval = int(pattern["interval"])
+    weekdays = {DAYS.index(d) for d in pattern["daysOfWeek"]}
+    if kind == "daily":
+        day = first
+        while day <= until:
+            yield day
+            day += dt.timedelta(days=interval)
+    elif kind == "weekly":
+        first_day = DAYS.index(pattern["firstDayOfWeek"]) if pattern["firstDayOfWeek"] in DAYS else 6
+        week = first - dt.timedelta(days=(first.weekday() - first_day) % 7)
+        while week <= until:
+            for offset in range(7):
+                day = week + dt.timedelta(days=offset)
+                if day.weekday() in weekdays and first <= day <= until:
+                    yield day
+            week += dt.timedelta(days=7 * interval)
+    elif kind in ("absoluteMonthly", "relativeMonthly"):
+        year, month = first.year, first.month
+        while dt.date(year, month, 1) <= until:
+            if kind == "absoluteMonthly":
+                day_of_month = int(pattern["dayOfMonth"])
+                candidate = dt.date(year, month, day_of_month) if _valid(year, month, day_of_month) else None
+            else:
+                candidate = _nth_weekday(year, month, weekdays, pattern["index"])
+            if candidate is not None and first <= candidate <= until:
+                yield candidate
+            month += interval
+            year, month = year + (month - 1) // 12, (month - 1) % 12 + 1
+    else:  # yearly
+        year = first.year
+        month = int(pattern["month"])
+        while dt.date(year, 1, 1) <= until:
+            if kind == "absoluteYearly":
+                day_of_month = int(pattern["dayOfMonth"])
+                candidate = dt.date(year, month, day_of_month) if _valid(year, month, day_of_month) else None
+            else:
+                candidate = _nth_weekday(year, month, weekdays, pattern["index"])
+            if candidate is not None and first <= candidate <= until:
+                yield candidate
+            year += interval
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    day: dt.date
+    original_start: dt.datetime  # UTC
+    start: dt.datetime  # UTC, after any exception's change
+    end: dt.datetime
+
+
+def expand(stored: StoredEvent, window_start: dt.datetime, window_end: dt.datetime) -> list[Occurrence]:
+    """Occurrences of a series that overlap [window_start, window_end)."""
+    recurrence = stored.data["recurrence"]
+    zone = resolve_zone(recurrence["range"]["recurrenceTimeZone"]) or UTC
+    master_start = stored.start_utc()
+    duration = stored.end_utc() - master_start
+    wall_time = master_start.astimezone(zone).time().replace(tzinfo=None)
+    range_ = recurrence["range"]
+    first = dt.date.fromisoformat(range_["startDate"])
+    until = window_end.astimezone(zone).date() + dt.timedelta(days=2)
+    if range_["type"] == "endDate":
+        until = min(until, dt.date.fromisoformat(range_["endDate"]))
+    limit = range_["numberOfOccurrences"] if range_["type"] == "numbered" else None
+    found: list[Occurrence] = []
+    for count, day in enumerate(_candidate_dates(recurrence["pattern"], first, until), start=1):
+        if (limit is not None and count > limit) or count > _MAX_OCCURRENCES_SCANNED:
+            break
+        original = dt.datetime.combine(day, wall_time).replace(tzinfo=zone).astimezone(UTC)
+        if day in stored.cancelled:
+            continue
+        start, end = original, original + duration
+        override = stored.overrides.get(day)
+        if override:
+            if "start" in override:
+                start = parse_graph_datetime(override["start"]["dateTime"], override["start"].get("timeZone"))
+            if "end" in override:
+                end = parse_graph_datetime(override["end"]["dateTime"], override["end"].get("timeZone"))
+            elif "start" in override:
+                end = start + duration
+        if start < window_end and end > window_start:
+            found.append(Occurrence(day, original, start, end))
+    return found
+
+
+def occurrence_on(stored: StoredEvent, day: dt.date) -> Occurrence | None:
+    """The occurrence of a series on a given (series-local) date, if the pattern has one."""
+    zone = resolve_zone(stored.data["recurrence"]["range"]["recurrenceTimeZone"]) or UTC
+    local_start = dt.datetime.combine(day, dt.time()).replace(tzinfo=zone)
+    for occurrence in expand(
+        stored,
+        local_start.astimezone(UTC) - dt.timedelta(days=366 * 5),
+        local_start.astimezone(UTC) + dt.timedelta(days=2),
+    ):
+        if occurrence.day == day:
+            return occurrence
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Instances (what calendarView lists)
+
+
+@dataclass(frozen=True)
+class Instance:
+    id: str
+    start: dt.datetime
+    end: dt.datetime
+    version: int
+    event: dict[str, Any]  # the Graph event, start/end in the event's own zone
+
+
+def _occurrence_instance(stored: StoredEvent, occurrence: Occurrence) -> Instance:
+    master = stored.data
+    event = copy.deepcopy(master)
+    override = stored.overrides.get(occurrence.day) or {}
+    for key, value in override.items():
+        event[key] = copy.deepcopy(value)
+    zone_name = master["start"]["timeZone"]
+    zone = resolve_zone(zone_name) or UTC
+    event_id = occurrence_id(stored.id, occurrence.day)
+    event.update(
+        {
+            "id": event_id,
+            "type": "exception" if override else "occurrence",
+            "seriesMasterId": stored.id,
+            "recurrence": None,
+            "iCalUId": master["iCalUId"][:-16] + hashlib.sha256(event_id.encode()).hexdigest()[:16].upper(),
+            "originalStart": iso_utc(occurrence.original_start),
+            "start": {"dateTime": format_local(occurrence.start, zone), "timeZone": zone_name},
+            "end": {"dateTime": format_local(occurrence.end, zone), "timeZone": zone_name},
+        }
+    )
+    if override:
+        event["changeKey"] = override.get("changeKey", master["changeKey"])
+        event["lastModifiedDateTime"] = override.get("lastModifiedDateTime", master["lastModifiedDateTime"])
+        body = event.get("body") or {}
+        event["bodyPreview"] = html_to_text(str(body.get("content") or ""))[:255]
+    version = max(stored.version, stored.override_versions.get(occurrence.day, 0))
+    return Instance(event_id, occurrence.start, occurrence.end, version, event)
+
+
+def _single_instance(stored: StoredEvent) -> Instance:
+    return Instance(stored.id, stored.start_utc(), stored.end_utc(), stored.version, copy.deepcopy(stored.data))
+
+
+def _sort_key(instance: Instance) -> tuple[dt.datetime, dt.datetime, str]:
+    return (instance.start, instance.end, instance.id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Delta state
+
+
+@dataclass
+class DeltaState:
+    """What a `$deltatoken` stands for: the window and what the client was told so far."""
+
+    window: tuple[dt.datetime, dt.datetime]
+    known: dict[str, int]  # instance id -> version the client has
+    seq: int  # mailbox seq the round was computed at
+
+
+DeltaItem = tuple[Literal["event"], Instance] | tuple[Literal["removed"], str]
+
+
+@dataclass
+class DeltaPages:
+    """What a `$skiptoken` stands for: the rest of a round being paged through."""
+
+    items: list[DeltaItem]
+    offset: int
+    final: DeltaState
+
+
+class SyncStateNotFound(Exception):
+    pass
+
+
+@dataclass
+class Mailbox:
+    account: Account
+    events: dict[str, StoredEvent] = field(default_factory=dict)
+    tombstones: dict[str, int] = field(default_factory=dict)  # deleted event id -> seq
+    delta_tokens: OrderedDict[str, DeltaState] = field(default_factory=OrderedDict)
+    skip_tokens: OrderedDict[str, DeltaPages] = field(default_factory=OrderedDict)
+    # Windows of evicted or invalidated tokens, so a 410 can point at a fresh initial request.
+    expired_windows: OrderedDict[str, tuple[dt.datetime, dt.datetime]] = field(default_factory=OrderedDict)
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def instances(self, window_start: dt.datetime, window_end: dt.datetime) -> list[Instance]:
+        found: list[Instance] = []
+        for stored in self.events.values():
+            if stored.is_series:
+                found.extend(_occurrence_instance(stored, o) for o in expand(stored, window_start, window_end))
+            elif stored.start_utc() < window_end and stored.end_utc() > window_start:
+                found.append(_single_instance(stored))
+            elif stored.start_utc() == stored.end_utc() and window_start <= stored.start_utc() < window_end:
+                found.append(_single_instance(stored))  # zero-length events at a moment in the window
+        return sorted(found, key=_sort_key)
+
+    def masters_and_singles(self) -> list[Instance]:
+        return sorted((_single_instance(s) for s in self.events.values()), key=_sort_key)
+
+    def find_instance(self, event_id: str) -> Instance | None:
+        stored = self.events.get(event_id)
+        if stored is not None:
+            return _single_instance(stored)
+        parsed = parse_occurrence_id(event_id)
+        if parsed is None or parsed[0] not in self.events:
+            return None
+        master = self.events[parsed[0]]
+        if not master.is_series or parsed[1] in master.cancelled:
+            return None
+        occurrence = occurrence_on(master, parsed[1])
+        return _occurrence_instance(master, occurrence) if occurrence else None
+
+    # -- admin changes ----------------------------------------------------------------------
+
+    def add(self, payload: dict[str, Any], seq: int, now: dt.datetime) -> dict[str, Any]:
+        if payload.get("id") and (payload["id"] in self.events or parse_occurrence_id(str(payload["id"]))):
+            raise EventError(f"An event with id '{payload['id']}' already exists or is reserved.")
+        stored = new_event(payload, self.account, seq, now)
+        self.events[stored.id] = stored
+        self.tombstones.pop(stored.id, None)
+        return copy.deepcopy(stored.data)
+
+    def update(self, event_id: str, patch: dict[str, Any], seq: int, now: dt.datetime) -> dict[str, Any] | None:
+        stored = self.events.get(event_id)
+        if stored is not None:
+            patch_event(stored, patch, seq, now)
+            return copy.deepcopy(stored.data)
+        parsed = parse_occurrence_id(event_id)
+        if parsed is None or parsed[0] not in self.events:
+            return None
+        master = self.events[parsed[0]]
+        if not master.is_series or parsed[1] in master.cancelled or occurrence_on(master, parsed[1]) is None:
+            return None
+        override = master.overrides.setdefault(parsed[1], {})
+        for key, value in patch.items():
+            if key in ("id", "type", "seriesMasterId", "recurrence", "createdDateTime", "iCalUId"):
+                continue
+            if key in ("start", "end"):
+                try:
+                    moment = parse_graph_datetime(value["dateTime"], value.get("timeZone"))
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise EventError(f"'{key}' must be a dateTimeTimeZone.") from exc
+                zone_name = value.get("timeZone") or "UTC"
+                value = {"dateTime": format_local(moment, resolve_zone(zone_name) or UTC), "timeZone": zone_name}
+            override[key] = copy.deepcopy(value)
+        override["changeKey"] = _new_change_key()
+        override["lastModifiedDateTime"] = graph_timestamp(now)
+        master.override_versions[parsed[1]] = seq
+        master.touched = seq
+        instance = self.find_instance(event_id)
+        return instance.event if instance else None
+
+    def delete(self, event_id: str, seq: int) -> bool:
+        stored = self.events.pop(event_id, None)
+        if stored is not None:
+            self.tombstones[event_id] = seq
+            return True
+        parsed = parse_occurrence_id(event_id)
+        if parsed is None or parsed[0] not in self.events:
+            return False
+        master = self.events[parsed[0]]
+        if not master.is_series or parsed[1] in master.cancelled or occurrence_on(master, parsed[1]) is None:
+            return False
+        master.cancelled.add(parsed[1])
+        master.overrides.pop(parsed[1], None)
+        master.touched = seq
+        return True
+
+    # -- delta ------------------------------------------------------------------------------
+
+    def start_delta_round(
+        self, window: tuple[dt.datetime, dt.datetime] | None, token: str | None, seq: int
+    ) -> tuple[list[DeltaItem], DeltaState]:
+        """A new round: a full sync of a window, or the changes since a delta token.
+
+        Returns the round's items and the state its closing `$deltatoken` will stand for.
+        """
+        if token is None:
+            assert window is not None
+            current = self.instances(*window)
+            return [("event", i) for i in current], DeltaState(window, {i.id: i.version for i in current}, seq)
+        state = self.delta_tokens.get(token)
+        if state is None:
+            raise SyncStateNotFound
+        self.delta_tokens.move_to_end(token)
+        current = self.instances(*state.window)
+        items: list[DeltaItem] = []
+        emitted: set[str] = set()
+        for instance in current:
+            if state.known.get(instance.id, -1) < instance.version:
+                items.append(("event", instance))
+                emitted.add(instance.id)
+        current_ids = {i.id for i in current}
+        for known_id in state.known:
+            if known_id not in current_ids:
+                items.append(("removed", known_id))
+                emitted.add(known_id)
+        # Graph also reports events added, changed or deleted outside the window, as removed.
+        in_window_series = {i.event.get("seriesMasterId") for i in current}
+        for stored in self.events.values():
+            outside = stored.id not in current_ids and stored.id not in in_window_series
+            if stored.touched > state.seq and outside and stored.id not in emitted:
+                items.append(("removed", stored.id))
+                emitted.add(stored.id)
+        for deleted_id, deleted_seq in self.tombstones.items():
+            if deleted_seq > state.seq and deleted_id not in emitted:
+                items.append(("removed", deleted_id))
+                emitted.add(deleted_id)
+        return items, DeltaState(state.window, {i.id: i.version for i in current}, seq)
+
+    def page(
+        self, items: list[DeltaItem], offset: int, page_size: int, final: DeltaState
+    ) -> tuple[list[DeltaItem], str | None, str | None]:
+        """One page of a round: (items, next `$skiptoken` or None, `$deltatoken` once the round ends)."""
+        chunk = items[offset : offset + page_size]
+        if offset + page_size < len(items):
+            skip = secrets.token_urlsafe(24)
+            self.skip_tokens[skip] = DeltaPages(items, offset + page_size, final)
+            self._bound()
+            return chunk, skip, None
+        delta = secrets.token_urlsafe(24)
+        self.delta_tokens[delta] = final
+        self._bound()
+        return chunk, None, delta
+
+    def continue_round(self, skip_token: str) -> DeltaPages:
+        pages = self.skip_tokens.get(skip_token)
+        if pages is None:
+            raise SyncStateNotFound
+        self.skip_tokens.move_to_end(skip_token)
+        return pages
+
+    def expire_delta_tokens(self) -> None:
+        for token, state in self.delta_tokens.items():
+            self._remember_expired(token, state.window)
+        for token, pages in self.skip_tokens.items():
+            self._remember_expired(token, pages.final.window)
+        self.delta_tokens.clear()
+        self.skip_tokens.clear()
+
+    def expired_window(self, token: str) -> tuple[dt.datetime, dt.datetime] | None:
+        return self.expired_windows.get(token)
+
+    def _bound(self) -> None:
+        while len(self.delta_tokens) > MAX_TOKENS_PER_MAILBOX:
+            token, state = self.delta_tokens.popitem(last=False)
+            self._remember_expired(token, state.window)
+        while len(self.skip_tokens) > MAX_TOKENS_PER_MAILBOX:
+            token, pages = self.skip_tokens.popitem(last=False)
+            self._remember_expired(token, pages.final.window)
+
+    def _remember_expired(self, token: str, window: tuple[dt.datetime, dt.datetime]) -> None:
+        self.expired_windows[token] = window
+        while len(self.expired_windows) > 5 * MAX_TOKENS_PER_MAILBOX:
+            self.expired_windows.popitem(last=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bodies
+
+_LINK = re.compile(r"<a\b[^>]*\bhref\s*=\s*([\"'])(.*?)\1[^>]*>(.*?)</a\s*>", re.IGNORECASE | re.DOTALL)
+_BLOCK_END = re.compile(r"<\s*(br|/p|/div|/tr|/li|/h\d)\b[^>]*>", re.IGNORECASE)
+_DROP = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]+>")
+
+
+def html_to_text(content: str) -> str:
+    """Outlook-ish HTML-to-text: links become `text<url>`, block ends become line breaks."""
+
+    def link(match: re.Match[str]) -> str:
+        url = html.unescape(match.group(2))
+        text = _TAG.sub("", match.group(3)).strip()
+        # Angle brackets are kept out of the tag stripping below, then restored.
+        return url if not text or html.unescape(text) == url else f"{text}\x00{url}\x01"
+
+    text = _DROP.sub("", content)
+    text = _LINK.sub(link, text)
+    text = _BLOCK_END.sub("\r\n", text)
+    text = _TAG.sub("", text)
+    text = html.unescape(text).replace("\x00", "<").replace("\x01", ">")
+    text = re.sub(r"[ \t\xa0]+", " ", text)
+    text = re.sub(r"(\r\n\s*){3,}", "\r\n\r\n", text)
+    return text.strip()

@@ -1,0 +1,233 @@
+"""Everything the simulator remembers, behind one lock.
+
+Issued codes and refresh tokens, mailboxes, revocations, injected faults, the request log and the
+concurrency counters. Handlers take `state.lock` for every read or change of shared data and never
+sleep while holding it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, unquote_plus
+
+from devstack.msim.calendar import Mailbox
+from devstack.msim.directory import Account, AppRegistration, Directory
+from devstack.msim.tokens import SigningKey
+
+MAILBOX_CONCURRENCY_LIMIT = 4  # Outlook: 4 concurrent requests per app per mailbox
+REQUEST_LOG_LIMIT = 20_000
+REDACTED = "[redacted]"
+# Never kept in the request log, wherever they appear (query string or form body).
+SECRET_PARAMETERS = frozenset(
+    {
+        "code",
+        "refresh_token",
+        "client_secret",
+        "code_verifier",
+        "access_token",
+        "id_token",
+        "client_assertion",
+        "assertion",
+        "password",
+    }
+)
+
+
+@dataclass
+class AuthCode:
+    client_id: str
+    redirect_uri: str
+    code_challenge: str
+    scopes: list[str]
+    nonce: str | None
+    upn: str
+    authority_tenant: str  # the {tenant} path segment of the authorize request, lower-cased
+    issued_at: float  # time.monotonic()
+    seq: int
+    redeemed: bool = False
+
+
+@dataclass
+class RefreshGrant:
+    client_id: str
+    upn: str
+    scopes: list[str]
+    seq: int  # issue order, compared with revocations
+    issued_at: dt.datetime
+    last_used: float  # time.monotonic()
+
+
+@dataclass
+class Fault:
+    id: int
+    path_prefix: str
+    method: str | None = None
+    status: int | None = None
+    retry_after: int | None = None
+    remaining: int | None = None  # None: every matching request until reset
+    error: str | None = None
+    aadsts: str | None = None
+    error_description: str | None = None
+    suberror: str | None = None
+    code: str | None = None  # Graph error code
+    message: str | None = None  # Graph error message
+    latency_ms: int | None = None
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.method and self.method.upper() != method.upper():
+            return False
+        if path.startswith(self.path_prefix):
+            return True
+        # "/oauth2/v2.0/token" matches the token endpoint of every tenant.
+        if self.path_prefix.startswith("/oauth2/"):
+            tail = "/" + path.lstrip("/").partition("/")[2]
+            return tail.startswith(self.path_prefix)
+        return False
+
+    def describe(self) -> dict[str, Any]:
+        shown = {
+            "id": self.id,
+            "path_prefix": self.path_prefix,
+            "method": self.method,
+            "status": self.status,
+            "retry_after": self.retry_after,
+            "count": self.remaining,
+            "error": self.error,
+            "aadsts": self.aadsts,
+            "error_description": self.error_description,
+            "suberror": self.suberror,
+            "code": self.code,
+            "message": self.message,
+            "latency_ms": self.latency_ms,
+        }
+        return {k: v for k, v in shown.items() if v is not None or k == "count"}
+
+
+@dataclass
+class Config:
+    access_token_lifetime: int = 3600
+    auth_code_lifetime: int = 600
+    refresh_token_idle_lifetime: int = 90 * 24 * 3600
+
+    def describe(self) -> dict[str, int]:
+        return {
+            "access_token_lifetime": self.access_token_lifetime,
+            "auth_code_lifetime": self.auth_code_lifetime,
+            "refresh_token_idle_lifetime": self.refresh_token_idle_lifetime,
+        }
+
+
+@dataclass
+class SimState:
+    base_url: str
+    initial_config: Config
+    directory: Directory = field(default_factory=Directory)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    key: SigningKey = field(default_factory=SigningKey)
+    apps: dict[str, AppRegistration] = field(default_factory=dict)
+    config: Config = field(default_factory=Config)
+    codes: dict[str, AuthCode] = field(default_factory=dict)
+    refresh_tokens: dict[str, RefreshGrant] = field(default_factory=dict)
+    mailboxes: dict[str, Mailbox] = field(default_factory=dict)
+    revoked_at_seq: dict[str, int] = field(default_factory=dict)  # upn -> seq of the revocation
+    revoked_at_time: dict[str, dt.datetime] = field(default_factory=dict)
+    faults: list[Fault] = field(default_factory=list)
+    requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=REQUEST_LOG_LIMIT))
+    request_count: int = 0
+    in_flight: dict[tuple[str, str], int] = field(default_factory=dict)
+    max_concurrency: dict[str, int] = field(default_factory=dict)
+    _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _fault_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def next_seq(self) -> int:
+        return next(self._seq)
+
+    def next_fault_id(self) -> int:
+        return next(self._fault_ids)
+
+    def reset(self) -> None:
+        """Back to the seeded state. App registrations, the signing key and issued tokens stay."""
+        with self.lock:
+            self.config = Config(**self.initial_config.describe())
+            self.mailboxes = {a.upn.lower(): Mailbox(a) for a in self.directory.accounts}
+            self.revoked_at_seq.clear()
+            self.revoked_at_time.clear()
+            self.faults.clear()
+            self.requests.clear()
+            self.request_count = 0
+            self.max_concurrency.clear()
+
+    def mailbox(self, account: Account) -> Mailbox:
+        return self.mailboxes[account.upn.lower()]
+
+    def is_revoked(self, upn: str, issued_seq: int) -> bool:
+        revoked = self.revoked_at_seq.get(upn.lower())
+        return revoked is not None and issued_seq < revoked
+
+    # -- faults -------------------------------------------------------------------------------
+
+    def take_faults(self, method: str, path: str) -> tuple[int, Fault | None]:
+        """Latency to add (ms) and the error fault, if any, that this request gets."""
+        latency = 0
+        failure: Fault | None = None
+        with self.lock:
+            for fault in list(self.faults):
+                if not fault.matches(method, path):
+                    continue
+                if fault.latency_ms is not None and fault.status is None and fault.error is None:
+                    latency += fault.latency_ms
+                elif failure is None:
+                    failure = fault
+                    latency += fault.latency_ms or 0
+                else:
+                    continue
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self.faults.remove(fault)
+        return latency, failure
+
+    # -- request log --------------------------------------------------------------------------
+
+    def record(self, method: str, path: str, raw_query: str, form: dict[str, str]) -> dict[str, Any]:
+        """Log a request: `query` is the query string as sent, `params` its decoded values, `form` the
+        decoded form body; secret values are replaced by "[redacted]" in all three."""
+        entry: dict[str, Any] = {
+            "method": method,
+            "path": path,
+            "query": _redact_query(raw_query),
+            "params": _redact(dict(parse_qsl(raw_query, keep_blank_values=True))),
+            "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+            "status": None,
+        }
+        if form:
+            entry["form"] = _redact(form)
+        with self.lock:
+            self.requests.append(entry)
+            self.request_count += 1
+        return entry
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+def _redact_query(raw_query: str) -> str:
+    pieces = []
+    for piece in raw_query.split("&") if raw_query else []:
+        name, sep, value = piece.partition("=")
+        secret = unquote_plus(name).lower() in SECRET_PARAMETERS and value
+        pieces.append(f"{name}{sep}{REDACTED}" if secret else piece)
+    return "&".join(pieces)
+
+
+def _redact(values: dict[str, str]) -> dict[str, str]:
+    return {k: (REDACTED if k.lower() in SECRET_PARAMETERS and v else v) for k, v in values.items()}
