@@ -1,0 +1,562 @@
+"""A local Azure Functions host for the v2-model app (Core Tools cannot be installed here).
+
+    python -m devstack.host --port 7071 [--host 127.0.0.1] [--app function_app] [--script-root .]
+
+It imports `<app>.app` (a `func.FunctionApp`) from the script root and runs its functions:
+
+- HTTP triggers under `/<routePrefix>/` (host.json, default "api"): route templates with
+  constraints and optional parameters (see host_routes), `methods`, sync or async functions,
+  `func.HttpResponse` mapped to the response (every header, several Set-Cookie included).
+  A function that raises answers 500 with a generic body; the traceback is logged with the
+  function's name. Unknown routes, and known routes with another method, answer 404.
+  Auth levels are not enforced: like Core Tools, FUNCTION and ADMIN functions need no key here.
+- Timer triggers: 6-field NCRONTAB (UTC) or a TimeSpan interval, `%SETTING%` resolved from the
+  environment, `run_on_startup`; runs of one timer never overlap; a failed run is logged and
+  not retried. The storage lock that makes timers singletons in Azure is not needed: one host.
+- Queue triggers and queue outputs on Azure Storage queues (Azurite): see host_queues.
+- Admin API: `GET /admin/functions` -> [{"name", "trigger"}]; `POST /admin/functions/{name}`
+  with `{"input": "..."}` -> 202 and the timer or queue function runs now in the background
+  (a queue function gets the input as its message body, dequeue_count 1, not via the queue);
+  `GET /admin/host/status` -> {"state": "Running"}. No master key is required locally.
+- `local.settings.json` `Values` are copied into the environment where not already set.
+
+It prints `Functions host listening on http://127.0.0.1:PORT (N functions)` once serving, logs
+one access line per request (path only: query strings may carry OAuth codes), and stops within
+about two seconds on SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import azure.functions as func
+import azure.functions.queue as func_queue
+import azure.functions.timer as func_timer
+
+from devstack._httpserver import BackgroundServer, BodyTooLarge, LocalHTTPServer, QuietHandler
+from devstack.host_config import HostConfig, load_host_config, load_local_settings, parse_timespan, resolve_settings
+from devstack.host_functions import (
+    HTTP_TRIGGER,
+    QUEUE_TRIGGER,
+    TIMER_TRIGGER,
+    FunctionSpec,
+    Invoker,
+    QueueOutput,
+    load_functions,
+)
+from devstack.host_queues import (
+    QueueClients,
+    QueueConfigError,
+    QueueListener,
+    lease_seconds,
+    storage_connection_string,
+)
+from devstack.host_routes import RouteTemplate, compile_route
+from devstack.ncrontab import CronSchedule, next_occurrence, parse_schedule
+
+log = logging.getLogger("devstack.host")
+access_log = logging.getLogger("devstack.host.access")
+
+MAX_REQUEST_BYTES = 100 * 1024 * 1024  # the Functions HTTP request limit
+_QUEUE_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
+
+
+class HostStartError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class HttpRoute:
+    spec: FunctionSpec
+    template: RouteTemplate
+    methods: frozenset[str] | None  # None: every method
+
+
+class TimerSchedule:
+    """When a timer fires next: an NCRONTAB expression or a fixed TimeSpan interval."""
+
+    def __init__(self, expression: str) -> None:
+        self.expression = expression
+        self._cron: CronSchedule | None = None
+        self._interval: float | None = None
+        if re.fullmatch(r"(\d+\.)?\d{1,2}:\d{1,2}:\d{1,2}", expression.strip()):
+            self._interval = parse_timespan(expression, what="schedule")
+            if self._interval <= 0:
+                raise ValueError(f"schedule '{expression}' must be a positive interval")
+        else:
+            self._cron = parse_schedule(expression)
+
+    @property
+    def is_interval(self) -> bool:
+        return self._interval is not None
+
+    def next_after(self, moment: datetime) -> datetime:
+        if self._interval is not None:
+            return moment + timedelta(seconds=self._interval)
+        assert self._cron is not None
+        return next_occurrence(self._cron, moment)
+
+
+@dataclass
+class _Timer:
+    spec: FunctionSpec
+    schedule: TimerSchedule
+    run_on_startup: bool
+    thread: threading.Thread | None = None
+    last: datetime | None = None
+
+
+class LocalFunctionsHost:
+    """Loads the app, then serves HTTP functions, runs timers and polls queues until stopped."""
+
+    def __init__(
+        self,
+        *,
+        app_module: str = "function_app",
+        script_root: Path = Path("."),
+        host: str = "127.0.0.1",
+        port: int = 7071,
+        environ: MutableMapping[str, str] | None = None,
+    ) -> None:
+        self.app_module = app_module
+        self.script_root = script_root.resolve()
+        self.host = host
+        self.requested_port = port
+        self.environ = os.environ if environ is None else environ
+        self.config = HostConfig()
+        self.functions: list[FunctionSpec] = []
+        self.stopping = threading.Event()
+        self._routes: list[HttpRoute] = []
+        self._timers: list[_Timer] = []
+        self._listeners: list[QueueListener] = []
+        self._queue_clients = QueueClients(self.environ)
+        self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fn")
+        self._invoker: Invoker | None = None
+        self._server: BackgroundServer | None = None
+
+    # Start-up
+
+    def load(self) -> None:
+        """Read host.json and settings, import the app and check everything it declares."""
+        load_local_settings(self.script_root, self.environ)
+        self.environ.setdefault("FUNCTIONS_WORKER_RUNTIME", "python")
+        self.environ.setdefault("AZURE_FUNCTIONS_ENVIRONMENT", "Development")
+        self.environ["AzureWebJobsScriptRoot"] = str(self.script_root)
+        try:
+            self.config = load_host_config(self.script_root)
+        except ValueError as error:
+            raise HostStartError(f"host.json: {error}") from error
+        if str(self.script_root) not in sys.path:
+            sys.path.insert(0, str(self.script_root))
+        try:
+            module = importlib.import_module(self.app_module)
+        except Exception as error:
+            raise HostStartError(f"importing {self.app_module} failed: {error!r}") from error
+        app = getattr(module, "app", None)
+        if app is None:
+            raise HostStartError(f"{self.app_module} has no `app` (a func.FunctionApp)")
+        try:
+            self.functions = load_functions(app)
+        except ValueError as error:
+            raise HostStartError(str(error)) from error
+        problems: list[str] = []
+        for spec in self.functions:
+            try:
+                self._prepare(spec)
+            except (ValueError, LookupError, QueueConfigError) as error:
+                problems.append(f"{spec.name}: {error}")
+            for output in spec.queue_outputs:
+                problems.extend(self._queue_problems(spec.name, output.queue_name, output.connection))
+        if problems:
+            raise HostStartError("functions that cannot run:\n  " + "\n  ".join(problems))
+        self._routes.sort(key=lambda r: r.template.precedence)
+
+    def _prepare(self, spec: FunctionSpec) -> None:
+        trigger = spec.trigger
+        if spec.trigger_type == HTTP_TRIGGER:
+            route = str(getattr(trigger, "route", None) or spec.name)
+            full = f"{self.config.route_prefix}/{route.strip('/')}" if self.config.route_prefix else route
+            methods = getattr(trigger, "methods", None)
+            allowed = frozenset(str(getattr(m, "value", m)).upper() for m in methods) if methods else None
+            self._routes.append(HttpRoute(spec, compile_route(full), allowed))
+        elif spec.trigger_type == TIMER_TRIGGER:
+            expression = resolve_settings(str(trigger.schedule), self.environ)
+            self._timers.append(_Timer(spec, TimerSchedule(expression), bool(trigger.run_on_startup)))
+        elif spec.trigger_type == QUEUE_TRIGGER:
+            queue_name = resolve_settings(str(trigger.queue_name), self.environ)
+            problems = self._queue_problems(spec.name, queue_name, trigger.connection or "")
+            if problems:
+                raise ValueError("; ".join(p.split(": ", 1)[1] for p in problems))
+            listener = QueueListener(
+                function_name=spec.name,
+                queue_name=queue_name,
+                connection=trigger.connection or "",
+                clients=self._queue_clients,
+                options=self.config.queues,
+                handler=self._queue_handler(spec, queue_name),
+                executor=self._executor,
+                lease_seconds=lease_seconds(self.config.function_timeout),
+                stopping=self.stopping,
+            )
+            self._listeners.append(listener)
+
+    def _queue_problems(self, function: str, queue_name: str, connection: str) -> list[str]:
+        problems = []
+        if not _QUEUE_NAME.match(queue_name):
+            problems.append(f"{function}: '{queue_name}' is not a valid queue name (3-63 lowercase letters, digits, -)")
+        try:
+            storage_connection_string(connection, self.environ)
+        except QueueConfigError as error:
+            problems.append(f"{function}: {error}")
+        return problems
+
+    def start(self) -> LocalFunctionsHost:
+        if not self.functions:
+            self.load()
+        self._invoker = Invoker(
+            send_to_queue=self._send_to_queue,
+            function_directory=str(self.script_root),
+            timeout=self.config.function_timeout,
+        )
+        host = self
+
+        class Handler(_HostHandler):
+            pass
+
+        Handler.functions_host = host
+        self._server = BackgroundServer(LocalHTTPServer((self.host, self.requested_port), Handler), name="host-http")
+        self._server.start()
+        for listener in self._listeners:
+            listener.start()
+        for timer in self._timers:
+            timer.thread = threading.Thread(target=self._run_timer, args=(timer,), name=f"timer-{timer.spec.name}")
+            timer.thread.daemon = True
+            timer.thread.start()
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def stop(self, timeout: float = 1.5) -> None:
+        deadline = time.monotonic() + timeout
+        self.stopping.set()
+        for listener in self._listeners:
+            listener.wake()
+        if self._server is not None:
+            self._server.stop()
+        for listener in self._listeners:
+            listener.join(max(0.0, deadline - time.monotonic()))
+        for listener in self._listeners:
+            listener.wait_idle(max(0.0, deadline - time.monotonic()))
+        for timer in self._timers:
+            if timer.thread is not None:
+                timer.thread.join(max(0.0, deadline - time.monotonic()))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._queue_clients.close()
+        if self._invoker is not None:
+            self._invoker.close()
+
+    # Invocation
+
+    @property
+    def invoker(self) -> Invoker:
+        assert self._invoker is not None, "the host is not started"
+        return self._invoker
+
+    def _send_to_queue(self, output: QueueOutput, bodies: list[bytes]) -> None:
+        self._queue_clients.send(
+            output.connection, output.queue_name, bodies, encoding=self.config.queues.message_encoding
+        )
+
+    def _queue_handler(self, spec: FunctionSpec, queue_name: str) -> Callable[[func_queue.QueueMessage], bool]:
+        def handle(message: func_queue.QueueMessage) -> bool:
+            try:
+                self.invoker.invoke(spec, message, reason=f"New queue message detected on '{queue_name}'.")
+            except Exception:
+                return False
+            return True
+
+        return handle
+
+    def _fire_timer(self, timer: _Timer, *, past_due: bool, scheduled: datetime | None, reason: str) -> None:
+        now = datetime.now(UTC)
+        status = {
+            "Last": (timer.last or now).isoformat(),
+            "Next": timer.schedule.next_after(now).isoformat(),
+            "LastUpdated": now.isoformat(),
+        }
+        request = func_timer.TimerRequest(past_due=past_due, schedule_status=status, schedule={"AdjustForDST": True})
+        timer.last = scheduled or now
+        try:
+            self.invoker.invoke(timer.spec, request, reason=reason)
+        except Exception:
+            pass  # logged by the invoker; timers do not retry a failed run
+
+    def _run_timer(self, timer: _Timer) -> None:
+        if timer.run_on_startup and not self.stopping.is_set():
+            self._fire_timer(timer, past_due=False, scheduled=None, reason="Timer fired at startup")
+        after = datetime.now(UTC)
+        while not self.stopping.is_set():
+            try:
+                scheduled = timer.schedule.next_after(after)
+            except ValueError as error:
+                log.error("Timer %s stops: %s", timer.spec.name, error)
+                return
+            wait = (scheduled - datetime.now(UTC)).total_seconds()
+            if wait > 0 and self.stopping.wait(wait):
+                return
+            late = (datetime.now(UTC) - scheduled).total_seconds()
+            self._fire_timer(timer, past_due=late > 1.0, scheduled=scheduled, reason="Timer fired")
+            # Occurrences missed while this run lasted are skipped, as the Functions host skips them.
+            after = scheduled if timer.schedule.is_interval else max(scheduled, datetime.now(UTC))
+
+    def run_now(self, spec: FunctionSpec, payload: str) -> None:
+        """The admin API's 'run this non-HTTP function now', in the background."""
+
+        def run() -> None:
+            if spec.trigger_type == TIMER_TRIGGER:
+                timer = next(t for t in self._timers if t.spec is spec)
+                self._fire_timer(timer, past_due=False, scheduled=None, reason="Manually triggered")
+                return
+            now = datetime.now(UTC)
+            message = func_queue.QueueMessage(
+                id=str(uuid.uuid4()),
+                body=payload.encode("utf-8"),
+                dequeue_count=1,
+                insertion_time=now,
+                expiration_time=now + timedelta(days=7),
+                time_next_visible=now,
+                pop_receipt=None,
+            )
+            try:
+                self.invoker.invoke(spec, message, reason="Manually triggered")
+            except Exception:
+                pass  # logged by the invoker
+
+        self._executor.submit(run)
+
+    def find_function(self, name: str) -> FunctionSpec | None:
+        return next((f for f in self.functions if f.name.lower() == name.lower()), None)
+
+    def match_route(self, method: str, path: str) -> tuple[HttpRoute, dict[str, str]] | None:
+        for route in self._routes:
+            values = route.template.match(path)
+            if values is not None and (route.methods is None or method in route.methods):
+                return route, values
+        return None
+
+
+def http_response_parts(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Status, headers and body of what an HTTP function returned (as the Python worker maps it)."""
+    if result is None:
+        return 204, [], b""
+    if isinstance(result, str):
+        return 200, [("Content-Type", "text/plain; charset=utf-8")], result.encode("utf-8")
+    if isinstance(result, (bytes, bytearray)):
+        return 200, [("Content-Type", "application/octet-stream")], bytes(result)
+    if isinstance(result, func.HttpResponse) or all(
+        hasattr(result, a) for a in ("status_code", "headers", "get_body", "mimetype")
+    ):
+        raw_headers = result.headers
+        headers = [(str(k), str(v)) for k, v in (raw_headers.items() if raw_headers is not None else [])]
+        if not any(name.lower() == "content-type" for name, _ in headers):
+            mimetype = result.mimetype or "text/plain"
+            charset = getattr(result, "charset", None) or "utf-8"
+            content_type = f"{mimetype}; charset={charset}" if mimetype.startswith("text/") else mimetype
+            headers.append(("Content-Type", content_type))
+        return int(result.status_code), headers, result.get_body() or b""
+    raise TypeError(f"an HTTP function returned {type(result).__name__}, not func.HttpResponse")
+
+
+class _HostHandler(QuietHandler):
+    functions_host: LocalFunctionsHost
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_HEAD(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def do_PUT(self) -> None:
+        self._handle()
+
+    def do_PATCH(self) -> None:
+        self._handle()
+
+    def do_DELETE(self) -> None:
+        self._handle()
+
+    def do_OPTIONS(self) -> None:
+        self._handle()
+
+    def _handle(self) -> None:
+        started = time.monotonic()
+        path = urlsplit(self.path).path
+        status = 500
+        try:
+            status = self._answer(path)
+        finally:
+            access_log.info("%s %s %d %.0fms", self.command, path, status, (time.monotonic() - started) * 1000)
+
+    def _answer(self, path: str) -> int:
+        try:
+            body = self.read_body(limit=MAX_REQUEST_BYTES)
+        except BodyTooLarge:
+            self.close_connection = True
+            self.send_empty(413)
+            return 413
+        except ValueError:
+            self.close_connection = True
+            self.send_empty(400)
+            return 400
+        host = self.functions_host
+        if path in ("", "/") and self.command in ("GET", "HEAD"):
+            self.send_bytes(200, b"Functions host running\n", content_type="text/plain; charset=utf-8")
+            return 200
+        if path.rstrip("/") == "/admin" or path.startswith("/admin/"):
+            return self._admin(path.rstrip("/"), body)
+        found = host.match_route(self.command, path)
+        if found is None:
+            self.send_empty(404)
+            return 404
+        route, route_params = found
+        return self._run_http_function(route, route_params, body)
+
+    def _admin(self, path: str, body: bytes) -> int:
+        host = self.functions_host
+        if path == "/admin/host/status" and self.command == "GET":
+            self.send_json(200, {"state": "Running", "functions": len(host.functions)})
+            return 200
+        if path == "/admin/functions" and self.command == "GET":
+            self.send_json(200, [{"name": f.name, "trigger": f.trigger_type} for f in host.functions])
+            return 200
+        parts = path.split("/")
+        if len(parts) == 4 and parts[2] == "functions":
+            spec = host.find_function(parts[3])
+            if spec is None:
+                self.send_json(404, {"error": f"no function named '{parts[3]}'"})
+                return 404
+            if self.command == "GET":
+                self.send_json(200, {"name": spec.name, "trigger": spec.trigger_type})
+                return 200
+            if self.command == "POST":
+                return self._admin_run(spec, body)
+        self.send_json(404, {"error": "not found"})
+        return 404
+
+    def _admin_run(self, spec: FunctionSpec, body: bytes) -> int:
+        if spec.trigger_type == HTTP_TRIGGER:
+            self.send_json(400, {"error": f"'{spec.name}' is an HTTP function: call its route instead"})
+            return 400
+        try:
+            payload = json.loads(body or b"{}")
+            text = payload.get("input", "") if isinstance(payload, dict) else None
+        except ValueError:
+            text = None
+        if not isinstance(text, str):
+            self.send_json(400, {"error": 'the body must be {"input": "<string>"}'})
+            return 400
+        self.functions_host.run_now(spec, text)
+        self.send_empty(202)
+        return 202
+
+    def _run_http_function(self, route: HttpRoute, route_params: dict[str, str], body: bytes) -> int:
+        headers: dict[str, str] = {}
+        for name, value in self.headers.items():
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        params: dict[str, str] = {}
+        for name, value in parse_qsl(urlsplit(self.path).query, keep_blank_values=True):
+            params[name] = f"{params[name]},{value}" if name in params else value
+        authority = self.headers.get("Host") or f"{self.functions_host.host}:{self.functions_host.port}"
+        request = func.HttpRequest(
+            method=self.command,
+            url=f"http://{authority}{self.path}",
+            headers=headers,
+            params=params,
+            route_params=route_params,
+            body=body,
+        )
+        try:
+            result = self.functions_host.invoker.invoke(route.spec, request, reason="http", quiet=True)
+            status, response_headers, response_body = http_response_parts(result)
+        except Exception as error:
+            if isinstance(error, TypeError) and "returned" in str(error):
+                log.error("Function %s: %s", route.spec.name, error)
+            self.send_bytes(500, b"Internal Server Error", content_type="text/plain; charset=utf-8")
+            return 500
+        self.send_bytes(status, response_body, headers=response_headers)
+        return status
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # The SDKs log every HTTP request at INFO; queue polling would drown everything else.
+    for noisy in ("azure", "urllib3", "msal"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack.host", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("FUNCTIONS_PORT", "7071")))
+    parser.add_argument("--app", default="function_app", help="module defining `app` (default function_app)")
+    parser.add_argument("--script-root", type=Path, default=Path("."), help="folder with host.json and the app")
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    host = LocalFunctionsHost(app_module=args.app, script_root=args.script_root, host=args.host, port=args.port)
+    # The working directory changes below: keep modules importable from where we were started.
+    sys.path[:] = [os.getcwd() if entry in ("", ".") else entry for entry in sys.path]
+    try:
+        os.chdir(host.script_root)  # the Functions worker runs with the script root as working directory
+        host.load()
+        host.start()
+    except (HostStartError, OSError) as error:
+        print(f"Functions host failed to start: {error}", file=sys.stderr, flush=True)
+        return 1
+    print(f"Functions host listening on {host.url} ({len(host.functions)} functions)", flush=True)
+    stop.wait()
+    log.info("Stopping the Functions host")
+    host.stop()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Invocations still running on pool threads would hold the interpreter open: Azure would stop them too.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
