@@ -22,7 +22,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from devstack.msim.directory import Account
@@ -528,6 +528,16 @@ def _sort_key(instance: Instance) -> tuple[dt.datetime, dt.datetime, str]:
     return (instance.start, instance.end, instance.id)
 
 
+def _overlaps(start: dt.datetime, end: dt.datetime, window_start: dt.datetime, window_end: dt.datetime) -> bool:
+    if start == end:  # zero-length events at a moment in the window
+        return window_start <= start < window_end
+    return start < window_end and end > window_start
+
+
+def _versions(units: list[list[DeltaItem]]) -> dict[str, int]:
+    return {i.id: i.instance.version for unit in units for i in unit if i.instance is not None}
+
+
 # ---------------------------------------------------------------------------------------------
 # Delta state
 
@@ -537,19 +547,28 @@ class DeltaState:
     """What a `$deltatoken` stands for: the window and what the client was told so far."""
 
     window: tuple[dt.datetime, dt.datetime]
-    known: dict[str, int]  # instance id -> version the client has
+    known: dict[str, int]  # event id (single, master, occurrence) -> version the client has
     seq: int  # mailbox seq the round was computed at
 
 
-DeltaItem = tuple[Literal["event"], Instance] | tuple[Literal["removed"], str]
+@dataclass(frozen=True)
+class DeltaItem:
+    """One entry of a delta page: an event (in full, or sparse for plain occurrences) or a removal."""
+
+    id: str
+    instance: Instance | None = None  # None: "@removed"
+    sparse: bool = False
+
+
+DeltaUnit = list[DeltaItem]  # a single event, or a series master with its occurrences: never split
 
 
 @dataclass
 class DeltaPages:
     """What a `$skiptoken` stands for: the rest of a round being paged through."""
 
-    items: list[DeltaItem]
-    offset: int
+    units: list[DeltaUnit]
+    offset: int  # in units
     final: DeltaState
 
 
@@ -574,10 +593,8 @@ class Mailbox:
         for stored in self.events.values():
             if stored.is_series:
                 found.extend(_occurrence_instance(stored, o) for o in expand(stored, window_start, window_end))
-            elif stored.start_utc() < window_end and stored.end_utc() > window_start:
+            elif _overlaps(stored.start_utc(), stored.end_utc(), window_start, window_end):
                 found.append(_single_instance(stored))
-            elif stored.start_utc() == stored.end_utc() and window_start <= stored.start_utc() < window_end:
-                found.append(_single_instance(stored))  # zero-length events at a moment in the window
         return sorted(found, key=_sort_key)
 
     def masters_and_singles(self) -> list[Instance]:
@@ -654,54 +671,82 @@ class Mailbox:
 
     # -- delta ------------------------------------------------------------------------------
 
+    def _delta_units(self, window: tuple[dt.datetime, dt.datetime]) -> list[DeltaUnit]:
+        """What calendarView delta lists for a window, grouped by series.
+
+        As Graph does: a series with occurrences in the window comes as its master (in full) followed
+        by its occurrences, which carry only id, type, seriesMasterId, start and end; exceptions come
+        in full.
+        """
+        units: list[tuple[tuple[dt.datetime, dt.datetime, str], DeltaUnit]] = []
+        for stored in self.events.values():
+            if not stored.is_series:
+                if _overlaps(stored.start_utc(), stored.end_utc(), *window):
+                    single = _single_instance(stored)
+                    units.append((_sort_key(single), [DeltaItem(single.id, single)]))
+                continue
+            occurrences = [_occurrence_instance(stored, o) for o in expand(stored, *window)]
+            if not occurrences:
+                continue
+            master = _single_instance(stored)
+            master = Instance(master.id, master.start, master.end, stored.touched, master.event)
+            unit = [DeltaItem(master.id, master)]
+            unit.extend(DeltaItem(o.id, o, sparse=o.event["type"] == "occurrence") for o in occurrences)
+            units.append((_sort_key(occurrences[0]), unit))
+        return [unit for _, unit in sorted(units, key=lambda pair: pair[0])]
+
     def start_delta_round(
         self, window: tuple[dt.datetime, dt.datetime] | None, token: str | None, seq: int
-    ) -> tuple[list[DeltaItem], DeltaState]:
+    ) -> tuple[list[DeltaUnit], DeltaState]:
         """A new round: a full sync of a window, or the changes since a delta token.
 
-        Returns the round's items and the state its closing `$deltatoken` will stand for.
+        Returns the round's units and the state its closing `$deltatoken` will stand for.
         """
         if token is None:
             assert window is not None
-            current = self.instances(*window)
-            return [("event", i) for i in current], DeltaState(window, {i.id: i.version for i in current}, seq)
+            units = self._delta_units(window)
+            return units, DeltaState(window, _versions(units), seq)
         state = self.delta_tokens.get(token)
         if state is None:
             raise SyncStateNotFound
         self.delta_tokens.move_to_end(token)
-        current = self.instances(*state.window)
-        items: list[DeltaItem] = []
+        current = self._delta_units(state.window)
+        changed: list[DeltaUnit] = []
         emitted: set[str] = set()
-        for instance in current:
-            if state.known.get(instance.id, -1) < instance.version:
-                items.append(("event", instance))
-                emitted.add(instance.id)
-        current_ids = {i.id for i in current}
-        for known_id in state.known:
-            if known_id not in current_ids:
-                items.append(("removed", known_id))
-                emitted.add(known_id)
+        for unit in current:
+            fresh = [i for i in unit if i.instance and state.known.get(i.id, -1) < i.instance.version]
+            if not fresh:
+                continue
+            master = unit[0]
+            is_series = master.instance is not None and master.instance.event.get("type") == "seriesMaster"
+            if is_series and fresh[0].id != master.id:
+                fresh.insert(0, master)  # occurrences always come with their master
+            changed.append(fresh)
+            emitted.update(i.id for i in fresh)
+        current_ids = set(_versions(current))
+        removed = [i for i in state.known if i not in current_ids]
         # Graph also reports events added, changed or deleted outside the window, as removed.
-        in_window_series = {i.event.get("seriesMasterId") for i in current}
-        for stored in self.events.values():
-            outside = stored.id not in current_ids and stored.id not in in_window_series
-            if stored.touched > state.seq and outside and stored.id not in emitted:
-                items.append(("removed", stored.id))
-                emitted.add(stored.id)
-        for deleted_id, deleted_seq in self.tombstones.items():
-            if deleted_seq > state.seq and deleted_id not in emitted:
-                items.append(("removed", deleted_id))
-                emitted.add(deleted_id)
-        return items, DeltaState(state.window, {i.id: i.version for i in current}, seq)
+        removed += [e.id for e in self.events.values() if e.touched > state.seq and e.id not in current_ids | emitted]
+        removed += [i for i, deleted in self.tombstones.items() if deleted > state.seq and i not in emitted]
+        for removed_id in dict.fromkeys(removed):
+            changed.append([DeltaItem(removed_id)])
+        return changed, DeltaState(state.window, _versions(current), seq)
 
     def page(
-        self, items: list[DeltaItem], offset: int, page_size: int, final: DeltaState
+        self, units: list[DeltaUnit], offset: int, page_size: int, final: DeltaState
     ) -> tuple[list[DeltaItem], str | None, str | None]:
-        """One page of a round: (items, next `$skiptoken` or None, `$deltatoken` once the round ends)."""
-        chunk = items[offset : offset + page_size]
-        if offset + page_size < len(items):
+        """One page of a round: (items, next `$skiptoken` or None, `$deltatoken` once the round ends).
+
+        A page holds at most `page_size` items unless a single series is bigger: series are never split.
+        """
+        chunk: list[DeltaItem] = []
+        position = offset
+        while position < len(units) and (not chunk or len(chunk) + len(units[position]) <= page_size):
+            chunk.extend(units[position])
+            position += 1
+        if position < len(units):
             skip = secrets.token_urlsafe(24)
-            self.skip_tokens[skip] = DeltaPages(items, offset + page_size, final)
+            self.skip_tokens[skip] = DeltaPages(units, position, final)
             self._bound()
             return chunk, skip, None
         delta = secrets.token_urlsafe(24)

@@ -449,14 +449,14 @@ def _delta(state: SimState, req: Request, target: Target) -> Response:
         try:
             if skip_token:
                 pages = mailbox.continue_round(skip_token)
-                items, offset, final = pages.items, pages.offset, pages.final
+                units, offset, final = pages.units, pages.offset, pages.final
             else:
-                items, final = mailbox.start_delta_round(window, delta_token or None, state.next_seq())
+                units, final = mailbox.start_delta_round(window, delta_token or None, state.next_seq())
                 offset = 0
         except SyncStateNotFound:
             expired = mailbox.expired_window(skip_token or delta_token or "")
             return _sync_state_not_found(state, req, target, expired)
-        chunk, next_skip, next_delta = mailbox.page(items, offset, page_size, final)
+        chunk, next_skip, next_delta = mailbox.page(units, offset, page_size, final)
     base = f"{state.base_url}/v1.0/{target.prefix}/calendarView/delta"
     payload: dict[str, Any] = {"@odata.context": f"{state.base_url}/v1.0/$metadata#Collection(event)"}
     if next_skip:
@@ -468,9 +468,13 @@ def _delta(state: SimState, req: Request, target: Target) -> Response:
 
 
 def _delta_entry(item: DeltaItem, prefs: Preferences) -> dict[str, Any]:
-    if item[0] == "removed":
-        return {"@odata.type": "#microsoft.graph.event", "id": item[1], "@removed": {"reason": "deleted"}}
-    return render_event(item[1], prefs, delta=True)
+    if item.instance is None:
+        return {"@odata.type": "#microsoft.graph.event", "id": item.id, "@removed": {"reason": "deleted"}}
+    rendered = render_event(item.instance, prefs, delta=True)
+    if item.sparse:
+        sparse = ("@odata.type", "@odata.etag", "seriesMasterId", "type", "start", "end", "id")
+        return {k: rendered[k] for k in sparse}
+    return rendered
 
 
 def _sync_state_not_found(

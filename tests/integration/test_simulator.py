@@ -642,6 +642,55 @@ def test_calendar_view_delta_tracks_changes_and_expires(sim, session):
     assert "/me/calendarView/delta?startDateTime=2026-11-23" in gone.headers["Location"]
 
 
+def test_delta_sends_series_masters_in_full_and_occurrences_sparse(sim, session):
+    _, result = connect(sim, session, "alice@contoso.com")
+    token = result["access_token"]
+    upn = "alice@contoso.com"
+    join = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_series%40thread.v2/0"
+    [first, series, *_] = add_events(
+        sim,
+        session,
+        upn,
+        event("Before", "2026-11-23T09:00:00"),
+        event(
+            "Daily",
+            "2026-11-24T10:00:00",
+            body={"contentType": "html", "content": f'<a href="{join}">Join</a>'},
+            recurrence={
+                "pattern": {"type": "daily", "interval": 1},
+                "range": {"type": "numbered", "startDate": "2026-11-24", "numberOfOccurrences": 4},
+            },
+        ),
+        event("After 1", "2026-11-28T09:00:00"),
+        event("After 2", "2026-11-29T09:00:00"),
+    )
+    prefer = {"Prefer": "odata.maxpagesize=3"}
+    pages = all_pages(sim, session, token, "/me/calendarView/delta", prefer, params=WINDOW)
+    assert [[e.get("subject", e["type"]) for e in p["value"]] for p in pages] == [
+        ["Before"],
+        ["Daily", "occurrence", "occurrence", "occurrence", "occurrence"],  # a series is never split
+        ["After 1", "After 2"],
+    ]
+    master, *occurrences = pages[1]["value"]
+    assert master["type"] == "seriesMaster" and join in master["body"]["content"]
+    for occurrence in occurrences:
+        assert set(occurrence) == {"@odata.type", "@odata.etag", "id", "type", "seriesMasterId", "start", "end"}
+        assert occurrence["seriesMasterId"] == series["id"]
+
+    base = f"{sim.base_url}/_sim/users/{upn}/events"
+    session.delete(f"{base}/{occurrences[1]['id']}").raise_for_status()
+    session.patch(f"{base}/{occurrences[2]['id']}", json={"subject": "Daily (longer)"}).raise_for_status()
+    session.delete(f"{base}/{first['id']}").raise_for_status()
+    changes = graph(sim, session, token, pages[-1]["@odata.deltaLink"]).json()["value"]
+    by_id = {e["id"]: e for e in changes}
+    assert by_id[series["id"]]["type"] == "seriesMaster"
+    assert by_id[occurrences[2]["id"]]["type"] == "exception"
+    assert by_id[occurrences[2]["id"]]["subject"] == "Daily (longer)"
+    assert by_id[occurrences[1]["id"]]["@removed"] == {"reason": "deleted"}
+    assert by_id[first["id"]]["@removed"] == {"reason": "deleted"}
+    assert len(changes) == 4
+
+
 def test_injected_429_carries_retry_after(sim, session):
     _, result = connect(sim, session, "alice@contoso.com")
     fault = {"path_prefix": "/v1.0/me/calendarView", "status": 429, "retry_after": 2, "count": 2}
