@@ -150,6 +150,7 @@ class LocalFunctionsHost:
         self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fn")
         self._invoker: Invoker | None = None
         self._server: BackgroundServer | None = None
+        self._loaded = False
 
     # Start-up
 
@@ -183,10 +184,14 @@ class LocalFunctionsHost:
             except (ValueError, LookupError, QueueConfigError) as error:
                 problems.append(f"{spec.name}: {error}")
             for output in spec.queue_outputs:
-                problems.extend(self._queue_problems(spec.name, output.queue_name, output.connection))
+                problems.extend(
+                    f"{spec.name}: output {output.name}: {problem}"
+                    for problem in self._queue_problems(output.queue_name, output.connection)
+                )
         if problems:
             raise HostStartError("functions that cannot run:\n  " + "\n  ".join(problems))
         self._routes.sort(key=lambda r: r.template.precedence)
+        self._loaded = True
 
     def _prepare(self, spec: FunctionSpec) -> None:
         trigger = spec.trigger
@@ -201,9 +206,9 @@ class LocalFunctionsHost:
             self._timers.append(_Timer(spec, TimerSchedule(expression), bool(trigger.run_on_startup)))
         elif spec.trigger_type == QUEUE_TRIGGER:
             queue_name = resolve_settings(str(trigger.queue_name), self.environ)
-            problems = self._queue_problems(spec.name, queue_name, trigger.connection or "")
+            problems = self._queue_problems(queue_name, trigger.connection or "")
             if problems:
-                raise ValueError("; ".join(p.split(": ", 1)[1] for p in problems))
+                raise ValueError("; ".join(problems))
             listener = QueueListener(
                 function_name=spec.name,
                 queue_name=queue_name,
@@ -217,18 +222,18 @@ class LocalFunctionsHost:
             )
             self._listeners.append(listener)
 
-    def _queue_problems(self, function: str, queue_name: str, connection: str) -> list[str]:
+    def _queue_problems(self, queue_name: str, connection: str) -> list[str]:
         problems = []
         if not _QUEUE_NAME.match(queue_name):
-            problems.append(f"{function}: '{queue_name}' is not a valid queue name (3-63 lowercase letters, digits, -)")
+            problems.append(f"'{queue_name}' is not a valid queue name (3-63 lowercase letters, digits, -)")
         try:
             storage_connection_string(connection, self.environ)
         except QueueConfigError as error:
-            problems.append(f"{function}: {error}")
+            problems.append(str(error))
         return problems
 
     def start(self) -> LocalFunctionsHost:
-        if not self.functions:
+        if not self._loaded:
             self.load()
         self._invoker = Invoker(
             send_to_queue=self._send_to_queue,

@@ -199,7 +199,7 @@ def peek(connection: str, queue_name: str) -> list[str]:
 
 
 def test_it_announces_itself_with_the_number_of_functions(host: RunningHost) -> None:
-    assert host.banner == f"Functions host listening on {host.url} (10 functions)"
+    assert host.banner == f"Functions host listening on {host.url} (11 functions)"
     assert requests.get(host.url, timeout=5).status_code == 200
 
 
@@ -210,7 +210,7 @@ def test_admin_lists_functions_with_their_triggers_blueprints_included(host: Run
     assert triggers["get_item"] == "httpTrigger"  # from the blueprint
     assert triggers["tick"] == "timerTrigger"
     assert triggers["record_message"] == "queueTrigger"
-    assert len(triggers) == 10
+    assert len(triggers) == 11
 
 
 def test_admin_runs_a_queue_function_now_with_the_input_as_body(host: RunningHost) -> None:
@@ -305,6 +305,11 @@ def test_the_access_log_leaves_out_query_strings(host: RunningHost) -> None:
 def test_a_timer_fires_on_the_schedule_from_its_app_setting(host: RunningHost) -> None:
     ticks = wait_for("two ticks", lambda: [c for c in host.calls() if c["function"] == "tick"][1:])
     assert ticks[0]["past_due"] is False
+
+
+def test_run_on_startup_fires_once_when_the_host_starts(host: RunningHost) -> None:
+    wait_for("the startup run", lambda: [c for c in host.calls() if c["function"] == "on_startup"])
+    assert len([c for c in host.calls() if c["function"] == "on_startup"]) == 1
 
 
 # Queues

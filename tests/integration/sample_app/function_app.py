@@ -15,6 +15,11 @@ def tick(timer: func.TimerRequest) -> None:
     record("tick", past_due=timer.past_due)
 
 
+@app.timer_trigger(arg_name="timer", schedule="0 0 0 1 1 *", run_on_startup=True)
+def on_startup(timer: func.TimerRequest) -> None:
+    record("on_startup", past_due=timer.past_due)
+
+
 @app.queue_trigger(arg_name="msg", queue_name="%SAMPLE_QUEUE%", connection="AzureWebJobsStorage")
 @app.queue_output(arg_name="out", queue_name="sample-out", connection="AzureWebJobsStorage")
 def record_message(msg: func.QueueMessage, out: func.Out[str], context: func.Context) -> None:
