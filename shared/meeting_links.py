@@ -260,7 +260,7 @@ def _candidates(
             fields.append(f"{source}: {len(text)} chars" if text else f"{source}: empty")
         if not text:
             continue
-        scan = _Scan(_clean(text))
+        scan = _Scan(*_clean(text))
         for raw, too_long in scan:
             if too_long:
                 yield _Seen(source, raw, raw, (), None, f"longer than {MAX_URL_CHARS} characters")
@@ -294,23 +294,28 @@ _NOT_BEFORE_BARE_HOST = frozenset("/@%=&?#+_~")
 _RAW_CONTEXT_END = re.compile(r"[^\s<>}]{0,600}\}")
 
 
-def _clean(text: str) -> str:
+def _clean(text: str) -> tuple[str, str]:
+    """The text without invisible characters, and its lower-cased form."""
     lowered = text.lower()
+    if text.isascii() and "<" not in text and "&" not in text:
+        return text, lowered
     if any(hint in lowered for hint in _INVISIBLE_HINTS) or any(c in text for c in _INVISIBLE_CHARS):
-        return _INVISIBLE.sub("", text)
-    return text
+        text = _INVISIBLE.sub("", text)
+        lowered = text.lower()
+    return text, lowered
 
 
 class _Scan:
     """Yields (candidate, too_long) left to right; the position only moves forward."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, lowered: str) -> None:
         self.text = text
+        self.lowered = lowered
         self.capped = False
 
     def __iter__(self) -> Iterator[tuple[str, bool]]:
         text = self.text
-        lowered = text.lower()
+        lowered = self.lowered
         # Lower-casing keeps positions unless a character expands (U+0130): then search case-blind.
         finder, haystack = (_START, lowered) if len(lowered) == len(text) else (_START_ANY_CASE, text)
         pos = 0
@@ -378,6 +383,7 @@ _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]
 _CUT = re.compile(r"[\s<>]")
 _SCHEME = re.compile(r"https?://", re.IGNORECASE)
 _CLOSERS = {")": "(", "]": "[", "}": "{"}
+_TRAILING = frozenset(".,;:!?'\")]}")
 
 
 def _decode_entities(text: str) -> str:
@@ -401,6 +407,8 @@ def _tidy(raw: str) -> str:
 
 def _strip_trailing(text: str) -> str:
     end = len(text)
+    if not end or text[-1] not in _TRAILING:
+        return text
     counts = {c: text.count(c) for c in "()[]{}"}
     while end:
         c = text[end - 1]
@@ -422,12 +430,13 @@ def _evaluate(raw: str) -> _Outcome:
         url = "https://" + url
     wrappers: list[str] = []
     for _ in range(MAX_UNWRAP_DEPTH + 1):
-        parts = _split(url)
-        if parts is None:
+        split = _split(url)
+        if split is None:
             return _Outcome(url, tuple(wrappers), None, "not a valid web address")
-        unwrapped = _unwrap_once(parts, url)
+        parts, host = split
+        unwrapped = _unwrap_once(parts, host, url)
         if unwrapped is None:
-            link, reason = _recognise(parts, url)
+            link, reason = _recognise(parts, host, url)
             return _Outcome(url, tuple(wrappers), link, reason)
         name, inner = unwrapped
         wrappers.append(name)
@@ -442,19 +451,14 @@ def _evaluate(raw: str) -> _Outcome:
     return _Outcome(url, tuple(wrappers), None, f"wrapped more than {MAX_UNWRAP_DEPTH} times")
 
 
-def _split(url: str) -> SplitResult | None:
+def _split(url: str) -> tuple[SplitResult, str] | None:
+    """The URL's parts and its lower-case host (without port, userinfo or final dot)."""
     try:
         parts = urlsplit(url)
-        _ = parts.hostname
+        host = (parts.hostname or "").rstrip(".")
     except ValueError:
         return None
-    if not parts.hostname:
-        return None
-    return parts
-
-
-def _host(parts: SplitResult) -> str:
-    return (parts.hostname or "").rstrip(".")
+    return (parts, host) if host else None
 
 
 def _query_param(query: str, name: str) -> str | None:
@@ -484,9 +488,8 @@ _TEAMS_SAFELINKS_HOSTS = frozenset({"statics.teams.cdn.office.net", "staticsint.
 _OWA_HOSTS = frozenset({"outlook.office.com", "outlook.office365.com", "outlook.live.com"})
 
 
-def _unwrap_once(parts: SplitResult, url: str) -> tuple[str, str | None] | None:
+def _unwrap_once(parts: SplitResult, host: str, url: str) -> tuple[str, str | None] | None:
     """(wrapper name, target) if ``url`` is a known link wrapper, else None."""
-    host = _host(parts)
     path = parts.path
     if ".safelinks.protection." in "." + host:
         return "Outlook Safe Links", _decoded_param(parts.query, "url")
@@ -578,30 +581,29 @@ _ZOOM_DOMAINS = ("zoom.us", "zoom.com")
 _ZOOMGOV_DOMAIN = "zoomgov.com"
 _MEET_HOST = "meet.google.com"
 
-_OTHER_HOSTS: tuple[tuple[str, str], ...] = (
-    ("dialin.teams.microsoft.com", "Teams dial-in numbers page, not a join link"),
-    ("aka.ms", "Microsoft help link, not a meeting"),
-    ("microsoft.com", "Microsoft web page (help or download), not a meeting"),
-    ("microsoft.us", "Microsoft web page, not a meeting"),
-    ("office.com", "Microsoft 365 web page, not a meeting"),
-    ("lync.com", "Skype for Business meeting: not supported"),
-    ("skype.com", "Skype meeting: not supported"),
-    ("webex.com", "Webex meeting: not supported"),
-    ("gotomeeting.com", "GoTo Meeting: not supported"),
-    ("gotomeet.me", "GoTo Meeting: not supported"),
-    ("goto.com", "GoTo Meeting: not supported"),
-    ("bluejeans.com", "BlueJeans meeting: not supported"),
-    ("chime.aws", "Amazon Chime meeting: not supported"),
-    ("whereby.com", "Whereby meeting: not supported"),
-    ("meet.jit.si", "Jitsi meeting: not supported"),
-    ("mimecast.com", "Mimecast-protected link: its target cannot be read without opening it"),
-    ("tel.meet", "Google Meet dial-in numbers page, not a join link"),
-    ("google.com", "Google web page, not a meeting"),
-)
+_OTHER_HOSTS: dict[str, str] = {
+    "dialin.teams.microsoft.com": "Teams dial-in numbers page, not a join link",
+    "aka.ms": "Microsoft help link, not a meeting",
+    "microsoft.com": "Microsoft web page (help or download), not a meeting",
+    "microsoft.us": "Microsoft web page, not a meeting",
+    "office.com": "Microsoft 365 web page, not a meeting",
+    "lync.com": "Skype for Business meeting: not supported",
+    "skype.com": "Skype meeting: not supported",
+    "webex.com": "Webex meeting: not supported",
+    "gotomeeting.com": "GoTo Meeting: not supported",
+    "gotomeet.me": "GoTo Meeting: not supported",
+    "goto.com": "GoTo Meeting: not supported",
+    "bluejeans.com": "BlueJeans meeting: not supported",
+    "chime.aws": "Amazon Chime meeting: not supported",
+    "whereby.com": "Whereby meeting: not supported",
+    "meet.jit.si": "Jitsi meeting: not supported",
+    "mimecast.com": "Mimecast-protected link: its target cannot be read without opening it",
+    "tel.meet": "Google Meet dial-in numbers page, not a join link",
+    "google.com": "Google web page, not a meeting",
+}
 
 
-def _recognise(parts: SplitResult, url: str) -> tuple[MeetingLink | None, str]:
-    host = _host(parts)
+def _recognise(parts: SplitResult, host: str, url: str) -> tuple[MeetingLink | None, str]:
     if host in _TEAMS_HOSTS:
         return _teams(parts, url, host)
     if _in_domain(host, _ZOOMGOV_DOMAIN):
@@ -610,8 +612,11 @@ def _recognise(parts: SplitResult, url: str) -> tuple[MeetingLink | None, str]:
         return _zoom(parts, host, gov=False)
     if host == _MEET_HOST:
         return _google_meet(parts)
-    for domain, reason in _OTHER_HOSTS:
-        if _in_domain(host, domain):
+    # The host and each parent domain, most specific first: www.microsoft.com, microsoft.com, com.
+    labels = host.split(".")
+    for i in range(len(labels)):
+        reason = _OTHER_HOSTS.get(".".join(labels[i:]))
+        if reason is not None:
             return None, reason
     return None, "not a Teams, Zoom or Google Meet address"
 
