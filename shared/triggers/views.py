@@ -39,6 +39,7 @@ def meeting_view(m: Meeting) -> dict[str, Any]:
         "join_url": m.join_url,
         "accounts": accounts_of(m),
         "agent": m.agent.value if m.agent else None,
+        "agent_at": _iso(m.deploy_at),
     }
 
 

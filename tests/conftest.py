@@ -1,0 +1,32 @@
+"""Fixtures shared by integration and end-to-end tests: one local stack per test session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devstack.stack import Stack, free_ports
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    directory = Path(tmp_path_factory.mktemp("devstack"))
+    overrides = {
+        # Deploy immediately for meetings starting within 10 minutes; farther ones stay scheduled.
+        "AGENT_JOIN_LEAD_SECONDS": "600",
+        "TOKEN_REFRESH_MAX_AGE_SECONDS": "0",
+        # Timers never fire on their own during tests; tests run them through the admin API.
+        "REFRESH_SCHEDULE": "0 0 0 1 1 *",
+        "SCAN_SCHEDULE": "0 0 0 1 1 *",
+    }
+    s = Stack(devstack_dir=directory, ports=free_ports(), overrides=overrides)
+    s.start(timeout=120)
+    s.write_endpoints()
+    os.environ.setdefault("DEVSTACK_DIR_FOR_TESTS", str(directory))
+    try:
+        yield s
+    finally:
+        s.stop()

@@ -1,0 +1,130 @@
+"""Drives the running stack over HTTP the way a browser and the Integrations page would."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+
+from devstack.stack import Stack, platform_token
+
+T = TypeVar("T")
+
+
+def eventually(probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.2) -> T:
+    """Poll for an outcome with a deadline (never asserts on elapsed time)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("the expected outcome did not happen in time")
+        time.sleep(interval)
+
+
+class Client:
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.api = requests.Session()
+        self.api.trust_env = False
+        self.ms = requests.Session()
+        self.ms.trust_env = False
+        assert stack.ca is not None
+        self.ms.verify = str(stack.ca.bundle_pem)
+
+    # ---- CoAgentor side
+    def token(self, user: str, plan: str = "free") -> str:
+        return platform_token(self.stack.devstack_dir, user, plan)
+
+    def call(self, method: str, path: str, token: str | None, **kw: Any) -> requests.Response:
+        headers = kw.pop("headers", {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return self.api.request(method, f"{self.stack.functions_url}/api/{path}", headers=headers,
+                                allow_redirects=False, timeout=30, **kw)
+
+    def start(self, token: str, reconnect: str | None = None) -> requests.Response:
+        return self.call("POST", "outlook/connect", token, json={"reconnect": reconnect} if reconnect else {})
+
+    # ---- Microsoft side (a browser on the sign-in page)
+    def sign_in(self, authorize_url: str, login: str, action: str = "accept") -> str:
+        page = self.ms.get(authorize_url, timeout=30)
+        assert page.status_code == 200 and "<form" in page.text
+        resp = self.ms.post(authorize_url, data={"login": login, "action": action}, allow_redirects=False,
+                            timeout=30)
+        assert resp.status_code == 302, resp.text[:300]
+        return resp.headers["Location"]
+
+    def follow_callback(self, location: str) -> dict[str, str]:
+        """The browser arrives at the callback; returns the integrations page's query."""
+        assert location.startswith(f"{self.stack.functions_url}/api/outlook/callback")
+        resp = self.api.get(location, allow_redirects=False, timeout=30)
+        assert resp.status_code == 302
+        page = resp.headers["Location"]
+        assert page.startswith(f"{self.stack.functions_url}/api/integrations?")
+        return {k: v[0] for k, v in parse_qs(urlsplit(page).query).items()}
+
+    def connect(self, token: str, login: str, reconnect: str | None = None) -> dict[str, Any]:
+        start = self.start(token, reconnect)
+        assert start.status_code == 200, start.text
+        page = self.follow_callback(self.sign_in(start.json()["authorize_url"], login))
+        assert page["outlook"] == "confirm", page
+        claimed = self.call("POST", "outlook/claim", token, json={"claim": page["claim"]})
+        assert claimed.status_code == 200, claimed.text
+        body: dict[str, Any] = claimed.json()
+        return body
+
+    def connections(self, token: str) -> dict[str, Any]:
+        resp = self.call("GET", "outlook/connections", token)
+        assert resp.status_code == 200
+        body: dict[str, Any] = resp.json()
+        return body
+
+    def upcoming(self, token: str) -> list[dict[str, Any]]:
+        resp = self.call("GET", "meetings/upcoming", token)
+        assert resp.status_code == 200
+        meetings: list[dict[str, Any]] = resp.json()["meetings"]
+        return meetings
+
+    def run_function(self, name: str, body: str = "") -> None:
+        resp = self.api.post(f"{self.stack.functions_url}/admin/functions/{name}", json={"input": body},
+                             timeout=30)
+        assert resp.status_code == 202, resp.text
+
+    # ---- simulator admin and agent recorder
+    def add_event(self, upn: str, subject: str, start: datetime, minutes: int = 30, **fields: Any) -> dict[str, Any]:
+        event = {
+            "subject": subject,
+            "start": {"dateTime": start.strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"},
+            "end": {"dateTime": (start + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S"),
+                    "timeZone": "UTC"},
+            **fields,
+        }
+        resp = self.ms.post(f"{self.stack.sim_url}/_sim/users/{upn}/events", json=event, timeout=30)
+        assert resp.status_code == 201, resp.text
+        stored: dict[str, Any] = resp.json()
+        return stored
+
+    def sim(self, method: str, path: str, **kw: Any) -> requests.Response:
+        return self.ms.request(method, f"{self.stack.sim_url}{path}", timeout=30, **kw)
+
+    def deployments(self) -> list[dict[str, Any]]:
+        resp = self.api.get(f"{self.stack.agents_url}/_recorded", timeout=30)
+        assert resp.status_code == 200
+        recorded: list[dict[str, Any]] = resp.json()
+        return recorded
+
+
+def teams_link(n: int) -> str:
+    return (f"https://teams.microsoft.com/l/meetup-join/19%3ameeting_E2E{n:06d}ZTk2LWI4ZjMtNGQ%40thread.v2/0"
+            "?context=%7b%22Tid%22%3a%2272f988bf-86f1-41af-91ab-2d7cd011db47%22%2c%22Oid%22%3a%22"
+            "188ff867-19f1-4a4e-8bba-83a377fe7da5%22%7d")
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
