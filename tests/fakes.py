@@ -234,7 +234,7 @@ class Calendar:
                 raise SyncStateGone("syncStateNotFound")
             changes, self.changes = self.changes, []
             return self._serve(changes, 0)
-        kind, items_id, offset = link.split(":")
+        _, items_id, offset = link.split(":")
         return self._serve(self._pending[items_id], int(offset))
 
     def _serve(self, items: list[dict[str, Any]], offset: int) -> DeltaPage:

@@ -1,11 +1,12 @@
 """The whole path through HTTP, as a browser, the page and Azure's timers would drive it:
 connect → Microsoft sign-in → callback → claim → Active → event with a Teams link → scan →
-deploy message scheduled at start − lead → exactly one agent deployment."""
+deploy message scheduled at start - lead → exactly one agent deployment."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from azure.data.tables import TableServiceClient
@@ -38,7 +39,7 @@ def test_connect_scan_deploy_end_to_end(client, stack):
     assert listed["plan"] == {"name": "solo", "limit": 2, "used": 1}
 
     soon = now_utc() + timedelta(minutes=5)  # within the lead time: deploy right away
-    later = now_utc() + timedelta(hours=3)  # scheduled for start − lead
+    later = now_utc() + timedelta(hours=3)  # scheduled for start - lead
     client.add_event("alice@contoso.com", "Design review", soon, onlineMeeting={"joinUrl": teams_link(1)},
                      isOnlineMeeting=True, onlineMeetingProvider="teamsForBusiness")
     client.add_event("alice@contoso.com", "Quarterly planning", later,
@@ -60,7 +61,7 @@ def test_connect_scan_deploy_end_to_end(client, stack):
     assert deployment["idempotency_key"]
     eventually(lambda: client.upcoming(token)[0]["agent"] == "deployed")
 
-    # The later meeting's message waits, hidden, in the queue until start − lead.
+    # The later meeting's message waits, hidden, in the queue until start - lead.
     queue = QueueClient.from_connection_string(stack.storage_connection_string(), "agent-deployments")
     assert queue.get_queue_properties().approximate_message_count >= 1
     assert list(queue.peek_messages(max_messages=32)) == []
@@ -201,7 +202,7 @@ def test_no_code_or_token_reaches_tables_or_logs(client, stack):
     token = client.token(user())
     start = client.start(token).json()
     location = client.sign_in(start["authorize_url"], "alice@contoso.com")
-    code = [v for k, v in (p.split("=", 1) for p in location.split("?", 1)[1].split("&")) if k == "code"][0]
+    code = parse_qs(urlsplit(location).query)["code"][0]
     page = client.follow_callback(location)
     client.call("POST", "outlook/claim", token, json={"claim": page["claim"]})
     tables = TableServiceClient.from_connection_string(stack.storage_connection_string())

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 import pytest
 
 from shared.clock import FixedClock
-from shared.platform_auth import User
 from shared.connections import Plan
+from shared.platform_auth import User
 from shared.services.accounts import AccountsService, TokenKeeper
 from shared.services.connect import ConnectService
 from shared.services.deploy import DeployService

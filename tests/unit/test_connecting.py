@@ -88,7 +88,7 @@ def test_the_redirect_never_carries_a_code_or_token_and_goes_only_to_the_configu
     result = world.connect.complete({"code": "SECRET-CODE", "state": _state(url)})
     location = redirect_url("https://app.coagentor.test/integrations", result)
     assert location.startswith("https://app.coagentor.test/integrations?outlook=confirm&claim=")
-    assert "SECRET-CODE" not in location and "cache-for" not in location and "at" != result.claim
+    assert "SECRET-CODE" not in location and "cache-for" not in location and result.claim != "at"
 
 
 def test_account_linking_csrf_is_refused_and_destroys_the_pending_sign_in(world):

@@ -147,7 +147,7 @@ def test_a_throttled_sync_resumes_where_it_stopped(world):
     world.calendar.throttle_next = 1  # the second page answers 429
     report = sync(world, conn)
     assert report.outcome == "throttled"
-    [(job, delay)] = world.jobs.syncs
+    [(_job, delay)] = world.jobs.syncs
     assert delay == timedelta(seconds=30)
     first_calls = len(world.calendar.calls)
     sync(world, conn)
