@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    if args.verbose:
+        logging.getLogger("devstack.msim").setLevel(logging.DEBUG)
     apps: list[AppRegistration] = []
     if args.client_id:
         if args.client_secret_file is None:

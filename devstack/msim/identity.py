@@ -85,6 +85,18 @@ KNOWN_ERRORS = {
     90094: "Admin consent is required for the permissions requested by this application.",
     53003: "Access has been blocked by Conditional Access policies. The access policy does not allow token issuance.",
     50058: "A silent sign-in request was sent but no user is signed in.",
+    54005: "OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an "
+    "existing refresh token.",
+    501481: "The Code_Verifier does not match the code_challenge supplied in the authorization request.",
+    9002313: "Invalid request. Request is malformed or invalid.",
+    7000215: "Invalid client secret provided. Ensure the secret being sent in the request is the client secret "
+    "value, not the client secret ID.",
+    7000222: "The provided client secret keys are expired.",
+    700016: "Application was not found in the directory.",
+    65004: "User declined to consent to access the app.",
+    50020: "User account does not exist in tenant and cannot access the application in that tenant.",
+    50034: "The user account does not exist in the directory.",
+    500208: "The domain is not a valid login domain for the account type.",
     90006: "The service is temporarily unavailable. Please try again later.",
 }
 KNOWN_SUBERRORS = {
@@ -394,7 +406,9 @@ def authorize(state: SimState, req: Request, tenant: str) -> Response:
     response_type = params.get("response_type", "")
     if response_type != "code":
         if "id_token" in response_type.split() or "token" in response_type.split():
-            return back("unsupported_response", 700054, "response_type 'id_token' is not enabled for the application.")
+            return back(
+                "unsupported_response_type", 700054, "response_type 'id_token' is not enabled for the application."
+            )
         return back("unsupported_response_type", 70005, f"response_type '{response_type}' is not supported.")
     raw_scope = params.get("scope", "")
     if not raw_scope.strip():
@@ -446,6 +460,7 @@ def authorize(state: SimState, req: Request, tenant: str) -> Response:
 
     code = secrets.token_urlsafe(64)
     with state.lock:
+        _forget_stale_codes(state)
         state.codes[code] = AuthCode(
             client_id=client_id,
             redirect_uri=redirect_uri,
@@ -462,6 +477,13 @@ def authorize(state: SimState, req: Request, tenant: str) -> Response:
         answer["state"] = state_param
     answer["session_state"] = str(uuid.uuid5(uuid.NAMESPACE_URL, account.upn))
     return _back_to_app(redirect_uri, response_mode, answer)
+
+
+def _forget_stale_codes(state: SimState) -> None:
+    """Codes live 10 minutes; keep them a while longer so that a late replay still reads as redeemed."""
+    horizon = state.monotonic() - 6 * max(state.config.auth_code_lifetime, 600)
+    for stale in [c for c, grant in state.codes.items() if grant.issued_at < horizon]:
+        del state.codes[stale]
 
 
 def _sign_in_page(app: AppRegistration, scopes: list[str], login: str, error: str | None) -> Response:

@@ -77,7 +77,7 @@ class MicrosoftSimulator:
             response = json_response(500, {"error": {"code": "InternalServerError", "message": "Simulator bug."}})
         with self.state.lock:
             entry["status"] = response.status
-        log.info("%s %s -> %d", req.method, path, response.status)
+        log.debug("%s %s -> %d", req.method, path, response.status)  # never the query: it may hold codes
         return response
 
     def _route(self, req: Request) -> Response:
