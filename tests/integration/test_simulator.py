@@ -418,6 +418,21 @@ def test_revoked_account_cannot_refresh_until_it_signs_in_again(sim, session):
     assert "access_token" in again.acquire_token_silent_with_error(SCOPES, again.get_accounts()[0], force_refresh=True)
 
 
+def test_refreshing_for_a_scope_never_consented_needs_consent(sim, session):
+    app, _ = connect(sim, session, "alice@contoso.com", scopes=["User.Read"])
+    result = app.acquire_token_silent_with_error(["Calendars.Read"], app.get_accounts()[0])
+    assert result["error"] == "invalid_grant"
+    assert result["error_description"].startswith("AADSTS65001")
+    assert result["suberror"] == "consent_required"
+
+
+def test_silent_sign_in_without_a_session_is_login_required(sim, session):
+    app = new_app(sim, session)
+    flow = app.initiate_auth_code_flow(SCOPES, redirect_uri=REDIRECT_URI, state="st", prompt="none")
+    params = redirect_params(session.get(flow["auth_uri"], allow_redirects=False))
+    assert params["error"] == "login_required" and params["state"] == "st"
+
+
 def test_token_endpoint_faults_answer_with_the_requested_aadsts_code(sim, session):
     app, _ = connect(sim, session, "dave@contoso.com")
     fault = {"path_prefix": "/common/oauth2/v2.0/token", "error": "invalid_grant", "aadsts": "AADSTS700082"}
@@ -565,6 +580,20 @@ def test_recurring_series_expand_into_occurrences(sim, session):
         ("Weekly sync (moved)", "exception", "2026-11-24T15:00")
     ]
     assert graph(sim, session, token, f"/me/events/{cancelled}").status_code == 404
+
+
+def test_graph_addresses_only_the_signed_in_mailbox(sim, session):
+    _, result = connect(sim, session, "alice@contoso.com")
+    token = result["access_token"]
+    add_events(sim, session, "alice@contoso.com", event("Mine", "2026-11-24T09:00:00"))
+    oid = result["id_token_claims"]["oid"]
+    for me in (f"/users/{oid}", "/users/alice@contoso.com"):
+        [item] = graph(sim, session, token, f"{me}/calendarView", params=WINDOW).json()["value"]
+        assert item["subject"] == "Mine"
+    other = graph(sim, session, token, "/users/dave@contoso.com/calendarView", params=WINDOW)
+    assert other.status_code == 403
+    missing = graph(sim, session, token, "/me/events/AAMkADnope=")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "ErrorItemNotFound"
 
 
 def test_time_zone_and_text_body_preferences(sim, session):
