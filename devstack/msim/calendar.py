@@ -429,51 +429,61 @@ class Occurrence:
     end: dt.datetime
 
 
-def expand(stored: StoredEvent, window_start: dt.datetime, window_end: dt.datetime) -> list[Occurrence]:
-    """Occurrences of a series that overlap [window_start, window_end)."""
+def _series_days(stored: StoredEvent, until: dt.date) -> Iterator[tuple[dt.date, dt.datetime]]:
+    """(date, original UTC start) of every occurrence the pattern and range give, up to `until`."""
     recurrence = stored.data["recurrence"]
     zone = resolve_zone(recurrence["range"]["recurrenceTimeZone"]) or UTC
-    master_start = stored.start_utc()
-    duration = stored.end_utc() - master_start
-    wall_time = master_start.astimezone(zone).time().replace(tzinfo=None)
+    wall_time = stored.start_utc().astimezone(zone).time().replace(tzinfo=None)
     range_ = recurrence["range"]
-    first = dt.date.fromisoformat(range_["startDate"])
-    until = window_end.astimezone(zone).date() + dt.timedelta(days=2)
     if range_["type"] == "endDate":
         until = min(until, dt.date.fromisoformat(range_["endDate"]))
-    limit = range_["numberOfOccurrences"] if range_["type"] == "numbered" else None
-    found: list[Occurrence] = []
+    limit = range_["numberOfOccurrences"] if range_["type"] == "numbered" else _MAX_OCCURRENCES_SCANNED
+    first = dt.date.fromisoformat(range_["startDate"])
     for count, day in enumerate(_candidate_dates(recurrence["pattern"], first, until), start=1):
-        if (limit is not None and count > limit) or count > _MAX_OCCURRENCES_SCANNED:
-            break
-        original = dt.datetime.combine(day, wall_time).replace(tzinfo=zone).astimezone(UTC)
+        if count > min(limit, _MAX_OCCURRENCES_SCANNED):
+            return
+        yield day, dt.datetime.combine(day, wall_time).replace(tzinfo=zone).astimezone(UTC)
+
+
+def _occurrence(stored: StoredEvent, day: dt.date, original: dt.datetime) -> Occurrence:
+    duration = stored.end_utc() - stored.start_utc()
+    start, end = original, original + duration
+    override = stored.overrides.get(day)
+    if override:
+        if "start" in override:
+            start = parse_graph_datetime(override["start"]["dateTime"], override["start"].get("timeZone"))
+        if "end" in override:
+            end = parse_graph_datetime(override["end"]["dateTime"], override["end"].get("timeZone"))
+        elif "start" in override:
+            end = start + duration
+    return Occurrence(day, original, start, end)
+
+
+def expand(stored: StoredEvent, window_start: dt.datetime, window_end: dt.datetime) -> list[Occurrence]:
+    """Occurrences of a series that overlap [window_start, window_end), cancelled ones left out."""
+    # Exceptions can be moved anywhere: look at every occurrence until the window's end, plus the
+    # ones whose exception moved them into the window from later.
+    zone = resolve_zone(stored.data["recurrence"]["range"]["recurrenceTimeZone"]) or UTC
+    until = window_end.astimezone(zone).date() + dt.timedelta(days=2)
+    if stored.overrides:
+        until = max(until, max(stored.overrides))
+    found: list[Occurrence] = []
+    for day, original in _series_days(stored, until):
         if day in stored.cancelled:
             continue
-        start, end = original, original + duration
-        override = stored.overrides.get(day)
-        if override:
-            if "start" in override:
-                start = parse_graph_datetime(override["start"]["dateTime"], override["start"].get("timeZone"))
-            if "end" in override:
-                end = parse_graph_datetime(override["end"]["dateTime"], override["end"].get("timeZone"))
-            elif "start" in override:
-                end = start + duration
-        if start < window_end and end > window_start:
-            found.append(Occurrence(day, original, start, end))
+        occurrence = _occurrence(stored, day, original)
+        if occurrence.start < window_end and occurrence.end > window_start:
+            found.append(occurrence)
     return found
 
 
 def occurrence_on(stored: StoredEvent, day: dt.date) -> Occurrence | None:
     """The occurrence of a series on a given (series-local) date, if the pattern has one."""
-    zone = resolve_zone(stored.data["recurrence"]["range"]["recurrenceTimeZone"]) or UTC
-    local_start = dt.datetime.combine(day, dt.time()).replace(tzinfo=zone)
-    for occurrence in expand(
-        stored,
-        local_start.astimezone(UTC) - dt.timedelta(days=366 * 5),
-        local_start.astimezone(UTC) + dt.timedelta(days=2),
-    ):
-        if occurrence.day == day:
-            return occurrence
+    if day in stored.cancelled:
+        return None
+    for candidate, original in _series_days(stored, day):
+        if candidate == day:
+            return _occurrence(stored, day, original)
     return None
 
 
