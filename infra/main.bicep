@@ -79,6 +79,14 @@ param tokenRefreshMaxAgeSeconds int = 43200
 param tokenRefreshAheadSeconds int = 1800
 
 @minValue(1)
+@description('Token refreshes started per second at most; each writes one Key Vault secret version (a create: 300 per 10 s per vault). TOKEN_REFRESH_RATE_PER_SECOND.')
+param tokenRefreshRatePerSecond int = 20
+
+@minValue(0)
+@description('A connection whose refresh keeps failing transiently shows a warning after this many seconds. TOKEN_WARNING_AFTER_SECONDS.')
+param tokenWarningAfterSeconds int = 21600
+
+@minValue(1)
 @description('Days ahead the calendar is synchronised. SYNC_WINDOW_DAYS.')
 param syncWindowDays int = 14
 
@@ -150,6 +158,7 @@ var tableNames = [
 var queueNames = [
   'sync-jobs'
   'agent-deployments'
+  'token-refresh'
 ]
 
 // Secrets live in Key Vault under these names; the app settings carry only the names.
@@ -267,6 +276,8 @@ module functionApp 'modules/function-app.bicep' = {
       AGENT_JOIN_GRACE_SECONDS: string(agentJoinGraceSeconds)
       TOKEN_REFRESH_MAX_AGE_SECONDS: string(tokenRefreshMaxAgeSeconds)
       TOKEN_REFRESH_AHEAD_SECONDS: string(tokenRefreshAheadSeconds)
+      TOKEN_REFRESH_RATE_PER_SECOND: string(tokenRefreshRatePerSecond)
+      TOKEN_WARNING_AFTER_SECONDS: string(tokenWarningAfterSeconds)
       SYNC_WINDOW_DAYS: string(syncWindowDays)
       FULL_RESYNC_SECONDS: string(fullResyncSeconds)
       DEPLOY_RETRY_SECONDS: string(deployRetrySeconds)

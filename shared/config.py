@@ -42,6 +42,8 @@ class Settings:
     agent_join_grace_seconds: int
     token_refresh_max_age_seconds: int
     token_refresh_ahead_seconds: int
+    token_refresh_rate_per_second: int
+    token_warning_after_seconds: int
     sync_window_days: int
     full_resync_seconds: int
     deploy_retry_seconds: int
@@ -70,6 +72,8 @@ SETTINGS: dict[str, str | None] = {
     "AGENT_JOIN_GRACE_SECONDS": "300",
     "TOKEN_REFRESH_MAX_AGE_SECONDS": "43200",
     "TOKEN_REFRESH_AHEAD_SECONDS": "1800",
+    "TOKEN_REFRESH_RATE_PER_SECOND": "20",
+    "TOKEN_WARNING_AFTER_SECONDS": "21600",
     "SYNC_WINDOW_DAYS": "14",
     "FULL_RESYNC_SECONDS": "86400",
     "DEPLOY_RETRY_SECONDS": "15",
@@ -163,6 +167,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         agent_join_grace_seconds=_int(env, "AGENT_JOIN_GRACE_SECONDS"),
         token_refresh_max_age_seconds=_int(env, "TOKEN_REFRESH_MAX_AGE_SECONDS"),
         token_refresh_ahead_seconds=_int(env, "TOKEN_REFRESH_AHEAD_SECONDS"),
+        token_refresh_rate_per_second=_int(env, "TOKEN_REFRESH_RATE_PER_SECOND", minimum=1),
+        token_warning_after_seconds=_int(env, "TOKEN_WARNING_AFTER_SECONDS"),
         sync_window_days=_int(env, "SYNC_WINDOW_DAYS", minimum=1),
         full_resync_seconds=_int(env, "FULL_RESYNC_SECONDS", minimum=60),
         deploy_retry_seconds=_int(env, "DEPLOY_RETRY_SECONDS", minimum=1),

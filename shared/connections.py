@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 
@@ -118,6 +118,8 @@ class Connection:
     access_expires_at: datetime | None
     slot: int | None = None
     transient_failure_since: datetime | None = None
+    transient_failures: int = 0
+    retry_at: datetime | None = None
 
     @property
     def reason(self) -> Reason | None:
@@ -133,7 +135,27 @@ class Connection:
     def refreshed(self, now: datetime, access_expires_at: datetime | None) -> Connection:
         return replace(self, status=ConnectionStatus.ACTIVE, reason_code=None, last_refreshed_at=now,
                        access_expires_at=access_expires_at or self.access_expires_at,
-                       transient_failure_since=None)
+                       transient_failure_since=None, transient_failures=0, retry_at=None)
+
+    def transiently_failed(self, now: datetime) -> Connection:
+        """Microsoft could not be reached or asked us to wait: stay active, back off, keep the cache."""
+        failures = self.transient_failures + 1
+        return replace(self, transient_failure_since=self.transient_failure_since or now,
+                       transient_failures=failures, retry_at=now + transient_backoff(failures))
+
+    def warning(self, now: datetime, after_seconds: int) -> str | None:
+        """Shown on an Active connection whose refreshes have kept failing for a while, so the user
+        hears of it before an agent fails to show."""
+        since = self.transient_failure_since
+        if not self.is_active or since is None or (now - since).total_seconds() < after_seconds:
+            return None
+        return (f"Microsoft has not renewed access to this calendar since {since:%Y-%m-%d %H:%M} UTC. "
+                "We keep retrying; if this persists, auto-join may stop. Reconnecting can help.")
+
+
+def transient_backoff(failures: int) -> timedelta:
+    """1, 2, 4 … minutes between attempts after transient failures, at most an hour."""
+    return timedelta(seconds=min(60 * 2 ** max(failures - 1, 0), 3600))
 
 
 def refresh_due(conn: Connection, now: datetime, next_run_in_seconds: float, max_age_seconds: int) -> bool:
@@ -142,6 +164,10 @@ def refresh_due(conn: Connection, now: datetime, next_run_in_seconds: float, max
     and a revocation surfaces within that age."""
     if not conn.is_active:
         return False
+    if conn.retry_at is not None and now < conn.retry_at:
+        return False  # backing off after transient failures
+    if conn.transient_failure_since is not None:
+        return True
     if conn.last_refreshed_at is None or max_age_seconds == 0:
         return True
     if (now - conn.last_refreshed_at).total_seconds() >= max_age_seconds:

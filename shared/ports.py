@@ -94,6 +94,7 @@ class Meeting:
     deploy_at: datetime | None = None
     enqueued_for: datetime | None = None
     failure_reason: str | None = None
+    lease_until: datetime | None = None  # while agent is DEPLOYING: when the deployer's claim lapses
     etag: str | None = None
 
 
@@ -131,11 +132,17 @@ class SyncState:
     full_sync_at: datetime | None
     resume_link: str | None = None  # a page link to continue a sync that was throttled mid-way
     generation: str = ""  # marks index entries seen by the current full sync
+    lease_owner: str = ""  # the sync run that holds this connection now (two syncs never interleave)
+    lease_until: datetime | None = None
+    etag: str | None = None
 
 
 class SyncStateStore(Protocol):
     def get(self, connection_id: str) -> SyncState | None: ...
-    def put(self, state: SyncState) -> None: ...
+    def put(self, state: SyncState) -> SyncState:
+        """Conditional: creates when state.etag is None, else replaces the row only if unchanged since
+        read; raises Conflict otherwise. Returns the state with its new etag."""
+        ...
     def remove(self, connection_id: str) -> None: ...
 
 
@@ -205,6 +212,9 @@ class CalendarReader(Protocol):
     def me_email(self, access_token: str) -> str: ...
     def delta_first(self, access_token: str, window: SyncWindow) -> DeltaPage: ...
     def delta_next(self, access_token: str, link: str) -> DeltaPage: ...
+    def event(self, access_token: str, event_id: str) -> dict[str, Any] | None:
+        """One event (a series master, for occurrences delta lists sparse); None when gone."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -240,6 +250,12 @@ class DeployJob:
 
 
 @dataclass(frozen=True)
+class RefreshJob:
+    user_id: str
+    connection_id: str
+
+
+@dataclass(frozen=True)
 class SyncJob:
     user_id: str
     connection_id: str
@@ -250,6 +266,7 @@ class JobQueue(Protocol):
     def schedule_deploy(self, job: DeployJob, delay: timedelta) -> None: ...
     def poison_deploy(self, job: DeployJob, reason: str) -> None: ...
     def enqueue_sync(self, job: SyncJob, delay: timedelta = ...) -> None: ...
+    def enqueue_refresh(self, job: RefreshJob, delay: timedelta = ...) -> None: ...
 
 
 @dataclass

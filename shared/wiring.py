@@ -19,7 +19,7 @@ from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64Encod
 from shared.adapters.agents import AgentApiClient
 from shared.adapters.graph import GraphCalendar
 from shared.adapters.identity import MsalIdentity
-from shared.adapters.queues import DEPLOY_QUEUE, SYNC_QUEUE, StorageQueues
+from shared.adapters.queues import DEPLOY_QUEUE, REFRESH_QUEUE, SYNC_QUEUE, StorageQueues
 from shared.adapters.tables import (
     TableClaimStore,
     TableConnectionStore,
@@ -51,6 +51,7 @@ class Container:
     deploy: DeployService
     meetings: TableMeetingStore
     table_service: TableServiceClient
+    jobs: StorageQueues
 
 
 def azure_credential() -> TokenCredential:
@@ -94,7 +95,7 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
         return client
 
     jobs = StorageQueues(deploy=queue(DEPLOY_QUEUE), deploy_poison=queue(f"{DEPLOY_QUEUE}-poison"),
-                         sync=queue(SYNC_QUEUE))
+                         sync=queue(SYNC_QUEUE), refresh=queue(REFRESH_QUEUE))
     # A local endpoint cannot be *.vault.azure.net, which the challenge check expects.
     vault = KeyVaultSecrets(SecretClient(settings.key_vault_uri, cred(),
                                          verify_challenge_resource=not _local(settings.key_vault_uri)))
@@ -136,6 +137,7 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
                              retry_base_seconds=settings.deploy_retry_seconds),
         meetings=meetings,
         table_service=tables,
+        jobs=jobs,
     )
 
 

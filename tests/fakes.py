@@ -20,6 +20,7 @@ from shared.ports import (
     Meeting,
     PendingClaim,
     PendingFlow,
+    RefreshJob,
     SignedIn,
     SyncJob,
     SyncState,
@@ -260,6 +261,10 @@ class Jobs:
         self.deploys: list[tuple[DeployJob, timedelta]] = []
         self.poisoned: list[tuple[DeployJob, str]] = []
         self.syncs: list[tuple[SyncJob, timedelta]] = []
+        self.refreshes: list[tuple[RefreshJob, timedelta]] = []
+
+    def enqueue_refresh(self, job: RefreshJob, delay: timedelta = timedelta(0)) -> None:
+        self.refreshes.append((job, delay))
 
     def schedule_deploy(self, job: DeployJob, delay: timedelta) -> None:
         self.deploys.append((job, delay))

@@ -10,10 +10,12 @@ from datetime import datetime, timedelta
 
 from azure.storage.queue import QueueClient
 
-from shared.ports import DeployJob, SyncJob
+from shared.ports import DeployJob, RefreshJob, SyncJob
 
 DEPLOY_QUEUE = "agent-deployments"
 SYNC_QUEUE = "sync-jobs"
+REFRESH_QUEUE = "token-refresh"
+QUEUES = (SYNC_QUEUE, DEPLOY_QUEUE, REFRESH_QUEUE)
 
 
 def encode_deploy(job: DeployJob) -> str:
@@ -37,11 +39,25 @@ def decode_sync(body: str) -> SyncJob:
                    reason=str(data.get("reason", "scheduled")))
 
 
+def encode_refresh(job: RefreshJob) -> str:
+    return json.dumps(asdict(job))
+
+
+def decode_refresh(body: str) -> RefreshJob:
+    data = json.loads(body)
+    return RefreshJob(user_id=str(data["user_id"]), connection_id=str(data["connection_id"]))
+
+
 class StorageQueues:
-    def __init__(self, *, deploy: QueueClient, deploy_poison: QueueClient, sync: QueueClient) -> None:
+    def __init__(self, *, deploy: QueueClient, deploy_poison: QueueClient, sync: QueueClient,
+                 refresh: QueueClient) -> None:
         self._deploy = deploy
         self._deploy_poison = deploy_poison
         self._sync = sync
+        self._refresh = refresh
+
+    def enqueue_refresh(self, job: RefreshJob, delay: timedelta = timedelta(0)) -> None:
+        self._refresh.send_message(encode_refresh(job), visibility_timeout=_seconds(delay))
 
     def schedule_deploy(self, job: DeployJob, delay: timedelta) -> None:
         self._deploy.send_message(encode_deploy(job), visibility_timeout=_seconds(delay))

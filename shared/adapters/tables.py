@@ -176,6 +176,7 @@ class TableConnectionStore:
             "LastRefreshedAt": _iso(c.last_refreshed_at), "AccessExpiresAt": _iso(c.access_expires_at),
             "Slot": -1 if c.slot is None else c.slot,
             "TransientFailureSince": _iso(c.transient_failure_since),
+            "TransientFailures": c.transient_failures, "RetryAt": _iso(c.retry_at),
         }
 
     @staticmethod
@@ -187,6 +188,7 @@ class TableConnectionStore:
             secret_name=e["SecretName"], connected_at=_required_dt(e["ConnectedAt"]),
             last_refreshed_at=_dt(e.get("LastRefreshedAt")), access_expires_at=_dt(e.get("AccessExpiresAt")),
             slot=None if slot < 0 else slot, transient_failure_since=_dt(e.get("TransientFailureSince")),
+            transient_failures=int(e.get("TransientFailures", 0)), retry_at=_dt(e.get("RetryAt")),
         )
 
 
@@ -236,6 +238,7 @@ class TableMeetingStore:
             "Sources": json.dumps([[s.connection_id, s.event_id, s.email] for s in m.sources]),
             "Agent": m.agent.value if m.agent else "", "DeployAt": _iso(m.deploy_at),
             "EnqueuedFor": _iso(m.enqueued_for), "FailureReason": m.failure_reason or "",
+            "LeaseUntil": _iso(m.lease_until),
         }
 
     @staticmethod
@@ -246,7 +249,7 @@ class TableMeetingStore:
             join_url=e["JoinUrl"], sources=tuple(Source(*s) for s in json.loads(e["Sources"])),
             agent=AgentState(e["Agent"]) if e.get("Agent") else None, deploy_at=_dt(e.get("DeployAt")),
             enqueued_for=_dt(e.get("EnqueuedFor")), failure_reason=e.get("FailureReason") or None,
-            etag=e.metadata.get("etag"),
+            lease_until=_dt(e.get("LeaseUntil")), etag=e.metadata.get("etag"),
         )
 
 
@@ -283,6 +286,9 @@ class TableEventIndex:
 
 
 class TableSyncStateStore:
+    """One row per connection: the delta cursor and the lease of the sync run holding it, written
+    with the row's ETag so two syncs of one connection never interleave."""
+
     def __init__(self, table: TableClient) -> None:
         self._t = table
 
@@ -295,16 +301,26 @@ class TableSyncStateStore:
             connection_id=connection_id, window_start=_required_dt(e["WindowStart"]),
             window_end=_required_dt(e["WindowEnd"]), delta_link=e.get("DeltaLink") or None,
             full_sync_at=_dt(e.get("FullSyncAt")), resume_link=e.get("ResumeLink") or None,
-            generation=e.get("Generation", ""),
+            generation=e.get("Generation", ""), lease_owner=e.get("LeaseOwner", ""),
+            lease_until=_dt(e.get("LeaseUntil")), etag=e.metadata.get("etag"),
         )
 
-    def put(self, state: SyncState) -> None:
-        self._t.upsert_entity({
+    def put(self, state: SyncState) -> SyncState:
+        entity = {
             "PartitionKey": state.connection_id, "RowKey": "state", "WindowStart": _iso(state.window_start),
             "WindowEnd": _iso(state.window_end), "DeltaLink": state.delta_link or "",
             "FullSyncAt": _iso(state.full_sync_at), "ResumeLink": state.resume_link or "",
-            "Generation": state.generation,
-        }, mode=UpdateMode.REPLACE)
+            "Generation": state.generation, "LeaseOwner": state.lease_owner, "LeaseUntil": _iso(state.lease_until),
+        }
+        try:
+            if state.etag is None:
+                meta = self._t.create_entity(entity)
+            else:
+                meta = self._t.update_entity(entity, mode=UpdateMode.REPLACE, etag=state.etag,
+                                             match_condition=MatchConditions.IfNotModified)
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+            raise Conflict(state.connection_id) from None
+        return replace(state, etag=meta.get("etag"))
 
     def remove(self, connection_id: str) -> None:
         try:

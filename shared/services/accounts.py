@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from datetime import timedelta
 
 from shared.clock import Clock
 from shared.connections import REASONS, Connection, classify_token_error, refresh_due
@@ -12,7 +13,9 @@ from shared.ports import (
     ConnectionStore,
     EventIndex,
     IdentityProvider,
+    JobQueue,
     MeetingStore,
+    RefreshJob,
     SecretStore,
     SyncStateStore,
     TokenError,
@@ -28,9 +31,7 @@ class ConnectionUnusable(Exception):
 
 @dataclass(frozen=True)
 class RefreshOutcome:
-    refreshed: int = 0
-    failed: int = 0
-    transient: int = 0
+    enqueued: int = 0
     skipped: int = 0
 
 
@@ -56,10 +57,9 @@ class TokenKeeper:
         if isinstance(result, TokenError):
             reason = None if result.transient else classify_token_error(result.error, result.description)
             if reason is None:
-                # Transient: stay active, keep the cache, remember since when it has been failing.
-                if conn.transient_failure_since is None:
-                    self._connections.update(replace(conn, transient_failure_since=now))
-                log.warning("token refresh failed transiently", extra={"connection_id": conn.id})
+                # Transient: stay active, keep the cache, back off, remember since when it fails.
+                self._connections.update(conn.transiently_failed(now))
+                log.warning("token refresh failed transiently: %s", result.error, extra={"connection_id": conn.id})
                 raise ConnectionUnusable("transient")
             log.warning("token refresh failed: %s", reason.code, extra={"connection_id": conn.id})
             self._connections.update(conn.failed(reason))
@@ -72,19 +72,29 @@ class TokenKeeper:
             self._connections.update(updated)
         return updated, result
 
-    def refresh_all(self, next_run_in_seconds: float, max_age_seconds: int) -> RefreshOutcome:
-        counts = {"refreshed": 0, "failed": 0, "transient": 0, "skipped": 0}
+    def fan_out(self, jobs: JobQueue, *, next_run_in_seconds: float, max_age_seconds: int,
+                rate_per_second: int) -> RefreshOutcome:
+        """One refresh job per due connection, spread out in time: every refresh writes a new secret
+        version, and Key Vault allows 300 creates per 10 s per vault, whichever instance runs them."""
         now = self._clock.now()
+        due = skipped = 0
         for conn in self._connections.all():
             if not refresh_due(conn, now, next_run_in_seconds, max_age_seconds):
-                counts["skipped"] += 1
+                skipped += 1
                 continue
-            try:
-                self.access_token(conn, force_refresh=True)
-                counts["refreshed"] += 1
-            except ConnectionUnusable as exc:
-                counts["transient" if str(exc) == "transient" else "failed"] += 1
-        return RefreshOutcome(**counts)
+            jobs.enqueue_refresh(RefreshJob(conn.user_id, conn.id), timedelta(seconds=due / rate_per_second))
+            due += 1
+        return RefreshOutcome(enqueued=due, skipped=skipped)
+
+    def refresh_one(self, job: RefreshJob) -> str:
+        conn = self._connections.get(job.user_id, job.connection_id)
+        if conn is None or not conn.is_active:
+            return "skipped"
+        try:
+            self.access_token(conn, force_refresh=True)
+        except ConnectionUnusable as exc:
+            return "transient" if str(exc) == "transient" else "failed"
+        return "refreshed"
 
 
 class AccountsService:

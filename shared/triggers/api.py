@@ -21,7 +21,7 @@ bp = func.Blueprint()
 def list_connections(req: func.HttpRequest, c: Container, user: User) -> func.HttpResponse:
     connections = c.accounts.list(user.id)
     return json_response({
-        "connections": [connection_view(x) for x in connections],
+        "connections": [connection_view(x, c.clock.now(), c.settings.token_warning_after_seconds) for x in connections],
         "plan": {"name": user.plan.value, "limit": plan_limit(user.plan), "used": len(connections)},
         # The page builds the admin-consent link for IT admins from this (public, not a secret).
         "app": {"client_id": c.settings.outlook_client_id},

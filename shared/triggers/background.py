@@ -4,7 +4,7 @@ import logging
 
 import azure.functions as func
 
-from shared.adapters.queues import DEPLOY_QUEUE, SYNC_QUEUE, decode_deploy, decode_sync
+from shared.adapters.queues import DEPLOY_QUEUE, REFRESH_QUEUE, SYNC_QUEUE, decode_deploy, decode_refresh, decode_sync
 from shared.config import schedule
 from shared.wiring import container
 
@@ -17,9 +17,21 @@ bp = func.Blueprint()
                   use_monitor=True)
 def refresh_tokens(timer: func.TimerRequest) -> None:
     c = container()
-    outcome = c.tokens.refresh_all(c.settings.token_refresh_ahead_seconds, c.settings.token_refresh_max_age_seconds)
+    s = c.settings
+    outcome = c.tokens.fan_out(c.jobs, next_run_in_seconds=s.token_refresh_ahead_seconds,
+                               max_age_seconds=s.token_refresh_max_age_seconds,
+                               rate_per_second=s.token_refresh_rate_per_second)
     purged = c.connect.purge_expired_claims()
-    log.info("refresh_tokens done", extra={**outcome.__dict__, "purged_claims": purged})
+    log.info("refresh_tokens enqueued %d refreshes", outcome.enqueued,
+             extra={"skipped": outcome.skipped, "purged_claims": purged})
+
+
+@bp.function_name("refresh_connection")
+@bp.queue_trigger(arg_name="msg", queue_name=REFRESH_QUEUE, connection="AzureWebJobsStorage")
+def refresh_connection(msg: func.QueueMessage) -> None:
+    job = decode_refresh(msg.get_body().decode("utf-8"))
+    outcome = container().tokens.refresh_one(job)
+    log.info("refresh_connection %s", outcome, extra={"connection_id": job.connection_id})
 
 
 @bp.function_name("scan_calendars")

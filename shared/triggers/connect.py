@@ -5,7 +5,7 @@ from urllib.parse import parse_qsl
 
 import azure.functions as func
 
-from shared.connections import PlanLimitExceeded, plan_limit
+from shared.connections import PlanLimitExceeded
 from shared.platform_auth import User
 from shared.services.connect import (
     AccountMismatch,
@@ -81,6 +81,5 @@ def outlook_claim(req: func.HttpRequest, c: Container, user: User) -> func.HttpR
                      "the new one separately.")
     except PlanLimitExceeded as exc:
         return plan_limit_error(exc)
-    limit = plan_limit(user.plan)
-    log.info("claimed", extra={"user_id": user.id, "limit": limit})
-    return json_response({"outcome": claimed.outcome, "connection": connection_view(claimed.connection)})
+    view = connection_view(claimed.connection, c.clock.now(), c.settings.token_warning_after_seconds)
+    return json_response({"outcome": claimed.outcome, "connection": view})

@@ -15,7 +15,7 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
-def connection_view(c: Connection) -> dict[str, Any]:
+def connection_view(c: Connection, now: datetime, warning_after_seconds: int) -> dict[str, Any]:
     reason = c.reason
     return {
         "id": c.id,
@@ -26,6 +26,7 @@ def connection_view(c: Connection) -> dict[str, Any]:
         "action": reason.action.value if reason and reason.action else None,
         "connected_at": _iso(c.connected_at),
         "last_refreshed_at": _iso(c.last_refreshed_at),
+        "warning": c.warning(now, warning_after_seconds),
     }
 
 

@@ -17,7 +17,7 @@ import pytest
 import tree_sitter_bicep
 from tree_sitter import Language, Node, Parser
 
-from shared.adapters.queues import DEPLOY_QUEUE, SYNC_QUEUE
+from shared.adapters.queues import QUEUES
 from shared.adapters.tables import TABLES
 from shared.config import CREDENTIAL_SETTINGS, LOCAL_ONLY_SETTINGS, SETTINGS
 
@@ -454,7 +454,7 @@ def test_tables_and_queues_match_the_code() -> None:
     queues = value_of(variables["queueNames"])
     assert tables is not None and queues is not None
     assert {literal(n) for n in kids(tables)} == set(TABLES)
-    assert {literal(n) for n in kids(queues)} == {DEPLOY_QUEUE, SYNC_QUEUE}
+    assert {literal(n) for n in kids(queues)} == set(QUEUES)
 
 
 def test_azure_yaml_deploys_the_repo_as_the_tagged_function_app() -> None:

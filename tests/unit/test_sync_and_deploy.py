@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from shared.connections import REASONS, ConnectionStatus, Plan
+from shared.connections import Plan
 from shared.platform_auth import User
-from shared.ports import DeployResult, SyncJob, TokenError
+from shared.ports import DeployResult, SyncJob
 from tests.unit.conftest import LEAD
 
 ALICE = User("user-alice", Plan.PRO)
@@ -215,43 +215,3 @@ def test_disconnecting_one_calendar_keeps_a_meeting_the_other_still_holds(world)
     assert [s.email for s in meeting.sources] == [PERSONAL[2]]
     run_due_deploys(world)
     assert len(world.agents.calls) == 1
-
-
-def test_revoked_access_shows_error_with_a_reason_and_auto_join_stops(world):
-    conn = connected(world)
-    world.calendar.add(event(world, "e1", minutes_from_now=1))
-    sync(world, conn)
-    world.identity.refresh_errors[WORK[0]] = TokenError(
-        "invalid_grant", "AADSTS50173: The provided grant has expired due to it being revoked.", transient=False)
-    outcome = world.tokens.refresh_all(next_run_in_seconds=900, max_age_seconds=0)
-    assert outcome.failed == 1
-    [c] = world.accounts.list(ALICE.id)
-    assert (c.status, c.reason_code, c.reason.action.value) == (ConnectionStatus.ERROR, "access_revoked",
-                                                               "reconnect")
-    assert world.secrets.get(c.secret_name) is not None  # a failure never loses the stored cache
-    assert run_due_deploys(world) == ["no_active_connection"]
-
-
-def test_transient_refresh_failures_keep_the_connection_active(world):
-    connected(world)
-    world.identity.refresh_errors[WORK[0]] = TokenError("server_error", "AADSTS90033: transient", transient=True)
-    assert world.tokens.refresh_all(next_run_in_seconds=900, max_age_seconds=0).transient == 1
-    [c] = world.accounts.list(ALICE.id)
-    assert c.status is ConnectionStatus.ACTIVE and c.transient_failure_since == world.clock.now()
-
-
-def test_refresh_runs_only_when_due(world):
-    connected(world)
-    assert world.tokens.refresh_all(next_run_in_seconds=900, max_age_seconds=43200).skipped == 1
-    world.clock.advance(3600 - 900)  # the access token now lapses before the next run
-    assert world.tokens.refresh_all(next_run_in_seconds=900, max_age_seconds=43200).refreshed == 1
-    assert world.identity.refreshes == 1
-
-
-def test_conditional_access_during_refresh_asks_for_the_it_admin(world):
-    connected(world)
-    world.identity.refresh_errors[WORK[0]] = TokenError(
-        "invalid_grant", "AADSTS53003: Access has been blocked by Conditional Access policies.", transient=False)
-    world.tokens.refresh_all(next_run_in_seconds=900, max_age_seconds=0)
-    [c] = world.accounts.list(ALICE.id)
-    assert c.reason == REASONS["blocked_by_policy"] and c.reason.action.value == "contact_admin"
