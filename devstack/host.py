@@ -519,12 +519,22 @@ class _HostHandler(QuietHandler):
         return status
 
 
+_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class _DimensionsFormatter(logging.Formatter):
+    """Appends a record's `extra` fields as key=value, as App Insights shows customDimensions."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        dims = {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS and not k.startswith("_")}
+        return line + "".join(f" {k}={v}" for k, v in sorted(dims.items())) if dims else line
+
+
 def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_DimensionsFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     # The SDKs log every HTTP request at INFO; queue polling would drown everything else.
     for noisy in ("azure", "urllib3", "msal"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
