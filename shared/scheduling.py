@@ -11,10 +11,21 @@ from enum import StrEnum
 MAX_QUEUE_DELAY = timedelta(days=7) - timedelta(minutes=5)
 
 
+# How long a deployer holds its claim on a meeting: covers one agent API call (HTTP timeout) with a
+# margin. A deployer that crashed mid-call is taken over once its claim has lapsed.
+DEPLOY_LEASE = timedelta(seconds=60)
+
+
 class AgentState(StrEnum):
     SCHEDULED = "scheduled"
+    DEPLOYING = "deploying"  # internal: a deployer holds the claim (shown as "scheduled")
     DEPLOYED = "deployed"
     FAILED = "failed"
+
+    @property
+    def public(self) -> str:
+        """What the API shows: null|scheduled|deployed|failed."""
+        return AgentState.SCHEDULED.value if self is AgentState.DEPLOYING else self.value
 
 
 def meeting_key(link_key: str, start: datetime) -> str:
@@ -44,6 +55,8 @@ class Verdict(StrEnum):
     DEPLOY = "deploy"
     WAIT = "wait"  # surfaced early (horizon hop): hide again until it is time
     ALREADY_DEPLOYED = "already_deployed"
+    ALREADY_FAILED = "already_failed"
+    IN_PROGRESS = "in_progress"  # another delivery holds a fresh claim: look again when it lapses
     NO_ACTIVE_CONNECTION = "no_active_connection"
     TOO_LATE = "too_late"
 
@@ -62,9 +75,14 @@ def decide_deployment(
     agent: AgentState | None,
     any_active_connection: bool,
     grace_seconds: int,
+    lease_until: datetime | None = None,
 ) -> DeployDecision:
     if agent is AgentState.DEPLOYED:
         return DeployDecision(Verdict.ALREADY_DEPLOYED)
+    if agent is AgentState.FAILED:
+        return DeployDecision(Verdict.ALREADY_FAILED)
+    if agent is AgentState.DEPLOYING and lease_until is not None and lease_until > now:
+        return DeployDecision(Verdict.IN_PROGRESS, lease_until - now)
     if not any_active_connection:
         return DeployDecision(Verdict.NO_ACTIVE_CONNECTION)
     if now > start + timedelta(seconds=grace_seconds):

@@ -93,6 +93,7 @@ class Meetings:
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], Meeting] = {}
         self._etags = itertools.count(1)
+        self._lock = threading.RLock()  # conditional writes are atomic, as in Table Storage
 
     def get(self, user_id: str, key: str) -> Meeting | None:
         return self.rows.get((user_id, key))
@@ -101,13 +102,25 @@ class Meetings:
         return [m for (u, _), m in self.rows.items() if u == user_id and m.end > ending_after]
 
     def create(self, meeting: Meeting) -> Meeting:
+        with self._lock:
+            return self._create(meeting)
+
+    def replace(self, meeting: Meeting) -> Meeting:
+        with self._lock:
+            return self._replace(meeting)
+
+    def delete(self, meeting: Meeting) -> None:
+        with self._lock:
+            self._delete(meeting)
+
+    def _create(self, meeting: Meeting) -> Meeting:
         if (meeting.user_id, meeting.key) in self.rows:
             raise Conflict(meeting.key)
         stored = replace(meeting, etag=str(next(self._etags)))
         self.rows[(meeting.user_id, meeting.key)] = stored
         return stored
 
-    def replace(self, meeting: Meeting) -> Meeting:
+    def _replace(self, meeting: Meeting) -> Meeting:
         current = self.rows.get((meeting.user_id, meeting.key))
         if current is None or current.etag != meeting.etag:
             raise Conflict(meeting.key)
@@ -115,7 +128,7 @@ class Meetings:
         self.rows[(meeting.user_id, meeting.key)] = stored
         return stored
 
-    def delete(self, meeting: Meeting) -> None:
+    def _delete(self, meeting: Meeting) -> None:
         current = self.rows.get((meeting.user_id, meeting.key))
         if current is not None and current.etag != meeting.etag:
             raise Conflict(meeting.key)
@@ -144,12 +157,20 @@ class Index:
 class SyncStates:
     def __init__(self) -> None:
         self.rows: dict[str, SyncState] = {}
+        self._etags = itertools.count(1)
+        self._lock = threading.Lock()
 
     def get(self, connection_id: str) -> SyncState | None:
         return self.rows.get(connection_id)
 
-    def put(self, state: SyncState) -> None:
-        self.rows[state.connection_id] = state
+    def put(self, state: SyncState) -> SyncState:
+        with self._lock:
+            current = self.rows.get(state.connection_id)
+            if (current.etag if current else None) != state.etag:
+                raise Conflict(state.connection_id)
+            stored = replace(state, etag=str(next(self._etags)))
+            self.rows[state.connection_id] = stored
+        return stored
 
     def remove(self, connection_id: str) -> None:
         self.rows.pop(connection_id, None)
@@ -223,6 +244,10 @@ class Calendar:
         self.calls.append("first")
         self.changes.clear()
         return self._serve(list(self.events.values()), 0)
+
+    def event(self, access_token: str, event_id: str) -> dict[str, Any] | None:
+        self.calls.append(f"event:{event_id}")
+        return self.events.get(event_id)
 
     def delta_next(self, access_token: str, link: str) -> DeltaPage:
         self.calls.append(link)

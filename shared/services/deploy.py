@@ -1,4 +1,10 @@
-"""Deploying an agent when a meeting's deploy message surfaces: re-check, call, record — once."""
+"""Deploying an agent when a meeting's deploy message surfaces: re-check, claim, call, record — once.
+
+Queue messages can be delivered twice, two calendars can each have scheduled one, and a retry can
+overlap a late first attempt. Before calling the agent API a deliverer claims the meeting row (agent
+DEPLOYING with a short lease, written with the row's ETag): only one of concurrent deliverers wins;
+the others come back once the lease has lapsed, find the meeting deployed and do nothing — or, if the
+winner crashed mid-call, take over (the agent API dedupes on the idempotency key)."""
 
 from __future__ import annotations
 
@@ -17,9 +23,18 @@ from shared.ports import (
     Meeting,
     MeetingStore,
 )
-from shared.scheduling import AgentState, Verdict, decide_deployment, idempotency_key, retry_delay
+from shared.scheduling import (
+    DEPLOY_LEASE,
+    AgentState,
+    Verdict,
+    decide_deployment,
+    idempotency_key,
+    retry_delay,
+)
 
 log = logging.getLogger(__name__)
+
+_ATTEMPTS = 8
 
 
 class DeployService:
@@ -39,75 +54,101 @@ class DeployService:
         self._agents = agents
         self._jobs = jobs
         self._clock = clock
-        self._grace = grace_seconds
+        self._grace = timedelta(seconds=grace_seconds)
         self._retry_base = retry_base_seconds
 
     def deploy(self, job: DeployJob) -> str:
-        meeting = self._meetings.get(job.user_id, job.meeting_key)
         ctx = {"user_id": job.user_id, "meeting_id": job.meeting_key, "attempt": job.attempt}
-        if meeting is None:
-            # Cancelled, rescheduled (the new time is another meeting) or disconnected.
-            log.info("deployment skipped: meeting gone", extra=ctx)
-            return "meeting_gone"
-        now = self._clock.now()
-        any_active = any(
-            (c := self._connections.get(job.user_id, s.connection_id)) is not None and c.is_active
-            for s in meeting.sources
-        )
-        decision = decide_deployment(
-            now=now,
-            start=meeting.start,
-            intended_at=meeting.deploy_at or job.deploy_at,
-            agent=meeting.agent,
-            any_active_connection=any_active,
-            grace_seconds=self._grace,
-        )
-        if decision.verdict is Verdict.WAIT:
-            self._jobs.schedule_deploy(job, decision.wait)
-            return "waiting"
-        if decision.verdict is Verdict.TOO_LATE:
-            self._record(meeting, AgentState.FAILED, "too_late")
-            log.warning("deployment skipped: meeting already started", extra=ctx)
-            return "too_late"
-        if decision.verdict is not Verdict.DEPLOY:
-            log.info("deployment skipped: %s", decision.verdict.value, extra=ctx)
-            return decision.verdict.value
-
-        result = self._agents.deploy(
-            DeployRequest(
-                meeting_url=meeting.join_url,
-                platform=meeting.platform,
-                title=meeting.title,
-                start=meeting.start,
-                end=meeting.end,
-                user_id=meeting.user_id,
-                meeting_id=meeting.key,
-                idempotency_key=idempotency_key(meeting.user_id, meeting.link_key, meeting.start),
+        claimed: Meeting | None = None
+        for _ in range(_ATTEMPTS):
+            meeting = self._meetings.get(job.user_id, job.meeting_key)
+            if meeting is None:
+                # Cancelled, rescheduled (the new time is another meeting) or disconnected.
+                log.info("deployment skipped: meeting gone", extra=ctx)
+                return "meeting_gone"
+            now = self._clock.now()
+            any_active = any(
+                (c := self._connections.get(job.user_id, s.connection_id)) is not None and c.is_active
+                for s in meeting.sources
             )
-        )
+            decision = decide_deployment(
+                now=now,
+                start=meeting.start,
+                intended_at=meeting.deploy_at or job.deploy_at,
+                agent=meeting.agent,
+                any_active_connection=any_active,
+                grace_seconds=int(self._grace.total_seconds()),
+                lease_until=meeting.lease_until,
+            )
+            if decision.verdict is Verdict.WAIT:
+                self._jobs.schedule_deploy(job, decision.wait)
+                return "waiting"
+            if decision.verdict is Verdict.IN_PROGRESS:
+                # Another delivery is calling the agent API now. Look again once its claim lapses: by
+                # then it is deployed (nothing to do) or that deliverer died (take over).
+                recheck = decision.wait + timedelta(seconds=1)
+                if now + recheck <= meeting.start + self._grace:
+                    self._jobs.schedule_deploy(job, recheck)
+                log.info("deployment in progress elsewhere", extra=ctx)
+                return "in_progress"
+            if decision.verdict is Verdict.TOO_LATE:
+                self._record(meeting, AgentState.FAILED, "too_late")
+                log.warning("deployment skipped: meeting already started", extra=ctx)
+                return "too_late"
+            if decision.verdict is not Verdict.DEPLOY:
+                log.info("deployment skipped: %s", decision.verdict.value, extra=ctx)
+                return decision.verdict.value
+            try:
+                claimed = self._meetings.replace(
+                    replace(meeting, agent=AgentState.DEPLOYING, lease_until=now + DEPLOY_LEASE)
+                )
+                break
+            except Conflict:
+                continue  # another deliverer claimed it, or a sync touched it: decide again
+        if claimed is None:
+            raise Conflict(f"meeting {job.meeting_key} kept changing")
+
+        try:
+            result = self._agents.deploy(
+                DeployRequest(
+                    meeting_url=claimed.join_url,
+                    platform=claimed.platform,
+                    title=claimed.title,
+                    start=claimed.start,
+                    end=claimed.end,
+                    user_id=claimed.user_id,
+                    meeting_id=claimed.key,
+                    idempotency_key=idempotency_key(claimed.user_id, claimed.link_key, claimed.start),
+                )
+            )
+        except BaseException:
+            self._record(claimed, AgentState.SCHEDULED, None)  # let a redelivery try at once
+            raise
         if result.ok:
-            self._record(meeting, AgentState.DEPLOYED, None)
+            self._record(claimed, AgentState.DEPLOYED, None)
             log.info("agent deployed", extra=ctx)
             return "deployed"
+        now = self._clock.now()
         if not result.permanent:
             delay = retry_delay(job.attempt, self._retry_base)
-            if now + delay <= meeting.start + timedelta(seconds=self._grace):
+            if now + delay <= claimed.start + self._grace:
+                self._record(claimed, AgentState.SCHEDULED, None)
                 self._jobs.schedule_deploy(replace(job, attempt=job.attempt + 1), delay)
                 log.warning("agent API failed, retrying: %s", result.detail, extra=ctx)
                 return "retrying"
         reason = f"agent_api: {result.detail}"[:200]
-        self._record(meeting, AgentState.FAILED, reason)
+        self._record(claimed, AgentState.FAILED, reason)
         self._jobs.poison_deploy(job, reason)
         log.error("deployment failed: %s", result.detail, extra=ctx)
         return "failed"
 
     def _record(self, meeting: Meeting, state: AgentState, reason: str | None) -> None:
         current: Meeting | None = meeting
-        for _ in range(8):
+        for _ in range(_ATTEMPTS):
             if current is None:
                 return
             try:
-                self._meetings.replace(replace(current, agent=state, failure_reason=reason))
+                self._meetings.replace(replace(current, agent=state, failure_reason=reason, lease_until=None))
                 return
             except Conflict:
                 current = self._meetings.get(meeting.user_id, meeting.key)

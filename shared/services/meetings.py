@@ -58,7 +58,7 @@ def schedule_if_due(meetings: MeetingStore, jobs: JobQueue, now: datetime, meeti
 
 
 def _scheduled(jobs: JobQueue, now: datetime, meeting: Meeting) -> Meeting:
-    if meeting.deploy_at is None or meeting.agent in (AgentState.DEPLOYED, AgentState.FAILED):
+    if meeting.deploy_at is None or meeting.agent in (AgentState.DEPLOYING, AgentState.DEPLOYED, AgentState.FAILED):
         return meeting
     if meeting.enqueued_for == meeting.deploy_at:
         return meeting

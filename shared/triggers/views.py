@@ -39,7 +39,7 @@ def meeting_view(m: Meeting) -> dict[str, Any]:
         "platform": m.platform,
         "join_url": m.join_url,
         "accounts": accounts_of(m),
-        "agent": m.agent.value if m.agent else None,
+        "agent": m.agent.public if m.agent else None,
         "agent_at": _iso(m.deploy_at),
     }
 

@@ -215,3 +215,149 @@ def test_disconnecting_one_calendar_keeps_a_meeting_the_other_still_holds(world)
     assert [s.email for s in meeting.sources] == [PERSONAL[2]]
     run_due_deploys(world)
     assert len(world.agents.calls) == 1
+
+
+# ---------------------------------------------------------------- claims, leases, recurring series
+def test_concurrent_deliveries_call_the_agent_api_once(world):
+    import threading
+
+    conn = connected(world)
+    world.calendar.add(event(world, "e1", minutes_from_now=1))
+    sync(world, conn)
+    [(job, _)] = world.jobs.deploys
+    world.jobs.deploys.clear()
+    gate = threading.Barrier(8)
+    outcomes: list[str] = []
+
+    def deliver():
+        gate.wait()
+        outcomes.append(world.deploy.deploy(job))
+
+    threads = [threading.Thread(target=deliver) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(world.agents.calls) == 1
+    assert outcomes.count("deployed") == 1
+    assert set(outcomes) <= {"deployed", "in_progress", "already_deployed"}
+    # Those that saw the claim look again after it lapses, and then find nothing to do.
+    world.clock.advance(61)
+    assert {world.deploy.deploy(j) for j, _ in world.jobs.deploys} <= {"already_deployed"}
+    assert len(world.agents.calls) == 1 and upcoming(world)[0].agent.public == "deployed"
+
+
+def test_a_crashed_deployer_is_taken_over_after_its_claim_lapses(world):
+    from dataclasses import replace
+
+    from shared.scheduling import AgentState
+
+    conn = connected(world)
+    world.calendar.add(event(world, "e1", minutes_from_now=1))
+    sync(world, conn)
+    [(job, _)] = world.jobs.deploys
+    [meeting] = upcoming(world)
+    world.meetings.replace(replace(meeting, agent=AgentState.DEPLOYING,
+                                   lease_until=world.clock.now() + timedelta(seconds=60)))
+    assert world.deploy.deploy(job) == "in_progress" and world.agents.calls == []
+    world.clock.advance(61)
+    assert world.deploy.deploy(job) == "deployed" and len(world.agents.calls) == 1
+
+
+def test_a_failed_meeting_is_not_deployed_by_a_duplicate_message(world):
+    conn = connected(world)
+    world.calendar.add(event(world, "e1", minutes_from_now=1))
+    sync(world, conn)
+    [(job, _)] = world.jobs.deploys
+    world.agents.script = [DeployResult(ok=False, permanent=True, detail="HTTP 400")]
+    assert world.deploy.deploy(job) == "failed"
+    assert world.deploy.deploy(job) == "already_failed"
+    assert len(world.agents.calls) == 1
+
+
+def test_a_second_sync_of_the_same_connection_waits_for_the_first(world):
+    conn = connected(world)
+    world.calendar.add(event(world, "e1"))
+    held = []
+    original = world.calendar.delta_first
+
+    def first_page_while_another_sync_starts(token, window):
+        if not held:
+            held.append(world.sync.sync(SyncJob(ALICE.id, conn.id, reason="connected")))
+        return original(token, window)
+
+    world.calendar.delta_first = first_page_while_another_sync_starts
+    assert sync(world, conn).outcome == "synced"
+    assert held[0].outcome == "busy"
+    assert world.calendar.calls.count("first") == 1
+    # The one asked for a reason other than the periodic scan looks once more, shortly.
+    [(again, delay)] = world.jobs.syncs
+    assert again.reason == "busy" and delay == timedelta(seconds=5)
+    assert world.states.get(conn.id).lease_owner == ""
+    assert [m.title for m in upcoming(world)] == ["Meeting e1"]
+
+
+def test_a_lapsed_sync_lease_is_taken_over(world):
+    from dataclasses import replace
+
+    conn = connected(world)
+    world.calendar.add(event(world, "e1"))
+    sync(world, conn)
+    state = world.states.get(conn.id)
+    world.states.put(replace(state, lease_owner="crashed", lease_until=world.clock.now() + timedelta(minutes=5)))
+    assert sync(world, conn).outcome == "busy"
+    world.clock.advance(5 * 60 + 1)
+    assert sync(world, conn).outcome == "synced"
+
+
+def _series(world, eid, *, minutes_from_now=60, days=3, **master_fields):
+    start = world.clock.now() + timedelta(minutes=minutes_from_now)
+    master = event(world, eid, minutes_from_now=minutes_from_now, type="seriesMaster",
+                   recurrence={"pattern": {"type": "daily"}}, **master_fields)
+    occurrences = []
+    for day in range(days):
+        s = start + timedelta(days=day)
+        occurrences.append({
+            "id": f"{eid}-occ{day}", "type": "occurrence", "seriesMasterId": eid,
+            "start": {"dateTime": s.strftime("%Y-%m-%dT%H:%M:%S.0000000"), "timeZone": "UTC"},
+            "end": {"dateTime": (s + timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%S.0000000"), "timeZone": "UTC"},
+        })
+    return master, occurrences
+
+
+def test_each_occurrence_of_a_series_is_its_own_meeting_with_the_masters_link(world):
+    conn = connected(world)
+    master, occurrences = _series(world, "s1")
+    world.calendar.page_size = 10
+    world.calendar.add(master)
+    for o in occurrences:
+        world.calendar.add(o)
+    sync(world, conn)
+    meetings = upcoming(world)
+    assert [m.start for m in meetings] == [world.clock.now() + timedelta(days=d, minutes=60) for d in range(3)]
+    assert {m.join_url for m in meetings} == {master["onlineMeeting"]["joinUrl"]}
+    assert {m.title for m in meetings} == {"Meeting s1"}
+    assert not any(c.startswith("event:") for c in world.calendar.calls)  # the master came in the round
+
+
+def test_a_sparse_occurrence_without_its_master_in_the_round_reads_the_master(world):
+    conn = connected(world)
+    sync(world, conn)  # empty calendar: the delta link is kept
+    master, occurrences = _series(world, "s2", days=1)
+    world.calendar.events[master["id"]] = master  # in the mailbox, unchanged: not in the next round
+    world.calendar.add(occurrences[0])
+    assert sync(world, conn).full is False
+    assert world.calendar.calls.count("event:s2") == 1
+    [meeting] = upcoming(world)
+    assert meeting.join_url == master["onlineMeeting"]["joinUrl"]
+
+
+def test_occurrences_of_a_declined_or_cancelled_series_get_no_agent(world):
+    conn = connected(world)
+    world.calendar.page_size = 10
+    declined, d_occ = _series(world, "sd", responseStatus={"response": "declined"})
+    cancelled, c_occ = _series(world, "sc", isCancelled=True)
+    for e in [declined, *d_occ, cancelled, *c_occ]:
+        world.calendar.add(e)
+    sync(world, conn)
+    assert upcoming(world) == []
