@@ -171,9 +171,13 @@ class Stack:
         }
         from shared.config import SETTINGS
 
-        for name in SETTINGS:
-            if os.environ.get(name) and name not in ("AzureWebJobsStorage",):
-                settings[name] = os.environ[name]
+        for name, default in SETTINGS.items():
+            if name.startswith("AzureWebJobsStorage"):
+                continue
+            if os.environ.get(name):
+                settings[name] = os.environ[name]  # e.g. AGENT_JOIN_LEAD_SECONDS=60 make dev
+            elif default and name not in settings:
+                settings[name] = default
         settings.update(self.overrides)
         return settings
 
