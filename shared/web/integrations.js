@@ -1,58 +1,458 @@
-// Minimal page: token from the URL fragment (#token=...), claim after the OAuth round trip.
+// The Integrations page: Outlook Calendar connections and Upcoming Meetings, on the JSON API only
+// (see /api/openapi.json). Plain script, no build step, no third-party code. API data reaches the
+// page through textContent and attributes only, never innerHTML.
 (function () {
   "use strict";
-  const frag = new URLSearchParams(location.hash.slice(1));
-  if (frag.get("token")) { sessionStorage.setItem("coagentor_token", frag.get("token")); }
-  const token = sessionStorage.getItem("coagentor_token") || "";
-  const api = (path, opts = {}) => fetch("/api/" + path, {
-    ...opts, headers: { "Authorization": "Bearer " + token, "Content-Type": "application/json" },
-  });
-  const status = document.getElementById("status");
 
-  async function load() {
-    const res = await api("outlook/connections");
-    if (!res.ok) { status.textContent = "Sign in to CoAgentor first."; return; }
-    const data = await res.json();
-    const box = document.getElementById("connections");
-    box.replaceChildren(...data.connections.map((c) => {
-      const card = document.createElement("div");
-      card.className = "card";
-      const badge = document.createElement("span");
-      badge.className = "badge " + c.status;
-      badge.textContent = c.status === "active" ? "Active" : "Error";
-      card.append(c.email + " ", badge);
-      if (c.reason) { const p = document.createElement("p"); p.textContent = c.reason; card.append(p); }
-      return card;
-    }));
-    const mres = await api("meetings/upcoming");
-    if (mres.ok) {
-      const m = await mres.json();
-      document.getElementById("meetings").replaceChildren(...m.meetings.map((x) => {
-        const li = document.createElement("li");
-        li.textContent = `${new Date(x.start).toLocaleString()} — ${x.title} (${x.platform})`;
-        return li;
-      }));
+  // ---- 1. Take what the address bar carries, then clean it before anything else happens: the
+  // one-time claim code and the platform token must not linger in history, bookmarks or screenshots.
+  const query = new URLSearchParams(location.search);
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const returning = query.has("outlook")
+    ? { outcome: query.get("outlook") || "", claim: query.get("claim") || "", reason: query.get("reason") || "" }
+    : null;
+  if (returning || fragment.has("token")) {
+    ["outlook", "claim", "reason"].forEach((k) => query.delete(k));
+    const rest = query.toString();
+    history.replaceState(null, "", location.pathname + (rest ? "?" + rest : ""));
+  }
+  const TOKEN_KEY = "coagentor_token";
+  if (fragment.get("token")) {
+    sessionStorage.setItem(TOKEN_KEY, fragment.get("token"));
+  }
+
+  // The API lives beside the page: /api/integrations → /api/.
+  const API_BASE = location.pathname.replace(/integrations\/?$/, "");
+  const ADMIN_CONSENT = "https://login.microsoftonline.com/common/adminconsent?client_id=";
+  const UPGRADE_URL = "/upgrade";
+  const PLAN_NAMES = { free: "Free", solo: "Solo", pro: "Pro", business: "Business+" };
+  const PLATFORMS = { teams: "Microsoft Teams", zoom: "Zoom", google_meet: "Google Meet" };
+  const ADMIN_TODO = "Ask your IT admin to allow CoAgentor's Outlook Calendar app.";
+
+  const $ = (id) => document.getElementById(id);
+  const state = { connections: [], plan: null, clientId: "", meetings: [], signedIn: true };
+  let pendingDisconnect = null;
+
+  // ---- small DOM helpers (text only)
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) { continue; }
+      if (k === "class") { node.className = v; } else if (k === "text") { node.textContent = v; } else { node.setAttribute(k, v === true ? "" : String(v)); }
+    }
+    for (const child of children) {
+      if (child === null || child === undefined || child === false) { continue; }
+      node.append(typeof child === "string" ? document.createTextNode(child) : child);
+    }
+    return node;
+  }
+
+  function safeHttpsUrl(value) {
+    try {
+      const url = new URL(value);
+      return url.protocol === "https:" ? url.href : null;
+    } catch (e) {
+      return null;
     }
   }
 
-  async function claimIfReturning() {
-    const q = new URLSearchParams(location.search);
-    const outcome = q.get("outlook");
-    if (!outcome) { return; }
-    history.replaceState(null, "", location.pathname);
-    if (outcome === "confirm") {
-      const res = await api("outlook/claim", { method: "POST", body: JSON.stringify({ claim: q.get("claim") }) });
-      const body = await res.json();
-      status.textContent = res.ok ? "Outlook calendar " + body.outcome + "." : body.message;
+  // ---- API
+  async function api(method, path, body) {
+    const headers = { Accept: "application/json" };
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) { headers.Authorization = "Bearer " + token; }
+    if (body !== undefined) { headers["Content-Type"] = "application/json"; }
+    let res;
+    try {
+      res = await fetch(API_BASE + path, {
+        method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+        cache: "no-store", credentials: "omit", redirect: "error",
+      });
+    } catch (e) {
+      return { status: 0, ok: false, data: null };
+    }
+    let data = null;
+    if (res.status !== 204) {
+      try { data = await res.json(); } catch (e) { data = null; }
+    }
+    return { status: res.status, ok: res.ok, data: data || {} };
+  }
+
+  // ---- notices: one at a time, above the cards; focused when it reports the outcome of a round trip
+  function notice(kind, title, lines, actions, focus) {
+    const region = $("notice");
+    const box = el("div", { class: "notice " + kind, tabindex: "-1", role: kind === "error" ? "alert" : null });
+    box.append(el("p", { class: "notice-title", text: title }));
+    for (const line of lines || []) {
+      box.append(typeof line === "string" ? el("p", { text: line }) : line);
+    }
+    if (actions && actions.length) { box.append(el("div", { class: "notice-actions" }, ...actions)); }
+    const dismiss = el("button", { type: "button", class: "button link dismiss", text: "Dismiss" });
+    dismiss.addEventListener("click", () => { region.replaceChildren(); $("main").focus(); });
+    box.append(dismiss);
+    region.replaceChildren(box);
+    if (focus) { box.focus(); }
+    return box;
+  }
+
+  function clearNotice() { $("notice").replaceChildren(); }
+
+  function upgradeLink() {
+    return el("a", { class: "button primary", href: UPGRADE_URL, text: "Upgrade your plan" });
+  }
+
+  function connectAgainButton(label) {
+    const b = el("button", { type: "button", class: "button primary", text: label || "Connect Outlook Calendar" });
+    b.addEventListener("click", () => startConnect(null, b));
+    return b;
+  }
+
+  function adminConsentParts() {
+    if (!state.clientId) { return []; }
+    const href = ADMIN_CONSENT + encodeURIComponent(state.clientId);
+    const link = el("a", { href, rel: "noopener noreferrer", target: "_blank", class: "admin-consent" },
+      "Admin consent link for IT", el("span", { class: "visually-hidden", text: " (opens in a new tab)" }));
+    return [el("p", {}, "For your IT admin: approve the app for your organisation with the ", link,
+      ", and allow app ID ", el("code", { text: state.clientId }),
+      " in any conditional access policy that blocks it.")];
+  }
+
+  function signedOut() {
+    state.signedIn = false;
+    $("loading").hidden = true;
+    $("connect-area").hidden = true;
+    $("plan-limit").hidden = true;
+    notice("error", "You're not signed in to CoAgentor",
+      ["Open Integrations from the CoAgentor app to sign in again, then come back to this page."], null, true);
+  }
+
+  function unreachable() {
+    const retry = el("button", { type: "button", class: "button", text: "Try again" });
+    retry.addEventListener("click", () => { clearNotice(); refreshAll(); });
+    notice("error", "CoAgentor could not be reached",
+      ["Check your internet connection and try again."], [retry], true);
+  }
+
+  // Shared by Connect, Reconnect and the claim: what an error answer means for the person.
+  function explainError(res, context) {
+    const d = res.data || {};
+    if (res.status === 0) { unreachable(); return; }
+    if (res.status === 401) { signedOut(); return; }
+    if (d.error === "plan_limit") {
+      notice("warning", "Your plan's Outlook account limit is reached",
+        [d.message || "Upgrade your plan to connect more accounts, or disconnect one first.",
+          context === "claim" ? "The Microsoft account you just signed in with was not connected." : ""]
+          .filter(Boolean), [upgradeLink()], true);
+      return;
+    }
+    if (d.error === "claim_mismatch") {
+      notice("error", "This sign-in was started from another CoAgentor account",
+        ["It was discarded and nothing was connected to your account. If someone sent you a link that " +
+          "brought you here, you can ignore it.",
+        "To connect your own Outlook calendar, use Connect Outlook Calendar on this page."], null, true);
+      return;
+    }
+    if (res.status === 410 || d.error === "claim_expired") {
+      notice("warning", "That sign-in expired",
+        ["It was already used or took longer than 10 minutes, so nothing was connected. Please try again."],
+        [connectAgainButton("Try again")], true);
+      return;
+    }
+    if (d.error === "account_mismatch") {
+      notice("error", "That's a different Microsoft account",
+        [d.message || "You signed in with a different Microsoft account than this connection uses. Nothing was changed."],
+        null, true);
+      return;
+    }
+    if (d.error === "not_found") {
+      notice("warning", "That Outlook connection no longer exists",
+        ["It may have been disconnected in another window. The list below is up to date."], null, true);
+      refreshAll();
+      return;
+    }
+    notice("error", "Something went wrong",
+      [d.message || "CoAgentor could not complete that. Please try again in a moment."], null, true);
+  }
+
+  // ---- connect / reconnect
+  async function startConnect(reconnectId, button) {
+    if (button) { button.disabled = true; button.setAttribute("aria-busy", "true"); }
+    const res = await api("POST", "outlook/connect", reconnectId ? { reconnect: reconnectId } : {});
+    const target = res.ok ? safeHttpsUrl(res.data.authorize_url) : null;
+    if (target) {
+      location.assign(target);
+      return;
+    }
+    if (button) { button.disabled = false; button.removeAttribute("aria-busy"); }
+    explainError(res.ok ? { status: 500, data: {} } : res, "connect");
+  }
+
+  async function claim(code) {
+    notice("info", "Finishing connecting your Outlook calendar…", [], null, false);
+    return api("POST", "outlook/claim", { claim: code });
+  }
+
+  function showReturnOutcome(ret, claimed) {
+    if (claimed) {
+      if (claimed.ok) {
+        const c = claimed.data.connection || {};
+        if (claimed.data.outcome === "reconnected") {
+          notice("success", "Reconnected " + (c.email || "your Outlook account"),
+            ["Auto-join is back on for its Teams, Zoom and Google Meet meetings."], null, true);
+        } else {
+          notice("success", "Connected " + (c.email || "your Outlook account"),
+            ["CoAgentor will join its Teams, Zoom and Google Meet meetings. They appear under Upcoming " +
+              "Meetings within a few minutes."], null, true);
+        }
+      } else {
+        explainError(claimed, "claim");
+      }
+      return;
+    }
+    switch (ret.outcome) {
+      case "cancelled":
+        notice("info", "Sign-in cancelled", ["You cancelled the Microsoft sign-in, so nothing was connected."],
+          [connectAgainButton("Try again")], true);
+        return;
+      case "blocked": {
+        const lines = [ret.reason === "admin_approval_required"
+          ? "Your organisation requires an administrator to approve CoAgentor's Outlook Calendar app before " +
+            "you can connect. Nothing was connected."
+          : "Your organisation's sign-in policy (conditional access) does not allow CoAgentor's Outlook " +
+            "Calendar app. Nothing was connected."];
+        lines.push(el("p", { class: "todo", text: ADMIN_TODO }));
+        notice("error", "Blocked by your organisation", lines.concat(adminConsentParts()), null, true);
+        return;
+      }
+      case "expired":
+      case "confirm": // confirm without a claim code: nothing to claim
+        explainError({ status: 410, data: {} }, "claim");
+        return;
+      case "failed":
+        notice("error", "Microsoft sign-in did not complete",
+          ["Nothing was connected. Please try again; if it keeps happening, contact support and mention " +
+            "“" + (ret.reason || "sign_in_error") + "”."], [connectAgainButton("Try again")], true);
+        return;
+      default:
+        notice("error", "Connecting did not complete", ["Nothing was connected. Please try again."],
+          [connectAgainButton("Try again")], true);
+    }
+  }
+
+  // ---- disconnect (in-page confirmation)
+  function askDisconnect(connection, button) {
+    pendingDisconnect = { connection, button };
+    $("disconnect-email").textContent = connection.email;
+    $("disconnect-title").textContent = "Disconnect " + connection.email + "?";
+    $("disconnect-confirm").disabled = false;
+    $("disconnect-dialog").showModal();
+  }
+
+  async function onDialogClose() {
+    const dialog = $("disconnect-dialog");
+    const pending = pendingDisconnect;
+    pendingDisconnect = null;
+    if (!pending) { return; }
+    if (dialog.returnValue !== "confirm") {
+      if (pending.button && pending.button.isConnected) { pending.button.focus(); }
+      return;
+    }
+    const { connection } = pending;
+    const res = await api("DELETE", "outlook/connections/" + encodeURIComponent(connection.id));
+    if (res.status === 204) {
+      notice("success", "Disconnected " + connection.email,
+        ["CoAgentor no longer reads this calendar. To also remove CoAgentor's access on Microsoft's side, use " +
+          "App permissions in your Microsoft account."], null, true);
+      await refreshAll();
     } else {
-      status.textContent = "Outlook connection " + outcome + " (" + (q.get("reason") || "") + ").";
+      explainError(res, "disconnect");
     }
   }
 
-  document.getElementById("connect").addEventListener("click", async () => {
-    const res = await api("outlook/connect", { method: "POST", body: "{}" });
-    const body = await res.json();
-    if (res.ok) { location.assign(body.authorize_url); } else { status.textContent = body.message; }
-  });
-  claimIfReturning().then(load);
+  // ---- rendering
+  function formatDate(iso, options) {
+    const d = new Date(iso);
+    return Number.isNaN(d.getTime()) ? "" : new Intl.DateTimeFormat(undefined, options).format(d);
+  }
+  const DAY = { weekday: "short", day: "numeric", month: "short" };
+  const TIME = { hour: "2-digit", minute: "2-digit" };
+  const DATE = { day: "numeric", month: "short", year: "numeric" };
+
+  function connectionCard(c) {
+    const active = c.status === "active";
+    const headingId = "conn-" + c.id;
+    const card = el("li", { class: "card " + (active ? "active" : "error"), "data-connection-id": c.id,
+      "aria-labelledby": headingId });
+    card.append(el("div", { class: "card-head" },
+      el("h3", { id: headingId, class: "email", text: c.email }),
+      el("span", { class: "badge " + (active ? "active" : "error"), text: active ? "Active" : "Error" })));
+    const since = c.connected_at ? "Connected " + formatDate(c.connected_at, DATE) + " · " : "";
+    card.append(el("p", { class: "muted small", text: since + (active ? "Auto-join on" : "Auto-join paused") }));
+
+    const actions = el("div", { class: "actions" });
+    const reconnect = () => {
+      const b = el("button", { type: "button", class: "button primary reconnect", "aria-label": "Reconnect " + c.email,
+        text: "Reconnect" });
+      b.addEventListener("click", () => startConnect(c.id, b));
+      return b;
+    };
+    if (!active) {
+      if (c.reason) { card.append(el("p", { class: "reason", text: c.reason })); }
+      if (c.action === "contact_admin") {
+        card.append(el("p", { class: "todo", text: ADMIN_TODO + " Then reconnect." }), ...adminConsentParts());
+        actions.append(reconnect());
+      } else if (c.action === "reconnect") {
+        actions.append(reconnect());
+      } else if (c.reason_code === "over_plan_limit") {
+        actions.append(upgradeLink());
+      }
+    } else if (c.warning) {
+      card.append(el("p", { class: "warning", text: c.warning }));
+      actions.append(reconnect());
+    }
+    const disconnect = el("button", { type: "button", class: "button disconnect", "aria-label": "Disconnect " + c.email,
+      text: "Disconnect" });
+    disconnect.addEventListener("click", () => askDisconnect(c, disconnect));
+    actions.append(disconnect);
+    card.append(actions);
+    return card;
+  }
+
+  function renderConnections() {
+    $("loading").hidden = true;
+    $("connections").replaceChildren(...state.connections.map(connectionCard));
+    $("no-connections").hidden = state.connections.length > 0;
+
+    const plan = state.plan || { name: "free", limit: 1, used: state.connections.length };
+    const planName = PLAN_NAMES[plan.name] || plan.name;
+    const atLimit = plan.limit !== null && plan.used >= plan.limit;
+    $("connect-area").hidden = atLimit;
+    $("plan-usage").textContent = plan.limit === null
+      ? "Unlimited on " + planName
+      : plan.used + " of " + plan.limit + " account" + (plan.limit === 1 ? "" : "s") + " on " + planName;
+    $("plan-limit").hidden = !atLimit;
+    if (atLimit) {
+      const allowed = plan.limit + " Outlook account" + (plan.limit === 1 ? "" : "s");
+      const have = plan.used === 1 ? "it is connected" : plan.used > plan.limit
+        ? "you have " + plan.used + " connected" : "all " + plan.used + " are connected";
+      $("plan-limit-text").textContent = "Your " + planName + " plan includes " + allowed + ", and " + have +
+        ". To connect another, upgrade your plan or disconnect one.";
+    }
+  }
+
+  function meetingItem(m) {
+    const li = el("li", { class: "meeting", "data-meeting-id": m.id });
+    const start = formatDate(m.start, TIME);
+    const end = formatDate(m.end, TIME);
+    li.append(el("div", { class: "when" },
+      el("time", { class: "day", datetime: m.start, text: formatDate(m.start, DAY) }),
+      el("span", { text: end ? start + " – " + end : start })));
+    const what = el("div", { class: "what" }, el("h3", { class: "meeting-title", text: m.title || "(No title)" }));
+    const accounts = (m.accounts || []).join(", ");
+    const meta = el("p", {}, el("span", { class: "platform", text: PLATFORMS[m.platform] || m.platform }),
+      accounts ? " · From " + accounts : "");
+    what.append(meta);
+    const join = safeHttpsUrl(m.join_url);
+    if (join) {
+      what.append(el("p", {}, el("a", { href: join, rel: "noopener noreferrer", target: "_blank",
+        text: "Join link", "aria-label": "Join link for " + (m.title || "this meeting") + " (opens in a new tab)" })));
+    }
+    li.append(what);
+
+    const agent = el("div", { class: "agent" });
+    const labels = { scheduled: "Agent scheduled", deployed: "Agent deployed", failed: "Agent failed" };
+    agent.append(el("span", { class: "status " + (m.agent || "pending"), text: labels[m.agent] || "Agent not scheduled yet" }));
+    if (m.agent_at && m.agent !== "deployed" && m.agent !== "failed") {
+      agent.append(el("span", { class: "muted small", text: "Joins " + formatDate(m.agent_at, TIME) }));
+    } else if (m.agent === "failed") {
+      agent.append(el("span", { class: "muted small", text: "The agent could not join" }));
+    }
+    li.append(agent);
+    return li;
+  }
+
+  function renderMeetings() {
+    $("meetings").replaceChildren(...state.meetings.map(meetingItem));
+    const empty = state.meetings.length === 0;
+    $("meetings-empty").hidden = !empty;
+    if (empty) {
+      $("meetings-empty-text").textContent = state.connections.length === 0
+        ? "Connect an Outlook calendar to see its upcoming meetings here."
+        : "No upcoming meetings with a Teams, Zoom or Google Meet link. Events without a supported meeting " +
+          "link are not listed — see “Why isn't a meeting listed?” below.";
+    }
+    const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    $("timezone").textContent = zone ? "Times are in your time zone (" + zone + ")." : "";
+  }
+
+  async function refreshAll() {
+    const conns = await api("GET", "outlook/connections");
+    if (!conns.ok) {
+      $("loading").hidden = true;
+      if (conns.status === 401) { signedOut(); } else if (conns.status === 0) { unreachable(); } else { explainError(conns, "load"); }
+      return false;
+    }
+    state.signedIn = true;
+    state.connections = conns.data.connections || [];
+    state.plan = conns.data.plan || null;
+    state.clientId = (conns.data.app && conns.data.app.client_id) || state.clientId;
+    renderConnections();
+    const meetings = await api("GET", "meetings/upcoming");
+    if (meetings.ok) {
+      state.meetings = meetings.data.meetings || [];
+      renderMeetings();
+    } else if (meetings.status === 401) {
+      signedOut();
+    }
+    return true;
+  }
+
+  // ---- tabs (WAI-ARIA tabs pattern, automatic activation)
+  function setupTabs() {
+    const tabs = Array.from(document.querySelectorAll('[role="tab"]'));
+    function select(tab, focus) {
+      for (const t of tabs) {
+        const on = t === tab;
+        t.setAttribute("aria-selected", on ? "true" : "false");
+        t.tabIndex = on ? 0 : -1;
+        $(t.getAttribute("aria-controls")).hidden = !on;
+      }
+      if (focus) { tab.focus(); }
+    }
+    tabs.forEach((tab, i) => {
+      tab.addEventListener("click", () => select(tab, false));
+      tab.addEventListener("keydown", (e) => {
+        let next = null;
+        if (e.key === "ArrowRight") { next = tabs[(i + 1) % tabs.length]; }
+        if (e.key === "ArrowLeft") { next = tabs[(i - 1 + tabs.length) % tabs.length]; }
+        if (e.key === "Home") { next = tabs[0]; }
+        if (e.key === "End") { next = tabs[tabs.length - 1]; }
+        if (next) { e.preventDefault(); select(next, true); }
+      });
+    });
+  }
+
+  async function main() {
+    setupTabs();
+    $("connect").addEventListener("click", () => startConnect(null, $("connect")));
+    $("refresh").addEventListener("click", async () => {
+      const b = $("refresh");
+      b.disabled = true;
+      try { await refreshAll(); } finally { b.disabled = false; }
+    });
+    $("disconnect-dialog").addEventListener("close", onDialogClose);
+
+    if (!sessionStorage.getItem(TOKEN_KEY)) {
+      signedOut();
+      return;
+    }
+    let claimed = null;
+    if (returning && returning.outcome === "confirm" && returning.claim) {
+      claimed = await claim(returning.claim);
+    }
+    const loaded = await refreshAll();
+    if (returning && (loaded || claimed)) { showReturnOutcome(returning, claimed); }
+  }
+
+  main();
 })();
