@@ -50,6 +50,7 @@ class FlowStore(Protocol):
     def take(self, state_hash: str) -> PendingFlow | None:
         """Remove and return it; None when unknown or already taken (single use, race-safe)."""
         ...
+    def purge_expired(self, now: datetime) -> int: ...
 
 
 class ClaimStore(Protocol):

@@ -41,6 +41,12 @@ class Flows:
     def take(self, state_hash: str) -> PendingFlow | None:
         return self.rows.pop(state_hash, None)
 
+    def purge_expired(self, now: datetime) -> int:
+        expired = [k for k, f in self.rows.items() if f.expires_at <= now]
+        for k in expired:
+            del self.rows[k]
+        return len(expired)
+
 
 class Claims:
     def __init__(self) -> None:

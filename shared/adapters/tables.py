@@ -70,6 +70,14 @@ class TableFlowStore:
         return PendingFlow(state_hash=state_hash, user_id=e["UserId"], reconnect_id=e["ReconnectId"] or None,
                            flow=json.loads(e["Flow"]), expires_at=_required_dt(e["ExpiresAt"]))
 
+    def purge_expired(self, now: datetime) -> int:
+        """Abandoned sign-ins: their PKCE verifiers do not outlive the flow."""
+        expired = [e for e in self._t.list_entities(select=["PartitionKey", "ExpiresAt"])
+                   if _required_dt(e["ExpiresAt"]) <= now]
+        for e in expired:
+            self._t.delete_entity(e["PartitionKey"], "flow")
+        return len(expired)
+
 
 class TableClaimStore:
     def __init__(self, table: TableClient) -> None:

@@ -249,13 +249,14 @@ class ConnectService:
         log.info("connection %s", outcome, extra={"user_id": user.id, "connection_id": connection.id})
         return Claimed(outcome, connection)
 
-    def purge_expired_claims(self) -> int:
-        """Unclaimed sign-ins: drop the record and the token cache it kept in Key Vault."""
-        expired = self._claims.expired(self._clock.now())
+    def purge_expired(self) -> int:
+        """Abandoned sign-ins (flow rows) and unclaimed ones (their token cache in Key Vault too)."""
+        now = self._clock.now()
+        expired = self._claims.expired(now)
         for pending in expired:
             self._claims.remove(pending.code_hash)
             self._secrets.delete(pending.secret_name)
-        return len(expired)
+        return len(expired) + self._flows.purge_expired(now)
 
     def _discard(self, pending: PendingClaim) -> None:
         self._secrets.delete(pending.secret_name)

@@ -21,9 +21,9 @@ def refresh_tokens(timer: func.TimerRequest) -> None:
     outcome = c.tokens.fan_out(c.jobs, next_run_in_seconds=s.token_refresh_ahead_seconds,
                                max_age_seconds=s.token_refresh_max_age_seconds,
                                rate_per_second=s.token_refresh_rate_per_second)
-    purged = c.connect.purge_expired_claims()
+    purged = c.connect.purge_expired()
     log.info("refresh_tokens enqueued %d refreshes", outcome.enqueued,
-             extra={"skipped": outcome.skipped, "purged_claims": purged})
+             extra={"skipped": outcome.skipped, "purged_sign_ins": purged})
 
 
 @bp.function_name("refresh_connection")

@@ -182,13 +182,14 @@ def test_reconnecting_is_never_refused_for_the_plan_limit(world):
     assert world.connect.start(ALICE, reconnect_id=conn.id).startswith("https://")
 
 
-def test_unclaimed_sign_ins_are_purged_with_their_tokens(world):
+def test_unclaimed_and_abandoned_sign_ins_are_purged_with_their_tokens(world):
     url = world.connect.start(ALICE)
     world.connect.complete({"code": "c", "state": _state(url)})
-    assert len(world.secrets.values) == 1
+    world.connect.start(ALICE)  # abandoned on the Microsoft page
+    assert len(world.secrets.values) == 1 and len(world.flows.rows) == 1
     world.clock.advance(601)
-    assert world.connect.purge_expired_claims() == 1
-    assert world.secrets.values == {} and world.claims.rows == {}
+    assert world.connect.purge_expired() == 2
+    assert world.secrets.values == {} and world.claims.rows == {} and world.flows.rows == {}
 
 
 def test_connection_ids_are_not_reused_for_a_new_account(world):
