@@ -119,9 +119,15 @@
 
   function signedOut() {
     state.signedIn = false;
+    state.connections = [];
+    state.meetings = [];
     $("loading").hidden = true;
+    $("connections").replaceChildren();
+    $("no-connections").hidden = true;
     $("connect-area").hidden = true;
     $("plan-limit").hidden = true;
+    $("meetings").replaceChildren();
+    $("meetings-empty").hidden = true;
     notice("error", "You're not signed in to CoAgentor",
       ["Open Integrations from the CoAgentor app to sign in again, then come back to this page."], null, true);
   }
@@ -437,10 +443,21 @@
     $("connect").addEventListener("click", () => startConnect(null, $("connect")));
     $("refresh").addEventListener("click", async () => {
       const b = $("refresh");
+      const shown = document.querySelector("#notice .notice");
+      if (shown && !shown.classList.contains("error")) { clearNotice(); } // news, not a problem still to fix
       b.disabled = true;
       try { await refreshAll(); } finally { b.disabled = false; }
     });
     $("disconnect-dialog").addEventListener("close", onDialogClose);
+    // CoAgentor may hand over a fresh token to an open page (#token=...): take it, clean the address bar.
+    window.addEventListener("hashchange", () => {
+      const fresh = new URLSearchParams(location.hash.slice(1)).get("token");
+      if (!fresh) { return; }
+      history.replaceState(null, "", location.pathname + location.search);
+      sessionStorage.setItem(TOKEN_KEY, fresh);
+      clearNotice();
+      refreshAll();
+    });
 
     if (!sessionStorage.getItem(TOKEN_KEY)) {
       signedOut();
