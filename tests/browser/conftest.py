@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, Route, ViewportSize, expect, sync_playwright
@@ -62,6 +64,15 @@ class Person:
     plan: str = "solo"
     problems: list[str] = field(default_factory=list)
     exchanges: int = 0
+    console_errors: list[str] = field(default_factory=list)
+    hosts: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        # Script errors and CSP violations (inline script or style, foreign hosts) show up here.
+        self.page.on("console", lambda m: self.console_errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.console_errors.append(f"uncaught: {e}"))
+        # No third-party assets: the page and the sign-in only ever talk to the local stack.
+        self.page.on("request", lambda r: self.hosts.add(urlsplit(r.url).netloc))
 
     @property
     def token(self) -> str:
@@ -101,28 +112,84 @@ class Person:
     def notice(self) -> Locator:
         return self.page.locator("#notice .notice")
 
-    def refresh_until(self, locator: Locator, timeout: float = 30.0) -> None:
-        """Clicks Refresh (as a person would) until `locator` shows up."""
-        import time
-
+    def refresh_until(self, shown: Callable[[], bool], timeout: float = 30.0) -> None:
+        """Clicks Refresh, as a person would, until `shown()` holds (background work is asynchronous)."""
         deadline = time.monotonic() + timeout
         button = self.page.get_by_role("button", name="Refresh")
         while True:
             button.click()
             expect(button).to_be_enabled()
-            if locator.count() > 0:
+            if shown():
                 return
             if time.monotonic() > deadline:
-                expect(locator.first).to_be_visible(timeout=1)
-            self.page.wait_for_timeout(250)
+                raise AssertionError("the page did not show the expected state in time")
+            self.page.wait_for_timeout(300)
 
-    def shoot(self, name: str, phone: bool = True) -> None:
+    def no_horizontal_scroll(self) -> bool:
+        return bool(self.page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"))
+
+    def shoot(self, name: str, full_page: bool = True) -> None:
+        """Screenshots at desktop and phone width; each state shot is also checked for text contrast
+        (WCAG AA) and, at phone width, for content wider than the screen."""
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-        if phone:
-            self.page.set_viewport_size(PHONE)
-            self.page.screenshot(path=str(SCREENSHOTS / f"{name}-phone.png"), full_page=True)
+        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
+        assert self.contrast_failures() == []
+        self.page.set_viewport_size(PHONE)
+        try:
+            self.page.screenshot(path=str(SCREENSHOTS / f"{name}-phone.png"), full_page=full_page)
+            assert self.no_horizontal_scroll(), f"{name}: wider than a phone screen"
+            assert self.contrast_failures() == []
+        finally:
             self.page.set_viewport_size(DESKTOP)
+
+    def contrast_failures(self) -> list[str]:
+        """Visible text below WCAG AA contrast (4.5:1, or 3:1 for large text) against what is behind it."""
+        failures: list[str] = self.page.evaluate(_CONTRAST_JS)
+        return failures
+
+
+_CONTRAST_JS = r"""() => {
+  const parse = (c) => {
+    const m = /rgba?\(([^)]+)\)/.exec(c || "");
+    if (!m) { return null; }
+    const p = m[1].split(/[\s,\/]+/).filter(Boolean).map(Number);
+    return { r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1 };
+  };
+  const over = (top, bottom) => ({ r: top.r * top.a + bottom.r * (1 - top.a),
+    g: top.g * top.a + bottom.g * (1 - top.a), b: top.b * top.a + bottom.b * (1 - top.a), a: 1 });
+  const lum = (c) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b);
+  };
+  const behind = (el) => {
+    const layers = [];
+    for (let n = el; n; n = n.parentElement) {
+      const c = parse(getComputedStyle(n).backgroundColor);
+      if (c && c.a > 0) { layers.push(c); if (c.a >= 1) { break; } }
+    }
+    return layers.reverse().reduce((acc, layer) => over(layer, acc), { r: 255, g: 255, b: 255, a: 1 });
+  };
+  const root = document.querySelector("dialog[open]") || document.body;  // a modal makes the rest inert
+  const out = [];
+  for (const el of root.querySelectorAll("*")) {
+    if (!Array.from(el.childNodes).some((n) => n.nodeType === 3 && n.textContent.trim())) { continue; }
+    if (!el.checkVisibility({ visibilityProperty: true, opacityProperty: true })) { continue; }
+    if (el.closest("[disabled], .visually-hidden, dialog:not([open])")) { continue; }
+    const style = getComputedStyle(el);
+    const bg = behind(el);
+    const fg = over(parse(style.color), bg);
+    const [hi, lo] = [lum(fg), lum(bg)].sort((x, y) => y - x);
+    const ratio = (hi + 0.05) / (lo + 0.05);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (parseInt(style.fontWeight, 10) >= 700 && size >= 18.66);
+    const need = large ? 3 : 4.5;
+    if (ratio < need) {
+      out.push(el.tagName.toLowerCase() + "." + el.className + " '" + el.textContent.trim().slice(0, 40) +
+        "': " + ratio.toFixed(2) + " < " + need);
+    }
+  }
+  return out;
+}"""
 
 
 def _check_through_contract(context: BrowserContext, person_holder: list[Person], contract: Contract) -> None:
@@ -161,5 +228,9 @@ def person(chromium: Browser, stack: Stack, client: Client, contract: Contract) 
         yield p
     finally:
         context.close()
-    assert p.problems == [], "responses that break the OpenAPI document:\n" + "\n".join(p.problems)
+    assert p.problems == [], "exchanges that break the OpenAPI document:\n" + "\n".join(p.problems)
     assert p.exchanges > 0
+    # An API answering 4xx is logged as "Failed to load resource" and is expected; anything else is not.
+    ours = [e for e in p.console_errors if not e.startswith("Failed to load resource")]
+    assert ours == [], "errors in the browser console:\n" + "\n".join(ours)
+    assert p.hosts <= {urlsplit(stack.functions_url).netloc, urlsplit(stack.sim_url).netloc}, p.hosts

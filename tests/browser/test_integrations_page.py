@@ -1,0 +1,269 @@
+"""The Integrations page as a person uses it, in Chromium, against the whole local stack: the help
+article's steps (Integrations → Calendars → Connect Outlook Calendar → sign in → Active card;
+Error badge and Reconnect; Disconnect; Upcoming Meetings) and every way a sign-in can come back."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import timedelta
+
+import pytest
+from playwright.sync_api import expect
+
+from devstack.stack import OUTLOOK_CLIENT_ID, platform_token
+from tests.browser.conftest import Person
+from tests.e2e.client import now_utc, teams_link
+
+pytestmark = pytest.mark.browser
+
+
+def test_connecting_shows_the_account_as_active_and_its_meetings_after_a_scan(person: Person, client):
+    page = person.page
+    person.open("solo")
+    assert "#token" not in page.url  # the token left the address bar; it lives in sessionStorage
+    expect(page.get_by_role("tab", name="Calendars")).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_text("No Outlook calendar connected yet.")).to_be_visible()
+    expect(page.locator("#plan-usage")).to_have_text("0 of 2 accounts on Solo")
+    expect(page.get_by_text("Connect an Outlook calendar to see its upcoming meetings here.")).to_be_visible()
+    person.shoot("01-before-connecting")
+
+    person.connect("bob@outlook.com")
+    assert "claim" not in page.url and "outlook=" not in page.url
+    expect(person.notice()).to_contain_text("Connected bob@outlook.com")
+    card = person.card("bob@outlook.com")
+    expect(card.locator(".badge")).to_have_text("Active")
+    expect(page.locator("#plan-usage")).to_have_text("1 of 2 accounts on Solo")
+    expect(page.get_by_text("No upcoming meetings with a Teams, Zoom or Google Meet link")).to_be_visible()
+    person.shoot("02-connected-active")
+
+    tag = uuid.uuid4().hex[:6]
+    soon = now_utc() + timedelta(minutes=5)  # within the stack's 10-minute lead: the agent is sent now
+    events = [
+        client.add_event("bob@outlook.com", f"Design review {tag}", soon, onlineMeeting={"joinUrl": teams_link(901)},
+                         isOnlineMeeting=True, onlineMeetingProvider="teamsForBusiness"),
+        client.add_event("bob@outlook.com", f"Customer call {tag}", now_utc() + timedelta(hours=3),
+                         location={"displayName": "https://contoso.zoom.us/j/81234567890?pwd=abcDEF123"}),
+        client.add_event("bob@outlook.com", f"Weekly sync {tag}", now_utc() + timedelta(days=1),
+                         body={"contentType": "text", "content": "Join: https://meet.google.com/abc-defg-hij"}),
+        client.add_event("bob@outlook.com", f"Lunch {tag}", soon + timedelta(hours=1)),  # no meeting link
+        # Event text is shown as text, never as markup.
+        client.add_event("bob@outlook.com", f"<img src=x onerror=alert(1)> Retro {tag}", now_utc() + timedelta(days=2),
+                         onlineMeeting={"joinUrl": teams_link(902)}),
+    ]
+    try:
+        client.run_function("scan_calendars")
+        meetings = page.locator("li.meeting").filter(has_text=tag)
+        person.refresh_until(lambda: meetings.count() == 4
+                             and meetings.filter(has_text="Agent deployed").count() == 1)
+        expect(meetings.locator(".meeting-title")).to_have_text(
+            [f"Design review {tag}", f"Customer call {tag}", f"Weekly sync {tag}",
+             f"<img src=x onerror=alert(1)> Retro {tag}"])
+        expect(page.locator("li.meeting img")).to_have_count(0)
+        expect(page.get_by_text(f"Lunch {tag}")).to_have_count(0)
+        review, call, sync = meetings.nth(0), meetings.nth(1), meetings.nth(2)
+        expect(review).to_contain_text("Microsoft Teams")
+        expect(review).to_contain_text("From bob@outlook.com")
+        expect(review.locator(".status")).to_have_text("Agent deployed")
+        expect(call).to_contain_text("Zoom")
+        expect(call.locator(".status")).to_have_text("Agent scheduled")
+        expect(call).to_contain_text(re.compile(r"Joins \d\d:\d\d"))
+        expect(sync).to_contain_text("Google Meet")
+        expect(page.locator("#meetings-empty")).to_be_hidden()
+        page.locator("summary", has_text="Why isn't a meeting listed?").click()
+        expect(page.get_by_text("python -m tools.explain_event")).to_be_visible()
+        person.shoot("03-upcoming-meetings")
+        page.set_viewport_size({"width": 390, "height": 844})
+        assert person.no_horizontal_scroll()
+    finally:
+        for event in events:
+            client.sim("DELETE", f"/_sim/users/bob@outlook.com/events/{event['id']}")
+
+
+def test_revoked_access_shows_an_error_badge_and_reconnecting_restores_it(person: Person, client):
+    page = person.page
+    person.open("pro")
+    expect(page.locator("#plan-usage")).to_have_text("Unlimited on Pro")
+    person.connect("erin@northwind.com")
+    card = person.card("erin@northwind.com")
+    expect(card.locator(".badge")).to_have_text("Active")
+
+    client.sim("POST", "/_sim/users/erin@northwind.com/revoke")
+    client.run_function("refresh_tokens")
+    person.refresh_until(lambda: card.locator(".badge.error").count() == 1)
+    expect(card.locator(".badge")).to_have_text("Error")
+    expect(card.locator(".reason")).to_contain_text("Access to this calendar was revoked")
+    expect(card).to_contain_text("Auto-join paused")
+    person.shoot("04-error-reconnect")
+
+    # Reconnecting with another Microsoft account changes nothing and says so.
+    card.get_by_role("button", name="Reconnect").click()
+    person.sign_in("dave@contoso.com")
+    expect(person.notice()).to_contain_text("That's a different Microsoft account")
+    expect(person.card("erin@northwind.com").locator(".badge")).to_have_text("Error")
+    expect(person.card("dave@contoso.com")).to_have_count(0)
+    person.shoot("05-reconnect-account-mismatch")
+
+    person.card("erin@northwind.com").get_by_role("button", name="Reconnect").click()
+    person.sign_in("erin@northwind.com")
+    expect(person.notice()).to_contain_text("Reconnected erin@northwind.com")
+    expect(person.card("erin@northwind.com").locator(".badge")).to_have_text("Active")
+    expect(page.locator("li.card")).to_have_count(1)
+    person.shoot("06-reconnected")
+
+
+def test_the_plan_limit_is_explained_with_an_upgrade_link(person: Person, client):
+    page = person.page
+    person.open("free")
+    expect(page.locator("#plan-usage")).to_have_text("0 of 1 account on Free")
+
+    # The Connect button was pressed while there was room; meanwhile another account got connected.
+    page.get_by_role("button", name="Connect Outlook Calendar").click()
+    page.wait_for_url(re.compile(re.escape(person.stack.sim_url)))
+    client.connect(person.token, "bob@outlook.com")
+    person.sign_in("alice@contoso.com")
+    expect(person.notice()).to_contain_text("Your plan's Outlook account limit is reached")
+    expect(person.notice()).to_contain_text("was not connected")
+    expect(person.notice().get_by_role("link", name="Upgrade your plan")).to_have_attribute("href", "/upgrade")
+    expect(person.card("alice@contoso.com")).to_have_count(0)
+    person.shoot("07-plan-limit-at-claim")
+
+    page.get_by_role("button", name="Dismiss").click()
+    expect(person.card("bob@outlook.com")).to_be_visible()
+    expect(page.get_by_role("button", name="Connect Outlook Calendar")).to_be_hidden()
+    expect(page.locator("#plan-limit")).to_contain_text(
+        "Your Free plan includes 1 Outlook account, and it is connected. To connect another, upgrade your plan "
+        "or disconnect one.")
+    expect(page.locator("#plan-limit").get_by_role("link", name="Upgrade your plan")).to_have_attribute(
+        "href", "/upgrade")
+    person.shoot("08-plan-limit")
+
+
+def test_disconnecting_asks_first_then_removes_the_account(person: Person):
+    page = person.page
+    person.open("solo")
+    person.connect("alice@contoso.com")
+    card = person.card("alice@contoso.com")
+    expect(card.locator(".badge")).to_have_text("Active")
+
+    disconnect = card.get_by_role("button", name="Disconnect")
+    disconnect.click()
+    dialog = page.get_by_role("dialog", name="Disconnect alice@contoso.com?")
+    expect(dialog).to_be_visible()
+    expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
+    person.shoot("09-disconnect-dialog", full_page=False)
+    page.keyboard.press("Escape")  # changes nothing
+    expect(dialog).to_be_hidden()
+    expect(disconnect).to_be_focused()
+    expect(card).to_be_visible()
+
+    disconnect.click()
+    dialog.get_by_role("button", name="Disconnect").click()
+    expect(person.notice()).to_contain_text("Disconnected alice@contoso.com")
+    expect(person.card("alice@contoso.com")).to_have_count(0)
+    expect(page.get_by_text("No Outlook calendar connected yet.")).to_be_visible()
+    expect(page.locator("#plan-usage")).to_have_text("0 of 2 accounts on Solo")
+    person.shoot("10-disconnected")
+
+
+def test_a_sign_in_started_from_another_coagentor_account_is_discarded(person: Person, client):
+    """Account-linking CSRF: someone lures a signed-in user to the callback with their own sign-in."""
+    attacker = client.token(f"attacker-{uuid.uuid4().hex[:8]}", "pro")
+    start = client.start(attacker).json()
+    lure = client.sign_in(start["authorize_url"], "erin@northwind.com")  # the callback URL, not followed
+
+    page = person.page
+    person.open("solo")
+    page.goto(lure)
+    person.ready()
+    assert "claim" not in page.url
+    expect(person.notice()).to_contain_text("This sign-in was started from another CoAgentor account")
+    expect(person.notice()).to_contain_text("nothing was connected")
+    expect(page.locator("li.card")).to_have_count(0)
+    assert client.connections(person.token)["connections"] == []
+    assert client.connections(attacker)["connections"] == []
+    person.shoot("11-claim-by-another-account")
+
+
+def test_cancelling_the_microsoft_sign_in_is_reported(person: Person):
+    page = person.page
+    person.open("free")
+    person.connect("alice@contoso.com", action="cancel")
+    expect(person.notice()).to_contain_text("Sign-in cancelled")
+    expect(person.notice()).to_contain_text("nothing was connected")
+    expect(person.notice()).to_be_focused()
+    expect(page.locator("li.card")).to_have_count(0)
+    assert "outlook=" not in page.url
+    person.shoot("12-sign-in-cancelled")
+
+
+def test_a_tenant_that_blocks_the_app_is_reported_with_what_to_ask_it(person: Person):
+    page = person.page
+    person.open("solo")
+    person.connect("carol@fabrikam.com")
+    notice = person.notice()
+    expect(notice).to_contain_text("Blocked by your organisation")
+    expect(notice).to_contain_text("Ask your IT admin to allow CoAgentor's Outlook Calendar app.")
+    expect(notice.get_by_role("link", name=re.compile("Admin consent link"))).to_have_attribute(
+        "href", f"https://login.microsoftonline.com/common/adminconsent?client_id={OUTLOOK_CLIENT_ID}")
+    expect(page.locator("li.card")).to_have_count(0)
+    person.shoot("13-blocked-by-organisation")
+
+
+def test_an_expired_or_reused_sign_in_asks_to_try_again(person: Person):
+    page = person.page
+    person.open("solo")
+    page.goto(f"{person.page_url}?outlook=confirm&claim=never-issued")
+    person.ready()
+    expect(person.notice()).to_contain_text("That sign-in expired")
+    expect(person.notice().get_by_role("button", name="Try again")).to_be_visible()
+    assert "never-issued" not in page.url
+    person.shoot("14-sign-in-expired")
+
+    page.goto(f"{person.page_url}?outlook=expired&reason=stale_state")
+    person.ready()
+    expect(person.notice()).to_contain_text("That sign-in expired")
+    person.notice().get_by_role("button", name="Try again").click()
+    person.sign_in("alice@contoso.com")
+    expect(person.notice()).to_contain_text("Connected alice@contoso.com")
+
+
+def test_the_page_works_from_the_keyboard_and_says_when_you_are_signed_out(person: Person, stack):
+    page = person.page
+    person.open("business")
+    expect(page.locator("#plan-usage")).to_have_text("Unlimited on Business+")
+
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    calendars = page.get_by_role("tab", name="Calendars")
+    calendars.focus()
+    page.keyboard.press("ArrowRight")
+    platforms = page.get_by_role("tab", name="Platforms")
+    expect(platforms).to_be_focused()
+    expect(platforms).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_role("tabpanel", name="Platforms")).to_be_visible()
+    expect(page.get_by_role("button", name="Connect Outlook Calendar")).to_be_hidden()
+    page.keyboard.press("End")
+    expect(page.get_by_role("tab", name="Messaging")).to_be_focused()
+    expect(page.get_by_role("tabpanel", name="Messaging")).to_contain_text("Teams back-channel")
+    page.keyboard.press("Home")
+    expect(calendars).to_have_attribute("aria-selected", "true")
+
+    connect = page.get_by_role("button", name="Connect Outlook Calendar")
+    for _ in range(6):  # from the selected tab: the panel, then the Connect button
+        page.keyboard.press("Tab")
+        if connect.evaluate("b => b === document.activeElement"):
+            break
+    expect(connect).to_be_focused()
+    outline = connect.evaluate("b => [getComputedStyle(b).outlineStyle, parseFloat(getComputedStyle(b).outlineWidth)]")
+    assert outline[0] != "none" and outline[1] >= 2, outline  # a visible focus ring
+    page.keyboard.press("Enter")
+    person.sign_in("alice@contoso.com")
+    expect(person.notice()).to_contain_text("Connected alice@contoso.com")
+
+    # An expired CoAgentor session: the API answers 401 and the page says what to do.
+    expired = platform_token(stack.devstack_dir, person.user_id, "business", lifetime=timedelta(hours=-1))
+    page.goto(f"{person.page_url}#token={expired}")
+    expect(person.notice()).to_contain_text("You're not signed in to CoAgentor")
+    expect(page.get_by_role("button", name="Connect Outlook Calendar")).to_be_hidden()
+    person.shoot("15-signed-out")
