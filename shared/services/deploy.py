@@ -9,6 +9,7 @@ winner crashed mid-call, take over (the agent API dedupes on the idempotency key
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 
@@ -57,7 +58,9 @@ class DeployService:
         self._grace = timedelta(seconds=grace_seconds)
         self._retry_base = retry_base_seconds
 
-    def deploy(self, job: DeployJob) -> str:
+    def deploy(self, job: DeployJob, freshen: Callable[[Meeting], None] | None = None) -> str:
+        """`freshen` reads the meeting's calendars once more right before the agent API is called, so a
+        meeting cancelled, declined or moved since the last scan gets no agent (see SyncService.freshen)."""
         ctx = {"user_id": job.user_id, "meeting_id": job.meeting_key, "attempt": job.attempt}
         claimed: Meeting | None = None
         for _ in range(_ATTEMPTS):
@@ -98,6 +101,10 @@ class DeployService:
             if decision.verdict is not Verdict.DEPLOY:
                 log.info("deployment skipped: %s", decision.verdict.value, extra=ctx)
                 return decision.verdict.value
+            if freshen is not None:
+                freshen(meeting)
+                freshen = None
+                continue  # decide again on what the calendars say now
             try:
                 claimed = self._meetings.replace(
                     replace(meeting, agent=AgentState.DEPLOYING, lease_until=now + DEPLOY_LEASE)

@@ -145,7 +145,7 @@ class SyncService:
         if state is None:
             # Another run holds this connection and reads the same calendar. A sync asked for a reason
             # other than the periodic scan looks once more after a short while, in case it came late.
-            if job.reason not in ("scheduled", "busy"):
+            if job.reason not in ("scheduled", "busy", "deploy"):
                 self._jobs.enqueue_sync(replace(job, reason="busy"), BUSY_RETRY)
             log.info("sync skipped: another run holds the connection", extra={"connection_id": conn.id})
             return SyncReport(outcome="busy")
@@ -173,6 +173,18 @@ class SyncService:
                                                     "requests": report.requests, "upserted": report.upserted,
                                                     "removed": report.removed})
         return report
+
+    def freshen(self, meeting: Meeting) -> None:
+        """Right before an agent is deployed: read the latest changes of each calendar holding the
+        meeting (a delta round: usually one Graph request), so one cancelled, declined, moved or
+        deleted since the last scan gets no agent. A failure here never stops the deployment: the
+        stored state is then what the deployer goes by."""
+        for source in meeting.sources:
+            try:
+                self.sync(SyncJob(meeting.user_id, source.connection_id, reason="deploy"))
+            except Exception:
+                log.warning("pre-deployment sync failed", exc_info=True,
+                            extra={"connection_id": source.connection_id, "meeting_id": meeting.key})
 
     # ------------------------------------------------------------------ lease
     def _claim(self, conn: Connection, owner: str) -> SyncState | None:

@@ -53,5 +53,6 @@ def sync_calendar(msg: func.QueueMessage) -> None:
 @bp.queue_trigger(arg_name="msg", queue_name=DEPLOY_QUEUE, connection="AzureWebJobsStorage")
 def deploy_agent(msg: func.QueueMessage) -> None:
     job = decode_deploy(msg.get_body().decode("utf-8"))
-    verdict = container().deploy.deploy(job)
+    c = container()
+    verdict = c.deploy.deploy(job, freshen=c.sync.freshen)
     log.info("deploy_agent %s", verdict, extra={"meeting_id": job.meeting_key})

@@ -167,10 +167,11 @@ class World:
         self.clock.set(moment)
 
     def deliver_due(self) -> list[str]:
-        """Every deploy message whose visibility delay has ended, once each, as the queue hands them out."""
+        """Every deploy message whose visibility delay has ended, once each, as the queue hands them out
+        to the deploy_agent function (which lets the deployer read the calendars first)."""
         outcomes = []
         while due := self.env.jobs.due_deploys():
-            outcomes += [self.c.deploy.deploy(job) for job in due]
+            outcomes += [self.c.deploy.deploy(job, freshen=self.c.sync.freshen) for job in due]
         return outcomes
 
     def attempts(self) -> list[dict[str, Any]]:
@@ -230,6 +231,20 @@ def test_cancelled_declined_and_deleted_meetings_leave_and_their_deployments_do_
     world.at(start - timedelta(seconds=LEAD))
     assert world.deliver_due() == ["meeting_gone"] * 3
     assert world.attempts() == []
+
+
+def test_a_meeting_cancelled_since_the_last_scan_gets_no_agent(world):
+    """The deployer reads the calendar's latest changes (one delta request) before calling the agent API."""
+    world.connect(ALICE)
+    start = world.clock.now() + timedelta(minutes=30)
+    ev = world.teams_event(ALICE, "Called off late", start, 14)
+    world.sync(ALICE)
+    world.at(start - timedelta(seconds=LEAD))
+    world.patch(ALICE, ev["id"], isCancelled=True)  # no scan ran since
+    before = len(world.graph_requests())
+    assert world.deliver_due() == ["meeting_gone"]
+    assert world.attempts() == [] and world.upcoming() == []
+    assert len(world.graph_requests()) == before + 1
 
 
 def test_a_rescheduled_meeting_is_deployed_at_its_new_time_and_the_old_message_does_nothing(world):

@@ -361,3 +361,28 @@ def test_occurrences_of_a_declined_or_cancelled_series_get_no_agent(world):
         world.calendar.add(e)
     sync(world, conn)
     assert upcoming(world) == []
+
+
+def test_the_deployer_reads_the_calendar_first(world):
+    conn = connected(world)
+    world.calendar.add(event(world, "gone", minutes_from_now=1))
+    world.calendar.add(event(world, "kept", minutes_from_now=1, subject="Kept"))
+    sync(world, conn)
+    world.calendar.add(event(world, "gone", minutes_from_now=1, isCancelled=True))  # since the last sync
+    outcomes = sorted(world.deploy.deploy(j, freshen=world.sync.freshen) for j, _ in world.jobs.deploys)
+    assert outcomes == ["deployed", "meeting_gone"]
+    assert [c.title for c in world.agents.calls] == ["Kept"]
+
+
+def test_a_failed_pre_deployment_read_does_not_stop_the_deployment(world):
+    conn = connected(world)
+    world.calendar.add(event(world, "e1", minutes_from_now=1))
+    sync(world, conn)
+
+    def graph_down(token, link):
+        raise RuntimeError("Graph is down")
+
+    world.calendar.delta_next = graph_down
+    [(job, _)] = world.jobs.deploys
+    assert world.deploy.deploy(job, freshen=world.sync.freshen) == "deployed"
+    assert world.states.get(conn.id).lease_owner == ""  # the failed sync let go of the connection
