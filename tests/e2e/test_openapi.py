@@ -1,0 +1,251 @@
+"""GET /api/openapi.json describes the whole JSON API: every HTTP function and every route in API.md,
+and every status the running service really answers, with bodies that match its schemas."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+import re
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+import pytest
+import requests
+from jsonschema import Draft202012Validator
+
+import shared.triggers
+from tests.browser.openapi_contract import REPO, Contract
+from tests.e2e.client import Client, eventually, now_utc, teams_link
+
+pytestmark = pytest.mark.e2e
+API_MD = REPO.parent / "shared" / "API.md"
+# Described but not reachable on a healthy stack.
+UNREACHABLE = {("get", "/health", "503")}
+
+
+@pytest.fixture(scope="module")
+def client(stack):
+    return Client(stack)
+
+
+@pytest.fixture(scope="module")
+def contract() -> Contract:
+    return Contract.load()
+
+
+def http_functions() -> dict[str, tuple[str, set[str]]]:
+    """name → (route, methods) for every HTTP function of every blueprint in shared/triggers."""
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+    for info in pkgutil.iter_modules(shared.triggers.__path__):
+        module = importlib.import_module(f"shared.triggers.{info.name}")
+        for value in vars(module).values():
+            if isinstance(value, func.Blueprint):
+                app.register_functions(value)
+    found: dict[str, tuple[str, set[str]]] = {}
+    for function in app.get_functions():
+        trigger = function.get_trigger()
+        if trigger.type == "httpTrigger":
+            methods = {str(getattr(m, "value", m)).lower() for m in trigger.methods or []}
+            found[function.get_function_name()] = ("/" + trigger.route, methods)
+    return found
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return ([node["$ref"]] if isinstance(node.get("$ref"), str) else []) + [
+            r for v in node.values() for r in _refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in _refs(v)]
+    return []
+
+
+def test_the_document_is_served_without_a_token(client, contract):
+    resp = client.call("GET", "openapi.json", None)
+    assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("application/json")
+    doc = resp.json()
+    assert doc == contract.document
+    assert doc["openapi"].startswith("3.1.")
+    assert doc["components"]["securitySchemes"]["platformToken"] == {
+        **doc["components"]["securitySchemes"]["platformToken"], "type": "http", "scheme": "bearer"}
+    assert doc["security"] == [{"platformToken": []}]
+
+
+def test_every_schema_is_valid_and_every_reference_resolves(contract):
+    doc = contract.document
+    for schema in doc["components"]["schemas"].values():
+        Draft202012Validator.check_schema(schema)
+    for ref in _refs(doc):
+        assert ref.startswith("#/"), ref
+        node: Any = doc
+        for part in ref[2:].split("/"):
+            node = node[part.replace("~1", "/").replace("~0", "~")]
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            assert op.get("operationId") and op.get("summary") and op.get("responses"), (method, path)
+            for status, response in op["responses"].items():
+                assert re.fullmatch(r"[1-5]\d\d", status), (method, path, status)
+                for media in response.get("content", {}).values():
+                    Draft202012Validator.check_schema(media["schema"])
+    operation_ids = [op["operationId"] for item in doc["paths"].values() for op in item.values()]
+    assert len(operation_ids) == len(set(operation_ids))
+    # Every route but the callback, health, this document and the page needs the bearer token.
+    public = {(p, m) for p, item in doc["paths"].items() for m, op in item.items() if op.get("security") == []}
+    assert {p for p, _ in public} == {"/outlook/callback", "/health", "/openapi.json", "/integrations",
+                                      "/integrations/assets/{name}"}
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if (path, method) not in public:
+                assert "401" in op["responses"], (method, path)
+
+
+def test_every_http_function_and_every_route_in_api_md_is_described(client, contract):
+    functions = http_functions()
+    running = client.api.get(f"{client.stack.functions_url}/admin/functions", timeout=30).json()
+    assert {f["name"] for f in running if f["trigger"] == "httpTrigger"} == set(functions)
+
+    described = {(path, method): op["operationId"] for path, item in contract.document["paths"].items()
+                 for method, op in item.items()}
+    served = {(route, method): name for name, (route, methods) in functions.items() for method in methods}
+    assert set(served) == set(described)
+    for key, name in served.items():
+        assert described[key].startswith(name), (key, described[key], name)
+
+    if not API_MD.exists():
+        pytest.skip(f"{API_MD} is not beside the repository")
+    listed = set(re.findall(r"`(GET|POST|DELETE|PUT|PATCH) /api(/[^\s`?]+)", API_MD.read_text()))
+    assert listed, "no routes found in API.md"
+    for method, path in listed:
+        assert contract.template_for("/api" + path) == path and method.lower() in contract.document["paths"][path], (
+            method, path)
+
+
+class Recorder:
+    """Calls the running service and checks each exchange against the document."""
+
+    def __init__(self, client: Client, contract: Contract) -> None:
+        self.client, self.contract = client, contract
+        self.problems: list[str] = []
+
+    def check(self, resp: requests.Response) -> requests.Response:
+        body = resp.request.body
+        raw = body.encode() if isinstance(body, str) else body
+        content_type = resp.request.headers.get("Content-Type", "")
+        # Requests the service accepted must be described ones (the rest are deliberate bad input).
+        if resp.status_code < 400 and (content_type.startswith("application/json") or not raw):
+            self.problems += self.contract.check_request(resp.request.method or "", resp.url, raw)
+        self.problems += self.contract.check_response(resp.request.method or "", resp.url, resp.status_code,
+                                                      resp.headers.get("Content-Type"), resp.content)
+        return resp
+
+    def call(self, method: str, path: str, token: str | None, **kw: Any) -> requests.Response:
+        return self.check(self.client.call(method, path, token, **kw))
+
+    def callback(self, location: str) -> dict[str, str]:
+        resp = self.check(self.client.api.get(location, allow_redirects=False, timeout=30))
+        assert resp.status_code == 302
+        return dict(re.findall(r"[?&](\w+)=([^&]+)", resp.headers["Location"]))
+
+    def signed_in(self, token: str, login: str, reconnect: str | None = None) -> str:
+        start = self.call("POST", "outlook/connect", token, json={"reconnect": reconnect} if reconnect else {})
+        assert start.status_code == 200, start.text
+        page = self.callback(self.client.sign_in(start.json()["authorize_url"], login))
+        assert page["outlook"] == "confirm", page
+        return page["claim"]
+
+    def claim(self, token: str, code: str) -> requests.Response:
+        return self.call("POST", "outlook/claim", token, json={"claim": code})
+
+
+def test_real_responses_match_the_document(client, contract, stack):
+    r = Recorder(client, contract)
+    user = f"openapi-{uuid.uuid4().hex[:8]}"
+    me = client.token(user, "solo")
+
+    # Public routes.
+    assert r.call("GET", "health", None).status_code == 200
+    assert r.call("GET", "openapi.json", None).status_code == 200
+    assert r.call("GET", "integrations", None).status_code == 200
+    assert r.call("GET", "integrations/assets/integrations.js", None).status_code == 200
+    assert r.call("GET", "integrations/assets/nothing-here.txt", None).status_code == 404
+
+    # No or bad token: 401 on every authed route.
+    for method, path in [("POST", "outlook/connect"), ("POST", "outlook/claim"), ("GET", "outlook/connections"),
+                         ("DELETE", "outlook/connections/x"), ("GET", "meetings/upcoming")]:
+        assert r.call(method, path, None).status_code == 401
+    assert r.call("GET", "outlook/connections", "not-a-jwt").status_code == 401
+
+    # Connect: bad bodies, unknown reconnect, success, then the claim's answers.
+    json_header = {"Content-Type": "application/json"}
+    assert r.call("POST", "outlook/connect", me, data="[1]", headers=json_header).status_code == 400
+    assert r.call("POST", "outlook/connect", me, json={"reconnect": "nope"}).status_code == 404
+    code = r.signed_in(me, "alice@contoso.com")
+    assert r.call("POST", "outlook/claim", me, json={}).status_code == 400
+    assert r.claim(client.token(f"other-{uuid.uuid4().hex[:8]}"), code).status_code == 403  # claim_mismatch
+    code = r.signed_in(me, "alice@contoso.com")
+    claimed = r.claim(me, code)
+    assert claimed.status_code == 200 and claimed.json()["outcome"] == "connected"
+    alice = claimed.json()["connection"]
+    assert r.claim(me, code).status_code == 410
+    mismatch = r.claim(me, r.signed_in(me, "dave@contoso.com", reconnect=alice["id"]))
+    assert mismatch.status_code == 409 and mismatch.json()["error"] == "account_mismatch"
+    resp = client.api.post(f"{stack.functions_url}/api/outlook/callback", data={"code": "c", "state": "forged"},
+                           allow_redirects=False, timeout=30)
+    assert r.check(resp).status_code == 302
+
+    # Plan limit, when connecting starts and when the claim stores it.
+    free = client.token(f"openapi-free-{uuid.uuid4().hex[:8]}", "free")
+    first, second = r.signed_in(free, "bob@outlook.com"), r.signed_in(free, "erin@northwind.com")
+    assert r.claim(free, first).status_code == 200
+    assert r.claim(free, second).json()["error"] == "plan_limit"
+    assert r.call("POST", "outlook/connect", free, json={}).json()["error"] == "plan_limit"
+
+    # A connection in error, with its reason and action.
+    pro = client.token(f"openapi-pro-{uuid.uuid4().hex[:8]}", "pro")
+    assert r.claim(pro, r.signed_in(pro, "erin@northwind.com")).status_code == 200
+    client.sim("POST", "/_sim/users/erin@northwind.com/revoke")
+    client.run_function("refresh_tokens")
+    eventually(lambda: client.connections(pro)["connections"][0]["status"] == "error")
+    listed = r.call("GET", "outlook/connections", pro).json()
+    assert listed["connections"][0]["action"] == "reconnect"
+    assert listed["app"]["client_id"]
+
+    # Upcoming meetings with an entry in them.
+    event = client.add_event("alice@contoso.com", "OpenAPI check", now_utc() + timedelta(hours=6),
+                             onlineMeeting={"joinUrl": teams_link(950)})
+    try:
+        client.run_function("sync_calendar", json.dumps({"user_id": user, "connection_id": alice["id"]}))
+        eventually(lambda: client.upcoming(me))
+        meetings = r.call("GET", "meetings/upcoming", me).json()["meetings"]
+        assert [m["title"] for m in meetings] == ["OpenAPI check"]
+    finally:
+        client.sim("DELETE", f"/_sim/users/alice@contoso.com/events/{event['id']}")
+
+    # Disconnect, twice.
+    assert r.call("GET", "outlook/connections", me).status_code == 200
+    assert r.call("DELETE", f"outlook/connections/{alice['id']}", me).status_code == 204
+    assert r.call("DELETE", f"outlook/connections/{alice['id']}", me).status_code == 404
+
+    assert r.problems == [], "\n".join(r.problems)
+    seen = {(e.method, e.path, str(e.status)) for e in contract.seen}
+    assert contract.described_responses() - seen - UNREACHABLE == set(), "described but never seen"
+
+
+def test_the_checker_itself_catches_what_the_document_does_not_say(contract):
+    """A body with an undescribed field, a wrong type or an undescribed status is reported."""
+    ok = json.dumps({"meetings": []}).encode()
+    assert contract.check_response("GET", "/api/meetings/upcoming", 200, "application/json", ok) == []
+    extra = json.dumps({"meetings": [], "surprise": 1}).encode()
+    assert contract.check_response("GET", "/api/meetings/upcoming", 200, "application/json", extra)
+    wrong = json.dumps({"connections": [], "plan": {"name": "gold", "limit": 2, "used": 0}}).encode()
+    assert contract.check_response("GET", "/api/outlook/connections", 200, "application/json", wrong)
+    assert contract.check_response("GET", "/api/meetings/upcoming", 418, "application/json", ok)
+    assert contract.check_response("GET", "/api/nowhere", 200, "application/json", ok)
+    error = json.dumps({"error": "plan_limit", "message": "m", "plan": "free", "limit": 1, "used": 1}).encode()
+    assert contract.check_response("POST", "/api/outlook/connect", 403, "application/json", error) == []
+    assert contract.check_response("POST", "/api/outlook/connect", 403, "application/json",
+                                   json.dumps({"error": "plan_limit", "message": "m"}).encode())
+    assert Path(contract.document["servers"][0]["url"]).as_posix() == "/api"
