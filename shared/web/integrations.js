@@ -305,7 +305,9 @@
     if (!active) {
       if (c.reason) { card.append(el("p", { class: "reason", text: c.reason })); }
       if (c.action === "contact_admin") {
-        card.append(el("p", { class: "todo", text: ADMIN_TODO + " Then reconnect." }), ...adminConsentParts());
+        const todo = (c.reason || "").includes(ADMIN_TODO)
+          ? "Once your IT admin has allowed it, reconnect." : ADMIN_TODO + " Then reconnect.";
+        card.append(el("p", { class: "todo", text: todo }), ...adminConsentParts());
         actions.append(reconnect());
       } else if (c.action === "reconnect") {
         actions.append(reconnect());
@@ -381,6 +383,8 @@
     $("meetings").replaceChildren(...state.meetings.map(meetingItem));
     const empty = state.meetings.length === 0;
     $("meetings-empty").hidden = !empty;
+    // With calendars connected but nothing listed, the explanation is what the person needs: show it.
+    if (empty && state.connections.length > 0) { document.querySelector(".why-missing").open = true; }
     if (empty) {
       $("meetings-empty-text").textContent = state.connections.length === 0
         ? "Connect an Outlook calendar to see its upcoming meetings here."
