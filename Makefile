@@ -33,6 +33,8 @@ unit: deps
 
 bench: deps
 	$(PY) -m bench.bench_meeting_links
+	$(PY) -m bench.bench_sync
+	$(PY) -m bench.bench_punctuality
 
 clean:
 	rm -rf .devstack .pytest_cache .mypy_cache .ruff_cache
