@@ -230,6 +230,12 @@ def test_an_expired_or_reused_sign_in_asks_to_try_again(person: Person):
     person.sign_in("alice@contoso.com")
     expect(person.notice()).to_contain_text("Connected alice@contoso.com")
 
+    page.goto(f"{person.page_url}?outlook=failed&reason=profile_unavailable")
+    person.ready()
+    expect(person.notice()).to_contain_text("Microsoft sign-in did not complete")
+    expect(person.notice()).to_contain_text("profile_unavailable")  # what to tell support
+    assert "outlook=" not in page.url
+
 
 def test_the_page_works_from_the_keyboard_and_says_when_you_are_signed_out(person: Person, stack):
     page = person.page
