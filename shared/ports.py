@@ -181,8 +181,9 @@ class AccessToken:
 
 
 class IdentityProvider(Protocol):
-    def begin(self, state: str) -> dict[str, Any]:
-        """Start an auth code flow (PKCE, nonce); the flow dict holds `auth_uri`."""
+    def begin(self, state: str, login_hint: str | None = None) -> dict[str, Any]:
+        """Start an auth code flow (PKCE, nonce); the flow dict holds `auth_uri`. A reconnect passes
+        the connection's account as the hint, so the right account is pre-selected."""
         ...
     def redeem(self, flow: Mapping[str, Any], response: Mapping[str, str]) -> SignedIn | TokenError: ...
     def acquire(self, cache: str, home_account_id: str, *, force_refresh: bool) -> AccessToken | TokenError: ...

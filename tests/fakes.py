@@ -211,7 +211,7 @@ class Identity:
     refresh_errors: dict[str, TokenError] = field(default_factory=dict)
     refreshes: int = 0
 
-    def begin(self, state: str) -> dict[str, Any]:
+    def begin(self, state: str, login_hint: str | None = None) -> dict[str, Any]:
         return {"state": state, "auth_uri": f"https://login.example/authorize?state={state}", "code_verifier": "v"}
 
     def redeem(self, flow: Mapping[str, Any], response: Mapping[str, str]) -> SignedIn | TokenError:

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import msal
 import requests
@@ -17,6 +18,17 @@ from shared.ports import AccessToken, SignedIn, TokenError
 
 # MSAL adds openid, profile and offline_access itself (passing them raises ValueError).
 SCOPES = ["Calendars.Read", "User.Read", "email"]
+GRAPH_RESOURCE = "https://graph.microsoft.com/"
+
+
+def admin_consent_url(authority: str, client_id: str, redirect_uri: str) -> str:
+    """Where an IT admin grants tenant-wide consent (v2 admin consent endpoint). `organizations`,
+    not `common`, as the endpoint needs a work or school admin; the admin returns to our callback
+    with `admin_consent=True&tenant=...`."""
+    base = authority.rstrip("/").rsplit("/", 1)[0]
+    scope = " ".join(GRAPH_RESOURCE + s for s in ("Calendars.Read", "User.Read"))
+    query = urlencode({"client_id": client_id, "scope": scope, "redirect_uri": redirect_uri})
+    return f"{base}/organizations/v2.0/adminconsent?{query}"
 
 
 class MsalIdentity:
@@ -51,9 +63,9 @@ class MsalIdentity:
             instance_discovery="login.microsoftonline.com" in self._authority,
         )
 
-    def begin(self, state: str) -> dict[str, Any]:
+    def begin(self, state: str, login_hint: str | None = None) -> dict[str, Any]:
         flow: dict[str, Any] = self._app().initiate_auth_code_flow(
-            SCOPES, redirect_uri=self._redirect_uri, state=state
+            SCOPES, redirect_uri=self._redirect_uri, state=state, login_hint=login_hint
         )
         return flow
 

@@ -61,6 +61,7 @@ class Outcome(StrEnum):
     BLOCKED = "blocked"
     EXPIRED = "expired"
     FAILED = "failed"
+    ADMIN_CONSENTED = "admin_consented"
 
 
 @dataclass(frozen=True)
@@ -118,15 +119,18 @@ class ConnectService:
     def start(self, user: User, reconnect_id: str | None = None) -> str:
         """The Microsoft authorize URL for this user; raises PlanLimitExceeded / ConnectionNotFound."""
         existing = self._connections.list_for_user(user.id)
+        hint = None
         if reconnect_id is not None:
-            if not any(c.id == reconnect_id for c in existing):
+            target = next((c for c in existing if c.id == reconnect_id), None)
+            if target is None:
                 raise ConnectionNotFound(reconnect_id)
+            hint = target.email
         else:
             limit = plan_limit(user.plan)
             if limit is not None and len(existing) >= limit:
                 raise PlanLimitExceeded(user.plan, limit, len(existing))
         state = secrets.token_urlsafe(32)
-        flow = self._identity.begin(state)
+        flow = self._identity.begin(state, hint)
         self._flows.put(
             PendingFlow(
                 state_hash=_hash(state),
@@ -141,6 +145,11 @@ class ConnectService:
 
     # ------------------------------------------------------------------ leg 2
     def complete(self, response: Mapping[str, str]) -> CallbackResult:
+        if "admin_consent" in response:
+            # An IT admin returning from the admin-consent endpoint: no user flow, nothing to store.
+            if response["admin_consent"].lower() == "true":
+                return CallbackResult(Outcome.ADMIN_CONSENTED)
+            return _sign_in_error(response.get("error", "access_denied"), response.get("error_description"))
         state = response.get("state", "")
         pending = self._flows.take(_hash(state)) if state else None
         if pending is None:

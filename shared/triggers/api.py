@@ -4,6 +4,7 @@ import logging
 
 import azure.functions as func
 
+from shared.adapters.identity import admin_consent_url
 from shared.connections import plan_limit
 from shared.platform_auth import User
 from shared.services.meetings import upcoming
@@ -23,8 +24,12 @@ def list_connections(req: func.HttpRequest, c: Container, user: User) -> func.Ht
     return json_response({
         "connections": [connection_view(x, c.clock.now(), c.settings.token_warning_after_seconds) for x in connections],
         "plan": {"name": user.plan.value, "limit": plan_limit(user.plan), "used": len(connections)},
-        # The page builds the admin-consent link for IT admins from this (public, not a secret).
-        "app": {"client_id": c.settings.outlook_client_id},
+        # For IT admins: the app id to allow, and where to grant tenant-wide consent (public values).
+        "app": {
+            "client_id": c.settings.outlook_client_id,
+            "admin_consent_url": admin_consent_url(c.settings.outlook_authority, c.settings.outlook_client_id,
+                                                   c.settings.outlook_redirect_uri),
+        },
     })
 
 

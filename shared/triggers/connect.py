@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 bp = func.Blueprint()
 
 # Only these callback fields reach MSAL; anything else in the request is ignored.
-_CALLBACK_FIELDS = ("code", "state", "error", "error_description", "error_uri", "client_info", "session_state")
+_CALLBACK_FIELDS = ("code", "state", "error", "error_description", "error_uri", "client_info", "session_state",
+                    "admin_consent")
 
 
 @bp.function_name("outlook_connect")

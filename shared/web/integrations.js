@@ -23,14 +23,13 @@
 
   // The API lives beside the page: /api/integrations → /api/.
   const API_BASE = location.pathname.replace(/integrations\/?$/, "");
-  const ADMIN_CONSENT = "https://login.microsoftonline.com/common/adminconsent?client_id=";
   const UPGRADE_URL = "/upgrade";
   const PLAN_NAMES = { free: "Free", solo: "Solo", pro: "Pro", business: "Business+" };
   const PLATFORMS = { teams: "Microsoft Teams", zoom: "Zoom", google_meet: "Google Meet" };
   const ADMIN_TODO = "Ask your IT admin to allow CoAgentor's Outlook Calendar app.";
 
   const $ = (id) => document.getElementById(id);
-  const state = { connections: [], plan: null, clientId: "", meetings: [], signedIn: true };
+  const state = { connections: [], plan: null, clientId: "", adminConsentUrl: "", meetings: [], signedIn: true };
   let pendingDisconnect = null;
 
   // ---- small DOM helpers (text only)
@@ -108,8 +107,8 @@
   }
 
   function adminConsentParts() {
-    if (!state.clientId) { return []; }
-    const href = ADMIN_CONSENT + encodeURIComponent(state.clientId);
+    if (!state.clientId || !/^https:\/\//.test(state.adminConsentUrl)) { return []; }
+    const href = state.adminConsentUrl;
     const link = el("a", { href, rel: "noopener noreferrer", target: "_blank", class: "admin-consent" },
       "Admin consent link for IT", el("span", { class: "visually-hidden", text: " (opens in a new tab)" }));
     return [el("p", {}, "For your IT admin: approve the app for your organisation with the ", link,
@@ -230,6 +229,11 @@
         notice("error", "Blocked by your organisation", lines.concat(adminConsentParts()), null, true);
         return;
       }
+      case "admin_consented":
+        notice("success", "CoAgentor approved for your organisation",
+          ["Thank you. People in your organisation can now connect their Outlook calendars."],
+          [connectAgainButton()], true);
+        return;
       case "expired":
       case "confirm": // confirm without a claim code: nothing to claim
         explainError({ status: 410, data: {} }, "claim");
@@ -406,6 +410,7 @@
     state.connections = conns.data.connections || [];
     state.plan = conns.data.plan || null;
     state.clientId = (conns.data.app && conns.data.app.client_id) || state.clientId;
+    state.adminConsentUrl = (conns.data.app && conns.data.app.admin_consent_url) || state.adminConsentUrl;
     renderConnections();
     const meetings = await api("GET", "meetings/upcoming");
     if (meetings.ok) {

@@ -13,9 +13,21 @@ import pytest
 from playwright.sync_api import expect
 
 from devstack.stack import OUTLOOK_CLIENT_ID, platform_token
+from shared.adapters.identity import admin_consent_url as shared_admin_consent_url
 from shared.connections import REASONS
 from tests.browser.conftest import Person
 from tests.e2e.client import now_utc, teams_link
+
+# What a stubbed connections answer carries (a shape the OpenAPI document allows).
+ADMIN_CONSENT = ("https://login.microsoftonline.com/organizations/v2.0/adminconsent?client_id="
+                 f"{OUTLOOK_CLIENT_ID}&scope=https%3A%2F%2Fgraph.microsoft.com%2FCalendars.Read")
+
+
+def admin_consent_url(stack) -> str:
+    """What the running service hands the page for IT admins: the v2 admin-consent endpoint of the
+    configured authority's cloud, with our callback as the redirect URI."""
+    return shared_admin_consent_url(f"{stack.sim_url}/common", OUTLOOK_CLIENT_ID,
+                                    f"{stack.functions_url}/api/outlook/callback")
 
 pytestmark = pytest.mark.browser
 
@@ -208,7 +220,7 @@ def test_a_tenant_that_blocks_the_app_is_reported_with_what_to_ask_it(person: Pe
     expect(notice).to_contain_text("Blocked by your organisation")
     expect(notice).to_contain_text("Ask your IT admin to allow CoAgentor's Outlook Calendar app.")
     expect(notice.get_by_role("link", name=re.compile("Admin consent link"))).to_have_attribute(
-        "href", f"https://login.microsoftonline.com/common/adminconsent?client_id={OUTLOOK_CLIENT_ID}")
+        "href", admin_consent_url(person.stack))
     expect(page.locator("li.card")).to_have_count(0)
     person.shoot("13-blocked-by-organisation")
 
@@ -296,7 +308,7 @@ def test_errors_that_need_it_or_a_plan_change_say_what_to_do(person: Person, con
              "last_refreshed_at": stamp},
         ],
         "plan": {"name": "free", "limit": 1, "used": 3},
-        "app": {"client_id": OUTLOOK_CLIENT_ID},
+        "app": {"client_id": OUTLOOK_CLIENT_ID, "admin_consent_url": ADMIN_CONSENT},
     }
     body = json.dumps(answer).encode()
     assert contract.check_response("GET", "/api/outlook/connections", 200, "application/json", body) == []
@@ -310,7 +322,7 @@ def test_errors_that_need_it_or_a_plan_change_say_what_to_do(person: Person, con
     expect(carol.locator(".reason")).to_have_text(REASONS["blocked_by_policy"].message)
     expect(carol).to_contain_text("Ask your IT admin to allow CoAgentor's Outlook Calendar app.")
     expect(carol.get_by_role("link", name=re.compile("Admin consent link"))).to_have_attribute(
-        "href", f"https://login.microsoftonline.com/common/adminconsent?client_id={OUTLOOK_CLIENT_ID}")
+        "href", ADMIN_CONSENT)
     expect(carol.get_by_role("button", name="Reconnect")).to_be_visible()
 
     dave = person.card("dave@contoso.com")

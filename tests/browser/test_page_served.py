@@ -49,8 +49,8 @@ def test_no_inline_script_or_style_and_nothing_from_another_host():
         urls = re.findall(r"(?:https?:)?//[\w.-]+\.[a-z]{2,}[^\s\"')]*", text)
         assert [u for u in urls if "www.w3.org/2000/svg" not in u] == [], name
     script = (WEB / "integrations.js").read_text()
-    # The only absolute URL is a link for IT admins, never fetched by the page.
-    assert re.findall(r"https?://[^\s\"'`]+", script) == ["https://login.microsoftonline.com/common/adminconsent?client_id="]
+    # No absolute URL at all: the admin-consent link comes from the API.
+    assert re.findall(r"https?://[^\s\"'`]+", script) == []
 
 
 def test_api_data_reaches_the_page_as_text_only():

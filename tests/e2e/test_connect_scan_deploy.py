@@ -217,3 +217,24 @@ def client_user(token: str) -> str:
     import jwt
 
     return str(jwt.decode(token, options={"verify_signature": False})["sub"])
+
+
+def test_an_it_admin_returning_from_admin_consent_is_thanked_not_told_it_expired(client):
+    app = client.connections(client.token(user()))["app"]
+    consent = urlsplit(app["admin_consent_url"])
+    assert consent.path == "/organizations/v2.0/adminconsent"
+    query = parse_qs(consent.query)
+    assert query["client_id"] == [app["client_id"]]
+    assert query["redirect_uri"] == [f"{client.stack.functions_url}/api/outlook/callback"]
+    assert set(query["scope"][0].split()) == {"https://graph.microsoft.com/Calendars.Read",
+                                              "https://graph.microsoft.com/User.Read"}
+    back = client.api.get(f"{client.stack.functions_url}/api/outlook/callback?admin_consent=True&tenant=t1",
+                          allow_redirects=False)
+    assert back.status_code == 302 and back.headers["Location"].endswith("?outlook=admin_consented")
+
+
+def test_reconnect_preselects_the_connections_account(client):
+    token = client.token(user(), "solo")
+    conn = client.connect(token, "dave@contoso.com")["connection"]
+    url = client.start(token, reconnect=conn["id"]).json()["authorize_url"]
+    assert parse_qs(urlsplit(url).query)["login_hint"] == ["dave@contoso.com"]

@@ -65,7 +65,8 @@ def test_work_personal_and_other_tenant_accounts_connect_side_by_side(client):
 
 def _pending_claims(client: Client, token: str, logins: list[str]) -> list[str]:
     starts = [client.start(token).json()["authorize_url"] for _ in logins]
-    return [client.follow_callback(client.sign_in(url, login))["claim"] for url, login in zip(starts, logins, strict=True)]
+    pages = [client.follow_callback(client.sign_in(url, login)) for url, login in zip(starts, logins, strict=True)]
+    return [page["claim"] for page in pages]
 
 
 @pytest.mark.parametrize("plan, logins, allowed", [
