@@ -63,7 +63,7 @@ def test_concurrent_deliveries_through_the_host_make_one_agent_api_call(client):
 
 def test_a_meeting_moved_before_its_message_surfaces_is_deployed_only_at_the_new_time(client, stack):
     me = user()
-    old = now_utc() + timedelta(seconds=LEAD + 8)  # its deploy message surfaces in about 8 s
+    old = now_utc() + timedelta(seconds=LEAD + 6)  # its deploy message surfaces in about 6 s
     new = old + timedelta(hours=2)
     event = teams_event(client, "bob@outlook.com", f"Moved {me}", old, 9002)
     token = client.token(me, "pro")
