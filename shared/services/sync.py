@@ -167,6 +167,10 @@ class SyncService:
         except BaseException:
             self._release(run.state)
             raise
+        if self._connections.get(conn.user_id, conn.id) is None:
+            self._forget(conn)
+            run.report.outcome = "disconnected"
+            return run.report
         self._schedule_due(conn.user_id)
         report = run.report
         log.info("sync %s", report.outcome, extra={"connection_id": conn.id, "pages": report.pages,
@@ -185,6 +189,15 @@ class SyncService:
             except Exception:
                 log.warning("pre-deployment sync failed", exc_info=True,
                             extra={"connection_id": source.connection_id, "meeting_id": meeting.key})
+
+    def _forget(self, conn: Connection) -> None:
+        """The connection was disconnected while this run read its calendar: undo what the run
+        attached after the disconnect had cleaned up, so no meeting shows a removed account."""
+        for event_id, key in self._index.all_for(conn.id).items():
+            detach_source(self._meetings, conn.user_id, key, conn.id)
+            self._index.remove(conn.id, event_id)
+        self._state.remove(conn.id)
+        log.info("sync raced a disconnect: cleaned up", extra={"connection_id": conn.id})
 
     # ------------------------------------------------------------------ lease
     def _claim(self, conn: Connection, owner: str) -> SyncState | None:

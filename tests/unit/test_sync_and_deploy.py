@@ -386,3 +386,20 @@ def test_a_failed_pre_deployment_read_does_not_stop_the_deployment(world):
     [(job, _)] = world.jobs.deploys
     assert world.deploy.deploy(job, freshen=world.sync.freshen) == "deployed"
     assert world.states.get(conn.id).lease_owner == ""  # the failed sync let go of the connection
+
+
+def test_a_disconnect_during_a_sync_leaves_no_meeting_behind(world):
+    conn = connected(world)
+    world.calendar.page_size = 1
+    world.calendar.add(event(world, "e1"))
+    world.calendar.add(event(world, "e2"))
+    original = world.calendar.delta_next
+
+    def disconnect_mid_round(token, link):
+        world.accounts.disconnect(ALICE.id, conn.id)
+        return original(token, link)
+
+    world.calendar.delta_next = disconnect_mid_round
+    assert sync(world, conn).outcome in ("disconnected", "lease_lost")
+    assert upcoming(world) == [] and world.index.all_for(conn.id) == {}
+    assert world.states.get(conn.id) is None
