@@ -105,7 +105,7 @@ class Meetings:
         return self.rows.get((user_id, key))
 
     def list_for_user(self, user_id: str, ending_after: datetime) -> list[Meeting]:
-        return [m for (u, _), m in self.rows.items() if u == user_id and m.end > ending_after]
+        return [m for (u, _), m in list(self.rows.items()) if u == user_id and m.end > ending_after]
 
     def create(self, meeting: Meeting) -> Meeting:
         with self._lock:
@@ -156,7 +156,7 @@ class Index:
         self.rows.pop((connection_id, event_id), None)
 
     def all_for(self, connection_id: str, not_generation: str | None = None) -> dict[str, str]:
-        return {e: k for (c, e), (k, g) in self.rows.items()
+        return {e: k for (c, e), (k, g) in list(self.rows.items())
                 if c == connection_id and (not_generation is None or g != not_generation)}
 
 
