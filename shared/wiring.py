@@ -100,6 +100,10 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
     vault = KeyVaultSecrets(SecretClient(settings.key_vault_uri, cred(),
                                          verify_challenge_resource=not _local(settings.key_vault_uri)))
     session = requests.Session()
+    # Sync fans out across many connections at once; the default pool of 10 would reopen connections.
+    adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=32)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
     client_secret = functools.cache(lambda: vault.require(settings.outlook_client_secret_name))
     agent_key = functools.cache(lambda: vault.require(settings.agent_api_key_secret_name))
     identity = MsalIdentity(
