@@ -59,8 +59,6 @@ REASONS: dict[str, Reason] = {
                "your IT admin to allow CoAgentor's Outlook Calendar app.", Action.CONTACT_ADMIN),
         Reason("refresh_failed", "Microsoft refused to renew access to this calendar. Reconnect to resume "
                "auto-join.", Action.RECONNECT),
-        Reason("over_plan_limit", "Your plan allows fewer Outlook accounts than are connected, so this one "
-               "is paused. Upgrade, or disconnect another account.", None),
     )
 }
 

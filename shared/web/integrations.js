@@ -315,8 +315,6 @@
         actions.append(reconnect());
       } else if (c.action === "reconnect") {
         actions.append(reconnect());
-      } else if (c.reason_code === "over_plan_limit") {
-        actions.append(upgradeLink());
       }
     } else if (c.warning) {
       card.append(el("p", { class: "warning", text: c.warning }));
