@@ -152,6 +152,12 @@ def aad_error(
     return json_response(status, body, extra + list(headers or []))
 
 
+
+def missing_parameter(state: SimState, req: Request, name: str) -> Response:
+    """AADSTS900144, as the token endpoint answers a request that lacks a parameter."""
+    return aad_error(state, req, 400, "invalid_request", 900144,
+                     f"The request body must contain the following parameter: '{name}'.")
+
 def fault_response(state: SimState, req: Request, fault: Any) -> Response:
     """An injected failure on an identity endpoint, as the platform would answer it."""
     headers = [("Retry-After", str(fault.retry_after))] if fault.retry_after is not None else []
@@ -508,14 +514,7 @@ def _client(state: SimState, req: Request, form: dict[str, str]) -> tuple[AppReg
         client_id = client_id or unquote_plus(basic_id)
         secret = unquote_plus(basic_secret)
     if not client_id:
-        return None, aad_error(
-            state,
-            req,
-            400,
-            "invalid_request",
-            900144,
-            "The request body must contain the following parameter: 'client_id'.",
-        )
+        return None, missing_parameter(state, req, "client_id")
     with state.lock:
         app = state.apps.get(client_id)
     if app is None:
@@ -566,14 +565,7 @@ def token(state: SimState, req: Request, tenant: str) -> Response:
         return unknown_tenant(state, req, tenant)
     form = req.form()
     if not form:
-        return aad_error(
-            state,
-            req,
-            400,
-            "invalid_request",
-            900144,
-            "The request body must contain the following parameter: 'grant_type'.",
-        )
+        return missing_parameter(state, req, "grant_type")
     app, failure = _client(state, req, form)
     if failure is not None:
         return failure
@@ -586,14 +578,7 @@ def token(state: SimState, req: Request, tenant: str) -> Response:
     if grant_type == "client_credentials":
         return _client_credentials(state, req, authority, app, form)
     if not grant_type:
-        return aad_error(
-            state,
-            req,
-            400,
-            "invalid_request",
-            900144,
-            "The request body must contain the following parameter: 'grant_type'.",
-        )
+        return missing_parameter(state, req, "grant_type")
     return aad_error(
         state, req, 400, "unsupported_grant_type", 70003, f"The app requested an unsupported grant type '{grant_type}'."
     )
@@ -602,9 +587,7 @@ def token(state: SimState, req: Request, tenant: str) -> Response:
 def _redeem_code(state: SimState, req: Request, authority: str, app: AppRegistration, form: dict[str, str]) -> Response:
     code = form.get("code", "")
     if not code:
-        return aad_error(
-            state, req, 400, "invalid_request", 900144, "The request body must contain the following parameter: 'code'."
-        )
+        return missing_parameter(state, req, "code")
     with state.lock:
         grant = state.codes.get(code)
         if grant is None:
@@ -673,14 +656,7 @@ def _redeem_code(state: SimState, req: Request, authority: str, app: AppRegistra
 def _redeem_refresh_token(state: SimState, req: Request, app: AppRegistration, form: dict[str, str]) -> Response:
     refresh_token = form.get("refresh_token", "")
     if not refresh_token:
-        return aad_error(
-            state,
-            req,
-            400,
-            "invalid_request",
-            900144,
-            "The request body must contain the following parameter: 'refresh_token'.",
-        )
+        return missing_parameter(state, req, "refresh_token")
     with state.lock:
         grant = state.refresh_tokens.get(refresh_token)
         if grant is None:
@@ -877,14 +853,7 @@ def _client_credentials(
     tenant_id = APP_HOME_TENANT_ID if authority == "organizations" else authority
     scope = form.get("scope", "").strip()
     if not scope:
-        return aad_error(
-            state,
-            req,
-            400,
-            "invalid_request",
-            900144,
-            "The request body must contain the following parameter: 'scope'.",
-        )
+        return missing_parameter(state, req, "scope")
     if len(scope.split()) != 1 or not scope.endswith("/.default"):
         return aad_error(
             state,
