@@ -6,7 +6,7 @@ Microsoft Graph and the agent API; unit tests implement them in memory."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -269,13 +269,3 @@ class JobQueue(Protocol):
     def poison_deploy(self, job: DeployJob, reason: str) -> None: ...
     def enqueue_sync(self, job: SyncJob, delay: timedelta = ...) -> None: ...
     def enqueue_refresh(self, job: RefreshJob, delay: timedelta = ...) -> None: ...
-
-
-@dataclass
-class Counters:
-    """What one run did, for logs and tests."""
-
-    values: dict[str, int] = field(default_factory=dict)
-
-    def add(self, name: str, n: int = 1) -> None:
-        self.values[name] = self.values.get(name, 0) + n

@@ -162,8 +162,3 @@ def container() -> Container:
                 _container = build()
     return _container
 
-
-def reset_container() -> None:
-    global _container
-    with _lock:
-        _container = None

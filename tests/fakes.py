@@ -17,6 +17,7 @@ from shared.ports import (
     DeployJob,
     DeployRequest,
     DeployResult,
+    GraphUnauthorized,
     Meeting,
     PendingClaim,
     PendingFlow,
@@ -239,6 +240,7 @@ class Calendar:
     changes: list[dict[str, Any]] = field(default_factory=list)
     throttle_next: int = 0
     gone_next: bool = False
+    refuse_token: bool = False  # Graph answers 401 / 403
     calls: list[str] = field(default_factory=list)
     page_size: int = 2
     _pending: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -256,6 +258,8 @@ class Calendar:
         return self.events.get(event_id)
 
     def delta_next(self, access_token: str, link: str) -> DeltaPage:
+        if self.refuse_token:
+            raise GraphUnauthorized("Graph refused access (401 InvalidAuthenticationToken)")
         self.calls.append(link)
         if self.throttle_next:
             self.throttle_next -= 1

@@ -20,7 +20,7 @@ from shared.ports import (
     SyncStateStore,
     TokenError,
 )
-from shared.services.meetings import detach_source
+from shared.services.meetings import forget_events
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +126,7 @@ class AccountsService:
             return False
         # Remove the connection first: a deploy message that surfaces now finds no active source.
         self._connections.remove(conn)
-        for event_id, key in self._index.all_for(conn.id).items():
-            detach_source(self._meetings, user_id, key, conn.id)
-            self._index.remove(conn.id, event_id)
+        forget_events(self._meetings, self._index, user_id, conn.id, self._index.all_for(conn.id))
         self._sync_state.remove(conn.id)
         self._secrets.delete(conn.secret_name)
         log.info("connection disconnected", extra={"user_id": user_id, "connection_id": conn.id})

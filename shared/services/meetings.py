@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from shared.ports import Conflict, DeployJob, JobQueue, Meeting, MeetingStore, Source
+from shared.ports import Conflict, DeployJob, EventIndex, JobQueue, Meeting, MeetingStore
 from shared.scheduling import AgentState, enqueue_delay
 
 _ATTEMPTS = 8
@@ -89,6 +89,16 @@ def detach_source(meetings: MeetingStore, user_id: str, key: str, connection_id:
     raise Conflict(f"meeting {key} kept changing")
 
 
+def forget_events(meetings: MeetingStore, index: EventIndex, user_id: str, connection_id: str,
+                  entries: dict[str, str]) -> int:
+    """The connection no longer holds these events (event id -> meeting key): their meetings let go
+    of it, and the index forgets them."""
+    for event_id, key in entries.items():
+        detach_source(meetings, user_id, key, connection_id)
+        index.remove(connection_id, event_id)
+    return len(entries)
+
+
 def upcoming(meetings: MeetingStore, user_id: str, now: datetime) -> list[Meeting]:
     return sorted(meetings.list_for_user(user_id, ending_after=now), key=lambda m: (m.start, m.key))
 
@@ -96,5 +106,3 @@ def upcoming(meetings: MeetingStore, user_id: str, now: datetime) -> list[Meetin
 def accounts_of(meeting: Meeting) -> list[str]:
     return sorted({s.email for s in meeting.sources})
 
-
-__all__ = ["Source", "accounts_of", "attach_source", "detach_source", "schedule_if_due", "upcoming"]

@@ -26,6 +26,7 @@ from shared.ports import (
     ConnectionStore,
     DeltaPage,
     EventIndex,
+    GraphUnauthorized,
     JobQueue,
     Meeting,
     MeetingStore,
@@ -38,7 +39,7 @@ from shared.ports import (
 )
 from shared.scheduling import SyncWindow, deploy_at, meeting_key, sync_window
 from shared.services.accounts import ConnectionUnusable, TokenKeeper
-from shared.services.meetings import attach_source, detach_source, schedule_if_due
+from shared.services.meetings import attach_source, detach_source, forget_events, schedule_if_due
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,6 @@ class SyncReport:
     requests: int = 0  # Graph requests this run made
     upserted: int = 0
     removed: int = 0
-    counters: dict[str, int] = field(default_factory=dict)
 
 
 class MailboxSlots:
@@ -164,6 +164,13 @@ class SyncService:
         except LeaseLost:
             run.report.outcome = "lease_lost"
             log.warning("sync lost its lease to another run", extra={"connection_id": conn.id})
+        except GraphUnauthorized:
+            # A fresh token refused (consent withdrawn, mailbox gone): retrying the message would
+            # only repeat it. The next refresh classifies the grant; the next scan tries again.
+            self._release(run.state)
+            run.report.outcome = "graph_unauthorized"
+            log.warning("Graph refused the connection's token", extra={"connection_id": conn.id})
+            return run.report
         except BaseException:
             self._release(run.state)
             raise
@@ -193,9 +200,7 @@ class SyncService:
     def _forget(self, conn: Connection) -> None:
         """The connection was disconnected while this run read its calendar: undo what the run
         attached after the disconnect had cleaned up, so no meeting shows a removed account."""
-        for event_id, key in self._index.all_for(conn.id).items():
-            detach_source(self._meetings, conn.user_id, key, conn.id)
-            self._index.remove(conn.id, event_id)
+        forget_events(self._meetings, self._index, conn.user_id, conn.id, self._index.all_for(conn.id))
         self._state.remove(conn.id)
         log.info("sync raced a disconnect: cleaned up", extra={"connection_id": conn.id})
 
@@ -259,10 +264,8 @@ class SyncService:
             self._run(run, allow_restart=False)
             return
         if full:
-            for event_id, key in self._index.all_for(run.conn.id, not_generation=generation).items():
-                detach_source(self._meetings, run.conn.user_id, key, run.conn.id)
-                self._index.remove(run.conn.id, event_id)
-                run.report.removed += 1
+            unseen = self._index.all_for(run.conn.id, not_generation=generation)
+            run.report.removed += forget_events(self._meetings, self._index, run.conn.user_id, run.conn.id, unseen)
         self._save(run, replace(
             run.state, window_start=window.start, window_end=window.end, delta_link=delta_link,
             full_sync_at=now if full else state.full_sync_at, resume_link=None, generation=generation,

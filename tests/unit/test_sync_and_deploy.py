@@ -403,3 +403,15 @@ def test_a_disconnect_during_a_sync_leaves_no_meeting_behind(world):
     assert sync(world, conn).outcome in ("disconnected", "lease_lost")
     assert upcoming(world) == [] and world.index.all_for(conn.id) == {}
     assert world.states.get(conn.id) is None
+
+
+def test_graph_refusing_the_token_neither_retries_the_message_nor_keeps_the_connection_locked(world):
+    conn = connected(world)
+    world.calendar.add(event(world, "e1"))
+    sync(world, conn)
+    world.calendar.refuse_token = True
+    assert sync(world, conn).outcome == "graph_unauthorized"  # returns: the queue does not retry it
+    world.calendar.refuse_token = False
+    world.calendar.add(event(world, "e2"))
+    assert sync(world, conn).outcome == "synced"  # the lease was released
+    assert [m.title for m in upcoming(world)] == ["Meeting e1", "Meeting e2"]
