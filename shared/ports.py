@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, Protocol
 
 from shared.connections import Connection, Plan
@@ -240,6 +241,36 @@ class DeployResult:
 
 class AgentApi(Protocol):
     def deploy(self, request: DeployRequest) -> DeployResult: ...
+
+
+# ---------------------------------------------------------------- status events to the platform
+class StatusEventType(StrEnum):
+    """CloudEvents `type` values of the status events (../shared/API.md, "Status events")."""
+
+    CONNECTION_ERROR = "com.coagentor.outlook.connection.error"
+    CONNECTION_RESTORED = "com.coagentor.outlook.connection.restored"
+    CONNECTION_DISCONNECTED = "com.coagentor.outlook.connection.disconnected"
+    AGENT_FAILED = "com.coagentor.outlook.agent.failed"
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    """Something the user must hear about. `id` is fixed when the event is created and kept on every
+    delivery attempt (the platform dedupes on it); `subject` is the CoAgentor user id.
+    `data` is JSON-serialisable and never holds a token, code or secret."""
+
+    type: StatusEventType
+    subject: str
+    data: dict[str, Any]
+    id: str
+    time: datetime
+
+
+class StatusEvents(Protocol):
+    def publish(self, event: StatusEvent) -> None:
+        """Hand the event over for at-least-once delivery (an outbox: returns once it is durably
+        queued, delivery and retries happen later). Raises only when it could not be queued."""
+        ...
 
 
 # ---------------------------------------------------------------- queues
