@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -59,46 +59,133 @@ REASONS: dict[str, Reason] = {
                "your IT admin to allow CoAgentor's Outlook Calendar app.", Action.CONTACT_ADMIN),
         Reason("refresh_failed", "Microsoft refused to renew access to this calendar. Reconnect to resume "
                "auto-join.", Action.RECONNECT),
+        Reason("calendar_unavailable", "This account signs in, but Microsoft Graph cannot read its calendar "
+               "(the mailbox is on-premises, unlicensed or not yet set up). Ask your IT admin to give the "
+               "account an Exchange Online mailbox that Microsoft Graph can read, then reconnect.",
+               Action.CONTACT_ADMIN),
     )
 }
 
+# Who can fix a failure decides what the user sees (Microsoft's error-code reference tells apps to
+# react to `error`, `error_codes` and `suberror`, never to parse `error_description`:
+# https://learn.microsoft.com/entra/identity-platform/reference-error-codes#handling-error-codes-in-your-application).
+class FixedBy(StrEnum):
+    USER = "user"  # reconnecting fixes it: Error, action reconnect
+    ADMIN = "admin"  # only their IT admin can: Error, action contact_admin
+    SERVICE = "service"  # our own credentials or registration: every user at once; operators fix it
+    TRANSIENT = "transient"  # Microsoft unreachable, 5xx, throttled: retry, it recovers by itself
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A classified failure. `reason` is set exactly when the user or their admin must act."""
+
+    fixed_by: FixedBy
+    reason: Reason | None = None
+    code: str = ""  # what operators see in logs: the AADSTS code, Graph error code or error
+    recognised: bool = True  # False: an answer none of the rules knows (kept transient, watched)
+
+    @property
+    def stays_active(self) -> bool:
+        return self.reason is None
+
+
 # AADSTS codes that mean the stored grant is no longer usable, mapped to what the user sees.
-_AADSTS_REASONS: dict[str, str] = {
-    "700082": "token_expired",
-    "700084": "token_expired",
-    "50173": "access_revoked",
-    "70000": "access_revoked",
-    "70008": "token_expired",
-    "50132": "access_revoked",
-    "70043": "sign_in_required",
-    "50076": "sign_in_required",
-    "50079": "sign_in_required",
-    "50078": "sign_in_required",
-    "65001": "consent_required",
-    "90094": "admin_approval_required",
-    "90095": "admin_approval_required",
-    "53003": "blocked_by_policy",
-    "53000": "blocked_by_policy",
-    "530003": "blocked_by_policy",
+_AADSTS_REASONS: dict[int, str] = {
+    700082: "token_expired",
+    700084: "token_expired",
+    70008: "token_expired",
+    50173: "access_revoked",
+    70000: "access_revoked",
+    50132: "access_revoked",
+    50057: "access_revoked",  # account disabled
+    50053: "access_revoked",  # account locked
+    50126: "access_revoked",
+    70043: "sign_in_required",
+    50076: "sign_in_required",
+    50079: "sign_in_required",
+    50078: "sign_in_required",
+    50055: "sign_in_required",  # password expired
+    65001: "consent_required",
+    90094: "admin_approval_required",
+    90095: "admin_approval_required",
+    53003: "blocked_by_policy",
+    53000: "blocked_by_policy",
+    530003: "blocked_by_policy",
+    530002: "blocked_by_policy",
+}
+# The service's own credentials or registration (FACTS: app-level identity failures): no user action
+# helps, and every connection fails at once.
+APP_IDENTITY_CODES = frozenset({7000222, 7000215, 7000216, 7000218, 700016, 7000112, 700027, 700025, 50011})
+_APP_IDENTITY_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
+# Microsoft says so itself: try again later.
+_TRANSIENT_CODES = frozenset({90006, 90033, 50196, 90002, 500021})
+_TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error", "unreachable", "service_unavailable",
+                               "request_timeout", "slow_down"})
+# `suberror` values of invalid_grant / interaction_required (MSAL's result dicts carry them).
+_SUBERROR_REASONS: dict[str, str] = {
+    "basic_action": "sign_in_required",
+    "additional_action": "sign_in_required",
+    "message_only": "sign_in_required",
+    "user_password_expired": "sign_in_required",
+    "consent_required": "consent_required",
+    "bad_token": "access_revoked",
+    "token_expired": "token_expired",
+}
+# The grant itself is unusable: the user reconnects. `no_token` / `no_account` describe a stored cache
+# without a usable refresh token or account: retrying can never help either.
+_USER_ERRORS: dict[str, str] = {
+    "invalid_grant": "refresh_failed",
+    "interaction_required": "sign_in_required",
+    "consent_required": "consent_required",
+    "login_required": "sign_in_required",
+    "no_token": "refresh_failed",
+    "no_account": "refresh_failed",
+    "cache_missing": "refresh_failed",
 }
 _AADSTS = re.compile(r"AADSTS(\d{4,7})")
-_PERMANENT_ERRORS = frozenset({"invalid_grant", "interaction_required", "consent_required",
-                               "unauthorized_client", "invalid_client"})
 
 
 def aadsts_code(description: str | None) -> str | None:
+    """The AADSTS number in an error description: for logs and for the text fallback only."""
     m = _AADSTS.search(description or "")
     return m.group(1) if m else None
 
 
-def classify_token_error(error: str | None, description: str | None) -> Reason | None:
-    """A permanent failure's reason, or None for a transient one (timeouts, 5xx, 429: retry later)."""
-    code = aadsts_code(description)
-    if code in _AADSTS_REASONS:
-        return REASONS[_AADSTS_REASONS[code]]
-    if error in _PERMANENT_ERRORS:
-        return REASONS["refresh_failed"]
-    return None
+def classify_token_error(
+    error: str | None,
+    description: str | None = None,
+    error_codes: tuple[int, ...] = (),
+    suberror: str | None = None,
+) -> Failure:
+    """Who can fix a token-endpoint failure, from `error`, `error_codes` (ints) and `suberror`; the
+    AADSTS number in `error_description` is read only when `error_codes` is missing."""
+    codes = tuple(error_codes) or tuple(int(c) for c in [aadsts_code(description)] if c)
+    label = f"AADSTS{codes[0]}" if codes else (error or "unknown_error")
+    if error in _APP_IDENTITY_ERRORS or any(c in APP_IDENTITY_CODES for c in codes):
+        return Failure(FixedBy.SERVICE, None, label)
+    for c in codes:
+        if c in _AADSTS_REASONS:
+            return _failure(REASONS[_AADSTS_REASONS[c]], label)
+    if error in _TRANSIENT_ERRORS or any(c in _TRANSIENT_CODES for c in codes):
+        return Failure(FixedBy.TRANSIENT, None, label)
+    if suberror in _SUBERROR_REASONS:
+        return _failure(REASONS[_SUBERROR_REASONS[suberror]], label)
+    if error in _USER_ERRORS:
+        return _failure(REASONS[_USER_ERRORS[error]], label)
+    # Unknown: keep trying; a warning shows if it lasts (TOKEN_WARNING_AFTER_SECONDS).
+    return Failure(FixedBy.TRANSIENT, None, label, recognised=False)
+
+
+def _failure(reason: Reason, code: str) -> Failure:
+    return Failure(FixedBy.ADMIN if reason.action is Action.CONTACT_ADMIN else FixedBy.USER, reason, code)
+
+
+# Graph error codes meaning this account's mailbox cannot be read through Graph, whatever token we
+# hold (on-premises, unlicensed, inactive or not provisioned). FACTS: "Mailboxes Graph cannot reach".
+MAILBOX_UNAVAILABLE_CODES = frozenset({"MailboxNotEnabledForRESTAPI", "MailboxNotSupportedForRESTAPI",
+                                       "ErrorMailboxNotEnabled", "ResourceNotFound.MailboxNotEnabled",
+                                       "ErrorNonExistentMailbox"})
 
 
 @dataclass(frozen=True)
@@ -117,7 +204,12 @@ class Connection:
     slot: int | None = None
     transient_failure_since: datetime | None = None
     transient_failures: int = 0
-    retry_at: datetime | None = None
+    retry_at: datetime | None = None  # legacy rows only: no per-connection back-off any more
+    etag: str | None = None  # the stored row's version this copy was read at (None: not stored yet)
+    failure_class: str | None = None  # while refreshes fail: "service", "transient" (known) or "unknown"
+    failure_code: str | None = None  # for operators and support: AADSTS code / error, never text
+    sync_failing_since: datetime | None = None  # syncs of an Active connection keep failing
+    login_hint: str | None = None  # id_token `login_hint` (or preferred_username): the reconnect hint
 
     @property
     def reason(self) -> Reason | None:
@@ -128,32 +220,53 @@ class Connection:
         return self.status is ConnectionStatus.ACTIVE
 
     def failed(self, reason: Reason) -> Connection:
-        return replace(self, status=ConnectionStatus.ERROR, reason_code=reason.code)
+        return replace(self, status=ConnectionStatus.ERROR, reason_code=reason.code,
+                       transient_failure_since=None, transient_failures=0, retry_at=None, failure_class=None)
 
     def refreshed(self, now: datetime, access_expires_at: datetime | None) -> Connection:
         return replace(self, status=ConnectionStatus.ACTIVE, reason_code=None, last_refreshed_at=now,
                        access_expires_at=access_expires_at or self.access_expires_at,
-                       transient_failure_since=None, transient_failures=0, retry_at=None)
+                       transient_failure_since=None, transient_failures=0, retry_at=None,
+                       failure_class=None, failure_code=None)
 
-    def transiently_failed(self, now: datetime) -> Connection:
-        """Microsoft could not be reached or asked us to wait: stay active, back off, keep the cache."""
-        failures = self.transient_failures + 1
+    def transiently_failed(self, now: datetime, failure: Failure | None = None) -> Connection:
+        """Not the user's failure (our credentials, Microsoft down, throttled): stay active, keep the
+        cache, and try again at the very next refresh run, so recovery is never hidden by a back-off
+        (the refresh timer's period paces the retries)."""
+        failure_class = ("unknown" if failure is None or not failure.recognised else failure.fixed_by.value)
         return replace(self, transient_failure_since=self.transient_failure_since or now,
-                       transient_failures=failures, retry_at=now + transient_backoff(failures))
+                       transient_failures=self.transient_failures + 1, retry_at=None,
+                       failure_class=failure_class, failure_code=failure.code if failure else None)
 
-    def warning(self, now: datetime, after_seconds: int) -> str | None:
-        """Shown on an Active connection whose refreshes have kept failing for a while, so the user
-        hears of it before an agent fails to show."""
-        since = self.transient_failure_since
-        if not self.is_active or since is None or (now - since).total_seconds() < after_seconds:
+    def synced(self, now: datetime, ok: bool) -> Connection:
+        """After a sync: remember since when syncs keep failing (cleared by one that succeeds)."""
+        if ok:
+            return replace(self, sync_failing_since=None)
+        return replace(self, sync_failing_since=self.sync_failing_since or now)
+
+    def warning(self, now: datetime, after_seconds: int, sync_after_seconds: int | None = None) -> str | None:
+        """Shown on an Active connection when auto-join may be delayed by something the user need not
+        fix: at once for a failure of the service's own credentials or a known Microsoft outage, after
+        `after_seconds` for an unrecognised refresh failure, after `sync_after_seconds` (default
+        `after_seconds`) for syncs that keep failing. None when all is well."""
+        if not self.is_active:
             return None
-        return (f"Microsoft has not renewed access to this calendar since {since:%Y-%m-%d %H:%M} UTC. "
-                "We keep retrying; if this persists, auto-join may stop. Reconnecting can help.")
-
-
-def transient_backoff(failures: int) -> timedelta:
-    """1, 2, 4 … minutes between attempts after transient failures, at most an hour."""
-    return timedelta(seconds=min(60 * 2 ** max(failures - 1, 0), 3600))
+        since = self.transient_failure_since
+        if since is not None:
+            if self.failure_class == FixedBy.SERVICE.value:
+                return ("A problem on CoAgentor's side is delaying updates from this calendar since "
+                        f"{since:%Y-%m-%d %H:%M} UTC. Our team has been alerted; auto-join may be delayed. "
+                        "There is nothing you need to do.")
+            known_outage = self.failure_class == FixedBy.TRANSIENT.value
+            if known_outage or (now - since).total_seconds() >= after_seconds:
+                return (f"Microsoft has not renewed access to this calendar since {since:%Y-%m-%d %H:%M} UTC. "
+                        "We keep retrying automatically; auto-join may be delayed until Microsoft answers.")
+        failing = self.sync_failing_since
+        threshold = after_seconds if sync_after_seconds is None else sync_after_seconds
+        if failing is not None and (now - failing).total_seconds() >= threshold:
+            return (f"This calendar could not be read since {failing:%Y-%m-%d %H:%M} UTC. We keep retrying; "
+                    "new or changed meetings may not get an agent until it succeeds.")
+        return None
 
 
 def refresh_due(conn: Connection, now: datetime, next_run_in_seconds: float, max_age_seconds: int) -> bool:
@@ -162,8 +275,6 @@ def refresh_due(conn: Connection, now: datetime, next_run_in_seconds: float, max
     and a revocation surfaces within that age."""
     if not conn.is_active:
         return False
-    if conn.retry_at is not None and now < conn.retry_at:
-        return False  # backing off after transient failures
     if conn.transient_failure_since is not None:
         return True
     if conn.last_refreshed_at is None or max_age_seconds == 0:

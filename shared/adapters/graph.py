@@ -7,17 +7,20 @@ instead of holding a worker."""
 
 from __future__ import annotations
 
+import email.utils
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 import requests
 
-from shared.ports import DeltaPage, GraphUnauthorized, SyncStateGone, Throttled
+from shared.connections import MAILBOX_UNAVAILABLE_CODES
+from shared.ports import CalendarUnavailable, DeltaPage, GraphUnauthorized, SyncStateGone, Throttled
 from shared.scheduling import SyncWindow
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,8 @@ _INLINE_BUDGET = 15.0  # total seconds one request may spend waiting before givi
 _ATTEMPTS = 4
 _BACKOFF_BASE = 1.0  # seconds; doubles per attempt when Graph gives no Retry-After
 _BACKOFF_CAP = 30.0
+MAX_RETRY_AFTER = 3600.0  # seconds: a larger (or absurd) Retry-After is honoured as an hour
+_MAX_INSTANCE_PAGES = 20
 
 
 class GraphCalendar:
@@ -52,6 +57,40 @@ class GraphCalendar:
         if not isinstance(email, str) or not email:
             raise ValueError("Graph /me returned neither mail nor userPrincipalName")
         return email
+
+    def probe(self, access_token: str) -> None:
+        """GET /me/calendar?$select=id: the cheapest read that touches the mailbox. Raises
+        CalendarUnavailable for mailboxes Graph cannot reach (a 404 here otherwise means the same)."""
+        try:
+            self._get(f"{self._base}/me/calendar", access_token, params={"$select": "id"})
+        except GraphError as exc:
+            if exc.status == 404:
+                raise CalendarUnavailable(exc.code or "NotFound") from None
+            raise
+
+    def instances(self, access_token: str, series_master_id: str, window: SyncWindow) -> list[dict[str, Any]] | None:
+        """GET /me/events/{id}/instances (https://learn.microsoft.com/graph/api/event-list-instances):
+        the series' live occurrences in the window; a deleted occurrence is simply absent. None when
+        the series master is gone (404 ErrorItemNotFound). At most 20 pages are followed."""
+        params = {
+            "startDateTime": window.start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "endDateTime": window.end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "$select": "id,type,seriesMasterId,start,end,isCancelled,responseStatus",
+        }
+        url = f"{self._base}/me/events/{quote(series_master_id, safe='')}/instances"
+        body = self._get(url, access_token, params=params, missing_ok=True)
+        found: list[dict[str, Any]] = []
+        for _ in range(_MAX_INSTANCE_PAGES):
+            if body is None:
+                return None
+            values = body.get("value")
+            if isinstance(values, list):
+                found.extend(e for e in values if isinstance(e, dict))
+            link = body.get("@odata.nextLink")
+            if not isinstance(link, str) or not link.startswith(self._base + "/"):
+                return found
+            body = self._get(link, access_token, missing_ok=True)
+        return found
 
     def delta_first(self, access_token: str, window: SyncWindow) -> DeltaPage:
         params = {
@@ -93,9 +132,20 @@ class GraphCalendar:
                 wait, why = backoff(attempt), type(exc).__name__
             else:
                 if resp.status_code == 200:
-                    body: dict[str, Any] = resp.json()
-                    return body
-                if resp.status_code == 404 and missing_ok:
+                    try:
+                        body = resp.json()
+                    except ValueError:
+                        body = None
+                    if isinstance(body, dict):
+                        return body
+                    # A 200 without a JSON object: a broken proxy or a partial answer; try again.
+                    wait, why = backoff(attempt), "HTTP 200 without a JSON body"
+                    if wait > _MAX_INLINE_WAIT or waited + wait > _INLINE_BUDGET or attempt == _ATTEMPTS:
+                        raise Throttled(timedelta(seconds=max(wait, 1.0)))
+                    self._sleep(wait)
+                    waited += wait
+                    continue
+                if resp.status_code == 404 and missing_ok and _error_code(resp) not in MAILBOX_UNAVAILABLE_CODES:
                     return None
                 if resp.status_code != 429 and resp.status_code < 500:
                     raise _failure(resp)
@@ -109,11 +159,25 @@ class GraphCalendar:
 
 
 def retry_after(header: str | None, attempt: int) -> float:
-    """Graph's Retry-After (seconds) when given; exponential back-off otherwise."""
-    try:
-        return max(float(header or ""), 0.0)
-    except ValueError:
+    """Graph's Retry-After when given, in seconds: delay-seconds or an HTTP-date (RFC 9110 section
+    10.2.3), clamped to [0, MAX_RETRY_AFTER]; exponential back-off when missing or unusable (NaN,
+    negative, garbage)."""
+    raw = (header or "").strip()
+    if not raw:
         return backoff(attempt)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return backoff(attempt)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    if not math.isfinite(seconds) or seconds < 0:
+        return backoff(attempt)
+    return min(seconds, MAX_RETRY_AFTER)
 
 
 def backoff(attempt: int) -> float:
@@ -123,18 +187,31 @@ def backoff(attempt: int) -> float:
     return base * jitter
 
 
+class GraphError(Exception):
+    """A Graph answer that is neither success nor one the sync handles by kind. Carries the HTTP
+    status and Graph's error code, never the body or the token."""
+
+    def __init__(self, status: int, code: str) -> None:
+        super().__init__(f"Graph request failed: HTTP {status} {code}")
+        self.status, self.code = status, code
+
+
 def _failure(resp: requests.Response) -> Exception:
     code = _error_code(resp)
-    if resp.status_code == 410 or code in ("syncStateNotFound", "SyncStateNotFound", "resyncRequired"):
+    if code in MAILBOX_UNAVAILABLE_CODES:
+        return CalendarUnavailable(code)
+    if resp.status_code == 410 or code in ("syncStateNotFound", "SyncStateNotFound", "resyncRequired",
+                                           "InvalidDeltaToken", "ErrorInvalidSyncStateData"):
         return SyncStateGone(code or "gone")
     if resp.status_code in (401, 403):
         return GraphUnauthorized(f"Graph refused access ({resp.status_code} {code})")
-    return RuntimeError(f"Graph request failed: HTTP {resp.status_code} {code}")
+    return GraphError(resp.status_code, code)
 
 
 def _error_code(resp: requests.Response) -> str:
     try:
-        err = resp.json().get("error", {})
+        body = resp.json()
     except ValueError:
         return ""
-    return str(err.get("code", "")) if isinstance(err, dict) else ""
+    err = body.get("error", {}) if isinstance(body, dict) else {}
+    return str(err.get("code", ""))[:100] if isinstance(err, dict) else ""

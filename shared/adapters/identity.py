@@ -5,19 +5,30 @@ written back to Key Vault by the caller only when MSAL changed it. Errors come b
 
 from __future__ import annotations
 
+import hmac
+import json
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import msal
 import requests
 
-from shared.ports import AccessToken, SignedIn, TokenError
+from shared.connections import FixedBy, classify_token_error
+from shared.ports import AccessToken, IdentityUnavailable, SignedIn, TokenError
+
+log = logging.getLogger(__name__)
 
 # MSAL adds openid, profile and offline_access itself (passing them raises ValueError).
 SCOPES = ["Calendars.Read", "User.Read", "email"]
+# Silent calls ask for the calendar only: some accounts' token responses echo a `scope` without
+# `email` (or `openid`), and MSAL would then miss its access-token cache on every call and redeem the
+# refresh token each time (FACTS, "Scope echo"). Graph calls need Calendars.Read (and /me, read at
+# sign-in only, User.Read).
+SILENT_SCOPES = ["Calendars.Read"]
 GRAPH_RESOURCE = "https://graph.microsoft.com/"
 
 
@@ -31,12 +42,25 @@ def admin_consent_url(authority: str, client_id: str, redirect_uri: str) -> str:
     return f"{base}/organizations/v2.0/adminconsent?{query}"
 
 
+class ClientSecret(Protocol):
+    """The app's client secret as Key Vault holds it now; `reload` forgets the cached value so a
+    rotated (or newly fixed) secret is used without a restart."""
+
+    def __call__(self) -> str: ...
+    def reload(self) -> None: ...
+
+
 class MsalIdentity:
+    """MSAL errors come back as `TokenError`; no MSAL or HTTP exception escapes. MSAL raises rather
+    than returning an error dict when the token endpoint answers 5xx (`requests.HTTPError`) or
+    non-JSON (`json.JSONDecodeError`): both are `unreachable` (FACTS, "MSAL and Microsoft outages").
+    The session given must carry a default timeout (MSAL sets none)."""
+
     def __init__(
         self,
         *,
         client_id: str,
-        client_secret: Callable[[], str],
+        client_secret: ClientSecret,
         authority: str,
         redirect_uri: str,
         session: requests.Session,
@@ -64,56 +88,94 @@ class MsalIdentity:
         )
 
     def begin(self, state: str, login_hint: str | None = None) -> dict[str, Any]:
-        flow: dict[str, Any] = self._app().initiate_auth_code_flow(
-            SCOPES, redirect_uri=self._redirect_uri, state=state, login_hint=login_hint
-        )
+        """Raises IdentityUnavailable when Microsoft's discovery document cannot be read."""
+        try:
+            flow: dict[str, Any] = self._app().initiate_auth_code_flow(
+                SCOPES, redirect_uri=self._redirect_uri, state=state, login_hint=login_hint or None
+            )
+        except (requests.RequestException, ValueError) as exc:
+            raise IdentityUnavailable(type(exc).__name__) from None
         return flow
 
     def redeem(self, flow: Mapping[str, Any], response: Mapping[str, str]) -> SignedIn | TokenError:
-        cache = msal.SerializableTokenCache()
-        app = self._app(cache)
-        try:
-            result = app.acquire_token_by_auth_code_flow(dict(flow), dict(response))
-        except ValueError:
-            return TokenError("state_mismatch", "The sign-in response did not match the flow", transient=False)
-        except (requests.ConnectionError, requests.Timeout):
-            return TokenError("unreachable", "Microsoft sign-in could not be reached", transient=True)
-        if "access_token" not in result:
-            return _error(result)
+        for attempt in (1, 2):
+            cache = msal.SerializableTokenCache()
+            try:
+                app = self._app(cache)
+                result = app.acquire_token_by_auth_code_flow(dict(flow), dict(response))
+            except (requests.RequestException, json.JSONDecodeError) as exc:
+                return _unreachable(exc)
+            except ValueError:
+                return TokenError("state_mismatch", "The sign-in response did not match the flow")
+            except Exception as exc:  # MSAL's own checks (nonce, id_token): never a 500
+                log.warning("MSAL rejected the sign-in response: %s", type(exc).__name__)
+                return TokenError("invalid_response", f"Microsoft's answer failed a check ({type(exc).__name__})")
+            if "access_token" not in result:
+                error = _error(result)
+                if attempt == 1 and self._secret_rotated(error):
+                    continue
+                return error
+            break
         accounts = app.get_accounts()
         claims = result.get("id_token_claims") or {}
         home_account_id = accounts[0]["home_account_id"] if accounts else ""
         if not home_account_id:
-            return TokenError("no_account", "Microsoft returned no account information", transient=False)
+            return TokenError("no_account", "Microsoft returned no account information")
+        username = str(claims.get("preferred_username") or claims.get("email") or "")
         return SignedIn(
             cache=cache.serialize(),
             access_token=result["access_token"],
             access_expires_at=self._expiry(result),
             home_account_id=home_account_id,
             tenant_id=str(claims.get("tid") or home_account_id.split(".")[-1]),
-            username=str(claims.get("preferred_username") or claims.get("email") or ""),
+            username=username,
+            login_hint=str(claims.get("login_hint") or username),
         )
 
     def acquire(self, cache: str, home_account_id: str, *, force_refresh: bool) -> AccessToken | TokenError:
-        token_cache = msal.SerializableTokenCache()
-        token_cache.deserialize(cache)
-        app = self._app(token_cache)
-        account = next((a for a in app.get_accounts() if a.get("home_account_id") == home_account_id), None)
-        if account is None:
-            return TokenError("no_account", "The stored sign-in holds no account", transient=False)
+        for attempt in (1, 2):
+            token_cache = msal.SerializableTokenCache()
+            token_cache.deserialize(cache)
+            try:
+                app = self._app(token_cache)
+                account = next((a for a in app.get_accounts() if a.get("home_account_id") == home_account_id),
+                               None)
+                if account is None:
+                    return TokenError("no_account", "The stored sign-in holds no account")
+                result = app.acquire_token_silent_with_error(SILENT_SCOPES, account, force_refresh=force_refresh)
+            except (requests.RequestException, ValueError) as exc:
+                return _unreachable(exc)
+            except Exception as exc:  # anything else MSAL raises: retry later, operators see the type
+                log.warning("MSAL failed unexpectedly: %s", type(exc).__name__)
+                return TokenError("unreachable", f"Microsoft sign-in failed unexpectedly ({type(exc).__name__})")
+            if result is None:
+                return TokenError("no_token", "No refresh token in the stored sign-in")
+            if "access_token" not in result:
+                error = _error(result)
+                if attempt == 1 and self._secret_rotated(error):
+                    continue
+                return error
+            return AccessToken(
+                token=result["access_token"],
+                expires_at=self._expiry(result),
+                cache=token_cache.serialize() if token_cache.has_state_changed else None,
+            )
+        raise AssertionError("unreachable")
+
+    def _secret_rotated(self, error: TokenError) -> bool:
+        """On an app-level failure (our secret expired or replaced), read the client secret from Key
+        Vault again: when the operator has already put a new one there, retry once with it."""
+        if classify_token_error(error.error, error.description, error.error_codes,
+                                error.suberror).fixed_by is not FixedBy.SERVICE:
+            return False
+        before = self._client_secret()
         try:
-            result = app.acquire_token_silent_with_error(SCOPES, account, force_refresh=force_refresh)
-        except (requests.ConnectionError, requests.Timeout):
-            return TokenError("unreachable", "Microsoft sign-in could not be reached", transient=True)
-        if result is None:
-            return TokenError("no_token", "No refresh token in the stored sign-in", transient=False)
-        if "access_token" not in result:
-            return _error(result)
-        return AccessToken(
-            token=result["access_token"],
-            expires_at=self._expiry(result),
-            cache=token_cache.serialize() if token_cache.has_state_changed else None,
-        )
+            self._client_secret.reload()
+            after = self._client_secret()
+        except Exception as exc:
+            log.error("reading the client secret from Key Vault failed: %s", type(exc).__name__)
+            return False
+        return not hmac.compare_digest(before.encode(), after.encode())
 
     def _expiry(self, result: Mapping[str, Any]) -> datetime | None:
         expires_in = result.get("expires_in")
@@ -122,9 +184,15 @@ class MsalIdentity:
         return None
 
 
+def _unreachable(exc: BaseException) -> TokenError:
+    return TokenError("unreachable", f"Microsoft sign-in did not answer usably ({type(exc).__name__})")
+
+
 def _error(result: Mapping[str, Any]) -> TokenError:
     error = str(result.get("error") or "unknown_error")
     # Keep only the AADSTS line: descriptions never hold tokens, but keep them short for logs.
     description = str(result.get("error_description") or "").split("\n")[0][:300]
-    transient = error in ("temporarily_unavailable", "server_error") or "throttl" in description.lower()
-    return TokenError(error, description, transient=transient)
+    raw_codes = result.get("error_codes")
+    codes = tuple(c for c in raw_codes if isinstance(c, int)) if isinstance(raw_codes, list) else ()
+    suberror = result.get("suberror")
+    return TokenError(error, description, codes, suberror if isinstance(suberror, str) else None)

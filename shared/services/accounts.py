@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from shared.clock import Clock
-from shared.connections import REASONS, Connection, classify_token_error, refresh_due
+from shared.connections import REASONS, Connection, FixedBy, Reason, classify_token_error, refresh_due
 from shared.ports import (
     AccessToken,
     ConnectionStore,
@@ -20,6 +20,7 @@ from shared.ports import (
     SyncStateStore,
     TokenError,
 )
+from shared.services.health import ConnectionHealth
 from shared.services.meetings import forget_events
 
 log = logging.getLogger(__name__)
@@ -36,34 +37,48 @@ class RefreshOutcome:
 
 
 class TokenKeeper:
-    """The one path to a connection's access token, used by the refresh timer and by sync."""
+    """The one path to a connection's access token, used by the refresh timer and by sync.
+
+    Failures are classified by who can fix them (shared.connections.classify_token_error): the user
+    or their admin → Error with a reason, and the user is told (ConnectionHealth); the service's own
+    credentials → stays Active with a warning shown at once, an `app_identity_failure` error logged
+    for operators, and no user event; Microsoft unreachable / 5xx → stays Active, retried at the next
+    run. Neither of the last two backs off per connection, so recovery shows at the first run after
+    the cause is gone."""
 
     def __init__(
-        self, *, connections: ConnectionStore, identity: IdentityProvider, secrets_store: SecretStore, clock: Clock
+        self, *, connections: ConnectionStore, identity: IdentityProvider, secrets_store: SecretStore, clock: Clock,
+        health: ConnectionHealth | None = None,
     ) -> None:
         self._connections = connections
         self._identity = identity
         self._secrets = secrets_store
         self._clock = clock
+        self._health = health
 
     def access_token(self, conn: Connection, *, force_refresh: bool = False) -> tuple[Connection, AccessToken]:
+        """Raises ConnectionUnusable with the failure class ("service", "transient") or the reason code."""
         cache = self._secrets.get(conn.secret_name)
         if cache is None:
-            failed = conn.failed(REASONS["refresh_failed"])
-            self._connections.update(failed)
-            raise ConnectionUnusable("token cache missing")
+            self._fail(conn, REASONS["refresh_failed"], "cache_missing")
+            raise ConnectionUnusable("refresh_failed")
         result = self._identity.acquire(cache, conn.home_account_id, force_refresh=force_refresh)
         now = self._clock.now()
         if isinstance(result, TokenError):
-            reason = None if result.transient else classify_token_error(result.error, result.description)
-            if reason is None:
-                # Transient: stay active, keep the cache, back off, remember since when it fails.
-                self._connections.update(conn.transiently_failed(now))
-                log.warning("token refresh failed transiently: %s", result.error, extra={"connection_id": conn.id})
-                raise ConnectionUnusable("transient")
-            log.warning("token refresh failed: %s", reason.code, extra={"connection_id": conn.id})
-            self._connections.update(conn.failed(reason))
-            raise ConnectionUnusable(reason.code)
+            failure = classify_token_error(result.error, result.description, result.error_codes, result.suberror)
+            if failure.reason is None:
+                # Not the user's: stay active, keep the cache, try again at the next run.
+                self._connections.update(conn.transiently_failed(now, failure))
+                if failure.fixed_by is FixedBy.SERVICE:
+                    log.error("app_identity_failure: the service's own credentials were refused (%s)", failure.code,
+                              extra={"connection_id": conn.id, "failure_code": failure.code,
+                                     "event": "app_identity_failure"})
+                else:
+                    log.warning("token refresh failed transiently: %s", failure.code,
+                                extra={"connection_id": conn.id, "failure_code": failure.code})
+                raise ConnectionUnusable(failure.fixed_by.value)
+            self._fail(conn, failure.reason, failure.code)
+            raise ConnectionUnusable(failure.reason.code)
         if result.cache is not None:
             self._secrets.set(conn.secret_name, result.cache)
         updated = conn
@@ -71,6 +86,13 @@ class TokenKeeper:
             updated = conn.refreshed(now, result.expires_at)
             self._connections.update(updated)
         return updated, result
+
+    def _fail(self, conn: Connection, reason: Reason, code: str) -> None:
+        if self._health is not None:
+            self._health.fail(conn, reason, code=code)
+        else:
+            self._connections.update(conn.failed(reason))
+            log.warning("token refresh failed: %s", reason.code, extra={"connection_id": conn.id})
 
     def fan_out(self, jobs: JobQueue, *, next_run_in_seconds: float, max_age_seconds: int,
                 rate_per_second: int) -> RefreshOutcome:
@@ -93,7 +115,7 @@ class TokenKeeper:
         try:
             self.access_token(conn, force_refresh=True)
         except ConnectionUnusable as exc:
-            return "transient" if str(exc) == "transient" else "failed"
+            return {"transient": "transient", "service": "service_failure"}.get(str(exc), "failed")
         return "refreshed"
 
 
@@ -124,10 +146,15 @@ class AccountsService:
         conn = self._connections.get(user_id, connection_id)
         if conn is None:
             return False
-        # Remove the connection first: a deploy message that surfaces now finds no active source.
-        self._connections.remove(conn)
-        forget_events(self._meetings, self._index, user_id, conn.id, self._index.all_for(conn.id))
-        self._sync_state.remove(conn.id)
-        self._secrets.delete(conn.secret_name)
+        self.release(conn)
         log.info("connection disconnected", extra={"user_id": user_id, "connection_id": conn.id})
         return True
+
+    def release(self, conn: Connection) -> None:
+        """Everything a connection holds, the row that names the rest last: a failure part-way leaves
+        the connection listed, and a retry (or the pruning timer) finishes the job; nothing is orphaned.
+        Its meetings let go first, so a deploy message that surfaces meanwhile finds nothing to deploy."""
+        forget_events(self._meetings, self._index, conn.user_id, conn.id, self._index.all_for(conn.id))
+        self._sync_state.remove(conn.id)
+        self._secrets.delete(conn.secret_name)
+        self._connections.remove(conn)

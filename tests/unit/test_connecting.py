@@ -76,7 +76,7 @@ def test_sign_in_errors_land_on_the_page_with_a_clear_outcome(world, error, desc
 
 def test_a_code_the_token_endpoint_rejects_fails_cleanly(world):
     world.identity.redeem_error = TokenError("invalid_grant", "AADSTS54005: OAuth2 Authorization code was "
-                                             "already redeemed", transient=False)
+                                             "already redeemed", (54005,))
     url = world.connect.start(ALICE)
     result = world.connect.complete({"code": "c", "state": _state(url)})
     assert (result.outcome, result.reason) == (Outcome.FAILED, "code_rejected")
@@ -162,8 +162,7 @@ def test_reconnecting_restores_an_error_connection(world):
 
 def test_reconnecting_with_a_different_microsoft_account_changes_nothing(world):
     conn = world.connect_account(ALICE, WORK).connection
-    broken = conn.failed(REASONS["access_revoked"])
-    world.connections.update(broken)
+    broken = world.connections.update(conn.failed(REASONS["access_revoked"]))
     with pytest.raises(AccountMismatch):
         world.connect_account(ALICE, PERSONAL, reconnect=conn.id)
     world.calendar.email = WORK[2]

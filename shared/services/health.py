@@ -1,0 +1,108 @@
+"""Telling people: a connection that needs the user (or their admin) goes to Error and the user is
+told through a status event; a meeting that will get no agent is reported; recoveries too.
+
+The one place that turns "this connection failed" into an Error row plus a status event, so the
+refresh, the sync, the callback and the deployer cannot each do it differently. Events go to the
+platform (../shared/API.md, "Status events") through an outbox; their `id` is derived from the
+transition, so a retried job that repeats the transition sends the same id (the platform dedupes).
+A failure of the service itself (its own credentials, Microsoft outages) never reaches this module:
+it sends no per-user event, it alerts the operators (see shared/services/accounts.py)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.clock import Clock
+from shared.connections import Connection, Reason
+from shared.ports import ConnectionStore, Meeting, MeetingStore, StatusEvent, StatusEvents, StatusEventType
+
+log = logging.getLogger(__name__)
+
+AT_RISK_HORIZON = timedelta(hours=24)
+_NAMESPACE = uuid.UUID("7c1f0c9e-4a53-4d7e-9a58-2f4f3c0f5b11")
+
+
+class ConnectionHealth:
+    def __init__(
+        self,
+        *,
+        connections: ConnectionStore,
+        meetings: MeetingStore,
+        events: StatusEvents | None,
+        clock: Clock,
+    ) -> None:
+        self._connections = connections
+        self._meetings = meetings
+        self._events = events
+        self._clock = clock
+
+    def fail(self, conn: Connection, reason: Reason, *, code: str = "") -> Connection:
+        """Error with `reason` (what the user sees); the user is told once per transition, with the
+        number of meetings in the next 24 h that will now get no agent. Raises Conflict (from the
+        store) when the row changed since it was read; retrying the caller is safe."""
+        failed = conn.failed(reason)
+        was_active = conn.is_active or conn.reason_code != reason.code
+        if was_active:
+            # Queue the event before the row says Error: a crash in between repeats the transition on
+            # retry (same id), never loses it.
+            self._publish(StatusEventType.CONNECTION_ERROR, conn, {
+                "connection_id": conn.id, "email": conn.email, "reason_code": reason.code,
+                "action": reason.action.value if reason.action else None,
+                "meetings_at_risk": self.meetings_at_risk(conn),
+            }, reason.code)
+        self._connections.update(failed)
+        log.warning("connection needs the user: %s", reason.code,
+                    extra={"connection_id": conn.id, "user_id": conn.user_id, "failure_code": code})
+        return failed
+
+    def restored(self, before: Connection | None, after: Connection) -> None:
+        """A connection in Error is Active again (reconnected)."""
+        if before is None or before.is_active:
+            return
+        self._publish(StatusEventType.CONNECTION_RESTORED, before, {
+            "connection_id": after.id, "email": after.email}, "restored")
+
+    def disconnected(self, conn: Connection) -> None:
+        self._publish(StatusEventType.CONNECTION_DISCONNECTED, conn, {
+            "connection_id": conn.id, "email": conn.email}, "disconnected")
+
+    def agent_failed(self, meeting: Meeting, reason: str) -> None:
+        """A meeting the user expects an agent in will get none (the page shows it `failed`)."""
+        self._publish_raw(StatusEventType.AGENT_FAILED, meeting.user_id, {
+            "meeting_id": meeting.key, "title": meeting.title,
+            "start": meeting.start.isoformat().replace("+00:00", "Z"), "reason": reason,
+        }, f"agent-failed|{meeting.user_id}|{meeting.key}")
+
+    def meetings_at_risk(self, conn: Connection) -> int:
+        """Meetings starting in the next 24 h whose every calendar holding them is this connection or
+        another connection that cannot serve them: they will get no agent because of this failure."""
+        now = self._clock.now()
+        active = {c.id for c in self._connections.list_for_user(conn.user_id) if c.is_active and c.id != conn.id}
+        return sum(
+            1 for m in self._meetings.list_for_user(conn.user_id, ending_after=now)
+            if m.start <= now + AT_RISK_HORIZON
+            and any(s.connection_id == conn.id for s in m.sources)
+            and not any(s.connection_id in active for s in m.sources)
+            and (m.agent is None or m.agent.value in ("scheduled", "deploying"))
+        )
+
+    def _publish(self, type_: StatusEventType, conn: Connection, data: dict[str, Any], what: str) -> None:
+        # The row version this transition starts from makes the id: a retry of the same transition
+        # repeats the id; a later, separate failure of the same connection gets a new one.
+        version = conn.etag or f"{_iso(conn.last_refreshed_at)}|{conn.status.value}|{conn.reason_code}"
+        self._publish_raw(type_, conn.user_id, data, f"{type_.value}|{conn.id}|{version}|{what}")
+
+    def _publish_raw(self, type_: StatusEventType, user_id: str, data: dict[str, Any], identity: str) -> None:
+        if self._events is None:
+            return
+        event = StatusEvent(type=type_, subject=user_id, data=data,
+                            id=str(uuid.uuid5(_NAMESPACE, identity)), time=self._clock.now())
+        self._events.publish(event)
+        log.info("status event queued: %s", type_.value, extra={"user_id": user_id, "event_id": event.id})
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat() if value is not None else "-"
