@@ -17,11 +17,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from shared.autojoin import event_facts
 from shared.clock import Clock
-from shared.connections import Connection
+from shared.connections import REASONS, Connection
 from shared.meeting_links import find_meeting_link
 from shared.ports import (
     CalendarReader,
+    CalendarUnavailable,
     Conflict,
     ConnectionStore,
     DeltaPage,
@@ -39,7 +41,9 @@ from shared.ports import (
 )
 from shared.scheduling import SyncWindow, deploy_at, meeting_key, sync_window
 from shared.services.accounts import ConnectionUnusable, TokenKeeper
-from shared.services.meetings import attach_source, detach_source, forget_events, schedule_if_due
+from shared.services.health import ConnectionHealth
+from shared.services.meeting_lifecycle import JoinContext, MeetingLifecycle
+from shared.services.meetings import attach_source, detach_source, forget_events
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,14 @@ _MAX_PAGES = 500  # a runaway nextLink chain stops here (5,000+ events in the wi
 MAILBOX_CONCURRENCY = 4  # Outlook allows 4 concurrent requests per app per mailbox
 SYNC_LEASE = timedelta(minutes=5)  # a crashed sync blocks its connection at most this long
 BUSY_RETRY = timedelta(seconds=5)
+# Outlook's subject limit is 255 characters; a stored title never exceeds it (Table Storage holds
+# 32K characters per property, so title, join link (meeting_links bound) and sources always fit).
+MAX_TITLE_CHARS = 255
+# Dates outside these years are not meetings (Graph can hold year 0001 / 9999 placeholders, and
+# `start - lead` would overflow).
+_YEARS = range(1971, 9000)
+MANUAL = "manual"  # a sync job asked for with "sync now"
+SYNC_NOW_MARK = timedelta(minutes=10)  # a "sync now" marker older than this (its job lost) no longer holds
 # Occurrences in a delta round carry only these; everything else comes from their series master.
 _SPARSE_KEYS = frozenset({"@odata.type", "@odata.etag", "id", "seriesMasterId", "type", "start", "end"})
 
@@ -63,6 +75,7 @@ class SyncReport:
     requests: int = 0  # Graph requests this run made
     upserted: int = 0
     removed: int = 0
+    skipped: int = 0  # events that could not be turned into meetings (logged with ids)
 
 
 class MailboxSlots:
@@ -95,6 +108,8 @@ class _Run:
     state: SyncState
     report: SyncReport
     masters: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    changed_masters: set[str] = field(default_factory=set)  # series masters an incremental round saw change
+    joins: JoinContext | None = None  # the user's rules, choices and Active calendars, read once per run
 
 
 class SyncService:
@@ -112,8 +127,11 @@ class SyncService:
         window_days: int,
         full_resync_seconds: int,
         lead_seconds: int,
+        lifecycle: MeetingLifecycle,
         mailbox_slots: MailboxSlots | None = None,
+        health: ConnectionHealth | None = None,
     ) -> None:
+        self._health = health
         self._connections = connections
         self._tokens = tokens
         self._calendar = calendar
@@ -126,6 +144,7 @@ class SyncService:
         self._full_resync = timedelta(seconds=full_resync_seconds)
         self._lead = lead_seconds
         self._slots = mailbox_slots or _PROCESS_SLOTS
+        self._lifecycle = lifecycle
 
     def fan_out(self) -> int:
         """One sync job per active connection (spreads over instances; the timer stays short)."""
@@ -136,12 +155,30 @@ class SyncService:
                 n += 1
         return n
 
+    def sync_now(self, user_id: str, connection_id: str) -> str:
+        """"Sync now" from the page: "queued" (a sync job is queued, by this call or an earlier one
+        still waiting: repeated calls queue nothing more), "not_found", or "connection_error"."""
+        conn = self._connections.get(user_id, connection_id)
+        if conn is None:
+            return "not_found"
+        if not conn.is_active:
+            return "connection_error"
+        if self._state.mark_queued(conn.id, self._clock.now(), SYNC_NOW_MARK):
+            try:
+                self._jobs.enqueue_sync(SyncJob(user_id, conn.id, reason=MANUAL))
+            except BaseException:
+                self._state.clear_queued(conn.id)  # nothing queued: the next call must queue
+                raise
+        return "queued"
+
     def sync(self, job: SyncJob) -> SyncReport:
         conn = self._connections.get(job.user_id, job.connection_id)
         if conn is None or not conn.is_active:
             return SyncReport(outcome="skipped")
         owner = uuid.uuid4().hex
         state = self._claim(conn, owner)
+        if state is not None and job.reason in (MANUAL, "busy"):
+            self._state.clear_queued(conn.id)  # this run reads the latest: the next "sync now" queues again
         if state is None:
             # Another run holds this connection and reads the same calendar. A sync asked for a reason
             # other than the periodic scan looks once more after a short while, in case it came late.
@@ -170,15 +207,25 @@ class SyncService:
             self._release(run.state)
             run.report.outcome = "graph_unauthorized"
             log.warning("Graph refused the connection's token", extra={"connection_id": conn.id})
+            self._sync_health(conn, ok=False)
+            return run.report
+        except CalendarUnavailable as exc:
+            # Permanent for this account until its admin acts: Error with the reason, user told.
+            self._release(run.state)
+            run.report.outcome = "calendar_unavailable"
+            self._fail_calendar(conn, exc.code)
             return run.report
         except BaseException:
             self._release(run.state)
+            self._sync_health(conn, ok=False)
             raise
         if self._connections.get(conn.user_id, conn.id) is None:
             self._forget(conn)
             run.report.outcome = "disconnected"
             return run.report
         self._schedule_due(conn.user_id)
+        if run.report.outcome == "synced":
+            self._sync_health(conn, ok=True)
         report = run.report
         log.info("sync %s", report.outcome, extra={"connection_id": conn.id, "pages": report.pages,
                                                     "requests": report.requests, "upserted": report.upserted,
@@ -193,9 +240,57 @@ class SyncService:
         for source in meeting.sources:
             try:
                 self.sync(SyncJob(meeting.user_id, source.connection_id, reason="deploy"))
-            except Exception:
-                log.warning("pre-deployment sync failed", exc_info=True,
+                self._confirm(meeting.user_id, source.connection_id, source.event_id)
+            except Exception as exc:
+                log.warning("pre-deployment sync failed: %s", type(exc).__name__,
                             extra={"connection_id": source.connection_id, "meeting_id": meeting.key})
+
+    def _confirm(self, user_id: str, connection_id: str, event_id: str) -> None:
+        """Read the one event behind the meeting by id: a delta round can miss a deleted occurrence
+        (no `@removed`), and `GET /me/events/{id}` of one answers 404 ErrorItemNotFound (FACTS,
+        "Deleted occurrences"). Gone → the meeting lets go of it; present → applied as delta would
+        (cancelled, declined, moved). One Graph request per calendar holding the meeting."""
+        conn = self._connections.get(user_id, connection_id)
+        if conn is None or not conn.is_active:
+            return
+        conn, token = self._tokens.access_token(conn)
+        with self._slots.slot(conn.home_account_id):
+            event = self._calendar.event(token.token, event_id)
+        state = self._state.get(conn.id)
+        run = _Run(conn=conn, token=token.token, owner="", report=SyncReport(),
+                   state=state or SyncState(conn.id, self._clock.now(), self._clock.now(), None, None))
+        if event is None:
+            event = {"id": event_id, "@removed": {"reason": "deleted"}}
+            log.info("event behind a meeting is gone", extra={"connection_id": conn.id})
+        self._apply(run, event, state.generation if state else "")
+
+    def _sync_health(self, conn: Connection, *, ok: bool) -> None:
+        """Remember since when this connection's syncs keep failing, so the card shows a warning if it
+        lasts (Connection.warning); cleared by the next sync that succeeds. Best effort: a conflict
+        with a concurrent write is left to the next run."""
+        if ok == (conn.sync_failing_since is None):
+            return
+        try:
+            current = self._connections.get(conn.user_id, conn.id)
+            if current is not None and current.is_active:
+                self._connections.update(current.synced(self._clock.now(), ok))
+        except Exception as exc:
+            log.info("sync health not recorded: %s", type(exc).__name__, extra={"connection_id": conn.id})
+
+    def _fail_calendar(self, conn: Connection, code: str) -> None:
+        """Error `calendar_unavailable`; the user is told (ConnectionHealth)."""
+        for _ in range(3):
+            current = self._connections.get(conn.user_id, conn.id)
+            if current is None or not current.is_active:
+                return
+            try:
+                if self._health is not None:
+                    self._health.fail(current, REASONS["calendar_unavailable"], code=code)
+                else:
+                    self._connections.update(current.failed(REASONS["calendar_unavailable"]))
+                return
+            except Conflict:
+                continue
 
     def _forget(self, conn: Connection) -> None:
         """The connection was disconnected while this run read its calendar: undo what the run
@@ -256,6 +351,7 @@ class SyncService:
         run.report.full = full
         try:
             delta_link = self._pages(run, window, link, generation, full)
+            self._reconcile_series(run, window)
         except SyncStateGone:
             if not allow_restart:
                 raise
@@ -282,7 +378,7 @@ class SyncService:
                         else self._calendar.delta_next(run.token, link)
                     )
                 for event in page.events:  # may read a series master: can be throttled too
-                    self._apply(run, event, generation)
+                    self._apply_isolated(run, event, generation, full)
             except Throttled:
                 # Keep our place: the next run continues from this page (applying it again is harmless),
                 # not from the start of the round.
@@ -303,6 +399,47 @@ class SyncService:
         raise SyncStateGone("too many pages")
 
     # ------------------------------------------------------------------ events -> meetings
+    def _apply_isolated(self, run: _Run, event: dict[str, Any], generation: str, full: bool) -> None:
+        """One event never stops a calendar: an event that cannot be turned into a meeting (odd
+        shape, absurd values, a store that refuses it) is skipped, counted and logged with its ids
+        only; the round goes on. What concerns the whole calendar (throttling, a lost lease, a
+        refused token, a mailbox Graph cannot read, a delta state gone) still ends the round."""
+        try:
+            self._apply(run, event, generation)
+            if not full and event.get("type") == "seriesMaster":
+                run.changed_masters.add(str(event.get("id")))
+        except (Throttled, LeaseLost, GraphUnauthorized, CalendarUnavailable, SyncStateGone):
+            raise
+        except Exception as exc:
+            run.report.skipped += 1
+            event_id = event.get("id")
+            log.warning("event skipped: %s", type(exc).__name__,
+                        extra={"connection_id": run.conn.id,
+                               "event_id": event_id[:200] if isinstance(event_id, str) else None})
+
+    def _reconcile_series(self, run: _Run, window: SyncWindow) -> None:
+        """Graph is reported to send no `@removed` for one deleted occurrence, only its series master
+        changed (FACTS, "Deleted occurrences"): for each master an incremental round saw change,
+        read its live occurrences in the window once, and let go of indexed occurrences that are no
+        longer among them. A series gone altogether lets go of all of them."""
+        if not run.changed_masters:
+            return
+        owned: dict[str, list[tuple[str, str]]] = {}
+        for meeting in self._meetings.list_for_user(run.conn.user_id, ending_after=self._clock.now()):
+            for source in meeting.sources:
+                if source.connection_id == run.conn.id and source.series_id in run.changed_masters:
+                    owned.setdefault(source.series_id, []).append((source.event_id, meeting.key))
+        for master_id, entries in owned.items():
+            with self._slots.slot(run.conn.home_account_id):
+                run.report.requests += 1
+                live = self._calendar.instances(run.token, master_id, window)
+            alive = {str(e.get("id")) for e in live or [] if not e.get("isCancelled")}
+            gone = {event_id: key for event_id, key in entries if event_id not in alive}
+            run.report.removed += forget_events(self._meetings, self._index, run.conn.user_id, run.conn.id, gone)
+            if gone:
+                log.info("occurrences deleted without @removed: %d", len(gone),
+                         extra={"connection_id": run.conn.id})
+
     def _apply(self, run: _Run, event: dict[str, Any], generation: str) -> None:
         conn = run.conn
         event_id = event.get("id")
@@ -323,7 +460,11 @@ class SyncService:
         if previous is not None and previous != candidate.key:
             # Rescheduled or link changed: the old meeting (and its pending deployment) lets go.
             detach_source(self._meetings, conn.user_id, previous, conn.id)
-        attach_source(self._meetings, self._jobs, self._clock.now(), candidate)
+        now = self._clock.now()
+        if run.joins is None:
+            run.joins = self._lifecycle.context(conn.user_id)
+        joins = run.joins
+        attach_source(self._meetings, self._jobs, now, candidate, lambda m: joins.decide(m, now).will_join)
         self._index.put(conn.id, event_id, conn.user_id, candidate.key, generation)
         run.report.upserted += 1
 
@@ -334,7 +475,8 @@ class SyncService:
         master_id = event.get("seriesMasterId")
         if "@removed" in event or not isinstance(master_id, str) or not master_id:
             return event
-        sparse = set(event) <= _SPARSE_KEYS
+        # Some occurrences carry extra keys set to null (reported): still sparse.
+        sparse = {k for k, v in event.items() if v is not None} <= _SPARSE_KEYS
         master = run.masters.get(master_id)
         if master is None and sparse and master_id not in run.masters:
             with self._slots.slot(run.conn.home_account_id):
@@ -344,7 +486,7 @@ class SyncService:
         if master is None:
             return None if sparse else event
         merged = {k: v for k, v in master.items() if k not in ("recurrence", "@odata.etag")}
-        merged.update(event)
+        merged.update({k: v for k, v in event.items() if v is not None})
         merged["type"] = event.get("type") or "occurrence"
         return merged
 
@@ -361,30 +503,31 @@ class SyncService:
             user_id=conn.user_id,
             key=key,
             link_key=link.key,
-            title=str(event.get("subject") or "Untitled meeting"),
+            title=str(event.get("subject") or "Untitled meeting")[:MAX_TITLE_CHARS],
             start=start,
             end=end,
             platform=str(getattr(link.platform, "value", link.platform)),
             join_url=link.url,
-            sources=(Source(conn.id, str(event["id"]), conn.email),),
+            sources=(Source(conn.id, str(event["id"]), conn.email, *_facts(event, conn)),),
             deploy_at=deploy_at(start, self._lead),
         )
 
     def _schedule_due(self, user_id: str) -> None:
-        now = self._clock.now()
-        for meeting in self._meetings.list_for_user(user_id, ending_after=now):
-            if meeting.enqueued_for is None:
-                schedule_if_due(self._meetings, self._jobs, now, meeting)
+        """Meetings that were beyond the queue's horizon, and any whose decision changed."""
+        self._lifecycle.replan(user_id)
 
 
 def _skipped(event: dict[str, Any]) -> bool:
-    """Removed, cancelled, declined, all-day events and series masters get no agent."""
+    """Removed, cancelled, all-day events and series masters are no meetings. (A declined one is:
+    listed, and the join decision says whether it gets an agent.)"""
     if "@removed" in event or event.get("isCancelled") or event.get("isAllDay"):
         return True
-    if event.get("type") == "seriesMaster":
-        return True
-    status = event.get("responseStatus")
-    return isinstance(status, dict) and status.get("response") == "declined"
+    return event.get("type") == "seriesMaster"
+
+
+def _facts(event: dict[str, Any], conn: Connection) -> tuple[Any, ...]:
+    facts = event_facts(event, conn.email, conn.tenant_id)
+    return facts.response, facts.external, facts.series_id
 
 
 _FRACTION = re.compile(r"(\.\d{1,6})\d*")
@@ -401,5 +544,7 @@ def parse_graph_time(value: object) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(_FRACTION.sub(r"\1", raw.rstrip("Z")))
     except ValueError:
+        return None
+    if parsed.year not in _YEARS:
         return None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)

@@ -1,0 +1,133 @@
+"""Auto-join never fails silently (domain level): mailboxes Graph cannot read, one bad event, deleted
+occurrences without `@removed`, syncs that keep failing."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from shared.connections import ConnectionStatus
+from shared.ports import SyncJob
+from shared.services.sync import MAX_TITLE_CHARS
+from tests.unit.test_sync_and_deploy import ALICE, WORK, _series, connected, event, sync, upcoming
+
+
+def test_an_account_whose_mailbox_graph_cannot_read_connects_in_error_naming_the_admin(world):
+    world.calendar.mailbox_unavailable = "MailboxNotEnabledForRESTAPI"
+    claimed = world.connect_account(ALICE, WORK)
+    c = claimed.connection
+    assert (c.status, c.reason_code, c.reason.action.value) == (
+        ConnectionStatus.ERROR, "calendar_unavailable", "contact_admin")
+    assert "admin" in c.reason.message
+    assert world.jobs.syncs == []  # nothing to sync: no empty "Active" list
+    world.calendar.mailbox_unavailable = None  # the admin moved the mailbox online: reconnect restores
+    again = world.connect_account(ALICE, WORK, reconnect=c.id).connection
+    assert again.status is ConnectionStatus.ACTIVE and again.reason_code is None
+
+
+def test_a_mailbox_that_becomes_unreadable_turns_error_and_the_user_is_told_what_is_at_risk(world):
+    conn = connected(world)
+    world.calendar.add(event(world, "soon", minutes_from_now=90))
+    world.calendar.add(event(world, "later", minutes_from_now=60 * 30))
+    sync(world, conn)
+    world.calendar.mailbox_unavailable = "MailboxNotEnabledForRESTAPI"
+    assert sync(world, conn).outcome == "calendar_unavailable"
+    [c] = world.accounts.list(ALICE.id)
+    assert (c.status, c.reason_code) == (ConnectionStatus.ERROR, "calendar_unavailable")
+    [told] = world.events.published
+    assert told.type.value == "com.coagentor.outlook.connection.error"
+    assert told.data == {"connection_id": conn.id, "email": "alice@contoso.com", "reason_code": "calendar_unavailable",
+                         "action": "contact_admin", "meetings_at_risk": 1}
+    assert world.states.get(conn.id).lease_owner == ""  # the connection is not left locked
+    sync(world, conn)  # an Error connection is not synced, and nobody is told twice
+    assert len(world.events.published) == 1
+
+
+def test_one_bad_event_never_stops_a_calendar(world, monkeypatch):
+    conn = connected(world)
+    world.calendar.page_size = 10
+    world.calendar.add(event(world, "before"))
+    world.calendar.add(event(world, "year-one", start={"dateTime": "0001-01-01T00:00:00", "timeZone": "UTC"}))
+    world.calendar.add(event(world, "poison", subject="Poison"))
+    world.calendar.add(event(world, "long", subject="x" * 100_000))
+    world.calendar.add(event(world, "after"))
+    create = world.meetings.create
+
+    def refuse_poison(meeting):
+        if meeting.title == "Poison":
+            raise ValueError("the store refused this entity")
+        return create(meeting)
+
+    monkeypatch.setattr(world.meetings, "create", refuse_poison)
+    report = sync(world, conn)
+    assert report.outcome == "synced" and report.skipped == 1
+    titles = [m.title for m in upcoming(world)]
+    assert "Meeting before" in titles and "Meeting after" in titles and "Poison" not in titles
+    assert max(len(t) for t in titles) == MAX_TITLE_CHARS
+    assert world.states.get(conn.id).delta_link is not None  # the round completed
+
+
+def test_a_deleted_occurrence_without_removed_loses_its_meeting_and_agent(world):
+    conn = connected(world)
+    world.calendar.page_size = 10
+    master, occurrences = _series(world, "s1", minutes_from_now=60, days=3)
+    for e in (master, *occurrences):
+        world.calendar.add(e)
+    sync(world, conn)
+    assert len(upcoming(world)) == 3
+    world.calendar.delete_occurrence("s1-occ1")  # Graph: only the master comes back changed
+    sync(world, conn)
+    starts = [m.start for m in upcoming(world)]
+    first = world.clock.now() + timedelta(minutes=60)
+    assert starts == [first, first + timedelta(days=2)]
+    assert "instances:s1" in world.calendar.calls
+
+
+def test_right_before_deployment_the_meetings_own_event_is_confirmed(world):
+    """Even when no delta round says anything, a deleted occurrence gets no agent."""
+    conn = connected(world)
+    world.calendar.page_size = 10
+    master, occurrences = _series(world, "s2", minutes_from_now=1, days=2)
+    for e in (master, *occurrences):
+        world.calendar.add(e)
+    sync(world, conn)
+    world.calendar.events.pop("s2-occ0")  # gone, and nothing in the next delta round
+    deploys = [j for j, _ in world.jobs.deploys if j.deploy_at <= world.clock.now() + timedelta(minutes=1)]
+    assert [world.deploy.deploy(j, freshen=world.sync.freshen) for j in deploys] == ["meeting_gone"]
+    assert world.agents.calls == []
+
+
+def test_sparse_occurrences_with_extra_null_keys_still_take_the_masters_link(world):
+    conn = connected(world)
+    sync(world, conn)
+    master, occurrences = _series(world, "s3", days=1)
+    world.calendar.events[master["id"]] = master
+    world.calendar.add({**occurrences[0], "subject": None, "onlineMeeting": None, "body": None})
+    sync(world, conn)
+    [meeting] = upcoming(world)
+    assert meeting.join_url == master["onlineMeeting"]["joinUrl"] and meeting.title == "Meeting s3"
+
+
+def test_a_sync_that_keeps_failing_shows_a_warning_until_one_succeeds(world):
+    conn = connected(world)
+    sync(world, conn)
+    real = world.calendar.delta_next
+
+    def broken(token, link):
+        raise RuntimeError("Graph answered 500 for an hour")
+
+    world.calendar.delta_next = broken
+    with pytest.raises(RuntimeError):
+        world.sync.sync(SyncJob(ALICE.id, conn.id))
+    [c] = world.accounts.list(ALICE.id)
+    assert c.is_active and c.warning(world.clock.now(), 21600, sync_after_seconds=1800) is None
+    world.clock.advance(1800)
+    with pytest.raises(RuntimeError):
+        world.sync.sync(SyncJob(ALICE.id, conn.id))
+    [c] = world.accounts.list(ALICE.id)
+    assert "could not be read" in c.warning(world.clock.now(), 21600, sync_after_seconds=1800)
+    world.calendar.delta_next = real
+    sync(world, conn)
+    [c] = world.accounts.list(ALICE.id)
+    assert c.warning(world.clock.now(), 21600, sync_after_seconds=1800) is None
