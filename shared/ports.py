@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
+from shared.autojoin import JoinRules, Response
 from shared.connections import Connection, Plan
 from shared.scheduling import AgentState, SyncWindow
 
@@ -76,9 +77,15 @@ class ConnectionStore(Protocol):
 # ---------------------------------------------------------------- meetings and sync state
 @dataclass(frozen=True)
 class Source:
+    """One connection's event feeding a meeting, with what that calendar says of the user's part
+    (rows written before these facts were kept read as an accepted, internal, single meeting)."""
+
     connection_id: str
     event_id: str
     email: str
+    response: Response = Response.ACCEPTED
+    external: bool = False
+    series_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,34 @@ class MeetingStore(Protocol):
         ...
     def delete(self, meeting: Meeting) -> None:
         """Conditional on meeting.etag; raises Conflict when it changed."""
+        ...
+
+
+@dataclass(frozen=True)
+class StoredOverride:
+    """A per-meeting choice as stored: for one calendar's occurrence (`target_id` = its event id,
+    `series_id` = its series, if any) or for a whole series (`target_id` = the series master id)."""
+
+    connection_id: str
+    target_id: str
+    series: bool
+    join: bool
+    set_at: datetime
+    series_id: str | None = None
+    until: datetime | None = None  # an occurrence's choice matters until the meeting ends
+
+
+class JoinRulesStore(Protocol):
+    """The user's join rules and per-meeting choices (one partition per user)."""
+
+    def get_rules(self, user_id: str) -> JoinRules | None: ...
+    def put_rules(self, user_id: str, rules: JoinRules) -> None: ...
+    def overrides(self, user_id: str) -> list[StoredOverride]: ...
+    def put_overrides(self, user_id: str, overrides: list[StoredOverride]) -> None:
+        """All or nothing (one transaction): replaces any choice for the same target."""
+        ...
+    def remove_overrides(self, user_id: str, overrides: list[StoredOverride]) -> None:
+        """Removes these (by target); ones already gone are fine."""
         ...
 
 

@@ -15,11 +15,13 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
+from shared.autojoin import ExternalInvites, JoinRules, Response
 from shared.connections import Connection, ConnectionStatus, Plan, PlanLimitExceeded, plan_limit
-from shared.ports import Conflict, Meeting, PendingClaim, PendingFlow, Source, SyncState
+from shared.meeting_links import Platform
+from shared.ports import Conflict, Meeting, PendingClaim, PendingFlow, Source, StoredOverride, SyncState
 from shared.scheduling import AgentState
 
-TABLES = ("authflows", "pendingclaims", "connections", "meetings", "eventindex", "syncstate")
+TABLES = ("authflows", "pendingclaims", "connections", "meetings", "eventindex", "syncstate", "autojoin")
 _SLOT_PREFIX = "~slot-"  # sorts after every connection id (hex), so listing connections skips slots
 
 
@@ -243,7 +245,7 @@ class TableMeetingStore:
         return {
             "PartitionKey": m.user_id, "RowKey": m.key, "LinkKey": m.link_key, "Title": m.title,
             "Start": _iso(m.start), "End": _iso(m.end), "Platform": m.platform, "JoinUrl": m.join_url,
-            "Sources": json.dumps([[s.connection_id, s.event_id, s.email] for s in m.sources]),
+            "Sources": json.dumps([_source_row(s) for s in m.sources]),
             "Agent": m.agent.value if m.agent else "", "DeployAt": _iso(m.deploy_at),
             "EnqueuedFor": _iso(m.enqueued_for), "FailureReason": m.failure_reason or "",
             "LeaseUntil": _iso(m.lease_until),
@@ -254,11 +256,22 @@ class TableMeetingStore:
         return Meeting(
             user_id=e["PartitionKey"], key=e["RowKey"], link_key=e["LinkKey"], title=e["Title"],
             start=_required_dt(e["Start"]), end=_required_dt(e["End"]), platform=e["Platform"],
-            join_url=e["JoinUrl"], sources=tuple(Source(*s) for s in json.loads(e["Sources"])),
+            join_url=e["JoinUrl"], sources=tuple(map(_source, json.loads(e["Sources"]))),
             agent=AgentState(e["Agent"]) if e.get("Agent") else None, deploy_at=_dt(e.get("DeployAt")),
             enqueued_for=_dt(e.get("EnqueuedFor")), failure_reason=e.get("FailureReason") or None,
             lease_until=_dt(e.get("LeaseUntil")), etag=e.metadata.get("etag"),
         )
+
+
+def _source_row(s: Source) -> list[Any]:
+    return [s.connection_id, s.event_id, s.email, s.response.value, s.external, s.series_id]
+
+
+def _source(row: list[Any]) -> Source:
+    """Rows written before the join facts were kept hold [connection, event, email] only."""
+    if len(row) < 6:
+        return Source(*row[:3])
+    return Source(row[0], row[1], row[2], Response(row[3]), bool(row[4]), row[5] or None)
 
 
 def _event_row(event_id: str) -> str:
@@ -335,3 +348,60 @@ class TableSyncStateStore:
             self._t.delete_entity(connection_id, "state")
         except ResourceNotFoundError:
             pass
+
+class TableJoinRulesStore:
+    """The `autojoin` table: one partition per user; RowKey `rules` holds the join rules, `o~<hash>`
+    one per-meeting choice (the hash of its kind, connection and target: Graph ids may hold characters
+    RowKey forbids). A user's choices for one meeting are written in one entity-group transaction
+    (same partition, at most 100 operations:
+    https://learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions)."""
+
+    def __init__(self, table: TableClient) -> None:
+        self._t = table
+
+    def get_rules(self, user_id: str) -> JoinRules | None:
+        try:
+            e = self._t.get_entity(user_id, "rules")
+        except ResourceNotFoundError:
+            return None
+        return JoinRules(
+            responses=frozenset(Response(v) for v in str(e["Responses"]).split(",") if v),
+            external_invites=ExternalInvites(e["ExternalInvites"]),
+            platforms=frozenset(Platform(v) for v in str(e["Platforms"]).split(",") if v),
+        )
+
+    def put_rules(self, user_id: str, rules: JoinRules) -> None:
+        shape = rules.as_json()
+        self._t.upsert_entity({
+            "PartitionKey": user_id, "RowKey": "rules", "Responses": ",".join(shape["responses"]),
+            "ExternalInvites": shape["external_invites"], "Platforms": ",".join(shape["platforms"]),
+        }, mode=UpdateMode.REPLACE)
+
+    def overrides(self, user_id: str) -> list[StoredOverride]:
+        rows = self._t.query_entities(f"PartitionKey eq '{_quote(user_id)}' and RowKey gt 'o~' and RowKey lt 'o~~'")
+        return [StoredOverride(
+            connection_id=e["ConnectionId"], target_id=e["TargetId"], series=bool(e["Series"]), join=bool(e["Join"]),
+            set_at=_required_dt(e["SetAt"]), series_id=e.get("SeriesId") or None, until=_dt(e.get("Until")),
+        ) for e in rows]
+
+    def put_overrides(self, user_id: str, overrides: list[StoredOverride]) -> None:
+        operations: list[Any] = [("upsert", {
+            "PartitionKey": user_id, "RowKey": _override_row(o), "ConnectionId": o.connection_id,
+            "TargetId": o.target_id, "Series": o.series, "Join": o.join, "SetAt": _iso(o.set_at),
+            "SeriesId": o.series_id or "", "Until": _iso(o.until),
+        }, {"mode": UpdateMode.REPLACE}) for o in overrides]
+        for start in range(0, len(operations), 100):
+            self._t.submit_transaction(operations[start:start + 100])
+
+    def remove_overrides(self, user_id: str, overrides: list[StoredOverride]) -> None:
+        for o in overrides:
+            try:
+                self._t.delete_entity(user_id, _override_row(o))
+            except ResourceNotFoundError:
+                pass
+
+
+def _override_row(o: StoredOverride) -> str:
+    kind = "series" if o.series else "occurrence"
+    digest = hashlib.sha256(f"{kind}\n{o.connection_id}\n{o.target_id}".encode()).hexdigest()[:40]
+    return f"o~{digest}"

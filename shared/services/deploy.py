@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from shared.autojoin import Why
 from shared.clock import Clock
 from shared.ports import (
     AgentApi,
@@ -32,6 +33,8 @@ from shared.scheduling import (
     idempotency_key,
     retry_delay,
 )
+from shared.services.health import ConnectionHealth
+from shared.services.meeting_lifecycle import MeetingLifecycle
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,10 @@ class DeployService:
         clock: Clock,
         grace_seconds: int,
         retry_base_seconds: int,
+        lifecycle: MeetingLifecycle,
+        health: ConnectionHealth | None = None,
     ) -> None:
+        self._health = health
         self._meetings = meetings
         self._connections = connections
         self._agents = agents
@@ -57,6 +63,7 @@ class DeployService:
         self._clock = clock
         self._grace = timedelta(seconds=grace_seconds)
         self._retry_base = retry_base_seconds
+        self._lifecycle = lifecycle
 
     def deploy(self, job: DeployJob, freshen: Callable[[Meeting], None] | None = None) -> str:
         """`freshen` reads the meeting's calendars once more right before the agent API is called, so a
@@ -70,19 +77,28 @@ class DeployService:
                 log.info("deployment skipped: meeting gone", extra=ctx)
                 return "meeting_gone"
             now = self._clock.now()
-            any_active = any(
-                (c := self._connections.get(job.user_id, s.connection_id)) is not None and c.is_active
-                for s in meeting.sources
-            )
             decision = decide_deployment(
                 now=now,
                 start=meeting.start,
                 intended_at=meeting.deploy_at or job.deploy_at,
                 agent=meeting.agent,
-                any_active_connection=any_active,
-                grace_seconds=int(self._grace.total_seconds()),
                 lease_until=meeting.lease_until,
             )
+            if decision.verdict in (Verdict.DEPLOY, Verdict.WAIT):
+                # The one join decision, on the rules, choices and connections stored now. Taken again
+                # after the calendars are read once more (below): right before the agent API call.
+                join = self._lifecycle.decide(meeting)
+                if join.why is Why.TOO_LATE:
+                    self._record(meeting, AgentState.FAILED, "too_late")
+                    log.warning("deployment skipped: meeting already started", extra=ctx)
+                    return "too_late"
+                if not join.will_join:
+                    try:
+                        self._lifecycle.unschedule(meeting)
+                    except Conflict:
+                        continue  # a sync or a change of mind touched it: decide again
+                    log.info("deployment skipped: %s", join.why.value, extra=ctx)
+                    return join.why.value
             if decision.verdict is Verdict.WAIT:
                 self._jobs.schedule_deploy(job, decision.wait)
                 return "waiting"
@@ -94,10 +110,6 @@ class DeployService:
                     self._jobs.schedule_deploy(job, recheck)
                 log.info("deployment in progress elsewhere", extra=ctx)
                 return "in_progress"
-            if decision.verdict is Verdict.TOO_LATE:
-                self._record(meeting, AgentState.FAILED, "too_late")
-                log.warning("deployment skipped: meeting already started", extra=ctx)
-                return "too_late"
             if decision.verdict is not Verdict.DEPLOY:
                 log.info("deployment skipped: %s", decision.verdict.value, extra=ctx)
                 return decision.verdict.value
@@ -149,14 +161,62 @@ class DeployService:
         log.error("deployment failed: %s", result.detail, extra=ctx)
         return "failed"
 
+    def recover_overdue(self, user_id: str) -> int:
+        """No deployment is lost: a meeting whose deploy time passed `OVERDUE_AFTER` ago without a
+        verdict (its message lost, poisoned after repeated crashes, or a deployer that died mid-call)
+        is queued again while it can still be joined, and otherwise recorded `failed` ("missed") and
+        the user told. Run after every sync of the user's calendars; safe to repeat (the deployer
+        claims a meeting before calling the agent API). Returns how many meetings it acted on."""
+        now = self._clock.now()
+        acted = 0
+        for meeting in self._meetings.list_for_user(user_id, ending_after=now):
+            if not _overdue(meeting, now):
+                continue
+            decision = self._lifecycle.decide(meeting)
+            if not decision.will_join and decision.why is not Why.TOO_LATE:
+                continue  # the join decision withdraws it; replan clears the SCHEDULED state
+            acted += 1
+            ctx = {"user_id": user_id, "meeting_id": meeting.key}
+            if now <= meeting.start + self._grace:
+                assert meeting.deploy_at is not None
+                self._jobs.schedule_deploy(DeployJob(user_id, meeting.key, meeting.deploy_at), timedelta(0))
+                log.warning("deployment_overdue: no verdict since %s, queued again", meeting.deploy_at.isoformat(),
+                            extra={**ctx, "event": "deployment_overdue"})
+                continue
+            try:
+                self._record(meeting, AgentState.FAILED, "missed")
+            except Conflict:
+                continue
+            log.error("deployment_missed: the meeting started without a verdict", extra={**ctx,
+                                                                                          "event": "deployment_missed"})
+        return acted
+
     def _record(self, meeting: Meeting, state: AgentState, reason: str | None) -> None:
+        """Write the verdict. A meeting recorded `failed` tells the user (status event agent.failed)."""
         current: Meeting | None = meeting
         for _ in range(_ATTEMPTS):
             if current is None:
                 return
             try:
                 self._meetings.replace(replace(current, agent=state, failure_reason=reason, lease_until=None))
-                return
             except Conflict:
                 current = self._meetings.get(meeting.user_id, meeting.key)
+                continue
+            if state is AgentState.FAILED and self._health is not None:
+                self._health.agent_failed(current, reason or "failed")
+            return
         raise Conflict(f"meeting {meeting.key} kept changing")
+
+
+# A deployment is overdue when this long has passed since its deploy time without a verdict: longer
+# than a queue delivery's usual delay plus one agent API call, shorter than a scan period.
+OVERDUE_AFTER = timedelta(minutes=2)
+
+
+def _overdue(meeting: Meeting, now: datetime) -> bool:
+    if meeting.deploy_at is None or now < meeting.deploy_at + OVERDUE_AFTER:
+        return False
+    if meeting.agent is AgentState.SCHEDULED:
+        return True
+    # A deployer that claimed it and died: its claim has lapsed and nobody took over.
+    return meeting.agent is AgentState.DEPLOYING and (meeting.lease_until is None or meeting.lease_until < now)

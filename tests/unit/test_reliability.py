@@ -10,6 +10,7 @@ import pytest
 from shared.connections import ConnectionStatus
 from shared.ports import SyncJob
 from shared.services.sync import MAX_TITLE_CHARS
+from tests.unit.conftest import LEAD
 from tests.unit.test_sync_and_deploy import ALICE, WORK, _series, connected, event, sync, upcoming
 
 
@@ -131,3 +132,31 @@ def test_a_sync_that_keeps_failing_shows_a_warning_until_one_succeeds(world):
     sync(world, conn)
     [c] = world.accounts.list(ALICE.id)
     assert c.warning(world.clock.now(), 21600, sync_after_seconds=1800) is None
+
+
+def test_a_lost_deploy_message_is_queued_again_while_the_meeting_can_still_be_joined(world):
+    conn = connected(world)
+    world.calendar.add(event(world, "e1", minutes_from_now=5))
+    sync(world, conn)
+    world.jobs.deploys.clear()  # the message is lost (or ended in the poison queue)
+    world.clock.advance(60 * 5 - LEAD + 150)  # deploy time + 2.5 min: the meeting started 30 s ago
+    assert world.deploy.recover_overdue(ALICE.id) == 1
+    [(job, delay)] = world.jobs.deploys
+    assert delay == timedelta(0)
+    assert world.deploy.deploy(job) == "deployed"
+    assert world.deploy.recover_overdue(ALICE.id) == 0  # a verdict: nothing more to do
+
+
+def test_a_meeting_that_started_without_a_verdict_shows_failed_and_the_user_is_told(world):
+    conn = connected(world)
+    world.calendar.add(event(world, "e1", minutes_from_now=5, subject="Board review"))
+    sync(world, conn)
+    world.jobs.deploys.clear()
+    world.clock.advance(60 * 5 + 301)  # past the start and the grace
+    assert world.deploy.recover_overdue(ALICE.id) == 1
+    [meeting] = upcoming(world)
+    assert (meeting.agent.value, meeting.failure_reason) == ("failed", "missed")
+    [told] = world.events.published
+    assert told.type.value == "com.coagentor.outlook.agent.failed"
+    assert (told.data["meeting_id"], told.data["title"], told.data["reason"]) == (meeting.key, "Board review", "missed")
+    assert world.jobs.deploys == [] and world.agents.calls == []
