@@ -3,6 +3,9 @@
 Where things live:
 - connect (start, OAuth callback, claim)   shared/triggers/connect.py  → shared/services/connect.py
 - connections, upcoming meetings, health   shared/triggers/api.py
+- join rules, per-meeting join/skip        shared/triggers/autojoin.py → shared/services/autojoin.py
+- will a meeting get an agent, and why     shared/autojoin.py (the one decision); its lifecycle (attach,
+                                           decide, schedule, claim) in shared/services/meeting_lifecycle.py
 - refresh_tokens, scan_calendars,          shared/triggers/background.py → shared/services/{accounts,sync,deploy}.py
   sync_calendar, deploy_agent
 - meeting link recognition                 shared/meeting_links.py
@@ -11,8 +14,8 @@ Where things live:
 
 import azure.functions as func
 
-from shared.triggers import api, background, connect, page
+from shared.triggers import api, autojoin, background, connect, page
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
-for blueprint in (connect.bp, api.bp, background.bp, page.bp):
+for blueprint in (connect.bp, api.bp, autojoin.bp, background.bp, page.bp):
     app.register_functions(blueprint)

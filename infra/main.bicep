@@ -154,6 +154,7 @@ var tableNames = [
   'meetings'
   'eventindex'
   'syncstate'
+  'autojoin'
 ]
 var queueNames = [
   'sync-jobs'

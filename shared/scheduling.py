@@ -57,8 +57,6 @@ class Verdict(StrEnum):
     ALREADY_DEPLOYED = "already_deployed"
     ALREADY_FAILED = "already_failed"
     IN_PROGRESS = "in_progress"  # another delivery holds a fresh claim: look again when it lapses
-    NO_ACTIVE_CONNECTION = "no_active_connection"
-    TOO_LATE = "too_late"
 
 
 @dataclass(frozen=True)
@@ -73,20 +71,16 @@ def decide_deployment(
     start: datetime,
     intended_at: datetime,
     agent: AgentState | None,
-    any_active_connection: bool,
-    grace_seconds: int,
     lease_until: datetime | None = None,
 ) -> DeployDecision:
+    """Whether a surfacing deploy message acts now: the mechanics only (already done, someone else
+    on it, too early). Whether an agent should join at all is `shared.autojoin.decide`'s to say."""
     if agent is AgentState.DEPLOYED:
         return DeployDecision(Verdict.ALREADY_DEPLOYED)
     if agent is AgentState.FAILED:
         return DeployDecision(Verdict.ALREADY_FAILED)
     if agent is AgentState.DEPLOYING and lease_until is not None and lease_until > now:
         return DeployDecision(Verdict.IN_PROGRESS, lease_until - now)
-    if not any_active_connection:
-        return DeployDecision(Verdict.NO_ACTIVE_CONNECTION)
-    if now > start + timedelta(seconds=grace_seconds):
-        return DeployDecision(Verdict.TOO_LATE)
     if now < intended_at - timedelta(seconds=1):
         return DeployDecision(Verdict.WAIT, intended_at - now)
     return DeployDecision(Verdict.DEPLOY)

@@ -25,6 +25,7 @@ from shared.adapters.tables import (
     TableConnectionStore,
     TableEventIndex,
     TableFlowStore,
+    TableJoinRulesStore,
     TableMeetingStore,
     TableSyncStateStore,
     ensure_tables,
@@ -34,8 +35,10 @@ from shared.clock import Clock, SystemClock
 from shared.config import Settings, load_settings
 from shared.platform_auth import PlatformTokenVerifier
 from shared.services.accounts import AccountsService, TokenKeeper
+from shared.services.autojoin import AutojoinService
 from shared.services.connect import ConnectService
 from shared.services.deploy import DeployService
+from shared.services.meeting_lifecycle import MeetingLifecycle
 from shared.services.sync import SyncService
 
 
@@ -52,6 +55,8 @@ class Container:
     meetings: TableMeetingStore
     table_service: TableServiceClient
     jobs: StorageQueues
+    meeting_lifecycle: MeetingLifecycle
+    autojoin: AutojoinService
 
 
 def azure_credential() -> TokenCredential:
@@ -118,6 +123,10 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
     index = TableEventIndex(tables.get_table_client("eventindex"))
     sync_state = TableSyncStateStore(tables.get_table_client("syncstate"))
     tokens = TokenKeeper(connections=connections, identity=identity, secrets_store=vault, clock=clock)
+    join_rules = TableJoinRulesStore(tables.get_table_client("autojoin"))
+    # Recall of a deployed agent the user skips plugs in here once the agent adapter can recall.
+    lifecycle = MeetingLifecycle(meetings=meetings, connections=connections, rules=join_rules, jobs=jobs, clock=clock,
+                                 grace_seconds=settings.agent_join_grace_seconds)
     return Container(
         settings=settings,
         clock=clock,
@@ -135,13 +144,16 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
             connections=connections, tokens=tokens, calendar=graph, meetings=meetings, index=index,
             sync_state=sync_state, jobs=jobs, clock=clock, window_days=settings.sync_window_days,
             full_resync_seconds=settings.full_resync_seconds, lead_seconds=settings.agent_join_lead_seconds,
+            lifecycle=lifecycle,
         ),
         deploy=DeployService(meetings=meetings, connections=connections, agents=agents, jobs=jobs, clock=clock,
                              grace_seconds=settings.agent_join_grace_seconds,
-                             retry_base_seconds=settings.deploy_retry_seconds),
+                             retry_base_seconds=settings.deploy_retry_seconds, lifecycle=lifecycle),
         meetings=meetings,
         table_service=tables,
         jobs=jobs,
+        meeting_lifecycle=lifecycle,
+        autojoin=AutojoinService(store=join_rules, meetings=meetings, lifecycle=lifecycle, clock=clock),
     )
 
 

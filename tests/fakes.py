@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.autojoin import JoinRules
 from shared.connections import Connection, Plan, PlanLimitExceeded, plan_limit
 from shared.ports import (
     AccessToken,
@@ -23,6 +24,7 @@ from shared.ports import (
     PendingFlow,
     RefreshJob,
     SignedIn,
+    StoredOverride,
     SyncJob,
     SyncState,
     SyncStateGone,
@@ -319,3 +321,37 @@ class Agents:
     def deploy(self, request: DeployRequest) -> DeployResult:
         self.calls.append(request)
         return self.script.pop(0) if self.script else DeployResult(ok=True)
+
+class JoinRulesStore:
+    """Join rules and per-meeting choices, keyed as the table keys them (kind, connection, target)."""
+
+    def __init__(self) -> None:
+        self.rules: dict[str, JoinRules] = {}
+        self.choices: dict[str, dict[tuple[bool, str, str], StoredOverride]] = {}
+
+    def get_rules(self, user_id: str) -> JoinRules | None:
+        return self.rules.get(user_id)
+
+    def put_rules(self, user_id: str, rules: JoinRules) -> None:
+        self.rules[user_id] = rules
+
+    def overrides(self, user_id: str) -> list[StoredOverride]:
+        return list(self.choices.get(user_id, {}).values())
+
+    def put_overrides(self, user_id: str, overrides: list[StoredOverride]) -> None:
+        mine = self.choices.setdefault(user_id, {})
+        for o in overrides:
+            mine[(o.series, o.connection_id, o.target_id)] = o
+
+    def remove_overrides(self, user_id: str, overrides: list[StoredOverride]) -> None:
+        mine = self.choices.get(user_id, {})
+        for o in overrides:
+            mine.pop((o.series, o.connection_id, o.target_id), None)
+
+
+class ErasureJobs:
+    def __init__(self) -> None:
+        self.jobs: list[tuple[str, timedelta]] = []
+
+    def enqueue(self, user_id: str, delay: timedelta) -> None:
+        self.jobs.append((user_id, delay))

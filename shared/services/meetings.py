@@ -3,6 +3,7 @@ connections, each remembering which connections' events feed it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
@@ -12,15 +13,18 @@ from shared.scheduling import AgentState, enqueue_delay
 _ATTEMPTS = 8
 
 
-def attach_source(meetings: MeetingStore, jobs: JobQueue, now: datetime, candidate: Meeting) -> Meeting:
-    """Create or merge the meeting for one connection's event, and schedule its deployment when it
-    is within the queue's horizon and not scheduled yet. The message is enqueued before the row
-    records it: a crash in between can only duplicate a message (the deployer dedupes), never lose one."""
+def attach_source(meetings: MeetingStore, jobs: JobQueue, now: datetime, candidate: Meeting,
+                  will_join: Callable[[Meeting], bool]) -> Meeting:
+    """Create or merge the meeting for one connection's event, and schedule its deployment when
+    `will_join` (the join decision, see services.meeting_lifecycle) says so, it is within the queue's horizon
+    and not scheduled yet. The message is enqueued before the row records it: a crash in between can
+    only duplicate a message (the deployer dedupes), never lose one."""
     (source,) = candidate.sources
     for _ in range(_ATTEMPTS):
         current = meetings.get(candidate.user_id, candidate.key)
         if current is None:
-            fresh = _scheduled(jobs, now, replace(candidate, agent=None, enqueued_for=None))
+            fresh = replace(candidate, agent=None, enqueued_for=None)
+            fresh = planned(jobs, now, fresh, will_join(fresh))
             try:
                 return meetings.create(fresh)
             except Conflict:
@@ -36,7 +40,7 @@ def attach_source(meetings: MeetingStore, jobs: JobQueue, now: datetime, candida
         )
         if merged.deploy_at != candidate.deploy_at:
             merged = replace(merged, deploy_at=candidate.deploy_at, enqueued_for=None)
-        merged = _scheduled(jobs, now, merged)
+        merged = planned(jobs, now, merged, will_join(merged))
         if merged == current:
             return current
         try:
@@ -46,22 +50,16 @@ def attach_source(meetings: MeetingStore, jobs: JobQueue, now: datetime, candida
     raise Conflict(f"meeting {candidate.key} kept changing")
 
 
-def schedule_if_due(meetings: MeetingStore, jobs: JobQueue, now: datetime, meeting: Meeting) -> Meeting:
-    """For meetings that were beyond the horizon when first seen."""
-    updated = _scheduled(jobs, now, meeting)
-    if updated is meeting:
-        return meeting
-    try:
-        return meetings.replace(updated)
-    except Conflict:
-        return meeting  # someone else touched it; the next sync looks again
-
-
-def _scheduled(jobs: JobQueue, now: datetime, meeting: Meeting) -> Meeting:
+def planned(jobs: JobQueue, now: datetime, meeting: Meeting, will_join: bool) -> Meeting:
+    """The meeting with its deployment scheduled (`will_join`) or withdrawn (not). A skipped meeting
+    keeps the record of a message already queued (`enqueued_for`): if the user changes their mind
+    before it surfaces, that message deploys; the deployer finds it unwanted otherwise."""
     if meeting.deploy_at is None or meeting.agent in (AgentState.DEPLOYING, AgentState.DEPLOYED, AgentState.FAILED):
         return meeting
+    if not will_join:
+        return meeting if meeting.agent is None else replace(meeting, agent=None)
     if meeting.enqueued_for == meeting.deploy_at:
-        return meeting
+        return meeting if meeting.agent is AgentState.SCHEDULED else replace(meeting, agent=AgentState.SCHEDULED)
     delay = enqueue_delay(now, meeting.deploy_at)
     if delay is None:
         return meeting

@@ -7,7 +7,6 @@ import azure.functions as func
 from shared.adapters.identity import admin_consent_url
 from shared.connections import plan_limit
 from shared.platform_auth import User
-from shared.services.meetings import upcoming
 from shared.triggers.http import authed, error, json_response
 from shared.triggers.views import connection_view, meeting_view
 from shared.wiring import Container, container
@@ -47,8 +46,7 @@ def disconnect_connection(req: func.HttpRequest, c: Container, user: User) -> fu
 @bp.route(route="meetings/upcoming", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @authed
 def upcoming_meetings(req: func.HttpRequest, c: Container, user: User) -> func.HttpResponse:
-    meetings = upcoming(c.meetings, user.id, c.clock.now())
-    return json_response({"meetings": [meeting_view(m) for m in meetings]})
+    return json_response({"meetings": [meeting_view(m, d) for m, d in c.meeting_lifecycle.upcoming(user.id)]})
 
 
 @bp.function_name("health")

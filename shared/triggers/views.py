@@ -5,8 +5,11 @@ from typing import Any
 
 import azure.functions as func
 
+from shared.autojoin import Decision
 from shared.connections import Connection, PlanLimitExceeded
 from shared.ports import Meeting
+from shared.scheduling import AgentState
+from shared.services.meeting_lifecycle import facts_of
 from shared.services.meetings import accounts_of
 from shared.triggers.http import error
 
@@ -30,7 +33,13 @@ def connection_view(c: Connection, now: datetime, warning_after_seconds: int) ->
     }
 
 
-def meeting_view(m: Meeting) -> dict[str, Any]:
+def meeting_view(m: Meeting, decision: Decision) -> dict[str, Any]:
+    """A meeting with its join decision. An agent is shown as scheduled (and `agent_at` as when it
+    goes) only while the decision still says it joins."""
+    facts = facts_of(m)
+    agent = m.agent.public if m.agent else None
+    if agent == AgentState.SCHEDULED.value and not decision.will_join:
+        agent = None
     return {
         "id": m.key,
         "title": m.title,
@@ -39,8 +48,14 @@ def meeting_view(m: Meeting) -> dict[str, Any]:
         "platform": m.platform,
         "join_url": m.join_url,
         "accounts": accounts_of(m),
-        "agent": m.agent.public if m.agent else None,
-        "agent_at": _iso(m.deploy_at),
+        "agent": agent,
+        "agent_at": _iso(m.deploy_at) if decision.will_join or agent is not None else None,
+        "response": facts.response.value,
+        "external": facts.external,
+        "series": facts.series,
+        "will_join": decision.will_join,
+        "why": decision.why.value,
+        "why_text": decision.text,
     }
 
 

@@ -173,7 +173,8 @@ def test_real_responses_match_the_document(client, contract, stack):
 
     # No or bad token: 401 on every authed route.
     for method, path in [("POST", "outlook/connect"), ("POST", "outlook/claim"), ("GET", "outlook/connections"),
-                         ("DELETE", "outlook/connections/x"), ("GET", "meetings/upcoming")]:
+                         ("DELETE", "outlook/connections/x"), ("GET", "meetings/upcoming"),
+                         ("GET", "autojoin/rules"), ("PUT", "autojoin/rules"), ("PUT", "meetings/x/autojoin")]:
         assert r.call(method, path, None).status_code == 401
     assert r.call("GET", "outlook/connections", "not-a-jwt").status_code == 401
 
@@ -221,8 +222,26 @@ def test_real_responses_match_the_document(client, contract, stack):
         eventually(lambda: any(m["title"] == "OpenAPI check" for m in client.upcoming(me)))
         meetings = r.call("GET", "meetings/upcoming", me).json()["meetings"]
         assert "OpenAPI check" in [m["title"] for m in meetings]
+        [check] = [m for m in meetings if m["title"] == "OpenAPI check"]
+        assert (check["will_join"], check["why"], check["response"]) == (True, "rules", "organizer")
+        path = f"meetings/{check['id']}/autojoin"
+        skipped = r.call("PUT", path, me, json={"join": False, "series": False})
+        assert skipped.status_code == 200 and (skipped.json()["will_join"], skipped.json()["why"]) == (
+            False, "skipped_by_you")
+        assert r.call("PUT", path, me, json={"join": "yes"}).json()["error"] == "invalid_body"
+        assert r.call("PUT", path, me, json={"join": True, "series": True}).json()["error"] == "not_a_series"
+        assert r.call("PUT", "meetings/no-such-meeting/autojoin", me, json={"join": None}).status_code == 404
+        assert r.call("PUT", path, me, json={"join": None}).json()["why"] == "rules"
     finally:
         client.sim("DELETE", f"/_sim/users/alice@contoso.com/events/{event['id']}")
+
+    # Join rules: the defaults, a refused value, a stored change.
+    rules = r.call("GET", "autojoin/rules", me).json()
+    assert rules["external_invites"] == "skip_unanswered" and "declined" not in rules["responses"]
+    bad = r.call("PUT", "autojoin/rules", me, json={**rules, "platforms": ["webex"]})
+    assert bad.status_code == 400 and bad.json()["error"] == "invalid_rules"
+    changed = {**rules, "responses": [*rules["responses"], "declined"]}
+    assert r.call("PUT", "autojoin/rules", me, json=changed).json() == changed
 
     # Disconnect, twice.
     assert r.call("GET", "outlook/connections", me).status_code == 200

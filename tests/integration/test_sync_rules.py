@@ -105,7 +105,7 @@ def env(stack: Stack) -> Iterator[Env]:
         c = build(load_settings(settings_env), clock=clock)
         jobs = RecordingJobs(clock, poison=c.jobs)
         # The services keep their queue adapter; these tests hold the messages themselves.
-        for service in (c.sync, c.deploy, c.connect):
+        for service in (c.sync, c.deploy, c.connect, c.meeting_lifecycle):
             mp.setattr(service, "_jobs", jobs)
         yield Env(c=c, clock=clock, jobs=jobs, http=Client(stack), stack=stack)
 
@@ -160,7 +160,7 @@ class World:
         return self.c.sync.sync(SyncJob(self.user.id, conn.id, reason=reason))
 
     def upcoming(self) -> list[dict[str, Any]]:
-        return [meeting_view(m) for m in upcoming(self.c.meetings, self.user.id, self.clock.now())]
+        return [meeting_view(m, d) for m, d in self.c.meeting_lifecycle.upcoming(self.user.id)]
 
     def at(self, moment: datetime) -> None:
         assert moment >= self.clock.now(), "the clock only moves forward"
@@ -547,8 +547,8 @@ def test_a_permanent_agent_api_failure_lands_in_the_poison_queue_with_its_reason
     world.sync(ALICE)
     world.env.http.api.post(f"{world.env.stack.agents_url}/_faults", json={"status": 400, "count": 1}, timeout=5)
     assert world.deliver_due() == ["failed"]
-    [meeting] = upcoming(world.c.meetings, world.user.id, world.clock.now())
-    assert meeting_view(meeting)["agent"] == "failed" and meeting.failure_reason == "agent_api: HTTP 400"
+    [(meeting, decision)] = world.c.meeting_lifecycle.upcoming(world.user.id)
+    assert meeting_view(meeting, decision)["agent"] == "failed" and meeting.failure_reason == "agent_api: HTTP 400"
     poison = QueueClient.from_connection_string(world.env.stack.storage_connection_string(),
                                                 "agent-deployments-poison",
                                                 message_decode_policy=TextBase64DecodePolicy())

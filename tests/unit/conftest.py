@@ -9,8 +9,10 @@ from shared.clock import FixedClock
 from shared.connections import Plan
 from shared.platform_auth import User
 from shared.services.accounts import AccountsService, TokenKeeper
+from shared.services.autojoin import AutojoinService
 from shared.services.connect import ConnectService
 from shared.services.deploy import DeployService
+from shared.services.meeting_lifecycle import MeetingLifecycle
 from shared.services.sync import SyncService
 from tests import fakes
 
@@ -34,6 +36,9 @@ class World:
     tokens: TokenKeeper
     sync: SyncService
     deploy: DeployService
+    rules: fakes.JoinRulesStore
+    meeting_lifecycle: MeetingLifecycle
+    autojoin: AutojoinService
 
     def connect_account(self, user: User, account: tuple[str, str, str] | None = None,
                         reconnect: str | None = None):
@@ -57,7 +62,10 @@ def world() -> World:
         flows=fakes.Flows(), claims=fakes.Claims(), connections=fakes.Connections(), meetings=fakes.Meetings(),
         index=fakes.Index(), states=fakes.SyncStates(), secrets=fakes.Secrets(),
         identity=fakes.Identity(now=clock.now), calendar=fakes.Calendar(), jobs=fakes.Jobs(), agents=fakes.Agents(),
+        rules=fakes.JoinRulesStore(),
     )
+    lifecycle = MeetingLifecycle(meetings=w["meetings"], connections=w["connections"], rules=w["rules"],
+                                 jobs=w["jobs"], clock=clock, grace_seconds=300)
     tokens = TokenKeeper(connections=w["connections"], identity=w["identity"], secrets_store=w["secrets"],
                          clock=clock)
     return World(
@@ -70,9 +78,13 @@ def world() -> World:
         tokens=tokens,
         sync=SyncService(connections=w["connections"], tokens=tokens, calendar=w["calendar"],
                          meetings=w["meetings"], index=w["index"], sync_state=w["states"], jobs=w["jobs"],
-                         clock=clock, window_days=14, full_resync_seconds=86400, lead_seconds=LEAD),
+                         clock=clock, window_days=14, full_resync_seconds=86400, lead_seconds=LEAD,
+                         lifecycle=lifecycle),
         deploy=DeployService(meetings=w["meetings"], connections=w["connections"], agents=w["agents"],
-                             jobs=w["jobs"], clock=clock, grace_seconds=300, retry_base_seconds=15),
+                             jobs=w["jobs"], clock=clock, grace_seconds=300, retry_base_seconds=15,
+                             lifecycle=lifecycle),
+        meeting_lifecycle=lifecycle,
+        autojoin=AutojoinService(store=w["rules"], meetings=w["meetings"], lifecycle=lifecycle, clock=clock),
     )
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from shared.autojoin import Why
 from shared.connections import Plan
 from shared.platform_auth import User
 from shared.ports import DeployResult, SyncJob
+from shared.scheduling import AgentState
 from tests.unit.conftest import LEAD
 
 ALICE = User("user-alice", Plan.PRO)
@@ -117,17 +119,20 @@ def test_rescheduling_moves_the_agent_to_the_new_time(world):
     assert world.deploy.deploy(new[0]) == "deployed"
 
 
-def test_cancelled_declined_and_all_day_events_get_no_agent(world):
+def test_cancelled_and_all_day_events_are_not_listed_and_declined_ones_are_listed_without_an_agent(world):
     conn = connected(world)
     world.calendar.add(event(world, "c", isCancelled=True))
-    world.calendar.add(event(world, "d", responseStatus={"response": "declined"}))
+    world.calendar.add(event(world, "d", isOrganizer=False, responseStatus={"response": "declined"}))
     world.calendar.add(event(world, "a", isAllDay=True))
     world.calendar.add(event(world, "keep"))
     sync(world, conn)
-    assert [m.title for m in upcoming(world)] == ["Meeting keep"]
+    shown = {m.title: (m.agent, world.meeting_lifecycle.decide(m).why) for m in upcoming(world)}
+    assert shown == {"Meeting d": (None, Why.RESPONSE_EXCLUDED), "Meeting keep": (AgentState.SCHEDULED, Why.RULES)}
+    [keep] = [m.key for m in upcoming(world) if m.title == "Meeting keep"]
+    assert [j.meeting_key for j, _ in world.jobs.deploys] == [keep]
     world.calendar.add(event(world, "keep", isCancelled=True))
     sync(world, conn)
-    assert upcoming(world) == []
+    assert [m.title for m in upcoming(world)] == ["Meeting d"]
     assert all(world.deploy.deploy(j) == "meeting_gone" for j, _ in world.jobs.deploys)
 
 
@@ -355,12 +360,15 @@ def test_a_sparse_occurrence_without_its_master_in_the_round_reads_the_master(wo
 def test_occurrences_of_a_declined_or_cancelled_series_get_no_agent(world):
     conn = connected(world)
     world.calendar.page_size = 10
-    declined, d_occ = _series(world, "sd", responseStatus={"response": "declined"})
+    declined, d_occ = _series(world, "sd", isOrganizer=False, responseStatus={"response": "declined"})
     cancelled, c_occ = _series(world, "sc", isCancelled=True)
     for e in [declined, *d_occ, cancelled, *c_occ]:
         world.calendar.add(e)
     sync(world, conn)
-    assert upcoming(world) == []
+    listed = upcoming(world)
+    assert {m.title for m in listed} == {"Meeting sd"} and len(listed) == 3
+    assert {(m.agent, world.meeting_lifecycle.decide(m).why) for m in listed} == {(None, Why.RESPONSE_EXCLUDED)}
+    assert world.jobs.deploys == []
 
 
 def test_the_deployer_reads_the_calendar_first(world):

@@ -1,0 +1,289 @@
+"""Will the user's agent join this meeting, and why? The one decision. Pure domain.
+
+`decide` turns the facts of a meeting (the user's RSVP, whether someone outside their organisation
+organised it, its platform, whether it is part of a series), the user's join rules, their newest
+per-meeting or per-series choice, whether any calendar holding it is Active, and the time into
+`Decision(will_join, why, text)`. The sync schedules with it, the deployer re-checks it right before
+it calls the agent API, Upcoming Meetings shows it and `tools.explain_event` prints it: there is no
+other place that says whether an agent joins.
+
+The contract is `../shared/API.md`, "Join rules" and "Meetings" (the `why` codes). Graph shapes relied
+on: `responseStatus.response` is one of none, organizer, tentativelyAccepted, accepted, declined,
+notResponded; `isOrganizer`; `organizer.emailAddress.address`; `seriesMasterId`
+(https://learn.microsoft.com/graph/api/resources/event, .../responsestatus)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from shared.meeting_links import Platform
+
+# Microsoft's tenant id for personal accounts (Outlook.com, Hotmail, Live): every MSA's `tid`.
+# https://learn.microsoft.com/entra/identity-platform/id-token-claims-reference ("tid")
+CONSUMER_TENANT_ID = "9188040d-6c67-4c5b-b112-36a304b66dad"
+
+
+class Response(StrEnum):
+    """The user's RSVP to a meeting, in the API's words."""
+
+    ORGANIZER = "organizer"
+    ACCEPTED = "accepted"
+    TENTATIVE = "tentative"
+    NOT_RESPONDED = "not_responded"
+    DECLINED = "declined"
+
+
+# Most committed first: a meeting in two calendars counts with the user's most committed answer.
+RESPONSES: tuple[Response, ...] = tuple(Response)
+_GRAPH_RESPONSES = {
+    "organizer": Response.ORGANIZER,
+    "accepted": Response.ACCEPTED,
+    "tentativelyAccepted": Response.TENTATIVE,
+    "notResponded": Response.NOT_RESPONDED,
+    "declined": Response.DECLINED,
+}
+_RESPONSE_WORDS = {
+    Response.ORGANIZER: "you organise this meeting",
+    Response.ACCEPTED: "you accepted this meeting",
+    Response.TENTATIVE: "you tentatively accepted this meeting",
+    Response.NOT_RESPONDED: "you haven't answered this invitation",
+    Response.DECLINED: "you declined this meeting",
+}
+PLATFORM_NAMES: dict[str, str] = {
+    Platform.TEAMS: "Microsoft Teams", Platform.ZOOM: "Zoom", Platform.GOOGLE_MEET: "Google Meet",
+}
+
+
+class ExternalInvites(StrEnum):
+    """What to do with meetings organised outside the connected account's email domain."""
+
+    JOIN = "join"
+    SKIP_UNANSWERED = "skip_unanswered"  # no agent until the user accepts (or tentatively accepts)
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class JoinRules:
+    responses: frozenset[Response]
+    external_invites: ExternalInvites
+    platforms: frozenset[Platform]
+
+    def as_json(self) -> dict[str, Any]:
+        """The API's shape, lists in a fixed order."""
+        return {
+            "responses": [r.value for r in RESPONSES if r in self.responses],
+            "external_invites": self.external_invites.value,
+            "platforms": [p.value for p in Platform if p in self.platforms],
+        }
+
+
+DEFAULT_RULES = JoinRules(
+    responses=frozenset({Response.ORGANIZER, Response.ACCEPTED, Response.TENTATIVE, Response.NOT_RESPONDED}),
+    external_invites=ExternalInvites.SKIP_UNANSWERED,
+    platforms=frozenset(Platform),
+)
+
+
+_E = TypeVar("_E", Response, Platform)
+
+
+class InvalidRules(ValueError):
+    """A rules object the API refuses (400 `invalid_rules`); the message says what is wrong."""
+
+
+_RULE_FIELDS = ("responses", "external_invites", "platforms")
+
+
+def parse_rules(body: object) -> JoinRules:
+    """The whole rules object as PUT: every field present, nothing unknown, no repeated values.
+    Raises InvalidRules naming the first problem."""
+    if not isinstance(body, Mapping):
+        raise InvalidRules("Rules must be a JSON object with responses, external_invites and platforms")
+    unknown = sorted(set(body) - set(_RULE_FIELDS))
+    if unknown:
+        raise InvalidRules(f"Unknown field {unknown[0]!r}; rules have {', '.join(_RULE_FIELDS)}")
+    missing = [f for f in _RULE_FIELDS if f not in body]
+    if missing:
+        raise InvalidRules(f"Missing field {missing[0]!r}: send the whole rules object")
+    responses = _values(body["responses"], "responses", Response)
+    platforms = _values(body["platforms"], "platforms", Platform)
+    external = body["external_invites"]
+    if not isinstance(external, str) or external not in ExternalInvites._value2member_map_:
+        raise InvalidRules(f"external_invites must be one of {_listed(ExternalInvites)}")
+    return JoinRules(frozenset(responses), ExternalInvites(external), frozenset(platforms))
+
+
+def _values(raw: object, name: str, kind: type[_E]) -> list[_E]:
+    if not isinstance(raw, list):
+        raise InvalidRules(f"{name} must be a list drawn from {_listed(kind)}")
+    seen: list[_E] = []
+    for item in raw:
+        if not isinstance(item, str) or item not in kind._value2member_map_:
+            raise InvalidRules(f"{name} holds {item!r}; allowed: {_listed(kind)}")
+        if kind(item) in seen:
+            raise InvalidRules(f"{name} lists {item!r} twice")
+        seen.append(kind(item))
+    return seen
+
+
+def _listed(kind: type[StrEnum]) -> str:
+    return ", ".join(m.value for m in kind)
+
+
+# ---------------------------------------------------------------- what one calendar says
+@dataclass(frozen=True)
+class EventFacts:
+    """What one calendar's event says of the user's part in a meeting."""
+
+    response: Response
+    external: bool
+    series_id: str | None  # the series master's id in that calendar, for occurrences and exceptions
+
+
+def event_facts(event: Mapping[str, Any], account_email: str, tenant_id: str) -> EventFacts:
+    """Facts of a Graph event in the calendar of `account_email` (its tenant tells personal accounts).
+
+    - response: `responseStatus.response`; `none` or missing means the mailbox owner's own
+      appointment (organizer) unless `isOrganizer` is false, then an unanswered invitation.
+    - external: organised by someone outside the account's email domain — for a personal account,
+      by anyone but the account itself. An organiser address without `@` is an Exchange-internal
+      (X500) address Graph shows for people in the same organisation: internal.
+    - series_id: `seriesMasterId` of an occurrence or exception."""
+    own = event.get("isOrganizer") is not False
+    status = event.get("responseStatus")
+    raw = status.get("response") if isinstance(status, Mapping) else None
+    response = Response.ORGANIZER if own else _GRAPH_RESPONSES.get(str(raw), Response.NOT_RESPONDED)
+    if not own and response is Response.ORGANIZER:
+        response = Response.NOT_RESPONDED  # Graph says organiser but not isOrganizer: trust the flag
+    series = event.get("seriesMasterId")
+    return EventFacts(
+        response=response,
+        external=False if own else _outside(_organizer_address(event), account_email, tenant_id),
+        series_id=series if isinstance(series, str) and series else None,
+    )
+
+
+def _organizer_address(event: Mapping[str, Any]) -> str:
+    organizer = event.get("organizer")
+    email = organizer.get("emailAddress") if isinstance(organizer, Mapping) else None
+    address = email.get("address") if isinstance(email, Mapping) else None
+    return address.strip().lower() if isinstance(address, str) else ""
+
+
+def _outside(organizer: str, account_email: str, tenant_id: str) -> bool:
+    account = account_email.strip().lower()
+    if not organizer:
+        return True  # nobody named: treat as a stranger's invitation
+    if "@" not in organizer:
+        return False  # Exchange-internal address
+    if organizer == account:
+        return False
+    if tenant_id == CONSUMER_TENANT_ID:
+        return True
+    return organizer.rsplit("@", 1)[1] != account.rsplit("@", 1)[-1]
+
+
+def combined_response(responses: Iterable[Response]) -> Response:
+    """A meeting in several of the user's calendars counts with their most committed answer."""
+    given = set(responses)
+    return next((r for r in RESPONSES if r in given), Response.NOT_RESPONDED)
+
+
+# ---------------------------------------------------------------- the user's choices
+@dataclass(frozen=True)
+class Override:
+    """A choice made with the per-meeting toggle: join or skip, for one occurrence or its series."""
+
+    join: bool
+    series: bool
+    set_at: datetime
+
+
+def newest(overrides: Iterable[Override]) -> Override | None:
+    """The latest choice wins (a series skip after joining one occurrence skips it too; joining one
+    occurrence after skipping the series makes an exception); on a tie the occurrence's own wins."""
+    return max(overrides, key=lambda o: (o.set_at, not o.series), default=None)
+
+
+# ---------------------------------------------------------------- the decision
+class Why(StrEnum):
+    RULES = "rules"
+    JOINED_BY_YOU = "joined_by_you"
+    SKIPPED_BY_YOU = "skipped_by_you"
+    SERIES_SKIPPED_BY_YOU = "series_skipped_by_you"
+    RESPONSE_EXCLUDED = "response_excluded"
+    EXTERNAL_UNANSWERED = "external_unanswered"
+    EXTERNAL_SKIPPED = "external_skipped"
+    PLATFORM_EXCLUDED = "platform_excluded"
+    CONNECTION_ERROR = "connection_error"
+    TOO_LATE = "too_late"
+
+
+@dataclass(frozen=True)
+class MeetingFacts:
+    platform: str
+    start: datetime
+    response: Response
+    external: bool
+    series: bool
+
+
+@dataclass(frozen=True)
+class Decision:
+    will_join: bool
+    why: Why
+    text: str
+
+    @property
+    def withdraws_agent(self) -> bool:
+        """An agent already sent should leave: the user (or their rules) no longer wants it there.
+        A connection in error or a late start says nothing about the user's wish."""
+        return not self.will_join and self.why not in (Why.CONNECTION_ERROR, Why.TOO_LATE)
+
+
+def decide(
+    facts: MeetingFacts,
+    rules: JoinRules,
+    override: Override | None,
+    *,
+    any_active_connection: bool,
+    agent_sent: bool,
+    now: datetime,
+    grace: timedelta,
+) -> Decision:
+    """In this order: no Active calendar holds it → connection_error; started more than `grace` ago
+    and no agent sent → too_late; the user's newest choice → joined_by_you / skipped_by_you /
+    series_skipped_by_you; then the rules: platform, RSVP, external organiser."""
+    if not any_active_connection:
+        return Decision(False, Why.CONNECTION_ERROR, "No agent: the Outlook connection holding this meeting needs "
+                        "attention. Reconnect it to resume auto-join.")
+    if not agent_sent and now > facts.start + grace:
+        return Decision(False, Why.TOO_LATE, "No agent: the meeting started too long ago for the agent to join.")
+    if override is not None:
+        if override.join:
+            scope = "every meeting of this series" if override.series else "this meeting"
+            return Decision(True, Why.JOINED_BY_YOU, f"Your agent joins because you chose to send it to {scope}.")
+        if override.series:
+            return Decision(False, Why.SERIES_SKIPPED_BY_YOU,
+                            "No agent: you chose to skip every meeting of this series.")
+        return Decision(False, Why.SKIPPED_BY_YOU, "No agent: you chose to skip this meeting.")
+    platform = PLATFORM_NAMES.get(facts.platform, facts.platform)  # StrEnum keys match their values
+    if facts.platform not in rules.platforms:
+        return Decision(False, Why.PLATFORM_EXCLUDED, f"No agent: your join rules skip {platform} meetings.")
+    said = _RESPONSE_WORDS[facts.response]
+    if facts.response not in rules.responses:
+        return Decision(False, Why.RESPONSE_EXCLUDED,
+                        f"No agent: {said}, and your join rules don't send an agent then.")
+    if facts.external and rules.external_invites is ExternalInvites.SKIP:
+        return Decision(False, Why.EXTERNAL_SKIPPED,
+                        "No agent: it is organised outside your organisation, and your join rules skip those.")
+    if facts.external and rules.external_invites is ExternalInvites.SKIP_UNANSWERED \
+            and facts.response is Response.NOT_RESPONDED:
+        return Decision(False, Why.EXTERNAL_UNANSWERED,
+                        "No agent yet: this invitation comes from outside your organisation and you haven't "
+                        "answered it. Accept it, or choose Join, to send your agent.")
+    return Decision(True, Why.RULES, f"Your agent joins by your rules: {said}.")

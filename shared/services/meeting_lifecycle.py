@@ -1,0 +1,187 @@
+"""A meeting's life, in one place: where to look for "will this meeting get an agent, and when?".
+
+1. attach - the sync turns a calendar event with a join link into a meeting, one per (link, start)
+   across the user's calendars, each source carrying what its calendar says (RSVP, external
+   organiser, series): `SyncService._apply` -> `services.meetings.attach_source`.
+2. decide - `JoinContext.decide` gathers the user's join rules, their choices (per meeting, per
+   series) and which calendars are Active, and asks the one pure decision, `shared.autojoin.decide`.
+3. schedule - a meeting that will be joined gets a deploy message hidden until start - lead
+   (`services.meetings.planned`); one that will not keeps no SCHEDULED agent. `MeetingLifecycle.replan`
+   applies the decision to all of a user's upcoming meetings at once: after every sync, and right
+   after a rule or choice changes (no wait for the next scan).
+4. claim, call, record - when the message surfaces, `DeployService.deploy` decides again (fresh
+   rules, choices and connections, after reading the calendars once more), claims the meeting row,
+   calls the agent API, records the outcome.
+A deployed agent whose meeting the user then skips should be recalled: `MeetingLifecycle` takes a
+`recall` callable for that; until the agent adapter can recall (DELETE /agents/{id}), none is wired
+and the skip is logged."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from shared.autojoin import (
+    DEFAULT_RULES,
+    Decision,
+    JoinRules,
+    MeetingFacts,
+    Override,
+    combined_response,
+    decide,
+    newest,
+)
+from shared.clock import Clock
+from shared.ports import Conflict, ConnectionStore, JobQueue, JoinRulesStore, Meeting, MeetingStore, StoredOverride
+from shared.scheduling import AgentState
+from shared.services.meetings import planned
+
+log = logging.getLogger(__name__)
+
+_ATTEMPTS = 8
+# An occurrence's choice is kept this long after its meeting ended, then purged.
+_KEEP_ENDED_CHOICES = timedelta(days=1)
+
+
+def facts_of(meeting: Meeting) -> MeetingFacts:
+    """One meeting from all the calendars holding it: the user's most committed answer; external
+    only when every calendar sees an outside organiser; a series when any calendar has it as one."""
+    return MeetingFacts(
+        platform=meeting.platform,
+        start=meeting.start,
+        response=combined_response(s.response for s in meeting.sources),
+        external=all(s.external for s in meeting.sources),
+        series=any(s.series_id for s in meeting.sources),
+    )
+
+
+def applies_to(choice: StoredOverride, meeting: Meeting) -> bool:
+    """A choice follows its calendar's event (or series) id, not the meeting's start or link."""
+    for s in meeting.sources:
+        if s.connection_id != choice.connection_id:
+            continue
+        if choice.target_id == (s.series_id if choice.series else s.event_id):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class JoinContext:
+    """Everything besides the meeting that the decision needs, read once for a user."""
+
+    rules: JoinRules
+    choices: tuple[StoredOverride, ...]
+    active_connections: frozenset[str]
+    grace: timedelta
+
+    def decide(self, meeting: Meeting, now: datetime) -> Decision:
+        choice = newest(Override(c.join, c.series, c.set_at) for c in self.choices if applies_to(c, meeting))
+        return decide(
+            facts_of(meeting), self.rules, choice,
+            any_active_connection=any(s.connection_id in self.active_connections for s in meeting.sources),
+            agent_sent=meeting.agent in (AgentState.DEPLOYED, AgentState.DEPLOYING),
+            now=now, grace=self.grace,
+        )
+
+
+@dataclass
+class ReplanReport:
+    meetings: int = 0
+    scheduled: int = 0  # newly given a deploy message or a SCHEDULED agent
+    unscheduled: int = 0  # a SCHEDULED agent withdrawn before it was sent
+    to_recall: int = 0  # deployed agents the decision now withdraws
+
+
+class MeetingLifecycle:
+    def __init__(
+        self,
+        *,
+        meetings: MeetingStore,
+        connections: ConnectionStore,
+        rules: JoinRulesStore,
+        jobs: JobQueue,
+        clock: Clock,
+        grace_seconds: int,
+        recall: Callable[[Meeting], None] | None = None,
+    ) -> None:
+        self._meetings = meetings
+        self._connections = connections
+        self._rules = rules
+        self._jobs = jobs
+        self._clock = clock
+        self._grace = timedelta(seconds=grace_seconds)
+        self._recall = recall
+
+    def context(self, user_id: str) -> JoinContext:
+        return JoinContext(
+            rules=self._rules.get_rules(user_id) or DEFAULT_RULES,
+            choices=tuple(self._rules.overrides(user_id)),
+            active_connections=frozenset(c.id for c in self._connections.list_for_user(user_id) if c.is_active),
+            grace=self._grace,
+        )
+
+    def decide(self, meeting: Meeting) -> Decision:
+        """The decision for one meeting on what is stored now (the deployer's re-check)."""
+        return self.context(meeting.user_id).decide(meeting, self._clock.now())
+
+    def upcoming(self, user_id: str) -> list[tuple[Meeting, Decision]]:
+        """Upcoming Meetings: every meeting not yet ended, by start, with its decision."""
+        now = self._clock.now()
+        context = self.context(user_id)
+        meetings = sorted(self._meetings.list_for_user(user_id, ending_after=now), key=lambda m: (m.start, m.key))
+        return [(m, context.decide(m, now)) for m in meetings]
+
+    def replan(self, user_id: str) -> ReplanReport:
+        """Apply the decision to every upcoming meeting of the user: schedule the deployment of one now
+        joined (a deploy message exists or is enqueued), withdraw the SCHEDULED agent of one now skipped
+        (a message already queued finds it unwanted when it surfaces). Safe to repeat."""
+        now = self._clock.now()
+        context = self.context(user_id)
+        report = ReplanReport()
+        for meeting in self._meetings.list_for_user(user_id, ending_after=now):
+            report.meetings += 1
+            self._apply(context, meeting, now, report)
+        self._purge_ended_choices(user_id, context, now)
+        return report
+
+    def unschedule(self, meeting: Meeting) -> Meeting:
+        """The deployer took this meeting's message and found it unwanted: no agent pending and no
+        message outstanding, so a later change of mind enqueues a new one. Raises Conflict when the
+        row changed since it was read (decide again)."""
+        return self._meetings.replace(replace(meeting, agent=None, enqueued_for=None, lease_until=None))
+
+    def _apply(self, context: JoinContext, meeting: Meeting, now: datetime, report: ReplanReport) -> None:
+        current: Meeting | None = meeting
+        for _ in range(_ATTEMPTS):
+            if current is None:
+                return
+            decision = context.decide(current, now)
+            if current.agent is AgentState.DEPLOYED and decision.withdraws_agent and current.end > now:
+                report.to_recall += 1
+                if self._recall is not None:
+                    self._recall(current)
+                else:
+                    log.info("agent stays: recall is not available yet (%s)", decision.why.value,
+                             extra={"meeting_id": current.key})
+                return
+            updated = planned(self._jobs, now, current, decision.will_join)
+            if updated == current:
+                return
+            try:
+                self._meetings.replace(updated)
+            except Conflict:
+                current = self._meetings.get(meeting.user_id, meeting.key)
+                continue
+            if updated.agent is AgentState.SCHEDULED:
+                report.scheduled += 1
+            elif current.agent is AgentState.SCHEDULED:
+                report.unscheduled += 1
+            return
+        log.warning("replan gave up: the meeting kept changing", extra={"meeting_id": meeting.key})
+
+    def _purge_ended_choices(self, user_id: str, context: JoinContext, now: datetime) -> None:
+        ended = [c for c in context.choices if c.until is not None and c.until + _KEEP_ENDED_CHOICES < now]
+        if ended:
+            self._rules.remove_overrides(user_id, ended)
