@@ -1,17 +1,20 @@
 """`python -m devstack up` runs the local stack until Ctrl-C; `python -m devstack token` prints a
-platform token the running stack accepts."""
+platform token the running stack accepts.
+
+The first SIGINT or SIGTERM stops everything (children get SIGTERM, then SIGKILL after a few
+seconds); a second one kills the children at once and exits with 128 + the signal number.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 
-from devstack.stack import Stack, platform_token, ports_from_env
+from devstack._signals import StopSignals
+from devstack.stack import Stack, StartCancelled, platform_token, ports_from_env
 
 
 def _dir() -> Path:
@@ -41,20 +44,29 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     stack = Stack(devstack_dir=_dir(), ports=ports_from_env(), quiet=False)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+
+    def force_stop(signum: int) -> None:
+        # Inside the signal handler: nothing that takes a lock (print() does; os.write does not).
+        stack.kill_now()
+        os.write(2, b"\ndevstack: stopped at once\n")
+        os._exit(128 + signum)
+
+    signals = StopSignals(on_repeat=force_stop).install()
     try:
-        stack.start()
+        stack.start(cancelled=lambda: signals.requested)
         stack.write_endpoints()
         print(json.dumps(stack.endpoints(), indent=2), flush=True)
         print("\nOpen integrations_page in a browser (signed in as dev-user on Solo). Ctrl-C stops everything.",
               flush=True)
-        stop.wait()
+        signals.wait()
+    except StartCancelled:
+        pass
     except RuntimeError as exc:
         print(f"devstack: {exc}", file=sys.stderr)
         return 1
     finally:
+        if signals.requested:
+            print("\ndevstack: stopping (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
         stack.stop()
     return 0
 

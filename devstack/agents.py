@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import threading
 import time
@@ -31,6 +30,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from devstack._httpserver import BackgroundServer, BodyTooLarge, LocalHTTPServer, QuietHandler
+from devstack._signals import StopSignals
 
 
 @dataclass
@@ -228,11 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", default=None, help="require Authorization: Bearer <key> on POST /agents")
     args = parser.parse_args(argv)
     recorder = AgentRecorder(host=args.host, port=args.port, api_key=args.api_key).start()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signals = StopSignals().install()
     print(f"Agent API recorder listening on {recorder.url}", flush=True)
-    stop.wait()
+    signals.wait()
     recorder.stop()
     return 0
 

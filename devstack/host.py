@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import re
-import signal
 import sys
 import threading
 import time
@@ -51,6 +50,7 @@ import azure.functions.queue as func_queue
 import azure.functions.timer as func_timer
 
 from devstack._httpserver import BackgroundServer, BodyTooLarge, LocalHTTPServer, QuietHandler
+from devstack._signals import StopSignals
 from devstack.host_config import HostConfig, load_host_config, load_local_settings, parse_timespan, resolve_settings
 from devstack.host_functions import (
     HTTP_TRIGGER,
@@ -549,9 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signals = StopSignals().install()  # a second signal exits at once
     host = LocalFunctionsHost(app_module=args.app, script_root=args.script_root, host=args.host, port=args.port)
     # The working directory changes below: keep modules importable from where we were started.
     sys.path[:] = [os.getcwd() if entry in ("", ".") else entry for entry in sys.path]
@@ -563,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Functions host failed to start: {error}", file=sys.stderr, flush=True)
         return 1
     print(f"Functions host listening on {host.url} ({len(host.functions)} functions)", flush=True)
-    stop.wait()
+    signals.wait()
     log.info("Stopping the Functions host")
     host.stop()
     logging.shutdown()

@@ -31,7 +31,6 @@ import base64
 import binascii
 import json
 import re
-import signal
 import ssl
 import sys
 import threading
@@ -43,6 +42,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from devstack._httpserver import BackgroundServer, BodyTooLarge, LocalHTTPServer, QuietHandler
+from devstack._signals import StopSignals
 
 VAULT_RESOURCE = "https://vault.azure.net"
 # Audiences Key Vault accepts: the resource URI (v1 and v2 tokens) and Key Vault's app id.
@@ -592,11 +592,9 @@ def main(argv: list[str] | None = None) -> int:
         authority=args.authority,
         purge_protection=not args.no_purge_protection,
     ).start()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signals = StopSignals().install()
     print(f"Key Vault endpoint listening on {endpoint.url}", flush=True)
-    stop.wait()
+    signals.wait()
     endpoint.stop()
     return 0
 

@@ -1,5 +1,11 @@
 """The whole local stack: Azurite, Microsoft simulator, Key Vault endpoint, agent API recorder and
-the local Functions host running `function_app.app`. Used by `make dev` and by the tests."""
+the local Functions host running `function_app.app`. Used by `make dev` and by the tests.
+
+Azurite and the Functions host are child processes, each in a session of its own and started
+through `_leash.py`, so they die with the stack even when it is killed outright (SIGKILL, OOM).
+On Linux that follows the thread that called `start()`: call it from one that lives as long as
+the stack (the main thread).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +40,9 @@ OUTLOOK_CLIENT_ID = "6f1f5c7e-4a3b-4f7e-9c1d-0c0a9e5b7d21"
 FUNCTION_IDENTITY_CLIENT_ID = "5a0f3c2d-7b1e-4c9a-8e6f-2d4b6a8c0e13"
 PLATFORM_ISSUER = "https://coagentor.local/devstack"
 PLATFORM_AUDIENCE = "coagentor-outlook-calendar"
+
+LEASH = Path(__file__).resolve().with_name("_leash.py")
+STOP_GRACE_SECONDS = 5.0  # then SIGKILL
 
 DEFAULT_PORTS = {
     "FUNCTIONS_PORT": 7071, "SIM_PORT": 9443, "AGENTS_PORT": 7081, "KEYVAULT_PORT": 9444,
@@ -55,8 +65,24 @@ def free_ports() -> dict[str, int]:
     return {k: free_port() for k in DEFAULT_PORTS}
 
 
-def _wait_port(port: int, deadline: float, what: str, proc: subprocess.Popen[bytes] | None = None) -> None:
+class StartCancelled(Exception):
+    """A stop was asked for while the stack was starting."""
+
+
+def _never() -> bool:
+    return False
+
+
+def _wait_port(
+    port: int,
+    deadline: float,
+    what: str,
+    proc: subprocess.Popen[bytes] | None = None,
+    cancelled: Callable[[], bool] = _never,
+) -> None:
     while time.monotonic() < deadline:
+        if cancelled():
+            raise StartCancelled
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"{what} exited with code {proc.returncode} during start")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -114,6 +140,7 @@ class Stack:
     quiet: bool = True
     _procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     _servers: list[Any] = field(default_factory=list)
+    _cancelled: Callable[[], bool] = field(default=_never, init=False, repr=False)
     ca: TestCA | None = None
     dev: DevSecrets | None = None
 
@@ -188,17 +215,21 @@ class Stack:
         self.ca = ensure_ca(self.devstack_dir)
         self.dev = DevSecrets.ensure(self.devstack_dir)
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 60.0, cancelled: Callable[[], bool] = _never) -> None:
+        """Start every part, or raise (StartCancelled once `cancelled()`) with nothing left running."""
         from devstack.agents import AgentRecorder
         from devstack.keyvault import KeyVaultEndpoint
         from devstack.msim import AppRegistration, MicrosoftSimulator
         from devstack.msim.directory import APP_HOME_TENANT_ID
 
         deadline = time.monotonic() + timeout
+        self._cancelled = cancelled
+        (self.devstack_dir / "endpoints.json").unlink(missing_ok=True)  # left by a stack that was killed
         self.prepare()
         assert self.ca is not None and self.dev is not None
         try:
             self._start_azurite(deadline)
+            self._check_cancelled()
             sim = MicrosoftSimulator(
                 port=self.ports["SIM_PORT"], ssl_context=self.ca.server_context(),
                 apps=[
@@ -218,11 +249,24 @@ class Stack:
             agents = AgentRecorder(port=self.ports["AGENTS_PORT"], api_key=self.dev.agent_api_key)
             agents.start()
             self._servers.append(agents)
+            self._check_cancelled()
             self._seed_key_vault()
+            self._check_cancelled()
             self._start_host(deadline)
         except BaseException:
             self.stop()
             raise
+
+    def _check_cancelled(self) -> None:
+        if self._cancelled():
+            raise StartCancelled
+
+    def _spawn(self, name: str, cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        """A child in a session of its own that does not outlive this process (see _leash.py)."""
+        leashed = [sys.executable, "-S", str(LEASH), str(os.getpid()), *cmd]
+        proc = subprocess.Popen(leashed, start_new_session=True, **kwargs)
+        self._procs.append((name, proc))
+        return proc
 
     def _start_azurite(self, deadline: float) -> None:
         binary = REPO / "node_modules" / ".bin" / "azurite"
@@ -231,15 +275,17 @@ class Stack:
         location = self.devstack_dir / "azurite"
         location.mkdir(parents=True, exist_ok=True)
         p = self.ports
-        cmd = [str(binary), "--silent", "--skipApiVersionCheck", "--loose", "--location", str(location),
+        # --disableTelemetry: otherwise Azurite phones home, and its SIGTERM waits on that for seconds.
+        cmd = [str(binary), "--silent", "--skipApiVersionCheck", "--loose", "--disableTelemetry",
+               "--location", str(location),
                "--blobHost", "127.0.0.1", "--blobPort", str(p["AZURITE_BLOB_PORT"]),
                "--queueHost", "127.0.0.1", "--queuePort", str(p["AZURITE_QUEUE_PORT"]),
                "--tableHost", "127.0.0.1", "--tablePort", str(p["AZURITE_TABLE_PORT"])]
-        log = open(self.devstack_dir / "azurite.log", "ab")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self._procs.append(("azurite", proc))
+        log = open(self.devstack_dir / "azurite.log", "ab")  # noqa: SIM115 - the child keeps its own copy
+        with log:
+            proc = self._spawn("azurite", cmd, stdout=log, stderr=subprocess.STDOUT)
         for key in ("AZURITE_BLOB_PORT", "AZURITE_QUEUE_PORT", "AZURITE_TABLE_PORT"):
-            _wait_port(p[key], deadline, "Azurite", proc)
+            _wait_port(p[key], deadline, "Azurite", proc, self._cancelled)
 
     def _seed_key_vault(self) -> None:
         """The app's own secrets, written through the real SecretClient as an operator would."""
@@ -268,15 +314,18 @@ class Stack:
     def _start_host(self, deadline: float) -> None:
         env = {**os.environ, **self.app_settings(), "PYTHONUNBUFFERED": "1"}
         log_path = self.devstack_dir / "functions.log"
-        out = None if not self.quiet else open(log_path, "ab")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(
+        out = None if not self.quiet else open(log_path, "ab")  # noqa: SIM115 - the child keeps its own copy
+        proc = self._spawn(
+            "functions host",
             [sys.executable, "-m", "devstack.host", "--port", str(self.ports["FUNCTIONS_PORT"]),
              "--script-root", str(REPO)],
-            cwd=str(REPO), env=env, stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=True,
+            cwd=str(REPO), env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
         )
-        self._procs.append(("functions host", proc))
-        _wait_port(self.ports["FUNCTIONS_PORT"], deadline, "Functions host", proc)
+        if out is not None:
+            out.close()
+        _wait_port(self.ports["FUNCTIONS_PORT"], deadline, "Functions host", proc, self._cancelled)
         while time.monotonic() < deadline:
+            self._check_cancelled()
             with contextlib.suppress(requests.RequestException):
                 if requests.get(f"{self.functions_url}/api/health", timeout=5).status_code == 200:
                     return
@@ -306,24 +355,43 @@ class Stack:
         path.write_text(json.dumps(self.endpoints(), indent=2))
         return path
 
-    def stop(self) -> None:
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """SIGTERM to every child's process group, SIGKILL to whatever is left after `grace` seconds."""
         (self.devstack_dir / "endpoints.json").unlink(missing_ok=True)
-        for _name, proc in reversed(self._procs):
+        procs = [proc for _name, proc in reversed(self._procs)]
+        for proc in procs:
             if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGTERM)
-        for _name, proc in reversed(self._procs):
+        deadline = time.monotonic() + grace
+        for proc in procs:
             try:
-                proc.wait(timeout=5)
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
+                pass
+        for proc in procs:
+            # Also for those that exited: whatever they left in their group goes too.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
         self._procs.clear()
         for server in reversed(self._servers):
             with contextlib.suppress(Exception):
                 server.stop()
         self._servers.clear()
+
+    def kill_now(self) -> None:
+        """A forced stop, safe inside a signal handler: no locks, no waiting, no buffered output.
+
+        Children are SIGKILLed by process group; the in-process servers end with this process.
+        """
+        with contextlib.suppress(OSError):
+            (self.devstack_dir / "endpoints.json").unlink()
+        for _name, proc in list(self._procs):
+            if proc.returncode is None:  # still unreaped, so its pid cannot have been reused
+                with contextlib.suppress(OSError):
+                    os.killpg(proc.pid, signal.SIGKILL)
 
     def wipe_storage(self) -> None:
         shutil.rmtree(self.devstack_dir / "azurite", ignore_errors=True)

@@ -18,11 +18,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
-import threading
 from pathlib import Path
-from types import FrameType
 
+from devstack._signals import StopSignals
 from devstack.msim.directory import (
     APP_HOME_TENANT_ID,
     CONSUMERS_TENANT_ID,
@@ -87,16 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         apps=apps,
         access_token_lifetime=args.access_token_lifetime,
     )
-    stopping = threading.Event()
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    signals = StopSignals().install()
     simulator.start()
     try:
-        stopping.wait()
+        signals.wait()
     finally:
         simulator.stop()
     return 0
