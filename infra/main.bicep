@@ -52,6 +52,10 @@ param integrationsPageUrl string = ''
 param agentApiUrl string
 
 @minLength(1)
+@description('URL of the CoAgentor platform endpoint that receives status events (signed CloudEvents telling users their calendar needs attention). PLATFORM_EVENTS_URL.')
+param platformEventsUrl string
+
+@minLength(1)
 @description('Issuer (iss) of the CoAgentor platform bearer tokens. PLATFORM_JWT_ISSUER.')
 param platformJwtIssuer string
 
@@ -86,6 +90,10 @@ param tokenRefreshRatePerSecond int = 20
 @description('A connection whose refresh keeps failing transiently shows a warning after this many seconds. TOKEN_WARNING_AFTER_SECONDS.')
 param tokenWarningAfterSeconds int = 21600
 
+@minValue(0)
+@description('An Active connection whose calendar syncs keep failing shows a warning after this many seconds. SYNC_WARNING_AFTER_SECONDS.')
+param syncWarningAfterSeconds int = 1800
+
 @minValue(1)
 @description('Days ahead the calendar is synchronised. SYNC_WINDOW_DAYS.')
 param syncWindowDays int = 14
@@ -102,11 +110,40 @@ param deployRetrySeconds int = 15
 @description('Timeout of outgoing HTTP calls (Graph, identity platform, agent API). HTTP_TIMEOUT_SECONDS.')
 param httpTimeoutSeconds int = 20
 
+@minValue(1)
+@description('Seconds before an undelivered status event is first retried; the wait doubles, at most an hour. PLATFORM_EVENTS_RETRY_SECONDS.')
+param platformEventsRetrySeconds int = 30
+
+@minValue(60)
+@description('Seconds after publishing that a status event is still retried; then it goes to status-events-poison with an error log. PLATFORM_EVENTS_RETRY_FOR_SECONDS.')
+param platformEventsRetryForSeconds int = 86400
+
 @description('NCRONTAB (6 fields, UTC) of the token refresh timer. REFRESH_SCHEDULE.')
 param refreshSchedule string = '0 */15 * * * *'
 
 @description('NCRONTAB (6 fields, UTC) of the calendar scan timer. SCAN_SCHEDULE.')
 param scanSchedule string = '0 */5 * * * *'
+
+@description('NCRONTAB (6 fields, UTC) of the timer that deletes token caches no connection or pending sign-in names. RECONCILE_SCHEDULE.')
+param reconcileSchedule string = '0 17 3 * * *'
+
+@description('NCRONTAB (6 fields, UTC) of the timer that prunes past meetings and long-dead connections. PRUNE_SCHEDULE.')
+param pruneSchedule string = '0 47 3 * * *'
+
+@minValue(900)
+@description('A token cache no row names is deleted only once older than this (seconds). ORPHAN_CACHE_GRACE_SECONDS.')
+param orphanCacheGraceSeconds int = 3600
+
+@minValue(1)
+@description('Days a meeting is kept after it ended. MEETING_RETENTION_DAYS.')
+param meetingRetentionDays int = 30
+
+@minValue(1)
+@description('Days after its last successful refresh that a connection in Error is removed (its refresh token is dead after 90 days unused). ERROR_CONNECTION_RETENTION_DAYS.')
+param errorConnectionRetentionDays int = 90
+
+@description('Origins of the CoAgentor web app, comma-separated (https://app.example.com): the only callers allowed by CORS, and the only senders whose postMessage hands the Integrations page its platform token. PLATFORM_WEB_ORIGINS.')
+param platformWebOrigins string = ''
 
 // ----------------------------------------------------------------------------------------------------
 // Hosting
@@ -160,11 +197,15 @@ var queueNames = [
   'sync-jobs'
   'agent-deployments'
   'token-refresh'
+  'status-events'
+  'user-erasures'
 ]
 
 // Secrets live in Key Vault under these names; the app settings carry only the names.
 var outlookClientSecretName = 'outlook-client-secret'
 var agentApiKeySecretName = 'agent-api-key'
+// whsec_<base64>, shared with the CoAgentor platform; signs status events (docs/deploying.md).
+var platformEventsSecretName = 'platform-events-secret'
 
 // The host name is fixed by the app name, so these URLs are known before the app exists.
 // Register exactly this redirect URI on the app registration (docs/deploying.md).
@@ -279,12 +320,25 @@ module functionApp 'modules/function-app.bicep' = {
       TOKEN_REFRESH_AHEAD_SECONDS: string(tokenRefreshAheadSeconds)
       TOKEN_REFRESH_RATE_PER_SECOND: string(tokenRefreshRatePerSecond)
       TOKEN_WARNING_AFTER_SECONDS: string(tokenWarningAfterSeconds)
+      SYNC_WARNING_AFTER_SECONDS: string(syncWarningAfterSeconds)
       SYNC_WINDOW_DAYS: string(syncWindowDays)
       FULL_RESYNC_SECONDS: string(fullResyncSeconds)
       DEPLOY_RETRY_SECONDS: string(deployRetrySeconds)
       HTTP_TIMEOUT_SECONDS: string(httpTimeoutSeconds)
+      PLATFORM_EVENTS_URL: platformEventsUrl
+      PLATFORM_EVENTS_SECRET_NAME: platformEventsSecretName
+      PLATFORM_EVENTS_RETRY_SECONDS: string(platformEventsRetrySeconds)
+      PLATFORM_EVENTS_RETRY_FOR_SECONDS: string(platformEventsRetryForSeconds)
       REFRESH_SCHEDULE: refreshSchedule
       SCAN_SCHEDULE: scanSchedule
+      RECONCILE_SCHEDULE: reconcileSchedule
+      PRUNE_SCHEDULE: pruneSchedule
+      ORPHAN_CACHE_GRACE_SECONDS: string(orphanCacheGraceSeconds)
+      MEETING_RETENTION_DAYS: string(meetingRetentionDays)
+      ERROR_CONNECTION_RETENTION_DAYS: string(errorConnectionRetentionDays)
+      PLATFORM_WEB_ORIGINS: platformWebOrigins
+      // PAGE_TOKEN_FROM_URL is deliberately never set here: a token in the page URL is a local-stack
+      // convenience (it would let a link plant someone else's CoAgentor session).
     }
   }
   // The host starts as soon as its settings exist: let it find its storage and vault roles in place.

@@ -44,10 +44,20 @@ class Settings:
     token_refresh_ahead_seconds: int
     token_refresh_rate_per_second: int
     token_warning_after_seconds: int
+    sync_warning_after_seconds: int
     sync_window_days: int
     full_resync_seconds: int
     deploy_retry_seconds: int
     http_timeout_seconds: float
+    platform_events_url: str
+    platform_events_secret_name: str
+    platform_events_retry_seconds: int
+    platform_events_retry_for_seconds: int
+    orphan_cache_grace_seconds: int
+    meeting_retention_days: int
+    error_connection_retention_days: int
+    platform_web_origins: tuple[str, ...]
+    page_token_from_url: bool
 
 
 # Every setting the code reads, with its default (None = required). Infra and local settings are
@@ -74,13 +84,25 @@ SETTINGS: dict[str, str | None] = {
     "TOKEN_REFRESH_AHEAD_SECONDS": "1800",
     "TOKEN_REFRESH_RATE_PER_SECOND": "20",
     "TOKEN_WARNING_AFTER_SECONDS": "21600",
+    "SYNC_WARNING_AFTER_SECONDS": "1800",
     "SYNC_WINDOW_DAYS": "14",
     "FULL_RESYNC_SECONDS": "86400",
     "DEPLOY_RETRY_SECONDS": "15",
     "HTTP_TIMEOUT_SECONDS": "20",
+    "PLATFORM_EVENTS_URL": None,
+    "PLATFORM_EVENTS_SECRET_NAME": "platform-events-secret",
+    "PLATFORM_EVENTS_RETRY_SECONDS": "30",
+    "PLATFORM_EVENTS_RETRY_FOR_SECONDS": "86400",
+    "ORPHAN_CACHE_GRACE_SECONDS": "3600",
+    "MEETING_RETENTION_DAYS": "30",
+    "ERROR_CONNECTION_RETENTION_DAYS": "90",
+    "PLATFORM_WEB_ORIGINS": "",
+    "PAGE_TOKEN_FROM_URL": "false",
     # Read by the Functions host through the trigger decorators (%NAME%), not by Settings.
     "REFRESH_SCHEDULE": "0 */15 * * * *",
     "SCAN_SCHEDULE": "0 */5 * * * *",
+    "RECONCILE_SCHEDULE": "0 17 3 * * *",
+    "PRUNE_SCHEDULE": "0 47 3 * * *",
 }
 
 
@@ -117,14 +139,47 @@ def _int(env: Mapping[str, str], name: str, minimum: int = 0) -> int:
     return value
 
 
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
 def _url(env: Mapping[str, str], name: str, *, https: bool = False) -> str:
-    value = _get(env, name)
+    """An https URL. `http://` only for a loopback host (the local stack) and only where `https` is
+    not demanded outright: tokens, codes and keys travel to or from these URLs."""
+    return _checked_url(name, _get(env, name), https=https).rstrip("/")
+
+
+def _checked_url(name: str, value: str, *, https: bool) -> str:
     parts = urlsplit(value)
-    allowed = ("https",) if https else ("https", "http")
-    if parts.scheme not in allowed or not parts.netloc:
-        want = "an https URL" if https else "an http(s) URL"
+    try:
+        host = parts.hostname or ""
+    except ValueError:
+        host = ""
+    local_http = not https and parts.scheme == "http" and host in _LOOPBACK
+    if not host or not (parts.scheme == "https" or local_http):
+        want = "an https URL" if https else "an https URL (http only for 127.0.0.1 or localhost)"
         raise SettingsError(f"Setting {name} must be {want}, got {value!r}")
-    return value.rstrip("/")
+    return value
+
+
+def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated web origins (scheme://host[:port], no path)."""
+    origins = []
+    for raw in _get(env, name).split(","):
+        origin = raw.strip().rstrip("/")
+        if not origin:
+            continue
+        parts = urlsplit(_checked_url(name, origin, https=False))
+        if parts.path or parts.query or parts.fragment or parts.username:
+            raise SettingsError(f"Setting {name} must list origins (scheme://host[:port]), got {raw.strip()!r}")
+        origins.append(origin)
+    return tuple(origins)
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = _get(env, name).lower()
+    if raw not in ("true", "false"):
+        raise SettingsError(f"Setting {name} must be true or false, got {raw!r}")
+    return raw == "true"
 
 
 def schedule(name: str) -> str:
@@ -147,8 +202,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "AzureWebJobsStorage__tableServiceUri and AzureWebJobsStorage__queueServiceUri are required"
         )
     public_key = _get(env, "PLATFORM_JWT_PUBLIC_KEY").replace("\\n", "\n")
-    if "BEGIN PUBLIC KEY" not in public_key:
-        raise SettingsError("Setting PLATFORM_JWT_PUBLIC_KEY must be a PEM public key")
+    if "BEGIN PUBLIC KEY" not in public_key and not public_key.lstrip().startswith("{"):
+        raise SettingsError("Setting PLATFORM_JWT_PUBLIC_KEY must be a PEM public key or a JWKS ({\"keys\": [...]})")
     return Settings(
         storage=storage,
         key_vault_uri=_url(env, "KEY_VAULT_URI", https=True),
@@ -169,8 +224,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         token_refresh_ahead_seconds=_int(env, "TOKEN_REFRESH_AHEAD_SECONDS"),
         token_refresh_rate_per_second=_int(env, "TOKEN_REFRESH_RATE_PER_SECOND", minimum=1),
         token_warning_after_seconds=_int(env, "TOKEN_WARNING_AFTER_SECONDS"),
+        sync_warning_after_seconds=_int(env, "SYNC_WARNING_AFTER_SECONDS"),
         sync_window_days=_int(env, "SYNC_WINDOW_DAYS", minimum=1),
         full_resync_seconds=_int(env, "FULL_RESYNC_SECONDS", minimum=60),
         deploy_retry_seconds=_int(env, "DEPLOY_RETRY_SECONDS", minimum=1),
         http_timeout_seconds=float(_int(env, "HTTP_TIMEOUT_SECONDS", minimum=1)),
+        platform_events_url=_url(env, "PLATFORM_EVENTS_URL"),
+        platform_events_secret_name=_get(env, "PLATFORM_EVENTS_SECRET_NAME"),
+        platform_events_retry_seconds=_int(env, "PLATFORM_EVENTS_RETRY_SECONDS", minimum=1),
+        platform_events_retry_for_seconds=_int(env, "PLATFORM_EVENTS_RETRY_FOR_SECONDS", minimum=60),
+        # Longer than a sign-in can take between writing a token cache and the row that names it.
+        orphan_cache_grace_seconds=_int(env, "ORPHAN_CACHE_GRACE_SECONDS", minimum=900),
+        meeting_retention_days=_int(env, "MEETING_RETENTION_DAYS", minimum=1),
+        error_connection_retention_days=_int(env, "ERROR_CONNECTION_RETENTION_DAYS", minimum=1),
+        platform_web_origins=_origins(env, "PLATFORM_WEB_ORIGINS"),
+        page_token_from_url=_bool(env, "PAGE_TOKEN_FROM_URL"),
     )

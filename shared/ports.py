@@ -5,7 +5,7 @@ Microsoft Graph and the agent API; unit tests implement them in memory."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -57,9 +57,15 @@ class FlowStore(Protocol):
 
 class ClaimStore(Protocol):
     def put(self, claim: PendingClaim) -> None: ...
+    def get(self, code_hash: str) -> PendingClaim | None:
+        """Read without using it (the claim preview, and a claim that removes the row last)."""
+        ...
     def take(self, code_hash: str) -> PendingClaim | None: ...
     def expired(self, now: datetime) -> list[PendingClaim]: ...
     def remove(self, code_hash: str) -> None: ...
+    def all(self) -> Iterator[PendingClaim]:
+        """Every pending claim (the secret reconciler's view of which token caches are referenced)."""
+        ...
 
 
 class ConnectionStore(Protocol):
@@ -69,9 +75,34 @@ class ConnectionStore(Protocol):
         """Insert atomically within the plan limit; raises PlanLimitExceeded (two concurrent adds
         cannot both take the last place)."""
         ...
-    def update(self, connection: Connection) -> None: ...
-    def remove(self, connection: Connection) -> None: ...
+    def update(self, connection: Connection) -> Connection:
+        """Replace the row, conditional on `connection.etag` (the version this writer read): raises
+        Conflict when the row changed or went since, so a writer that read before a reconnect or a
+        disconnect never overwrites it. Returns the connection with its new etag."""
+        ...
+    def remove(self, connection: Connection) -> None:
+        """The connection and the plan slot it holds go together (one transaction), so no slot leaks."""
+        ...
     def all(self) -> Iterator[Connection]: ...
+
+
+class UserRows(Protocol):
+    """Every stored row of one user, whatever its table: rows partitioned by the user id or by one of
+    the user's connection ids, and rows that carry the user id (`UserId`). Erasure is generic over the
+    tables, so a table added later is erased as long as its rows follow one of these conventions."""
+
+    def connection_ids(self, user_id: str) -> list[str]: ...
+    def secret_names(self, user_id: str, connection_ids: Sequence[str]) -> set[str]:
+        """Key Vault secrets those rows name (`SecretName`): to delete before the rows that name them."""
+        ...
+    def erase(self, user_id: str, connection_ids: Sequence[str]) -> int:
+        """Delete the rows, the user's connection rows last (so a retry still knows the connection
+        ids); returns how many went. Safe to repeat."""
+        ...
+    def connection_partitions(self) -> dict[str, str]:
+        """connection id -> user id ("" when no row says) of every connection-keyed row (event index,
+        sync state): pruning compares them with the connections that exist."""
+        ...
 
 
 # ---------------------------------------------------------------- meetings and sync state
@@ -118,6 +149,9 @@ class MeetingStore(Protocol):
         ...
     def delete(self, meeting: Meeting) -> None:
         """Conditional on meeting.etag; raises Conflict when it changed."""
+        ...
+    def ended_before(self, cutoff: datetime) -> Iterator[Meeting]:
+        """Every user's meetings that ended before `cutoff` (pruning)."""
         ...
 
 
@@ -180,14 +214,36 @@ class SyncStateStore(Protocol):
         """Conditional: creates when state.etag is None, else replaces the row only if unchanged since
         read; raises Conflict otherwise. Returns the state with its new etag."""
         ...
-    def remove(self, connection_id: str) -> None: ...
+    def remove(self, connection_id: str) -> None:
+        """The state row and any sync-queued marker of the connection; nothing when already gone."""
+        ...
+    def mark_queued(self, connection_id: str, now: datetime, ttl: timedelta) -> bool:
+        """Record that a "sync now" is queued for the connection, unless one already is (and was
+        marked less than `ttl` ago): True when this call marked it (and should enqueue the job).
+        Atomic: of concurrent calls exactly one gets True."""
+        ...
+    def clear_queued(self, connection_id: str) -> None:
+        """A sync run started: the next "sync now" queues again."""
+        ...
 
 
 # ---------------------------------------------------------------- secrets, identity, Graph, agents
+@dataclass(frozen=True)
+class StoredSecret:
+    name: str
+    created_at: datetime | None
+
+
 class SecretStore(Protocol):
     def get(self, name: str) -> str | None: ...
     def set(self, name: str, value: str) -> None: ...
-    def delete(self, name: str) -> None: ...
+    def delete(self, name: str) -> None:
+        """Delete it, and purge it where the vault allows (no purge protection); nothing when it is
+        already gone. The name is never reused."""
+        ...
+    def list(self, prefix: str) -> Iterator[StoredSecret]:
+        """The live (not deleted) secrets whose name starts with `prefix`, with their creation time."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -328,6 +384,12 @@ class SyncJob:
     user_id: str
     connection_id: str
     reason: str = "scheduled"
+
+
+class ErasureJobs(Protocol):
+    def enqueue(self, user_id: str, delay: timedelta) -> None:
+        """Erase this user's data once the delay has passed (retried by the queue until it succeeds)."""
+        ...
 
 
 class JobQueue(Protocol):

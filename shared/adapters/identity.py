@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import msal
+import msal.exceptions
 import requests
 
 from shared.connections import FixedBy, classify_token_error
@@ -93,7 +94,7 @@ class MsalIdentity:
             flow: dict[str, Any] = self._app().initiate_auth_code_flow(
                 SCOPES, redirect_uri=self._redirect_uri, state=state, login_hint=login_hint or None
             )
-        except (requests.RequestException, ValueError) as exc:
+        except (requests.RequestException, ValueError, msal.exceptions.MsalError) as exc:
             raise IdentityUnavailable(type(exc).__name__) from None
         return flow
 
@@ -103,7 +104,7 @@ class MsalIdentity:
             try:
                 app = self._app(cache)
                 result = app.acquire_token_by_auth_code_flow(dict(flow), dict(response))
-            except (requests.RequestException, json.JSONDecodeError) as exc:
+            except (requests.RequestException, json.JSONDecodeError, msal.exceptions.MsalServiceError) as exc:
                 return _unreachable(exc)
             except ValueError:
                 return TokenError("state_mismatch", "The sign-in response did not match the flow")
@@ -143,7 +144,7 @@ class MsalIdentity:
                 if account is None:
                     return TokenError("no_account", "The stored sign-in holds no account")
                 result = app.acquire_token_silent_with_error(SILENT_SCOPES, account, force_refresh=force_refresh)
-            except (requests.RequestException, ValueError) as exc:
+            except (requests.RequestException, ValueError, msal.exceptions.MsalServiceError) as exc:
                 return _unreachable(exc)
             except Exception as exc:  # anything else MSAL raises: retry later, operators see the type
                 log.warning("MSAL failed unexpectedly: %s", type(exc).__name__)

@@ -15,7 +15,8 @@ from shared.ports import DeployJob, RefreshJob, SyncJob
 DEPLOY_QUEUE = "agent-deployments"
 SYNC_QUEUE = "sync-jobs"
 REFRESH_QUEUE = "token-refresh"
-QUEUES = (SYNC_QUEUE, DEPLOY_QUEUE, REFRESH_QUEUE)
+ERASURE_QUEUE = "user-erasures"  # DELETE /api/outlook/data: the durable half of an erasure
+QUEUES = (SYNC_QUEUE, DEPLOY_QUEUE, REFRESH_QUEUE, ERASURE_QUEUE)
 
 
 def encode_deploy(job: DeployJob) -> str:
@@ -72,3 +73,19 @@ class StorageQueues:
 
 def _seconds(delay: timedelta) -> int:
     return max(0, min(int(delay.total_seconds() + 0.999), 7 * 24 * 3600))
+
+
+def decode_erasure(body: str) -> str:
+    """The user id of an erasure job."""
+    user_id = json.loads(body)["user_id"]
+    if not isinstance(user_id, str) or not user_id:
+        raise ValueError("erasure job without a user id")
+    return user_id
+
+
+class ErasureQueue:
+    def __init__(self, queue: QueueClient) -> None:
+        self._queue = queue
+
+    def enqueue(self, user_id: str, delay: timedelta) -> None:
+        self._queue.send_message(json.dumps({"user_id": user_id}), visibility_timeout=_seconds(delay))

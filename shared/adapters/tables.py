@@ -8,7 +8,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
@@ -23,6 +23,7 @@ from shared.scheduling import AgentState
 
 TABLES = ("authflows", "pendingclaims", "connections", "meetings", "eventindex", "syncstate", "autojoin")
 _SLOT_PREFIX = "~slot-"  # sorts after every connection id (hex), so listing connections skips slots
+_QUEUED_ROW = "queued"  # beside a connection's sync "state" row: a "sync now" is queued
 
 
 def _iso(value: datetime | None) -> str:
@@ -93,6 +94,12 @@ class TableClaimStore:
             "AccessExpiresAt": _iso(claim.access_expires_at), "ExpiresAt": _iso(claim.expires_at),
         })
 
+    def get(self, code_hash: str) -> PendingClaim | None:
+        try:
+            return self._claim(self._t.get_entity(code_hash, "claim"))
+        except ResourceNotFoundError:
+            return None
+
     def take(self, code_hash: str) -> PendingClaim | None:
         try:
             e = self._t.get_entity(code_hash, "claim")
@@ -108,6 +115,9 @@ class TableClaimStore:
     def remove(self, code_hash: str) -> None:
         self._t.delete_entity(code_hash, "claim")
 
+    def all(self) -> Iterator[PendingClaim]:
+        yield from map(self._claim, self._t.list_entities())
+
     @staticmethod
     def _claim(e: Any) -> PendingClaim:
         return PendingClaim(
@@ -121,7 +131,10 @@ class TableClaimStore:
 class TableConnectionStore:
     """Connections partitioned by user. Plan limits are enforced atomically with slot rows: a new
     connection and the slot it takes are inserted in one transaction, so two concurrent sign-ins
-    cannot both take the last place."""
+    cannot both take the last place; a connection and its slot are deleted in one transaction too,
+    and a slot row whose connection is gone (written before that rule) is reclaimed, so a slot never
+    leaks. Every replace is conditional on the ETag the writer read (Table Storage optimistic
+    concurrency: https://learn.microsoft.com/rest/api/storageservices/update-entity2)."""
 
     def __init__(self, table: TableClient) -> None:
         self._t = table
@@ -139,12 +152,28 @@ class TableConnectionStore:
             return None
 
     def add(self, connection: Connection, plan: Plan) -> Connection:
+        """Idempotent on the connection id: adding a connection that is already stored returns it."""
         limit = plan_limit(plan)
-        existing = self.list_for_user(connection.user_id)
-        if limit is not None and len(existing) >= limit:
-            raise PlanLimitExceeded(plan, limit, len(existing))
-        taken = {c.slot for c in existing if c.slot is not None}
-        candidates = [n for n in range(limit if limit is not None else len(existing) + 64) if n not in taken]
+        for _ in range(3):
+            rows = list(self._t.query_entities(f"PartitionKey eq '{_quote(connection.user_id)}'"))
+            existing = {e["RowKey"]: e for e in rows if not e["RowKey"].startswith(_SLOT_PREFIX)}
+            if connection.id in existing:
+                return self._conn(existing[connection.id])
+            if limit is not None and len(existing) >= limit:
+                raise PlanLimitExceeded(plan, limit, len(existing))
+            slots = {e["RowKey"]: e for e in rows if e["RowKey"].startswith(_SLOT_PREFIX)}
+            if self._reclaim_leaked(slots, existing):
+                continue
+            taken = {int(e.get("Slot", -1)) for e in existing.values()}
+            stored = self._take_a_slot(connection, [n for n in range(limit or len(existing) + 64) if n not in taken])
+            if stored is not None:
+                return stored
+            if self.get(connection.user_id, connection.id) is not None:  # a concurrent add of the same one
+                return self.get(connection.user_id, connection.id) or connection
+        used = len(self.list_for_user(connection.user_id))
+        raise PlanLimitExceeded(plan, limit if limit is not None else used, used)
+
+    def _take_a_slot(self, connection: Connection, candidates: list[int]) -> Connection | None:
         for slot in candidates:
             with_slot = replace(connection, slot=slot)
             try:
@@ -153,25 +182,50 @@ class TableConnectionStore:
                                 "ConnectionId": connection.id}),
                     ("create", self._entity(with_slot)),
                 ])
-                return with_slot
             except (TableTransactionError, ResourceExistsError):
                 continue
-        used = len(self.list_for_user(connection.user_id))
-        raise PlanLimitExceeded(plan, limit if limit is not None else used, used)
+            return self.get(connection.user_id, connection.id) or with_slot
+        return None
 
-    def update(self, connection: Connection) -> None:
-        self._t.update_entity(self._entity(connection), mode=UpdateMode.REPLACE)
+    def _reclaim_leaked(self, slots: dict[str, Any], existing: dict[str, Any]) -> bool:
+        """Delete slot rows that no connection holds (conditional: a slot taken meanwhile stays)."""
+        reclaimed = False
+        for row_key, slot in slots.items():
+            holder = existing.get(slot.get("ConnectionId", ""))
+            if holder is not None and f"{_SLOT_PREFIX}{int(holder.get('Slot', -1))}" == row_key:
+                continue
+            try:
+                self._t.delete_entity(slot["PartitionKey"], row_key, etag=slot.metadata["etag"],
+                                      match_condition=MatchConditions.IfNotModified)
+                reclaimed = True
+            except (ResourceNotFoundError, ResourceModifiedError):
+                reclaimed = True
+        return reclaimed
+
+    def update(self, connection: Connection) -> Connection:
+        if connection.etag is None:
+            raise Conflict(f"connection {connection.id}: update needs the ETag it was read with")
+        try:
+            meta = self._t.update_entity(self._entity(connection), mode=UpdateMode.REPLACE, etag=connection.etag,
+                                         match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            raise Conflict(connection.id) from None
+        return replace(connection, etag=meta.get("etag"))
 
     def remove(self, connection: Connection) -> None:
-        try:
-            self._t.delete_entity(connection.user_id, connection.id)
-        except ResourceNotFoundError:
-            pass
+        operations: list[Any] = [("delete", {"PartitionKey": connection.user_id, "RowKey": connection.id})]
         if connection.slot is not None:
-            try:
-                self._t.delete_entity(connection.user_id, f"{_SLOT_PREFIX}{connection.slot}")
-            except ResourceNotFoundError:
-                pass
+            operations.append(("delete", {"PartitionKey": connection.user_id,
+                                          "RowKey": f"{_SLOT_PREFIX}{connection.slot}"}))
+        try:
+            self._t.submit_transaction(operations)
+        except (TableTransactionError, ResourceNotFoundError):
+            # One of them is already gone (an earlier attempt): delete what is left, one by one.
+            for _, keys in operations:
+                try:
+                    self._t.delete_entity(keys["PartitionKey"], keys["RowKey"])
+                except ResourceNotFoundError:
+                    pass
 
     def all(self) -> Iterator[Connection]:
         for e in self._t.query_entities("RowKey lt '~'"):
@@ -199,6 +253,9 @@ class TableConnectionStore:
             last_refreshed_at=_dt(e.get("LastRefreshedAt")), access_expires_at=_dt(e.get("AccessExpiresAt")),
             slot=None if slot < 0 else slot, transient_failure_since=_dt(e.get("TransientFailureSince")),
             transient_failures=int(e.get("TransientFailures", 0)), retry_at=_dt(e.get("RetryAt")),
+            etag=e.metadata.get("etag"), failure_class=e.get("FailureClass") or None,
+            failure_code=e.get("FailureCode") or None, sync_failing_since=_dt(e.get("SyncFailingSince")),
+            login_hint=e.get("LoginHint") or None,
         )
 
 
@@ -239,6 +296,11 @@ class TableMeetingStore:
             raise Conflict(meeting.key) from None
         except ResourceNotFoundError:
             pass
+
+    def ended_before(self, cutoff: datetime) -> Iterator[Meeting]:
+        # End is stored as isoformat() in UTC, so string order is time order.
+        for e in self._t.query_entities(f"End lt '{_quote(_iso(cutoff))}'"):
+            yield self._meeting(e)
 
     @staticmethod
     def _entity(m: Meeting) -> dict[str, Any]:
@@ -344,10 +406,38 @@ class TableSyncStateStore:
         return replace(state, etag=meta.get("etag"))
 
     def remove(self, connection_id: str) -> None:
+        for row in ("state", _QUEUED_ROW):
+            try:
+                self._t.delete_entity(connection_id, row)
+            except ResourceNotFoundError:
+                pass
+
+    def mark_queued(self, connection_id: str, now: datetime, ttl: timedelta) -> bool:
+        """A row of its own beside the state row (not a field of it): writing it never changes the
+        state row's ETag, so it cannot make a running sync lose its lease. Insert fails when one
+        exists; an old one (its job lost) is replaced conditionally, so one caller wins."""
+        entity = {"PartitionKey": connection_id, "RowKey": _QUEUED_ROW, "QueuedAt": _iso(now)}
         try:
-            self._t.delete_entity(connection_id, "state")
+            self._t.create_entity(entity)
+            return True
+        except ResourceExistsError:
+            pass
+        try:
+            current = self._t.get_entity(connection_id, _QUEUED_ROW)
+            if (_dt(current.get("QueuedAt")) or now) > now - ttl:
+                return False
+            self._t.update_entity(entity, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
+                                  match_condition=MatchConditions.IfNotModified)
+        except (ResourceNotFoundError, ResourceModifiedError):
+            return False  # cleared or re-marked meanwhile by someone else: that one enqueues
+        return True
+
+    def clear_queued(self, connection_id: str) -> None:
+        try:
+            self._t.delete_entity(connection_id, _QUEUED_ROW)
         except ResourceNotFoundError:
             pass
+
 
 class TableJoinRulesStore:
     """The `autojoin` table: one partition per user; RowKey `rules` holds the join rules, `o~<hash>`

@@ -1,11 +1,20 @@
-"""Azure Key Vault: per-connection MSAL token caches and the app's own secrets."""
+"""Azure Key Vault: per-connection MSAL token caches and the app's own secrets.
+
+Deletion is soft in Key Vault (recoverable for the retention period); purging is permanent and only
+allowed when the vault has no purge protection (`recoveryLevel` "Recoverable+Purgeable"), see
+https://learn.microsoft.com/azure/key-vault/general/soft-delete-overview. Token caches are never
+recovered by the app, so a deleted one is purged whenever the vault allows it."""
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.keyvault.secrets import SecretClient
+
+from shared.ports import StoredSecret
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +33,33 @@ class KeyVaultSecrets:
         self._client.set_secret(name, value, content_type="application/json")
 
     def delete(self, name: str) -> None:
-        """Soft delete (recoverable for the retention period). The name is never reused."""
+        """Soft delete, then purge where the vault allows it. The name is never reused. Nothing when
+        the secret is already gone (a retry of an erasure or a disconnect)."""
         try:
-            self._client.begin_delete_secret(name)
+            poller = self._client.begin_delete_secret(name)
         except ResourceNotFoundError:
-            log.info("secret already gone", extra={"secret_name": name})
+            log.info("secret already deleted", extra={"secret_name": name})
+            self._purge(name)
+            return
+        # result() is the DELETE answer (no waiting); purge only once the deletion has completed.
+        if "Purgeable" in (poller.result().properties.recovery_level or ""):
+            poller.wait(timeout=60)
+            self._purge(name)
+
+    def _purge(self, name: str) -> None:
+        try:
+            self._client.purge_deleted_secret(name)
+        except ResourceNotFoundError:
+            pass  # purged already, or never soft-deleted
+        except HttpResponseError as exc:
+            if exc.status_code != 403:  # 403: purge protection; it is purged when retention ends
+                raise
+            log.info("secret deleted; purge protection keeps it until retention ends", extra={"secret_name": name})
+
+    def list(self, prefix: str) -> Iterator[StoredSecret]:
+        for props in self._client.list_properties_of_secrets():
+            if props.name and props.name.startswith(prefix):
+                yield StoredSecret(name=props.name, created_at=props.created_on)
 
     def require(self, name: str) -> str:
         value = self.get(name)

@@ -50,9 +50,12 @@ def _hash(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
+TOKEN_CACHE_PREFIX = "outlook-cache-"  # every token cache's name starts so (the reconciler lists them)
+
+
 def new_secret_name() -> str:
     """Key Vault name for one token cache. Random, never reused: a soft-deleted name stays taken."""
-    return f"outlook-cache-{uuid.uuid4().hex}"
+    return f"{TOKEN_CACHE_PREFIX}{uuid.uuid4().hex}"
 
 
 class Outcome(StrEnum):

@@ -21,7 +21,8 @@ bp = func.Blueprint()
 def list_connections(req: func.HttpRequest, c: Container, user: User) -> func.HttpResponse:
     connections = c.accounts.list(user.id)
     return json_response({
-        "connections": [connection_view(x, c.clock.now(), c.settings.token_warning_after_seconds) for x in connections],
+        "connections": [connection_view(x, c.clock.now(), c.settings.token_warning_after_seconds,
+                           c.settings.sync_warning_after_seconds) for x in connections],
         "plan": {"name": user.plan.value, "limit": plan_limit(user.plan), "used": len(connections)},
         # For IT admins: the app id to allow, and where to grant tenant-wide consent (public values).
         "app": {
@@ -52,10 +53,16 @@ def upcoming_meetings(req: func.HttpRequest, c: Container, user: User) -> func.H
 @bp.function_name("health")
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
+    """200 when storage (tables, queues) and Key Vault answer; 503 naming the ones that do not."""
     try:
         c = container()
-        next(iter(c.table_service.list_tables(results_per_page=1)), None)
     except Exception as exc:
-        log.exception("health check failed")
-        return error(503, "unhealthy", f"Storage is not reachable ({type(exc).__name__})")
-    return json_response({"status": "ok"})
+        # Building the app touches storage first (tables and queues are created): that is what failed.
+        log.exception("health check failed: the app could not start")
+        return error(503, "unhealthy", f"The app could not start ({type(exc).__name__}); storage is the "
+                     "first dependency it needs", dependencies={"storage": "down"})
+    report = c.health.run()
+    if not report.healthy:
+        down = ", ".join(f"{name} ({why})" for name, why in sorted(report.problems.items()))
+        return error(503, "unhealthy", f"Not reachable: {down}", dependencies=report.dependencies)
+    return json_response({"status": "ok", "dependencies": report.dependencies})

@@ -7,11 +7,14 @@ import azure.functions as func
 
 from shared.connections import PlanLimitExceeded
 from shared.platform_auth import User
+from shared.ports import IdentityUnavailable
 from shared.services.connect import (
     AccountMismatch,
+    CallbackResult,
     ClaimExpired,
     ClaimMismatch,
     ConnectionNotFound,
+    Outcome,
     redirect_url,
 )
 from shared.triggers.http import authed, error, json_body, json_response
@@ -42,6 +45,11 @@ def outlook_connect(req: func.HttpRequest, c: Container, user: User) -> func.Htt
         return plan_limit_error(exc)
     except ConnectionNotFound:
         return error(404, "not_found", "No such Outlook connection for this user")
+    except IdentityUnavailable:
+        resp = error(503, "microsoft_unavailable", "Microsoft sign-in cannot be reached right now. Try again in a "
+                     "minute.")
+        resp.headers["Retry-After"] = "60"
+        return resp
     return json_response({"authorize_url": url})
 
 
@@ -54,7 +62,13 @@ def outlook_callback(req: func.HttpRequest) -> func.HttpResponse:
         fields.update(parse_qsl(raw, keep_blank_values=True))
     response = {k: fields[k] for k in _CALLBACK_FIELDS if fields.get(k)}
     c = container()
-    result = c.connect.complete(response)
+    try:
+        result = c.connect.complete(response)
+    except Exception as exc:
+        # The callback always lands on the page: a failure of ours (storage, Key Vault) is shown as
+        # one, never as a bare 500 the user cannot act on. Operators see the error in the logs.
+        log.error("outlook callback failed: %s", type(exc).__name__)
+        result = CallbackResult(Outcome.FAILED, "temporary_error")
     log.info("outlook callback: %s", result.outcome.value, extra={"reason": result.reason})
     location = redirect_url(c.settings.integrations_page_url, result)
     return func.HttpResponse(status_code=302, headers={"Location": location, "Cache-Control": "no-store",
@@ -82,5 +96,6 @@ def outlook_claim(req: func.HttpRequest, c: Container, user: User) -> func.HttpR
                      "the new one separately.")
     except PlanLimitExceeded as exc:
         return plan_limit_error(exc)
-    view = connection_view(claimed.connection, c.clock.now(), c.settings.token_warning_after_seconds)
+    view = connection_view(claimed.connection, c.clock.now(), c.settings.token_warning_after_seconds,
+                           c.settings.sync_warning_after_seconds)
     return json_response({"outcome": claimed.outcome, "connection": view})

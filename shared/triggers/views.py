@@ -18,7 +18,8 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
-def connection_view(c: Connection, now: datetime, warning_after_seconds: int) -> dict[str, Any]:
+def connection_view(c: Connection, now: datetime, warning_after_seconds: int,
+                    sync_warning_after_seconds: int) -> dict[str, Any]:
     reason = c.reason
     return {
         "id": c.id,
@@ -29,7 +30,7 @@ def connection_view(c: Connection, now: datetime, warning_after_seconds: int) ->
         "action": reason.action.value if reason and reason.action else None,
         "connected_at": _iso(c.connected_at),
         "last_refreshed_at": _iso(c.last_refreshed_at),
-        "warning": c.warning(now, warning_after_seconds),
+        "warning": c.warning(now, warning_after_seconds, sync_warning_after_seconds),
     }
 
 

@@ -1,0 +1,107 @@
+"""Every Table Storage row of one user, across the app's tables: what erasure deletes.
+
+Generic over the tables in `shared.adapters.tables.TABLES` (read at call time, so a table added
+there later is covered): a row belongs to a user when its PartitionKey is the user id or one of the
+user's connection ids, or when it carries `UserId` = the user id. `KEYED_BY` says how the known tables
+are partitioned, so erasure reads only the partitions that can hold the user's rows; a table it does
+not list is searched by all three conventions (slower, never missed).
+
+OData filters: https://learn.microsoft.com/rest/api/storageservices/querying-tables-and-entities
+(string literals quoted with '', doubled inside). Batches: one partition, at most 100 operations
+(https://learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import TableServiceClient, TableTransactionError
+
+from shared.adapters import tables
+
+Keying = Literal["user", "connection", "other"]
+CONNECTIONS_TABLE = "connections"
+# How each known table is partitioned: by user id, by connection id, or by something else (a hash)
+# with the user id in a `UserId` property.
+KEYED_BY: dict[str, Keying] = {
+    "authflows": "other",
+    "pendingclaims": "other",
+    "connections": "user",
+    "meetings": "user",
+    "eventindex": "connection",
+    "syncstate": "connection",
+}
+_BATCH = 100
+
+
+def _q(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class TableUserRows:
+    def __init__(self, service: TableServiceClient) -> None:
+        self._service = service
+
+    def connection_ids(self, user_id: str) -> list[str]:
+        rows = self._service.get_table_client(CONNECTIONS_TABLE).query_entities(
+            f"PartitionKey eq {_q(user_id)} and RowKey lt '~'", select=["RowKey"])
+        return [str(e["RowKey"]) for e in rows]
+
+    def secret_names(self, user_id: str, connection_ids: Sequence[str]) -> set[str]:
+        return {str(e["SecretName"]) for _, e in self._rows(user_id, connection_ids) if e.get("SecretName")}
+
+    def erase(self, user_id: str, connection_ids: Sequence[str]) -> int:
+        found = list(self._rows(user_id, connection_ids))
+        last = [(t, e) for t, e in found if t == CONNECTIONS_TABLE]
+        first = [(t, e) for t, e in found if t != CONNECTIONS_TABLE]
+        return self._delete(first) + self._delete(last)
+
+    def connection_partitions(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for table in tables.TABLES:
+            if KEYED_BY.get(table) != "connection":
+                continue
+            for e in self._service.get_table_client(table).list_entities(select=["PartitionKey", "UserId"]):
+                partition = str(e["PartitionKey"])
+                found[partition] = found.get(partition) or str(e.get("UserId") or "")
+        return found
+
+    def _rows(self, user_id: str, connection_ids: Sequence[str]) -> Iterator[tuple[str, Any]]:
+        seen: set[tuple[str, str, str]] = set()
+        for table in tables.TABLES:
+            keyed = KEYED_BY.get(table)
+            filters: list[str] = []
+            if keyed in (None, "user"):
+                filters.append(f"PartitionKey eq {_q(user_id)}")
+            if keyed in (None, "connection"):
+                filters += [f"PartitionKey eq {_q(c)}" for c in connection_ids]
+            if keyed in (None, "other"):
+                filters.append(f"UserId eq {_q(user_id)}")
+            client = self._service.get_table_client(table)
+            for query in filters:
+                for e in client.query_entities(query):
+                    key = (table, str(e["PartitionKey"]), str(e["RowKey"]))
+                    if key not in seen:
+                        seen.add(key)
+                        yield table, e
+
+    def _delete(self, rows: list[tuple[str, Any]]) -> int:
+        groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for table, e in rows:
+            groups[(table, str(e["PartitionKey"]))].append(str(e["RowKey"]))
+        for (table, partition), row_keys in groups.items():
+            client = self._service.get_table_client(table)
+            for i in range(0, len(row_keys), _BATCH):
+                chunk = row_keys[i:i + _BATCH]
+                try:
+                    client.submit_transaction([("delete", {"PartitionKey": partition, "RowKey": r}) for r in chunk])
+                except (TableTransactionError, ResourceNotFoundError):
+                    # One row of the batch is already gone (a concurrent or earlier attempt): one by one.
+                    for r in chunk:
+                        try:
+                            client.delete_entity(partition, r)
+                        except ResourceNotFoundError:
+                            pass
+        return len(rows)
