@@ -188,6 +188,9 @@ class Stack:
             "PLATFORM_JWT_ISSUER": PLATFORM_ISSUER,
             "PLATFORM_JWT_AUDIENCE": PLATFORM_AUDIENCE,
             "PLATFORM_JWT_PUBLIC_KEY": self.dev.platform_public_key_pem,
+            # Dev convenience: the page takes a platform token from its #fragment (the link in
+            # endpoints.json). Never set in Azure, where the web app hands it over by postMessage.
+            "PAGE_TOKEN_FROM_URL": "true",
             "AZURE_CLIENT_ID": FUNCTION_IDENTITY_CLIENT_ID,
             "AZURE_TENANT_ID": APP_HOME_TENANT_ID,
             "AZURE_CLIENT_SECRET": self.dev.function_identity_secret,

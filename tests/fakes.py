@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +25,7 @@ from shared.ports import (
     RefreshJob,
     SignedIn,
     StoredOverride,
+    StoredSecret,
     SyncJob,
     SyncState,
     SyncStateGone,
@@ -58,6 +59,9 @@ class Claims:
     def put(self, claim: PendingClaim) -> None:
         self.rows[claim.code_hash] = claim
 
+    def get(self, code_hash: str) -> PendingClaim | None:
+        return self.rows.get(code_hash)
+
     def take(self, code_hash: str) -> PendingClaim | None:
         return self.rows.pop(code_hash, None)
 
@@ -67,29 +71,44 @@ class Claims:
     def remove(self, code_hash: str) -> None:
         self.rows.pop(code_hash, None)
 
+    def all(self) -> Iterator[PendingClaim]:
+        yield from list(self.rows.values())
+
 
 class Connections:
+    """Like the table store: conditional replaces (ETags), idempotent add, connection and slot together."""
+
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], Connection] = {}
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
+        self._etags = itertools.count(1)
 
     def list_for_user(self, user_id: str) -> list[Connection]:
-        return [c for (u, _), c in self.rows.items() if u == user_id]
+        return [c for (u, _), c in list(self.rows.items()) if u == user_id]
 
     def get(self, user_id: str, connection_id: str) -> Connection | None:
         return self.rows.get((user_id, connection_id))
 
     def add(self, connection: Connection, plan: Plan) -> Connection:
         with self.lock:
+            if (connection.user_id, connection.id) in self.rows:
+                return self.rows[(connection.user_id, connection.id)]
             used = len(self.list_for_user(connection.user_id))
             limit = plan_limit(plan)
             if limit is not None and used >= limit:
                 raise PlanLimitExceeded(plan, limit, used)
-            self.rows[(connection.user_id, connection.id)] = connection
-        return connection
+            stored = replace(connection, etag=str(next(self._etags)))
+            self.rows[(connection.user_id, connection.id)] = stored
+        return stored
 
-    def update(self, connection: Connection) -> None:
-        self.rows[(connection.user_id, connection.id)] = connection
+    def update(self, connection: Connection) -> Connection:
+        with self.lock:
+            current = self.rows.get((connection.user_id, connection.id))
+            if current is None or connection.etag is None or current.etag != connection.etag:
+                raise Conflict(connection.id)
+            stored = replace(connection, etag=str(next(self._etags)))
+            self.rows[(connection.user_id, connection.id)] = stored
+        return stored
 
     def remove(self, connection: Connection) -> None:
         self.rows.pop((connection.user_id, connection.id), None)
@@ -122,6 +141,9 @@ class Meetings:
         with self._lock:
             self._delete(meeting)
 
+    def ended_before(self, cutoff: datetime) -> Iterator[Meeting]:
+        yield from [m for m in list(self.rows.values()) if m.end < cutoff]
+
     def _create(self, meeting: Meeting) -> Meeting:
         if (meeting.user_id, meeting.key) in self.rows:
             raise Conflict(meeting.key)
@@ -147,6 +169,7 @@ class Meetings:
 class Index:
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], tuple[str, str]] = {}
+        self.users: dict[tuple[str, str], str] = {}
 
     def get(self, connection_id: str, event_id: str) -> str | None:
         row = self.rows.get((connection_id, event_id))
@@ -154,6 +177,7 @@ class Index:
 
     def put(self, connection_id: str, event_id: str, user_id: str, meeting_key: str, generation: str) -> None:
         self.rows[(connection_id, event_id)] = (meeting_key, generation)
+        self.users[(connection_id, event_id)] = user_id
 
     def remove(self, connection_id: str, event_id: str) -> None:
         self.rows.pop((connection_id, event_id), None)
@@ -166,6 +190,7 @@ class Index:
 class SyncStates:
     def __init__(self) -> None:
         self.rows: dict[str, SyncState] = {}
+        self.queued: dict[str, datetime] = {}
         self._etags = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -183,13 +208,31 @@ class SyncStates:
 
     def remove(self, connection_id: str) -> None:
         self.rows.pop(connection_id, None)
+        self.queued.pop(connection_id, None)
+
+    def mark_queued(self, connection_id: str, now: datetime, ttl: timedelta) -> bool:
+        with self._lock:
+            at = self.queued.get(connection_id)
+            if at is not None and at > now - ttl:
+                return False
+            self.queued[connection_id] = now
+            return True
+
+    def clear_queued(self, connection_id: str) -> None:
+        self.queued.pop(connection_id, None)
 
 
 class Secrets:
-    def __init__(self) -> None:
+    """A vault without purge protection: deleted secrets are purged (`purged`)."""
+
+    def __init__(self, now: Any = None) -> None:
         self.values: dict[str, str] = {}
+        self.created: dict[str, datetime | None] = {}
         self.deleted: set[str] = set()
+        self.purged: set[str] = set()
         self.sets = 0
+        self.fail_deletes = 0  # the next deletes raise (an outage mid-way)
+        self._now = now
 
     def get(self, name: str) -> str | None:
         return self.values.get(name)
@@ -198,10 +241,20 @@ class Secrets:
         assert name not in self.deleted, "a deleted secret's name must never be reused"
         self.sets += 1
         self.values[name] = value
+        self.created.setdefault(name, self._now() if self._now else None)
 
     def delete(self, name: str) -> None:
+        if self.fail_deletes:
+            self.fail_deletes -= 1
+            raise RuntimeError("Key Vault unavailable")
         if self.values.pop(name, None) is not None:
             self.deleted.add(name)
+            self.purged.add(name)
+
+    def list(self, prefix: str) -> Iterator[StoredSecret]:
+        for name in list(self.values):
+            if name.startswith(prefix):
+                yield StoredSecret(name, self.created.get(name))
 
 
 @dataclass
@@ -321,6 +374,97 @@ class Agents:
     def deploy(self, request: DeployRequest) -> DeployResult:
         self.calls.append(request)
         return self.script.pop(0) if self.script else DeployResult(ok=True)
+
+class JoinRulesStore:
+    """Join rules and per-meeting choices, keyed as the table keys them (kind, connection, target)."""
+
+    def __init__(self) -> None:
+        self.rules: dict[str, JoinRules] = {}
+        self.choices: dict[str, dict[tuple[bool, str, str], StoredOverride]] = {}
+
+    def get_rules(self, user_id: str) -> JoinRules | None:
+        return self.rules.get(user_id)
+
+    def put_rules(self, user_id: str, rules: JoinRules) -> None:
+        self.rules[user_id] = rules
+
+    def overrides(self, user_id: str) -> list[StoredOverride]:
+        return list(self.choices.get(user_id, {}).values())
+
+    def put_overrides(self, user_id: str, overrides: list[StoredOverride]) -> None:
+        mine = self.choices.setdefault(user_id, {})
+        for o in overrides:
+            mine[(o.series, o.connection_id, o.target_id)] = o
+
+    def remove_overrides(self, user_id: str, overrides: list[StoredOverride]) -> None:
+        mine = self.choices.get(user_id, {})
+        for o in overrides:
+            mine.pop((o.series, o.connection_id, o.target_id), None)
+
+
+class ErasureJobs:
+    def __init__(self) -> None:
+        self.jobs: list[tuple[str, timedelta]] = []
+
+    def enqueue(self, user_id: str, delay: timedelta) -> None:
+        self.jobs.append((user_id, delay))
+
+
+class UserRows:
+    """Every row of one user across the fake stores (what the table adapter finds by key conventions)."""
+
+    def __init__(self, flows: Flows, claims: Claims, connections: Connections, meetings: Meetings, index: Index,
+                 states: SyncStates) -> None:
+        self.flows, self.claims, self.connections = flows, claims, connections
+        self.meetings, self.index, self.states = meetings, index, states
+        self.fail_after: int | None = None  # raise after deleting this many rows (a crash mid-way)
+
+    def connection_ids(self, user_id: str) -> list[str]:
+        return [c.id for c in self.connections.list_for_user(user_id)]
+
+    def connection_partitions(self) -> dict[str, str]:
+        found = {c: "" for c in self.states.rows}
+        found.update({c: self.index.users.get((c, e), "") for (c, e) in self.index.rows})
+        return found
+
+    def secret_names(self, user_id: str, connection_ids: Sequence[str]) -> set[str]:
+        return ({c.secret_name for c in self.connections.list_for_user(user_id)}
+                | {c.secret_name for c in self.claims.rows.values() if c.user_id == user_id})
+
+    def erase(self, user_id: str, connection_ids: Sequence[str]) -> int:
+        doomed: list[tuple[dict[Any, Any], Any]] = []
+        doomed += [(self.flows.rows, k) for k, f in self.flows.rows.items() if f.user_id == user_id]
+        doomed += [(self.claims.rows, k) for k, c in self.claims.rows.items() if c.user_id == user_id]
+        doomed += [(self.meetings.rows, k) for k in self.meetings.rows if k[0] == user_id]
+        doomed += [(self.index.rows, k) for k in self.index.rows if k[0] in connection_ids]
+        doomed += [(self.states.rows, k) for k in self.states.rows if k in connection_ids]
+        doomed += [(self.states.queued, k) for k in self.states.queued if k in connection_ids]
+        doomed += [(self.connections.rows, k) for k in self.connections.rows if k[0] == user_id]  # last
+        for n, (rows, key) in enumerate(doomed):
+            if self.fail_after is not None and n >= self.fail_after:
+                self.fail_after = None
+                raise RuntimeError("Table Storage unavailable")
+            rows.pop(key, None)
+        return len(doomed)
+
+
+@dataclass
+class RecordingStatusEvents:
+    """StatusEvents that records what was published, in order (the outbox, without delivery)."""
+
+    published: list[StatusEvent] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def publish(self, event: StatusEvent) -> None:
+        assert event.id and event.subject, "a status event needs its stable id and the user id"
+        assert event.time.tzinfo is not None, "status event times are timezone-aware"
+        with self._lock:
+            self.published.append(event)
+
+    def of_type(self, kind: StatusEventType) -> list[StatusEvent]:
+        with self._lock:
+            return [e for e in self.published if e.type is kind]
+
 
 class JoinRulesStore:
     """Join rules and per-meeting choices, keyed as the table keys them (kind, connection, target)."""

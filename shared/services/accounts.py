@@ -129,7 +129,9 @@ class AccountsService:
         sync_state: SyncStateStore,
         secrets_store: SecretStore,
         clock: Clock,
+        health: ConnectionHealth | None = None,
     ) -> None:
+        self._health = health
         self._connections = connections
         self._meetings = meetings
         self._index = index
@@ -147,6 +149,8 @@ class AccountsService:
         if conn is None:
             return False
         self.release(conn)
+        if self._health is not None:
+            self._health.disconnected(conn)
         log.info("connection disconnected", extra={"user_id": user_id, "connection_id": conn.id})
         return True
 

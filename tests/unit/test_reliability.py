@@ -160,3 +160,21 @@ def test_a_meeting_that_started_without_a_verdict_shows_failed_and_the_user_is_t
     assert told.type.value == "com.coagentor.outlook.agent.failed"
     assert (told.data["meeting_id"], told.data["title"], told.data["reason"]) == (meeting.key, "Board review", "missed")
     assert world.jobs.deploys == [] and world.agents.calls == []
+
+
+def test_disconnecting_tells_the_platform(world):
+    conn = connected(world)
+    assert world.accounts.disconnect(ALICE.id, conn.id)
+    [told] = world.events.published
+    assert told.type.value == "com.coagentor.outlook.connection.disconnected"
+    assert told.data == {"connection_id": conn.id, "email": "alice@contoso.com"}
+
+
+def test_reconnecting_a_connection_in_error_tells_the_platform_it_is_restored(world):
+    conn = connected(world)
+    world.calendar.mailbox_unavailable = "MailboxNotEnabledForRESTAPI"
+    sync(world, conn)
+    world.calendar.mailbox_unavailable = None
+    world.connect_account(ALICE, WORK, reconnect=conn.id)
+    assert [e.type.value.rsplit(".", 1)[1] for e in world.events.published] == ["error", "restored"]
+    assert len({e.id for e in world.events.published}) == 2
