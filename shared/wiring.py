@@ -7,6 +7,7 @@ import functools
 import os
 import threading
 from dataclasses import dataclass
+from datetime import timedelta
 
 import requests
 from azure.core.credentials import TokenCredential
@@ -19,7 +20,7 @@ from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64Encod
 from shared.adapters.agents import AgentApiClient
 from shared.adapters.graph import GraphCalendar
 from shared.adapters.identity import MsalIdentity
-from shared.adapters.queues import DEPLOY_QUEUE, REFRESH_QUEUE, SYNC_QUEUE, StorageQueues
+from shared.adapters.queues import DEPLOY_QUEUE, ERASURE_QUEUE, REFRESH_QUEUE, SYNC_QUEUE, ErasureQueue, StorageQueues
 from shared.adapters.tables import (
     TableClaimStore,
     TableConnectionStore,
@@ -30,6 +31,7 @@ from shared.adapters.tables import (
     TableSyncStateStore,
     ensure_tables,
 )
+from shared.adapters.user_rows import TableUserRows
 from shared.adapters.vault import KeyVaultSecrets
 from shared.clock import Clock, SystemClock
 from shared.config import Settings, load_settings
@@ -39,6 +41,7 @@ from shared.services.autojoin import AutojoinService
 from shared.services.connect import ConnectService
 from shared.services.deploy import DeployService
 from shared.services.meeting_lifecycle import MeetingLifecycle
+from shared.services.lifecycle import Erasure, Pruner, SecretReconciler
 from shared.services.sync import SyncService
 
 
@@ -52,6 +55,9 @@ class Container:
     tokens: TokenKeeper
     sync: SyncService
     deploy: DeployService
+    erasure: Erasure
+    reconciler: SecretReconciler
+    pruner: Pruner
     meetings: TableMeetingStore
     table_service: TableServiceClient
     jobs: StorageQueues
@@ -127,6 +133,10 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
     # Recall of a deployed agent the user skips plugs in here once the agent adapter can recall.
     lifecycle = MeetingLifecycle(meetings=meetings, connections=connections, rules=join_rules, jobs=jobs, clock=clock,
                                  grace_seconds=settings.agent_join_grace_seconds)
+    accounts = AccountsService(connections=connections, meetings=meetings, index=index, sync_state=sync_state,
+                               secrets_store=vault, clock=clock)
+    claims = TableClaimStore(tables.get_table_client("pendingclaims"))
+    user_rows = TableUserRows(tables)
     return Container(
         settings=settings,
         clock=clock,
@@ -134,11 +144,17 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
                                        issuer=settings.platform_jwt_issuer, audience=settings.platform_jwt_audience),
         connect=ConnectService(
             flows=TableFlowStore(tables.get_table_client("authflows")),
-            claims=TableClaimStore(tables.get_table_client("pendingclaims")),
+            claims=claims,
             connections=connections, identity=identity, calendar=graph, secrets_store=vault, jobs=jobs, clock=clock,
         ),
-        accounts=AccountsService(connections=connections, meetings=meetings, index=index, sync_state=sync_state,
-                                 secrets_store=vault, clock=clock),
+        accounts=accounts,
+        erasure=Erasure(rows=user_rows, secrets_store=vault, jobs=ErasureQueue(queue(ERASURE_QUEUE))),
+        reconciler=SecretReconciler(secrets_store=vault, connections=connections, claims=claims, clock=clock,
+                                    grace=timedelta(seconds=settings.orphan_cache_grace_seconds)),
+        pruner=Pruner(meetings=meetings, connections=connections, accounts=accounts, rows=user_rows, index=index,
+                      sync_state=sync_state, clock=clock,
+                      meeting_retention=timedelta(days=settings.meeting_retention_days),
+                      error_retention=timedelta(days=settings.error_connection_retention_days)),
         tokens=tokens,
         sync=SyncService(
             connections=connections, tokens=tokens, calendar=graph, meetings=meetings, index=index,
