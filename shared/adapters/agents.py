@@ -16,6 +16,16 @@ class AgentApiClient:
         self._session = session
         self._timeout = timeout
 
+    def _reload_key(self) -> bool:
+        """The agent API refused our key: read it from Key Vault again (it may have been rotated).
+        True when a different key is now in use."""
+        reload = getattr(self._api_key, "reload", None)
+        if reload is None:
+            return False
+        before = self._api_key()
+        reload()
+        return self._api_key() != before
+
     def deploy(self, request: DeployRequest) -> DeployResult:
         body = {
             "meeting_url": request.meeting_url,
@@ -27,11 +37,15 @@ class AgentApiClient:
             "meeting_id": request.meeting_id,
             "source": "outlook",
         }
-        headers = {"Authorization": f"Bearer {self._api_key()}", "Idempotency-Key": request.idempotency_key}
-        try:
-            resp = self._session.post(self._url, json=body, headers=headers, timeout=self._timeout)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            return DeployResult(ok=False, permanent=False, detail=type(exc).__name__)
+        for attempt in (1, 2):
+            headers = {"Authorization": f"Bearer {self._api_key()}", "Idempotency-Key": request.idempotency_key}
+            try:
+                resp = self._session.post(self._url, json=body, headers=headers, timeout=self._timeout)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                return DeployResult(ok=False, permanent=False, detail=type(exc).__name__)
+            if resp.status_code in (401, 403) and attempt == 1 and self._reload_key():
+                continue  # the key was rotated in Key Vault: use the new one at once
+            break
         if 200 <= resp.status_code < 300 or resp.status_code == 409:
             return DeployResult(ok=True, detail=str(resp.status_code))
         permanent = 400 <= resp.status_code < 500 and resp.status_code not in (408, 429)
