@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import requests
 
 from shared.ports import DeployRequest, DeployResult
+
+log = logging.getLogger(__name__)
 
 
 class AgentApiClient:
@@ -48,5 +51,11 @@ class AgentApiClient:
             break
         if 200 <= resp.status_code < 300 or resp.status_code == 409:
             return DeployResult(ok=True, detail=str(resp.status_code))
+        if resp.status_code in (401, 403):
+            # Our own key refused even after re-reading it: the service's failure, not this meeting's.
+            # Retried until the meeting's grace ends; operators are alerted.
+            log.error("app_identity_failure: the agent API refused the service's key (HTTP %d)", resp.status_code,
+                      extra={"event": "app_identity_failure", "meeting_id": request.meeting_id})
+            return DeployResult(ok=False, permanent=False, detail=f"HTTP {resp.status_code}")
         permanent = 400 <= resp.status_code < 500 and resp.status_code not in (408, 429)
         return DeployResult(ok=False, permanent=permanent, detail=f"HTTP {resp.status_code}")
