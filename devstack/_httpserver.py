@@ -3,6 +3,9 @@
 Each part (Key Vault endpoint, agent API recorder, Functions host) is a `ThreadingHTTPServer` run
 in a background thread. TLS is handshaken in the handler thread, not in the accept loop, so one
 client that connects and says nothing cannot stall the server.
+
+Like the Azure services they stand in for, they answer a method they do not serve (TRACE,
+PROPFIND, any token) with a 4xx, never the standard library's 501, and protocol errors as JSON.
 """
 
 from __future__ import annotations
@@ -71,6 +74,37 @@ class QuietHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def parse_request(self) -> bool:
+        # The standard library answers a method without a do_<METHOD> with 501, a server error to
+        # every scanner and fuzzer. Returning False after answering ends this request there.
+        if not super().parse_request():
+            return False
+        if hasattr(self, "do_" + self.command):
+            return True
+        self.undeclared_method()
+        return False
+
+    def allowed_methods(self) -> list[str]:
+        return sorted(name[3:] for name in dir(type(self)) if name.startswith("do_"))
+
+    def undeclared_method(self) -> None:
+        """A method this server has no handler for: 405 with an Allow header. Subclasses may route it."""
+        self.close_connection = True  # its body, if any, stays unread
+        self.send_json(
+            405,
+            {"error": {"code": "MethodNotAllowed", "message": f"The {self.command} method is not supported."}},
+            headers=[("Allow", ", ".join(self.allowed_methods()))],
+        )
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Malformed requests (bad request line, headers too long...) as JSON, not an HTML page."""
+        self.close_connection = True
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "Error"
+        self.send_json(code, {"error": {"code": phrase.title().replace(" ", ""), "message": message or phrase}})
+
     def read_body(self, limit: int = MAX_BODY_BYTES) -> bytes:
         """The request body, whether sent with Content-Length or chunked."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -115,6 +149,8 @@ class QuietHandler(BaseHTTPRequestHandler):
         for name, value in headers or []:
             if name.lower() not in ("content-length", "transfer-encoding", "connection"):
                 self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD" and body:

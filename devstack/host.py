@@ -8,7 +8,9 @@ It imports `<app>.app` (a `func.FunctionApp`) from the script root and runs its 
   constraints and optional parameters (see host_routes), `methods`, sync or async functions,
   `func.HttpResponse` mapped to the response (every header, several Set-Cookie included).
   A function that raises answers 500 with a generic body; the traceback is logged with the
-  function's name. Unknown routes, and known routes with another method, answer 404.
+  function's name. Unknown routes, and known routes with another method (any method, TRACE or
+  PROPFIND included), answer 404: the Azure host answers 404 there too, not 405
+  (Azure/azure-functions-host#10098). A function that declares no methods gets every one.
   Auth levels are not enforced: like Core Tools, FUNCTION and ADMIN functions need no key here.
 - Timer triggers: 6-field NCRONTAB (UTC) or a TimeSpan interval, `%SETTING%` resolved from the
   environment, `run_on_startup`; runs of one timer never overlap; a failed run is logged and
@@ -419,6 +421,9 @@ class _HostHandler(QuietHandler):
 
     def do_OPTIONS(self) -> None:
         self._handle()
+
+    def undeclared_method(self) -> None:
+        self._handle()  # routing decides, as in Azure: a function without `methods` takes any
 
     def _handle(self) -> None:
         started = time.monotonic()

@@ -6,6 +6,7 @@ Starts Azurite and `python -m devstack.host` on the sample app in tests/integrat
 from __future__ import annotations
 
 import base64
+import http.client
 import os
 import queue
 import signal
@@ -64,6 +65,7 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "--silent",
             "--skipApiVersionCheck",
             "--loose",
+            "--disableTelemetry",  # else its SIGTERM waits seconds on telemetry
             "--location",
             str(location),
             "--blobHost",
@@ -259,6 +261,30 @@ def test_unknown_routes_other_methods_and_failed_constraints_are_not_found(host:
     assert requests.delete(f"{host.url}/api/items/42", timeout=5).status_code == 404
     assert requests.post(f"{host.url}/api/items/not-a-guid/cookies", timeout=5).status_code == 404
     assert requests.get(f"{host.url}/items/42", timeout=5).status_code == 404  # outside the route prefix
+
+
+def test_any_method_a_route_does_not_declare_is_not_found_never_a_server_error(host: RunningHost) -> None:
+    # Azure's host answers 404 (not 405) for a method a route does not declare: Azure/azure-functions-host#10098.
+    port = int(host.url.rsplit(":", 1)[1])
+    for method, path in [("TRACE", "/api/items/42"), ("PROPFIND", "/api/items/42"), ("CONNECT", "127.0.0.1:1"),
+                         ("FOO-BAR", "/api/calls"), ("TRACE", "/api/nothing-here"), ("TRACE", "/admin/functions"),
+                         ("TRACE", "/")]:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            connection.request(method, path)
+            assert connection.getresponse().status == 404, (method, path)
+        finally:
+            connection.close()
+
+
+def test_a_route_without_methods_takes_any_method(host: RunningHost) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", int(host.url.rsplit(":", 1)[1]), timeout=5)
+    try:
+        connection.request("PROPFIND", "/api/keyed")
+        answer = connection.getresponse()
+        assert (answer.status, answer.read()) == (200, b"no key needed locally")
+    finally:
+        connection.close()
 
 
 def test_status_location_and_several_set_cookie_headers_come_back(host: RunningHost) -> None:
