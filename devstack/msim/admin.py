@@ -3,7 +3,23 @@
 Errors are `{"error": {"code", "message"}}`. See DEVSTACK.md for the contract; additions here:
 `GET /_sim/health`, `GET /_sim/users`, `GET /_sim/users/{upn}/events`, `GET|DELETE /_sim/faults`,
 `DELETE /_sim/requests`, `GET|POST /_sim/config`, `GET /_sim/stats`, `GET|POST /_sim/apps`,
-`POST /_sim/users/{upn}/expire-delta`.
+`POST /_sim/users/{upn}/expire-delta`, and:
+
+- `GET /_sim/users/{upn}/calendarView?startDateTime=..&endDateTime=..` — the expanded occurrences
+  with their ids (UTC, no paging), so a check can change or delete one occurrence.
+- `GET|POST /_sim/users/{upn}/settings` — per-account knobs: `scope_echo_omits` (scopes left out of
+  the token response's `scope`), `mailbox_unavailable_status` (null, 404 or 401: every calendar
+  request answers `MailboxNotEnabledForRESTAPI`).
+- `POST /_sim/apps/{client_id}/secret` — `{"secret": "..."}` adds a client secret (an app can hold
+  several), `"replace": true` removes the others, `"expired": true` marks that one (or, without
+  `secret`, every one) expired: token requests with it answer `invalid_client` AADSTS7000222.
+- `GET|POST /_sim/apps/{client_id}` — `{"disabled": true}` (AADSTS7000112) or `{"deleted": true}`
+  (AADSTS700016), both `unauthorized_client`.
+- `POST /_sim/config` also takes `delta_generations`, `delta_token_expired_code`
+  ("SyncStateNotFound" | "syncStateNotFound" | "InvalidDeltaToken"), `sparse_null_keys`,
+  `login_hint_claim`; `POST /_sim/faults` also takes `body` ("json" | "html" | "empty").
+
+`POST /_sim/reset` also puts back every account's settings and every app's registered secret.
 """
 
 from __future__ import annotations
@@ -13,10 +29,13 @@ import datetime as dt
 from typing import Any
 from urllib.parse import unquote
 
-from devstack.msim.calendar import EventError
+from devstack.msim.calendar import UTC, EventError, parse_window_bound
 from devstack.msim.directory import AppRegistration
-from devstack.msim.state import Fault, SimState
+from devstack.msim.graph import Preferences, render_event
+from devstack.msim.state import ClientSecret, Fault, SimState
 from devstack.msim.web import Request, Response, json_response
+
+FAULT_BODIES = ("json", "html", "empty")
 
 
 def _error(status: int, code: str, message: str) -> Response:
@@ -39,7 +58,7 @@ def handle(state: SimState, req: Request) -> Response:
         case ["users"] if method == "GET":
             return json_response(200, {"value": [_describe_account(state, a) for a in state.directory.accounts]})
         case ["users", upn, *rest]:
-            return _user(state, method, upn, rest, body)
+            return _user(state, req, upn, rest, body)
         case ["faults"]:
             return _faults(state, method, body)
         case ["requests"] if method == "GET":
@@ -58,6 +77,10 @@ def handle(state: SimState, req: Request) -> Response:
                 )
         case ["apps"]:
             return _apps(state, method, body)
+        case ["apps", client_id]:
+            return _app(state, method, client_id, body)
+        case ["apps", client_id, "secret"] if method == "POST":
+            return _app_secret(state, client_id, body)
     return _error(404, "NotFound", f"No admin route {method} {req.path}.")
 
 
@@ -74,7 +97,8 @@ def _describe_account(state: SimState, account: Any) -> dict[str, Any]:
     }
 
 
-def _user(state: SimState, method: str, upn: str, rest: list[str], body: Any) -> Response:
+def _user(state: SimState, req: Request, upn: str, rest: list[str], body: Any) -> Response:
+    method = req.method
     account = state.directory.account(upn)
     if account is None:
         return _error(404, "UserNotFound", f"No seeded account '{upn}'.")
@@ -84,6 +108,18 @@ def _user(state: SimState, method: str, upn: str, rest: list[str], body: Any) ->
         match rest:
             case ["events"] if method == "GET":
                 return json_response(200, {"value": [copy.deepcopy(e.data) for e in mailbox.events.values()]})
+            case ["calendarView" | "calendarview"] if method == "GET":
+                return _calendar_view(state, req, upn)
+            case ["settings"] if method == "GET":
+                return json_response(200, state.settings(account).describe())
+            case ["settings"] if method == "POST":
+                if not isinstance(body, dict):
+                    return _error(400, "BadRequest", "Send the settings to change as a JSON object.")
+                try:
+                    state.settings(account).update(body)
+                except ValueError as exc:
+                    return _error(400, "BadRequest", str(exc))
+                return json_response(200, state.settings(account).describe())
             case ["events"] if method == "POST":
                 payloads = body if isinstance(body, list) else [body]
                 if not all(isinstance(p, dict) for p in payloads):
@@ -121,6 +157,24 @@ def _user(state: SimState, method: str, upn: str, rest: list[str], body: Any) ->
     return _error(404, "NotFound", f"No admin route {method} /_sim/users/{upn}/{'/'.join(rest)}.")
 
 
+def _calendar_view(state: SimState, req: Request, upn: str) -> Response:
+    """Every occurrence (and single event) overlapping the window, expanded as Graph's calendarView
+    would (learn.microsoft.com/graph/api/user-list-calendarview), in UTC and without paging."""
+    try:
+        window = (
+            parse_window_bound(req.query_param("startDateTime") or ""),
+            parse_window_bound(req.query_param("endDateTime") or ""),
+        )
+    except ValueError:
+        return _error(400, "ErrorInvalidParameter", "Give startDateTime and endDateTime (ISO 8601).")
+    prefs = Preferences(zone=UTC, zone_name="UTC", zone_applied=False, body_text=False, max_page_size=None)
+    account = state.directory.account(upn)
+    assert account is not None
+    with state.lock:
+        items = state.mailbox(account).instances(*window)
+    return json_response(200, {"value": [render_event(i, prefs) for i in items]})
+
+
 def _faults(state: SimState, method: str, body: Any) -> Response:
     if method == "GET":
         with state.lock:
@@ -148,6 +202,8 @@ def _faults(state: SimState, method: str, body: Any) -> Response:
     aadsts = body.get("aadsts")
     if aadsts is not None and not str(aadsts).upper().removeprefix("AADSTS").isdigit():
         return _error(400, "BadRequest", "'aadsts' must look like 'AADSTS700082'.")
+    if body.get("body") is not None and body.get("body") not in FAULT_BODIES:
+        return _error(400, "BadRequest", f"'body' must be one of {', '.join(FAULT_BODIES)}.")
     with state.lock:
         fault = Fault(
             id=state.next_fault_id(),
@@ -163,6 +219,7 @@ def _faults(state: SimState, method: str, body: Any) -> Response:
             code=body.get("code"),
             message=body.get("message"),
             latency_ms=latency,
+            body=body.get("body"),
         )
         state.faults.append(fault)
         return json_response(201, fault.describe())
@@ -182,17 +239,10 @@ def _config(state: SimState, method: str, body: Any) -> Response:
         if not isinstance(body, dict):
             return _error(400, "BadRequest", "Send a JSON object of settings.")
         with state.lock:
-            known = state.config.describe()
-            unknown = [k for k in body if k not in known]
-            if unknown:
-                return _error(400, "BadRequest", f"Unknown settings: {', '.join(unknown)}.")
             try:
-                values = {k: _optional_int(body, k) for k in body}
+                state.config.update(body)
             except ValueError as exc:
                 return _error(400, "BadRequest", str(exc))
-            for name, value in values.items():
-                if value is not None:
-                    setattr(state.config, name, max(1, value) if name == "access_token_lifetime" else value)
     elif method != "GET":
         return _error(405, "MethodNotAllowed", "Use GET or POST.")
     with state.lock:
@@ -214,12 +264,62 @@ def _apps(state: SimState, method: str, body: Any) -> Response:
             return _error(400, "BadRequest", f"Missing {exc.args[0]!r}.")
         with state.lock:
             state.apps[app.client_id] = app
-        return json_response(201, _describe_app(app))
+            state.app_states.pop(app.client_id, None)
+            return json_response(201, _describe_app(state, app))
     if method != "GET":
         return _error(405, "MethodNotAllowed", "Use GET or POST.")
     with state.lock:
-        return json_response(200, [_describe_app(a) for a in state.apps.values()])
+        return json_response(200, [_describe_app(state, a) for a in state.apps.values()])
 
 
-def _describe_app(app: AppRegistration) -> dict[str, Any]:
-    return {"client_id": app.client_id, "redirect_uris": app.redirect_uris, "display_name": app.display_name}
+def _app(state: SimState, method: str, client_id: str, body: Any) -> Response:
+    with state.lock:
+        app = state.apps.get(client_id)
+        if app is None:
+            return _error(404, "NotFound", f"No app registration '{client_id}'.")
+        if method == "POST":
+            if not isinstance(body, dict) or set(body) - {"disabled", "deleted"}:
+                return _error(400, "BadRequest", "Send {\"disabled\": bool} and/or {\"deleted\": bool}.")
+            if not all(isinstance(v, bool) for v in body.values()):
+                return _error(400, "BadRequest", "'disabled' and 'deleted' are true or false.")
+            app_state = state.app_state(app)
+            app_state.disabled = body.get("disabled", app_state.disabled)
+            app_state.deleted = body.get("deleted", app_state.deleted)
+        elif method != "GET":
+            return _error(405, "MethodNotAllowed", "Use GET or POST.")
+        return json_response(200, _describe_app(state, app))
+
+
+def _app_secret(state: SimState, client_id: str, body: Any) -> Response:
+    """Rotate or expire an app's client secrets, as an operator does in the Entra admin center."""
+    if not isinstance(body, dict) or set(body) - {"secret", "expired", "replace"}:
+        return _error(400, "BadRequest", "Send {\"secret\": ..., \"expired\": bool, \"replace\": bool}.")
+    secret, expired, replace = body.get("secret"), body.get("expired", False), body.get("replace", False)
+    if secret is not None and (not isinstance(secret, str) or not secret):
+        return _error(400, "BadRequest", "'secret' must be a non-empty string.")
+    if not isinstance(expired, bool) or not isinstance(replace, bool):
+        return _error(400, "BadRequest", "'expired' and 'replace' are true or false.")
+    if secret is None and (replace or not expired):
+        return _error(400, "BadRequest", "Give a 'secret', or 'expired': true to expire every secret.")
+    with state.lock:
+        app = state.apps.get(client_id)
+        if app is None:
+            return _error(404, "NotFound", f"No app registration '{client_id}'.")
+        app_state = state.app_state(app)
+        if secret is None:
+            for held in app_state.secrets:
+                held.expired = True
+        else:
+            kept = [] if replace else [s for s in app_state.secrets if s.value != secret]
+            app_state.secrets = [*kept, ClientSecret(secret, expired)]
+        return json_response(200, _describe_app(state, app))
+
+
+def _describe_app(state: SimState, app: AppRegistration) -> dict[str, Any]:
+    """Caller holds the lock."""
+    return {
+        "client_id": app.client_id,
+        "redirect_uris": app.redirect_uris,
+        "display_name": app.display_name,
+        **state.app_state(app).describe(),
+    }

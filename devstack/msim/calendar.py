@@ -4,10 +4,21 @@ Events are kept in the Graph `event` shape. A series master expands into occurre
 derived from the master id and the occurrence date; an occurrence can be changed (it becomes an
 `exception`) or cancelled (it disappears from the view) through the admin API.
 
-Delta rounds follow Graph: the first call fixes the window, pages carry a `$skiptoken`, the last
-page a `$deltatoken`; a later call with that token answers what changed since, with deleted events
-and events changed outside the window as `@removed` entries. Tokens live in a bounded per-mailbox
-cache, like Outlook's: evicted or invalidated tokens answer 410 `syncStateNotFound`.
+Delta rounds follow Graph ("event: delta", learn.microsoft.com/graph/api/event-delta, and "Get
+incremental changes to events in a calendar view", learn.microsoft.com/graph/delta-query-events):
+the first call fixes the window, pages carry a `$skiptoken`, the last page a `$deltatoken`; a later
+call with that token answers what changed since, with deleted events and events changed outside the
+window as `@removed` entries (`{"reason": "deleted"}`).
+
+Where public reports and the docs part ways the simulator does what the reports say:
+- Deleting one occurrence of a series gives no `@removed` for it: only its series master comes
+  back changed (microsoftgraph/microsoft-graph-docs PR #4501, issue #5520; the same for occurrences
+  that a changed or deleted series no longer has). A deleted series master comes back `@removed`;
+  its occurrences do not (no report says they do: the worse case).
+- Every link a delta sync hands out is a new "sync state generation" and Exchange keeps only the
+  last few (`Config.delta_generations`, 3 by default): an older link answers 410
+  `SyncStateNotFound` "The sync state generation is not found; generation=149;[highest=157][157]
+  [155][156]." (microsoftgraph/microsoft-graph-docs#2350, #2162, #2877).
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ import copy
 import datetime as dt
 import hashlib
 import html
+import itertools
 import re
 import secrets
 from collections import OrderedDict
@@ -33,7 +45,8 @@ DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sun
 WEEK_INDEX = ("first", "second", "third", "fourth", "last")
 PATTERN_TYPES = ("daily", "weekly", "absoluteMonthly", "relativeMonthly", "absoluteYearly", "relativeYearly")
 RANGE_TYPES = ("endDate", "noEnd", "numbered")
-MAX_TOKENS_PER_MAILBOX = 200
+MAX_SYNC_STATES_PER_MAILBOX = 200
+_EXPIRED_LINKS_KEPT = 1000
 _MAX_OCCURRENCES_SCANNED = 20_000
 
 # The Windows zone names Outlook uses most, for events and `Prefer: outlook.timezone`.
@@ -326,9 +339,28 @@ def _finish(event: dict[str, Any], now: dt.datetime) -> None:
         event["webLink"] = f"https://outlook.office365.com/owa/?itemid={event['id']}&exvsurl=1&path=/calendar/item"
 
 
+def _as_invitation(event: dict[str, Any], payload: dict[str, Any], account: Account) -> None:
+    """An event organised by someone else is an invitation in this mailbox, as Graph shows an
+    attendee's copy: `isOrganizer` false, `responseStatus` notResponded until answered, the mailbox
+    owner among the attendees. What the payload gives itself is kept."""
+    organizer = payload.get("organizer")
+    email = organizer.get("emailAddress") if isinstance(organizer, dict) else None
+    address = email.get("address") if isinstance(email, dict) else None
+    if not isinstance(address, str) or address.lower() in {a.lower() for a in (account.upn, account.mail) if a}:
+        return
+    if "isOrganizer" not in payload:
+        event["isOrganizer"] = False
+    if "responseStatus" not in payload:
+        event["responseStatus"] = {"response": "notResponded", "time": "0001-01-01T00:00:00Z"}
+    if "attendees" not in payload:
+        event["attendees"] = [{"type": "required", "status": {"response": "none", "time": "0001-01-01T00:00:00Z"},
+                               "emailAddress": {"name": account.display_name, "address": account.mail or account.upn}}]
+
+
 def new_event(payload: dict[str, Any], account: Account, seq: int, now: dt.datetime) -> StoredEvent:
     event = _defaults(account, now)
     event.update(copy.deepcopy(payload))
+    _as_invitation(event, payload, account)
     event["id"] = str(payload.get("id") or _new_event_id())
     event["iCalUId"] = payload.get("iCalUId") or (
         "040000008200E00074C5B7101A82E00800000000" + secrets.token_hex(28).upper()
@@ -559,6 +591,7 @@ class DeltaState:
     window: tuple[dt.datetime, dt.datetime]
     known: dict[str, int]  # event id (single, master, occurrence) -> version the client has
     seq: int  # mailbox seq the round was computed at
+    sync_state: int  # the SyncState this round belongs to
 
 
 @dataclass(frozen=True)
@@ -582,8 +615,46 @@ class DeltaPages:
     final: DeltaState
 
 
+@dataclass
+class SyncState:
+    """One delta sync as Exchange keeps it, from its initial request on: each link it hands out
+    (nextLink or deltaLink) is a new generation, and only the last few generations still answer."""
+
+    id: int
+    window: tuple[dt.datetime, dt.datetime]
+    highest: int = 0
+    live: OrderedDict[int, str] = field(default_factory=OrderedDict)  # generation -> token, oldest first
+
+    def generations(self) -> str:
+        """As Exchange lists them: `[highest=157][157][155][156]`."""
+        others = "".join(f"[{g}]" for g in sorted(self.live) if g != self.highest)
+        return f"[highest={self.highest}][{self.highest}]{others}"
+
+
+@dataclass(frozen=True)
+class DeltaLink:
+    """A live `$skiptoken` (its round is a DeltaPages) or `$deltatoken` (a DeltaState)."""
+
+    sync_state: int
+    generation: int
+    round: DeltaState | DeltaPages
+
+
+@dataclass(frozen=True)
+class ExpiredLink:
+    window: tuple[dt.datetime, dt.datetime]
+    sync_state: int
+    generation: int
+
+
 class SyncStateNotFound(Exception):
-    pass
+    """A link whose generation (or whole sync state) is gone. `window` lets the answer point at a
+    fresh initial request; `detail` is the generation list when the sync state still exists."""
+
+    def __init__(self, window: tuple[dt.datetime, dt.datetime] | None = None, detail: str | None = None) -> None:
+        super().__init__(detail or "sync state not found")
+        self.window = window
+        self.detail = detail
 
 
 @dataclass
@@ -591,10 +662,11 @@ class Mailbox:
     account: Account
     events: dict[str, StoredEvent] = field(default_factory=dict)
     tombstones: dict[str, int] = field(default_factory=dict)  # deleted event id -> seq
-    delta_tokens: OrderedDict[str, DeltaState] = field(default_factory=OrderedDict)
-    skip_tokens: OrderedDict[str, DeltaPages] = field(default_factory=OrderedDict)
-    # Windows of evicted or invalidated tokens, so a 410 can point at a fresh initial request.
-    expired_windows: OrderedDict[str, tuple[dt.datetime, dt.datetime]] = field(default_factory=OrderedDict)
+    links: dict[str, DeltaLink] = field(default_factory=dict)
+    sync_states: OrderedDict[int, SyncState] = field(default_factory=OrderedDict)  # least recently used first
+    # Links that no longer answer, so a 410 can name the generation and point at a fresh initial request.
+    expired_links: OrderedDict[str, ExpiredLink] = field(default_factory=OrderedDict)
+    _sync_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -715,11 +787,10 @@ class Mailbox:
         if token is None:
             assert window is not None
             units = self._delta_units(window)
-            return units, DeltaState(window, _versions(units), seq)
-        state = self.delta_tokens.get(token)
-        if state is None:
+            return units, DeltaState(window, _versions(units), seq, self._new_sync_state(window))
+        state = self._link(token).round
+        if not isinstance(state, DeltaState):
             raise SyncStateNotFound
-        self.delta_tokens.move_to_end(token)
         current = self._delta_units(state.window)
         changed: list[DeltaUnit] = []
         emitted: set[str] = set()
@@ -734,20 +805,24 @@ class Mailbox:
             changed.append(fresh)
             emitted.update(i.id for i in fresh)
         current_ids = set(_versions(current))
-        removed = [i for i in state.known if i not in current_ids]
+        # As reported, an occurrence that no longer exists (deleted on its own, or its series deleted
+        # or re-patterned) is never listed as removed: only singles, masters, and occurrences that
+        # still exist but moved out of the window are.
+        removed = [i for i in state.known if i not in current_ids and (self._occurs(i) or not _is_occurrence(i))]
         # Graph also reports events added, changed or deleted outside the window, as removed.
         removed += [e.id for e in self.events.values() if e.touched > state.seq and e.id not in current_ids | emitted]
         removed += [i for i, deleted in self.tombstones.items() if deleted > state.seq and i not in emitted]
         for removed_id in dict.fromkeys(removed):
             changed.append([DeltaItem(removed_id)])
-        return changed, DeltaState(state.window, _versions(current), seq)
+        return changed, DeltaState(state.window, _versions(current), seq, state.sync_state)
 
     def page(
-        self, units: list[DeltaUnit], offset: int, page_size: int, final: DeltaState
+        self, units: list[DeltaUnit], offset: int, page_size: int, final: DeltaState, generations: int
     ) -> tuple[list[DeltaItem], str | None, str | None]:
         """One page of a round: (items, next `$skiptoken` or None, `$deltatoken` once the round ends).
 
         A page holds at most `page_size` items unless a single series is bigger: series are never split.
+        Either token is a new generation of the round's sync state, which keeps `generations` of them.
         """
         chunk: list[DeltaItem] = []
         position = offset
@@ -755,45 +830,81 @@ class Mailbox:
             chunk.extend(units[position])
             position += 1
         if position < len(units):
-            skip = secrets.token_urlsafe(24)
-            self.skip_tokens[skip] = DeltaPages(units, position, final)
-            self._bound()
-            return chunk, skip, None
-        delta = secrets.token_urlsafe(24)
-        self.delta_tokens[delta] = final
-        self._bound()
-        return chunk, None, delta
+            return chunk, self._issue(final.sync_state, DeltaPages(units, position, final), generations), None
+        return chunk, None, self._issue(final.sync_state, final, generations)
 
     def continue_round(self, skip_token: str) -> DeltaPages:
-        pages = self.skip_tokens.get(skip_token)
-        if pages is None:
+        pages = self._link(skip_token).round
+        if not isinstance(pages, DeltaPages):
             raise SyncStateNotFound
-        self.skip_tokens.move_to_end(skip_token)
         return pages
 
     def expire_delta_tokens(self) -> None:
-        for token, state in self.delta_tokens.items():
-            self._remember_expired(token, state.window)
-        for token, pages in self.skip_tokens.items():
-            self._remember_expired(token, pages.final.window)
-        self.delta_tokens.clear()
-        self.skip_tokens.clear()
+        """Every sync state of the mailbox is gone (as after a mailbox move): all links answer 410."""
+        for sync in list(self.sync_states.values()):
+            self._drop_sync_state(sync)
 
-    def expired_window(self, token: str) -> tuple[dt.datetime, dt.datetime] | None:
-        return self.expired_windows.get(token)
+    # -- sync states ------------------------------------------------------------------------
 
-    def _bound(self) -> None:
-        while len(self.delta_tokens) > MAX_TOKENS_PER_MAILBOX:
-            token, state = self.delta_tokens.popitem(last=False)
-            self._remember_expired(token, state.window)
-        while len(self.skip_tokens) > MAX_TOKENS_PER_MAILBOX:
-            token, pages = self.skip_tokens.popitem(last=False)
-            self._remember_expired(token, pages.final.window)
+    def _occurs(self, event_id: str) -> bool:
+        """Whether an occurrence id still names an occurrence of a live series."""
+        parsed = parse_occurrence_id(event_id)
+        master = self.events.get(parsed[0]) if parsed else None
+        if parsed is None or master is None or not master.is_series or parsed[1] in master.cancelled:
+            return False
+        return occurrence_on(master, parsed[1]) is not None
 
-    def _remember_expired(self, token: str, window: tuple[dt.datetime, dt.datetime]) -> None:
-        self.expired_windows[token] = window
-        while len(self.expired_windows) > 5 * MAX_TOKENS_PER_MAILBOX:
-            self.expired_windows.popitem(last=False)
+    def _new_sync_state(self, window: tuple[dt.datetime, dt.datetime]) -> int:
+        sync = SyncState(next(self._sync_ids), window)
+        self.sync_states[sync.id] = sync
+        while len(self.sync_states) > MAX_SYNC_STATES_PER_MAILBOX:
+            self._drop_sync_state(next(iter(self.sync_states.values())))
+        return sync.id
+
+    def _drop_sync_state(self, sync: SyncState) -> None:
+        for token in sync.live.values():
+            self._expire(token)
+        sync.live.clear()
+        self.sync_states.pop(sync.id, None)
+
+    def _issue(self, sync_id: int, round_: DeltaState | DeltaPages, generations: int) -> str:
+        sync = self.sync_states[sync_id]
+        self.sync_states.move_to_end(sync_id)
+        sync.highest += 1
+        token = secrets.token_urlsafe(24)
+        sync.live[sync.highest] = token
+        self.links[token] = DeltaLink(sync_id, sync.highest, round_)
+        while len(sync.live) > max(1, generations):
+            _, old = sync.live.popitem(last=False)
+            self._expire(old)
+        return token
+
+    def _expire(self, token: str) -> None:
+        link = self.links.pop(token, None)
+        if link is None:
+            return
+        sync = self.sync_states.get(link.sync_state)
+        round_state = link.round.final if isinstance(link.round, DeltaPages) else link.round
+        window = sync.window if sync else round_state.window
+        self.expired_links[token] = ExpiredLink(window, link.sync_state, link.generation)
+        while len(self.expired_links) > _EXPIRED_LINKS_KEPT:
+            self.expired_links.popitem(last=False)
+
+    def _link(self, token: str) -> DeltaLink:
+        link = self.links.get(token)
+        if link is not None:
+            self.sync_states.move_to_end(link.sync_state)
+            return link
+        expired = self.expired_links.get(token)
+        if expired is None:
+            raise SyncStateNotFound
+        sync = self.sync_states.get(expired.sync_state)
+        detail = f"generation={expired.generation};{sync.generations()}" if sync else None
+        raise SyncStateNotFound(expired.window, detail)
+
+
+def _is_occurrence(event_id: str) -> bool:
+    return parse_occurrence_id(event_id) is not None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,11 @@ Identifiers are fixed so that tests, demos and stored connections can refer to t
 Personal Microsoft accounts follow the real shape: they live in the consumers tenant
 (`9188040d-...`), their object id in tokens is `00000000-0000-0000-<cid>` while Graph `/me` answers
 with the 16-hex-digit cid as `id`, and `/me` has `mail: null`.
+
+`frank@contoso.com` has a mailbox Graph cannot reach (hosted on-premises in a hybrid deployment):
+he signs in and `/me` answers, but every calendar request answers 404
+`MailboxNotEnabledForRESTAPI` (learn.microsoft.com/graph/hybrid-rest-support; public reports in
+microsoftgraph/msgraph-sdk-javascript#1756 and microsoftgraph/microsoft-graph-docs-contrib#405).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ APP_HOME_TENANT_ID = "0c84dd60-d51f-4943-8030-ede7de1bba87"
 META_TENANTS = ("common", "organizations", "consumers")
 
 AccountKind = Literal["work", "personal"]
+# Where the account's mailbox lives: only Exchange Online mailboxes answer Graph's calendar API.
+MailboxHost = Literal["exchange_online", "on_premises"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ class Account:
     graph_id: str  # `id` on Graph /me (differs from object_id for personal accounts)
     mail: str | None  # Graph /me `mail`
     kind: AccountKind
+    mailbox_host: MailboxHost = "exchange_online"
 
     @property
     def email(self) -> str:
@@ -137,6 +145,18 @@ ACCOUNTS: tuple[Account, ...] = (
         graph_id="089efff6-6bec-477c-bab6-9701cf304533",
         mail="carol@fabrikam.com",
         kind="work",
+    ),
+    Account(
+        upn="frank@contoso.com",
+        display_name="Frank Moreau",
+        given_name="Frank",
+        surname="Moreau",
+        tenant_id=CONTOSO_TENANT_ID,
+        object_id="6f1d2c43-58a7-4b0e-9e3c-1a7f52b8d0c4",
+        graph_id="6f1d2c43-58a7-4b0e-9e3c-1a7f52b8d0c4",
+        mail="frank@contoso.com",
+        kind="work",
+        mailbox_host="on_premises",
     ),
 )
 

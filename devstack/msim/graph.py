@@ -1,9 +1,16 @@
-"""Microsoft Graph v1.0: `/me`, calendarView (with delta), events, and Graph-shaped errors.
+"""Microsoft Graph v1.0: `/me`, calendarView (with delta), events, instances, and Graph-shaped errors.
 
-Errors are `{"error": {"code", "message", "innerError": {"date", "request-id", "client-request-id"}}}`.
-Times come back in UTC unless `Prefer: outlook.timezone="..."` asks otherwise; bodies are HTML
-unless `Prefer: outlook.body-content-type="text"`. Pages hold 10 items by default (`$top` or
-`Prefer: odata.maxpagesize=N` change that); `@odata.nextLink` is an absolute URL.
+Errors are `{"error": {"code", "message", "innerError": {"date", "request-id", "client-request-id"}}}`
+(learn.microsoft.com/graph/errors). Times come back in UTC unless `Prefer: outlook.timezone="..."`
+asks otherwise; bodies are HTML unless `Prefer: outlook.body-content-type="text"`. Pages hold 10
+items by default (`$top` or `Prefer: odata.maxpagesize=N` change that); `@odata.nextLink` is an
+absolute URL (learn.microsoft.com/graph/api/user-list-calendarview,
+learn.microsoft.com/graph/api/event-list-instances).
+
+A mailbox Graph cannot reach (on-premises, unlicensed, not yet provisioned) answers every calendar
+request 404 `MailboxNotEnabledForRESTAPI` "The mailbox is either inactive, soft-deleted, or is
+hosted on-premise." while `/me` works (learn.microsoft.com/graph/hybrid-rest-support; the message
+as public reports quote it, e.g. microsoftgraph/msgraph-sdk-javascript#1756); some report 401.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from devstack.msim.calendar import (
 from devstack.msim.directory import Account
 from devstack.msim.state import Fault, SimState
 from devstack.msim.tokens import GRAPH_APP_ID, GRAPH_AUDIENCES, pairwise_subject
-from devstack.msim.web import Request, Response, json_response
+from devstack.msim.web import Request, Response, json_response, outage_response
 
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 1000
@@ -49,6 +56,29 @@ DELTA_UNSUPPORTED = ("$orderby", "$filter", "$select", "$expand", "$search", "$t
 SYNC_STATE_NOT_FOUND = (
     "The sync state generation is not found. The delta token is expired and data must be synchronized again."
 )
+INVALID_DELTA_TOKEN = "The delta token is invalid or has expired. Synchronize again without it."
+MAILBOX_NOT_ENABLED = "The mailbox is either inactive, soft-deleted, or is hosted on-premise."
+# Keys that plain occurrences in calendarView delta may carry with null values (as reported, e.g.
+# keeper.sh#409: "Graph sends explicit nulls"), when `sparse_null_keys` is on.
+SPARSE_NULL_KEYS = (
+    "subject",
+    "bodyPreview",
+    "body",
+    "isCancelled",
+    "isAllDay",
+    "isOnlineMeeting",
+    "onlineMeeting",
+    "onlineMeetingUrl",
+    "onlineMeetingProvider",
+    "location",
+    "locations",
+    "responseStatus",
+    "organizer",
+    "attendees",
+    "iCalUId",
+    "showAs",
+)
+SPARSE_KEYS = ("@odata.type", "@odata.etag", "seriesMasterId", "type", "start", "end", "id")
 _FAULT_DEFAULTS = {
     401: ("InvalidAuthenticationToken", "Access token validation failure."),
     403: ("ErrorAccessDenied", "Access is denied. Check credentials and try again."),
@@ -83,8 +113,18 @@ def _ids(req: Request) -> list[tuple[str, str]]:
     return [("request-id", req.request_id), ("client-request-id", req.client_request_id)]
 
 
+def non_json_response(req: Request, status: int, body: str, headers: list[tuple[str, str]]) -> Response:
+    """What the gateway in front of Graph answers when the service behind it is down."""
+    response = outage_response(status, body)
+    response.headers = [*_ids(req), *headers]
+    return response
+
+
 def fault_response(req: Request, fault: Fault) -> Response:
     status = fault.status or 503
+    if fault.body in ("html", "empty"):
+        headers = [("Retry-After", str(fault.retry_after))] if fault.retry_after is not None else []
+        return non_json_response(req, status, fault.body, headers)
     code, message = _FAULT_DEFAULTS.get(status, ("BadRequest", "Injected by the simulator."))
     headers = [("Retry-After", str(fault.retry_after))] if fault.retry_after is not None else []
     return graph_error(req, status, fault.code or code, fault.message or message, headers)
@@ -330,6 +370,13 @@ def dispatch(state: SimState, req: Request, principal: Principal, target: Target
         rest, raw = rest[1:], raw[1:]
     if not target.rest:
         return _profile(state, req, principal, target.account)
+    with state.lock:
+        unreachable = state.settings(target.account).mailbox_unavailable_status
+    if unreachable is not None:
+        # Scopes are checked first, then the mailbox: every calendar (or other mailbox) path fails.
+        return _calendar_scope(req, principal) or graph_error(
+            req, unreachable, "MailboxNotEnabledForRESTAPI", MAILBOX_NOT_ENABLED
+        )
     delta_names = ("delta", "delta()", "microsoft.graph.delta", "microsoft.graph.delta()")
     if len(rest) == 2 and rest[0] == "calendarview" and rest[1] in delta_names:
         return _calendar_scope(req, principal) or _delta(state, req, target)
@@ -419,7 +466,7 @@ def _instances(state: SimState, req: Request, account: Account, event_id: str) -
         if master is None:
             return graph_error(req, 404, "ErrorItemNotFound", "The specified object was not found in the store.")
         items = [i for i in mailbox.instances(*window) if i.id == event_id or i.event.get("seriesMasterId") == event_id]
-    keep = ["startdatetime", "enddatetime", "$top", "$select"]
+    keep = ["startdatetime", "enddatetime", "$top", "$select", "$orderby"]
     context = _context(state, account, f"events('{event_id}')/instances")
     return _collection(state, req, items, context, keep, prefs=preferences(req))
 
@@ -453,38 +500,51 @@ def _delta(state: SimState, req: Request, target: Target) -> Response:
             else:
                 units, final = mailbox.start_delta_round(window, delta_token or None, state.next_seq())
                 offset = 0
-        except SyncStateNotFound:
-            expired = mailbox.expired_window(skip_token or delta_token or "")
-            return _sync_state_not_found(state, req, target, expired)
-        chunk, next_skip, next_delta = mailbox.page(units, offset, page_size, final)
+        except SyncStateNotFound as gone:
+            return _sync_state_not_found(state, req, target, gone)
+        chunk, next_skip, next_delta = mailbox.page(units, offset, page_size, final, state.config.delta_generations)
+        null_keys = state.config.sparse_null_keys
     base = f"{state.base_url}/v1.0/{target.prefix}/calendarView/delta"
     payload: dict[str, Any] = {"@odata.context": f"{state.base_url}/v1.0/$metadata#Collection(event)"}
     if next_skip:
         payload["@odata.nextLink"] = f"{base}?$skiptoken={next_skip}"
     else:
         payload["@odata.deltaLink"] = f"{base}?$deltatoken={next_delta}"
-    payload["value"] = [_delta_entry(item, prefs) for item in chunk]
+    payload["value"] = [_delta_entry(item, prefs, null_keys=null_keys) for item in chunk]
     return _answer(req, payload, prefs)
 
 
-def _delta_entry(item: DeltaItem, prefs: Preferences) -> dict[str, Any]:
+def _delta_entry(item: DeltaItem, prefs: Preferences, *, null_keys: bool = False) -> dict[str, Any]:
+    """An entry of a delta page. Removed: `{"@odata.type", "id", "@removed": {"reason": "deleted"}}`.
+    Plain occurrences are sparse: only @odata.type, @odata.etag, id, type, seriesMasterId, start and
+    end (microsoftgraph/microsoft-graph-docs#7632), plus null-valued keys when `null_keys`."""
     if item.instance is None:
         return {"@odata.type": "#microsoft.graph.event", "id": item.id, "@removed": {"reason": "deleted"}}
     rendered = render_event(item.instance, prefs, delta=True)
     if item.sparse:
-        sparse = ("@odata.type", "@odata.etag", "seriesMasterId", "type", "start", "end", "id")
-        return {k: rendered[k] for k in sparse}
+        sparse = {k: rendered[k] for k in SPARSE_KEYS}
+        if null_keys:
+            sparse.update(dict.fromkeys(SPARSE_NULL_KEYS))
+        return sparse
     return rendered
 
 
-def _sync_state_not_found(
-    state: SimState, req: Request, target: Target, window: tuple[dt.datetime, dt.datetime] | None
-) -> Response:
+def _sync_state_not_found(state: SimState, req: Request, target: Target, gone: SyncStateNotFound) -> Response:
+    """A delta link whose sync state generation is gone, answered as `Config.delta_token_expired_code`
+    says: "SyncStateNotFound" 410 with the generations still kept (as reported), "syncStateNotFound"
+    410 (as learn.microsoft.com/graph/errors documents it) or 400 "InvalidDeltaToken"."""
+    with state.lock:
+        answer = state.config.delta_token_expired_code
+    if answer == "InvalidDeltaToken":
+        return graph_error(req, 400, "InvalidDeltaToken", INVALID_DELTA_TOKEN)
     headers: list[tuple[str, str]] = []
-    if window is not None:
-        params = [("startDateTime", _iso(window[0])), ("endDateTime", _iso(window[1]))]
+    if gone.window is not None:
+        params = [("startDateTime", _iso(gone.window[0])), ("endDateTime", _iso(gone.window[1]))]
         location = f"{state.base_url}/v1.0/{target.prefix}/calendarView/delta?" + urlencode(params, quote_via=quote)
         headers.append(("Location", location))
+    if answer == "SyncStateNotFound":
+        message = f"The sync state generation is not found; {gone.detail}." if gone.detail else SYNC_STATE_NOT_FOUND
+        return graph_error(req, 410, "SyncStateNotFound", message, headers)
     return graph_error(req, 410, "syncStateNotFound", SYNC_STATE_NOT_FOUND, headers)
 
 

@@ -6,8 +6,17 @@ the authorize request and expects that value back in the id_token; it sends `cli
 builds `home_account_id` as `{uid}.{utid}` from the answer.
 
 Token error bodies carry `error`, `error_description` ("AADSTSnnn: message" then trace, correlation
-and timestamp lines), `error_codes`, `timestamp`, `trace_id`, `correlation_id`, `error_uri`, and
-`suberror` where the platform sends one.
+and timestamp lines), `error_codes` (ints), `timestamp`, `trace_id`, `correlation_id`, `error_uri`,
+and `suberror` where the platform sends one ("Microsoft Entra authentication and authorization error
+codes", learn.microsoft.com/entra/identity-platform/reference-error-codes). The app's own credential
+problems are `invalid_client` (AADSTS7000215 wrong secret, 7000222 expired secret) or
+`unauthorized_client` (700016 app not found, 7000112 app disabled): admin knobs in `admin.py` turn
+them on. An outage of the token endpoint answers a 5xx with an HTML page, which MSAL Python raises
+on (it raises on every 5xx).
+
+Also the v2 admin consent endpoint (learn.microsoft.com/entra/identity-platform/v2-admin-consent):
+the same form as the sign-in page; errors come back to the redirect URI still carrying
+`admin_consent=True`.
 """
 
 from __future__ import annotations
@@ -33,15 +42,17 @@ from devstack.msim.directory import (
     AppRegistration,
     sign_in_refusal,
 )
-from devstack.msim.state import AuthCode, RefreshGrant, SimState
+from devstack.msim.state import AppState, AuthCode, ClientSecret, Fault, RefreshGrant, SimState
 from devstack.msim.tokens import (
     GRAPH_APP_ID,
     b64url,
+    login_from_hint,
+    login_hint_claim,
     pairwise_subject,
     random_claim,
     service_principal_id,
 )
-from devstack.msim.web import NO_STORE, Request, Response, html_response, json_response, redirect
+from devstack.msim.web import NO_STORE, Request, Response, html_response, json_response, outage_response, redirect
 
 OIDC_SCOPES = ("profile", "openid", "email")
 RESERVED_SCOPES = frozenset({"openid", "profile", "email", "offline_access"})
@@ -90,14 +101,34 @@ KNOWN_ERRORS = {
     501481: "The Code_Verifier does not match the code_challenge supplied in the authorization request.",
     9002313: "Invalid request. Request is malformed or invalid.",
     7000215: "Invalid client secret provided. Ensure the secret being sent in the request is the client secret "
-    "value, not the client secret ID.",
-    7000222: "The provided client secret keys are expired.",
-    700016: "Application was not found in the directory.",
+    "value, not the client secret ID, for a secret added to app '{client_id}'.",
+    7000222: "The provided client secret keys for app '{client_id}' are expired. Visit the Azure portal to create "
+    "new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added "
+    "security: https://aka.ms/certCreds.",
+    700016: "Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen "
+    "if the application has not been installed by the administrator of the tenant or consented to by any user in "
+    "the tenant. You may have sent your authentication request to the wrong tenant.",
+    7000112: "Application '{client_id}'({app_name}) is disabled.",
     65004: "User declined to consent to access the app.",
     50020: "User account does not exist in tenant and cannot access the application in that tenant.",
     50034: "The user account does not exist in the directory.",
     500208: "The domain is not a valid login domain for the account type.",
     90006: "The service is temporarily unavailable. Please try again later.",
+}
+# The `error` (and HTTP status) the token endpoint answers each code with; other codes: invalid_grant, 400.
+# invalid_client: "Client authentication failed"; unauthorized_client: the app is not registered in (or
+# not usable by) the tenant (reference-error-codes, "Handling error codes in your application").
+ERROR_TYPES: dict[int, tuple[str, int]] = {
+    7000215: ("invalid_client", 401),
+    7000222: ("invalid_client", 401),
+    7000218: ("invalid_client", 401),
+    700027: ("invalid_client", 401),
+    700016: ("unauthorized_client", 400),
+    7000112: ("unauthorized_client", 400),
+    90002: ("invalid_tenant", 400),
+    70011: ("invalid_scope", 400),
+    900144: ("invalid_request", 400),
+    90006: ("temporarily_unavailable", 503),
 }
 KNOWN_SUBERRORS = {
     50173: "bad_token",
@@ -158,27 +189,74 @@ def missing_parameter(state: SimState, req: Request, name: str) -> Response:
     return aad_error(state, req, 400, "invalid_request", 900144,
                      f"The request body must contain the following parameter: '{name}'.")
 
-def fault_response(state: SimState, req: Request, fault: Any) -> Response:
-    """An injected failure on an identity endpoint, as the platform would answer it."""
+def _message(code: int, **values: str) -> str:
+    """The message of a known AADSTS code, its placeholders filled in."""
+    template = KNOWN_ERRORS.get(code, "Injected by the simulator.")
+    return template.format_map(_Placeholders(values))
+
+
+class _Placeholders(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def fault_response(state: SimState, req: Request, fault: Fault) -> Response:
+    """An injected failure on an identity endpoint, as the platform would answer it.
+
+    With `error`/`aadsts`: that error body, its `error` and status from `ERROR_TYPES` unless the fault
+    names them. Without: a 5xx answers the outage page (HTML, as Microsoft's front door serves it; MSAL
+    raises), a 429 the JSON `temporarily_unavailable` body; `body` ("json", "html", "empty") overrides.
+    """
     headers = [("Retry-After", str(fault.retry_after))] if fault.retry_after is not None else []
     if fault.error or fault.aadsts:
         code = int(str(fault.aadsts or "AADSTS70000").upper().removeprefix("AADSTS") or 70000)
-        message = fault.error_description or KNOWN_ERRORS.get(code, "Injected by the simulator.").format(
-            issued=_stamp(_now() - dt.timedelta(days=91))
+        default_error, default_status = ERROR_TYPES.get(code, ("invalid_grant", 400))
+        status = fault.status or default_status
+        if fault.body in ("html", "empty"):
+            return _with_headers(outage_response(status, fault.body), headers)
+        client_id = _client_id_of(req)
+        with state.lock:
+            app = state.apps.get(client_id)
+        message = fault.error_description or _message(
+            code,
+            issued=_stamp(_now() - dt.timedelta(days=91)),
+            client_id=client_id,
+            app_name=app.display_name if app else "",
+            tenant=req.path.strip("/").split("/")[0],
         )
         return aad_error(
             state,
             req,
-            fault.status or 400,
-            fault.error or "invalid_grant",
+            status,
+            fault.error or default_error,
             code,
             message,
             suberror=fault.suberror or KNOWN_SUBERRORS.get(code),
             headers=headers,
         )
     status = fault.status or 503
+    body = fault.body or ("html" if status >= 500 else "json")
+    if body != "json":
+        return _with_headers(outage_response(status, body), headers)
     error = "temporarily_unavailable" if status in (429, 503) else "server_error"
     return aad_error(state, req, status, error, 90006, KNOWN_ERRORS[90006], headers=headers)
+
+
+def _client_id_of(req: Request) -> str:
+    """The client id a request names: in its form, its Basic authorization, or its query string."""
+    authorization = req.header("Authorization") or ""
+    basic_id = ""
+    if authorization.lower().startswith("basic "):
+        try:
+            basic_id = unquote_plus(base64.b64decode(authorization[6:].strip()).decode("utf-8").partition(":")[0])
+        except (binascii.Error, UnicodeDecodeError):
+            basic_id = ""
+    return req.form().get("client_id") or basic_id or req.query_param("client_id") or ""
+
+
+def _with_headers(response: Response, headers: list[tuple[str, str]]) -> Response:
+    response.headers = [*NO_STORE, *response.headers, *headers]
+    return response
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,25 +448,22 @@ def _error_to_app(
     return _back_to_app(redirect_uri, response_mode, params)
 
 
-def authorize(state: SimState, req: Request, tenant: str) -> Response:
+def _browser_app(state: SimState, req: Request, tenant: str) -> tuple[AppRegistration, str] | Response:
+    """The app and redirect URI of a browser request (authorize, admin consent), or the error page that
+    Microsoft shows instead of redirecting anywhere: unknown tenant, app or redirect URI."""
     params = req.query
-    authority = _authority_tenant(state, tenant)
-    if authority is None:
+    if _authority_tenant(state, tenant) is None:
         return _error_page(400, 90002, f"Tenant '{tenant}' not found.", req)
     client_id = params.get("client_id", "")
     if not client_id:
         return _error_page(400, 900144, "The request body must contain the following parameter: 'client_id'.", req)
     with state.lock:
         app = state.apps.get(client_id)
-    if app is None:
-        return _error_page(
-            400,
-            700016,
-            f"Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can "
-            "happen if the application has not been installed by the administrator of the tenant or consented "
-            "to by any user in the tenant. You may have sent your authentication request to the wrong tenant.",
-            req,
-        )
+        app_state = state.app_state(app) if app is not None else None
+    if app is None or app_state is None or app_state.deleted:
+        return _error_page(400, 700016, _message(700016, client_id=client_id, tenant=tenant), req)
+    if app_state.disabled:
+        return _error_page(400, 7000112, _message(7000112, client_id=client_id, app_name=app.display_name), req)
     redirect_uri = params.get("redirect_uri", "")
     if not redirect_uri:
         return _error_page(400, 900971, "No reply address provided.", req)
@@ -401,6 +476,19 @@ def authorize(state: SimState, req: Request, tenant: str) -> Response:
             "matches one added to your application in the Azure portal.",
             req,
         )
+    return app, redirect_uri
+
+
+def authorize(state: SimState, req: Request, tenant: str) -> Response:
+    params = req.query
+    authority = _authority_tenant(state, tenant)
+    if authority is None:
+        return _error_page(400, 90002, f"Tenant '{tenant}' not found.", req)
+    client_id = params.get("client_id", "")
+    found = _browser_app(state, req, tenant)
+    if isinstance(found, Response):
+        return found
+    app, redirect_uri = found
     response_mode = params.get("response_mode") or "query"
     if response_mode not in ("query", "fragment", "form_post"):
         return _error_page(400, 70007, f"The response_mode '{response_mode}' is not supported.", req)
@@ -442,7 +530,7 @@ def authorize(state: SimState, req: Request, tenant: str) -> Response:
 
     requested = graph_scopes + oidc_scopes
     if req.method == "GET":
-        return _sign_in_page(app, requested, params.get("login_hint", ""), None)
+        return _sign_in_page(app, requested, login_from_hint(params.get("login_hint", "")), None)
 
     form = req.form()
     action = form.get("action", "")
@@ -492,9 +580,133 @@ def _forget_stale_codes(state: SimState) -> None:
         del state.codes[stale]
 
 
-def _sign_in_page(app: AppRegistration, scopes: list[str], login: str, error: str | None) -> Response:
+def _sign_in_page(
+    app: AppRegistration, scopes: list[str], login: str, error: str | None, *, organization: bool = False
+) -> Response:
     permissions = [(s, GRAPH_PERMISSIONS.get(s) or OIDC_PERMISSIONS.get(s, s)) for s in scopes]
-    return html_response(200, pages.sign_in_page(app.display_name, permissions, login, error))
+    return html_response(200, pages.sign_in_page(app.display_name, permissions, login, error, organization))
+
+
+# ---------------------------------------------------------------------------------------------
+# Admin consent
+
+
+def admin_consent(state: SimState, req: Request, tenant: str) -> Response:
+    """`GET|POST /{tenant}/v2.0/adminconsent?client_id&redirect_uri&scope&state`: an admin grants the
+    app's permissions for the whole organization (learn.microsoft.com/entra/identity-platform/
+    v2-admin-consent). GET renders the sign-in form; POST with `action=accept` answers 302
+    `redirect_uri?admin_consent=True&tenant={tenant id}&scope=...&state=...`; `action=cancel` answers
+    302 `redirect_uri?admin_consent=True&error=access_denied&error_subcode=cancel&error_description=
+    AADSTS65004...&state=...`. Unknown apps and redirect URIs get an error page, never a redirect.
+    Personal accounts cannot consent for an organization."""
+    found = _browser_app(state, req, tenant)
+    if isinstance(found, Response):
+        return found
+    app, redirect_uri = found
+    authority = _authority_tenant(state, tenant)
+    assert authority is not None
+    params = req.query
+    state_param = params.get("state")
+
+    def back(error: str, code: int, message: str, subcode: str | None = None) -> Response:
+        return _admin_consent_error(state, req, redirect_uri, state_param, error, code, message, subcode)
+
+    raw_scope = params.get("scope", "")
+    if not raw_scope.strip():
+        return back("invalid_request", 900144, "The request body must contain the following parameter: 'scope'.")
+    graph_scopes, oidc_scopes, invalid = parse_scopes(raw_scope)
+    if invalid is not None:
+        return back(
+            "invalid_scope",
+            70011,
+            f"The provided value for the input parameter 'scope' is not valid. The scope {invalid} is not valid.",
+        )
+    requested = graph_scopes + oidc_scopes
+    if req.method == "GET":
+        return _sign_in_page(app, requested, login_from_hint(params.get("login_hint", "")), None, organization=True)
+    form = req.form()
+    action = form.get("action", "")
+    login = form.get("login", "").strip()
+    if action == "cancel":
+        return back("access_denied", 65004, KNOWN_ERRORS[65004], "cancel")
+    if action != "accept":
+        return _sign_in_page(app, requested, login, "Choose Accept or Cancel.", organization=True)
+    account = state.directory.account(login)
+    if account is None:
+        message = f"AADSTS50034: The user account {login or '(empty)'} does not exist in the directory."
+        return _sign_in_page(app, requested, login, message, organization=True)
+    if account.kind == "personal":
+        message = (
+            "AADSTS500208: The domain is not a valid login domain for the account type. Personal accounts "
+            "cannot consent for an organization. Use your work or school account instead."
+        )
+        return _sign_in_page(app, requested, login, message, organization=True)
+    refusal = sign_in_refusal(state.directory, "organizations" if authority in META_TENANTS else authority, account)
+    if refusal is not None:
+        return _sign_in_page(app, requested, login, f"AADSTS{refusal[0]}: {refusal[1]}", organization=True)
+    answer = {"admin_consent": "True", "tenant": account.tenant_id, "scope": _consented_scope_string(raw_scope)}
+    if state_param is not None:
+        answer["state"] = state_param
+    return _back_to_app(redirect_uri, "query", answer)
+
+
+def _consented_scope_string(raw_scope: str) -> str:
+    """The `scope` of an admin consent answer: the permissions granted, resource-qualified as in the
+    request (`https://graph.microsoft.com/Calendars.Read ...`)."""
+    granted: list[str] = []
+    for item in raw_scope.split():
+        lowered = item.lower()
+        if lowered in RESERVED_SCOPES:
+            name = lowered
+        elif lowered.startswith(GRAPH_PREFIX):
+            name = GRAPH_PREFIX + _CANONICAL.get(lowered[len(GRAPH_PREFIX) :], item[len(GRAPH_PREFIX) :])
+        else:
+            name = GRAPH_PREFIX + _CANONICAL.get(lowered, item)
+        if name not in granted:
+            granted.append(name)
+    return " ".join(granted)
+
+
+def _admin_consent_error(
+    state: SimState,
+    req: Request,
+    redirect_uri: str,
+    state_param: str | None,
+    error: str,
+    code: int,
+    message: str,
+    subcode: str | None = None,
+) -> Response:
+    params = {"admin_consent": "True", "error": error}
+    if subcode:
+        params["error_subcode"] = subcode
+    params["error_description"] = described(code, message, req.request_id, req.client_request_id, _now())
+    params["error_uri"] = f"{state.base_url}/error?code={code}"
+    if state_param is not None:
+        params["state"] = state_param
+    return _back_to_app(redirect_uri, "query", params)
+
+
+def browser_fault(state: SimState, req: Request, tenant: str, fault: Fault, *, admin_consent: bool) -> Response:
+    """An injected failure on the authorize or admin consent page. With `error`/`aadsts` it comes back
+    to the app's redirect URI, as the platform sends errors it can tell the app about; without, the
+    page itself is down (the outage page)."""
+    if not (fault.error or fault.aadsts):
+        return _with_headers(outage_response(fault.status or 503, "empty" if fault.body == "empty" else "html"), [])
+    found = _browser_app(state, req, tenant)
+    if isinstance(found, Response):
+        return found
+    _, redirect_uri = found
+    code = int(str(fault.aadsts or "AADSTS70000").upper().removeprefix("AADSTS") or 70000)
+    error = fault.error or ("access_denied" if code in (65004, 53003) else "invalid_request")
+    message = fault.error_description or _message(code)
+    state_param = req.query.get("state")
+    if admin_consent:
+        return _admin_consent_error(state, req, redirect_uri, state_param, error, code, message)
+    response_mode = req.query.get("response_mode") or "query"
+    if response_mode not in ("query", "fragment", "form_post"):
+        response_mode = "query"
+    return _error_to_app(redirect_uri, response_mode, req, state_param, error, code, message, state.base_url)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -517,16 +729,20 @@ def _client(state: SimState, req: Request, form: dict[str, str]) -> tuple[AppReg
         return None, missing_parameter(state, req, "client_id")
     with state.lock:
         app = state.apps.get(client_id)
-    if app is None:
+        app_state = state.app_state(app) if app is not None else None
+    tenant = req.path.strip("/").split("/")[0]
+    if app is None or app_state is None or app_state.deleted:
+        return None, aad_error(
+            state, req, 400, "unauthorized_client", 700016, _message(700016, client_id=client_id, tenant=tenant)
+        )
+    if app_state.disabled:
         return None, aad_error(
             state,
             req,
             400,
             "unauthorized_client",
-            700016,
-            f"Application with identifier '{client_id}' was not found in the directory. This can happen if the "
-            "application has not been installed by the administrator of the tenant or consented to by any user "
-            "in the tenant.",
+            7000112,
+            _message(7000112, client_id=client_id, app_name=app.display_name),
         )
     if form.get("client_assertion"):
         return None, aad_error(
@@ -546,17 +762,21 @@ def _client(state: SimState, req: Request, form: dict[str, str]) -> tuple[AppReg
             7000218,
             "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
         )
-    if not hmac.compare_digest(secret.encode(), app.client_secret.encode()):
-        return None, aad_error(
-            state,
-            req,
-            401,
-            "invalid_client",
-            7000215,
-            "Invalid client secret provided. Ensure the secret being sent in the request is the client secret "
-            f"value, not the client secret ID, for a secret added to app '{client_id}'.",
-        )
+    matched = _matching_secret(app_state, secret)
+    if matched is None:
+        return None, aad_error(state, req, 401, "invalid_client", 7000215, _message(7000215, client_id=client_id))
+    if matched.expired:
+        return None, aad_error(state, req, 401, "invalid_client", 7000222, _message(7000222, client_id=client_id))
     return app, None
+
+
+def _matching_secret(app_state: AppState, secret: str) -> ClientSecret | None:
+    """The app's client secret equal to `secret` (compared in constant time), or None."""
+    found = None
+    for candidate in app_state.secrets:
+        if hmac.compare_digest(secret.encode(), candidate.value.encode()):
+            found = candidate
+    return found
 
 
 def token(state: SimState, req: Request, tenant: str) -> Response:
@@ -744,9 +964,12 @@ def _issue_user_tokens(
     """Caller holds state.lock."""
     now = _now()
     lifetime = state.config.access_token_lifetime
+    # Some accounts' answers leave granted scopes out of `scope` (reported for `email`/`openid` on
+    # personal accounts); the tokens themselves are unaffected.
+    omitted = {s.lower() for s in state.settings(account).scope_echo_omits}
     answer: dict[str, Any] = {
         "token_type": "Bearer",
-        "scope": granted_scope_string(scopes),
+        "scope": " ".join(s for s in granted_scope_string(scopes).split() if s.lower() not in omitted),
         "expires_in": lifetime,
         "ext_expires_in": lifetime,
         "access_token": state.key.sign(_user_access_claims(state, app, account, scopes, now, lifetime)),
@@ -790,6 +1013,8 @@ def _id_token_claims(
     }
     if nonce is not None:
         claims["nonce"] = nonce
+    if state.config.login_hint_claim:
+        claims["login_hint"] = login_hint_claim(account.object_id, account.tenant_id, account.upn)
     if "profile" in scopes:
         claims.update({"name": account.display_name, "oid": account.object_id, "preferred_username": account.upn})
     if "email" in scopes and (account.mail or account.kind == "personal"):

@@ -1,7 +1,7 @@
 """HTML of the sign-in/consent page, the error page and the form_post answer.
 
 Plain, script-free pages (except form_post's one nonce'd auto-submit) that a person or a browser
-test can drive: the sign-in form has a `login` field and `action=accept|cancel` buttons.
+test can drive: the sign-in form (also the admin consent form) has a `login` field and `action=accept|cancel` buttons.
 """
 
 from __future__ import annotations
@@ -32,11 +32,20 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def sign_in_page(app_name: str, permissions: list[tuple[str, str]], login: str, error: str | None) -> str:
+def sign_in_page(
+    app_name: str, permissions: list[tuple[str, str]], login: str, error: str | None, organization: bool = False
+) -> str:
+    """The sign-in and consent form; with `organization`, the admin consent form (the same fields)."""
     items = "".join(
         f"<li>{escape(description)} <code>{escape(scope)}</code></li>" for scope, description in permissions
     )
     error_html = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
+    on_behalf = (
+        '<p id="organization"><strong>Consent on behalf of your organization.</strong> Accepting grants these '
+        "permissions to the app for everyone in your organization.</p>"
+        if organization
+        else ""
+    )
     body = f"""
 <h1>Sign in</h1>
 <form method="post" autocomplete="off">
@@ -47,6 +56,7 @@ def sign_in_page(app_name: str, permissions: list[tuple[str, str]], login: str, 
   <p><strong id="app-name">{escape(app_name)}</strong> <span>unverified</span></p>
   <p>This app would like to:</p>
   <ul id="permissions">{items}</ul>
+  {on_behalf}
   <p style="font-size:12px;color:#666">Accepting these permissions means that you allow this app to use your
   data as specified in their terms of service and privacy statement.</p>
   <div class="buttons">

@@ -55,6 +55,7 @@ class MicrosoftSimulator:
     def register_app(self, app: AppRegistration) -> None:
         with self.state.lock:
             self.state.apps[app.client_id] = app
+            self.state.app_states.pop(app.client_id, None)
 
     def __enter__(self) -> MicrosoftSimulator:
         self.start()
@@ -88,9 +89,13 @@ class MicrosoftSimulator:
         latency_ms, fault = state.take_faults(req.method, unquote(path))
         if latency_ms:
             time.sleep(latency_ms / 1000)
-        if fault is not None:
-            return identity.fault_response(state, req, fault)
         segments = [unquote(s) for s in path.split("/")[1:]]
+        if fault is not None:
+            page = [s.lower() for s in segments[1:]]
+            if len(segments) >= 2 and page in (["oauth2", "v2.0", "authorize"], ["v2.0", "adminconsent"]):
+                admin_consent = page == ["v2.0", "adminconsent"]
+                return identity.browser_fault(state, req, segments[0], fault, admin_consent=admin_consent)
+            return identity.fault_response(state, req, fault)
         if path == "/oidc/userinfo":
             return graph.userinfo(state, req)
         if path == "/error":
@@ -105,6 +110,8 @@ class MicrosoftSimulator:
                 return identity.instance_discovery(state, req)
             if rest == ["oauth2", "v2.0", "authorize"] and req.method in ("GET", "POST"):
                 return identity.authorize(state, req, tenant)
+            if rest == ["v2.0", "adminconsent"] and req.method in ("GET", "POST"):
+                return identity.admin_consent(state, req, tenant)
             if rest == ["oauth2", "v2.0", "token"]:
                 if req.method != "POST":
                     return identity.aad_error(

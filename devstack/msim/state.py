@@ -1,12 +1,14 @@
 """Everything the simulator remembers, behind one lock.
 
 Issued codes and refresh tokens, mailboxes, revocations, injected faults, the request log and the
-concurrency counters. Handlers take `state.lock` for every read or change of shared data and never
-sleep while holding it.
+concurrency counters, plus the knobs tests turn: `Config` (global), `AccountSettings` (per account)
+and `AppState` (an app registration's client secrets, disabled or deleted). Handlers take
+`state.lock` for every read or change of shared data and never sleep while holding it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import threading
@@ -78,6 +80,7 @@ class Fault:
     code: str | None = None  # Graph error code
     message: str | None = None  # Graph error message
     latency_ms: int | None = None
+    body: str | None = None  # "json", "html" (an outage page) or "empty"; None: what the endpoint usually sends
 
     def matches(self, method: str, path: str) -> bool:
         if self.method and self.method.upper() != method.upper():
@@ -105,22 +108,126 @@ class Fault:
             "code": self.code,
             "message": self.message,
             "latency_ms": self.latency_ms,
+            "body": self.body,
         }
         return {k: v for k, v in shown.items() if v is not None or k == "count"}
 
 
+# How Graph answers a delta link whose sync state is gone: as reported ("SyncStateNotFound", 410,
+# with the generations it still keeps), as documented ("syncStateNotFound", 410), or the 400
+# "InvalidDeltaToken" some developers report instead.
+DELTA_EXPIRED_CODES = ("SyncStateNotFound", "syncStateNotFound", "InvalidDeltaToken")
+_AT_LEAST_ONE = frozenset({"access_token_lifetime", "delta_generations"})
+_CHOICES: dict[str, tuple[str, ...]] = {"delta_token_expired_code": DELTA_EXPIRED_CODES}
+
+
 @dataclass
 class Config:
+    """Global knobs, `GET|POST /_sim/config`. `reset` puts back the values the simulator started with."""
+
     access_token_lifetime: int = 3600
     auth_code_lifetime: int = 600
     refresh_token_idle_lifetime: int = 90 * 24 * 3600
+    # Sync-state generations Exchange keeps per delta sync (every nextLink and deltaLink is one):
+    # older links answer SyncStateNotFound ("generation=149;[highest=157][157][155][156]",
+    # microsoftgraph/microsoft-graph-docs#2350, #2877).
+    delta_generations: int = 3
+    delta_token_expired_code: str = "SyncStateNotFound"
+    # Plain occurrences in calendarView delta also carry null-valued event keys, as reported.
+    sparse_null_keys: bool = False
+    # The id_token carries the `login_hint` optional claim (the registration has it configured).
+    login_hint_claim: bool = True
 
-    def describe(self) -> dict[str, int]:
+    def describe(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def update(self, values: dict[str, Any]) -> None:
+        """Apply settings all at once, or none: ValueError names the first bad one."""
+        checked = _checked_settings(self.describe(), values)
+        for name, value in checked.items():
+            setattr(self, name, value)
+
+
+@dataclass
+class AccountSettings:
+    """Per-account knobs, `GET|POST /_sim/users/{upn}/settings`; `reset` puts back the seeded ones."""
+
+    # Scopes left out of the token response's `scope` although granted: reported for some personal
+    # accounts (`email`, `openid`); MSAL then misses its access-token cache on every silent call.
+    scope_echo_omits: list[str] = field(default_factory=list)
+    # 404 (or, as sometimes reported, 401) MailboxNotEnabledForRESTAPI on every calendar request.
+    mailbox_unavailable_status: int | None = None
+
+    @classmethod
+    def seeded(cls, account: Account) -> AccountSettings:
+        return cls(mailbox_unavailable_status=404 if account.mailbox_host == "on_premises" else None)
+
+    def describe(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def update(self, values: dict[str, Any]) -> None:
+        unknown = [k for k in values if k not in self.describe()]
+        if unknown:
+            raise ValueError(f"Unknown settings: {', '.join(unknown)}.")
+        omits = values.get("scope_echo_omits", self.scope_echo_omits)
+        if not isinstance(omits, list) or not all(isinstance(s, str) for s in omits):
+            raise ValueError("'scope_echo_omits' must be a list of scope names.")
+        status = values.get("mailbox_unavailable_status", self.mailbox_unavailable_status)
+        if status not in (None, 401, 404):
+            raise ValueError("'mailbox_unavailable_status' must be null, 404 or 401.")
+        self.scope_echo_omits = [s.strip() for s in omits if s.strip()]
+        self.mailbox_unavailable_status = status
+
+
+@dataclass
+class ClientSecret:
+    value: str
+    expired: bool = False
+
+
+@dataclass
+class AppState:
+    """What can change about an app registration while the simulator runs: its client secrets (an app
+    can hold several; each may expire), and whether it is disabled or deleted. Starts from the
+    registration; `reset` goes back to it."""
+
+    secrets: list[ClientSecret]
+    disabled: bool = False
+    deleted: bool = False
+
+    @classmethod
+    def registered(cls, app: AppRegistration) -> AppState:
+        return cls([ClientSecret(app.client_secret)])
+
+    def describe(self) -> dict[str, Any]:
+        # Like the portal, a hint of each secret's value (its first three characters), never the value.
         return {
-            "access_token_lifetime": self.access_token_lifetime,
-            "auth_code_lifetime": self.auth_code_lifetime,
-            "refresh_token_idle_lifetime": self.refresh_token_idle_lifetime,
+            "secrets": [{"hint": s.value[:3], "expired": s.expired} for s in self.secrets],
+            "disabled": self.disabled,
+            "deleted": self.deleted,
         }
+
+
+def _checked_settings(current: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    unknown = [k for k in values if k not in current]
+    if unknown:
+        raise ValueError(f"Unknown settings: {', '.join(unknown)}.")
+    checked: dict[str, Any] = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        kind = type(current[name])
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"'{name}' must be true or false.")
+        elif kind is int:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"'{name}' must be a non-negative integer.")
+            value = max(1, value) if name in _AT_LEAST_ONE else value
+        elif name in _CHOICES and value not in _CHOICES[name]:
+            raise ValueError(f"'{name}' must be one of {', '.join(_CHOICES[name])}.")
+        checked[name] = value
+    return checked
 
 
 @dataclass
@@ -135,6 +242,8 @@ class SimState:
     codes: dict[str, AuthCode] = field(default_factory=dict)
     refresh_tokens: dict[str, RefreshGrant] = field(default_factory=dict)
     mailboxes: dict[str, Mailbox] = field(default_factory=dict)
+    account_settings: dict[str, AccountSettings] = field(default_factory=dict)
+    app_states: dict[str, AppState] = field(default_factory=dict)
     revoked_at_seq: dict[str, int] = field(default_factory=dict)  # upn -> seq of the revocation
     revoked_at_time: dict[str, dt.datetime] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
@@ -155,10 +264,13 @@ class SimState:
         return next(self._fault_ids)
 
     def reset(self) -> None:
-        """Back to the seeded state. App registrations, the signing key and issued tokens stay."""
+        """Back to the seeded state. App registrations (with the secrets they were registered with), the
+        signing key and issued tokens stay."""
         with self.lock:
             self.config = Config(**self.initial_config.describe())
             self.mailboxes = {a.upn.lower(): Mailbox(a) for a in self.directory.accounts}
+            self.account_settings = {a.upn.lower(): AccountSettings.seeded(a) for a in self.directory.accounts}
+            self.app_states.clear()
             self.revoked_at_seq.clear()
             self.revoked_at_time.clear()
             self.faults.clear()
@@ -168,6 +280,14 @@ class SimState:
 
     def mailbox(self, account: Account) -> Mailbox:
         return self.mailboxes[account.upn.lower()]
+
+    def settings(self, account: Account) -> AccountSettings:
+        """Caller holds the lock."""
+        return self.account_settings.setdefault(account.upn.lower(), AccountSettings.seeded(account))
+
+    def app_state(self, app: AppRegistration) -> AppState:
+        """Caller holds the lock."""
+        return self.app_states.setdefault(app.client_id, AppState.registered(app))
 
     def is_revoked(self, upn: str, issued_seq: int) -> bool:
         revoked = self.revoked_at_seq.get(upn.lower())

@@ -43,6 +43,25 @@ def service_principal_id(client_id: str, tenant_id: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sp:{tenant_id}:{client_id}"))
 
 
+def login_hint_claim(object_id: str, tenant_id: str, upn: str) -> str:
+    """The id_token's `login_hint` optional claim: "an opaque, reliable login hint claim that's base64
+    encoded" and "the best value to use for the login_hint OAuth parameter" (learn.microsoft.com/
+    entra/identity-platform/optional-claims-reference). Microsoft's start with "O."; so do these."""
+    return "O." + base64.b64encode(f"{object_id}|{tenant_id}|{upn}".encode()).decode("ascii")
+
+
+def login_from_hint(hint: str) -> str:
+    """What the sign-in page pre-fills for a `login_hint` parameter: a UPN as given, or the UPN inside
+    a `login_hint` claim."""
+    if not hint.startswith("O."):
+        return hint
+    try:
+        decoded = base64.b64decode(hint[2:], validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    return decoded.rsplit("|", 1)[-1] if decoded.count("|") == 2 else ""
+
+
 def random_claim() -> str:
     """Opaque per-token values such as `aio`, `uti`, `rh`, `sid`."""
     return b64url(secrets.token_bytes(18))

@@ -96,5 +96,22 @@ def html_response(status: int, page: str, *, script_nonce: str | None = None) ->
     )
 
 
+# What a front door or gateway (IIS, Azure Front Door) serves when the service behind it is down.
+OUTAGE_PAGE = (
+    '<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 4.01//EN""http://www.w3.org/TR/html4/strict.dtd">\r\n'
+    "<HTML><HEAD><TITLE>Service Unavailable</TITLE>\r\n"
+    '<META HTTP-EQUIV="Content-Type" Content="text/html; charset=us-ascii"></HEAD>\r\n'
+    "<BODY><h2>Service Unavailable</h2>\r\n<hr><p>HTTP Error {status}. The service is unavailable.</p>\r\n"
+    "</BODY></HTML>\r\n"
+)
+
+
+def outage_response(status: int, body: str = "html") -> Response:
+    """A non-JSON answer: the outage page (`body="html"`) or an empty body (`"empty"`)."""
+    if body == "empty":
+        return Response(status, b"", None, [])
+    return Response(status, OUTAGE_PAGE.format(status=status).encode("ascii"), "text/html; charset=us-ascii", [])
+
+
 def redirect(location: str) -> Response:
     return Response(302, b"", None, [*NO_STORE, ("Location", location)])
