@@ -10,6 +10,15 @@
   `{"latency_ms": 50, "count": 1}` without a status only slows the next call down).
 - `POST /_reset` -> forget everything recorded and every pending fault.
 
+It also stands in for the platform's status-event endpoint (../shared/API.md, "Status events"):
+- `POST /events` (a CloudEvents JSON body, Standard Webhooks headers) -> 200 `{"received": true}`;
+  with a signing secret configured (`whsec_...`, as the local vault holds it), a missing or wrong
+  `webhook-signature` -> 401, as the platform would answer.
+- `GET /_events` -> accepted events `[{"received_at", "headers", "body", "raw_body"}]` (`body` parsed,
+  `raw_body` the exact text that was signed); `GET /_events?all=1` -> every attempt, with `status`.
+- `POST /_faults` with `"path": "/events"` -> the next `count` status events fail that way instead of
+  deployments (faults for the two paths are kept apart).
+
 The order of checks on `POST /agents`: injected fault, then authorization, then the body, then
 the idempotency key (as a gateway in front of the real API would fail first).
 
@@ -29,6 +38,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
 from devstack._httpserver import BackgroundServer, BodyTooLarge, LocalHTTPServer, QuietHandler
 from devstack._signals import StopSignals
 
@@ -44,13 +56,17 @@ class _Fault:
 class AgentRecorder:
     """Records agent deployments in memory; see the module docstring for the HTTP surface."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, api_key: str | None) -> None:
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, api_key: str | None,
+                 events_secret: str | None = None) -> None:
         self.api_key = api_key
+        self.events_secret = events_secret
         self.host = host
         self._lock = threading.Lock()
         self._attempts: list[dict[str, Any]] = []
         self._deployed_keys: set[str] = set()
         self._faults: list[_Fault] = []
+        self._events: list[dict[str, Any]] = []
+        self._event_faults: list[_Fault] = []
         recorder = self
 
         class Handler(_RecorderHandler):
@@ -83,25 +99,75 @@ class AgentRecorder:
             return attempts
         return [{k: v for k, v in a.items() if k != "status"} for a in attempts if a["status"] == 201]
 
-    def add_fault(self, *, status: int | None, count: int, latency_ms: int = 0, retry_after: int | None = None) -> None:
+    def events(self, *, include_all: bool = False) -> list[dict[str, Any]]:
+        """Status events received: accepted ones, or with include_all every attempt and its `status`."""
         with self._lock:
-            self._faults.append(_Fault(status, count, latency_ms, retry_after))
+            attempts = [dict(a) for a in self._events]
+        if include_all:
+            return attempts
+        return [{k: v for k, v in a.items() if k != "status"} for a in attempts if 200 <= a["status"] < 300]
+
+    def add_fault(self, *, status: int | None, count: int, latency_ms: int = 0, retry_after: int | None = None,
+                  path: str = "/agents") -> None:
+        with self._lock:
+            faults = self._event_faults if path == "/events" else self._faults
+            faults.append(_Fault(status, count, latency_ms, retry_after))
 
     def reset(self) -> None:
         with self._lock:
             self._attempts.clear()
             self._deployed_keys.clear()
             self._faults.clear()
+            self._events.clear()
+            self._event_faults.clear()
 
-    def _take_fault(self) -> _Fault | None:
+    def _take_fault(self, faults: list[_Fault] | None = None) -> _Fault | None:
         with self._lock:
-            while self._faults and self._faults[0].remaining <= 0:
-                self._faults.pop(0)
-            if not self._faults:
+            faults = self._faults if faults is None else faults
+            while faults and faults[0].remaining <= 0:
+                faults.pop(0)
+            if not faults:
                 return None
-            fault = self._faults[0]
+            fault = faults[0]
             fault.remaining -= 1
             return fault
+
+    def handle_event(
+        self, headers: dict[str, str], raw_body: bytes
+    ) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        """Decide the answer to one `POST /events` (a status event) and record the attempt."""
+        fault = self._take_fault(self._event_faults)
+        if fault is not None and fault.latency_ms > 0:
+            time.sleep(fault.latency_ms / 1000)
+        text = raw_body.decode("utf-8", errors="replace")
+        body: Any
+        try:
+            body = json.loads(raw_body) if raw_body else None
+        except ValueError:
+            body = text
+        attempt: dict[str, Any] = {
+            "received_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "headers": headers,
+            "body": body,
+            "raw_body": text,
+        }
+        status: int
+        answer: dict[str, Any]
+        extra: list[tuple[str, str]] = []
+        if fault is not None and fault.status is not None:
+            status, answer = fault.status, {"error": "injected_fault", "status": fault.status}
+            if fault.retry_after is not None:
+                extra.append(("Retry-After", str(fault.retry_after)))
+        elif self.events_secret is not None and not _signed(self.events_secret, raw_body, headers):
+            status, answer = 401, {"error": "invalid_signature"}
+        elif not isinstance(body, dict):
+            status, answer = 400, {"error": "invalid_body", "message": "expected a CloudEvents JSON object"}
+        else:
+            status, answer = 200, {"received": True}
+        attempt["status"] = status
+        with self._lock:
+            self._events.append(attempt)
+        return status, answer, extra
 
     def handle_deployment(
         self, headers: dict[str, str], raw_body: bytes
@@ -150,6 +216,15 @@ class AgentRecorder:
         return status, answer, extra
 
 
+def _signed(secret: str, raw_body: bytes, headers: dict[str, str]) -> bool:
+    """Whether the Standard Webhooks signature verifies (and its timestamp is within 5 minutes)."""
+    try:
+        Webhook(secret).verify(raw_body, headers, json_parse=False)
+    except (WebhookVerificationError, ValueError, UnicodeDecodeError):
+        return False
+    return True
+
+
 def _header(headers: dict[str, str], name: str) -> str | None:
     for key, value in headers.items():
         if key.lower() == name.lower():
@@ -166,6 +241,9 @@ class _RecorderHandler(QuietHandler):
         if split.path == "/_recorded":
             everything = parse_qs(split.query).get("all", ["0"])[-1] not in ("0", "", "false")
             self.send_json(200, self.recorder.recorded(include_all=everything))
+        elif split.path == "/_events":
+            everything = parse_qs(split.query).get("all", ["0"])[-1] not in ("0", "", "false")
+            self.send_json(200, self.recorder.events(include_all=everything))
         elif split.path == "/":
             self.send_json(200, {"service": "agent API recorder"})
         else:
@@ -182,6 +260,9 @@ class _RecorderHandler(QuietHandler):
         if path == "/agents":
             status, answer, extra = self.recorder.handle_deployment(dict(self.headers.items()), raw)
             self.send_json(status, answer, headers=extra)
+        elif path == "/events":
+            status, answer, extra = self.recorder.handle_event(dict(self.headers.items()), raw)
+            self.send_json(status, answer, headers=extra)
         elif path == "/_faults":
             self._faults(raw)
         elif path == "/_reset":
@@ -197,6 +278,9 @@ class _RecorderHandler(QuietHandler):
             count = int(spec.get("count", 1))
             latency_ms = int(spec.get("latency_ms", 0))
             retry_after = None if spec.get("retry_after") is None else int(spec["retry_after"])
+            path = spec.get("path", "/agents")
+            if path not in ("/agents", "/events"):
+                raise ValueError("path must be /agents or /events")
             if status is not None and not (isinstance(status, int) and 100 <= status <= 599):
                 raise ValueError("status must be an HTTP status code")
             if status is None and latency_ms <= 0:
@@ -211,8 +295,9 @@ class _RecorderHandler(QuietHandler):
             count=count,
             latency_ms=latency_ms,
             retry_after=retry_after,
+            path=path,
         )
-        self.send_json(200, {"status": status, "count": count, "latency_ms": latency_ms})
+        self.send_json(200, {"status": status, "count": count, "latency_ms": latency_ms, "path": path})
 
     def _drain(self) -> None:
         try:

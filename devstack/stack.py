@@ -9,6 +9,7 @@ the stack (the main thread).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -91,6 +92,10 @@ def _wait_port(
     raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} in time")
 
 
+def _whsec() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
 @dataclass
 class DevSecrets:
     """Random per DEVSTACK_DIR, created once: dev stand-ins for what Azure keeps in Key Vault / Entra."""
@@ -100,24 +105,31 @@ class DevSecrets:
     function_identity_secret: str
     platform_private_key_pem: str
     platform_public_key_pem: str
+    # Standard Webhooks `whsec_<base64>`: the app signs status events with it, the recorder verifies.
+    platform_events_secret: str = ""
 
     @classmethod
     def ensure(cls, directory: Path) -> DevSecrets:
         path = directory / "dev-secrets.json"
         if path.exists():
-            return cls(**json.loads(path.read_text()))
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        made = cls(
-            outlook_client_secret=secrets.token_urlsafe(32),
-            agent_api_key=secrets.token_urlsafe(32),
-            function_identity_secret=secrets.token_urlsafe(32),
-            platform_private_key_pem=key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            ).decode(),
-            platform_public_key_pem=key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            ).decode(),
-        )
+            known = json.loads(path.read_text())
+            if known.get("platform_events_secret"):
+                return cls(**known)
+            made = cls(**{**known, "platform_events_secret": _whsec()})  # written before status events
+        else:
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            made = cls(
+                outlook_client_secret=secrets.token_urlsafe(32),
+                agent_api_key=secrets.token_urlsafe(32),
+                function_identity_secret=secrets.token_urlsafe(32),
+                platform_private_key_pem=key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                ).decode(),
+                platform_public_key_pem=key.public_key().public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                ).decode(),
+                platform_events_secret=_whsec(),
+            )
         directory.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(made.__dict__))
         path.chmod(0o600)
@@ -185,6 +197,7 @@ class Stack:
             "GRAPH_BASE_URL": f"{self.sim_url}/v1.0",
             "INTEGRATIONS_PAGE_URL": f"{self.functions_url}/api/integrations",
             "AGENT_API_URL": self.agents_url,
+            "PLATFORM_EVENTS_URL": f"{self.agents_url}/events",
             "PLATFORM_JWT_ISSUER": PLATFORM_ISSUER,
             "PLATFORM_JWT_AUDIENCE": PLATFORM_AUDIENCE,
             "PLATFORM_JWT_PUBLIC_KEY": self.dev.platform_public_key_pem,
@@ -249,7 +262,8 @@ class Stack:
                                   authority=f"{self.sim_url}/{APP_HOME_TENANT_ID}")
             kv.start()
             self._servers.append(kv)
-            agents = AgentRecorder(port=self.ports["AGENTS_PORT"], api_key=self.dev.agent_api_key)
+            agents = AgentRecorder(port=self.ports["AGENTS_PORT"], api_key=self.dev.agent_api_key,
+                                   events_secret=self.dev.platform_events_secret)
             agents.start()
             self._servers.append(agents)
             self._check_cancelled()
@@ -307,6 +321,8 @@ class Stack:
             client.set_secret(settings.get("OUTLOOK_CLIENT_SECRET_NAME", "outlook-client-secret"),
                               self.dev.outlook_client_secret)
             client.set_secret(settings.get("AGENT_API_KEY_SECRET_NAME", "agent-api-key"), self.dev.agent_api_key)
+            client.set_secret(settings.get("PLATFORM_EVENTS_SECRET_NAME", "platform-events-secret"),
+                              self.dev.platform_events_secret)
         finally:
             for k, v in saved.items():
                 if v is None:

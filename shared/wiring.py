@@ -20,7 +20,16 @@ from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64Encod
 from shared.adapters.agents import AgentApiClient
 from shared.adapters.graph import GraphCalendar
 from shared.adapters.identity import MsalIdentity
-from shared.adapters.queues import DEPLOY_QUEUE, ERASURE_QUEUE, REFRESH_QUEUE, SYNC_QUEUE, ErasureQueue, StorageQueues
+from shared.adapters.platform_events import PlatformEventsDeliverer, QueuedStatusEvents
+from shared.adapters.queues import (
+    DEPLOY_QUEUE,
+    ERASURE_QUEUE,
+    REFRESH_QUEUE,
+    STATUS_EVENTS_QUEUE,
+    SYNC_QUEUE,
+    ErasureQueue,
+    StorageQueues,
+)
 from shared.adapters.tables import (
     TableClaimStore,
     TableConnectionStore,
@@ -36,12 +45,13 @@ from shared.adapters.vault import KeyVaultSecrets
 from shared.clock import Clock, SystemClock
 from shared.config import Settings, load_settings
 from shared.platform_auth import PlatformTokenVerifier
+from shared.ports import StatusEvents
 from shared.services.accounts import AccountsService, TokenKeeper
 from shared.services.autojoin import AutojoinService
 from shared.services.connect import ConnectService
 from shared.services.deploy import DeployService
-from shared.services.meeting_lifecycle import MeetingLifecycle
 from shared.services.lifecycle import Erasure, Pruner, SecretReconciler
+from shared.services.meeting_lifecycle import MeetingLifecycle
 from shared.services.sync import SyncService
 
 
@@ -61,6 +71,9 @@ class Container:
     meetings: TableMeetingStore
     table_service: TableServiceClient
     jobs: StorageQueues
+    # Status events to the platform: services publish (an outbox), deliver_status_event delivers.
+    status_events: StatusEvents
+    status_event_delivery: PlatformEventsDeliverer
     meeting_lifecycle: MeetingLifecycle
     autojoin: AutojoinService
 
@@ -107,6 +120,8 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
 
     jobs = StorageQueues(deploy=queue(DEPLOY_QUEUE), deploy_poison=queue(f"{DEPLOY_QUEUE}-poison"),
                          sync=queue(SYNC_QUEUE), refresh=queue(REFRESH_QUEUE))
+    status_events = QueuedStatusEvents(queue=queue(STATUS_EVENTS_QUEUE), poison=queue(f"{STATUS_EVENTS_QUEUE}-poison"),
+                                       clock=clock)
     # A local endpoint cannot be *.vault.azure.net, which the challenge check expects.
     vault = KeyVaultSecrets(SecretClient(settings.key_vault_uri, cred(),
                                          verify_challenge_resource=not _local(settings.key_vault_uri)))
@@ -137,6 +152,12 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
                                secrets_store=vault, clock=clock)
     claims = TableClaimStore(tables.get_table_client("pendingclaims"))
     user_rows = TableUserRows(tables)
+    status_event_delivery = PlatformEventsDeliverer(
+        url=settings.platform_events_url, secrets=vault, secret_name=settings.platform_events_secret_name,
+        session=session, timeout=settings.http_timeout_seconds, outbox=status_events, clock=clock,
+        retry_base=timedelta(seconds=settings.platform_events_retry_seconds),
+        retry_for=timedelta(seconds=settings.platform_events_retry_for_seconds),
+    )
     return Container(
         settings=settings,
         clock=clock,
@@ -168,6 +189,8 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
         meetings=meetings,
         table_service=tables,
         jobs=jobs,
+        status_events=status_events,
+        status_event_delivery=status_event_delivery,
         meeting_lifecycle=lifecycle,
         autojoin=AutojoinService(store=join_rules, meetings=meetings, lifecycle=lifecycle, clock=clock),
     )

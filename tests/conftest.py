@@ -21,6 +21,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # Timers never fire on their own during tests; tests run them through the admin API.
         "REFRESH_SCHEDULE": "0 0 0 1 1 *",
         "SCAN_SCHEDULE": "0 0 0 1 1 *",
+        # Status events the recorder refuses are retried after 1 s, 2 s... rather than 30 s, 60 s...
+        "PLATFORM_EVENTS_RETRY_SECONDS": "1",
     }
     s = Stack(devstack_dir=directory, ports=free_ports(), overrides=overrides)
     s.start(timeout=120)

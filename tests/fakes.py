@@ -24,6 +24,8 @@ from shared.ports import (
     PendingFlow,
     RefreshJob,
     SignedIn,
+    StatusEvent,
+    StatusEventType,
     StoredOverride,
     StoredSecret,
     SyncJob,

@@ -15,8 +15,9 @@ from shared.ports import DeployJob, RefreshJob, SyncJob
 DEPLOY_QUEUE = "agent-deployments"
 SYNC_QUEUE = "sync-jobs"
 REFRESH_QUEUE = "token-refresh"
+STATUS_EVENTS_QUEUE = "status-events"  # the status events outbox (shared/adapters/platform_events.py)
 ERASURE_QUEUE = "user-erasures"  # DELETE /api/outlook/data: the durable half of an erasure
-QUEUES = (SYNC_QUEUE, DEPLOY_QUEUE, REFRESH_QUEUE, ERASURE_QUEUE)
+QUEUES = (SYNC_QUEUE, DEPLOY_QUEUE, REFRESH_QUEUE, STATUS_EVENTS_QUEUE, ERASURE_QUEUE)
 
 
 def encode_deploy(job: DeployJob) -> str:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from devstack.stack import Stack, ports_from_env
+import json
+
+from standardwebhooks import Webhook
+
+from devstack.stack import DevSecrets, Stack, ports_from_env
 from shared.config import SETTINGS, load_settings
 
 
@@ -24,3 +28,18 @@ def test_any_setting_can_be_overridden_from_the_environment(tmp_path, monkeypatc
     stack = Stack(devstack_dir=tmp_path, ports=ports_from_env({}))
     stack.prepare()
     assert load_settings(stack.app_settings()).agent_join_lead_seconds == 60
+
+
+def test_status_events_go_to_the_recorder_signed_with_a_dev_whsec_secret(tmp_path, monkeypatch):
+    monkeypatch.delenv("PLATFORM_EVENTS_URL", raising=False)
+    stack = Stack(devstack_dir=tmp_path, ports=ports_from_env({}))
+    stack.prepare()
+    assert load_settings(stack.app_settings()).platform_events_url == "http://127.0.0.1:7081/events"
+    assert stack.dev is not None and Webhook(stack.dev.platform_events_secret)
+    # A stack directory from before status events gains a secret once, kept from then on.
+    path = tmp_path / "dev-secrets.json"
+    older = {k: v for k, v in json.loads(path.read_text()).items() if k != "platform_events_secret"}
+    path.write_text(json.dumps(older))
+    added = DevSecrets.ensure(tmp_path).platform_events_secret
+    assert added.startswith("whsec_") and Webhook(added)
+    assert DevSecrets.ensure(tmp_path).platform_events_secret == added
