@@ -17,6 +17,9 @@ Where things live:
 import azure.functions as func
 
 from shared.triggers import api, autojoin, background, connect, page, status_events
+from shared.wiring import configure_telemetry
+
+configure_telemetry()  # Application Insights, when APPLICATIONINSIGHTS_CONNECTION_STRING is set
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 for blueprint in (connect.bp, api.bp, autojoin.bp, background.bp, page.bp, status_events.bp):

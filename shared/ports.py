@@ -397,3 +397,34 @@ class JobQueue(Protocol):
     def poison_deploy(self, job: DeployJob, reason: str) -> None: ...
     def enqueue_sync(self, job: SyncJob, delay: timedelta = ...) -> None: ...
     def enqueue_refresh(self, job: RefreshJob, delay: timedelta = ...) -> None: ...
+
+
+# ---------------------------------------------------------------- fan-out in pages
+@dataclass(frozen=True)
+class ConnectionPage:
+    connections: list[Connection]
+    continuation: str | None  # opaque; None on the last page
+
+
+class ConnectionPages(Protocol):
+    def page(self, continuation: str | None, size: int) -> ConnectionPage:
+        """At most `size` connections in storage order, from where `continuation` left off (None: the
+        start). One storage query, however many connections exist."""
+        ...
+
+
+@dataclass(frozen=True)
+class FanOutPage:
+    """One step of a timer's walk over the connections: which walk (`kind`: "sync" or "refresh"),
+    where it is (`continuation`), when the timer started it, and how many jobs earlier pages enqueued
+    (so refreshes stay paced across pages)."""
+
+    kind: str
+    continuation: str | None
+    started_at: datetime
+    number: int = 0
+    enqueued_before: int = 0
+
+
+class FanOutQueue(Protocol):
+    def enqueue_page(self, page: FanOutPage) -> None: ...

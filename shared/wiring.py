@@ -19,15 +19,19 @@ from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64Encod
 
 from shared.adapters.agents import AgentApiClient
 from shared.adapters.graph import GraphCalendar
+from shared.adapters.health import HealthCheck
 from shared.adapters.identity import MsalIdentity
 from shared.adapters.platform_events import PlatformEventsDeliverer, QueuedStatusEvents
 from shared.adapters.queues import (
     DEPLOY_QUEUE,
     ERASURE_QUEUE,
+    FANOUT_QUEUE,
     REFRESH_QUEUE,
     STATUS_EVENTS_QUEUE,
     SYNC_QUEUE,
     ErasureQueue,
+    QueueDepths,
+    StorageFanOutQueue,
     StorageQueues,
 )
 from shared.adapters.tables import (
@@ -40,6 +44,7 @@ from shared.adapters.tables import (
     TableSyncStateStore,
     ensure_tables,
 )
+from shared.adapters.telemetry import ObservedIdentity, Telemetry, configure_azure_monitor_export
 from shared.adapters.user_rows import TableUserRows
 from shared.adapters.vault import KeyVaultSecrets
 from shared.clock import Clock, SystemClock
@@ -50,6 +55,7 @@ from shared.services.accounts import AccountsService, TokenKeeper
 from shared.services.autojoin import AutojoinService
 from shared.services.connect import ConnectService
 from shared.services.deploy import DeployService
+from shared.services.fanout import FanOut
 from shared.services.lifecycle import Erasure, Pruner, SecretReconciler
 from shared.services.meeting_lifecycle import MeetingLifecycle
 from shared.services.sync import SyncService
@@ -74,6 +80,10 @@ class Container:
     # Status events to the platform: services publish (an outbox), deliver_status_event delivers.
     status_events: StatusEvents
     status_event_delivery: PlatformEventsDeliverer
+    telemetry: Telemetry
+    health: HealthCheck
+    fanout: FanOut
+    queue_depths: QueueDepths
     meeting_lifecycle: MeetingLifecycle
     autojoin: AutojoinService
 
@@ -132,10 +142,11 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
     session.mount("http://", adapter)
     client_secret = functools.cache(lambda: vault.require(settings.outlook_client_secret_name))
     agent_key = functools.cache(lambda: vault.require(settings.agent_api_key_secret_name))
-    identity = MsalIdentity(
+    telemetry = Telemetry()
+    identity = ObservedIdentity(MsalIdentity(
         client_id=settings.outlook_client_id, client_secret=client_secret, authority=settings.outlook_authority,
         redirect_uri=settings.outlook_redirect_uri, session=session, now=clock.now,
-    )
+    ), telemetry)
     graph = GraphCalendar(base_url=settings.graph_base_url, session=session, timeout=settings.http_timeout_seconds)
     agents = AgentApiClient(base_url=settings.agent_api_url, api_key=agent_key, session=session,
                             timeout=settings.http_timeout_seconds)
@@ -193,7 +204,31 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
         status_event_delivery=status_event_delivery,
         meeting_lifecycle=lifecycle,
         autojoin=AutojoinService(store=join_rules, meetings=meetings, lifecycle=lifecycle, clock=clock),
+        telemetry=telemetry,
+        fanout=FanOut(connections=connections, pages=StorageFanOutQueue(queue(FANOUT_QUEUE)), jobs=jobs, clock=clock,
+                      refresh_ahead_seconds=settings.token_refresh_ahead_seconds,
+                      refresh_max_age_seconds=settings.token_refresh_max_age_seconds,
+                      refresh_rate_per_second=settings.token_refresh_rate_per_second),
+        queue_depths=QueueDepths(queues),
+        health=HealthCheck({
+            "storage": lambda: next(iter(tables.list_tables(results_per_page=1)), None),
+            "queues": lambda: queues.get_queue_client(DEPLOY_QUEUE).get_queue_properties(),
+            "key_vault": lambda: vault.require(settings.outlook_client_secret_name),
+        }),
     )
+
+
+def configure_telemetry() -> bool:
+    """Export logs, traces and metrics to Application Insights when APPLICATIONINSIGHTS_CONNECTION_STRING
+    is set (Azure); ingestion is authenticated with the app's managed identity when
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING asks for Entra ID (`Authorization=AAD`), as infra sets it.
+    Returns whether it did. Called once, when the function app is imported."""
+    connection_string = os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip()
+    if not connection_string:
+        return False
+    entra = "authorization=aad" in os.environ.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "").lower()
+    configure_azure_monitor_export(connection_string, credential=azure_credential() if entra else None)
+    return True
 
 
 def _local(url: str) -> bool:

@@ -8,16 +8,19 @@ import json
 from dataclasses import asdict
 from datetime import datetime, timedelta
 
-from azure.storage.queue import QueueClient
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.queue import QueueClient, QueueServiceClient
 
-from shared.ports import DeployJob, RefreshJob, SyncJob
+from shared.adapters.telemetry import trace_carrier
+from shared.ports import DeployJob, FanOutPage, RefreshJob, SyncJob
 
 DEPLOY_QUEUE = "agent-deployments"
 SYNC_QUEUE = "sync-jobs"
 REFRESH_QUEUE = "token-refresh"
 STATUS_EVENTS_QUEUE = "status-events"  # the status events outbox (shared/adapters/platform_events.py)
 ERASURE_QUEUE = "user-erasures"  # DELETE /api/outlook/data: the durable half of an erasure
-QUEUES = (SYNC_QUEUE, DEPLOY_QUEUE, REFRESH_QUEUE, STATUS_EVENTS_QUEUE, ERASURE_QUEUE)
+FANOUT_QUEUE = "fanout-pages"  # the timers' walks over the connections, one page per message
+QUEUES = (SYNC_QUEUE, DEPLOY_QUEUE, REFRESH_QUEUE, STATUS_EVENTS_QUEUE, ERASURE_QUEUE, FANOUT_QUEUE)
 
 
 def encode_deploy(job: DeployJob) -> str:
@@ -59,17 +62,46 @@ class StorageQueues:
         self._refresh = refresh
 
     def enqueue_refresh(self, job: RefreshJob, delay: timedelta = timedelta(0)) -> None:
-        self._refresh.send_message(encode_refresh(job), visibility_timeout=_seconds(delay))
+        self._refresh.send_message(traced(encode_refresh(job)), visibility_timeout=_seconds(delay))
 
     def schedule_deploy(self, job: DeployJob, delay: timedelta) -> None:
-        self._deploy.send_message(encode_deploy(job), visibility_timeout=_seconds(delay))
+        self._deploy.send_message(traced(encode_deploy(job)), visibility_timeout=_seconds(delay))
 
     def poison_deploy(self, job: DeployJob, reason: str) -> None:
         body = json.loads(encode_deploy(job)) | {"reason": reason}
         self._deploy_poison.send_message(json.dumps(body))
 
     def enqueue_sync(self, job: SyncJob, delay: timedelta = timedelta(0)) -> None:
-        self._sync.send_message(encode_sync(job), visibility_timeout=_seconds(delay))
+        self._sync.send_message(traced(encode_sync(job)), visibility_timeout=_seconds(delay))
+
+
+def traced(body: str) -> str:
+    """The message with the current trace context (W3C `traceparent`) beside its fields, so the
+    function that handles it continues the same trace (decoders ignore fields they do not know)."""
+    carrier = trace_carrier()
+    return json.dumps(json.loads(body) | carrier) if carrier else body
+
+
+def encode_fanout(page: FanOutPage) -> str:
+    return json.dumps({"kind": page.kind, "continuation": page.continuation,
+                       "started_at": page.started_at.isoformat(), "number": page.number,
+                       "enqueued_before": page.enqueued_before})
+
+
+def decode_fanout(body: str) -> FanOutPage:
+    data = json.loads(body)
+    continuation = data.get("continuation")
+    return FanOutPage(kind=str(data["kind"]), continuation=str(continuation) if continuation else None,
+                      started_at=datetime.fromisoformat(data["started_at"]), number=int(data.get("number", 0)),
+                      enqueued_before=int(data.get("enqueued_before", 0)))
+
+
+class StorageFanOutQueue:
+    def __init__(self, queue: QueueClient) -> None:
+        self._queue = queue
+
+    def enqueue_page(self, page: FanOutPage) -> None:
+        self._queue.send_message(traced(encode_fanout(page)))
 
 
 def _seconds(delay: timedelta) -> int:
@@ -90,3 +122,23 @@ class ErasureQueue:
 
     def enqueue(self, user_id: str, delay: timedelta) -> None:
         self._queue.send_message(json.dumps({"user_id": user_id}), visibility_timeout=_seconds(delay))
+
+
+class QueueDepths:
+    """Approximate message counts of the app's queues and their `-poison` queues (one `Get Queue
+    Metadata` request each), for the operators' gauge. A queue that does not exist yet counts 0."""
+
+    def __init__(self, service: QueueServiceClient, names: tuple[str, ...] = QUEUES) -> None:
+        self._service = service
+        self._names = tuple(n for name in names for n in (name, f"{name}-poison"))
+
+    def counts(self) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for name in self._names:
+            try:
+                props = self._service.get_queue_client(name).get_queue_properties()
+            except ResourceNotFoundError:
+                found[name] = 0
+                continue
+            found[name] = int(props.approximate_message_count or 0)
+        return found

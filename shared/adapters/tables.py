@@ -18,7 +18,7 @@ from azure.data.tables import TableClient, TableServiceClient, TableTransactionE
 from shared.autojoin import ExternalInvites, JoinRules, Response
 from shared.connections import Connection, ConnectionStatus, Plan, PlanLimitExceeded, plan_limit
 from shared.meeting_links import Platform
-from shared.ports import Conflict, Meeting, PendingClaim, PendingFlow, Source, StoredOverride, SyncState
+from shared.ports import Conflict, ConnectionPage, Meeting, PendingClaim, PendingFlow, Source, StoredOverride, SyncState
 from shared.scheduling import AgentState
 
 TABLES = ("authflows", "pendingclaims", "connections", "meetings", "eventindex", "syncstate", "autojoin")
@@ -230,6 +230,17 @@ class TableConnectionStore:
     def all(self) -> Iterator[Connection]:
         for e in self._t.query_entities("RowKey lt '~'"):
             yield self._conn(e)
+
+    def page(self, continuation: str | None, size: int) -> ConnectionPage:
+        """One query of at most `size` rows (Table Storage returns at most 1,000 per request); the
+        continuation is the service's next-partition/next-row token as JSON. Slot rows are filtered by
+        the query, so a page may hold fewer connections than `size` and still not be the last."""
+        token = json.loads(continuation) if continuation else None
+        pages = self._t.query_entities("RowKey lt '~'", results_per_page=min(size, 1000)).by_page(
+            continuation_token=token)
+        rows = [self._conn(e) for e in next(pages, [])]
+        following = pages.continuation_token  # type: ignore[attr-defined]
+        return ConnectionPage(rows, json.dumps(following) if following else None)
 
     @staticmethod
     def _entity(c: Connection) -> dict[str, Any]:

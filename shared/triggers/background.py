@@ -1,11 +1,22 @@
-"""Timers and queues: refresh tokens, scan calendars, sync one calendar, deploy one agent."""
+"""Timers and queues: refresh tokens, scan calendars (both walk the connections a page at a time),
+sync one calendar, deploy one agent, watch the queues."""
 
 import logging
 
 import azure.functions as func
 
-from shared.adapters.queues import DEPLOY_QUEUE, REFRESH_QUEUE, SYNC_QUEUE, decode_deploy, decode_refresh, decode_sync
+from shared.adapters.queues import (
+    DEPLOY_QUEUE,
+    FANOUT_QUEUE,
+    REFRESH_QUEUE,
+    SYNC_QUEUE,
+    decode_deploy,
+    decode_fanout,
+    decode_refresh,
+    decode_sync,
+)
 from shared.config import schedule
+from shared.services.fanout import REFRESH, SYNC
 from shared.wiring import container
 
 log = logging.getLogger(__name__)
@@ -17,42 +28,87 @@ bp = func.Blueprint()
                   use_monitor=True)
 def refresh_tokens(timer: func.TimerRequest) -> None:
     c = container()
-    s = c.settings
-    outcome = c.tokens.fan_out(c.jobs, next_run_in_seconds=s.token_refresh_ahead_seconds,
-                               max_age_seconds=s.token_refresh_max_age_seconds,
-                               rate_per_second=s.token_refresh_rate_per_second)
-    purged = c.connect.purge_expired()
-    log.info("refresh_tokens enqueued %d refreshes", outcome.enqueued,
-             extra={"skipped": outcome.skipped, "purged_sign_ins": purged})
+    with c.telemetry.job("refresh_tokens"):
+        c.fanout.start(REFRESH)  # the walk over the connections goes on in fan_out_page, a page per run
+        purged = c.connect.purge_expired()
+    log.info("refresh_tokens started a refresh walk", extra={"purged_sign_ins": purged})
 
 
 @bp.function_name("refresh_connection")
 @bp.queue_trigger(arg_name="msg", queue_name=REFRESH_QUEUE, connection="AzureWebJobsStorage")
 def refresh_connection(msg: func.QueueMessage) -> None:
-    job = decode_refresh(msg.get_body().decode("utf-8"))
-    outcome = container().tokens.refresh_one(job)
+    body = msg.get_body().decode("utf-8")
+    job = decode_refresh(body)
+    c = container()
+    with c.telemetry.job("refresh_connection", body, connection_id=job.connection_id, user_id=job.user_id):
+        outcome = c.tokens.refresh_one(job)  # counted by kind and class where tokens are acquired
     log.info("refresh_connection %s", outcome, extra={"connection_id": job.connection_id})
 
 
 @bp.function_name("scan_calendars")
 @bp.timer_trigger(arg_name="timer", schedule=schedule("SCAN_SCHEDULE"), run_on_startup=False, use_monitor=True)
 def scan_calendars(timer: func.TimerRequest) -> None:
-    n = container().sync.fan_out()
-    log.info("scan_calendars enqueued %d sync jobs", n)
+    c = container()
+    with c.telemetry.job("scan_calendars"):
+        c.fanout.start(SYNC)  # the walk over the connections goes on in fan_out_page, a page per run
+    log.info("scan_calendars started a sync walk")
+
+
+@bp.function_name("fan_out_page")
+@bp.queue_trigger(arg_name="msg", queue_name=FANOUT_QUEUE, connection="AzureWebJobsStorage")
+def fan_out_page(msg: func.QueueMessage) -> None:
+    body = msg.get_body().decode("utf-8")
+    page = decode_fanout(body)
+    c = container()
+    with c.telemetry.job("fan_out_page", body, fanout_kind=page.kind):
+        outcome = c.fanout.page(page)
+        c.telemetry.fanned_out(page.kind, outcome.enqueued)
+    log.info("fan_out_page %s #%d: %d jobs for %d connections", page.kind, page.number, outcome.enqueued,
+             outcome.connections, extra={"fanout_page": page.number, "deferred": outcome.deferred,
+                                         "last_page": outcome.last})
+
+
+# Not a setting: the alerts on these gauges look at 15-minute windows, so nothing needs to tune it.
+@bp.function_name("watch_queues")
+@bp.timer_trigger(arg_name="timer", schedule="0 */5 * * * *", run_on_startup=False, use_monitor=True)
+def watch_queues(timer: func.TimerRequest) -> None:
+    """Messages waiting in every queue and its `-poison` queue, as a gauge operators alert on."""
+    c = container()
+    counts = c.queue_depths.counts()
+    for name, messages in counts.items():
+        c.telemetry.queue_depth(name, messages)
+    poisoned = {name: n for name, n in counts.items() if name.endswith("-poison") and n}
+    if poisoned:
+        log.warning("messages in poison queues: %s", ", ".join(f"{k}={v}" for k, v in sorted(poisoned.items())))
 
 
 @bp.function_name("sync_calendar")
 @bp.queue_trigger(arg_name="msg", queue_name=SYNC_QUEUE, connection="AzureWebJobsStorage")
 def sync_calendar(msg: func.QueueMessage) -> None:
-    job = decode_sync(msg.get_body().decode("utf-8"))
-    report = container().sync.sync(job)
+    body = msg.get_body().decode("utf-8")
+    job = decode_sync(body)
+    c = container()
+    with c.telemetry.job("sync_calendar", body, connection_id=job.connection_id, user_id=job.user_id):
+        try:
+            report = c.sync.sync(job)
+        except Exception:
+            c.telemetry.sync("error")
+            raise
+        c.telemetry.sync(report.outcome)
     log.info("sync_calendar %s", report.outcome, extra={"connection_id": job.connection_id})
 
 
 @bp.function_name("deploy_agent")
 @bp.queue_trigger(arg_name="msg", queue_name=DEPLOY_QUEUE, connection="AzureWebJobsStorage")
 def deploy_agent(msg: func.QueueMessage) -> None:
-    job = decode_deploy(msg.get_body().decode("utf-8"))
+    body = msg.get_body().decode("utf-8")
+    job = decode_deploy(body)
     c = container()
-    verdict = c.deploy.deploy(job, freshen=c.sync.freshen)
+    with c.telemetry.job("deploy_agent", body, meeting_id=job.meeting_key, user_id=job.user_id):
+        try:
+            verdict = c.deploy.deploy(job, freshen=c.sync.freshen)
+        except Exception:
+            c.telemetry.deployment("error")
+            raise
+        c.telemetry.deployment(verdict, lateness=c.clock.now() - job.deploy_at)
     log.info("deploy_agent %s", verdict, extra={"meeting_id": job.meeting_key})

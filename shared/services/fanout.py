@@ -1,0 +1,94 @@
+"""The timers' walks over every connection, one page per queue message, so that no function run
+grows with the number of connections.
+
+A timer (`scan_calendars`, `refresh_tokens`) only enqueues the first page of its walk. The
+`fan_out_page` queue function then handles one page: one Table query for at most PAGE_SIZE
+connections, the next page's message enqueued *before* this page's jobs (so the walk moves at one
+query and a few sends per page, whatever the jobs cost), then this page's jobs: a sync job per active
+connection, or a refresh job per connection whose refresh is due (`shared.connections.refresh_due`).
+Pages are independent messages, so a page that fails is retried by the queue on its own.
+
+Refreshes are paced across the whole walk: each one writes a new Key Vault secret version, and Key
+Vault allows 300 creates per 10 s per vault (learn.microsoft.com/azure/key-vault/general/service-limits).
+The walk's n-th refresh starts n / rate seconds after the timer fired (pages carry the count of jobs
+enqueued before them); one that would start later than REFRESH_HORIZON is left for the next run, when
+it is still due, so two runs never queue the same refresh twice and the rate is never exceeded."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+from shared.clock import Clock
+from shared.connections import refresh_due
+from shared.ports import ConnectionPages, FanOutPage, FanOutQueue, JobQueue, RefreshJob, SyncJob
+
+log = logging.getLogger(__name__)
+
+SYNC, REFRESH = "sync", "refresh"
+KINDS = (SYNC, REFRESH)
+PAGE_SIZE = 500  # connections per page: one Table query (max 1,000), ~500 queue sends per run
+# Shorter than the refresh timer's period (REFRESH_SCHEDULE, 15 minutes): every job of a run has
+# started before the next run looks at the connections again.
+REFRESH_HORIZON = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class PageOutcome:
+    connections: int  # rows this page read
+    enqueued: int  # jobs it enqueued
+    deferred: int = 0  # due refreshes left for the next run (over the pace's horizon)
+    last: bool = False  # no page follows
+
+
+class FanOut:
+    def __init__(self, *, connections: ConnectionPages, pages: FanOutQueue, jobs: JobQueue, clock: Clock,
+                 refresh_ahead_seconds: float, refresh_max_age_seconds: int, refresh_rate_per_second: int,
+                 page_size: int = PAGE_SIZE) -> None:
+        self._connections = connections
+        self._pages = pages
+        self._jobs = jobs
+        self._clock = clock
+        self._ahead = refresh_ahead_seconds
+        self._max_age = refresh_max_age_seconds
+        self._rate = refresh_rate_per_second
+        self._page_size = page_size
+
+    def start(self, kind: str) -> None:
+        """Begin a walk (the timer's whole run): one message, whatever the number of connections."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown fan-out kind {kind!r}")
+        self._pages.enqueue_page(FanOutPage(kind=kind, continuation=None, started_at=self._clock.now()))
+
+    def page(self, page: FanOutPage) -> PageOutcome:
+        """Handle one page of a walk: enqueue the next page, then this page's jobs."""
+        if page.kind not in KINDS:
+            raise ValueError(f"unknown fan-out kind {page.kind!r}")
+        found = self._connections.page(page.continuation, self._page_size)
+        now = self._clock.now()
+        if page.kind == SYNC:
+            due = [c for c in found.connections if c.is_active]
+        else:
+            due = [c for c in found.connections if refresh_due(c, now, self._ahead, self._max_age)]
+        paced = self._paced(page, len(due)) if page.kind == REFRESH else len(due)
+        if found.continuation is not None:
+            self._pages.enqueue_page(replace(page, continuation=found.continuation, number=page.number + 1,
+                                             enqueued_before=page.enqueued_before + paced))
+        for n, conn in enumerate(due[:paced]):
+            if page.kind == SYNC:
+                self._jobs.enqueue_sync(SyncJob(conn.user_id, conn.id))
+            else:
+                starts = page.started_at + timedelta(seconds=(page.enqueued_before + n) / self._rate)
+                self._jobs.enqueue_refresh(RefreshJob(conn.user_id, conn.id), max(starts - now, timedelta(0)))
+        deferred = len(due) - paced
+        if deferred:
+            log.warning("refresh pace reached: %d due refreshes left for the next run", deferred,
+                        extra={"fanout_page": page.number, "deferred": deferred})
+        return PageOutcome(connections=len(found.connections), enqueued=paced, deferred=deferred,
+                           last=found.continuation is None)
+
+    def _paced(self, page: FanOutPage, due: int) -> int:
+        """How many of this page's due refreshes still start within the horizon at the set rate."""
+        room = int(REFRESH_HORIZON.total_seconds() * self._rate) - page.enqueued_before
+        return max(0, min(due, room))

@@ -1,0 +1,139 @@
+"""The scan and refresh timers walk the connections a page per queue message: a timer run enqueues one
+message whatever the number of connections, no page run reads more than a page, every connection is
+reached once per walk, and refreshes are paced across pages under the Key Vault write budget."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from shared.clock import FixedClock
+from shared.connections import Connection, ConnectionStatus
+from shared.ports import ConnectionPage, FanOutPage, SyncJob
+from shared.services.fanout import REFRESH, REFRESH_HORIZON, SYNC, FanOut
+from tests import fakes
+
+NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+
+
+class PagedConnections(fakes.Connections):
+    """The fake store, read a page at a time in key order (as Table Storage returns rows)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest_page = 0
+        self.queries = 0
+
+    def page(self, continuation: str | None, size: int) -> ConnectionPage:
+        self.queries += 1
+        rows = sorted(self.rows.values(), key=lambda c: (c.user_id, c.id))
+        start = int(continuation or 0)
+        chunk = rows[start:start + size]
+        self.largest_page = max(self.largest_page, len(chunk))
+        following = start + size
+        return ConnectionPage(chunk, str(following) if following < len(rows) else None)
+
+
+class Pages:
+    def __init__(self) -> None:
+        self.queued: list[FanOutPage] = []
+
+    def enqueue_page(self, page: FanOutPage) -> None:
+        self.queued.append(page)
+
+
+def _conn(n: int, *, active: bool = True, refreshed_hours_ago: float = 1.0) -> Connection:
+    return Connection(
+        id=f"c{n:05d}", user_id=f"u{n // 3:05d}", email=f"user{n}@contoso.com", home_account_id=f"h{n}",
+        tenant_id="t", status=ConnectionStatus.ACTIVE if active else ConnectionStatus.ERROR,
+        reason_code=None if active else "token_expired", secret_name=f"tc-{n}", connected_at=NOW - timedelta(days=9),
+        last_refreshed_at=NOW - timedelta(hours=refreshed_hours_ago), access_expires_at=NOW + timedelta(hours=1))
+
+
+def _world(connections: list[Connection], *, page_size: int = 100, rate: int = 20):
+    store = PagedConnections()
+    for c in connections:
+        store.rows[(c.user_id, c.id)] = c
+    clock = FixedClock(NOW)
+    pages, jobs = Pages(), fakes.Jobs()
+    fanout = FanOut(connections=store, pages=pages, jobs=jobs, clock=clock, refresh_ahead_seconds=1800,
+                    refresh_max_age_seconds=43200, refresh_rate_per_second=rate, page_size=page_size)
+    return store, clock, pages, jobs, fanout
+
+
+def _walk(pages: Pages, fanout: FanOut) -> int:
+    """Run the queued pages as the queue function would, until the walk ends; returns page runs."""
+    runs = 0
+    while pages.queued:
+        fanout.page(pages.queued.pop(0))
+        runs += 1
+    return runs
+
+
+def test_a_scan_enqueues_one_message_and_its_pages_sync_every_active_connection_once() -> None:
+    connections = [_conn(n, active=n % 10 != 0) for n in range(1234)]
+    store, _, pages, jobs, fanout = _world(connections, page_size=100)
+    fanout.start(SYNC)
+    assert len(pages.queued) == 1 and store.queries == 0  # the timer run does not touch the connections
+    runs = _walk(pages, fanout)
+    assert runs == 13 and store.largest_page <= 100
+    synced = [j.connection_id for j, _ in jobs.syncs]
+    assert sorted(synced) == sorted(c.id for c in connections if c.is_active)
+    assert len(set(synced)) == len(synced)
+    assert all(j == SyncJob(j.user_id, j.connection_id) for j, _ in jobs.syncs)
+
+
+def test_each_page_enqueues_the_next_page_before_its_own_jobs() -> None:
+    _, _, pages, jobs, fanout = _world([_conn(n) for n in range(250)], page_size=100)
+    order: list[str] = []
+    pages.enqueue_page = lambda page: (order.append("page"), Pages.enqueue_page(pages, page))  # type: ignore
+    jobs.enqueue_sync = lambda job, delay=timedelta(0): order.append("job")  # type: ignore
+    fanout.start(SYNC)
+    order.clear()
+    fanout.page(pages.queued.pop(0))
+    assert order[0] == "page" and order.count("job") == 100
+
+
+def test_refreshes_are_paced_across_pages_from_when_the_timer_fired() -> None:
+    # Refreshed 13 h ago: past the 12 h max age, so every one is due.
+    connections = [_conn(n, refreshed_hours_ago=13) for n in range(300)]
+    _, clock, pages, jobs, fanout = _world(connections, page_size=100, rate=20)
+    fanout.start(REFRESH)
+    clock.advance(2)  # the first page runs two seconds after the timer
+    _walk(pages, fanout)
+    delays = [d for _, d in jobs.refreshes]
+    assert len(delays) == 300
+    # The n-th refresh of the walk starts n/20 s after the timer fired: at most 20 start per second.
+    assert delays[0] == timedelta(0) and delays[100] == timedelta(seconds=100 / 20 - 2)
+    assert delays[-1] == timedelta(seconds=299 / 20 - 2)
+    assert delays == sorted(delays)
+
+
+def test_refreshes_beyond_the_horizon_wait_for_the_next_run_and_are_never_queued_twice() -> None:
+    rate = 1  # 600 refreshes fit in the ten-minute horizon
+    connections = [_conn(n, refreshed_hours_ago=13) for n in range(750)]
+    store, clock, pages, jobs, fanout = _world(connections, page_size=100, rate=rate)
+    fanout.start(REFRESH)
+    _walk(pages, fanout)
+    first_run = {j.connection_id for j, _ in jobs.refreshes}
+    assert len(first_run) == int(REFRESH_HORIZON.total_seconds()) * rate == len(jobs.refreshes)
+    assert max(d for _, d in jobs.refreshes) < REFRESH_HORIZON
+
+    # The refreshes ran (the connections were refreshed); the next run takes the rest.
+    for (user, cid), c in list(store.rows.items()):
+        if cid in first_run:
+            store.rows[(user, cid)] = replace(c, last_refreshed_at=NOW + timedelta(minutes=10))
+    jobs.refreshes.clear()
+    clock.advance(15 * 60)
+    fanout.start(REFRESH)
+    _walk(pages, fanout)
+    second_run = {j.connection_id for j, _ in jobs.refreshes}
+    assert second_run == {c.id for c in connections} - first_run
+
+
+def test_connections_not_due_get_no_refresh() -> None:
+    connections = [_conn(n, refreshed_hours_ago=1) for n in range(50)] + [_conn(99, active=False)]
+    _, _, pages, jobs, fanout = _world(connections)
+    fanout.start(REFRESH)
+    _walk(pages, fanout)
+    assert jobs.refreshes == []
