@@ -49,6 +49,7 @@ from shared.clock import SystemClock
 from shared.connections import Connection, ConnectionStatus
 from shared.ports import AccessToken, Meeting, SyncJob
 from shared.scheduling import sync_window
+from shared.services.meeting_lifecycle import MeetingLifecycle
 from shared.services.sync import SyncReport, SyncService
 from tests import fakes
 
@@ -206,10 +207,13 @@ class Bench:
         meetings = Meetings()
         graph = GraphCalendar(base_url=f"{self.base}/v1.0", session=self.session(pool, counter), timeout=30)
         tokens: Any = MintedTokens({m.connection.id: m.token for m in self.mailboxes})
+        jobs = fakes.Jobs()
+        lifecycle = MeetingLifecycle(meetings=meetings, connections=connections, rules=fakes.JoinRulesStore(),
+                                     jobs=jobs, clock=SystemClock(), grace_seconds=300)
         service = SyncService(
             connections=connections, tokens=tokens, calendar=graph, meetings=meetings, index=Index(),
-            sync_state=fakes.SyncStates(), jobs=fakes.Jobs(), clock=SystemClock(), window_days=WINDOW_DAYS,
-            full_resync_seconds=86400, lead_seconds=120,
+            sync_state=fakes.SyncStates(), jobs=jobs, clock=SystemClock(), window_days=WINDOW_DAYS,
+            full_resync_seconds=86400, lead_seconds=120, lifecycle=lifecycle,
         )
         return service, meetings
 

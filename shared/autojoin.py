@@ -147,18 +147,19 @@ class EventFacts:
 def event_facts(event: Mapping[str, Any], account_email: str, tenant_id: str) -> EventFacts:
     """Facts of a Graph event in the calendar of `account_email` (its tenant tells personal accounts).
 
-    - response: `responseStatus.response`; `none` or missing means the mailbox owner's own
-      appointment (organizer) unless `isOrganizer` is false, then an unanswered invitation.
+    - response: `responseStatus.response`; `none`, `organizer` or missing mean the mailbox owner's
+      own meeting (organizer) unless `isOrganizer` is false, then an unanswered invitation.
     - external: organised by someone outside the account's email domain — for a personal account,
       by anyone but the account itself. An organiser address without `@` is an Exchange-internal
       (X500) address Graph shows for people in the same organisation: internal.
     - series_id: `seriesMasterId` of an occurrence or exception."""
     own = event.get("isOrganizer") is not False
     status = event.get("responseStatus")
-    raw = status.get("response") if isinstance(status, Mapping) else None
-    response = Response.ORGANIZER if own else _GRAPH_RESPONSES.get(str(raw), Response.NOT_RESPONDED)
-    if not own and response is Response.ORGANIZER:
-        response = Response.NOT_RESPONDED  # Graph says organiser but not isOrganizer: trust the flag
+    given = _GRAPH_RESPONSES.get(str(status.get("response"))) if isinstance(status, Mapping) else None
+    if given is None or given is Response.ORGANIZER:
+        response = Response.ORGANIZER if own else Response.NOT_RESPONDED
+    else:
+        response = given  # an answer given wins over the flag
     series = event.get("seriesMasterId")
     return EventFacts(
         response=response,
@@ -255,14 +256,22 @@ def decide(
     now: datetime,
     grace: timedelta,
 ) -> Decision:
-    """In this order: no Active calendar holds it → connection_error; started more than `grace` ago
-    and no agent sent → too_late; the user's newest choice → joined_by_you / skipped_by_you /
-    series_skipped_by_you; then the rules: platform, RSVP, external organiser."""
+    """The user's newest choice (joined_by_you / skipped_by_you / series_skipped_by_you), else the
+    rules in this order: platform, RSVP, external organiser. A meeting that would be joined still is
+    not when no Active calendar holds it (connection_error) or when it started more than `grace` ago
+    and no agent was sent (too_late); a meeting the user or the rules skip keeps that reason."""
+    wanted = _wanted(facts, rules, override)
+    if not wanted.will_join:
+        return wanted
     if not any_active_connection:
         return Decision(False, Why.CONNECTION_ERROR, "No agent: the Outlook connection holding this meeting needs "
                         "attention. Reconnect it to resume auto-join.")
     if not agent_sent and now > facts.start + grace:
         return Decision(False, Why.TOO_LATE, "No agent: the meeting started too long ago for the agent to join.")
+    return wanted
+
+
+def _wanted(facts: MeetingFacts, rules: JoinRules, override: Override | None) -> Decision:
     if override is not None:
         if override.join:
             scope = "every meeting of this series" if override.series else "this meeting"

@@ -199,22 +199,30 @@ def iso(moment: datetime) -> str:
 
 
 # ---------------------------------------------------------------- which meetings
-def test_only_events_with_a_link_that_the_user_attends_become_meetings(world):
+def test_events_with_a_link_that_are_not_cancelled_are_listed_and_a_declined_one_gets_no_agent(world):
     world.connect(ALICE)
     soon = world.clock.now() + timedelta(hours=2)
     world.teams_event(ALICE, "Kept", soon, 1)
     world.teams_event(ALICE, "Cancelled", soon, 2, isCancelled=True)
-    world.teams_event(ALICE, "Declined", soon, 3, responseStatus={"response": "declined", "time": iso(soon)})
+    world.teams_event(ALICE, "Declined", soon, 3, organizer={"emailAddress": {"address": DAVE}},
+                      responseStatus={"response": "declined", "time": iso(soon)})
     world.teams_event(ALICE, "All day", soon.replace(hour=0, minute=0, second=0), 4, minutes=24 * 60, isAllDay=True)
     world.add_event(ALICE, "Lunch, no link", soon)
     world.sync(ALICE)
-    [meeting] = world.upcoming()
+    listed = {m["title"]: m for m in world.upcoming()}
+    assert sorted(listed) == ["Declined", "Kept"]
+    meeting = listed["Kept"]
     assert (meeting["title"], meeting["platform"], meeting["accounts"]) == ("Kept", "teams", [ALICE])
     assert meeting["start"] == iso(soon) and meeting["agent"] == "scheduled"
     assert meeting["agent_at"] == iso(soon - timedelta(seconds=LEAD))
+    assert (meeting["response"], meeting["will_join"], meeting["why"]) == ("organizer", True, "rules")
+    declined = listed["Declined"]
+    assert (declined["response"], declined["will_join"], declined["why"], declined["agent"], declined["agent_at"]) == (
+        "declined", False, "response_excluded", None, None)
+    assert [j.meeting_key for j, _ in world.env.jobs.deploys] == [meeting["id"]]
 
 
-def test_cancelled_declined_and_deleted_meetings_leave_and_their_deployments_do_nothing(world):
+def test_cancelled_and_deleted_meetings_leave_a_declined_one_stays_and_their_deployments_do_nothing(world):
     world.connect(ALICE)
     start = world.clock.now() + timedelta(hours=1)
     cancel = world.teams_event(ALICE, "To cancel", start, 11)
@@ -226,10 +234,11 @@ def test_cancelled_declined_and_deleted_meetings_leave_and_their_deployments_do_
     world.patch(ALICE, decline["id"], responseStatus={"response": "declined", "time": iso(start)})
     world.delete(ALICE, delete["id"])
     report = world.sync(ALICE)
-    assert (report.full, report.removed) == (False, 3)
-    assert world.upcoming() == []
+    assert (report.full, report.removed) == (False, 2)
+    assert [(m["title"], m["will_join"], m["why"], m["agent"]) for m in world.upcoming()] == [
+        ("To decline", False, "response_excluded", None)]
     world.at(start - timedelta(seconds=LEAD))
-    assert world.deliver_due() == ["meeting_gone"] * 3
+    assert sorted(world.deliver_due()) == ["meeting_gone", "meeting_gone", "response_excluded"]
     assert world.attempts() == []
 
 
@@ -577,4 +586,4 @@ def test_a_connection_in_error_gets_no_agent(world):
     with pytest.raises(ConnectionUnusable):
         world.c.tokens.access_token(conn, force_refresh=True)
     world.at(start - timedelta(seconds=LEAD))
-    assert world.deliver_due() == ["no_active_connection"] and world.attempts() == []
+    assert world.deliver_due() == ["connection_error"] and world.attempts() == []

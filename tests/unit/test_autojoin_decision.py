@@ -90,6 +90,12 @@ JOIN_SERIES = Override(join=True, series=True, set_at=NOW)
      (False, Why.CONNECTION_ERROR)),
     ("started longer ago than the grace", run(facts(start=NOW - GRACE - timedelta(seconds=1))),
      (False, Why.TOO_LATE)),
+    ("skipped by the user, in a calendar in error", run(facts(), override=SKIP_ONE, active=False),
+     (False, Why.SKIPPED_BY_YOU)),
+    ("declined, in a calendar in error", run(facts(Response.DECLINED), active=False),
+     (False, Why.RESPONSE_EXCLUDED)),
+    ("its series skipped, started long ago", run(facts(start=NOW - timedelta(hours=1)), override=SKIP_SERIES),
+     (False, Why.SERIES_SKIPPED_BY_YOU)),
     ("started within the grace", run(facts(start=NOW - GRACE)), (True, Why.RULES)),
     ("started long ago but its agent was sent", run(facts(start=NOW - timedelta(minutes=20)), sent=True),
      (True, Why.RULES)),
@@ -219,6 +225,13 @@ def test_the_users_own_meeting_is_organised_by_them_and_never_external():
 ])
 def test_external_means_organised_outside_the_accounts_email_domain(organizer, account, tenant, external):
     assert event_facts(invitation(organizer), account, tenant).external is external
+
+
+def test_an_answer_given_wins_over_the_organiser_flag():
+    declined_own = {"isOrganizer": True, "responseStatus": {"response": "declined"}}
+    assert event_facts(declined_own, "alice@contoso.com", WORK_TENANT).response is Response.DECLINED
+    organizer_not_own = invitation("bob@contoso.com", "organizer")
+    assert event_facts(organizer_not_own, "alice@contoso.com", WORK_TENANT).response is Response.NOT_RESPONDED
 
 
 def test_occurrences_carry_their_series():
