@@ -146,6 +146,16 @@ param errorConnectionRetentionDays int = 90
 param platformWebOrigins string = ''
 
 // ----------------------------------------------------------------------------------------------------
+// Alerts (modules/alerts.bicep)
+// ----------------------------------------------------------------------------------------------------
+
+@description('Resource id of an existing action group the alerts notify (e-mail, SMS, webhook). Empty: alerts fire and show in the portal but notify no one.')
+param alertActionGroupId string = ''
+
+@description('Alert when Graph change notifications stop arriving. Leave off until the app subscribes to change notifications.')
+param notificationsAlertEnabled bool = false
+
+// ----------------------------------------------------------------------------------------------------
 // Hosting
 // ----------------------------------------------------------------------------------------------------
 
@@ -199,6 +209,7 @@ var queueNames = [
   'token-refresh'
   'status-events'
   'user-erasures'
+  'fanout-pages'
 ]
 
 // Secrets live in Key Vault under these names; the app settings carry only the names.
@@ -245,6 +256,19 @@ module monitoring 'modules/monitoring.bicep' = {
     applicationInsightsName: '${abbrs.applicationInsights}${resourceToken}'
     location: location
     tags: tags
+  }
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    namePrefix: 'outlookcal-${resourceToken}'
+    location: location
+    tags: tags
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    actionGroupId: alertActionGroupId
+    notificationsAlertEnabled: notificationsAlertEnabled
   }
 }
 

@@ -66,9 +66,10 @@ CACHE_WRITTEN = "cache_written"
 QUEUE = "queue"
 DIMENSIONS = frozenset({OUTCOME, RESULT, PUNCTUALITY, KIND, FIXED_BY, CACHE_WRITTEN, QUEUE})
 
-# Log events (Application Insights: traces, `message`), each logged at ERROR with ids only.
+# Log events (Application Insights: traces, `message` or its start), each logged at ERROR with ids only.
 APP_IDENTITY_FAILURE = "app_identity_failure"  # the service's own credentials/registration were refused
-LOG_EVENTS = frozenset({APP_IDENTITY_FAILURE})
+DEPLOYMENT_MISSED = "deployment_missed"  # DeployService.recover_overdue: a meeting started without a verdict
+LOG_EVENTS = frozenset({APP_IDENTITY_FAILURE, DEPLOYMENT_MISSED})
 
 # Values of those dimensions that alerts select on.
 SYNC_FAILED = "failed"
