@@ -1,11 +1,16 @@
-"""Why is (or isn't) this Outlook event in Upcoming Meetings? A support command.
+"""Why is (or isn't) this Outlook event in Upcoming Meetings, and will an agent join it? A support command.
 
     python -m tools.explain_event EVENT.json        # an event as Graph returns it
     python -m tools.explain_event - < page.json     # or stdin; a calendarView page ({"value": [...]}) works too
     python -m tools.explain_event --json EVENT.json # machine-readable
+    python -m tools.explain_event --account alice@contoso.com --rules rules.json --choice skip EVENT.json
 
 It prints the meeting link found, which field it came from and which wrappers (Safe Links,
-Proofpoint...) were removed, then every other link in the event with the reason it was turned down.
+Proofpoint...) were removed, then every other link in the event with the reason it was turned down,
+and whether the user's agent joins and why: the same decision (`shared.autojoin.decide`) the service
+takes, on the user's join rules (`--rules`, as GET /api/autojoin/rules returns them; the defaults
+otherwise), the connected account (`--account`, `--personal`: who counts as external) and a choice
+made in Upcoming Meetings (`--choice`). The tool assumes the connection is Active.
 
 Exit status: 0 every event has a meeting link, 1 at least one has none, 2 the input is unusable.
 """
@@ -16,9 +21,25 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
+from shared.autojoin import (
+    CONSUMER_TENANT_ID,
+    DEFAULT_RULES,
+    Decision,
+    InvalidRules,
+    JoinRules,
+    MeetingFacts,
+    Override,
+    decide,
+    event_facts,
+    parse_rules,
+)
+from shared.config import SETTINGS
 from shared.meeting_links import Candidate, Explanation, Verdict, explain
+from shared.services.sync import parse_graph_time
 
 FOUND, NOT_FOUND, BAD_INPUT = 0, 1, 2
 
@@ -44,21 +65,80 @@ def main(
     )
     parser.add_argument("event", help="event JSON file as Graph returns it, or - for stdin")
     parser.add_argument("--json", action="store_true", help="print the explanation as JSON")
+    parser.add_argument("--account", help="the connected account whose calendar holds the event (tells who is "
+                        "external); without it the organiser counts as internal")
+    parser.add_argument("--personal", action="store_true", help="the account is a personal Microsoft account")
+    parser.add_argument("--rules", help="the user's join rules as JSON (GET /api/autojoin/rules); "
+                        "default: the defaults")
+    parser.add_argument("--choice", choices=sorted(CHOICES), help="the user's choice for this meeting or its series")
     args = parser.parse_args(argv)
 
     try:
         events = load_events(read_input(args.event, stdin))
+        rules = load_rules(read_input(args.rules, stdin)) if args.rules else DEFAULT_RULES
     except BadInput as problem:
         print(f"explain_event: {problem}", file=stderr)
         return BAD_INPUT
 
-    stories = [(event, explain(event)) for event in events]
+    context = JoinInputs(rules=rules, account=args.account, personal=args.personal,
+                         choice=CHOICES[args.choice] if args.choice else None)
+    stories = [(event, explain(event), context) for event in events]
     if args.json:
-        json.dump({"events": [as_json(event, story) for event, story in stories]}, stdout, indent=2)
+        json.dump({"events": [as_json(event, story, ctx) for event, story, ctx in stories]}, stdout, indent=2)
         stdout.write("\n")
     else:
-        stdout.write("\n\n".join(describe(event, story) for event, story in stories) + "\n")
-    return FOUND if all(story.link is not None for _, story in stories) else NOT_FOUND
+        stdout.write("\n\n".join(describe(event, story, ctx) for event, story, ctx in stories) + "\n")
+    return FOUND if all(story.link is not None for _, story, _ in stories) else NOT_FOUND
+
+
+# --choice: what the per-meeting toggle in Upcoming Meetings stored (join, series)
+CHOICES = {"join": (True, False), "skip": (False, False), "series-join": (True, True), "series-skip": (False, True)}
+
+
+@dataclass(frozen=True)
+class JoinInputs:
+    """What the decision needs besides the event."""
+
+    rules: JoinRules = DEFAULT_RULES
+    account: str | None = None
+    personal: bool = False
+    choice: tuple[bool, bool] | None = None
+
+
+def load_rules(text: str) -> JoinRules:
+    try:
+        return parse_rules(json.loads(text))
+    except json.JSONDecodeError as error:
+        raise BadInput(f"the rules are not valid JSON ({error.msg})") from None
+    except InvalidRules as problem:
+        raise BadInput(f"the rules are not usable: {problem}") from None
+
+
+def join_decision(event: Mapping[str, Any], story: Explanation, inputs: JoinInputs) -> Decision | None:
+    """The service's decision for this event; None when it is no meeting at all (no link, cancelled,
+    all-day, a series master)."""
+    if story.link is None or event.get("isCancelled") is True or event.get("isAllDay") is True \
+            or event.get("type") == "seriesMaster":
+        return None
+    tenant = CONSUMER_TENANT_ID if inputs.personal else ""
+    facts = event_facts(event, inputs.account or "", tenant)
+    external = facts.external if inputs.account else False
+    now = datetime.now(UTC)
+    start = parse_graph_time(event.get("start")) or now  # no start given: judge it as starting now
+    choice = Override(join=inputs.choice[0], series=inputs.choice[1], set_at=now) if inputs.choice else None
+    meeting = MeetingFacts(platform=str(link_platform(story)), start=start, response=facts.response,
+                           external=external, series=facts.series_id is not None)
+    return decide(meeting, inputs.rules, choice, any_active_connection=True, agent_sent=False, now=now,
+                  grace=GRACE)
+
+
+def link_platform(story: Explanation) -> str:
+    assert story.link is not None
+    return str(getattr(story.link.platform, "value", story.link.platform))
+
+
+# The service's default grace after the start (the tool reads no app settings).
+GRACE = timedelta(seconds=int(SETTINGS["AGENT_JOIN_GRACE_SECONDS"] or 0))
 
 
 def read_input(path: str, stdin: TextIO) -> str:
@@ -93,7 +173,7 @@ def load_events(text: str) -> list[Mapping[str, Any]]:
     return events
 
 
-def describe(event: Mapping[str, Any], story: Explanation) -> str:
+def describe(event: Mapping[str, Any], story: Explanation, inputs: JoinInputs | None = None) -> str:
     subject = event.get("subject")
     title = f'Event "{subject}"' if isinstance(subject, str) and subject else "Event (no subject)"
     if isinstance(event.get("id"), str):
@@ -120,6 +200,12 @@ def describe(event: Mapping[str, Any], story: Explanation) -> str:
     lines.append("  Fields looked at, in order: " + "; ".join(story.fields))
     lines.extend(f"  Note: {note}" for note in story.notes)
     lines.extend(f"  Also: {hint}" for hint in scheduling_hints(event))
+    decision = join_decision(event, story, inputs or JoinInputs())
+    if decision is not None:
+        verdict = "JOINS" if decision.will_join else "NO AGENT"
+        lines.append(f"  Agent: {verdict} [{decision.why.value}] {decision.text}")
+        if inputs is None or not inputs.account:
+            lines.append("  (Pass --account to tell whether the organiser is outside the account's domain.)")
     return "\n".join(lines)
 
 
@@ -140,16 +226,14 @@ def scheduling_hints(event: Mapping[str, Any]) -> list[str]:
         hints.append("the event is cancelled; cancelled events get no agent")
     if event.get("isAllDay") is True:
         hints.append("the event is all-day; all-day events get no agent")
-    status = event.get("responseStatus")
-    if isinstance(status, Mapping) and status.get("response") == "declined":
-        hints.append("you declined this event; declined events get no agent")
     if event.get("type") == "seriesMaster":
         hints.append("this is a recurring series itself; agents follow its occurrences (calendarView)")
     return hints
 
 
-def as_json(event: Mapping[str, Any], story: Explanation) -> dict[str, Any]:
+def as_json(event: Mapping[str, Any], story: Explanation, inputs: JoinInputs | None = None) -> dict[str, Any]:
     link = story.link
+    decision = join_decision(event, story, inputs or JoinInputs())
     return {
         "id": event.get("id"),
         "subject": event.get("subject"),
@@ -170,6 +254,9 @@ def as_json(event: Mapping[str, Any], story: Explanation) -> dict[str, Any]:
         "fields": list(story.fields),
         "notes": list(story.notes),
         "hints": scheduling_hints(event),
+        "agent": None if decision is None else {
+            "will_join": decision.will_join, "why": decision.why.value, "why_text": decision.text,
+        },
     }
 
 

@@ -114,7 +114,39 @@ def test_other_reasons_an_event_stays_out_are_mentioned(tmp_path: Path) -> None:
     cancelled = {**TEAMS_INVITATION, "isCancelled": True, "responseStatus": {"response": "declined"}}
     _, out, _ = run([write(tmp_path, cancelled)])
     assert "Also: the event is cancelled" in out
-    assert "Also: you declined this event" in out
+    assert "Agent:" not in out  # not a meeting at all, so no decision
+
+
+# ---------------------------------------------------------------- will an agent join, and why
+STRANGER_INVITE = {**TEAMS_INVITATION, "isOrganizer": False, "responseStatus": {"response": "notResponded"},
+                   "organizer": {"emailAddress": {"name": "Mallory", "address": "mallory@fabrikam.com"}},
+                   "start": {"dateTime": "2099-01-05T15:00:00.0000000", "timeZone": "UTC"},
+                   "end": {"dateTime": "2099-01-05T15:30:00.0000000", "timeZone": "UTC"}}
+
+
+def test_it_says_whether_the_agent_joins_and_why_with_the_services_own_decision(tmp_path: Path) -> None:
+    event = write(tmp_path, STRANGER_INVITE)
+    _, out, _ = run(["--account", "alice@contoso.com", event])
+    assert "Agent: NO AGENT [external_unanswered] No agent yet: this invitation comes from outside your " \
+           "organisation" in out
+    _, out, _ = run(["--account", "alice@contoso.com", "--choice", "join", event])
+    assert "Agent: JOINS [joined_by_you]" in out
+    _, out, _ = run([event])  # without the account, nobody is external
+    assert "Agent: JOINS [rules] Your agent joins by your rules: you haven't answered this invitation." in out
+    assert "Pass --account" in out
+    declined = write(tmp_path, {**STRANGER_INVITE, "responseStatus": {"response": "declined"}}, "declined.json")
+    _, out, _ = run(["--account", "alice@contoso.com", "--json", declined])
+    [explained] = json.loads(out)["events"]
+    assert explained["agent"]["will_join"] is False and explained["agent"]["why"] == "response_excluded"
+
+
+def test_the_users_rules_can_be_given_as_the_api_returns_them(tmp_path: Path) -> None:
+    rules = {"responses": ["accepted"], "external_invites": "join", "platforms": ["zoom"]}
+    _, out, _ = run(["--rules", write(tmp_path, rules, "rules.json"), write(tmp_path, STRANGER_INVITE)])
+    assert "Agent: NO AGENT [platform_excluded] No agent: your join rules skip Microsoft Teams meetings." in out
+    code, _, err = run(["--rules", write(tmp_path, {**rules, "platforms": ["webex"]}, "bad.json"),
+                        write(tmp_path, STRANGER_INVITE)])
+    assert code == BAD_INPUT and "the rules are not usable: platforms holds 'webex'" in err
 
 
 @pytest.mark.parametrize(
