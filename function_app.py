@@ -10,17 +10,23 @@ Where things live:
   sync_calendar, deploy_agent
 - deliver_status_event (status events      shared/triggers/status_events.py → shared/adapters/platform_events.py
   to the platform, signed CloudEvents)
+- erase my data, orphaned token caches,    shared/triggers/lifecycle.py → shared/services/lifecycle.py
+  pruning (erase_user_data, reconcile_secrets, prune_data)
+- CORS preflight (PLATFORM_WEB_ORIGINS)    shared/triggers/cors.py; security headers in shared/triggers/http.py
 - meeting link recognition                 shared/meeting_links.py
 - Graph / MSAL / Tables / Queues / Key Vault / agent API: one adapter each in shared/adapters/
 """
 
 import azure.functions as func
 
-from shared.triggers import api, autojoin, background, connect, page, status_events
+from shared import redaction
+from shared.triggers import api, autojoin, background, connect, cors, lifecycle, page, status_events
 from shared.wiring import configure_telemetry
 
+redaction.install()  # no token, code or secret in any log line or exception text
 configure_telemetry()  # Application Insights, when APPLICATIONINSIGHTS_CONNECTION_STRING is set
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
-for blueprint in (connect.bp, api.bp, autojoin.bp, background.bp, page.bp, status_events.bp):
+for blueprint in (connect.bp, api.bp, autojoin.bp, background.bp, page.bp, status_events.bp, lifecycle.bp,
+                  cors.bp):
     app.register_functions(blueprint)

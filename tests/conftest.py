@@ -21,6 +21,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # Timers never fire on their own during tests; tests run them through the admin API.
         "REFRESH_SCHEDULE": "0 0 0 1 1 *",
         "SCAN_SCHEDULE": "0 0 0 1 1 *",
+        "RECONCILE_SCHEDULE": "0 0 0 1 1 *",
+        "PRUNE_SCHEDULE": "0 0 0 1 1 *",
+        # The CoAgentor web app, as the browser tests stand it in (tests/browser/conftest.py).
+        "PLATFORM_WEB_ORIGINS": "https://app.coagentor.test",
         # Status events the recorder refuses are retried after 1 s, 2 s... rather than 30 s, 60 s...
         "PLATFORM_EVENTS_RETRY_SECONDS": "1",
     }

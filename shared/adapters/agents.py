@@ -44,7 +44,8 @@ class AgentApiClient:
             headers = {"Authorization": f"Bearer {self._api_key()}", "Idempotency-Key": request.idempotency_key}
             try:
                 resp = self._session.post(self._url, json=body, headers=headers, timeout=self._timeout)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except requests.RequestException as exc:
+                # Only the class: some requests errors quote the request's header values (the key).
                 return DeployResult(ok=False, permanent=False, detail=type(exc).__name__)
             if resp.status_code in (401, 403) and attempt == 1 and self._reload_key():
                 continue  # the key was rotated in Key Vault: use the new one at once

@@ -15,6 +15,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.keyvault.secrets import SecretClient
 
 from shared.ports import StoredSecret
+from shared.redaction import register_secret
 
 log = logging.getLogger(__name__)
 
@@ -65,4 +66,5 @@ class KeyVaultSecrets:
         value = self.get(name)
         if not value:
             raise RuntimeError(f"Key Vault secret {name!r} is missing or empty")
+        register_secret(value)  # an app secret: never shown in a log line or an exception text
         return value

@@ -29,6 +29,7 @@ from shared.platform_auth import User
 from shared.ports import (
     CalendarReader,
     ClaimStore,
+    Conflict,
     ConnectionStore,
     FlowStore,
     IdentityProvider,
@@ -94,6 +95,15 @@ class AccountMismatch(Exception):
 class Claimed:
     outcome: str  # "connected" | "reconnected"
     connection: Connection
+
+
+@dataclass(frozen=True)
+class ClaimPreview:
+    email: str  # the Microsoft account that signed in
+    reconnect_id: str | None  # the connection it reconnects, if the sign-in was a reconnect
+
+
+_ATTEMPTS = 3
 
 
 class ConnectService:
@@ -181,25 +191,56 @@ class ConnectService:
         secret_name = new_secret_name()
         self._secrets.set(secret_name, result.cache)
         code = secrets.token_urlsafe(32)
-        self._claims.put(
-            PendingClaim(
-                code_hash=_hash(code),
-                user_id=pending.user_id,
-                reconnect_id=pending.reconnect_id,
-                secret_name=secret_name,
-                home_account_id=result.home_account_id,
-                tenant_id=result.tenant_id,
-                email=email,
-                access_expires_at=result.access_expires_at,
-                expires_at=self._clock.now() + CLAIM_LIFETIME,
+        try:
+            self._claims.put(
+                PendingClaim(
+                    code_hash=_hash(code),
+                    user_id=pending.user_id,
+                    reconnect_id=pending.reconnect_id,
+                    secret_name=secret_name,
+                    home_account_id=result.home_account_id,
+                    tenant_id=result.tenant_id,
+                    email=email,
+                    access_expires_at=result.access_expires_at,
+                    expires_at=self._clock.now() + CLAIM_LIFETIME,
+                )
             )
-        )
+        except Exception:
+            # No row will ever name this cache: delete it now (the reconciler would, later).
+            self._secrets.delete(secret_name)
+            raise
         log.info("sign-in redeemed, waiting for claim", extra={"user_id": pending.user_id})
         return CallbackResult(Outcome.CONFIRM, claim=code)
 
     # ------------------------------------------------------------------ leg 3
+    def preview(self, user: User, code: str) -> ClaimPreview:
+        """What claiming would connect, without using the claim, so the page can ask the person to
+        confirm "connect <Microsoft account> to <CoAgentor account>". The same rules as the claim:
+        ClaimExpired when unknown, used or stale; ClaimMismatch (and the sign-in destroyed) when this
+        user did not start it."""
+        pending = self._pending_for(user, code)
+        return ClaimPreview(email=pending.email, reconnect_id=pending.reconnect_id)
+
     def claim(self, user: User, code: str) -> Claimed:
-        pending = self._claims.take(_hash(code)) if code else None
+        """Store the connection. Safe to retry: the claim row goes last, so a failure before that
+        leaves it claimable; a new connection's id comes from the claim, so a repeated or concurrent
+        claim stores it once; the reconnected row is replaced only if unchanged since read (ETag)."""
+        pending = self._pending_for(user, code)
+        for _ in range(_ATTEMPTS):
+            try:
+                outcome, connection = self._store(user, pending)
+                break
+            except Conflict:
+                continue  # the connection changed under us (a refresh, a disconnect): read it again
+        else:
+            raise Conflict(f"connection for claim kept changing (user {user.id})")
+        self._claims.take(pending.code_hash)
+        self._jobs.enqueue_sync(SyncJob(user.id, connection.id, reason=outcome))
+        log.info("connection %s", outcome, extra={"user_id": user.id, "connection_id": connection.id})
+        return Claimed(outcome, connection)
+
+    def _pending_for(self, user: User, code: str) -> PendingClaim:
+        pending = self._claims.get(_hash(code)) if code else None
         if pending is None:
             raise ClaimExpired()
         if pending.expires_at <= self._clock.now():
@@ -210,7 +251,9 @@ class ConnectService:
             self._discard(pending)
             log.warning("claim by another user refused", extra={"user_id": user.id})
             raise ClaimMismatch()
+        return pending
 
+    def _store(self, user: User, pending: PendingClaim) -> tuple[str, Connection]:
         existing = self._connections.list_for_user(user.id)
         target: Connection | None = None
         if pending.reconnect_id is not None:
@@ -222,8 +265,12 @@ class ConnectService:
             target = next((c for c in existing if c.home_account_id == pending.home_account_id), None)
 
         now = self._clock.now()
+        new_id = _connection_id(pending)
         if target is not None:
-            updated = replace(
+            outcome = "connected" if target.id == new_id else "reconnected"
+            if target.secret_name == pending.secret_name:
+                return outcome, target  # a retry of this very claim: already stored
+            updated = self._connections.update(replace(
                 target,
                 email=pending.email,
                 status=ConnectionStatus.ACTIVE,
@@ -232,46 +279,49 @@ class ConnectService:
                 last_refreshed_at=now,
                 access_expires_at=pending.access_expires_at,
                 transient_failure_since=None,
-            )
-            self._connections.update(updated)
-            if target.secret_name != pending.secret_name:
-                self._secrets.delete(target.secret_name)
-            outcome, connection = "reconnected", updated
-        else:
-            new = Connection(
-                id=uuid.uuid4().hex,
-                user_id=user.id,
-                email=pending.email,
-                home_account_id=pending.home_account_id,
-                tenant_id=pending.tenant_id,
-                status=ConnectionStatus.ACTIVE,
-                reason_code=None,
-                secret_name=pending.secret_name,
-                connected_at=now,
-                last_refreshed_at=now,
-                access_expires_at=pending.access_expires_at,
-            )
-            try:
-                connection = self._connections.add(new, user.plan)
-            except PlanLimitExceeded:
-                self._secrets.delete(pending.secret_name)
-                raise
-            outcome = "connected"
-        self._jobs.enqueue_sync(SyncJob(user.id, connection.id, reason=outcome))
-        log.info("connection %s", outcome, extra={"user_id": user.id, "connection_id": connection.id})
-        return Claimed(outcome, connection)
+            ))
+            # The replaced cache; should this fail, the reconciler deletes it (no row names it).
+            self._secrets.delete(target.secret_name)
+            return outcome, updated
+        new = Connection(
+            id=new_id,
+            user_id=user.id,
+            email=pending.email,
+            home_account_id=pending.home_account_id,
+            tenant_id=pending.tenant_id,
+            status=ConnectionStatus.ACTIVE,
+            reason_code=None,
+            secret_name=pending.secret_name,
+            connected_at=now,
+            last_refreshed_at=now,
+            access_expires_at=pending.access_expires_at,
+        )
+        try:
+            return "connected", self._connections.add(new, user.plan)
+        except PlanLimitExceeded:
+            self._discard(pending)
+            raise
 
     def purge_expired(self) -> int:
-        """Abandoned sign-ins (flow rows) and unclaimed ones (their token cache in Key Vault too)."""
+        """Abandoned sign-ins (flow rows) and unclaimed ones: the token cache goes before the row that
+        names it, so a run that fails half-way leaves the row for the next run to finish."""
         now = self._clock.now()
         expired = self._claims.expired(now)
         for pending in expired:
-            self._claims.remove(pending.code_hash)
             self._secrets.delete(pending.secret_name)
+            self._claims.remove(pending.code_hash)
         return len(expired) + self._flows.purge_expired(now)
 
     def _discard(self, pending: PendingClaim) -> None:
-        self._secrets.delete(pending.secret_name)
+        """Use up the claim, then delete its cache (should that fail, no row names the cache any more
+        and the reconciler deletes it). Only the caller that took the row deletes the cache."""
+        if self._claims.take(pending.code_hash) is not None:
+            self._secrets.delete(pending.secret_name)
+
+
+def _connection_id(pending: PendingClaim) -> str:
+    """A new connection's id, derived from its claim (the code's hash, itself never shown)."""
+    return hashlib.sha256(f"connection:{pending.code_hash}".encode()).hexdigest()[:32]
 
 
 def _sign_in_error(error: str, description: str | None) -> CallbackResult:

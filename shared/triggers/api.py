@@ -7,8 +7,8 @@ import azure.functions as func
 from shared.adapters.identity import admin_consent_url
 from shared.connections import plan_limit
 from shared.platform_auth import User
-from shared.triggers.http import authed, error, json_response
-from shared.triggers.views import connection_view, meeting_view
+from shared.triggers.http import SECURITY_HEADERS, authed, error, json_response
+from shared.triggers.views import account_view, connection_view, meeting_view
 from shared.wiring import Container, container
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,7 @@ def list_connections(req: func.HttpRequest, c: Container, user: User) -> func.Ht
         "connections": [connection_view(x, c.clock.now(), c.settings.token_warning_after_seconds,
                            c.settings.sync_warning_after_seconds) for x in connections],
         "plan": {"name": user.plan.value, "limit": plan_limit(user.plan), "used": len(connections)},
+        "account": account_view(user),
         # For IT admins: the app id to allow, and where to grant tenant-wide consent (public values).
         "app": {
             "client_id": c.settings.outlook_client_id,
@@ -40,7 +41,20 @@ def disconnect_connection(req: func.HttpRequest, c: Container, user: User) -> fu
     connection_id = req.route_params.get("id", "")
     if not c.accounts.disconnect(user.id, connection_id):
         return error(404, "not_found", "No such Outlook connection for this user")
-    return func.HttpResponse(status_code=204, headers={"Cache-Control": "no-store"})
+    return func.HttpResponse(status_code=204, headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
+
+
+@bp.function_name("sync_connection_now")
+@bp.route(route="outlook/connections/{id}/sync", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@authed
+def sync_connection_now(req: func.HttpRequest, c: Container, user: User) -> func.HttpResponse:
+    """"Sync now": read this calendar's changes soon. Repeated calls while one is queued queue nothing more."""
+    outcome = c.sync.sync_now(user.id, req.route_params.get("id", ""))
+    if outcome == "not_found":
+        return error(404, "not_found", "No such Outlook connection for this user")
+    if outcome == "connection_error":
+        return error(409, "connection_error", "This connection is in error: reconnect it, then sync.")
+    return json_response({"queued": True}, 202)
 
 
 @bp.function_name("upcoming_meetings")

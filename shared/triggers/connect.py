@@ -17,8 +17,8 @@ from shared.services.connect import (
     Outcome,
     redirect_url,
 )
-from shared.triggers.http import authed, error, json_body, json_response
-from shared.triggers.views import connection_view, plan_limit_error
+from shared.triggers.http import SECURITY_HEADERS, authed, error, json_body, json_response
+from shared.triggers.views import account_view, connection_view, plan_limit_error
 from shared.wiring import Container, container
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,35 @@ def outlook_callback(req: func.HttpRequest) -> func.HttpResponse:
         result = CallbackResult(Outcome.FAILED, "temporary_error")
     log.info("outlook callback: %s", result.outcome.value, extra={"reason": result.reason})
     location = redirect_url(c.settings.integrations_page_url, result)
-    return func.HttpResponse(status_code=302, headers={"Location": location, "Cache-Control": "no-store",
-                                                       "Referrer-Policy": "no-referrer"})
+    return func.HttpResponse(status_code=302, headers={**SECURITY_HEADERS, "Location": location,
+                                                       "Cache-Control": "no-store"})
+
+
+@bp.function_name("outlook_claim_preview")
+@bp.route(route="outlook/claim", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@authed
+def outlook_claim_preview(req: func.HttpRequest, c: Container, user: User) -> func.HttpResponse:
+    """What a claim would connect, for the page to ask "connect <Microsoft account> to <CoAgentor
+    account>?" before it claims. The same rules as the claim (403 destroys it, 410)."""
+    code = req.params.get("claim", "")
+    if not code or len(code) > 512:
+        return error(400, "invalid_claim", "Give the claim code from the redirect: ?claim=<code>")
+    try:
+        preview = c.connect.preview(user, code)
+    except ClaimExpired:
+        return _claim_expired()
+    except ClaimMismatch:
+        return _claim_mismatch()
+    return json_response({"email": preview.email, "reconnect": preview.reconnect_id, "account": account_view(user)})
+
+
+def _claim_expired() -> func.HttpResponse:
+    return error(410, "claim_expired", "This sign-in is unknown, already used or expired. Connect again.")
+
+
+def _claim_mismatch() -> func.HttpResponse:
+    return error(403, "claim_mismatch", "This sign-in was started from another CoAgentor account, so it "
+                 "was discarded. Nothing was connected.")
 
 
 @bp.function_name("outlook_claim")
@@ -86,10 +113,9 @@ def outlook_claim(req: func.HttpRequest, c: Container, user: User) -> func.HttpR
     try:
         claimed = c.connect.claim(user, code)
     except ClaimExpired:
-        return error(410, "claim_expired", "This sign-in is unknown, already used or expired. Connect again.")
+        return _claim_expired()
     except ClaimMismatch:
-        return error(403, "claim_mismatch", "This sign-in was started from another CoAgentor account, so it "
-                     "was discarded. Nothing was connected.")
+        return _claim_mismatch()
     except AccountMismatch:
         return error(409, "account_mismatch", "You signed in with a different Microsoft account than this "
                      "connection uses. Nothing was changed: reconnect with the original account, or connect "

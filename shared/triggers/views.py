@@ -7,6 +7,7 @@ import azure.functions as func
 
 from shared.autojoin import Decision
 from shared.connections import Connection, PlanLimitExceeded
+from shared.platform_auth import User
 from shared.ports import Meeting
 from shared.scheduling import AgentState
 from shared.services.meeting_lifecycle import facts_of
@@ -16,6 +17,12 @@ from shared.triggers.http import error
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def account_view(user: User) -> dict[str, Any]:
+    """The CoAgentor account the request acts for (from the verified platform token): the page names
+    it, so a session that is not the person's own shows at once."""
+    return {"id": user.id, "email": user.email, "name": user.name}
 
 
 def connection_view(c: Connection, now: datetime, warning_after_seconds: int,
@@ -57,6 +64,8 @@ def meeting_view(m: Meeting, decision: Decision) -> dict[str, Any]:
         "will_join": decision.will_join,
         "why": decision.why.value,
         "why_text": decision.text,
+        "choice": None if decision.choice is None else {"join": decision.choice.join,
+                                                        "series": decision.choice.series},
     }
 
 

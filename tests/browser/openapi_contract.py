@@ -117,17 +117,23 @@ class Contract:
         prefix = urlsplit(self.document["servers"][0]["url"]).path.rstrip("/")
         self.prefix = prefix
         self._templates: list[tuple[re.Pattern[str], str]] = []
-        for template in sorted(self.document["paths"], key=lambda t: (t.count("{"), -len(t))):
-            pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        # Literal paths first, then fewer parameters, longer first; catch-alls (`{*rest}`) last.
+        for template in sorted(self.document["paths"], key=lambda t: ("{*" in t, t.count("{"), -len(t))):
+            pattern = re.sub(r"\\\{\\\*[^/]+?\\\}", ".+", re.escape(template))
+            pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", pattern)
             self._templates.append((re.compile(f"^{pattern}$"), template))
 
     # ---------------------------------------------------------------- lookup
-    def template_for(self, url_path: str) -> str | None:
-        """`/api/outlook/connections/abc` → `/outlook/connections/{id}`."""
+    def template_for(self, url_path: str, method: str | None = None) -> str | None:
+        """`/api/outlook/connections/abc` → `/outlook/connections/{id}`; with a method, the first
+        template that describes that method (a catch-all route serves only some methods)."""
         if not url_path.startswith(self.prefix + "/"):
             return None
         rest = url_path[len(self.prefix):]
-        return next((t for rx, t in self._templates if rx.match(rest)), None)
+        for rx, t in self._templates:
+            if rx.match(rest) and (method is None or method.lower() in self.document["paths"][t]):
+                return t
+        return None
 
     def _validator(self, *pointer: str) -> Draft202012Validator:
         return Draft202012Validator({"$ref": f"{_URI}#/{_pointer(*pointer)}"}, registry=self._registry,
@@ -149,8 +155,8 @@ class Contract:
     # ---------------------------------------------------------------- checks
     def check_request(self, method: str, url: str, body: bytes | None) -> list[str]:
         path = urlsplit(url).path
-        template = self.template_for(path)
         method = method.lower()
+        template = self.template_for(path, method)
         if template is None or method not in self.document["paths"][template]:
             return [f"{method.upper()} {path}: not described in the OpenAPI document"]
         spec = self.strict["paths"][template][method].get("requestBody")
@@ -173,7 +179,7 @@ class Contract:
                        body: bytes) -> list[str]:
         path = urlsplit(url).path
         method = method.lower()
-        template = self.template_for(path)
+        template = self.template_for(path, method)
         if template is None or method not in self.document["paths"][template]:
             return [f"{method.upper()} {path}: not described in the OpenAPI document"]
         self.seen.append(Exchange(method, template, status, self.document["paths"][template][method].get(

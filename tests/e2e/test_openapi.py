@@ -27,6 +27,7 @@ API_MD = REPO.parent / "shared" / "API.md"
 UNREACHABLE = {("get", "/health", "503"),
                # Microsoft's discovery document unreachable while a sign-in starts (tests/integration/test_identity_faults.py).
                ("post", "/outlook/connect", "503")}
+WEB_APP = "https://app.coagentor.test"  # PLATFORM_WEB_ORIGINS of the test stack (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +98,7 @@ def test_every_schema_is_valid_and_every_reference_resolves(contract):
     # Every route but the callback, health, this document and the page needs the bearer token.
     public = {(p, m) for p, item in doc["paths"].items() for m, op in item.items() if op.get("security") == []}
     assert {p for p, _ in public} == {"/outlook/callback", "/health", "/openapi.json", "/integrations",
-                                      "/integrations/assets/{name}"}
+                                      "/integrations/assets/{name}", "/{*path}"}  # the last: CORS preflight
     for path, item in doc["paths"].items():
         for method, op in item.items():
             if (path, method) not in public:
@@ -176,12 +177,39 @@ def test_real_responses_match_the_document(client, contract, stack):
     # No or bad token: 401 on every authed route.
     for method, path in [("POST", "outlook/connect"), ("POST", "outlook/claim"), ("GET", "outlook/connections"),
                          ("DELETE", "outlook/connections/x"), ("GET", "meetings/upcoming"),
-                         ("GET", "autojoin/rules"), ("PUT", "autojoin/rules"), ("PUT", "meetings/x/autojoin")]:
+                         ("GET", "autojoin/rules"), ("PUT", "autojoin/rules"), ("PUT", "meetings/x/autojoin"),
+                         ("GET", "outlook/claim?claim=x"), ("POST", "outlook/connections/x/sync"),
+                         ("DELETE", "outlook/data")]:
         assert r.call(method, path, None).status_code == 401
     assert r.call("GET", "outlook/connections", "not-a-jwt").status_code == 401
 
-    # Connect: bad bodies, unknown reconnect, success, then the claim's answers.
+    # CORS preflight: the web app's origin only (PLATFORM_WEB_ORIGINS in tests/conftest.py).
+    ask = {"Access-Control-Request-Method": "GET"}
+    assert r.call("OPTIONS", "outlook/connections", None, headers={"Origin": WEB_APP, **ask}).status_code == 204
+    assert r.call("OPTIONS", "outlook/connections", None,
+                  headers={"Origin": "https://evil.example", **ask}).status_code == 403
+
+    # Bodies too large or nested too deeply are refused before anything runs.
     json_header = {"Content-Type": "application/json"}
+    huge = '{"pad": "' + "x" * 20_000 + '"}'
+    for method, path in [("POST", "outlook/connect"), ("POST", "outlook/claim"), ("PUT", "autojoin/rules"),
+                         ("PUT", "meetings/x/autojoin")]:
+        assert r.call(method, path, me, data=huge, headers=json_header).status_code == 413
+    deep = "[" * 40 + "]" * 40
+    assert r.call("PUT", "autojoin/rules", me, data=deep, headers=json_header).json()["error"] == "invalid_body"
+
+    # The claim preview says what a claim would connect, under the claim's own rules.
+    assert r.call("GET", "outlook/claim", me).status_code == 400
+    code = r.signed_in(me, "alice@contoso.com")
+    preview = r.call("GET", "outlook/claim", me, params={"claim": code})
+    assert preview.status_code == 200
+    assert (preview.json()["email"], preview.json()["reconnect"], preview.json()["account"]["id"]) == (
+        "alice@contoso.com", None, user)
+    assert r.call("GET", "outlook/claim", client.token(f"other-{uuid.uuid4().hex[:8]}"),
+                  params={"claim": code}).status_code == 403  # and destroyed:
+    assert r.call("GET", "outlook/claim", me, params={"claim": code}).status_code == 410
+
+    # Connect: bad bodies, unknown reconnect, success, then the claim's answers.
     assert r.call("POST", "outlook/connect", me, data="[1]", headers=json_header).status_code == 400
     assert r.call("POST", "outlook/connect", me, json={"reconnect": "nope"}).status_code == 404
     code = r.signed_in(me, "alice@contoso.com")
@@ -214,6 +242,14 @@ def test_real_responses_match_the_document(client, contract, stack):
     listed = r.call("GET", "outlook/connections", pro).json()
     assert listed["connections"][0]["action"] == "reconnect"
     assert listed["app"]["client_id"]
+    erin = listed["connections"][0]["id"]
+    assert r.call("POST", f"outlook/connections/{erin}/sync", pro).json()["error"] == "connection_error"
+
+    # Sync now: queued, and asking again while it waits queues nothing more (same answer).
+    for _ in range(2):
+        queued = r.call("POST", f"outlook/connections/{alice['id']}/sync", me)
+        assert queued.status_code == 202 and queued.json() == {"queued": True}
+    assert r.call("POST", "outlook/connections/nope/sync", me).status_code == 404
 
     # Upcoming meetings with an entry in them.
     event = client.add_event("alice@contoso.com", "OpenAPI check", now_utc() + timedelta(hours=6),
@@ -249,6 +285,11 @@ def test_real_responses_match_the_document(client, contract, stack):
     assert r.call("GET", "outlook/connections", me).status_code == 200
     assert r.call("DELETE", f"outlook/connections/{alice['id']}", me).status_code == 204
     assert r.call("DELETE", f"outlook/connections/{alice['id']}", me).status_code == 404
+
+    # Erase everything: the connection list is empty right after.
+    erased = r.call("DELETE", "outlook/data", pro)
+    assert erased.status_code == 202 and erased.json()["status"] in ("erased", "erasing")
+    eventually(lambda: client.connections(pro)["connections"] == [])
 
     assert r.problems == [], "\n".join(r.problems)
     seen = {(e.method, e.path, str(e.status)) for e in contract.seen}

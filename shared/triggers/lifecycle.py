@@ -1,0 +1,50 @@
+"""The user's data, end to end: erase it on request, delete token caches nothing names, prune what
+is long past (shared/services/lifecycle.py)."""
+
+import logging
+
+import azure.functions as func
+
+from shared.adapters.queues import ERASURE_QUEUE, decode_erasure
+from shared.config import schedule
+from shared.platform_auth import User
+from shared.triggers.http import authed, json_response
+from shared.wiring import Container, container
+
+log = logging.getLogger(__name__)
+bp = func.Blueprint()
+
+
+@bp.function_name("erase_my_data")
+@bp.route(route="outlook/data", methods=["DELETE"], auth_level=func.AuthLevel.ANONYMOUS)
+@authed
+def erase_my_data(req: func.HttpRequest, c: Container, user: User) -> func.HttpResponse:
+    """Erase everything this service holds for the user: 202 once the erasure job is queued. Usually
+    done before the answer (`erased`); otherwise the job finishes it within a minute (`erasing`).
+    The platform erases a user who left the same way, with a token it issues for them."""
+    done = c.erasure.request(user.id)
+    return json_response({"status": "erased" if done is not None else "erasing"}, 202)
+
+
+@bp.function_name("erase_user_data")
+@bp.queue_trigger(arg_name="msg", queue_name=ERASURE_QUEUE, connection="AzureWebJobsStorage")
+def erase_user_data(msg: func.QueueMessage) -> None:
+    """The durable pass of an erasure (retried by the host, then `user-erasures-poison`)."""
+    user_id = decode_erasure(msg.get_body().decode("utf-8"))
+    erased = container().erasure.erase(user_id)
+    log.info("erasure job done", extra={"user_id": user_id, "rows": erased.rows, "secrets": erased.secrets})
+
+
+@bp.function_name("reconcile_secrets")
+@bp.timer_trigger(arg_name="timer", schedule=schedule("RECONCILE_SCHEDULE"), run_on_startup=False, use_monitor=True)
+def reconcile_secrets(timer: func.TimerRequest) -> None:
+    deleted = container().reconciler.run()
+    log.info("reconcile_secrets deleted %d orphaned token caches", deleted)
+
+
+@bp.function_name("prune_data")
+@bp.timer_trigger(arg_name="timer", schedule=schedule("PRUNE_SCHEDULE"), run_on_startup=False, use_monitor=True)
+def prune_data(timer: func.TimerRequest) -> None:
+    pruned = container().pruner.run()
+    log.info("prune_data: %d meetings, %d dead connections, %d orphaned sync rows", pruned.meetings,
+             pruned.dead_connections, pruned.orphaned_connections)
