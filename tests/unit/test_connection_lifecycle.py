@@ -3,8 +3,6 @@ keep failing transiently; the stored token cache is never lost (domain level, co
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 
 from shared.connections import REASONS, ConnectionStatus, FixedBy, Plan, PlanLimitExceeded, classify_token_error
