@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     tok = sub.add_parser("token", help="print a CoAgentor platform token for a dev user")
     tok.add_argument("--user", required=True)
     tok.add_argument("--plan", choices=["free", "solo", "pro", "business"], default="free")
+    tok.add_argument("--email", help="an `email` claim (the page names the CoAgentor account with it)")
     sub.add_parser("local-settings", help="write local.settings.json for `func start` against this stack")
     args = parser.parse_args(argv)
 
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.command == "token":
-        print(platform_token(_dir(), args.user, args.plan))
+        print(platform_token(_dir(), args.user, args.plan, email=args.email))
         return 0
 
     stack = Stack(devstack_dir=_dir(), ports=ports_from_env(), quiet=False)

@@ -136,11 +136,14 @@ class DevSecrets:
         return made
 
 
-def platform_token(directory: Path, user_id: str, plan: str, lifetime: timedelta = timedelta(hours=12)) -> str:
+def platform_token(directory: Path, user_id: str, plan: str, lifetime: timedelta = timedelta(hours=12),
+                   email: str | None = None) -> str:
     dev = DevSecrets.ensure(directory)
     now = datetime.now(UTC)
-    claims = {"sub": user_id, "plan": plan, "iss": PLATFORM_ISSUER, "aud": PLATFORM_AUDIENCE,
-              "iat": int(now.timestamp()), "exp": int((now + lifetime).timestamp())}
+    claims: dict[str, Any] = {"sub": user_id, "plan": plan, "iss": PLATFORM_ISSUER, "aud": PLATFORM_AUDIENCE,
+                              "iat": int(now.timestamp()), "exp": int((now + lifetime).timestamp())}
+    if email:
+        claims["email"] = email
     return jwt.encode(claims, dev.platform_private_key_pem, algorithm="RS256")
 
 

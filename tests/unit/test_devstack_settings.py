@@ -43,3 +43,15 @@ def test_status_events_go_to_the_recorder_signed_with_a_dev_whsec_secret(tmp_pat
     added = DevSecrets.ensure(tmp_path).platform_events_secret
     assert added.startswith("whsec_") and Webhook(added)
     assert DevSecrets.ensure(tmp_path).platform_events_secret == added
+
+
+def test_the_token_command_can_carry_an_email_claim(tmp_path, monkeypatch, capsys):
+    """DEVSTACK.md: `python -m devstack token --user U --plan P --email E` prints a token with `email`."""
+    import jwt
+
+    from devstack.__main__ import main
+
+    monkeypatch.setenv("DEVSTACK_DIR", str(tmp_path))
+    assert main(["token", "--user", "u-1", "--plan", "pro", "--email", "ann@example.com"]) == 0
+    claims = jwt.decode(capsys.readouterr().out.strip(), options={"verify_signature": False})
+    assert (claims["sub"], claims["plan"], claims["email"]) == ("u-1", "pro", "ann@example.com")
