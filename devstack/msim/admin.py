@@ -93,6 +93,7 @@ def _describe_account(state: SimState, account: Any) -> dict[str, Any]:
         "object_id": account.object_id,
         "graph_id": account.graph_id,
         "mail": account.mail,
+        "mailbox_host": account.mailbox_host,
         "home_account_id": f"{account.object_id}.{account.tenant_id}",
     }
 

@@ -658,6 +658,8 @@ def _consented_scope_string(raw_scope: str) -> str:
         lowered = item.lower()
         if lowered in RESERVED_SCOPES:
             name = lowered
+        elif lowered.endswith("/.default") and not lowered.startswith(GRAPH_PREFIX):
+            name = item  # a resource's .default by its app id URI or id, as requested
         elif lowered.startswith(GRAPH_PREFIX):
             name = GRAPH_PREFIX + _CANONICAL.get(lowered[len(GRAPH_PREFIX) :], item[len(GRAPH_PREFIX) :])
         else:

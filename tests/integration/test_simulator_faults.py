@@ -102,6 +102,11 @@ def test_frank_signs_in_and_reads_his_profile_but_every_calendar_request_is_mail
     token = result["access_token"]
     me = graph(sim, session, token, "/me")
     assert me.status_code == 200 and me.json()["userPrincipalName"] == FRANK
+    users = {u["upn"]: u for u in admin(sim, session, "GET", "/users").json()["value"]}
+    assert (users[FRANK]["mailbox_host"], users["alice@contoso.com"]["mailbox_host"]) == (
+        "on_premises",
+        "exchange_online",
+    )
 
     for path, params in (
         ("/me/calendarView/delta", WINDOW),
