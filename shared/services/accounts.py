@@ -10,6 +10,7 @@ from shared.clock import Clock
 from shared.connections import REASONS, Connection, FixedBy, Reason, classify_token_error, refresh_due
 from shared.ports import (
     AccessToken,
+    Conflict,
     ConnectionStore,
     EventIndex,
     IdentityProvider,
@@ -116,6 +117,10 @@ class TokenKeeper:
             self.access_token(conn, force_refresh=True)
         except ConnectionUnusable as exc:
             return {"transient": "transient", "service": "service_failure"}.get(str(exc), "failed")
+        except Conflict:
+            # The row changed since it was read (a reconnect, a disconnect, another refresh): that
+            # write stands, this one is dropped (ETag), and the next run starts from the new row.
+            return "raced"
         return "refreshed"
 
 
