@@ -35,6 +35,7 @@ bench: deps
 	$(PY) -m bench.bench_meeting_links
 	$(PY) -m bench.bench_sync
 	$(PY) -m bench.bench_punctuality
+	$(PY) -m bench.bench_cost
 
 clean:
 	rm -rf .devstack .pytest_cache .mypy_cache .ruff_cache
