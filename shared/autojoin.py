@@ -15,7 +15,7 @@ notResponded; `isOrganizer`; `organizer.emailAddress.address`; `seriesMasterId`
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -238,6 +238,7 @@ class Decision:
     will_join: bool
     why: Why
     text: str
+    choice: Override | None = None  # the user's choice the decision weighed, if any
 
     @property
     def withdraws_agent(self) -> bool:
@@ -261,14 +262,12 @@ def decide(
     not when no Active calendar holds it (connection_error) or when it started more than `grace` ago
     and no agent was sent (too_late); a meeting the user or the rules skip keeps that reason."""
     wanted = _wanted(facts, rules, override)
-    if not wanted.will_join:
-        return wanted
-    if not any_active_connection:
-        return Decision(False, Why.CONNECTION_ERROR, "No agent: the Outlook connection holding this meeting needs "
-                        "attention. Reconnect it to resume auto-join.")
-    if not agent_sent and now > facts.start + grace:
-        return Decision(False, Why.TOO_LATE, "No agent: the meeting started too long ago for the agent to join.")
-    return wanted
+    if wanted.will_join and not any_active_connection:
+        wanted = Decision(False, Why.CONNECTION_ERROR, "No agent: the Outlook connection holding this meeting needs "
+                          "attention. Reconnect it to resume auto-join.")
+    elif wanted.will_join and not agent_sent and now > facts.start + grace:
+        wanted = Decision(False, Why.TOO_LATE, "No agent: the meeting started too long ago for the agent to join.")
+    return replace(wanted, choice=override)
 
 
 def _wanted(facts: MeetingFacts, rules: JoinRules, override: Override | None) -> Decision:

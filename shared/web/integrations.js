@@ -29,7 +29,8 @@
   const ADMIN_TODO = "Ask your IT admin to allow CoAgentor's Outlook Calendar app.";
 
   const $ = (id) => document.getElementById(id);
-  const state = { connections: [], plan: null, clientId: "", adminConsentUrl: "", meetings: [], signedIn: true };
+  const state = { connections: [], plan: null, clientId: "", adminConsentUrl: "", meetings: [], signedIn: true,
+    rules: null };
   let pendingDisconnect = null;
 
   // ---- small DOM helpers (text only)
@@ -127,6 +128,7 @@
     $("plan-limit").hidden = true;
     $("meetings").replaceChildren();
     $("meetings-empty").hidden = true;
+    $("rules-section").hidden = true;
     notice("error", "You're not signed in to CoAgentor",
       ["Open Integrations from the CoAgentor app to sign in again, then come back to this page."], null, true);
   }
@@ -370,15 +372,142 @@
     li.append(what);
 
     const agent = el("div", { class: "agent" });
-    const labels = { scheduled: "Agent scheduled", deployed: "Agent deployed", failed: "Agent failed" };
-    agent.append(el("span", { class: "status " + (m.agent || "pending"), text: labels[m.agent] || "Agent not scheduled yet" }));
+    const labels = { scheduled: "Agent scheduled", deployed: "Agent deployed", failed: "Agent failed",
+      recalled: "Agent recalled" };
+    const label = labels[m.agent] || (m.will_join === false ? "No agent" : "Agent not scheduled yet");
+    agent.append(el("span", { class: "status " + (m.agent || (m.will_join === false ? "skipped" : "pending")),
+      text: label }));
     if (m.agent_at && m.agent !== "deployed" && m.agent !== "failed") {
       agent.append(el("span", { class: "muted small", text: "Joins " + formatDate(m.agent_at, TIME) }));
     } else if (m.agent === "failed") {
       agent.append(el("span", { class: "muted small", text: "The agent could not join" }));
     }
+    if (m.why_text) { agent.append(el("p", { class: "why small", text: m.why_text })); }
+    agent.append(meetingControls(m));
     li.append(agent);
     return li;
+  }
+
+  // ---- per-meeting join/skip (PUT meetings/{id}/autojoin), and going back to the rules
+  function meetingControls(m) {
+    const box = el("div", { class: "meeting-actions" });
+    const title = m.title || "this meeting";
+    const fixed = m.why === "connection_error" || m.why === "too_late" || m.agent === "deployed" ||
+      m.agent === "failed" || m.agent === "recalled";
+    if (!fixed) {
+      const join = !m.will_join;
+      box.append(choiceButton(m, { join, series: false }, join ? "Join" : "Skip",
+        (join ? "Send the agent to " : "Skip ") + title, join ? "primary" : ""));
+      if (m.series) {
+        box.append(choiceButton(m, { join, series: true }, join ? "Join series" : "Skip series",
+          (join ? "Send the agent to every meeting of the series " : "Skip every meeting of the series ") + title, ""));
+      }
+    }
+    if (m.choice) {
+      box.append(choiceButton(m, { join: null, series: !!m.choice.series }, "Use my rules",
+        "Let your rules decide for " + (m.choice.series ? "the series " : "") + title, "link"));
+    }
+    return box;
+  }
+
+  function choiceButton(m, choice, text, label, kind) {
+    const b = el("button", { type: "button", class: "button small-button " + kind, text, "aria-label": label,
+      "data-choice": (choice.join === null ? "rules" : choice.join ? "join" : "skip") + (choice.series ? "-series" : "") });
+    b.addEventListener("click", () => choose(m, choice, b));
+    return b;
+  }
+
+  async function choose(m, choice, button) {
+    button.disabled = true;
+    const res = await api("PUT", "meetings/" + encodeURIComponent(m.id) + "/autojoin", choice);
+    if (!res.ok) {
+      button.disabled = false;
+      if (res.data && res.data.error === "not_found") {
+        notice("warning", "That meeting is no longer on your calendar",
+          ["It may have been cancelled or moved. The list below is up to date."], null, true);
+        await loadMeetings();
+        return;
+      }
+      explainError(res, "choice");
+      return;
+    }
+    const updated = res.data;
+    if (choice.series) {
+      await loadMeetings(); // every occurrence of the series changed
+    } else {
+      state.meetings = state.meetings.map((x) => (x.id === updated.id ? updated : x));
+      renderMeetings();
+    }
+    $("meetings-status").textContent = (updated.title || "Meeting") + ": " + (updated.why_text || "");
+    // Keep the keyboard where it was: on the same meeting's first control.
+    const item = document.querySelector('li.meeting[data-meeting-id="' + CSS.escape(updated.id) + '"] .meeting-actions button');
+    if (item) { item.focus(); }
+  }
+
+  // ---- auto-join rules (GET/PUT autojoin/rules)
+  function renderRules() {
+    const rules = state.rules;
+    $("rules-section").hidden = !rules;
+    if (!rules) { return; }
+    const form = $("rules-form");
+    for (const box of form.querySelectorAll('input[name="responses"]')) { box.checked = rules.responses.includes(box.value); }
+    for (const box of form.querySelectorAll('input[name="platforms"]')) { box.checked = rules.platforms.includes(box.value); }
+    for (const radio of form.querySelectorAll('input[name="external_invites"]')) {
+      radio.checked = radio.value === rules.external_invites;
+    }
+  }
+
+  function rulesFromForm() {
+    const form = $("rules-form");
+    const picked = (name) => Array.from(form.querySelectorAll('input[name="' + name + '"]:checked')).map((i) => i.value);
+    const external = form.querySelector('input[name="external_invites"]:checked');
+    return { responses: picked("responses"), external_invites: external ? external.value : "skip_unanswered",
+      platforms: picked("platforms") };
+  }
+
+  async function saveRules(event) {
+    event.preventDefault();
+    const button = $("rules-save");
+    const status = $("rules-status");
+    button.disabled = true;
+    status.className = "rules-status";
+    status.textContent = "Saving…";
+    const res = await api("PUT", "autojoin/rules", rulesFromForm());
+    button.disabled = false;
+    if (res.ok) {
+      state.rules = res.data;
+      renderRules();
+      status.textContent = "Rules saved. Upcoming Meetings follow them now.";
+      await loadMeetings();
+      return;
+    }
+    status.textContent = "";
+    if (res.status === 400) {
+      status.className = "rules-status error";
+      status.textContent = "Not saved: " + ((res.data && res.data.message) || "these rules are not valid.");
+      return;
+    }
+    explainError(res, "rules");
+  }
+
+  async function loadMeetings() {
+    const meetings = await api("GET", "meetings/upcoming");
+    if (meetings.ok) {
+      state.meetings = meetings.data.meetings || [];
+      renderMeetings();
+    } else if (meetings.status === 401) {
+      signedOut();
+    }
+  }
+
+  async function loadRules() {
+    const rules = await api("GET", "autojoin/rules");
+    if (rules.ok) {
+      state.rules = rules.data;
+      renderRules();
+    } else if (rules.status === 401) {
+      signedOut();
+    }
   }
 
   function renderMeetings() {
@@ -410,13 +539,8 @@
     state.clientId = (conns.data.app && conns.data.app.client_id) || state.clientId;
     state.adminConsentUrl = (conns.data.app && conns.data.app.admin_consent_url) || state.adminConsentUrl;
     renderConnections();
-    const meetings = await api("GET", "meetings/upcoming");
-    if (meetings.ok) {
-      state.meetings = meetings.data.meetings || [];
-      renderMeetings();
-    } else if (meetings.status === 401) {
-      signedOut();
-    }
+    await loadMeetings();
+    if (state.signedIn) { await loadRules(); }
     return true;
   }
 
@@ -456,6 +580,7 @@
       try { await refreshAll(); } finally { b.disabled = false; }
     });
     $("disconnect-dialog").addEventListener("close", onDialogClose);
+    $("rules-form").addEventListener("submit", saveRules);
     // CoAgentor may hand over a fresh token to an open page (#token=...): take it, clean the address bar.
     window.addEventListener("hashchange", () => {
       const fresh = new URLSearchParams(location.hash.slice(1)).get("token");
