@@ -22,8 +22,8 @@ STRANGER = {"emailAddress": {"name": "Mallory", "address": "mallory@fabrikam.com
 
 
 def test_each_meeting_says_why_and_one_click_joins_or_skips_it_or_its_series(person: Person, client):
-    page = person.page
     person.open("pro")
+    page = person.page  # the Integrations page, however it was opened
     person.connect(ACCOUNT)
     tag = uuid.uuid4().hex[:6]
     start = now_utc().replace(minute=0) + timedelta(hours=5)
@@ -86,8 +86,8 @@ def test_each_meeting_says_why_and_one_click_joins_or_skips_it_or_its_series(per
 
 
 def test_the_rules_panel_shows_the_defaults_and_saves_a_change_that_meetings_follow_at_once(person: Person, client):
-    page = person.page
     person.open("solo")
+    page = person.page
     person.connect(ACCOUNT)
     rules = page.get_by_role("region", name="Auto-join rules")
     expect(rules).to_be_visible()
@@ -125,8 +125,8 @@ def test_the_rules_panel_shows_the_defaults_and_saves_a_change_that_meetings_fol
         person.shoot("53-rules-saved")
 
         # A later visit shows what was saved.
-        page.reload()
-        person.ready()
+        person.open()
+        rules = person.page.get_by_role("region", name="Auto-join rules")
         expect(rules.get_by_label("Microsoft Teams")).not_to_be_checked()
         expect(rules.get_by_label("Zoom")).to_be_checked()
         expect(rules.get_by_label("Join them like any other")).to_be_checked()
