@@ -77,10 +77,11 @@ class MsalIdentity:
         self._http_cache: dict[Any, Any] = {}
         self._lock = threading.Lock()
 
-    def _app(self, cache: msal.SerializableTokenCache | None = None) -> msal.ConfidentialClientApplication:
+    def _app(self, cache: msal.SerializableTokenCache | None = None,
+             secret: str | None = None) -> msal.ConfidentialClientApplication:
         return msal.ConfidentialClientApplication(
             self._client_id,
-            client_credential=self._client_secret(),
+            client_credential=secret if secret is not None else self._client_secret(),
             authority=self._authority,
             token_cache=cache,
             http_client=self._session,
@@ -101,8 +102,9 @@ class MsalIdentity:
     def redeem(self, flow: Mapping[str, Any], response: Mapping[str, str]) -> SignedIn | TokenError:
         for attempt in (1, 2):
             cache = msal.SerializableTokenCache()
+            secret = self._client_secret()
             try:
-                app = self._app(cache)
+                app = self._app(cache, secret)
                 result = app.acquire_token_by_auth_code_flow(dict(flow), dict(response))
             except (requests.RequestException, json.JSONDecodeError, msal.exceptions.MsalServiceError) as exc:
                 return _unreachable(exc)
@@ -113,7 +115,7 @@ class MsalIdentity:
                 return TokenError("invalid_response", f"Microsoft's answer failed a check ({type(exc).__name__})")
             if "access_token" not in result:
                 error = _error(result)
-                if attempt == 1 and self._secret_rotated(error):
+                if attempt == 1 and self._secret_rotated(error, secret):
                     continue
                 return error
             break
@@ -137,8 +139,9 @@ class MsalIdentity:
         for attempt in (1, 2):
             token_cache = msal.SerializableTokenCache()
             token_cache.deserialize(cache)
+            secret = self._client_secret()
             try:
-                app = self._app(token_cache)
+                app = self._app(token_cache, secret)
                 account = next((a for a in app.get_accounts() if a.get("home_account_id") == home_account_id),
                                None)
                 if account is None:
@@ -153,7 +156,7 @@ class MsalIdentity:
                 return TokenError("no_token", "No refresh token in the stored sign-in")
             if "access_token" not in result:
                 error = _error(result)
-                if attempt == 1 and self._secret_rotated(error):
+                if attempt == 1 and self._secret_rotated(error, secret):
                     continue
                 return error
             return AccessToken(
@@ -163,20 +166,21 @@ class MsalIdentity:
             )
         raise AssertionError("unreachable")
 
-    def _secret_rotated(self, error: TokenError) -> bool:
+    def _secret_rotated(self, error: TokenError, used: str) -> bool:
         """On an app-level failure (our secret expired or replaced), read the client secret from Key
-        Vault again: when the operator has already put a new one there, retry once with it."""
+        Vault again: when it differs from the one just refused (the operator put a new one there, or
+        a concurrent call already re-read it), retry once with it."""
         if classify_token_error(error.error, error.description, error.error_codes,
                                 error.suberror).fixed_by is not FixedBy.SERVICE:
             return False
-        before = self._client_secret()
         try:
-            self._client_secret.reload()
-            after = self._client_secret()
+            if hmac.compare_digest(self._client_secret().encode(), used.encode()):
+                self._client_secret.reload()
+            current = self._client_secret()
         except Exception as exc:
             log.error("reading the client secret from Key Vault failed: %s", type(exc).__name__)
             return False
-        return not hmac.compare_digest(before.encode(), after.encode())
+        return not hmac.compare_digest(current.encode(), used.encode())
 
     def _expiry(self, result: Mapping[str, Any]) -> datetime | None:
         expires_in = result.get("expires_in")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -83,7 +84,9 @@ class TokenKeeper:
         if result.cache is not None:
             self._secrets.set(conn.secret_name, result.cache)
         updated = conn
-        if force_refresh or result.cache is not None or conn.transient_failure_since is not None:
+        # Only a token Microsoft just issued proves a recovery: one served from MSAL's cache says
+        # nothing about whether the refresh token (or our own credentials) work again.
+        if force_refresh or result.cache is not None:
             updated = conn.refreshed(now, result.expires_at)
             self._connections.update(updated)
         return updated, result
@@ -135,8 +138,10 @@ class AccountsService:
         secrets_store: SecretStore,
         clock: Clock,
         health: ConnectionHealth | None = None,
+        before_release: Callable[[Connection], None] | None = None,
     ) -> None:
         self._health = health
+        self._before_release = before_release
         self._connections = connections
         self._meetings = meetings
         self._index = index
@@ -162,7 +167,10 @@ class AccountsService:
     def release(self, conn: Connection) -> None:
         """Everything a connection holds, the row that names the rest last: a failure part-way leaves
         the connection listed, and a retry (or the pruning timer) finishes the job; nothing is orphaned.
-        Its meetings let go first, so a deploy message that surfaces meanwhile finds nothing to deploy."""
+        Its meetings let go first, so a deploy message that surfaces meanwhile finds nothing to deploy.
+        What it holds outside (its Graph subscription) goes before that, while its token still works."""
+        if self._before_release is not None:
+            self._before_release(conn)
         forget_events(self._meetings, self._index, conn.user_id, conn.id, self._index.all_for(conn.id))
         self._sync_state.remove(conn.id)
         self._secrets.delete(conn.secret_name)

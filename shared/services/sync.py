@@ -58,6 +58,7 @@ MAX_TITLE_CHARS = 255
 # `start - lead` would overflow).
 _YEARS = range(1971, 9000)
 MANUAL = "manual"  # a sync job asked for with "sync now"
+NOTIFIED = "notified"  # asked for by a Graph change or lifecycle notification (shared/services/notifications.py)
 SYNC_NOW_MARK = timedelta(minutes=10)  # a "sync now" marker older than this (its job lost) no longer holds
 # Occurrences in a delta round carry only these; everything else comes from their series master.
 _SPARSE_KEYS = frozenset({"@odata.type", "@odata.etag", "id", "seriesMasterId", "type", "start", "end"})
@@ -177,7 +178,7 @@ class SyncService:
             return SyncReport(outcome="skipped")
         owner = uuid.uuid4().hex
         state = self._claim(conn, owner)
-        if state is not None and job.reason in (MANUAL, "busy"):
+        if state is not None and job.reason in (MANUAL, NOTIFIED, "busy"):
             self._state.clear_queued(conn.id)  # this run reads the latest: the next "sync now" queues again
         if state is None:
             # Another run holds this connection and reads the same calendar. A sync asked for a reason
@@ -406,7 +407,9 @@ class SyncService:
         refused token, a mailbox Graph cannot read, a delta state gone) still ends the round."""
         try:
             self._apply(run, event, generation)
-            if not full and event.get("type") == "seriesMaster":
+            # A changed master may hide deleted occurrences; a removed one (Graph sends no @removed
+            # for its occurrences) takes them all. Either way its live instances are read once.
+            if not full and (event.get("type") == "seriesMaster" or "@removed" in event):
                 run.changed_masters.add(str(event.get("id")))
         except (Throttled, LeaseLost, GraphUnauthorized, CalendarUnavailable, SyncStateGone):
             raise

@@ -1,0 +1,142 @@
+"""Auto-join never fails silently, through the running stack and the simulator's faults: the
+service's own secret expiring is nobody's Error, a mailbox Graph cannot read is an Error naming the
+admin, a revoked grant tells the user through a signed status event, a deleted occurrence gets no
+agent."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import jwt
+import pytest
+from standardwebhooks import Webhook
+
+from tests.e2e.client import Client, eventually, now_utc, teams_link
+from tests.e2e.test_connection_lifecycle import _vault, refresh
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def client(stack):
+    return Client(stack)
+
+
+def user() -> str:
+    return f"rel-{uuid.uuid4().hex[:8]}"
+
+
+def events_for(client: Client, user_id: str) -> list[dict[str, Any]]:
+    received = client.api.get(f"{client.stack.agents_url}/_events", timeout=30).json()
+    return [e for e in received if json.loads(e["raw_body"]).get("subject") == user_id]
+
+
+def test_a_mailbox_graph_cannot_read_connects_in_error_and_names_the_admin(client):
+    token = client.token(user(), "solo")
+    claimed = client.connect(token, "frank@contoso.com")
+    shown = claimed["connection"]
+    assert (shown["status"], shown["reason_code"], shown["action"]) == ("error", "calendar_unavailable",
+                                                                        "contact_admin")
+    assert "admin" in shown["reason"]
+    [listed] = client.connections(token)["connections"]
+    assert listed["status"] == "error" and listed["reason_code"] == "calendar_unavailable"
+
+
+def test_an_expired_app_secret_keeps_everyone_active_and_recovers_once_the_operator_fixes_it(client, stack):
+    owner = user()
+    token = client.token(owner, "pro")
+    conns = [client.connect(token, login)["connection"] for login in ("dave@contoso.com", "bob@outlook.com")]
+    settings = stack.app_settings()
+    client_id = settings["OUTLOOK_CLIENT_ID"]
+    vault = _vault(stack)
+    secret_name = settings.get("OUTLOOK_CLIENT_SECRET_NAME", "outlook-client-secret")
+    original = vault.get_secret(secret_name).value
+    try:
+        # The registration's secret expires (AADSTS7000222 for every token request).
+        client.sim("POST", f"/_sim/apps/{client_id}/secret", json={"expired": True}).raise_for_status()
+        for conn in conns:
+            refresh(client, token, conn["id"])
+
+        def all_warned():
+            shown = client.connections(token)["connections"]
+            return all(c["warning"] for c in shown) and shown
+
+        shown = eventually(all_warned)
+        assert {(c["status"], c["reason_code"]) for c in shown} == {("active", None)}
+        assert all("CoAgentor's side" in c["warning"] for c in shown)
+        # The operator adds a new secret in Entra and puts it in Key Vault; nobody reconnects.
+        fresh = "rotated-" + uuid.uuid4().hex
+        client.sim("POST", f"/_sim/apps/{client_id}/secret", json={"secret": fresh, "replace": True})
+        vault.set_secret(secret_name, fresh)
+        for conn in conns:
+            refresh(client, token, conn["id"])
+        shown = eventually(lambda: (s := client.connections(token)["connections"]) and
+                           all(c["warning"] is None for c in s) and s)
+        assert {(c["status"], c["reason_code"]) for c in shown} == {("active", None)}
+        assert events_for(client, owner) == []  # the service's failure is never the user's news
+    finally:
+        client.sim("POST", f"/_sim/apps/{client_id}/secret", json={"secret": original, "replace": True})
+        vault.set_secret(secret_name, original)
+
+
+def test_a_revoked_grant_turns_error_and_the_user_is_told_by_a_signed_status_event(client, stack):
+    owner = user()
+    token = client.token(owner, "solo")
+    conn = client.connect(token, "erin@northwind.com")["connection"]
+    client.sim("POST", "/_sim/users/erin@northwind.com/revoke").raise_for_status()
+    refresh(client, token, conn["id"])
+    told = eventually(lambda: events_for(client, owner))
+    [event] = told
+    body = Webhook(stack.dev.platform_events_secret).verify(event["raw_body"], event["headers"])
+    assert body["type"] == "com.coagentor.outlook.connection.error"
+    assert body["data"]["connection_id"] == conn["id"] and body["data"]["action"] == "reconnect"
+    assert body["data"]["reason_code"] == "access_revoked" and body["data"]["meetings_at_risk"] == 0
+    assert client.connections(token)["connections"][0]["status"] == "error"
+    refresh(client, token, conn["id"])  # an Error connection is not refreshed: no second event
+    assert len(events_for(client, owner)) == 1
+
+
+def test_a_deleted_occurrence_gets_no_agent_although_graph_sends_no_removed(client):
+    owner = user()
+    token = client.token(owner, "solo")
+    conn = client.connect(token, "dave@contoso.com")["connection"]
+    start = now_utc() + timedelta(days=1, hours=2)
+    series = client.add_event("dave@contoso.com", "Daily sync (rel)", start,
+                              onlineMeeting={"joinUrl": teams_link(4242)},
+                              recurrence={"pattern": {"type": "daily", "interval": 1},
+                                          "range": {"type": "numbered", "numberOfOccurrences": 3,
+                                                    "startDate": start.strftime("%Y-%m-%d")}})
+    try:
+        sync_job = json.dumps({"user_id": owner, "connection_id": conn["id"]})
+        client.run_function("sync_calendar", sync_job)
+        mine = lambda: [m for m in client.upcoming(token) if m["title"] == "Daily sync (rel)"]  # noqa: E731
+        assert len(eventually(lambda: len(mine()) == 3 and mine())) == 3
+        window = {"startDateTime": (start - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                  "endDateTime": (start + timedelta(days=4)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        occurrences = [o for o in client.sim("GET", "/_sim/users/dave@contoso.com/calendarView",
+                                             params=window).json()["value"]
+                       if o.get("seriesMasterId") == series["id"]]
+        second = sorted(occurrences, key=lambda o: o["start"]["dateTime"])[1]
+        resp = client.sim("DELETE", f"/_sim/users/dave@contoso.com/events/{second['id']}")
+        assert resp.status_code in (200, 204), resp.text
+        client.run_function("sync_calendar", sync_job)
+        left = eventually(lambda: len(mine()) == 2 and mine())
+        assert second["start"]["dateTime"][:16] not in [m["start"][:16] for m in left]
+    finally:
+        client.sim("DELETE", f"/_sim/users/dave@contoso.com/events/{series['id']}")
+
+
+def test_every_status_event_names_the_user_in_subject_and_never_a_secret(client):
+    owner = user()
+    token = client.token(owner, "solo")
+    conn = client.connect(token, "dave@contoso.com")["connection"]
+    assert client.call("DELETE", f"outlook/connections/{conn['id']}", token).status_code == 204
+    [event] = eventually(lambda: events_for(client, owner))
+    body = json.loads(event["raw_body"])
+    assert body["type"] == "com.coagentor.outlook.connection.disconnected" and body["subject"] == owner
+    text = event["raw_body"]
+    assert "refresh_token" not in text and "access_token" not in text and "eyJ" not in text
+    assert jwt.decode(token, options={"verify_signature": False})["sub"] == owner
