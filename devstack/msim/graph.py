@@ -366,6 +366,7 @@ def dispatch(state: SimState, req: Request, principal: Principal, target: Target
         return graph_error(req, 405, "BadRequest", f"The HTTP method '{req.method}' is not supported by the simulator.")
     rest = [s.lower() for s in target.rest]
     raw = target.rest
+    default_calendar = rest == ["calendar"]
     if rest and rest[0] == "calendar":
         rest, raw = rest[1:], raw[1:]
     if not target.rest:
@@ -377,6 +378,8 @@ def dispatch(state: SimState, req: Request, principal: Principal, target: Target
         return _calendar_scope(req, principal) or graph_error(
             req, unreachable, "MailboxNotEnabledForRESTAPI", MAILBOX_NOT_ENABLED
         )
+    if default_calendar:
+        return _calendar_scope(req, principal) or _default_calendar(state, req, target.account)
     delta_names = ("delta", "delta()", "microsoft.graph.delta", "microsoft.graph.delta()")
     if len(rest) == 2 and rest[0] == "calendarview" and rest[1] in delta_names:
         return _calendar_scope(req, principal) or _delta(state, req, target)
@@ -422,6 +425,33 @@ def _profile(state: SimState, req: Request, principal: Principal, account: Accou
         profile = {k: v for k, v in profile.items() if k.lower() in wanted}
         context = f"{state.base_url}/v1.0/$metadata#users({','.join(select)})/$entity"
     return json_response(200, {"@odata.context": context, **profile}, _ids(req))
+
+
+def _default_calendar(state: SimState, req: Request, account: Account) -> Response:
+    """`GET /me/calendar` (https://learn.microsoft.com/graph/api/calendar-get): the user's default
+    calendar resource; `$select` honoured. What a cheap "can Graph read this mailbox" probe reads."""
+    calendar: dict[str, Any] = {
+        "id": f"AAMkAD{account.graph_id.replace('-', '')}Calendar",
+        "name": "Calendar",
+        "color": "auto",
+        "hexColor": "",
+        "isDefaultCalendar": True,
+        "changeKey": "fJKVL07sbkmIfHqjbDnRgQAAAAACMA==",
+        "canShare": True,
+        "canViewPrivateItems": True,
+        "canEdit": True,
+        "allowedOnlineMeetingProviders": ["teamsForBusiness"],
+        "defaultOnlineMeetingProvider": "teamsForBusiness",
+        "isTallyingResponses": True,
+        "isRemovable": False,
+        "owner": {"name": account.display_name, "address": account.mail or account.upn},
+    }
+    select = _select(req)
+    context = f"{state.base_url}/v1.0/$metadata#users('{account.graph_id}')/calendar/$entity"
+    if select:
+        wanted = {s.lower() for s in select}
+        calendar = {k: v for k, v in calendar.items() if k.lower() in wanted or k == "id"}
+    return json_response(200, {"@odata.context": context, **calendar}, _ids(req))
 
 
 def _calendar_view(state: SimState, req: Request, account: Account) -> Response:
