@@ -18,7 +18,8 @@ LOCAL ONLY: the token's signature is NOT verified (any well-formed JWT with that
 accepted); there are no access policies or RBAC roles.
 
 Test helpers, unauthenticated: `GET /_kv/stats` -> {"sets", "gets", "deletes"},
-`GET /_kv/names` -> {"secrets": [...], "deleted": [...]}.
+`GET /_kv/names` -> {"secrets": [...], "deleted": [...]}, `POST /_kv/secrets/{name}/age` with
+`{"seconds": N}` -> 204 (the secret's versions become N seconds older: checks of age-based cleanup).
 Everything lives in memory and is lost when the endpoint stops.
 
 CLI: `python -m devstack.keyvault --port 9444 --devstack-dir .devstack --authority URL`.
@@ -254,6 +255,16 @@ class _Vault:
             self._live[name.lower()] = deleted.secret
             return deleted.secret, deleted.secret.latest
 
+    def age(self, name: str, seconds: int) -> None:
+        """Test helper: the secret's versions were created and updated `seconds` earlier."""
+        with self._lock:
+            secret = self._live.get(name.lower())
+            if secret is None:
+                raise _secret_not_found(name)
+            for version in secret.versions:
+                version.created -= seconds
+                version.updated -= seconds
+
     def stats_snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self.stats)
@@ -415,7 +426,7 @@ class _KeyVaultHandler(QuietHandler):
         query = {k: v[-1] for k, v in parse_qs(split.query).items()}
         try:
             if segments[:1] == ["_kv"]:
-                self._test_helpers(segments)
+                self._test_helpers(segments, body)
                 return
             problem = token_audience_error(self.headers.get("Authorization"))
             if problem is not None:
@@ -450,12 +461,18 @@ class _KeyVaultHandler(QuietHandler):
             raise KeyVaultError(400, "BadParameter", "The request body must be a JSON object.")
         return params
 
-    def _test_helpers(self, segments: list[str]) -> None:
+    def _test_helpers(self, segments: list[str], body: bytes = b"") -> None:
         vault = self.endpoint.vault
         if self.command == "GET" and segments == ["_kv", "stats"]:
             self.send_json(200, vault.stats_snapshot())
         elif self.command == "GET" and segments == ["_kv", "names"]:
             self.send_json(200, vault.names())
+        elif self.command == "POST" and len(segments) == 4 and segments[1] == "secrets" and segments[3] == "age":
+            seconds = self._json_body(body).get("seconds")
+            if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 0:
+                raise KeyVaultError(400, "BadParameter", 'Body must be {"seconds": <whole number>}.')
+            vault.age(segments[2], seconds)
+            self.send_empty(204)
         else:
             raise KeyVaultError(404, "NotFound", "Unknown test helper.")
 

@@ -25,6 +25,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "PRUNE_SCHEDULE": "0 0 0 1 1 *",
         # The CoAgentor web app, as the browser tests stand it in (tests/browser/conftest.py).
         "PLATFORM_WEB_ORIGINS": "https://app.coagentor.test",
+        # As in Azure: the page takes its token only from the web app, never from its URL.
+        "PAGE_TOKEN_FROM_URL": "false",
         # Status events the recorder refuses are retried after 1 s, 2 s... rather than 30 s, 60 s...
         "PLATFORM_EVENTS_RETRY_SECONDS": "1",
     }

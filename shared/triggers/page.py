@@ -1,9 +1,13 @@
 """The Integrations page (static HTML/CSS/JS that talks only to the JSON API) and the API's OpenAPI
 document. No build step: what is in `shared/web/` is what the browser gets."""
 
+from html import escape
 from pathlib import Path
 
 import azure.functions as func
+
+from shared.triggers.http import SECURITY_HEADERS
+from shared.wiring import container
 
 bp = func.Blueprint()
 
@@ -14,17 +18,33 @@ _TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".
 # Strict: no inline script or style, nothing fetched from anywhere but this app.
 _CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
-_HEADERS = {"Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+_HEADERS = {**SECURITY_HEADERS, "Cache-Control": "no-cache"}
+# The page learns where its platform token may come from: the web app's origins (postMessage), and
+# whether the local stack's #token= convenience is on. Both are settings, never request input.
+_ORIGINS_META = b'<meta name="coagentor-web-origins" content="">'
+_URL_TOKEN_META = b'<meta name="coagentor-token-from-url" content="false">'
 
 
 def _file(name: str) -> func.HttpResponse:
     path = (_WEB / name).resolve()
     if path.parent != _WEB or path.suffix not in _TYPES or not path.is_file():
-        return func.HttpResponse("Not found", status_code=404)
+        return func.HttpResponse("Not found", status_code=404, headers=dict(SECURITY_HEADERS))
+    body = path.read_bytes()
+    if path.name == "integrations.html":
+        body = _configured(body)
     return func.HttpResponse(
-        path.read_bytes(), status_code=200, mimetype=_TYPES[path.suffix], charset="utf-8",
+        body, status_code=200, mimetype=_TYPES[path.suffix], charset="utf-8",
         headers={"Content-Security-Policy": _CSP, **_HEADERS},
     )
+
+
+def _configured(html: bytes) -> bytes:
+    settings = container().settings
+    origins = escape(" ".join(settings.platform_web_origins), quote=True).encode()
+    html = html.replace(_ORIGINS_META, _ORIGINS_META.replace(b'content=""', b'content="' + origins + b'"'))
+    if settings.page_token_from_url:
+        html = html.replace(_URL_TOKEN_META, _URL_TOKEN_META.replace(b'"false"', b'"true"'))
+    return html
 
 
 @bp.function_name("integrations_page")

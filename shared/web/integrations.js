@@ -17,7 +17,13 @@
     history.replaceState(null, "", location.pathname + (rest ? "?" + rest : ""));
   }
   const TOKEN_KEY = "coagentor_token";
-  if (fragment.get("token")) {
+  const meta = (name) => (document.querySelector('meta[name="' + name + '"]') || {}).content || "";
+  // Where the platform token may come from. In production only from the CoAgentor web app, by
+  // postMessage (below): a token in a link would let anyone plant their own session on a visitor.
+  // The local stack alone turns on #token= for convenience (PAGE_TOKEN_FROM_URL, never set in Azure).
+  const TOKEN_FROM_URL = meta("coagentor-token-from-url") === "true";
+  const WEB_ORIGINS = meta("coagentor-web-origins").split(/\s+/).filter(Boolean);
+  if (TOKEN_FROM_URL && fragment.get("token")) {
     sessionStorage.setItem(TOKEN_KEY, fragment.get("token"));
   }
 
@@ -121,6 +127,7 @@
     state.signedIn = false;
     state.connections = [];
     state.meetings = [];
+    showAccount(null);
     $("loading").hidden = true;
     $("connections").replaceChildren();
     $("no-connections").hidden = true;
@@ -197,6 +204,74 @@
   async function claim(code) {
     notice("info", "Finishing connecting your Outlook calendar…", [], null, false);
     return api("POST", "outlook/claim", { claim: code });
+  }
+
+  // ---- the hand-over of the platform token from the CoAgentor web app, which opens this page with
+  // window.open: the page says hello (with a one-time nonce) to its opener at each configured origin
+  // only, and takes a token only from that opener, at one of those origins, echoing that nonce.
+  const NONCE = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+  let tokenWaiter = null;
+
+  function sayHello() {
+    if (!window.opener || !WEB_ORIGINS.length) { return false; }
+    for (const origin of WEB_ORIGINS) {
+      try { window.opener.postMessage({ type: "coagentor-outlook:hello", nonce: NONCE }, origin); } catch (e) { /* gone */ }
+    }
+    return true;
+  }
+
+  function onMessage(event) {
+    const d = event.data;
+    if (!WEB_ORIGINS.includes(event.origin) || event.source !== window.opener || !d || typeof d !== "object" ||
+      d.type !== "coagentor-outlook:token" || d.nonce !== NONCE || typeof d.token !== "string" || !d.token) {
+      return;
+    }
+    sessionStorage.setItem(TOKEN_KEY, d.token);
+    if (tokenWaiter) {
+      const resolve = tokenWaiter;
+      tokenWaiter = null;
+      resolve(true);
+    } else {
+      clearNotice();
+      refreshAll();  // a fresh token for an open page
+    }
+  }
+
+  function tokenHandedOver(ms) {
+    return new Promise((resolve) => {
+      tokenWaiter = resolve;
+      setTimeout(() => { if (tokenWaiter === resolve) { tokenWaiter = null; resolve(false); } }, ms);
+    });
+  }
+
+  function accountName(account) {
+    return (account && (account.email || account.name || account.id)) || "";
+  }
+
+  function showAccount(account) {
+    const name = accountName(account);
+    $("account").hidden = !name;
+    $("account-name").textContent = name;
+  }
+
+  // Before a claim: say which Microsoft account goes to which CoAgentor account, and let the person
+  // refuse (a sign-in someone else arranged never lands silently). Resolves to the claim's answer,
+  // or null when they chose not to connect.
+  async function confirmAndClaim(code) {
+    const preview = await api("GET", "outlook/claim?claim=" + encodeURIComponent(code));
+    if (!preview.ok) { return preview; }
+    showAccount(preview.data.account);
+    $("claim-verb").textContent = preview.data.reconnect ? "Reconnect" : "Connect";
+    $("claim-email").textContent = preview.data.email || "";
+    $("claim-account").textContent = accountName(preview.data.account);
+    const dialog = $("claim-dialog");
+    const choice = new Promise((resolve) => {
+      dialog.addEventListener("close", () => resolve(dialog.returnValue), { once: true });
+    });
+    dialog.returnValue = "";
+    dialog.showModal();
+    if (await choice !== "confirm") { return null; }
+    return claim(code);
   }
 
   function showReturnOutcome(ret, claimed) {
@@ -535,6 +610,7 @@
     }
     state.signedIn = true;
     state.connections = conns.data.connections || [];
+    showAccount(conns.data.account);
     state.plan = conns.data.plan || null;
     state.clientId = (conns.data.app && conns.data.app.client_id) || state.clientId;
     state.adminConsentUrl = (conns.data.app && conns.data.app.admin_consent_url) || state.adminConsentUrl;
@@ -581,26 +657,37 @@
     });
     $("disconnect-dialog").addEventListener("close", onDialogClose);
     $("rules-form").addEventListener("submit", saveRules);
-    // CoAgentor may hand over a fresh token to an open page (#token=...): take it, clean the address bar.
-    window.addEventListener("hashchange", () => {
-      const fresh = new URLSearchParams(location.hash.slice(1)).get("token");
-      if (!fresh) { return; }
-      history.replaceState(null, "", location.pathname + location.search);
-      sessionStorage.setItem(TOKEN_KEY, fresh);
-      clearNotice();
-      refreshAll();
-    });
+    window.addEventListener("message", onMessage);
+    const askedOpener = sayHello();
+    if (TOKEN_FROM_URL) {
+      // Local stack only: a fresh token for an open page can come as #token=... too.
+      window.addEventListener("hashchange", () => {
+        const fresh = new URLSearchParams(location.hash.slice(1)).get("token");
+        if (!fresh) { return; }
+        history.replaceState(null, "", location.pathname + location.search);
+        sessionStorage.setItem(TOKEN_KEY, fresh);
+        clearNotice();
+        refreshAll();
+      });
+    }
 
-    if (!sessionStorage.getItem(TOKEN_KEY)) {
+    if (!sessionStorage.getItem(TOKEN_KEY) && !(askedOpener && await tokenHandedOver(3000))) {
       signedOut();
       return;
     }
     let claimed = null;
+    let declined = false;
     if (returning && returning.outcome === "confirm" && returning.claim) {
-      claimed = await claim(returning.claim);
+      claimed = await confirmAndClaim(returning.claim);
+      declined = claimed === null;
     }
     const loaded = await refreshAll();
-    if (returning && (loaded || claimed)) { showReturnOutcome(returning, claimed); }
+    if (declined) {
+      notice("info", "Nothing was connected", ["You chose not to connect that Microsoft account. Its sign-in " +
+        "is discarded within 10 minutes."], null, true);
+    } else if (returning && (loaded || claimed)) {
+      showReturnOutcome(returning, claimed);
+    }
   }
 
   main();

@@ -6,6 +6,7 @@ and phone width) for a reviewer to look at."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -24,6 +25,24 @@ from tests.browser.openapi_contract import REPO, Contract
 from tests.e2e.client import Client
 
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+# The CoAgentor web app (PLATFORM_WEB_ORIGINS of the test stack, tests/conftest.py), stood in by a page
+# Playwright serves: it opens the Integrations page with window.open and answers its hello with the token.
+WEB_APP = "https://app.coagentor.test"
+_WEB_APP_PAGE = """<!doctype html><html><head><title>CoAgentor</title></head><body>
+<button id="open">Integrations</button>
+<script>
+  const PAGE = %(page)s, PAGE_ORIGIN = new URL(PAGE).origin;
+  let token = %(token)s, hello = null;
+  document.getElementById("open").addEventListener("click", () => window.open(PAGE, "_blank"));
+  window.addEventListener("message", (e) => {
+    if (e.origin !== PAGE_ORIGIN || !e.data || e.data.type !== "coagentor-outlook:hello") { return; }
+    hello = { source: e.source, nonce: e.data.nonce };
+    e.source.postMessage({ type: "coagentor-outlook:token", token, nonce: hello.nonce }, PAGE_ORIGIN);
+  });
+  // The web app renewing the session of an open page.
+  window.sendToken = (fresh) => { token = fresh;
+    hello.source.postMessage({ type: "coagentor-outlook:token", token, nonce: hello.nonce }, PAGE_ORIGIN); };
+</script></body></html>"""
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
@@ -67,12 +86,17 @@ class Person:
     console_errors: list[str] = field(default_factory=list)
     hosts: set[str] = field(default_factory=set)
 
+    web: Page | None = None  # the CoAgentor web app's tab, which opened the Integrations page
+
     def __post_init__(self) -> None:
+        self.watch(self.page)
+
+    def watch(self, page: Page) -> None:
         # Script errors and CSP violations (inline script or style, foreign hosts) show up here.
-        self.page.on("console", lambda m: self.console_errors.append(m.text) if m.type == "error" else None)
-        self.page.on("pageerror", lambda e: self.console_errors.append(f"uncaught: {e}"))
+        page.on("console", lambda m: self.console_errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.console_errors.append(f"uncaught: {e}"))
         # No third-party assets: the page and the sign-in only ever talk to the local stack.
-        self.page.on("request", lambda r: self.hosts.add(urlsplit(r.url).netloc))
+        page.on("request", lambda r: self.hosts.add(urlsplit(r.url).netloc))
 
     @property
     def token(self) -> str:
@@ -83,27 +107,54 @@ class Person:
         return f"{self.stack.functions_url}/api/integrations"
 
     def open(self, plan: str | None = None) -> None:
-        """Arrives from CoAgentor signed in: the token travels in the fragment."""
+        """Arrives from CoAgentor signed in, as in production: the web app opens the Integrations page
+        and hands it the token by postMessage (the URL never carries it)."""
         self.plan = plan or self.plan
-        self.page.goto(f"{self.page_url}#token={self.token}")
+        if self.web is None:
+            self.web = self.page
+        self.web.route(f"{WEB_APP}/**", lambda route: route.fulfill(
+            status=200, content_type="text/html",
+            body=_WEB_APP_PAGE % {"page": json.dumps(self.page_url), "token": json.dumps(self.token)}))
+        self.web.goto(f"{WEB_APP}/home")
+        with self.web.context.expect_page() as opened:
+            self.web.get_by_role("button", name="Integrations").click()
+        self.page = opened.value
+        self.watch(self.page)
         self.ready()
+
+    def hand_over(self, token: str) -> None:
+        """The web app gives the open page a new session token."""
+        assert self.web is not None
+        self.web.evaluate("t => window.sendToken(t)", token)
 
     def ready(self) -> None:
         expect(self.page.get_by_role("heading", name="Outlook Calendar", exact=True)).to_be_visible()
         expect(self.page.locator("#loading")).to_be_hidden()
 
     # ---- Microsoft's sign-in page (the simulator)
-    def sign_in(self, login: str, action: str = "accept") -> None:
+    def sign_in(self, login: str, action: str = "accept", confirm: bool = True) -> None:
+        """Signs in at Microsoft; back on the page, answers "connect <account> to <CoAgentor account>?"
+        when it is asked (confirm=False: "Don't connect")."""
         page = self.page
         page.wait_for_url(re.compile(re.escape(self.stack.sim_url) + r"/.*/oauth2/v2\.0/authorize"))
         page.get_by_label("Email, phone, or Skype").fill(login)
         page.get_by_role("button", name="Accept" if action == "accept" else "Cancel").click()
         page.wait_for_url(re.compile(re.escape(self.page_url) + r"($|[?#])"))
+        self.answer_confirmation(confirm)
         self.ready()
 
-    def connect(self, login: str, action: str = "accept") -> None:
+    def answer_confirmation(self, confirm: bool = True) -> None:
+        page = self.page
+        # Either the question comes up, or the page finished loading without one (no wait_for_function:
+        # the page's CSP forbids the eval it needs).
+        page.locator("#claim-dialog[open], #loading[hidden]").first.wait_for(state="attached")
+        dialog = page.locator("#claim-dialog")
+        if dialog.get_attribute("open") is not None:
+            dialog.get_by_role("button", name="Connect" if confirm else "Don't connect", exact=True).click()
+
+    def connect(self, login: str, action: str = "accept", confirm: bool = True) -> None:
         self.page.get_by_role("button", name="Connect Outlook Calendar").click()
-        self.sign_in(login, action)
+        self.sign_in(login, action, confirm)
 
     # ---- what the page shows
     def card(self, email: str) -> Locator:
@@ -227,10 +278,12 @@ def person(chromium: Browser, stack: Stack, client: Client, contract: Contract) 
     try:
         yield p
     finally:
+        context.unroute_all(behavior="ignoreErrors")  # fetches still in flight as the test ends
         context.close()
     assert p.problems == [], "exchanges that break the OpenAPI document:\n" + "\n".join(p.problems)
     assert p.exchanges > 0
     # An API answering 4xx is logged as "Failed to load resource" and is expected; anything else is not.
     ours = [e for e in p.console_errors if not e.startswith("Failed to load resource")]
     assert ours == [], "errors in the browser console:\n" + "\n".join(ours)
-    assert p.hosts <= {urlsplit(stack.functions_url).netloc, urlsplit(stack.sim_url).netloc}, p.hosts
+    assert p.hosts <= {urlsplit(stack.functions_url).netloc, urlsplit(stack.sim_url).netloc,
+                       urlsplit(WEB_APP).netloc}, p.hosts

@@ -33,8 +33,8 @@ pytestmark = pytest.mark.browser
 
 
 def test_connecting_shows_the_account_as_active_and_its_meetings_after_a_scan(person: Person, client):
-    page = person.page
     person.open("solo")
+    page = person.page
     assert "#token" not in page.url  # the token left the address bar; it lives in sessionStorage
     expect(page.get_by_role("tab", name="Calendars")).to_have_attribute("aria-selected", "true")
     expect(page.get_by_text("No Outlook calendar connected yet.")).to_be_visible()
@@ -96,8 +96,8 @@ def test_connecting_shows_the_account_as_active_and_its_meetings_after_a_scan(pe
 
 
 def test_revoked_access_shows_an_error_badge_and_reconnecting_restores_it(person: Person, client):
-    page = person.page
     person.open("pro")
+    page = person.page
     expect(page.locator("#plan-usage")).to_have_text("Unlimited on Pro")
     person.connect("erin@northwind.com")
     card = person.card("erin@northwind.com")
@@ -128,8 +128,8 @@ def test_revoked_access_shows_an_error_badge_and_reconnecting_restores_it(person
 
 
 def test_the_plan_limit_is_explained_with_an_upgrade_link(person: Person, client):
-    page = person.page
     person.open("free")
+    page = person.page
     expect(page.locator("#plan-usage")).to_have_text("0 of 1 account on Free")
 
     # The Connect button was pressed while there was room; meanwhile another account got connected.
@@ -155,8 +155,8 @@ def test_the_plan_limit_is_explained_with_an_upgrade_link(person: Person, client
 
 
 def test_disconnecting_asks_first_then_removes_the_account(person: Person):
-    page = person.page
     person.open("solo")
+    page = person.page
     person.connect("alice@contoso.com")
     card = person.card("alice@contoso.com")
     expect(card.locator(".badge")).to_have_text("Active")
@@ -187,8 +187,8 @@ def test_a_sign_in_started_from_another_coagentor_account_is_discarded(person: P
     start = client.start(attacker).json()
     lure = client.sign_in(start["authorize_url"], "erin@northwind.com")  # the callback URL, not followed
 
-    page = person.page
     person.open("solo")
+    page = person.page
     page.goto(lure)
     person.ready()
     assert "claim" not in page.url
@@ -201,8 +201,8 @@ def test_a_sign_in_started_from_another_coagentor_account_is_discarded(person: P
 
 
 def test_cancelling_the_microsoft_sign_in_is_reported(person: Person):
-    page = person.page
     person.open("free")
+    page = person.page
     person.connect("alice@contoso.com", action="cancel")
     expect(person.notice()).to_contain_text("Sign-in cancelled")
     expect(person.notice()).to_contain_text("nothing was connected")
@@ -213,8 +213,8 @@ def test_cancelling_the_microsoft_sign_in_is_reported(person: Person):
 
 
 def test_a_tenant_that_blocks_the_app_is_reported_with_what_to_ask_it(person: Person):
-    page = person.page
     person.open("solo")
+    page = person.page
     person.connect("carol@fabrikam.com")
     notice = person.notice()
     expect(notice).to_contain_text("Blocked by your organisation")
@@ -226,8 +226,8 @@ def test_a_tenant_that_blocks_the_app_is_reported_with_what_to_ask_it(person: Pe
 
 
 def test_an_expired_or_reused_sign_in_asks_to_try_again(person: Person):
-    page = person.page
     person.open("solo")
+    page = person.page
     page.goto(f"{person.page_url}?outlook=confirm&claim=never-issued")
     person.ready()
     expect(person.notice()).to_contain_text("That sign-in expired")
@@ -250,8 +250,8 @@ def test_an_expired_or_reused_sign_in_asks_to_try_again(person: Person):
 
 
 def test_the_page_works_from_the_keyboard_and_says_when_you_are_signed_out(person: Person, stack):
-    page = person.page
     person.open("business")
+    page = person.page
     expect(page.locator("#plan-usage")).to_have_text("Unlimited on Business+")
 
     page.keyboard.press("Tab")
@@ -282,9 +282,10 @@ def test_the_page_works_from_the_keyboard_and_says_when_you_are_signed_out(perso
     person.sign_in("alice@contoso.com")
     expect(person.notice()).to_contain_text("Connected alice@contoso.com")
 
-    # An expired CoAgentor session: the API answers 401 and the page says what to do.
+    # An expired CoAgentor session (the web app hands the page a stale token): the API answers 401 and
+    # the page says what to do.
     expired = platform_token(stack.devstack_dir, person.user_id, "business", lifetime=timedelta(hours=-1))
-    page.goto(f"{person.page_url}#token={expired}")
+    person.hand_over(expired)
     expect(person.notice()).to_contain_text("You're not signed in to CoAgentor")
     expect(page.get_by_role("button", name="Connect Outlook Calendar")).to_be_hidden()
     person.shoot("15-signed-out")
@@ -312,10 +313,11 @@ def test_errors_that_need_it_or_a_plan_change_say_what_to_do(person: Person, con
     }
     body = json.dumps(answer).encode()
     assert contract.check_response("GET", "/api/outlook/connections", 200, "application/json", body) == []
-    page = person.page
-    page.route("**/api/outlook/connections", lambda route: route.fulfill(
+    # On the browser context: the page opens in a window of its own (the web app's popup).
+    person.page.context.route("**/api/outlook/connections", lambda route: route.fulfill(
         status=200, body=body, headers={"Content-Type": "application/json", "Cache-Control": "no-store"}))
     person.open("free")
+    page = person.page
 
     carol = person.card("carol@fabrikam.com")
     expect(carol.locator(".badge")).to_have_text("Error")
@@ -335,3 +337,98 @@ def test_errors_that_need_it_or_a_plan_change_say_what_to_do(person: Person, con
     expect(bob.get_by_role("button", name="Reconnect")).to_have_count(0)
     expect(page.locator("#plan-limit")).to_contain_text("Your Free plan includes 1 Outlook account, and you have 3")
     person.shoot("16-errors-that-need-it-or-a-plan-change")
+
+
+# ---------------------------------------------------------------- planted sessions (issue 15)
+def test_a_link_carrying_someone_elses_token_never_links_the_visitors_calendar_to_them(
+        person: Person, client, chromium, stack, contract):
+    """Someone sends a genuine-domain link carrying their own CoAgentor token. The page does not take a
+    token from its URL, so the visitor is not signed in as them; signed in as themselves (through the web
+    app), the page names the visitor's own account and what they connect stays theirs."""
+    from tests.browser.conftest import new_person
+
+    mallory = client.token(f"mallory-{uuid.uuid4().hex[:8]}", "pro")
+    planted = f"{person.page_url}#token={mallory}"
+
+    # A visitor who follows the link: not signed in, nothing to connect with.
+    stranger, context = new_person(chromium, stack, client, contract)
+    try:
+        stranger.page.goto(planted)
+        expect(stranger.notice()).to_contain_text("You're not signed in to CoAgentor")
+        expect(stranger.page.get_by_role("button", name="Connect Outlook Calendar")).to_be_hidden()
+        expect(stranger.page.locator("#account")).to_be_hidden()
+        assert "token" not in stranger.page.url
+        stranger.shoot("16-planted-token-link")
+    finally:
+        context.unroute_all(behavior="ignoreErrors")  # fetches still in flight as the test ends
+        context.close()
+
+    # The visitor, signed in through the web app, follows the same link in that tab.
+    person.user_id = f"victim-{uuid.uuid4().hex[:8]}"
+    person.open("solo")
+    page = person.page
+    page.goto(planted)
+    person.ready()
+    expect(page.locator("#account-name")).to_have_text(person.user_id)
+    person.connect("alice@contoso.com")
+    expect(person.notice()).to_contain_text("Connected alice@contoso.com")
+    assert [c["email"] for c in client.connections(person.token)["connections"]] == ["alice@contoso.com"]
+    assert client.connections(mallory)["connections"] == []
+
+
+def test_a_token_posted_by_a_page_that_is_not_the_web_app_is_ignored(person: Person, client, chromium, stack,
+                                                                    contract):
+    """Another site opens the Integrations page and posts its own token (guessing the nonce, or
+    echoing one): the page takes tokens only from the CoAgentor web app's origin."""
+    from tests.browser.conftest import new_person
+
+    mallory = client.token(f"mallory-{uuid.uuid4().hex[:8]}", "pro")
+    evil = "https://evil.example"
+    visitor, context = new_person(chromium, stack, client, contract)
+    try:
+        web = visitor.page
+        web.route(f"{evil}/**", lambda route: route.fulfill(status=200, content_type="text/html", body=(
+            "<!doctype html><button id=o>open</button><script>"
+            f"const PAGE = {json.dumps(person.page_url)}; let heard = false;"
+            "document.getElementById('o').onclick = () => { const w = window.open(PAGE, '_blank');"
+            f" setInterval(() => w.postMessage({{type: 'coagentor-outlook:token', token: {json.dumps(mallory)},"
+            " nonce: 'guessed'}, '*'), 100); };"
+            "window.addEventListener('message', (e) => { if (e.data && e.data.nonce) { heard = true;"
+            f" e.source.postMessage({{type: 'coagentor-outlook:token', token: {json.dumps(mallory)},"
+            " nonce: e.data.nonce}, '*'); } });</script>")))
+        web.goto(f"{evil}/lure")
+        with web.context.expect_page() as opened:
+            web.get_by_role("button", name="open").click()
+        page = opened.value
+        expect(page.locator("#notice .notice")).to_contain_text("You're not signed in to CoAgentor", timeout=10_000)
+        expect(page.get_by_role("button", name="Connect Outlook Calendar")).to_be_hidden()
+        # Its hello went to the web app's origin only: the other site never even learnt the nonce.
+        assert web.evaluate("() => heard") is False
+    finally:
+        context.unroute_all(behavior="ignoreErrors")  # fetches still in flight as the test ends
+        context.close()
+    assert client.connections(mallory)["connections"] == []
+    person.open("solo")
+    expect(person.page.locator("#account-name")).to_have_text(person.user_id)
+
+
+def test_connecting_asks_which_microsoft_account_goes_to_which_coagentor_account(person: Person, client):
+    person.user_id = f"web-{uuid.uuid4().hex[:8]}"
+    person.open("solo")
+    page = person.page
+    page.get_by_role("button", name="Connect Outlook Calendar").click()
+    page.wait_for_url(re.compile(re.escape(person.stack.sim_url)))
+    page.get_by_label("Email, phone, or Skype").fill("bob@outlook.com")
+    page.get_by_role("button", name="Accept").click()
+    dialog = page.locator("#claim-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text(f"Connect the Microsoft account bob@outlook.com to the CoAgentor account "
+                                   f"{person.user_id}?")
+    expect(dialog.get_by_role("button", name="Don't connect")).to_be_focused()  # the safe choice first
+    person.shoot("17-confirm-connect")
+    dialog.get_by_role("button", name="Don't connect").click()
+    person.ready()
+    expect(person.notice()).to_contain_text("Nothing was connected")
+    assert client.connections(person.token)["connections"] == []
+    person.connect("bob@outlook.com")
+    expect(person.notice()).to_contain_text("Connected bob@outlook.com")

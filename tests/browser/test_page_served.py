@@ -58,3 +58,14 @@ def test_api_data_reaches_the_page_as_text_only():
     script = "\n".join(line for line in lines if not line.strip().startswith("//"))
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
         assert sink not in script, sink
+
+
+def test_the_page_is_told_to_take_its_token_only_from_the_web_app(stack):
+    """As in Azure (the test stack leaves PAGE_TOKEN_FROM_URL off): the page learns the web app's
+    origins from settings, and that a token in its URL is not to be taken."""
+    html = get(stack, "integrations").text
+    assert '<meta name="coagentor-web-origins" content="https://app.coagentor.test">' in html
+    assert '<meta name="coagentor-token-from-url" content="false">' in html
+    resp = get(stack, "integrations")
+    assert resp.headers["Strict-Transport-Security"].startswith("max-age=")
+    assert resp.headers["X-Frame-Options"] == "DENY"

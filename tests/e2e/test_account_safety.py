@@ -1,0 +1,155 @@
+"""Account safety and the data lifecycle through the running stack: erasing a user's data leaves no row
+and no token cache; the reconciler deletes token caches no row names; "sync now"; CORS only for the web
+app; security headers on the page, the API and the callback."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import jwt
+import pytest
+from azure.data.tables import TableServiceClient
+
+from shared.adapters.tables import TABLES
+from tests.e2e.client import Client, eventually, now_utc, teams_link
+
+pytestmark = pytest.mark.e2e
+WEB_APP = "https://app.coagentor.test"  # PLATFORM_WEB_ORIGINS of the test stack (tests/conftest.py)
+
+
+@pytest.fixture(scope="module")
+def client(stack):
+    return Client(stack)
+
+
+def new_user() -> str:
+    return f"safety-{uuid.uuid4().hex[:8]}"
+
+
+def rows_of(stack, user_id: str, connection_ids: set[str]) -> list[tuple[str, dict[str, Any]]]:
+    """Every row of every app table that belongs to the user, by any of the key conventions."""
+    tables = TableServiceClient.from_connection_string(stack.storage_connection_string())
+    found = []
+    for name in TABLES:
+        for e in tables.get_table_client(name).list_entities():
+            if e["PartitionKey"] == user_id or e.get("UserId") == user_id or e["PartitionKey"] in connection_ids:
+                found.append((name, dict(e)))
+    return found
+
+
+def vault_names(client: Client) -> dict[str, list[str]]:
+    resp = client.ms.get(f"{client.stack.key_vault_url}/_kv/names", timeout=30)
+    assert resp.status_code == 200
+    names: dict[str, list[str]] = resp.json()
+    return names
+
+
+def test_erasing_my_data_leaves_no_connection_meeting_pending_sign_in_or_token_cache(client, stack):
+    user = new_user()
+    token = client.token(user, "pro")
+    alice = client.connect(token, "alice@contoso.com")["connection"]
+    bob = client.connect(token, "bob@outlook.com")["connection"]
+    event = client.add_event("alice@contoso.com", f"Erase me {user}", now_utc() + timedelta(hours=5),
+                             onlineMeeting={"joinUrl": teams_link(951)})
+    try:
+        client.run_function("sync_calendar", json.dumps({"user_id": user, "connection_id": alice["id"]}))
+        eventually(lambda: any(m["title"] == f"Erase me {user}" for m in client.upcoming(token)))
+        client.call("PUT", "autojoin/rules", token, json={**client.call("GET", "autojoin/rules", token).json(),
+                                                          "external_invites": "join"})
+        assert client.call("POST", f"outlook/connections/{bob['id']}/sync", token).status_code == 202
+        assert client.start(token).status_code == 200  # a sign-in left pending
+        connection_ids = {alice["id"], bob["id"]}
+        before = rows_of(stack, user, connection_ids)
+        caches = {e["SecretName"] for _, e in before if e.get("SecretName")}
+        assert {t for t, _ in before} >= {"connections", "meetings", "eventindex", "syncstate", "authflows"}
+        assert len(caches) == 2 and caches <= set(vault_names(client)["secrets"])
+
+        resp = client.call("DELETE", "outlook/data", token)
+        assert resp.status_code == 202 and resp.json()["status"] == "erased"
+        assert client.connections(token)["connections"] == []
+        assert client.upcoming(token) == []
+        assert rows_of(stack, user, connection_ids) == []
+        names = vault_names(client)
+        # Deleted; the local vault has purge protection (as production), so they stay soft-deleted.
+        assert not caches & set(names["secrets"]) and caches <= set(names["deleted"])
+        # The queued second pass runs and finds nothing; asking again is harmless.
+        assert client.call("DELETE", "outlook/data", token).status_code == 202
+        eventually(lambda: rows_of(stack, user, connection_ids) == [])
+    finally:
+        client.sim("DELETE", f"/_sim/users/alice@contoso.com/events/{event['id']}")
+
+
+def test_the_reconciler_deletes_old_token_caches_no_row_names(client, stack):
+    token = client.token(new_user(), "solo")
+    conn = client.connect(token, "erin@northwind.com")["connection"]
+    kept = {e["SecretName"] for _, e in rows_of(stack, jwt.decode(token, options={"verify_signature": False})["sub"],
+                                                   {conn["id"]}) if e.get("SecretName")}
+    orphan = f"outlook-cache-{uuid.uuid4().hex}"
+    young = f"outlook-cache-{uuid.uuid4().hex}"
+    vault = _vault(stack)
+    vault.set_secret(orphan, "{}")
+    vault.set_secret(young, "{}")
+    for name in (orphan, *kept):
+        assert client.ms.post(f"{stack.key_vault_url}/_kv/secrets/{name}/age", json={"seconds": 7200},
+                              timeout=30).status_code == 204
+    client.run_function("reconcile_secrets")
+    eventually(lambda: orphan in vault_names(client)["deleted"])
+    names = vault_names(client)["secrets"]
+    assert young in names and kept <= set(names)  # too young to judge; named by a connection
+    assert client.connections(token)["connections"][0]["status"] == "active"
+
+
+def _vault(stack):
+    from azure.identity import ClientSecretCredential
+    from azure.keyvault.secrets import SecretClient
+
+    s = stack.app_settings()
+    cred = ClientSecretCredential(s["AZURE_TENANT_ID"], s["AZURE_CLIENT_ID"], s["AZURE_CLIENT_SECRET"],
+                                  authority=s["AZURE_AUTHORITY_HOST"], disable_instance_discovery=True,
+                                  connection_verify=str(stack.ca.bundle_pem))
+    return SecretClient(stack.key_vault_url, cred, verify_challenge_resource=False,
+                        connection_verify=str(stack.ca.bundle_pem))
+
+
+def test_sync_now_reads_a_new_event_without_waiting_for_the_scan(client):
+    user = new_user()
+    token = client.token(user, "solo")
+    conn = client.connect(token, "dave@contoso.com")["connection"]
+    eventually(lambda: client.connections(token)["connections"][0]["status"] == "active")
+    title = f"Sync now {user}"
+    event = client.add_event("dave@contoso.com", title, now_utc() + timedelta(hours=4),
+                             onlineMeeting={"joinUrl": teams_link(952)})
+    try:
+        assert client.call("POST", f"outlook/connections/{conn['id']}/sync", token).json() == {"queued": True}
+        eventually(lambda: any(m["title"] == title for m in client.upcoming(token)))
+    finally:
+        client.sim("DELETE", f"/_sim/users/dave@contoso.com/events/{event['id']}")
+
+
+def test_only_the_web_app_origin_may_call_the_api_across_origins(client):
+    token = client.token(new_user())
+    allowed = client.call("GET", "outlook/connections", token, headers={"Origin": WEB_APP})
+    assert allowed.headers["Access-Control-Allow-Origin"] == WEB_APP and "Origin" in allowed.headers["Vary"]
+    other = client.call("GET", "outlook/connections", token, headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+    preflight = client.call("OPTIONS", "outlook/data", None,
+                            headers={"Origin": WEB_APP, "Access-Control-Request-Method": "DELETE"})
+    assert preflight.status_code == 204 and "DELETE" in preflight.headers["Access-Control-Allow-Methods"]
+    assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+    refused = client.call("OPTIONS", "outlook/data", None,
+                          headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "DELETE"})
+    assert refused.status_code == 403 and "Access-Control-Allow-Origin" not in refused.headers
+
+
+@pytest.mark.parametrize("method, path, authed", [
+    ("GET", "outlook/connections", True), ("GET", "health", False), ("GET", "integrations", False),
+    ("GET", "outlook/callback?state=nope", False), ("DELETE", "outlook/connections/none", True)])
+def test_every_answer_carries_hsts_and_refuses_framing(client, method, path, authed):
+    resp = client.call(method, path, client.token(new_user()) if authed else None)
+    assert resp.headers["Strict-Transport-Security"].startswith("max-age=31536000")
+    assert resp.headers["X-Frame-Options"] == "DENY" or "frame-ancestors 'none'" in resp.headers.get(
+        "Content-Security-Policy", "")
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
