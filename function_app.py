@@ -13,6 +13,8 @@ Where things live:
 - erase my data, orphaned token caches,    shared/triggers/lifecycle.py → shared/services/lifecycle.py
   pruning (erase_user_data, reconcile_secrets, prune_data)
 - CORS preflight (PLATFORM_WEB_ORIGINS)    shared/triggers/cors.py; security headers in shared/triggers/http.py
+- Graph change notifications, subscription shared/triggers/notifications.py → shared/services/{notifications,
+  jobs, renew_subscriptions, recall_agent  subscriptions,recall}.py
 - meeting link recognition                 shared/meeting_links.py
 - Graph / MSAL / Tables / Queues / Key Vault / agent API: one adapter each in shared/adapters/
 """
@@ -20,7 +22,7 @@ Where things live:
 import azure.functions as func
 
 from shared import redaction
-from shared.triggers import api, autojoin, background, connect, cors, lifecycle, page, status_events
+from shared.triggers import api, autojoin, background, connect, cors, lifecycle, notifications, page, status_events
 from shared.wiring import configure_telemetry
 
 redaction.install()  # no token, code or secret in any log line or exception text
@@ -28,5 +30,5 @@ configure_telemetry()  # Application Insights, when APPLICATIONINSIGHTS_CONNECTI
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 for blueprint in (connect.bp, api.bp, autojoin.bp, background.bp, page.bp, status_events.bp, lifecycle.bp,
-                  cors.bp):
+                  cors.bp, notifications.bp):
     app.register_functions(blueprint)

@@ -1,10 +1,15 @@
 """The CoAgentor agent API as the local stack sees it: a recorder of deployments (plain HTTP).
 
 - `POST /agents` (JSON object) -> 201 with the body echoed plus an `id`; recorded with its headers.
-  A second POST whose `Idempotency-Key` was already deployed -> 409 `{"error": "already_deployed"}`.
-  With an expected API key configured, anything but `Authorization: Bearer <key>` -> 401.
-- `GET /_recorded` -> successful deployments `[{"received_at", "idempotency_key", "body", "id", "headers"}]`;
-  `GET /_recorded?all=1` -> every attempt, each with its `status` (faults, 401s, duplicates included).
+  A second POST whose `Idempotency-Key` was already deployed -> 409 `{"error": "already_deployed",
+  "id": <that agent's id>}`. With an expected API key configured, anything but
+  `Authorization: Bearer <key>` -> 401.
+- `DELETE /agents/{id}` -> 204 the first time (the deployment is marked `recalled_at`), 404 for an id
+  never deployed or already recalled; the same faults and key check as `POST /agents`.
+- `GET /_recorded` -> successful deployments `[{"received_at", "idempotency_key", "body", "id", "headers",
+  "recalled_at"}]` (`recalled_at` null until recalled); `GET /_recorded?all=1` -> every attempt, each
+  with its `status` (faults, 401s, duplicates included).
+- `GET /_recalls` -> every `DELETE /agents/{id}` attempt `[{"received_at", "id", "status"}]`.
 - `POST /_faults` `{"status": 503, "count": 2}` -> the next `count` deployments fail that way
   (optional `"latency_ms"` delays them first, `"retry_after"` adds a Retry-After header;
   `{"latency_ms": 50, "count": 1}` without a status only slows the next call down).
@@ -36,7 +41,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
@@ -63,7 +68,8 @@ class AgentRecorder:
         self.host = host
         self._lock = threading.Lock()
         self._attempts: list[dict[str, Any]] = []
-        self._deployed_keys: set[str] = set()
+        self._deployed_keys: dict[str, str] = {}  # Idempotency-Key -> agent id
+        self._recalls: list[dict[str, Any]] = []
         self._faults: list[_Fault] = []
         self._events: list[dict[str, Any]] = []
         self._event_faults: list[_Fault] = []
@@ -99,6 +105,11 @@ class AgentRecorder:
             return attempts
         return [{k: v for k, v in a.items() if k != "status"} for a in attempts if a["status"] == 201]
 
+    def recalls(self) -> list[dict[str, Any]]:
+        """Every `DELETE /agents/{id}` attempt with its status."""
+        with self._lock:
+            return [dict(r) for r in self._recalls]
+
     def events(self, *, include_all: bool = False) -> list[dict[str, Any]]:
         """Status events received: accepted ones, or with include_all every attempt and its `status`."""
         with self._lock:
@@ -117,6 +128,7 @@ class AgentRecorder:
         with self._lock:
             self._attempts.clear()
             self._deployed_keys.clear()
+            self._recalls.clear()
             self._faults.clear()
             self._events.clear()
             self._event_faults.clear()
@@ -202,18 +214,44 @@ class AgentRecorder:
         else:
             with self._lock:
                 if key is not None and key in self._deployed_keys:
-                    status, answer = 409, {"error": "already_deployed"}
+                    status, answer = 409, {"error": "already_deployed", "id": self._deployed_keys[key]}
                 else:
-                    if key is not None:
-                        self._deployed_keys.add(key)
                     status = 201
                     answer = dict(body)
                     answer["id"] = f"agt_{uuid.uuid4().hex}"
                     attempt["id"] = answer["id"]
+                    attempt["recalled_at"] = None
+                    if key is not None:
+                        self._deployed_keys[key] = answer["id"]
         attempt["status"] = status
         with self._lock:
             self._attempts.append(attempt)
         return status, answer, extra
+
+
+    def handle_recall(self, headers: dict[str, str], agent_id: str) -> tuple[int, dict[str, Any] | None]:
+        """Decide the answer to one `DELETE /agents/{id}` and record the attempt."""
+        fault = self._take_fault()
+        if fault is not None and fault.latency_ms > 0:
+            time.sleep(fault.latency_ms / 1000)
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        status: int
+        answer: dict[str, Any] | None = None
+        if fault is not None and fault.status is not None:
+            status, answer = fault.status, {"error": "injected_fault", "status": fault.status}
+        elif self.api_key is not None and _header(headers, "Authorization") != f"Bearer {self.api_key}":
+            status, answer = 401, {"error": "unauthorized"}
+        else:
+            with self._lock:
+                deployed = next((a for a in self._attempts if a.get("id") == agent_id and a["status"] == 201), None)
+                if deployed is None or deployed.get("recalled_at"):
+                    status, answer = 404, {"error": "not_found"}
+                else:
+                    deployed["recalled_at"] = now
+                    status = 204
+        with self._lock:
+            self._recalls.append({"received_at": now, "id": agent_id, "status": status})
+        return status, answer
 
 
 def _signed(secret: str, raw_body: bytes, headers: dict[str, str]) -> bool:
@@ -241,6 +279,8 @@ class _RecorderHandler(QuietHandler):
         if split.path == "/_recorded":
             everything = parse_qs(split.query).get("all", ["0"])[-1] not in ("0", "", "false")
             self.send_json(200, self.recorder.recorded(include_all=everything))
+        elif split.path == "/_recalls":
+            self.send_json(200, self.recorder.recalls())
         elif split.path == "/_events":
             everything = parse_qs(split.query).get("all", ["0"])[-1] not in ("0", "", "false")
             self.send_json(200, self.recorder.events(include_all=everything))
@@ -268,6 +308,19 @@ class _RecorderHandler(QuietHandler):
         elif path == "/_reset":
             self.recorder.reset()
             self.send_json(200, {"reset": True})
+        else:
+            self.send_json(404, {"error": "not_found"})
+
+    def do_DELETE(self) -> None:
+        path = urlsplit(self.path).path
+        self._drain()
+        parts = path.split("/")
+        if len(parts) == 3 and parts[1] == "agents" and parts[2]:
+            status, answer = self.recorder.handle_recall(dict(self.headers.items()), unquote(parts[2]))
+            if answer is None:
+                self.send_empty(status)
+            else:
+                self.send_json(status, answer)
         else:
             self.send_json(404, {"error": "not_found"})
 

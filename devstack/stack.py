@@ -197,6 +197,8 @@ class Stack:
             "OUTLOOK_CLIENT_ID": OUTLOOK_CLIENT_ID,
             "OUTLOOK_AUTHORITY": f"{self.sim_url}/common",
             "OUTLOOK_REDIRECT_URI": f"{self.functions_url}/api/outlook/callback",
+            # Graph (the simulator) POSTs change notifications here; http is accepted for loopback only.
+            "NOTIFICATION_URL": f"{self.functions_url}/api/outlook/notifications",
             "GRAPH_BASE_URL": f"{self.sim_url}/v1.0",
             "INTEGRATIONS_PAGE_URL": f"{self.functions_url}/api/integrations",
             "AGENT_API_URL": self.agents_url,

@@ -121,8 +121,11 @@ param platformEventsRetryForSeconds int = 86400
 @description('NCRONTAB (6 fields, UTC) of the token refresh timer. REFRESH_SCHEDULE.')
 param refreshSchedule string = '0 */15 * * * *'
 
-@description('NCRONTAB (6 fields, UTC) of the calendar scan timer. SCAN_SCHEDULE.')
+@description('NCRONTAB (6 fields, UTC) of the calendar scan timer, the safety net behind Graph change notifications: with notifications working it can run far less often (e.g. hourly). SCAN_SCHEDULE.')
 param scanSchedule string = '0 */5 * * * *'
+
+@description('NCRONTAB (6 fields, UTC) of the timer that renews Graph subscriptions before they expire and subscribes connections that have none. RENEW_SCHEDULE.')
+param renewSchedule string = '0 23 * * * *'
 
 @description('NCRONTAB (6 fields, UTC) of the timer that deletes token caches no connection or pending sign-in names. RECONCILE_SCHEDULE.')
 param reconcileSchedule string = '0 17 3 * * *'
@@ -202,6 +205,7 @@ var tableNames = [
   'eventindex'
   'syncstate'
   'autojoin'
+  'subscriptions'
 ]
 var queueNames = [
   'sync-jobs'
@@ -210,6 +214,8 @@ var queueNames = [
   'status-events'
   'user-erasures'
   'fanout-pages'
+  'subscription-jobs'
+  'agent-recalls'
 ]
 
 // Secrets live in Key Vault under these names; the app settings carry only the names.
@@ -222,6 +228,9 @@ var platformEventsSecretName = 'platform-events-secret'
 // Register exactly this redirect URI on the app registration (docs/deploying.md).
 var functionAppUrl = 'https://${functionAppName}.azurewebsites.net'
 var outlookRedirectUri = '${functionAppUrl}/api/outlook/callback'
+// Graph POSTs change notifications here (and lifecycle notifications to .../lifecycle): the app's
+// public HTTPS route, validated by Graph when each subscription is created (docs/deploying.md).
+var notificationUrl = '${functionAppUrl}/api/outlook/notifications'
 var integrationsPage = empty(integrationsPageUrl) ? '${functionAppUrl}/api/integrations' : integrationsPageUrl
 
 // A PEM with literal \n sequences passes through; a bare base64 body gets its BEGIN/END lines. The code
@@ -331,6 +340,7 @@ module functionApp 'modules/function-app.bicep' = {
       OUTLOOK_CLIENT_SECRET_NAME: outlookClientSecretName
       OUTLOOK_AUTHORITY: outlookAuthority
       OUTLOOK_REDIRECT_URI: outlookRedirectUri
+      NOTIFICATION_URL: notificationUrl
       GRAPH_BASE_URL: graphBaseUrl
       INTEGRATIONS_PAGE_URL: integrationsPage
       AGENT_API_URL: agentApiUrl
@@ -355,6 +365,7 @@ module functionApp 'modules/function-app.bicep' = {
       PLATFORM_EVENTS_RETRY_FOR_SECONDS: string(platformEventsRetryForSeconds)
       REFRESH_SCHEDULE: refreshSchedule
       SCAN_SCHEDULE: scanSchedule
+      RENEW_SCHEDULE: renewSchedule
       RECONCILE_SCHEDULE: reconcileSchedule
       PRUNE_SCHEDULE: pruneSchedule
       ORPHAN_CACHE_GRACE_SECONDS: string(orphanCacheGraceSeconds)
@@ -385,4 +396,5 @@ output AZURE_KEY_VAULT_URI string = keyVault.outputs.uri
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_APPLICATION_INSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output OUTLOOK_REDIRECT_URI string = outlookRedirectUri
+output NOTIFICATION_URL string = notificationUrl
 output SERVICE_API_NAME string = functionApp.outputs.name

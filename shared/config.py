@@ -58,6 +58,7 @@ class Settings:
     error_connection_retention_days: int
     platform_web_origins: tuple[str, ...]
     page_token_from_url: bool
+    notification_url: str  # where Graph sends change notifications (the lifecycle URL is it + "/lifecycle")
 
 
 # Every setting the code reads, with its default (None = required). Infra and local settings are
@@ -98,11 +99,15 @@ SETTINGS: dict[str, str | None] = {
     "ERROR_CONNECTION_RETENTION_DAYS": "90",
     "PLATFORM_WEB_ORIGINS": "",
     "PAGE_TOKEN_FROM_URL": "false",
+    # The app's public HTTPS route for Graph change notifications; empty = the origin of
+    # OUTLOOK_REDIRECT_URI + /api/outlook/notifications (the same app).
+    "NOTIFICATION_URL": "",
     # Read by the Functions host through the trigger decorators (%NAME%), not by Settings.
     "REFRESH_SCHEDULE": "0 */15 * * * *",
     "SCAN_SCHEDULE": "0 */5 * * * *",
     "RECONCILE_SCHEDULE": "0 17 3 * * *",
     "PRUNE_SCHEDULE": "0 47 3 * * *",
+    "RENEW_SCHEDULE": "0 23 * * * *",
 }
 
 
@@ -182,6 +187,23 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     return raw == "true"
 
 
+NOTIFICATION_ROUTE = "/api/outlook/notifications"
+
+
+def _notification_url(env: Mapping[str, str]) -> str:
+    """NOTIFICATION_URL, or the same app's route next to the OAuth callback. Graph requires https
+    (http only for a loopback host: the local stack's simulator)."""
+    if _get(env, "NOTIFICATION_URL"):
+        url = _url(env, "NOTIFICATION_URL")
+    else:
+        redirect = urlsplit(_url(env, "OUTLOOK_REDIRECT_URI"))
+        url = f"{redirect.scheme}://{redirect.netloc}{NOTIFICATION_ROUTE}"
+    parts = urlsplit(url)
+    if parts.query or parts.fragment:
+        raise SettingsError(f"Setting NOTIFICATION_URL must have no query or fragment, got {url!r}")
+    return url
+
+
 def schedule(name: str) -> str:
     """The `%NAME%` form the trigger decorators take, so schedules come from app settings."""
     if name not in SETTINGS:
@@ -239,4 +261,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         error_connection_retention_days=_int(env, "ERROR_CONNECTION_RETENTION_DAYS", minimum=1),
         platform_web_origins=_origins(env, "PLATFORM_WEB_ORIGINS"),
         page_token_from_url=_bool(env, "PAGE_TOKEN_FROM_URL"),
+        notification_url=_notification_url(env),
     )

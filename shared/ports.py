@@ -135,6 +135,7 @@ class Meeting:
     enqueued_for: datetime | None = None
     failure_reason: str | None = None
     lease_until: datetime | None = None  # while agent is DEPLOYING: when the deployer's claim lapses
+    agent_id: str | None = None  # the agent API's id of the deployed agent (what a recall names)
     etag: str | None = None
 
 
@@ -328,10 +329,14 @@ class DeployResult:
     ok: bool
     permanent: bool = False
     detail: str = ""
+    agent_id: str | None = None  # the agent API's `id` for the deployed agent, when it gave one
 
 
 class AgentApi(Protocol):
     def deploy(self, request: DeployRequest) -> DeployResult: ...
+    def recall(self, agent_id: str) -> RecallResult:
+        """`DELETE {AGENT_API_URL}/agents/{id}`: gone on 204 or 404 (../shared/API.md)."""
+        ...
 
 
 # ---------------------------------------------------------------- status events to the platform
@@ -428,3 +433,96 @@ class FanOutPage:
 
 class FanOutQueue(Protocol):
     def enqueue_page(self, page: FanOutPage) -> None: ...
+
+
+# ---------------------------------------------------------------- change notifications and recalls
+@dataclass(frozen=True)
+class GraphSubscription:
+    """A Graph subscription as Graph answered it (learn.microsoft.com/graph/api/resources/subscription)."""
+
+    id: str
+    expires_at: datetime
+
+
+class SubscriptionGone(Exception):
+    """Graph no longer knows the subscription (404 on PATCH or DELETE): expired or removed."""
+
+
+class SubscriptionRefused(Exception):
+    """Graph refused a subscription call (a 4xx other than 401/403/404: the notification URL failed
+    validation, a lifetime beyond the maximum...). Carries the status and Graph's code only."""
+
+    def __init__(self, status: int, code: str) -> None:
+        super().__init__(f"Graph refused the subscription call: HTTP {status} {code}")
+        self.status, self.code = status, code
+
+
+class CalendarSubscriptions(Protocol):
+    def create(self, access_token: str, *, notification_url: str, lifecycle_url: str, client_state: str,
+               expires_at: datetime) -> GraphSubscription: ...
+    def renew(self, access_token: str, subscription_id: str, expires_at: datetime) -> GraphSubscription:
+        """Raises SubscriptionGone when Graph no longer has it."""
+        ...
+    def delete(self, access_token: str, subscription_id: str) -> None:
+        """Nothing when it is already gone."""
+        ...
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A connection's Graph subscription as the service keeps it: the clientState its notifications
+    must carry lives in Key Vault under `secret_name`, never in the row."""
+
+    connection_id: str
+    user_id: str
+    subscription_id: str
+    expires_at: datetime
+    secret_name: str
+    created_at: datetime
+    etag: str | None = None
+
+
+class SubscriptionStore(Protocol):
+    """One row per connection (partitioned by connection id, carrying the user id)."""
+
+    def get(self, connection_id: str) -> Subscription | None: ...
+    def put(self, subscription: Subscription) -> Subscription:
+        """Creates when `etag` is None, else replaces only if unchanged since read; raises Conflict
+        otherwise. Returns it with its new etag."""
+        ...
+    def remove(self, subscription: Subscription) -> None:
+        """Nothing when it is already gone."""
+        ...
+    def all(self) -> Iterator[Subscription]: ...
+
+
+@dataclass(frozen=True)
+class SubscriptionJob:
+    user_id: str
+    connection_id: str
+    action: str  # "subscribe" | "renew" | "recreate" (shared.services.subscriptions)
+
+
+class SubscriptionJobs(Protocol):
+    def enqueue(self, job: SubscriptionJob, delay: timedelta = ...) -> None: ...
+
+
+@dataclass(frozen=True)
+class RecallResult:
+    gone: bool  # 204, or 404: the agent is not in the meeting any more
+    permanent: bool = False  # a refusal retrying will not change
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class RecallJob:
+    user_id: str
+    meeting_key: str
+    agent_id: str
+    end: datetime  # recalling after the meeting ended is pointless
+    reason: str = "withdrawn"  # "withdrawn" (the decision) | "removed" (the calendar let go of it)
+    attempt: int = 1
+
+
+class RecallJobs(Protocol):
+    def enqueue(self, job: RecallJob, delay: timedelta = ...) -> None: ...

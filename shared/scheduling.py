@@ -21,10 +21,11 @@ class AgentState(StrEnum):
     DEPLOYING = "deploying"  # internal: a deployer holds the claim (shown as "scheduled")
     DEPLOYED = "deployed"
     FAILED = "failed"
+    RECALLED = "recalled"  # deployed, then withdrawn before the meeting ended (shared/services/recall.py)
 
     @property
     def public(self) -> str:
-        """What the API shows: null|scheduled|deployed|failed."""
+        """What the API shows: null|scheduled|deployed|failed|recalled."""
         return AgentState.SCHEDULED.value if self is AgentState.DEPLOYING else self.value
 
 
@@ -56,6 +57,7 @@ class Verdict(StrEnum):
     WAIT = "wait"  # surfaced early (horizon hop): hide again until it is time
     ALREADY_DEPLOYED = "already_deployed"
     ALREADY_FAILED = "already_failed"
+    RECALLED = "recalled"  # sent, then recalled: never sent again by a stale message
     IN_PROGRESS = "in_progress"  # another delivery holds a fresh claim: look again when it lapses
 
 
@@ -79,6 +81,8 @@ def decide_deployment(
         return DeployDecision(Verdict.ALREADY_DEPLOYED)
     if agent is AgentState.FAILED:
         return DeployDecision(Verdict.ALREADY_FAILED)
+    if agent is AgentState.RECALLED:
+        return DeployDecision(Verdict.RECALLED)
     if agent is AgentState.DEPLOYING and lease_until is not None and lease_until > now:
         return DeployDecision(Verdict.IN_PROGRESS, lease_until - now)
     if now < intended_at - timedelta(seconds=1):

@@ -19,6 +19,7 @@ from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64Encod
 
 from shared.adapters.agents import AgentApiClient
 from shared.adapters.graph import GraphCalendar
+from shared.adapters.graph_subscriptions import GraphSubscriptions
 from shared.adapters.health import HealthCheck
 from shared.adapters.identity import MsalIdentity
 from shared.adapters.platform_events import PlatformEventsDeliverer, QueuedStatusEvents
@@ -26,13 +27,17 @@ from shared.adapters.queues import (
     DEPLOY_QUEUE,
     ERASURE_QUEUE,
     FANOUT_QUEUE,
+    RECALL_QUEUE,
     REFRESH_QUEUE,
     STATUS_EVENTS_QUEUE,
+    SUBSCRIPTION_QUEUE,
     SYNC_QUEUE,
     ErasureQueue,
     QueueDepths,
+    RecallQueue,
     StorageFanOutQueue,
     StorageQueues,
+    SubscriptionQueue,
 )
 from shared.adapters.tables import (
     TableClaimStore,
@@ -41,6 +46,7 @@ from shared.adapters.tables import (
     TableFlowStore,
     TableJoinRulesStore,
     TableMeetingStore,
+    TableSubscriptionStore,
     TableSyncStateStore,
     ensure_tables,
 )
@@ -58,6 +64,9 @@ from shared.services.deploy import DeployService
 from shared.services.fanout import FanOut
 from shared.services.lifecycle import Erasure, Pruner, SecretReconciler
 from shared.services.meeting_lifecycle import MeetingLifecycle
+from shared.services.notifications import ClientStates, NotificationService, SyncRequests
+from shared.services.recall import RecallOnRemoval, RecallService
+from shared.services.subscriptions import SubscribeOnClaim, SubscriptionService
 from shared.services.sync import SyncService
 
 
@@ -86,6 +95,10 @@ class Container:
     queue_depths: QueueDepths
     meeting_lifecycle: MeetingLifecycle
     autojoin: AutojoinService
+    # Graph change notifications (shared/services/{subscriptions,notifications}.py) and agent recalls.
+    subscriptions: SubscriptionService
+    notifications: NotificationService
+    recalls: RecallService
 
 
 def azure_credential() -> TokenCredential:
@@ -156,10 +169,29 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
     sync_state = TableSyncStateStore(tables.get_table_client("syncstate"))
     tokens = TokenKeeper(connections=connections, identity=identity, secrets_store=vault, clock=clock)
     join_rules = TableJoinRulesStore(tables.get_table_client("autojoin"))
-    # Recall of a deployed agent the user skips plugs in here once the agent adapter can recall.
+    # A deployed agent is recalled when the decision withdraws it (the lifecycle's seam) or the calendar
+    # lets go of its meeting (the sync writes meetings through RecallOnRemoval).
+    recalls = RecallService(meetings=meetings, agents=agents, jobs=RecallQueue(queue(RECALL_QUEUE)), clock=clock,
+                            retry_base_seconds=settings.deploy_retry_seconds)
     lifecycle = MeetingLifecycle(meetings=meetings, connections=connections, rules=join_rules, jobs=jobs, clock=clock,
-                                 grace_seconds=settings.agent_join_grace_seconds)
-    accounts = AccountsService(connections=connections, meetings=meetings, index=index, sync_state=sync_state,
+                                 grace_seconds=settings.agent_join_grace_seconds, recall=recalls.request)
+    # Graph change notifications: one subscription per Active connection; a notification queues a sync.
+    subscription_jobs = SubscriptionQueue(queue(SUBSCRIPTION_QUEUE))
+    subscription_store = TableSubscriptionStore(tables.get_table_client("subscriptions"))
+    sync_requests = SyncRequests(sync_state=sync_state, jobs=jobs, clock=clock)
+    subscriptions = SubscriptionService(
+        connections=connections, subscriptions=subscription_store,
+        graph=GraphSubscriptions(base_url=settings.graph_base_url, session=session,
+                                 timeout=settings.http_timeout_seconds),
+        tokens=tokens, secrets_store=vault, jobs=subscription_jobs, clock=clock,
+        notification_url=settings.notification_url, request_sync=sync_requests.request,
+        rate_per_second=settings.token_refresh_rate_per_second,
+    )
+    notifications = NotificationService(subscriptions=subscription_store, client_states=ClientStates(vault),
+                                        syncs=sync_requests, jobs=subscription_jobs,
+                                        on_accepted=telemetry.notification_received)
+    accounts = AccountsService(before_release=subscriptions.release,
+                               connections=connections, meetings=meetings, index=index, sync_state=sync_state,
                                secrets_store=vault, clock=clock)
     claims = TableClaimStore(tables.get_table_client("pendingclaims"))
     user_rows = TableUserRows(tables)
@@ -177,10 +209,12 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
         connect=ConnectService(
             flows=TableFlowStore(tables.get_table_client("authflows")),
             claims=claims,
-            connections=connections, identity=identity, calendar=graph, secrets_store=vault, jobs=jobs, clock=clock,
+            connections=connections, identity=identity, calendar=graph, secrets_store=vault, clock=clock,
+            jobs=SubscribeOnClaim(jobs, subscription_jobs),  # a connect or reconnect also subscribes
         ),
         accounts=accounts,
-        erasure=Erasure(rows=user_rows, secrets_store=vault, jobs=ErasureQueue(queue(ERASURE_QUEUE))),
+        erasure=Erasure(rows=user_rows, secrets_store=vault, jobs=ErasureQueue(queue(ERASURE_QUEUE)),
+                        before_erase=subscriptions.forget_user),
         reconciler=SecretReconciler(secrets_store=vault, connections=connections, claims=claims, clock=clock,
                                     grace=timedelta(seconds=settings.orphan_cache_grace_seconds)),
         pruner=Pruner(meetings=meetings, connections=connections, accounts=accounts, rows=user_rows, index=index,
@@ -189,7 +223,8 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
                       error_retention=timedelta(days=settings.error_connection_retention_days)),
         tokens=tokens,
         sync=SyncService(
-            connections=connections, tokens=tokens, calendar=graph, meetings=meetings, index=index,
+            connections=connections, tokens=tokens, calendar=graph, meetings=RecallOnRemoval(meetings, recalls),
+            index=index,
             sync_state=sync_state, jobs=jobs, clock=clock, window_days=settings.sync_window_days,
             full_resync_seconds=settings.full_resync_seconds, lead_seconds=settings.agent_join_lead_seconds,
             lifecycle=lifecycle,
@@ -204,6 +239,9 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
         status_event_delivery=status_event_delivery,
         meeting_lifecycle=lifecycle,
         autojoin=AutojoinService(store=join_rules, meetings=meetings, lifecycle=lifecycle, clock=clock),
+        subscriptions=subscriptions,
+        notifications=notifications,
+        recalls=recalls,
         telemetry=telemetry,
         fanout=FanOut(connections=connections, pages=StorageFanOutQueue(queue(FANOUT_QUEUE)), jobs=jobs, clock=clock,
                       refresh_ahead_seconds=settings.token_refresh_ahead_seconds,

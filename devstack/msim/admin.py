@@ -20,6 +20,11 @@ Errors are `{"error": {"code", "message"}}`. See DEVSTACK.md for the contract; a
   `login_hint_claim`; `POST /_sim/faults` also takes `body` ("json" | "html" | "empty").
 
 `POST /_sim/reset` also puts back every account's settings and every app's registered secret.
+
+Change notifications (devstack/msim/subscriptions.py): every event change below is notified to the
+mailbox's subscriptions; `GET /_sim/subscriptions`, `POST /_sim/subscriptions/{id}/lifecycle` with
+`{"lifecycleEvent": "missed"|"reauthorizationRequired"|"subscriptionRemoved"}`, and
+`GET /_sim/notifications` (every delivery attempt, newest last).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from devstack.msim.calendar import UTC, EventError, parse_window_bound
 from devstack.msim.directory import AppRegistration
 from devstack.msim.graph import Preferences, render_event
 from devstack.msim.state import ClientSecret, Fault, SimState
+from devstack.msim.subscriptions import lifecycle_admin
 from devstack.msim.web import Request, Response, json_response
 
 FAULT_BODIES = ("json", "html", "empty")
@@ -81,6 +87,13 @@ def handle(state: SimState, req: Request) -> Response:
             return _app(state, method, client_id, body)
         case ["apps", client_id, "secret"] if method == "POST":
             return _app_secret(state, client_id, body)
+        case ["subscriptions"] if method == "GET":
+            live = state.notifier.live(dt.datetime.now(dt.UTC))
+            return json_response(200, [s.admin_view() for s in live])
+        case ["subscriptions", sid, "lifecycle"] if method == "POST":
+            return lifecycle_admin(state, sid, body)
+        case ["notifications"] if method == "GET":
+            return json_response(200, state.notifier.deliveries())
     return _error(404, "NotFound", f"No admin route {method} {req.path}.")
 
 
@@ -133,6 +146,8 @@ def _user(state: SimState, req: Request, upn: str, rest: list[str], body: Any) -
                     for done in created:
                         mailbox.events.pop(done["id"], None)
                     return _error(400, "ErrorInvalidRequest", str(exc))
+                for done in created:
+                    state.notifier.changed(account, done["id"], "created", str(done.get("changeKey", "")))
                 return json_response(201, created if isinstance(body, list) else created[0])
             case ["events", event_id] if method == "PATCH":
                 if not isinstance(body, dict):
@@ -143,10 +158,12 @@ def _user(state: SimState, req: Request, upn: str, rest: list[str], body: Any) -
                     return _error(400, "ErrorInvalidRequest", str(exc))
                 if updated is None:
                     return _error(404, "ErrorItemNotFound", f"No event '{event_id}' in {account.upn}'s calendar.")
+                state.notifier.changed(account, event_id, "updated", str(updated.get("changeKey", "")))
                 return json_response(200, updated)
             case ["events", event_id] if method == "DELETE":
                 if not mailbox.delete(event_id, state.next_seq()):
                     return _error(404, "ErrorItemNotFound", f"No event '{event_id}' in {account.upn}'s calendar.")
+                state.notifier.changed(account, event_id, "deleted")
                 return Response(204)
             case ["revoke"] if method == "POST":
                 state.revoked_at_seq[account.upn.lower()] = state.next_seq()

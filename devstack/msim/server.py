@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from urllib.parse import unquote, urlsplit
 
 from devstack._httpserver import BackgroundServer, BodyTooLarge, LocalHTTPServer, QuietHandler
-from devstack.msim import admin, graph, identity
+from devstack.msim import admin, graph, identity, subscriptions
 from devstack.msim.directory import AppRegistration
 from devstack.msim.state import MAILBOX_CONCURRENCY_LIMIT, Config, SimState
 from devstack.msim.web import Request, Response, json_response
@@ -133,6 +133,12 @@ class MicrosoftSimulator:
         principal = graph.authenticate(state, req)
         if isinstance(principal, Response):
             return principal
+        if req.path.split("/")[2:3] == ["subscriptions"]:
+            if latency_ms:
+                time.sleep(latency_ms / 1000)
+            if fault is not None:
+                return graph.fault_response(req, fault)
+            return subscriptions.handle(state, req, principal)
         target = graph.resolve_target(state, req, principal)
         if isinstance(target, Response):
             return target

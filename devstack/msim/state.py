@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, unquote_plus
 
 from devstack.msim.calendar import Mailbox
 from devstack.msim.directory import Account, AppRegistration, Directory
+from devstack.msim.subscriptions import Notifier
 from devstack.msim.tokens import SigningKey
 
 MAILBOX_CONCURRENCY_LIMIT = 4  # Outlook: 4 concurrent requests per app per mailbox
@@ -251,6 +252,7 @@ class SimState:
     request_count: int = 0
     in_flight: dict[tuple[str, str], int] = field(default_factory=dict)
     max_concurrency: dict[str, int] = field(default_factory=dict)
+    notifier: Notifier = field(default_factory=Notifier)  # Graph subscriptions and their notifications
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _fault_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -277,6 +279,7 @@ class SimState:
             self.requests.clear()
             self.request_count = 0
             self.max_concurrency.clear()
+            self.notifier.reset()
 
     def mailbox(self, account: Account) -> Mailbox:
         return self.mailboxes[account.upn.lower()]

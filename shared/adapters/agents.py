@@ -1,13 +1,18 @@
-"""The CoAgentor agent API: deploy one agent for one meeting, idempotently."""
+"""The CoAgentor agent API: deploy one agent for one meeting, idempotently; recall a deployed one.
+
+`POST {AGENT_API_URL}/agents` answers 2xx with `{"id": "<agent id>"}` (409: already deployed for
+that Idempotency-Key, also success; its body may carry the `id` too); `DELETE {AGENT_API_URL}/agents/{id}`
+answers 204, or 404 when the agent is already gone (../shared/API.md, "The agent API")."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from urllib.parse import quote
 
 import requests
 
-from shared.ports import DeployRequest, DeployResult
+from shared.ports import DeployRequest, DeployResult, RecallResult
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +56,7 @@ class AgentApiClient:
                 continue  # the key was rotated in Key Vault: use the new one at once
             break
         if 200 <= resp.status_code < 300 or resp.status_code == 409:
-            return DeployResult(ok=True, detail=str(resp.status_code))
+            return DeployResult(ok=True, detail=str(resp.status_code), agent_id=_agent_id(resp))
         if resp.status_code in (401, 403):
             # Our own key refused even after re-reading it: the service's failure, not this meeting's.
             # Retried until the meeting's grace ends; operators are alerted.
@@ -60,3 +65,36 @@ class AgentApiClient:
             return DeployResult(ok=False, permanent=False, detail=f"HTTP {resp.status_code}")
         permanent = 400 <= resp.status_code < 500 and resp.status_code not in (408, 429)
         return DeployResult(ok=False, permanent=permanent, detail=f"HTTP {resp.status_code}")
+
+    def recall(self, agent_id: str) -> RecallResult:
+        """Take a deployed agent out of its meeting. 204 or 404 -> gone; 401/403 -> the key is read
+        again from Key Vault and the call repeated once, then a service failure (retried); other 4xx
+        -> permanent; 5xx, 429, timeouts -> retry."""
+        url = f"{self._url}/{quote(agent_id, safe='')}"
+        for attempt in (1, 2):
+            headers = {"Authorization": f"Bearer {self._api_key()}"}
+            try:
+                resp = self._session.delete(url, headers=headers, timeout=self._timeout)
+            except requests.RequestException as exc:
+                return RecallResult(gone=False, detail=type(exc).__name__)
+            if resp.status_code in (401, 403) and attempt == 1 and self._reload_key():
+                continue
+            break
+        if resp.status_code in (200, 202, 204, 404):
+            return RecallResult(gone=True, detail=str(resp.status_code))
+        if resp.status_code in (401, 403):
+            log.error("app_identity_failure: the agent API refused the service's key (HTTP %d)", resp.status_code,
+                      extra={"event": "app_identity_failure"})
+            return RecallResult(gone=False, detail=f"HTTP {resp.status_code}")
+        permanent = 400 <= resp.status_code < 500 and resp.status_code not in (408, 409, 429)
+        return RecallResult(gone=False, permanent=permanent, detail=f"HTTP {resp.status_code}")
+
+
+def _agent_id(resp: requests.Response) -> str | None:
+    """The `id` of the deployed agent from the answer's JSON body, if it has one (at most 200 chars)."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    value = body.get("id") if isinstance(body, dict) else None
+    return value[:200] if isinstance(value, str) and value else None

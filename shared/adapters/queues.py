@@ -12,7 +12,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueServiceClient
 
 from shared.adapters.telemetry import trace_carrier
-from shared.ports import DeployJob, FanOutPage, RefreshJob, SyncJob
+from shared.ports import DeployJob, FanOutPage, RecallJob, RefreshJob, SubscriptionJob, SyncJob
 
 DEPLOY_QUEUE = "agent-deployments"
 SYNC_QUEUE = "sync-jobs"
@@ -20,7 +20,10 @@ REFRESH_QUEUE = "token-refresh"
 STATUS_EVENTS_QUEUE = "status-events"  # the status events outbox (shared/adapters/platform_events.py)
 ERASURE_QUEUE = "user-erasures"  # DELETE /api/outlook/data: the durable half of an erasure
 FANOUT_QUEUE = "fanout-pages"  # the timers' walks over the connections, one page per message
-QUEUES = (SYNC_QUEUE, DEPLOY_QUEUE, REFRESH_QUEUE, STATUS_EVENTS_QUEUE, ERASURE_QUEUE, FANOUT_QUEUE)
+SUBSCRIPTION_QUEUE = "subscription-jobs"  # create, renew, recreate Graph subscriptions (manage_subscription)
+RECALL_QUEUE = "agent-recalls"  # recall a deployed agent (recall_agent)
+QUEUES = (SYNC_QUEUE, DEPLOY_QUEUE, REFRESH_QUEUE, STATUS_EVENTS_QUEUE, ERASURE_QUEUE, FANOUT_QUEUE,
+          SUBSCRIPTION_QUEUE, RECALL_QUEUE)
 
 
 def encode_deploy(job: DeployJob) -> str:
@@ -142,3 +145,41 @@ class QueueDepths:
                 continue
             found[name] = int(props.approximate_message_count or 0)
         return found
+
+
+def encode_subscription_job(job: SubscriptionJob) -> str:
+    return json.dumps(asdict(job))
+
+
+def decode_subscription_job(body: str) -> SubscriptionJob:
+    data = json.loads(body)
+    return SubscriptionJob(user_id=str(data["user_id"]), connection_id=str(data["connection_id"]),
+                           action=str(data["action"]))
+
+
+class SubscriptionQueue:
+    def __init__(self, queue: QueueClient) -> None:
+        self._queue = queue
+
+    def enqueue(self, job: SubscriptionJob, delay: timedelta = timedelta(0)) -> None:
+        self._queue.send_message(traced(encode_subscription_job(job)), visibility_timeout=_seconds(delay))
+
+
+def encode_recall(job: RecallJob) -> str:
+    return json.dumps({"user_id": job.user_id, "meeting_key": job.meeting_key, "agent_id": job.agent_id,
+                       "end": job.end.isoformat(), "reason": job.reason, "attempt": job.attempt})
+
+
+def decode_recall(body: str) -> RecallJob:
+    data = json.loads(body)
+    return RecallJob(user_id=str(data["user_id"]), meeting_key=str(data["meeting_key"]),
+                     agent_id=str(data["agent_id"]), end=datetime.fromisoformat(data["end"]),
+                     reason=str(data.get("reason", "withdrawn")), attempt=int(data.get("attempt", 1)))
+
+
+class RecallQueue:
+    def __init__(self, queue: QueueClient) -> None:
+        self._queue = queue
+
+    def enqueue(self, job: RecallJob, delay: timedelta = timedelta(0)) -> None:
+        self._queue.send_message(traced(encode_recall(job)), visibility_timeout=_seconds(delay))

@@ -18,10 +18,21 @@ from azure.data.tables import TableClient, TableServiceClient, TableTransactionE
 from shared.autojoin import ExternalInvites, JoinRules, Response
 from shared.connections import Connection, ConnectionStatus, Plan, PlanLimitExceeded, plan_limit
 from shared.meeting_links import Platform
-from shared.ports import Conflict, ConnectionPage, Meeting, PendingClaim, PendingFlow, Source, StoredOverride, SyncState
+from shared.ports import (
+    Conflict,
+    ConnectionPage,
+    Meeting,
+    PendingClaim,
+    PendingFlow,
+    Source,
+    StoredOverride,
+    Subscription,
+    SyncState,
+)
 from shared.scheduling import AgentState
 
-TABLES = ("authflows", "pendingclaims", "connections", "meetings", "eventindex", "syncstate", "autojoin")
+TABLES = ("authflows", "pendingclaims", "connections", "meetings", "eventindex", "syncstate", "autojoin",
+          "subscriptions")
 _SLOT_PREFIX = "~slot-"  # sorts after every connection id (hex), so listing connections skips slots
 _QUEUED_ROW = "queued"  # beside a connection's sync "state" row: a "sync now" is queued
 
@@ -321,7 +332,7 @@ class TableMeetingStore:
             "Sources": json.dumps([_source_row(s) for s in m.sources]),
             "Agent": m.agent.value if m.agent else "", "DeployAt": _iso(m.deploy_at),
             "EnqueuedFor": _iso(m.enqueued_for), "FailureReason": m.failure_reason or "",
-            "LeaseUntil": _iso(m.lease_until),
+            "LeaseUntil": _iso(m.lease_until), "AgentId": m.agent_id or "",
         }
 
     @staticmethod
@@ -333,6 +344,7 @@ class TableMeetingStore:
             agent=AgentState(e["Agent"]) if e.get("Agent") else None, deploy_at=_dt(e.get("DeployAt")),
             enqueued_for=_dt(e.get("EnqueuedFor")), failure_reason=e.get("FailureReason") or None,
             lease_until=_dt(e.get("LeaseUntil")), etag=e.metadata.get("etag"),
+            agent_id=e.get("AgentId") or None,
         )
 
 
@@ -506,3 +518,55 @@ def _override_row(o: StoredOverride) -> str:
     kind = "series" if o.series else "occurrence"
     digest = hashlib.sha256(f"{kind}\n{o.connection_id}\n{o.target_id}".encode()).hexdigest()[:40]
     return f"o~{digest}"
+
+
+class TableSubscriptionStore:
+    """The `subscriptions` table: one row per connection (PartitionKey the connection id, RowKey
+    "graph"), with the user id, Graph's subscription id and expiry, and the Key Vault name of its
+    clientState secret (`SecretName`, so erasure deletes that secret with the rest). Conditional
+    writes (ETag) so a renewal never overwrites a recreated subscription."""
+
+    _ROW = "graph"
+
+    def __init__(self, table: TableClient) -> None:
+        self._t = table
+
+    def get(self, connection_id: str) -> Subscription | None:
+        try:
+            return self._subscription(self._t.get_entity(connection_id, self._ROW))
+        except ResourceNotFoundError:
+            return None
+
+    def put(self, subscription: Subscription) -> Subscription:
+        entity = {
+            "PartitionKey": subscription.connection_id, "RowKey": self._ROW, "UserId": subscription.user_id,
+            "SubscriptionId": subscription.subscription_id, "ExpiresAt": _iso(subscription.expires_at),
+            "SecretName": subscription.secret_name, "CreatedAt": _iso(subscription.created_at),
+        }
+        try:
+            if subscription.etag is None:
+                meta = self._t.create_entity(entity)
+            else:
+                meta = self._t.update_entity(entity, mode=UpdateMode.REPLACE, etag=subscription.etag,
+                                             match_condition=MatchConditions.IfNotModified)
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+            raise Conflict(subscription.connection_id) from None
+        return replace(subscription, etag=meta.get("etag"))
+
+    def remove(self, subscription: Subscription) -> None:
+        try:
+            self._t.delete_entity(subscription.connection_id, self._ROW)
+        except ResourceNotFoundError:
+            pass
+
+    def all(self) -> Iterator[Subscription]:
+        for e in self._t.query_entities(f"RowKey eq '{self._ROW}'"):
+            yield self._subscription(e)
+
+    @staticmethod
+    def _subscription(e: Any) -> Subscription:
+        return Subscription(
+            connection_id=e["PartitionKey"], user_id=e["UserId"], subscription_id=e["SubscriptionId"],
+            expires_at=_required_dt(e["ExpiresAt"]), secret_name=e["SecretName"],
+            created_at=_required_dt(e["CreatedAt"]), etag=e.metadata.get("etag"),
+        )

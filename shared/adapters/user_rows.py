@@ -32,6 +32,7 @@ KEYED_BY: dict[str, Keying] = {
     "meetings": "user",
     "eventindex": "connection",
     "syncstate": "connection",
+    "subscriptions": "connection",  # a connection's Graph subscription; names its clientState secret
     "autojoin": "user",  # join rules and per-meeting choices
 }
 _BATCH = 100

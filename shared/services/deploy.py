@@ -144,7 +144,7 @@ class DeployService:
             self._record(claimed, AgentState.SCHEDULED, None)  # let a redelivery try at once
             raise
         if result.ok:
-            self._record(claimed, AgentState.DEPLOYED, None)
+            self._record(claimed, AgentState.DEPLOYED, None, agent_id=result.agent_id)
             log.info("agent deployed", extra=ctx)
             return "deployed"
         now = self._clock.now()
@@ -191,14 +191,16 @@ class DeployService:
                                                                                           "event": "deployment_missed"})
         return acted
 
-    def _record(self, meeting: Meeting, state: AgentState, reason: str | None) -> None:
-        """Write the verdict. A meeting recorded `failed` tells the user (status event agent.failed)."""
+    def _record(self, meeting: Meeting, state: AgentState, reason: str | None, *, agent_id: str | None = None) -> None:
+        """Write the verdict (a deployed agent with the id the agent API gave it, which a recall names).
+        A meeting recorded `failed` tells the user (status event agent.failed)."""
         current: Meeting | None = meeting
         for _ in range(_ATTEMPTS):
             if current is None:
                 return
             try:
-                self._meetings.replace(replace(current, agent=state, failure_reason=reason, lease_until=None))
+                self._meetings.replace(replace(current, agent=state, failure_reason=reason, lease_until=None,
+                                               agent_id=agent_id or current.agent_id))
             except Conflict:
                 current = self._meetings.get(meeting.user_id, meeting.key)
                 continue

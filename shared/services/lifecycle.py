@@ -7,6 +7,7 @@ by the next one, and nothing it leaves is unreachable."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -44,10 +45,12 @@ SECOND_PASS = timedelta(seconds=20)
 class Erasure:
     """`DELETE /api/outlook/data`: everything this service holds for one user (../shared/API.md)."""
 
-    def __init__(self, *, rows: UserRows, secrets_store: SecretStore, jobs: ErasureJobs) -> None:
+    def __init__(self, *, rows: UserRows, secrets_store: SecretStore, jobs: ErasureJobs,
+                 before_erase: Callable[[str, list[str]], None] | None = None) -> None:
         self._rows = rows
         self._secrets = secrets_store
         self._jobs = jobs
+        self._before_erase = before_erase  # (user id, connection ids): let go of what lives outside
 
     def request(self, user_id: str) -> Erased | None:
         """The erasure job is queued first (durable: the queue retries it until it succeeds), then
@@ -66,6 +69,8 @@ class Erasure:
         connection rows last: a failure part-way leaves the connections listed, so the retry (the
         queued erasure job) finds what is left. Safe to repeat; the second run finds nothing."""
         connection_ids = self._rows.connection_ids(user_id)
+        if self._before_erase is not None:
+            self._before_erase(user_id, connection_ids)  # Graph subscriptions, while the tokens still work
         names = sorted(self._rows.secret_names(user_id, connection_ids))
         for name in names:
             self._secrets.delete(name)

@@ -12,9 +12,10 @@
 4. claim, call, record - when the message surfaces, `DeployService.deploy` decides again (fresh
    rules, choices and connections, after reading the calendars once more), claims the meeting row,
    calls the agent API, records the outcome.
-A deployed agent whose meeting the user then skips should be recalled: `MeetingLifecycle` takes a
-`recall` callable for that; until the agent adapter can recall (DELETE /agents/{id}), none is wired
-and the skip is logged."""
+5. recall - a deployed agent whose meeting the user then declines or skips (by a choice or the rules)
+   is recalled: `MeetingLifecycle(recall=...)` is wired to `services.recall.RecallService.request`
+   (a queued `DELETE /agents/{id}`); one the calendar cancels, deletes or moves is recalled as its
+   row goes (`services.recall.RecallOnRemoval`). The meeting then shows `agent: "recalled"`."""
 
 from __future__ import annotations
 
@@ -104,7 +105,7 @@ class MeetingLifecycle:
         jobs: JobQueue,
         clock: Clock,
         grace_seconds: int,
-        recall: Callable[[Meeting], None] | None = None,
+        recall: Callable[[Meeting], object] | None = None,
     ) -> None:
         self._meetings = meetings
         self._connections = connections

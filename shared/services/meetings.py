@@ -54,8 +54,9 @@ def planned(jobs: JobQueue, now: datetime, meeting: Meeting, will_join: bool) ->
     """The meeting with its deployment scheduled (`will_join`) or withdrawn (not). A skipped meeting
     keeps the record of a message already queued (`enqueued_for`): if the user changes their mind
     before it surfaces, that message deploys; the deployer finds it unwanted otherwise."""
-    if meeting.deploy_at is None or meeting.agent in (AgentState.DEPLOYING, AgentState.DEPLOYED, AgentState.FAILED):
-        return meeting
+    if meeting.deploy_at is None or meeting.agent in (AgentState.DEPLOYING, AgentState.DEPLOYED, AgentState.FAILED,
+                                                      AgentState.RECALLED):
+        return meeting  # sent, failed or recalled: settled (a recalled agent is not sent again by itself)
     if not will_join:
         return meeting if meeting.agent is None else replace(meeting, agent=None)
     if meeting.enqueued_for == meeting.deploy_at:

@@ -645,6 +645,20 @@
     });
   }
 
+  // ---- "sync now": Refresh first asks every Active calendar to be read again (POST .../sync; asking
+  // while one is queued queues nothing more), then shows what the reads found.
+  const SYNC_SETTLE_MS = 2500;
+  async function syncNow() {
+    const active = state.connections.filter((c) => c.status === "active");
+    if (!active.length) { return; }
+    const asked = await Promise.all(active.map(
+      (c) => api("POST", "outlook/connections/" + encodeURIComponent(c.id) + "/sync")));
+    if (asked.some((r) => r.ok)) {
+      $("meetings-status").textContent = "Reading your calendars…";
+      await new Promise((resolve) => setTimeout(resolve, SYNC_SETTLE_MS));
+    }
+  }
+
   async function main() {
     setupTabs();
     $("connect").addEventListener("click", () => startConnect(null, $("connect")));
@@ -653,7 +667,7 @@
       const shown = document.querySelector("#notice .notice");
       if (shown && !shown.classList.contains("error")) { clearNotice(); } // news, not a problem still to fix
       b.disabled = true;
-      try { await refreshAll(); } finally { b.disabled = false; }
+      try { await syncNow(); await refreshAll(); } finally { b.disabled = false; }
     });
     $("disconnect-dialog").addEventListener("close", onDialogClose);
     $("rules-form").addEventListener("submit", saveRules);

@@ -26,7 +26,9 @@ API_MD = REPO.parent / "shared" / "API.md"
 # Described but not reachable on a healthy stack.
 UNREACHABLE = {("get", "/health", "503"),
                # Microsoft's discovery document unreachable while a sign-in starts (tests/integration/test_identity_faults.py).
-               ("post", "/outlook/connect", "503")}
+               ("post", "/outlook/connect", "503"),
+               # The notification could not be queued (storage down): Graph delivers it again.
+               ("post", "/outlook/notifications", "503"), ("post", "/outlook/notifications/lifecycle", "503")}
 WEB_APP = "https://app.coagentor.test"  # PLATFORM_WEB_ORIGINS of the test stack (tests/conftest.py)
 
 
@@ -95,10 +97,13 @@ def test_every_schema_is_valid_and_every_reference_resolves(contract):
                     Draft202012Validator.check_schema(media["schema"])
     operation_ids = [op["operationId"] for item in doc["paths"].values() for op in item.values()]
     assert len(operation_ids) == len(set(operation_ids))
-    # Every route but the callback, health, this document and the page needs the bearer token.
+    # Every route but the callback, health, this document, the page and Graph's notification routes
+    # needs the bearer token. Graph calls the notification routes with no token: a notification proves
+    # itself by its subscription's clientState instead (tests/unit/test_notifications.py).
     public = {(p, m) for p, item in doc["paths"].items() for m, op in item.items() if op.get("security") == []}
     assert {p for p, _ in public} == {"/outlook/callback", "/health", "/openapi.json", "/integrations",
-                                      "/integrations/assets/{name}", "/{*path}"}  # the last: CORS preflight
+                                      "/integrations/assets/{name}", "/{*path}",  # the last: CORS preflight
+                                      "/outlook/notifications", "/outlook/notifications/lifecycle"}
     for path, item in doc["paths"].items():
         for method, op in item.items():
             if (path, method) not in public:
@@ -166,6 +171,7 @@ def test_real_responses_match_the_document(client, contract, stack):
     r = Recorder(client, contract)
     user = f"openapi-{uuid.uuid4().hex[:8]}"
     me = client.token(user, "solo")
+    json_header = {"Content-Type": "application/json"}
 
     # Public routes.
     assert r.call("GET", "health", None).status_code == 200
@@ -173,6 +179,18 @@ def test_real_responses_match_the_document(client, contract, stack):
     assert r.call("GET", "integrations", None).status_code == 200
     assert r.call("GET", "integrations/assets/integrations.js", None).status_code == 200
     assert r.call("GET", "integrations/assets/nothing-here.txt", None).status_code == 404
+
+    # Graph's notification routes (public): the validation handshake, a forged notification (accepted
+    # and ignored), and bodies that are not notifications.
+    forged = {"value": [{"subscriptionId": str(uuid.uuid4()), "clientState": "guess", "changeType": "created",
+                         "resource": "Users/x/Events/y"}]}
+    for route in ("outlook/notifications", "outlook/notifications/lifecycle"):
+        echoed = r.call("POST", route, None, params={"validationToken": "Validation: token 1"},
+                        headers={"Content-Type": "text/plain"})
+        assert (echoed.status_code, echoed.text) == (200, "Validation: token 1")
+        assert r.call("POST", route, None, params={"connection": "nope"}, json=forged).status_code == 202
+        assert r.call("POST", route, None, data="not json", headers=json_header).status_code == 400
+        assert r.call("POST", route, None, params={"validationToken": ""}).status_code == 400
 
     # No or bad token: 401 on every authed route.
     for method, path in [("POST", "outlook/connect"), ("POST", "outlook/claim"), ("GET", "outlook/connections"),
@@ -190,7 +208,6 @@ def test_real_responses_match_the_document(client, contract, stack):
                   headers={"Origin": "https://evil.example", **ask}).status_code == 403
 
     # Bodies too large or nested too deeply are refused before anything runs.
-    json_header = {"Content-Type": "application/json"}
     huge = '{"pad": "' + "x" * 20_000 + '"}'
     for method, path in [("POST", "outlook/connect"), ("POST", "outlook/claim"), ("PUT", "autojoin/rules"),
                          ("PUT", "meetings/x/autojoin")]:

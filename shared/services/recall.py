@@ -1,0 +1,132 @@
+"""Recalling an agent already sent to a meeting the user no longer wants it in.
+
+Two ways a deployed agent becomes unwanted before its meeting ends:
+- the calendar lets go of the meeting: cancelled, deleted, or moved (a moved meeting is another
+  meeting at the new time, which gets its own agent): `RecallOnRemoval` wraps the meeting store the
+  sync writes through, so removing a meeting row whose agent is deployed asks for a recall;
+- the join decision withdraws it: declined, or skipped by the user or their rules
+  (`MeetingLifecycle(recall=RecallService.request)`).
+
+A recall is a queue job (`agent-recalls`) carrying the agent id (the meeting row may be gone by the
+time it runs): `DELETE {AGENT_API_URL}/agents/{id}`, 204 or 404 meaning gone (../shared/API.md).
+Before calling, the job looks at the meeting again: if the row is back, or still there and the
+decision now wants the agent after all, the agent stays. A meeting still listed then shows
+`agent: "recalled"`. Failures retry with back-off until the meeting ends; a permanent refusal is
+logged as an error (the agent stays, and operators see why)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from shared.autojoin import Decision
+from shared.clock import Clock
+from shared.ports import AgentApi, Conflict, Meeting, MeetingStore, RecallJob, RecallJobs
+from shared.scheduling import AgentState, retry_delay
+
+log = logging.getLogger(__name__)
+
+# A job asking because the row was removed looks after this long, so the removal has been written;
+# if the row is still (or again) there, it looks once more before deciding the calendar kept it.
+REMOVAL_SETTLE = timedelta(seconds=3)
+_ATTEMPTS = 8
+REMOVED = "removed"
+WITHDRAWN = "withdrawn"
+
+
+class RecallService:
+    def __init__(self, *, meetings: MeetingStore, agents: AgentApi, jobs: RecallJobs, clock: Clock,
+                 retry_base_seconds: int = 15) -> None:
+        self._meetings = meetings
+        self._agents = agents
+        self._jobs = jobs
+        self._clock = clock
+        self._retry_base = retry_base_seconds
+
+    def request(self, meeting: Meeting, reason: str = WITHDRAWN) -> bool:
+        """Queue the recall of this meeting's deployed agent; False (and nothing queued) when it has
+        none to recall (not deployed, already ended) or no id to recall it by (logged as an error)."""
+        if meeting.agent is not AgentState.DEPLOYED or meeting.end <= self._clock.now():
+            return False
+        ctx = {"user_id": meeting.user_id, "meeting_id": meeting.key, "reason": reason}
+        if not meeting.agent_id:
+            log.error("agent cannot be recalled: the agent API gave no id for it", extra=ctx)
+            return False
+        delay = REMOVAL_SETTLE if reason == REMOVED else timedelta(0)
+        self._jobs.enqueue(RecallJob(meeting.user_id, meeting.key, meeting.agent_id, meeting.end, reason), delay)
+        log.info("agent recall queued", extra=ctx)
+        return True
+
+    def recall(self, job: RecallJob, decide: Callable[[Meeting], Decision]) -> str:
+        """Run one recall job: "recalled", "kept" (wanted again), "already" (nothing to do),
+        "retrying", "ended" or "failed". `decide` is the one join decision on what is stored now."""
+        ctx = {"user_id": job.user_id, "meeting_id": job.meeting_key, "attempt": job.attempt}
+        now = self._clock.now()
+        if job.end <= now:
+            log.info("recall dropped: the meeting has ended", extra=ctx)
+            return "ended"
+        meeting = self._meetings.get(job.user_id, job.meeting_key)
+        if meeting is not None:
+            if meeting.agent_id != job.agent_id or meeting.agent is not AgentState.DEPLOYED:
+                return "already"  # recalled by an earlier job, or the row holds another agent
+            if not decide(meeting).withdraws_agent:
+                if job.reason == REMOVED and job.attempt == 1:
+                    self._jobs.enqueue(replace(job, attempt=2), REMOVAL_SETTLE)
+                    return "retrying"
+                log.info("recall cancelled: the agent is wanted again", extra=ctx)
+                return "kept"
+        result = self._agents.recall(job.agent_id)
+        if not result.gone:
+            delay = retry_delay(job.attempt, self._retry_base)
+            if not result.permanent and now + delay < job.end:
+                self._jobs.enqueue(replace(job, attempt=job.attempt + 1), delay)
+                log.warning("agent recall failed, retrying: %s", result.detail, extra=ctx)
+                return "retrying"
+            log.error("agent recall failed: %s", result.detail, extra=ctx)
+            return "failed"
+        self._record(job)
+        log.info("agent recalled", extra=ctx)
+        return "recalled"
+
+    def _record(self, job: RecallJob) -> None:
+        for _ in range(_ATTEMPTS):
+            meeting = self._meetings.get(job.user_id, job.meeting_key)
+            if meeting is None or meeting.agent_id != job.agent_id:
+                return  # the meeting left the calendar: nothing to show
+            try:
+                self._meetings.replace(replace(meeting, agent=AgentState.RECALLED, lease_until=None))
+                return
+            except Conflict:
+                continue
+        raise Conflict(f"meeting {job.meeting_key} kept changing")
+
+
+class RecallOnRemoval:
+    """The meeting store as the sync writes through it: removing a meeting whose agent is deployed
+    (the calendar cancelled, deleted or moved it) asks for the agent's recall first. Everything else
+    passes through unchanged."""
+
+    def __init__(self, store: MeetingStore, recalls: RecallService) -> None:
+        self._store = store
+        self._recalls = recalls
+
+    def get(self, user_id: str, key: str) -> Meeting | None:
+        return self._store.get(user_id, key)
+
+    def list_for_user(self, user_id: str, ending_after: datetime) -> list[Meeting]:
+        return self._store.list_for_user(user_id, ending_after)
+
+    def create(self, meeting: Meeting) -> Meeting:
+        return self._store.create(meeting)
+
+    def replace(self, meeting: Meeting) -> Meeting:
+        return self._store.replace(meeting)
+
+    def delete(self, meeting: Meeting) -> None:
+        self._recalls.request(meeting, REMOVED)
+        self._store.delete(meeting)
+
+    def ended_before(self, cutoff: datetime) -> Iterator[Meeting]:
+        return self._store.ended_before(cutoff)

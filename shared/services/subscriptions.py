@@ -1,0 +1,307 @@
+"""Graph change-notification subscriptions, one per Active connection: created when it connects or
+reconnects, renewed well before it expires, recreated when Graph removes it, deleted when the
+connection goes (disconnect, erasure, pruning).
+
+What each subscription's notifications must carry as `clientState` is a random secret of its own,
+kept in Key Vault under a name never reused (`graph-notify-<hex>`); the table row names the secret
+and never holds it. Order of writes, so nothing is orphaned and every step is safe to repeat:
+secret, then the Graph subscription, then the row that names both; removal goes the other way round
+(Graph subscription, secret, row). A secret whose row never came (a crash in between) is deleted by
+`maintain` once older than an hour.
+
+Lifetimes: Outlook event subscriptions live at most 10,080 minutes (under 7 days) without resource
+data (https://learn.microsoft.com/graph/change-notifications-overview#subscription-lifetime; the
+docs said 4,230 minutes until 2023, and a tenant or cloud still capping there answers 400, so a
+refused 6-day request is retried once with 70 hours). The renew timer renews any subscription with
+less than `RENEW_BEFORE` left, so a subscription gets dozens of chances before it lapses."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+from shared.clock import Clock
+from shared.connections import Connection
+from shared.ports import (
+    CalendarSubscriptions,
+    Conflict,
+    ConnectionStore,
+    DeployJob,
+    GraphSubscription,
+    GraphUnauthorized,
+    JobQueue,
+    RefreshJob,
+    SecretStore,
+    Subscription,
+    SubscriptionGone,
+    SubscriptionJob,
+    SubscriptionJobs,
+    SubscriptionRefused,
+    SubscriptionStore,
+    SyncJob,
+    Throttled,
+)
+from shared.services.accounts import ConnectionUnusable, TokenKeeper
+
+log = logging.getLogger(__name__)
+
+CLIENT_STATE_PREFIX = "graph-notify-"  # Key Vault names of the clientState secrets
+LIFETIMES = (timedelta(days=6), timedelta(hours=70))  # asked for, in order (see the module docstring)
+RENEW_BEFORE = timedelta(days=2)
+ORPHAN_SECRET_GRACE = timedelta(hours=1)
+SUBSCRIBE = "subscribe"  # connect / reconnect / the timer found none: renew the one kept, else create
+RENEW = "renew"  # close to expiry, or Graph asked to reauthorize it
+RECREATE = "recreate"  # Graph removed it: a new one, then a resync
+ACTIONS = frozenset({SUBSCRIBE, RENEW, RECREATE})
+
+
+def notification_urls(base_url: str, connection_id: str) -> tuple[str, str]:
+    """The change and lifecycle notification URLs of one connection's subscription. Graph repeats a
+    notificationUrl's query string on every POST, so the connection is found by a point read."""
+    return f"{base_url}?connection={connection_id}", f"{base_url}/lifecycle?connection={connection_id}"
+
+
+@dataclass
+class Maintained:
+    renewing: int = 0
+    subscribing: int = 0
+    dropped: int = 0  # rows of connections that no longer exist
+    orphan_secrets: int = 0
+
+
+class SubscriptionService:
+    def __init__(
+        self,
+        *,
+        connections: ConnectionStore,
+        subscriptions: SubscriptionStore,
+        graph: CalendarSubscriptions,
+        tokens: TokenKeeper,
+        secrets_store: SecretStore,
+        jobs: SubscriptionJobs,
+        clock: Clock,
+        notification_url: str,
+        request_sync: Callable[[str, str], object] | None = None,
+        rate_per_second: int = 20,
+    ) -> None:
+        self._connections = connections
+        self._store = subscriptions
+        self._graph = graph
+        self._tokens = tokens
+        self._secrets = secrets_store
+        self._jobs = jobs
+        self._clock = clock
+        self._url = notification_url.rstrip("/")
+        self._request_sync = request_sync
+        self._rate = max(rate_per_second, 1)
+
+    # ------------------------------------------------------------------ jobs
+    def run(self, job: SubscriptionJob) -> str:
+        """One subscription job: "created", "renewed", "recreated", or why nothing was done
+        ("skipped": connection gone or in error; "no_token"; "refused:<code>"). Raises Throttled
+        (and other transient errors) for the queue to retry."""
+        if job.action not in ACTIONS:
+            log.warning("unknown subscription job %r ignored", job.action[:40],
+                        extra={"connection_id": job.connection_id})
+            return "ignored"
+        conn = self._connections.get(job.user_id, job.connection_id)
+        record = self._store.get(job.connection_id)
+        if conn is None:
+            if record is not None:
+                self._drop(record)
+            return "skipped"
+        if not conn.is_active:
+            return "skipped"  # reconnecting it subscribes again
+        try:
+            conn, token = self._tokens.access_token(conn)
+        except ConnectionUnusable as exc:
+            log.info("subscription job without a token: %s", exc, extra={"connection_id": conn.id})
+            return "no_token"
+        ctx = {"connection_id": conn.id, "user_id": conn.user_id}
+        try:
+            if record is not None and job.action != RECREATE:
+                try:
+                    renewed = self._graph.renew(token.token, record.subscription_id,
+                                                self._clock.now() + LIFETIMES[0])
+                except SubscriptionRefused:
+                    renewed = self._graph.renew(token.token, record.subscription_id,
+                                                self._clock.now() + LIFETIMES[1])
+                try:
+                    self._store.put(replace(record, expires_at=renewed.expires_at))
+                except Conflict:
+                    pass  # recreated meanwhile by another job: that row is newer
+                log.info("subscription renewed", extra={**ctx, "expires_at": renewed.expires_at.isoformat()})
+                return "renewed"
+            outcome = self._create(conn, token.token, record)
+        except SubscriptionGone:
+            assert record is not None
+            log.info("subscription gone at Graph: creating a new one", extra=ctx)
+            outcome = self._create(conn, token.token, record)
+        except SubscriptionRefused as exc:
+            log.warning("Graph refused the subscription: HTTP %d %s", exc.status, exc.code, extra=ctx)
+            return f"refused:{exc.code or exc.status}"
+        except GraphUnauthorized:
+            log.warning("Graph refused the connection's token for a subscription", extra=ctx)
+            return "unauthorized"
+        if record is None or job.action == RECREATE or outcome == "recreated":
+            # Changes made while no subscription (or the new one's row) existed were not notified.
+            self._resync(conn)
+        return outcome
+
+    def _create(self, conn: Connection, token: str, replacing: Subscription | None) -> str:
+        secret_name = f"{CLIENT_STATE_PREFIX}{uuid.uuid4().hex}"
+        client_state = secrets.token_urlsafe(48)  # 64 characters; Graph allows 128
+        self._secrets.set(secret_name, client_state)
+        try:
+            created = self._create_in_graph(conn, token, client_state)
+        except BaseException:
+            self._secrets.delete(secret_name)
+            raise
+        record = Subscription(connection_id=conn.id, user_id=conn.user_id, subscription_id=created.id,
+                              expires_at=created.expires_at, secret_name=secret_name, created_at=self._clock.now(),
+                              etag=replacing.etag if replacing is not None else None)
+        try:
+            self._store.put(record)
+        except Conflict:
+            # Another job stored a subscription for this connection meanwhile: keep that one.
+            self._delete_in_graph(conn, token, created.id)
+            self._secrets.delete(secret_name)
+            log.info("subscription raced another job: ours deleted", extra={"connection_id": conn.id})
+            return "raced"
+        if replacing is not None:
+            self._delete_in_graph(conn, token, replacing.subscription_id)
+            self._secrets.delete(replacing.secret_name)
+        log.info("subscription %s", "recreated" if replacing else "created",
+                 extra={"connection_id": conn.id, "expires_at": created.expires_at.isoformat()})
+        return "recreated" if replacing is not None else "created"
+
+    def _create_in_graph(self, conn: Connection, token: str, client_state: str) -> GraphSubscription:
+        change_url, lifecycle_url = notification_urls(self._url, conn.id)
+        for lifetime in LIFETIMES:
+            try:
+                return self._graph.create(token, notification_url=change_url, lifecycle_url=lifecycle_url,
+                                          client_state=client_state, expires_at=self._clock.now() + lifetime)
+            except SubscriptionRefused as exc:
+                if lifetime == LIFETIMES[-1] or exc.status != 400:
+                    raise
+                log.info("Graph refused a %s subscription (%s): asking for less", lifetime, exc.code,
+                         extra={"connection_id": conn.id})
+        raise AssertionError("unreachable")
+
+    def _delete_in_graph(self, conn: Connection, token: str, subscription_id: str) -> None:
+        try:
+            self._graph.delete(token, subscription_id)
+        except (Throttled, GraphUnauthorized, SubscriptionRefused, OSError) as exc:
+            # It lapses by itself within days; its notifications find no row and change nothing.
+            log.warning("old subscription not deleted at Graph: %s", type(exc).__name__,
+                        extra={"connection_id": conn.id})
+
+    def _resync(self, conn: Connection) -> None:
+        if self._request_sync is not None:
+            self._request_sync(conn.user_id, conn.id)
+
+    # ------------------------------------------------------------------ connection going away
+    def release(self, conn: Connection) -> None:
+        """The connection goes (disconnect, erasure, pruning): its subscription is deleted at Graph
+        while a token can still be had, then its clientState secret, then the row. Never raises for
+        Graph: a subscription left behind lapses within days and its notifications change nothing."""
+        record = self._store.get(conn.id)
+        if record is None:
+            return
+        if conn.is_active:
+            try:
+                conn, token = self._tokens.access_token(conn)
+                self._delete_in_graph(conn, token.token, record.subscription_id)
+            except ConnectionUnusable:
+                log.info("subscription left to lapse: no token", extra={"connection_id": conn.id})
+            except Exception as exc:
+                log.warning("subscription left to lapse: %s", type(exc).__name__, extra={"connection_id": conn.id})
+        self._drop(record)
+
+    def forget_user(self, user_id: str, connection_ids: list[str]) -> None:
+        """Erasure: every subscription of the user's connections goes (see `release`)."""
+        for connection_id in connection_ids:
+            conn = self._connections.get(user_id, connection_id)
+            if conn is not None:
+                self.release(conn)
+            else:
+                record = self._store.get(connection_id)
+                if record is not None:
+                    self._drop(record)
+
+    def _drop(self, record: Subscription) -> None:
+        self._secrets.delete(record.secret_name)
+        self._store.remove(record)
+
+    # ------------------------------------------------------------------ timer
+    def maintain(self) -> Maintained:
+        """The `renew_subscriptions` timer: a renewal for every subscription with less than
+        RENEW_BEFORE left, a subscription for every Active connection without one (created before
+        this feature, or whose creation failed), rows of connections that are gone dropped, and
+        clientState secrets no row names deleted. Jobs are spaced at `rate_per_second`: each may
+        refresh a token, and every refresh writes a Key Vault secret version."""
+        now = self._clock.now()
+        listed = list(self._secrets.list(CLIENT_STATE_PREFIX))  # before the rows: a newer secret is not judged
+        records = {r.connection_id: r for r in self._store.all()}
+        done = Maintained()
+        seen: set[str] = set()
+        queued = 0
+        for conn in self._connections.all():
+            seen.add(conn.id)
+            if not conn.is_active:
+                continue
+            record = records.get(conn.id)
+            if record is None:
+                action = SUBSCRIBE
+                done.subscribing += 1
+            elif record.expires_at - now < RENEW_BEFORE:
+                action = RENEW
+                done.renewing += 1
+            else:
+                continue
+            self._jobs.enqueue(SubscriptionJob(conn.user_id, conn.id, action), timedelta(seconds=queued / self._rate))
+            queued += 1
+        for connection_id, record in records.items():
+            if connection_id not in seen and self._connections.get(record.user_id, connection_id) is None:
+                self._drop(record)
+                done.dropped += 1
+        named = {r.secret_name for r in records.values()} | {r.secret_name for r in self._store.all()}
+        for stored in listed:
+            if stored.name in named or stored.created_at is None or stored.created_at > now - ORPHAN_SECRET_GRACE:
+                continue
+            self._secrets.delete(stored.name)
+            done.orphan_secrets += 1
+            log.warning("orphaned clientState secret deleted", extra={"secret_name": stored.name})
+        log.info("subscriptions maintained", extra={"renewing": done.renewing, "subscribing": done.subscribing,
+                                                    "dropped": done.dropped, "orphan_secrets": done.orphan_secrets})
+        return done
+
+
+class SubscribeOnClaim:
+    """The job queue a claim writes through: the sync job a claim queues for a connected or
+    reconnected account also queues that connection's subscribe job, so every connect and reconnect
+    (re)subscribes without the connect flow knowing about subscriptions. Everything else passes."""
+
+    CLAIM_REASONS = frozenset({"connected", "reconnected"})
+
+    def __init__(self, jobs: JobQueue, subscriptions: SubscriptionJobs) -> None:
+        self._jobs = jobs
+        self._subscriptions = subscriptions
+
+    def enqueue_sync(self, job: SyncJob, delay: timedelta = timedelta(0)) -> None:
+        self._jobs.enqueue_sync(job, delay)
+        if job.reason in self.CLAIM_REASONS:
+            self._subscriptions.enqueue(SubscriptionJob(job.user_id, job.connection_id, SUBSCRIBE))
+
+    def schedule_deploy(self, job: DeployJob, delay: timedelta) -> None:
+        self._jobs.schedule_deploy(job, delay)
+
+    def poison_deploy(self, job: DeployJob, reason: str) -> None:
+        self._jobs.poison_deploy(job, reason)
+
+    def enqueue_refresh(self, job: RefreshJob, delay: timedelta = timedelta(0)) -> None:
+        self._jobs.enqueue_refresh(job, delay)
