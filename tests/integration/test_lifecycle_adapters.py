@@ -1,0 +1,147 @@
+"""The adapters erasure, the reconciler and the ETag rules rest on, against the real services' stand-ins:
+Table Storage (Azurite) and the local Key Vault endpoint, through the same SDK clients as in Azure."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from azure.data.tables import TableServiceClient
+
+from devstack import tls
+from devstack.keyvault import KeyVaultEndpoint
+from shared.adapters.tables import TableConnectionStore, TableSyncStateStore, ensure_tables
+from shared.adapters.user_rows import TableUserRows
+from shared.adapters.vault import KeyVaultSecrets
+from shared.connections import Connection, ConnectionStatus, Plan, PlanLimitExceeded
+from shared.ports import Conflict
+from tests.integration.test_keyvault_endpoint import client_for
+
+NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def tables(stack) -> TableServiceClient:
+    service = TableServiceClient.from_connection_string(stack.storage_connection_string())
+    ensure_tables(service)
+    return service
+
+
+def connection(user_id: str, **kw: object) -> Connection:
+    fields: dict[str, object] = dict(
+        id=uuid.uuid4().hex, user_id=user_id, email="alice@contoso.com", home_account_id=uuid.uuid4().hex,
+        tenant_id="t", status=ConnectionStatus.ACTIVE, reason_code=None,
+        secret_name=f"outlook-cache-{uuid.uuid4().hex}",
+        connected_at=NOW, last_refreshed_at=NOW, access_expires_at=None)
+    fields.update(kw)
+    return Connection(**fields)  # type: ignore[arg-type]
+
+
+def test_a_write_based_on_a_stale_read_is_refused(tables):
+    store = TableConnectionStore(tables.get_table_client("connections"))
+    user = f"etag-{uuid.uuid4().hex[:8]}"
+    stored = store.add(connection(user), Plan.FREE)
+    assert stored.etag
+    fresh = store.update(stored.refreshed(NOW + timedelta(hours=1), None))
+    with pytest.raises(Conflict):
+        store.update(stored.refreshed(NOW + timedelta(hours=2), None))  # read before the write above
+    store.remove(fresh)
+    with pytest.raises(Conflict):
+        store.update(fresh)  # gone: a late writer never brings it back
+
+
+def test_adding_the_same_connection_twice_stores_it_once(tables):
+    store = TableConnectionStore(tables.get_table_client("connections"))
+    user = f"idem-{uuid.uuid4().hex[:8]}"
+    conn = connection(user)
+    first = store.add(conn, Plan.SOLO)
+    again = store.add(conn, Plan.SOLO)  # a retried claim
+    assert again.id == first.id and [c.id for c in store.list_for_user(user)] == [conn.id]
+
+
+def test_a_leaked_plan_slot_is_reclaimed_and_removal_frees_the_slot(tables):
+    table = tables.get_table_client("connections")
+    store = TableConnectionStore(table)
+    user = f"slot-{uuid.uuid4().hex[:8]}"
+    # What a disconnect interrupted between its two deletes (before they became one transaction) left.
+    table.create_entity({"PartitionKey": user, "RowKey": "~slot-0", "ConnectionId": "long-gone"})
+    first = store.add(connection(user), Plan.FREE)  # not "limit reached, 0 used"
+    assert first.slot == 0
+    with pytest.raises(PlanLimitExceeded):
+        store.add(connection(user), Plan.FREE)
+    store.remove(first)
+    assert [e["RowKey"] for e in table.query_entities(f"PartitionKey eq '{user}'")] == []
+    assert store.add(connection(user), Plan.FREE).slot == 0
+
+
+def test_the_sync_now_marker_is_set_once_until_cleared_or_stale(tables):
+    store = TableSyncStateStore(tables.get_table_client("syncstate"))
+    conn = uuid.uuid4().hex
+    assert store.mark_queued(conn, NOW, timedelta(minutes=10)) is True
+    assert store.mark_queued(conn, NOW + timedelta(minutes=1), timedelta(minutes=10)) is False
+    assert store.mark_queued(conn, NOW + timedelta(minutes=11), timedelta(minutes=10)) is True  # its job was lost
+    store.clear_queued(conn)
+    assert store.mark_queued(conn, NOW + timedelta(minutes=12), timedelta(minutes=10)) is True
+    store.remove(conn)
+    assert list(tables.get_table_client("syncstate").query_entities(f"PartitionKey eq '{conn}'")) == []
+
+
+def test_user_rows_finds_every_convention_and_erases_connections_last(tables):
+    user = f"rows-{uuid.uuid4().hex[:8]}"
+    other = f"rows-{uuid.uuid4().hex[:8]}"
+    conn_id, other_conn = uuid.uuid4().hex, uuid.uuid4().hex
+    tables.get_table_client("connections").create_entity(
+        {"PartitionKey": user, "RowKey": conn_id, "SecretName": "outlook-cache-a"})
+    tables.get_table_client("connections").create_entity({"PartitionKey": user, "RowKey": "~slot-0"})
+    tables.get_table_client("connections").create_entity(
+        {"PartitionKey": other, "RowKey": other_conn, "SecretName": "outlook-cache-b"})
+    tables.get_table_client("meetings").create_entity({"PartitionKey": user, "RowKey": "m'1"})
+    tables.get_table_client("eventindex").create_entity({"PartitionKey": conn_id, "RowKey": "e1", "UserId": user})
+    tables.get_table_client("syncstate").create_entity({"PartitionKey": conn_id, "RowKey": "state"})
+    tables.get_table_client("pendingclaims").create_entity(
+        {"PartitionKey": uuid.uuid4().hex, "RowKey": "claim", "UserId": user, "SecretName": "outlook-cache-c"})
+    rows = TableUserRows(tables)
+    assert rows.connection_ids(user) == [conn_id]
+    assert rows.secret_names(user, [conn_id]) == {"outlook-cache-a", "outlook-cache-c"}
+    assert conn_id in rows.connection_partitions()
+    assert rows.erase(user, [conn_id]) == 7 - 1  # everything of the user's, nothing of the other's
+    assert rows.connection_ids(user) == [] and rows.secret_names(user, [conn_id]) == set()
+    assert rows.connection_ids(other) == [other_conn]
+    assert rows.erase(user, [conn_id]) == 0
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> tls.TestCA:
+    return tls.ensure_ca(tmp_path_factory.mktemp("kv"))
+
+
+@pytest.fixture(params=[True, False], ids=["purge-protected", "purgeable"])
+def vault(request, ca) -> Iterator[tuple[KeyVaultEndpoint, KeyVaultSecrets]]:
+    endpoint = KeyVaultEndpoint(ssl_context=ca.server_context(), authority="https://127.0.0.1:9/t",
+                                purge_protection=request.param).start()
+    try:
+        yield endpoint, KeyVaultSecrets(client_for(endpoint, ca))
+    finally:
+        endpoint.stop()
+
+
+def test_deleting_a_token_cache_purges_it_where_the_vault_allows_and_a_retry_is_harmless(vault):
+    endpoint, secrets = vault
+    secrets.set("outlook-cache-1", "{}")
+    secrets.delete("outlook-cache-1")
+    secrets.delete("outlook-cache-1")  # a retried erasure
+    names = endpoint.vault.names()
+    assert "outlook-cache-1" not in names["secrets"]
+    assert ("outlook-cache-1" in names["deleted"]) is endpoint.vault.purge_protection
+
+
+def test_listing_token_caches_pages_through_the_vault_with_creation_times(vault):
+    _, secrets = vault
+    for n in range(30):  # more than one page (25 per page)
+        secrets.set(f"outlook-cache-{n:02d}", "{}")
+    secrets.set("outlook-client-secret", "x")
+    listed = list(secrets.list("outlook-cache-"))
+    assert sorted(s.name for s in listed) == [f"outlook-cache-{n:02d}" for n in range(30)]
+    assert all(s.created_at is not None for s in listed)
