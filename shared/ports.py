@@ -45,6 +45,8 @@ class PendingClaim:
     email: str
     access_expires_at: datetime | None
     expires_at: datetime
+    login_hint: str = ""  # the id_token's login_hint: pre-selects this account on a later reconnect
+    calendar_unavailable: str | None = None  # Graph's code when the calendar probe found no mailbox
 
 
 class FlowStore(Protocol):
@@ -133,6 +135,7 @@ class Meeting:
     agent: AgentState | None = None
     deploy_at: datetime | None = None
     enqueued_for: datetime | None = None
+    enqueued_at: datetime | None = None  # when that deploy message was queued (a late one counts from here)
     failure_reason: str | None = None
     lease_until: datetime | None = None  # while agent is DEPLOYING: when the deployer's claim lapses
     agent_id: str | None = None  # the agent API's id of the deployed agent (what a recall names)
@@ -249,11 +252,20 @@ class SecretStore(Protocol):
 
 @dataclass(frozen=True)
 class TokenError:
-    """An identity-platform error as data; never carries a token."""
+    """An identity-platform error as data; never carries a token. `error`, `error_codes` and
+    `suberror` are what the token endpoint answered (RFC 6749 section 5.2 plus Microsoft's
+    extensions); `description` is for logs only and never drives a decision when codes are given.
+    Adapter-made errors: `unreachable` (timeout, 5xx, non-JSON answer), `state_mismatch`,
+    `no_account`, `no_token` (the stored cache holds no usable refresh token)."""
 
     error: str
     description: str
-    transient: bool
+    error_codes: tuple[int, ...] = ()
+    suberror: str | None = None
+
+
+class IdentityUnavailable(Exception):
+    """Microsoft's identity platform could not be reached to start a sign-in (try again later)."""
 
 
 @dataclass(frozen=True)
@@ -264,6 +276,7 @@ class SignedIn:
     home_account_id: str
     tenant_id: str
     username: str
+    login_hint: str = ""  # id_token `login_hint` claim (else preferred_username): for reconnects
 
 
 @dataclass(frozen=True)
@@ -296,6 +309,16 @@ class GraphUnauthorized(Exception):
     """Graph refused the access token."""
 
 
+class CalendarUnavailable(Exception):
+    """Graph cannot read this account's mailbox whatever token we hold (on-premises, unlicensed or
+    not provisioned: 404/401 `MailboxNotEnabledForRESTAPI` and kin). Permanent until an admin acts.
+    `code` is Graph's error code."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(f"Graph cannot read this mailbox ({code})")
+        self.code = code
+
+
 @dataclass(frozen=True)
 class DeltaPage:
     events: list[dict[str, Any]]
@@ -305,6 +328,13 @@ class DeltaPage:
 
 class CalendarReader(Protocol):
     def me_email(self, access_token: str) -> str: ...
+    def probe(self, access_token: str) -> None:
+        """One cheap calendar read; raises CalendarUnavailable when Graph cannot read the mailbox."""
+        ...
+    def instances(self, access_token: str, series_master_id: str, window: SyncWindow) -> list[dict[str, Any]] | None:
+        """The live occurrences of a series within the window (id, start, end, isCancelled...); None
+        when the series itself is gone."""
+        ...
     def delta_first(self, access_token: str, window: SyncWindow) -> DeltaPage: ...
     def delta_next(self, access_token: str, link: str) -> DeltaPage: ...
     def event(self, access_token: str, event_id: str) -> dict[str, Any] | None:

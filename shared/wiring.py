@@ -3,13 +3,12 @@ SDK client."""
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-import requests
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient
@@ -21,6 +20,7 @@ from shared.adapters.agents import AgentApiClient
 from shared.adapters.graph import GraphCalendar
 from shared.adapters.graph_subscriptions import GraphSubscriptions
 from shared.adapters.health import HealthCheck
+from shared.adapters.http import TimeoutSession
 from shared.adapters.identity import MsalIdentity
 from shared.adapters.platform_events import PlatformEventsDeliverer, QueuedStatusEvents
 from shared.adapters.queues import (
@@ -52,7 +52,7 @@ from shared.adapters.tables import (
 )
 from shared.adapters.telemetry import ObservedIdentity, Telemetry, configure_azure_monitor_export
 from shared.adapters.user_rows import TableUserRows
-from shared.adapters.vault import KeyVaultSecrets
+from shared.adapters.vault import AppSecret, KeyVaultSecrets
 from shared.clock import Clock, SystemClock
 from shared.config import Settings, load_settings
 from shared.platform_auth import PlatformTokenVerifier
@@ -62,6 +62,7 @@ from shared.services.autojoin import AutojoinService
 from shared.services.connect import ConnectService
 from shared.services.deploy import DeployService
 from shared.services.fanout import FanOut
+from shared.services.health import ConnectionHealth
 from shared.services.lifecycle import Erasure, Pruner, SecretReconciler
 from shared.services.meeting_lifecycle import MeetingLifecycle
 from shared.services.notifications import ClientStates, NotificationService, SyncRequests
@@ -125,12 +126,15 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
         return credential
 
     storage = settings.storage
+    # azure-core waits up to 300 s for a connection and 300 s for a read by default: bound both, so
+    # a hung dependency fails a function run instead of holding it (and its leases) for minutes.
+    timeouts: dict[str, Any] = {"connection_timeout": 10, "read_timeout": max(settings.http_timeout_seconds, 30)}
     if storage.connection_string:
-        tables = TableServiceClient.from_connection_string(storage.connection_string)
-        queues = QueueServiceClient.from_connection_string(storage.connection_string)
+        tables = TableServiceClient.from_connection_string(storage.connection_string, **timeouts)
+        queues = QueueServiceClient.from_connection_string(storage.connection_string, **timeouts)
     else:
-        tables = TableServiceClient(endpoint=str(storage.table_service_uri), credential=cred())
-        queues = QueueServiceClient(account_url=str(storage.queue_service_uri), credential=cred())
+        tables = TableServiceClient(endpoint=str(storage.table_service_uri), credential=cred(), **timeouts)
+        queues = QueueServiceClient(account_url=str(storage.queue_service_uri), credential=cred(), **timeouts)
     ensure_tables(tables)
 
     def queue(name: str) -> QueueClient:
@@ -147,14 +151,11 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
                                        clock=clock)
     # A local endpoint cannot be *.vault.azure.net, which the challenge check expects.
     vault = KeyVaultSecrets(SecretClient(settings.key_vault_uri, cred(),
-                                         verify_challenge_resource=not _local(settings.key_vault_uri)))
-    session = requests.Session()
+                                         verify_challenge_resource=not _local(settings.key_vault_uri), **timeouts))
     # Sync fans out across many connections at once; the default pool of 10 would reopen connections.
-    adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=32)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    client_secret = functools.cache(lambda: vault.require(settings.outlook_client_secret_name))
-    agent_key = functools.cache(lambda: vault.require(settings.agent_api_key_secret_name))
+    session = TimeoutSession(settings.http_timeout_seconds, pool_size=32)
+    client_secret = AppSecret(vault, settings.outlook_client_secret_name)
+    agent_key = AppSecret(vault, settings.agent_api_key_secret_name)
     telemetry = Telemetry()
     identity = ObservedIdentity(MsalIdentity(
         client_id=settings.outlook_client_id, client_secret=client_secret, authority=settings.outlook_authority,
@@ -167,7 +168,10 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
     meetings = TableMeetingStore(tables.get_table_client("meetings"))
     index = TableEventIndex(tables.get_table_client("eventindex"))
     sync_state = TableSyncStateStore(tables.get_table_client("syncstate"))
-    tokens = TokenKeeper(connections=connections, identity=identity, secrets_store=vault, clock=clock)
+    connection_health = ConnectionHealth(connections=connections, meetings=meetings, events=status_events,
+                                         clock=clock)
+    tokens = TokenKeeper(connections=connections, identity=identity, secrets_store=vault, clock=clock,
+                         health=connection_health)
     join_rules = TableJoinRulesStore(tables.get_table_client("autojoin"))
     # A deployed agent is recalled when the decision withdraws it (the lifecycle's seam) or the calendar
     # lets go of its meeting (the sync writes meetings through RecallOnRemoval).
@@ -190,17 +194,17 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
     notifications = NotificationService(subscriptions=subscription_store, client_states=ClientStates(vault),
                                         syncs=sync_requests, jobs=subscription_jobs,
                                         on_accepted=telemetry.notification_received)
-    accounts = AccountsService(before_release=subscriptions.release,
-                               connections=connections, meetings=meetings, index=index, sync_state=sync_state,
-                               secrets_store=vault, clock=clock)
-    claims = TableClaimStore(tables.get_table_client("pendingclaims"))
-    user_rows = TableUserRows(tables)
     status_event_delivery = PlatformEventsDeliverer(
         url=settings.platform_events_url, secrets=vault, secret_name=settings.platform_events_secret_name,
         session=session, timeout=settings.http_timeout_seconds, outbox=status_events, clock=clock,
         retry_base=timedelta(seconds=settings.platform_events_retry_seconds),
         retry_for=timedelta(seconds=settings.platform_events_retry_for_seconds),
     )
+    accounts = AccountsService(before_release=subscriptions.release,
+                               connections=connections, meetings=meetings, index=index, sync_state=sync_state,
+                               secrets_store=vault, clock=clock, health=connection_health)
+    claims = TableClaimStore(tables.get_table_client("pendingclaims"))
+    user_rows = TableUserRows(tables)
     return Container(
         settings=settings,
         clock=clock,
@@ -211,6 +215,7 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
             claims=claims,
             connections=connections, identity=identity, calendar=graph, secrets_store=vault, clock=clock,
             jobs=SubscribeOnClaim(jobs, subscription_jobs),  # a connect or reconnect also subscribes
+            health=connection_health,
         ),
         accounts=accounts,
         erasure=Erasure(rows=user_rows, secrets_store=vault, jobs=ErasureQueue(queue(ERASURE_QUEUE)),
@@ -227,21 +232,17 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
             index=index,
             sync_state=sync_state, jobs=jobs, clock=clock, window_days=settings.sync_window_days,
             full_resync_seconds=settings.full_resync_seconds, lead_seconds=settings.agent_join_lead_seconds,
-            lifecycle=lifecycle,
+            lifecycle=lifecycle, health=connection_health,
         ),
         deploy=DeployService(meetings=meetings, connections=connections, agents=agents, jobs=jobs, clock=clock,
                              grace_seconds=settings.agent_join_grace_seconds,
-                             retry_base_seconds=settings.deploy_retry_seconds, lifecycle=lifecycle),
+                             retry_base_seconds=settings.deploy_retry_seconds, lifecycle=lifecycle,
+                             health=connection_health),
         meetings=meetings,
         table_service=tables,
         jobs=jobs,
         status_events=status_events,
         status_event_delivery=status_event_delivery,
-        meeting_lifecycle=lifecycle,
-        autojoin=AutojoinService(store=join_rules, meetings=meetings, lifecycle=lifecycle, clock=clock),
-        subscriptions=subscriptions,
-        notifications=notifications,
-        recalls=recalls,
         telemetry=telemetry,
         fanout=FanOut(connections=connections, pages=StorageFanOutQueue(queue(FANOUT_QUEUE)), jobs=jobs, clock=clock,
                       refresh_ahead_seconds=settings.token_refresh_ahead_seconds,
@@ -253,6 +254,11 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
             "queues": lambda: queues.get_queue_client(DEPLOY_QUEUE).get_queue_properties(),
             "key_vault": lambda: vault.require(settings.outlook_client_secret_name),
         }),
+        meeting_lifecycle=lifecycle,
+        autojoin=AutojoinService(store=join_rules, meetings=meetings, lifecycle=lifecycle, clock=clock),
+        subscriptions=subscriptions,
+        notifications=notifications,
+        recalls=recalls,
     )
 
 

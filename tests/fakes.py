@@ -13,6 +13,7 @@ from shared.autojoin import JoinRules
 from shared.connections import Connection, Plan, PlanLimitExceeded, plan_limit
 from shared.ports import (
     AccessToken,
+    CalendarUnavailable,
     Conflict,
     DeltaPage,
     DeployJob,
@@ -298,6 +299,7 @@ class Calendar:
     throttle_next: int = 0
     gone_next: bool = False
     refuse_token: bool = False  # Graph answers 401 / 403
+    mailbox_unavailable: str | None = None  # Graph's code for a mailbox it cannot read (every call)
     calls: list[str] = field(default_factory=list)
     page_size: int = 2
     _pending: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -305,16 +307,34 @@ class Calendar:
     def me_email(self, access_token: str) -> str:
         return self.email
 
+    def probe(self, access_token: str) -> None:
+        self.calls.append("probe")
+        self._mailbox()
+
+    def instances(self, access_token: str, series_master_id: str, window: SyncWindow) -> list[dict[str, Any]] | None:
+        self.calls.append(f"instances:{series_master_id}")
+        self._mailbox()
+        if series_master_id not in self.events:
+            return None
+        return [e for e in self.events.values() if e.get("seriesMasterId") == series_master_id]
+
+    def _mailbox(self) -> None:
+        if self.mailbox_unavailable:
+            raise CalendarUnavailable(self.mailbox_unavailable)
+
     def delta_first(self, access_token: str, window: SyncWindow) -> DeltaPage:
+        self._mailbox()
         self.calls.append("first")
         self.changes.clear()
         return self._serve(list(self.events.values()), 0)
 
     def event(self, access_token: str, event_id: str) -> dict[str, Any] | None:
+        self._mailbox()
         self.calls.append(f"event:{event_id}")
         return self.events.get(event_id)
 
     def delta_next(self, access_token: str, link: str) -> DeltaPage:
+        self._mailbox()
         if self.refuse_token:
             raise GraphUnauthorized("Graph refused access (401 InvalidAuthenticationToken)")
         self.calls.append(link)
@@ -347,6 +367,12 @@ class Calendar:
         self.events.pop(event_id, None)
         self.changes.append({"id": event_id, "@removed": {"reason": "deleted"}})
 
+    def delete_occurrence(self, occurrence_id: str) -> None:
+        """As Graph is reported to do: the occurrence disappears with no `@removed`; only its series
+        master comes back changed (FACTS, "Deleted occurrences")."""
+        gone = self.events.pop(occurrence_id)
+        self.changes.append(self.events[gone["seriesMasterId"]])
+
 
 class Jobs:
     def __init__(self) -> None:
@@ -376,40 +402,6 @@ class Agents:
     def deploy(self, request: DeployRequest) -> DeployResult:
         self.calls.append(request)
         return self.script.pop(0) if self.script else DeployResult(ok=True)
-
-class JoinRulesStore:
-    """Join rules and per-meeting choices, keyed as the table keys them (kind, connection, target)."""
-
-    def __init__(self) -> None:
-        self.rules: dict[str, JoinRules] = {}
-        self.choices: dict[str, dict[tuple[bool, str, str], StoredOverride]] = {}
-
-    def get_rules(self, user_id: str) -> JoinRules | None:
-        return self.rules.get(user_id)
-
-    def put_rules(self, user_id: str, rules: JoinRules) -> None:
-        self.rules[user_id] = rules
-
-    def overrides(self, user_id: str) -> list[StoredOverride]:
-        return list(self.choices.get(user_id, {}).values())
-
-    def put_overrides(self, user_id: str, overrides: list[StoredOverride]) -> None:
-        mine = self.choices.setdefault(user_id, {})
-        for o in overrides:
-            mine[(o.series, o.connection_id, o.target_id)] = o
-
-    def remove_overrides(self, user_id: str, overrides: list[StoredOverride]) -> None:
-        mine = self.choices.get(user_id, {})
-        for o in overrides:
-            mine.pop((o.series, o.connection_id, o.target_id), None)
-
-
-class ErasureJobs:
-    def __init__(self) -> None:
-        self.jobs: list[tuple[str, timedelta]] = []
-
-    def enqueue(self, user_id: str, delay: timedelta) -> None:
-        self.jobs.append((user_id, delay))
 
 
 class UserRows:

@@ -103,6 +103,7 @@ class TableClaimStore:
             "ReconnectId": claim.reconnect_id or "", "SecretName": claim.secret_name,
             "HomeAccountId": claim.home_account_id, "TenantId": claim.tenant_id, "Email": claim.email,
             "AccessExpiresAt": _iso(claim.access_expires_at), "ExpiresAt": _iso(claim.expires_at),
+            "LoginHint": claim.login_hint[:1000], "CalendarUnavailable": claim.calendar_unavailable or "",
         })
 
     def get(self, code_hash: str) -> PendingClaim | None:
@@ -135,7 +136,8 @@ class TableClaimStore:
             code_hash=e["PartitionKey"], user_id=e["UserId"], reconnect_id=e["ReconnectId"] or None,
             secret_name=e["SecretName"], home_account_id=e["HomeAccountId"], tenant_id=e["TenantId"],
             email=e["Email"], access_expires_at=_dt(e.get("AccessExpiresAt")),
-            expires_at=_required_dt(e["ExpiresAt"]),
+            expires_at=_required_dt(e["ExpiresAt"]), login_hint=e.get("LoginHint") or "",
+            calendar_unavailable=e.get("CalendarUnavailable") or None,
         )
 
 
@@ -263,6 +265,8 @@ class TableConnectionStore:
             "Slot": -1 if c.slot is None else c.slot,
             "TransientFailureSince": _iso(c.transient_failure_since),
             "TransientFailures": c.transient_failures, "RetryAt": _iso(c.retry_at),
+            "FailureClass": c.failure_class or "", "FailureCode": (c.failure_code or "")[:100],
+            "SyncFailingSince": _iso(c.sync_failing_since), "LoginHint": (c.login_hint or "")[:1000],
         }
 
     @staticmethod
@@ -332,7 +336,7 @@ class TableMeetingStore:
             "Sources": json.dumps([_source_row(s) for s in m.sources]),
             "Agent": m.agent.value if m.agent else "", "DeployAt": _iso(m.deploy_at),
             "EnqueuedFor": _iso(m.enqueued_for), "FailureReason": m.failure_reason or "",
-            "LeaseUntil": _iso(m.lease_until), "AgentId": m.agent_id or "",
+            "LeaseUntil": _iso(m.lease_until), "AgentId": m.agent_id or "", "EnqueuedAt": _iso(m.enqueued_at),
         }
 
     @staticmethod
@@ -344,7 +348,7 @@ class TableMeetingStore:
             agent=AgentState(e["Agent"]) if e.get("Agent") else None, deploy_at=_dt(e.get("DeployAt")),
             enqueued_for=_dt(e.get("EnqueuedFor")), failure_reason=e.get("FailureReason") or None,
             lease_until=_dt(e.get("LeaseUntil")), etag=e.metadata.get("etag"),
-            agent_id=e.get("AgentId") or None,
+            agent_id=e.get("AgentId") or None, enqueued_at=_dt(e.get("EnqueuedAt")),
         )
 
 

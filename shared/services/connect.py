@@ -20,6 +20,7 @@ from shared.clock import Clock
 from shared.connections import (
     Connection,
     ConnectionStatus,
+    FixedBy,
     PlanLimitExceeded,
     aadsts_code,
     classify_token_error,
@@ -28,6 +29,7 @@ from shared.connections import (
 from shared.platform_auth import User
 from shared.ports import (
     CalendarReader,
+    CalendarUnavailable,
     ClaimStore,
     Conflict,
     ConnectionStore,
@@ -40,6 +42,7 @@ from shared.ports import (
     SignedIn,
     SyncJob,
 )
+from shared.services.health import ConnectionHealth
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +121,9 @@ class ConnectService:
         secrets_store: SecretStore,
         jobs: JobQueue,
         clock: Clock,
+        health: ConnectionHealth | None = None,
     ) -> None:
+        self._health = health
         self._flows = flows
         self._claims = claims
         self._connections = connections
@@ -137,7 +142,7 @@ class ConnectService:
             target = next((c for c in existing if c.id == reconnect_id), None)
             if target is None:
                 raise ConnectionNotFound(reconnect_id)
-            hint = target.email
+            hint = target.login_hint or target.email
         else:
             limit = plan_limit(user.plan)
             if limit is not None and len(existing) >= limit:
@@ -160,9 +165,12 @@ class ConnectService:
     def complete(self, response: Mapping[str, str]) -> CallbackResult:
         if "admin_consent" in response:
             # An IT admin returning from the admin-consent endpoint: no user flow, nothing to store.
+            # Microsoft's error redirect still carries admin_consent=True next to `error`: check it first.
+            if response.get("error"):
+                return _sign_in_error(response["error"], response.get("error_description"))
             if response["admin_consent"].lower() == "true":
                 return CallbackResult(Outcome.ADMIN_CONSENTED)
-            return _sign_in_error(response.get("error", "access_denied"), response.get("error_description"))
+            return CallbackResult(Outcome.FAILED, "admin_consent_not_granted")
         state = response.get("state", "")
         pending = self._flows.take(_hash(state)) if state else None
         if pending is None:
@@ -176,17 +184,36 @@ class ConnectService:
 
         result = self._identity.redeem(pending.flow, response)
         if not isinstance(result, SignedIn):
-            log.warning("code redemption failed", extra={"user_id": pending.user_id, "error": result.error,
-                                                          "aadsts": aadsts_code(result.description)})
-            reason = classify_token_error(result.error, result.description)
-            if reason is not None and reason.code in ("blocked_by_policy", "admin_approval_required"):
-                return CallbackResult(Outcome.BLOCKED, reason.code)
+            failure = classify_token_error(result.error, result.description, result.error_codes, result.suberror)
+            log.warning("code redemption failed: %s", failure.code,
+                        extra={"user_id": pending.user_id, "error": result.error, "failure_code": failure.code})
+            if failure.fixed_by is FixedBy.ADMIN and failure.reason is not None:
+                return CallbackResult(Outcome.BLOCKED, failure.reason.code)
+            if failure.fixed_by is FixedBy.SERVICE:
+                log.error("app_identity_failure: the service's own credentials were refused (%s)", failure.code,
+                          extra={"event": "app_identity_failure", "failure_code": failure.code})
+                return CallbackResult(Outcome.FAILED, "service_unavailable")
+            if failure.fixed_by is FixedBy.TRANSIENT:
+                return CallbackResult(Outcome.FAILED, "microsoft_unavailable")
             return CallbackResult(Outcome.FAILED, "code_rejected")
         try:
             email = self._calendar.me_email(result.access_token)
-        except Exception:
-            log.exception("reading the signed-in profile failed", extra={"user_id": pending.user_id})
+        except Exception as exc:
+            log.warning("reading the signed-in profile failed: %s", type(exc).__name__,
+                        extra={"user_id": pending.user_id})
             return CallbackResult(Outcome.FAILED, "profile_unavailable")
+        # One cheap calendar read before anything is stored: an account whose mailbox Graph cannot
+        # read signs in fine and would otherwise look Active with an empty list for ever.
+        calendar_unavailable: str | None = None
+        try:
+            self._calendar.probe(result.access_token)
+        except CalendarUnavailable as exc:
+            calendar_unavailable = exc.code
+            log.warning("connected account's calendar is unavailable: %s", exc.code,
+                        extra={"user_id": pending.user_id, "failure_code": exc.code})
+        except Exception as exc:
+            # Graph busy or down right now: the sync will find out and say so.
+            log.warning("calendar probe failed: %s", type(exc).__name__, extra={"user_id": pending.user_id})
 
         secret_name = new_secret_name()
         self._secrets.set(secret_name, result.cache)
@@ -203,6 +230,8 @@ class ConnectService:
                     email=email,
                     access_expires_at=result.access_expires_at,
                     expires_at=self._clock.now() + CLAIM_LIFETIME,
+                    login_hint=result.login_hint,
+                    calendar_unavailable=calendar_unavailable,
                 )
             )
         except Exception:
@@ -235,7 +264,8 @@ class ConnectService:
         else:
             raise Conflict(f"connection for claim kept changing (user {user.id})")
         self._claims.take(pending.code_hash)
-        self._jobs.enqueue_sync(SyncJob(user.id, connection.id, reason=outcome))
+        if connection.is_active:
+            self._jobs.enqueue_sync(SyncJob(user.id, connection.id, reason=outcome))
         log.info("connection %s", outcome, extra={"user_id": user.id, "connection_id": connection.id})
         return Claimed(outcome, connection)
 
@@ -266,6 +296,10 @@ class ConnectService:
 
         now = self._clock.now()
         new_id = _connection_id(pending)
+        # The calendar probe decided: a mailbox Graph cannot read is stored in Error with the reason
+        # (the user sees what their admin must do); reconnecting once it is fixed restores it.
+        status, reason_code = ((ConnectionStatus.ERROR, "calendar_unavailable") if pending.calendar_unavailable
+                               else (ConnectionStatus.ACTIVE, None))
         if target is not None:
             outcome = "connected" if target.id == new_id else "reconnected"
             if target.secret_name == pending.secret_name:
@@ -273,13 +307,20 @@ class ConnectService:
             updated = self._connections.update(replace(
                 target,
                 email=pending.email,
-                status=ConnectionStatus.ACTIVE,
-                reason_code=None,
+                status=status,
+                reason_code=reason_code,
                 secret_name=pending.secret_name,
                 last_refreshed_at=now,
                 access_expires_at=pending.access_expires_at,
                 transient_failure_since=None,
+                transient_failures=0,
+                failure_class=None,
+                failure_code=None,
+                sync_failing_since=None,
+                login_hint=pending.login_hint or target.login_hint,
             ))
+            if self._health is not None and updated.is_active:
+                self._health.restored(target, updated)
             # The replaced cache; should this fail, the reconciler deletes it (no row names it).
             self._secrets.delete(target.secret_name)
             return outcome, updated
@@ -289,12 +330,13 @@ class ConnectService:
             email=pending.email,
             home_account_id=pending.home_account_id,
             tenant_id=pending.tenant_id,
-            status=ConnectionStatus.ACTIVE,
-            reason_code=None,
+            status=status,
+            reason_code=reason_code,
             secret_name=pending.secret_name,
             connected_at=now,
             last_refreshed_at=now,
             access_expires_at=pending.access_expires_at,
+            login_hint=pending.login_hint or None,
         )
         try:
             return "connected", self._connections.add(new, user.plan)
@@ -325,10 +367,12 @@ def _connection_id(pending: PendingClaim) -> str:
 
 
 def _sign_in_error(error: str, description: str | None) -> CallbackResult:
+    # The authorize endpoint's error redirect carries only `error` and `error_description` (no
+    # error_codes), so the AADSTS number in the text is all there is here.
     code = aadsts_code(description)
-    reason = classify_token_error("invalid_grant", description) if code else None
-    if reason is not None and reason.code in ("blocked_by_policy", "admin_approval_required"):
-        return CallbackResult(Outcome.BLOCKED, reason.code)
+    failure = classify_token_error("invalid_grant", description) if code else None
+    if failure is not None and failure.fixed_by is FixedBy.ADMIN and failure.reason is not None:
+        return CallbackResult(Outcome.BLOCKED, failure.reason.code)
     if error == "access_denied" and code in (None, "65004"):
         return CallbackResult(Outcome.CANCELLED, "user_cancelled")
     if error == "consent_required" or code == "65001":

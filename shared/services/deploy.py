@@ -180,6 +180,10 @@ class DeployService:
             if now <= meeting.start + self._grace:
                 assert meeting.deploy_at is not None
                 self._jobs.schedule_deploy(DeployJob(user_id, meeting.key, meeting.deploy_at), timedelta(0))
+                try:  # counts from now: one re-queue per OVERDUE_AFTER, not one per sync
+                    self._meetings.replace(replace(meeting, enqueued_at=now))
+                except Conflict:
+                    pass
                 log.warning("deployment_overdue: no verdict since %s, queued again", meeting.deploy_at.isoformat(),
                             extra={**ctx, "event": "deployment_overdue"})
                 continue
@@ -216,7 +220,12 @@ OVERDUE_AFTER = timedelta(minutes=2)
 
 
 def _overdue(meeting: Meeting, now: datetime) -> bool:
-    if meeting.deploy_at is None or now < meeting.deploy_at + OVERDUE_AFTER:
+    """No verdict `OVERDUE_AFTER` after the message was due to surface: its deploy time, or when it
+    was queued for a meeting found only after its deploy time (a last-minute one)."""
+    if meeting.deploy_at is None:
+        return False
+    due = max(meeting.deploy_at, meeting.enqueued_at or meeting.deploy_at)
+    if now < due + OVERDUE_AFTER:
         return False
     if meeting.agent is AgentState.SCHEDULED:
         return True

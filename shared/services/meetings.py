@@ -65,7 +65,7 @@ def planned(jobs: JobQueue, now: datetime, meeting: Meeting, will_join: bool) ->
     if delay is None:
         return meeting
     jobs.schedule_deploy(DeployJob(meeting.user_id, meeting.key, meeting.deploy_at), delay)
-    return replace(meeting, enqueued_for=meeting.deploy_at, agent=AgentState.SCHEDULED)
+    return replace(meeting, enqueued_for=meeting.deploy_at, enqueued_at=now, agent=AgentState.SCHEDULED)
 
 
 def detach_source(meetings: MeetingStore, user_id: str, key: str, connection_id: str) -> None:

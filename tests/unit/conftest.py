@@ -12,6 +12,7 @@ from shared.services.accounts import AccountsService, TokenKeeper
 from shared.services.autojoin import AutojoinService
 from shared.services.connect import ConnectService
 from shared.services.deploy import DeployService
+from shared.services.health import ConnectionHealth
 from shared.services.meeting_lifecycle import MeetingLifecycle
 from shared.services.sync import SyncService
 from tests import fakes
@@ -39,6 +40,8 @@ class World:
     rules: fakes.JoinRulesStore
     meeting_lifecycle: MeetingLifecycle
     autojoin: AutojoinService
+    events: fakes.RecordingStatusEvents
+    health: ConnectionHealth
 
     def connect_account(self, user: User, account: tuple[str, str, str] | None = None,
                         reconnect: str | None = None):
@@ -66,25 +69,29 @@ def world() -> World:
     )
     lifecycle = MeetingLifecycle(meetings=w["meetings"], connections=w["connections"], rules=w["rules"],
                                  jobs=w["jobs"], clock=clock, grace_seconds=300)
+    events = fakes.RecordingStatusEvents()
+    health = ConnectionHealth(connections=w["connections"], meetings=w["meetings"], events=events, clock=clock)
     tokens = TokenKeeper(connections=w["connections"], identity=w["identity"], secrets_store=w["secrets"],
-                         clock=clock)
+                         clock=clock, health=health)
     return World(
         clock=clock, **w,
         connect=ConnectService(flows=w["flows"], claims=w["claims"], connections=w["connections"],
                                identity=w["identity"], calendar=w["calendar"], secrets_store=w["secrets"],
-                               jobs=w["jobs"], clock=clock),
+                               jobs=w["jobs"], clock=clock, health=health),
         accounts=AccountsService(connections=w["connections"], meetings=w["meetings"], index=w["index"],
-                                 sync_state=w["states"], secrets_store=w["secrets"], clock=clock),
+                                 sync_state=w["states"], secrets_store=w["secrets"], clock=clock, health=health),
         tokens=tokens,
         sync=SyncService(connections=w["connections"], tokens=tokens, calendar=w["calendar"],
                          meetings=w["meetings"], index=w["index"], sync_state=w["states"], jobs=w["jobs"],
                          clock=clock, window_days=14, full_resync_seconds=86400, lead_seconds=LEAD,
-                         lifecycle=lifecycle),
+                         lifecycle=lifecycle, health=health),
         deploy=DeployService(meetings=w["meetings"], connections=w["connections"], agents=w["agents"],
                              jobs=w["jobs"], clock=clock, grace_seconds=300, retry_base_seconds=15,
-                             lifecycle=lifecycle),
+                             lifecycle=lifecycle, health=health),
         meeting_lifecycle=lifecycle,
         autojoin=AutojoinService(store=w["rules"], meetings=w["meetings"], lifecycle=lifecycle, clock=clock),
+        events=events,
+        health=health,
     )
 
 

@@ -178,3 +178,16 @@ def test_reconnecting_a_connection_in_error_tells_the_platform_it_is_restored(wo
     world.connect_account(ALICE, WORK, reconnect=conn.id)
     assert [e.type.value.rsplit(".", 1)[1] for e in world.events.published] == ["error", "restored"]
     assert len({e.id for e in world.events.published}) == 2
+
+
+def test_a_meeting_found_after_its_deploy_time_is_not_overdue_at_once(world):
+    """Its message was queued just now (deploy at once): only silence after that counts as lost."""
+    conn = connected(world)
+    world.calendar.add(event(world, "late", minutes_from_now=1))  # deploy time (start − lead) has passed
+    sync(world, conn)
+    assert len(world.jobs.deploys) == 1
+    world.clock.advance(60)
+    assert world.deploy.recover_overdue(ALICE.id) == 0
+    world.clock.advance(61)
+    assert world.deploy.recover_overdue(ALICE.id) == 1  # still no verdict two minutes after queueing
+    assert world.deploy.recover_overdue(ALICE.id) == 0  # and queued again only once per two minutes
