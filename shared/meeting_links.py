@@ -13,14 +13,20 @@ Within one field the first recognised link in document order wins.
 
 What a candidate goes through:
 
-1. Found by a single left-to-right scan for ``http(s)://`` and for scheme-less meeting hosts
-   (``meet.google.com/...``). A candidate runs to the next whitespace, ``<``, ``>``, quote or
-   backslash; a raw Teams ``context={"Tid":...}`` in a text body is followed past its quotes.
-   ``<wbr>`` and zero-width characters, which Outlook puts inside long link texts, are removed first.
+1. Found by a left-to-right scan for ``http(s)://`` and for scheme-less meeting hosts
+   (``meet.google.com/...``, ``us02web.zoom.us/...``). A candidate ends where mail clients end a
+   link in text: at whitespace, ``<``, ``>``, a quote, a backtick, ``|`` or a backslash (none of
+   which RFC 3986 allows unescaped in a URL), and at a ``)``, ``]`` or ``}`` that closes nothing
+   opened inside the link. So ``[Join](https://zoom.us/j/1?pwd=x)and``, ``(https://...)`` and
+   ``[https://...](https://...)`` end before the bracket, while
+   ``https://en.wikipedia.org/wiki/Foo_(bar)`` keeps its pair. ``<wbr>`` tags and zero-width
+   characters, which Outlook puts inside long link texts, are cut out of the candidate (not out of
+   the ``https://`` that starts it). A raw Teams ``context={"Tid":...}`` in a text body is followed
+   past its quotes.
 2. HTML entities are decoded (only ``;``-terminated ones: ``&para=`` in a query stays a parameter),
-   trailing punctuation is dropped, and wrappers are peeled: Outlook Safe Links, Teams (ATP) Safe
-   Links, Proofpoint URL Defense v1/v2/v3, Google and Barracuda redirects, nested up to
-   ``MAX_UNWRAP_DEPTH`` deep.
+   trailing punctuation (``.,;:!?*``, quotes, unbalanced brackets) is dropped, and wrappers are
+   peeled: Outlook Safe Links, Teams (ATP) Safe Links, Proofpoint URL Defense v1/v2/v3, Google and
+   Barracuda redirects, nested up to ``MAX_UNWRAP_DEPTH`` deep.
 3. The unwrapped URL is parsed for its platform and rebuilt from the parts needed to join: the join
    URL never carries tracking parameters, host tokens or userinfo from the original.
 
@@ -36,24 +42,61 @@ Meeting identity (``MeetingLink.key``), equal for every form of one meeting's li
 - Teams short links ``/meet/<digits>?p=<passcode>``: ``teams:meet:<digits>``. A short link and a
   meetup-join link of the same meeting get different keys: nothing in the links ties them together.
 - Zoom: ``zoom:<meeting number>`` whatever the host (``us02web.zoom.us``, ``acme.zoom.us``,
-  ``zoom.com``), path (``/j/``, ``/w/``, ``/wc/join/``) or parameters; ZoomGov is a separate cloud
-  with its own numbers, so ``zoom:gov:<number>``; personal rooms ``zoom:my:<name>``.
+  ``zoom.com``), path (``/j/``, ``/w/``, ``/wc/join/``) or parameters; personal rooms
+  ``zoom:my:<name>``. Zoom's other clouds (``ZOOM_CLOUDS``) number their meetings apart, so their
+  keys carry the cloud: ``zoom:gov:<number>``, ``zoom:x:<number>``, ``zoom:cn:<number>``.
 - Google Meet: ``google_meet:<code>`` with the code lower-cased and dashed (``abc-defg-hij``).
+
+Zoom's official domains (``ZOOM_CLOUDS``; any subdomain of them, nothing else):
+
+- ``zoom.us``, ``zoom.com``: the commercial cloud, with company vanity (``acme.zoom.us``) and
+  regional web (``us02web.zoom.us``) subdomains. Zoom's firewall article lists ``*.zoom.us`` and
+  ``*.zoom.com`` for browsers (support.zoom.com, KB0060561).
+- ``zoomgov.com``: Zoom for Government, a separate (FedRAMP) cloud with its own meeting numbers.
+- ``zoom-x.de``: Zoom X, Zoom operated by Deutsche Telekom for German organisations
+  (blog.zoom.us/zoom-and-deutsche-telekom; German universities use it under the DFN framework
+  contract). Links read ``https://acme.zoom-x.de/j/<number>``; calendar tools added the domain after
+  users' reports (leits/MeetingBar pull request 658).
+- ``zoom.com.cn``: Zoom's China service (matched by the same calendar tools; Zoom's own sign-in
+  page script tests for it).
+
+  Look-alikes (``zoom.us.example.com``, ``notzoom.us``, ``zoomx.de``, ``zoom-x.de.example.com``)
+  are not Zoom. A cloud other than the commercial one keeps its own key prefix because we found
+  nothing saying its numbers are shared with zoom.us: a key that splits one meeting in two costs at
+  worst a second agent, one that merges two meetings costs a missed meeting.
 
 The join URL (``MeetingLink.url``) keeps what joining needs: Teams ``context`` (Tid, Oid and any
 other flags such as ``IsBroadcastMeeting``), the short-link passcode ``p``, Zoom ``pwd`` and ``tk``
 (registrant token). It drops everything else (``from=addon``, ``authuser``, ``hs``, ``#success``,
 ``zak``...). Teams percent-escapes are written lower-case, as Teams itself writes them.
 
+Several copies of one meeting (same key) are common: an invitation holds the link in a wrapped
+``href`` and again as its text, or in ``onlineMeeting`` and the body. The first copy in priority
+order is chosen, and each credential it lacks is taken from the first later copy that has it:
+Zoom ``pwd`` and ``tk``, the short-link ``p``, Teams context ``Tid`` and ``Oid``. The chosen copy's
+own values always win; ``explain`` names the copy each added credential came from.
+
+Size: the join URL is ASCII and at most ``MAX_JOIN_URL_CHARS`` (2,048) characters, so the sync code
+can store it without checks. A candidate whose join URL would be longer is turned down (a passcode of
+a few thousand non-ASCII characters grows nine-fold when percent-encoded; a genuine Zoom ``pwd`` is
+about 30 characters, a Teams context about 110), and a credential that would push a completed URL
+past the bound is not added. Why 2,048: it is the length browsers, proxies and meeting agents have
+long handled (Internet Explorer's limit was 2,083; the sitemaps protocol caps URLs at 2,048), and it
+sits far inside Table Storage's 64 KiB (32K UTF-16 characters) string property.
+
 Not meetings (each with its reason in ``explain``): Teams help, download, channel, chat and
 meeting-options links, dial-in pages, ``zoom.us/download``, Zoom recordings, registration and
 host-start links, ``meet.google.com/new``, bare domains, Skype for Business and other platforms.
 
-Cost: the scan is one regex pass over the lower-cased text plus work proportional to the
-candidates' lengths; every regex is free of nested quantifiers, a candidate is at most
-``MAX_URL_CHARS`` long, unwrapping stops at ``MAX_UNWRAP_DEPTH`` and a field yields at most
-``MAX_CANDIDATES_PER_FIELD`` candidates (a link after that many others in one field is not seen;
-``explain`` notes it). A megabyte of hostile body text takes milliseconds.
+Cost: per field, one lower-casing and four literal-led regex searches (``https?://`` and the three
+families of scheme-less hosts), which the regex engine runs like ``str.find``; then work
+proportional to the candidates' lengths. ``find_meeting_link`` skips the parsing of any plain link
+whose host is neither a meeting host nor a known wrapper (``explain`` parses everything), and stops
+as soon as the chosen link carries every credential its platform can have. Every regex is free of
+nested quantifiers, a candidate is at most ``MAX_URL_CHARS`` long, unwrapping stops at
+``MAX_UNWRAP_DEPTH`` and a field yields at most ``MAX_CANDIDATES_PER_FIELD`` candidates (a link after
+that many others in one field is not seen; ``explain`` notes it). A megabyte of hostile body text
+takes milliseconds.
 """
 
 from __future__ import annotations
@@ -65,14 +108,20 @@ import json
 import re
 import string
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from types import MappingProxyType
+from typing import NamedTuple
 from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit
 
 __all__ = [
+    "GOOGLE_MEET_HOST",
     "MAX_CANDIDATES_PER_FIELD",
+    "MAX_JOIN_URL_CHARS",
     "MAX_UNWRAP_DEPTH",
     "MAX_URL_CHARS",
+    "TEAMS_HOSTS",
+    "ZOOM_CLOUDS",
     "Candidate",
     "Explanation",
     "MeetingLink",
@@ -84,6 +133,9 @@ __all__ = [
 ]
 
 MAX_URL_CHARS = 8192
+"""Longest candidate (as written, wrappers included) that is parsed at all, in characters."""
+MAX_JOIN_URL_CHARS = 2048
+"""Longest join URL ever returned, in characters (ASCII, so also bytes and UTF-16 units)."""
 MAX_UNWRAP_DEPTH = 5
 MAX_CANDIDATES_PER_FIELD = 1000
 MAX_LOCATIONS = 50
@@ -97,9 +149,35 @@ class Platform(StrEnum):
     GOOGLE_MEET = "google_meet"
 
 
+_SUPPORTED = "Teams, Zoom or Google Meet"
+
+# Where meetings live. Everything below that knows a host (the scan, the recognisers) reads these.
+TEAMS_HOSTS = frozenset(
+    {
+        "teams.microsoft.com",
+        "teams.live.com",
+        "teams.cloud.microsoft",
+        "gov.teams.microsoft.us",
+        "dod.teams.microsoft.us",
+        "teams.microsoft.us",
+    }
+)
+"""Hosts of Teams join links (commercial, consumer, the new ``cloud.microsoft`` and US government)."""
+ZOOM_CLOUDS: Mapping[str, str] = MappingProxyType(
+    {"zoom.us": "", "zoom.com": "", "zoomgov.com": "gov", "zoom-x.de": "x", "zoom.com.cn": "cn"}
+)
+"""Zoom's official domains (each with all its subdomains) -> the cloud's part of the key ("" = commercial)."""
+GOOGLE_MEET_HOST = "meet.google.com"
+_ZOOM_SUFFIXES = tuple("." + domain for domain in ZOOM_CLOUDS)
+_ZOOM_CLOUD_NAMES = {"": "Zoom", "gov": "ZoomGov", "x": "Zoom X", "cn": "Zoom China"}
+
+
 @dataclass(frozen=True, slots=True)
 class MeetingLink:
-    """A joinable meeting: ``url`` to join it, ``key`` to recognise it wherever it turns up."""
+    """A joinable meeting: ``url`` to join it, ``key`` to recognise it wherever it turns up.
+
+    ``url`` is an ASCII ``https://`` URL of at most ``MAX_JOIN_URL_CHARS`` characters.
+    """
 
     platform: Platform
     url: str
@@ -144,16 +222,25 @@ class Explanation:
 def find_meeting_link(event: Mapping[str, object]) -> MeetingLink | None:
     """The event's meeting link, or None when it has no supported one. Never raises.
 
-    The guard below keeps one odd event from stopping a calendar sync; ``explain`` runs unguarded,
-    so the property tests that call it would surface any such failure.
+    The answer is the first recognised link in priority order, completed with the credentials later
+    copies of the same meeting carry (see the module docstring). The guard below keeps one odd event
+    from stopping a calendar sync; ``explain`` runs unguarded, so the property tests that call it
+    would surface any such failure.
     """
     try:
-        for seen in _candidates(event, notes=None):
-            if seen.link is not None:
-                return seen.link
+        choice = _Choice()
+        for source, text in _fields(event):
+            if "/" not in text:  # no link in it (the scan would say so, a little later)
+                continue
+            for raw, too_long in _Scan(text, all_links=False):
+                if too_long or (choice.join is not None and not _may_carry_credentials(raw)):
+                    continue
+                choice.offer(_evaluate(raw).join, source)
+                if choice.complete:
+                    return choice.link
+        return choice.link
     except Exception:
         return None
-    return None
 
 
 def explain(event: Mapping[str, object]) -> Explanation:
@@ -161,19 +248,24 @@ def explain(event: Mapping[str, object]) -> Explanation:
     notes: list[str] = []
     fields: list[str] = []
     shown: list[Candidate] = []
-    chosen: MeetingLink | None = None
-    chosen_source: str | None = None
+    choice = _Choice()
+    chosen_at: int | None = None
     seen_keys: set[tuple[str, str]] = set()
     omitted = 0
     for seen in _candidates(event, notes=notes, fields=fields):
-        if seen.link is not None and chosen is None:
-            chosen, chosen_source = seen.link, seen.source
+        join = seen.join
+        if join is not None and choice.join is None:
+            choice.offer(join, seen.source)
             verdict, reason = Verdict.CHOSEN, seen.reason
-        elif seen.link is not None and chosen is not None and seen.link.key == chosen.key:
-            verdict, reason = Verdict.SAME_MEETING, f"same meeting as the link chosen from {chosen_source}"
-        elif seen.link is not None:
+        elif join is not None and choice.join is not None and join.link.key == choice.join.link.key:
+            added = choice.offer(join, seen.source)
+            verdict, reason = Verdict.SAME_MEETING, f"same meeting as the link chosen from {choice.source}"
+            if added:
+                reason += f"; its {_credential_names(added)} completes the join URL"
+                notes.append(f"join URL completed with the {_credential_names(added)} from {seen.source}")
+        elif join is not None:
             verdict = Verdict.NOT_CHOSEN
-            reason = f"{seen.reason}, but the link from {chosen_source} comes first"
+            reason = f"{seen.reason}, but the link from {choice.source} comes first"
         else:
             verdict, reason = Verdict.REJECTED, seen.reason
         dedupe = (seen.source, seen.url)
@@ -183,6 +275,8 @@ def explain(event: Mapping[str, object]) -> Explanation:
         if len(shown) >= _MAX_SHOWN_CANDIDATES and verdict is not Verdict.CHOSEN:
             omitted += 1
             continue
+        if verdict is Verdict.CHOSEN:
+            chosen_at = len(shown)
         shown.append(
             Candidate(
                 source=seen.source,
@@ -191,14 +285,16 @@ def explain(event: Mapping[str, object]) -> Explanation:
                 wrappers=seen.wrappers,
                 verdict=verdict,
                 reason=reason,
-                link=seen.link,
+                link=join.link if join is not None else None,
             )
         )
+    if chosen_at is not None:
+        shown[chosen_at] = replace(shown[chosen_at], link=choice.link)
     if omitted:
         notes.append(f"{omitted} further candidates not listed")
     return Explanation(
-        link=chosen,
-        source=chosen_source,
+        link=choice.link,
+        source=choice.source,
         candidates=tuple(shown),
         fields=tuple(fields),
         notes=tuple(notes),
@@ -216,6 +312,111 @@ def parse_join_url(url: str) -> MeetingLink | None:
 
 
 # --------------------------------------------------------------------------------------------
+# Choosing among the links of one event
+
+
+class _Join(NamedTuple):
+    """A recognised meeting: its link, and the credentials behind it so that copies can be merged.
+
+    ``slots`` names the credentials this kind of link can carry; ``values`` are what this copy
+    carries, in the order written (for Teams meetup-join, its whole ``context``).
+    """
+
+    link: MeetingLink
+    address: str
+    slots: tuple[str, ...]
+    values: tuple[tuple[str, object], ...]
+    in_context: bool
+
+    def missing(self) -> tuple[str, ...]:
+        have = {name for name, value in self.values if value != ""}
+        return tuple(name for name in self.slots if name not in have)
+
+    def completed_by(self, other: _Join) -> tuple[_Join, tuple[str, ...]]:
+        """This copy with the credentials it lacks taken from ``other``, and their names."""
+        theirs = dict(other.values)
+        added = tuple(name for name in self.missing() if theirs.get(name, "") != "")
+        if not added:
+            return self, ()
+        values = {**dict(self.values), **{name: theirs[name] for name in added}}
+        ordered = values.items() if self.in_context else ((n, values[n]) for n in self.slots if n in values)
+        merged = _join(self.link.platform, self.link.key, self.address, self.slots, tuple(ordered), self.in_context)
+        if len(merged.link.url) > MAX_JOIN_URL_CHARS:
+            return self, ()
+        return merged, added
+
+
+def _join(
+    platform: Platform,
+    key: str,
+    address: str,
+    slots: tuple[str, ...] = (),
+    values: tuple[tuple[str, object], ...] = (),
+    in_context: bool = False,
+) -> _Join:
+    url = address
+    if values and in_context:
+        url += "?context=" + _context_query(values)
+    elif values:
+        url += "?" + "&".join(f"{name}={_quote_value(str(value))}" for name, value in values)
+    return _Join(MeetingLink(platform, url, key), address, slots, values, in_context)
+
+
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
+
+
+class _Choice:
+    """The first meeting in priority order, completed by later copies of the same meeting."""
+
+    __slots__ = ("complete", "join", "source")
+
+    def __init__(self) -> None:
+        self.join: _Join | None = None
+        self.source: str | None = None
+        self.complete = False
+
+    def offer(self, join: _Join | None, source: str) -> tuple[str, ...]:
+        """Consider one recognised link; the names of the credentials it added to the choice."""
+        if join is None or self.complete:
+            return ()
+        if self.join is None:
+            self.join, self.source, self.complete = join, source, not join.missing()
+            return ()
+        if join.link.key != self.join.link.key:
+            return ()
+        self.join, added = self.join.completed_by(join)
+        self.complete = not self.join.missing()
+        return added
+
+    @property
+    def link(self) -> MeetingLink | None:
+        return self.join.link if self.join is not None else None
+
+
+def _may_carry_credentials(raw: str) -> bool:
+    """False when ``raw`` cannot hold a credential, so a link already chosen cannot gain one from it.
+
+    Every credential is read from a query (``?pwd=``, ``?p=``, ``?context=``, ``?coords=``, or
+    ``&name=``), and a ``?`` or ``&`` can only come from the text itself, a percent-escape, an HTML
+    entity or a character Proofpoint v3 replaced with ``*``.
+    """
+    return "?" in raw or "&" in raw or "%" in raw or "*" in raw
+
+
+_CREDENTIAL_NAMES = {
+    "pwd": "passcode (pwd)",
+    "tk": "registrant token (tk)",
+    "p": "passcode (p)",
+    "Tid": "tenant (Tid)",
+    "Oid": "organiser (Oid)",
+}
+
+
+def _credential_names(names: tuple[str, ...]) -> str:
+    return " and ".join(_CREDENTIAL_NAMES.get(name, name) for name in names)
+
+
+# --------------------------------------------------------------------------------------------
 # Fields of a Graph event
 
 
@@ -225,7 +426,7 @@ class _Seen:
     found: str
     url: str
     wrappers: tuple[str, ...]
-    link: MeetingLink | None
+    join: _Join | None
     reason: str
 
 
@@ -271,13 +472,13 @@ def _candidates(
             fields.append(f"{source}: {len(text)} chars" if text else f"{source}: empty")
         if not text:
             continue
-        scan = _Scan(*_clean(text))
+        scan = _Scan(text)
         for raw, too_long in scan:
             if too_long:
                 yield _Seen(source, raw, raw, (), None, f"longer than {MAX_URL_CHARS} characters")
                 continue
             outcome = _evaluate(raw)
-            yield _Seen(source, raw, outcome.url, outcome.wrappers, outcome.link, outcome.reason)
+            yield _Seen(source, raw, outcome.url, outcome.wrappers, outcome.join, outcome.reason)
         if scan.capped and notes is not None:
             notes.append(f"{source}: stopped after {MAX_CANDIDATES_PER_FIELD} candidates")
 
@@ -290,71 +491,163 @@ _INVISIBLE = re.compile(
     r"<wbr\s{0,8}/?>|&#8203;|&#x200b;|&ZeroWidthSpace;|&shy;|&#173;|[\u00ad\u200b\u200c\u200d\u2060\ufeff]",
     re.IGNORECASE,
 )
-_INVISIBLE_HINTS = ("<wbr", "&#8203;", "&#x200b;", "&zerowidthspace;", "&shy;", "&#173;")
-_INVISIBLE_CHARS = ("\u00ad", "\u200b", "\u200c", "\u200d", "\u2060", "\ufeff")
-# Matched against the lower-cased text; factored by first letters so the engine skips ahead fast.
-_START = re.compile(
-    r"https?://|meet\.google\.com/|zoom(?:gov\.com|\.us|\.com)/"
-    r"|teams\.(?:microsoft\.com|live\.com|cloud\.microsoft|microsoft\.us)/"
-)
-_START_ANY_CASE = re.compile(_START.pattern, re.IGNORECASE)
-_RUN = re.compile(rf"[^\s\\\"'<>]{{0,{MAX_URL_CHARS + 1}}}")
-_RUN_REST = re.compile(r"[^\s\\\"'<>]*")
+_WBR = re.compile(r"<wbr\s{0,8}/?>", re.IGNORECASE)
+
+
+def _literal_led(hosts: frozenset[str] | tuple[str, ...]) -> str:
+    """``<common prefix>(?:<rest>|...)/`` for scheme-less hosts: a literal lead lets the engine skip fast.
+
+    Hosts under another listed host (``gov.teams.microsoft.us``) are left out: the scan finds the
+    parent and walks back to the start of the host.
+    """
+    roots = sorted(h for h in hosts if not any(h.endswith("." + other) for other in hosts))
+    lead = min(roots)
+    while not all(h.startswith(lead) for h in roots):
+        lead = lead[:-1]
+    rest = "|".join(re.escape(h[len(lead) :]) for h in sorted(roots, key=len, reverse=True))
+    return f"{re.escape(lead)}(?:{rest})/"
+
+
+_URL_CHARS = r"""[^\s\\"'<>`|()\[\]{}]"""
+"""Not whitespace, not a character RFC 3986 forbids that text puts around links, not a bracket."""
+# Matched against the lower-cased text: a link with a scheme (its host as far as it is plain name
+# characters, then the rest of its run), and the three families of scheme-less hosts.
+_SCHEME_LINK = re.compile(r"https?://([a-z0-9.-]*)" + _URL_CHARS + "*")
+_BARE_HOSTS = tuple(re.compile(_literal_led(hosts)) for hosts in (tuple(ZOOM_CLOUDS), TEAMS_HOSTS, (GOOGLE_MEET_HOST,)))
+# The same, on the original text, where lower-casing moves positions.
+_SCHEME_LINK_ANY_CASE = re.compile(_SCHEME_LINK.pattern, re.IGNORECASE)
+_BARE_HOSTS_ANY_CASE = tuple(re.compile(p.pattern, re.IGNORECASE) for p in _BARE_HOSTS)
+_URL_RUN = re.compile(_URL_CHARS + "*")
+_RUN_REST = re.compile(r"""[^\s\\"'<>`|]*""")
+_OPENERS = {"(": 0, "[": 1, "{": 2}
+_CLOSERS_AT = {")": 0, "]": 1, "}": 2}
+_EXTENDERS = frozenset("([{)]}<")
+_HOST_ENDS = frozenset("/?#\\\"'>`|")
 _HOST_RUN = re.compile(r"[A-Za-z0-9.-]{0,253}")
 _NOT_BEFORE_BARE_HOST = frozenset("/@%=&?#+_~")
 _RAW_CONTEXT_END = re.compile(r"[^\s<>}]{0,600}\}")
 
 
-def _clean(text: str) -> tuple[str, str]:
-    """The text without invisible characters, and its lower-cased form."""
-    lowered = text.lower()
-    if text.isascii() and "<" not in text and "&" not in text:
-        return text, lowered
-    if any(hint in lowered for hint in _INVISIBLE_HINTS) or any(c in text for c in _INVISIBLE_CHARS):
-        text = _INVISIBLE.sub("", text)
-        lowered = text.lower()
-    return text, lowered
+def _start(match: re.Match[str]) -> int:
+    return match.start()
+
+
+def _plain_other_host(text: str, link: re.Match[str]) -> bool:
+    """The link's host is all name characters, ends where the host ends, and matters to no one."""
+    host_end = link.end(1)
+    if host_end < len(text):
+        after = text[host_end]
+        if after not in _HOST_ENDS and not after.isspace():
+            return False  # a port, userinfo, an entity, a bracket, <wbr>...: let _evaluate decide
+    host = link.group(1).lower().rstrip(".")
+    return not (host in _WRAPPER_HOSTS or _SAFELINKS in "." + host or _platform_of(host) is not None)
 
 
 class _Scan:
-    """Yields (candidate, too_long) left to right; the position only moves forward."""
+    """Yields (candidate, too_long) left to right; the position only moves forward.
 
-    def __init__(self, text: str, lowered: str) -> None:
+    With ``all_links=False`` a plain link whose host is neither a meeting host nor a wrapper is
+    counted and stepped over but not yielded: ``_evaluate`` could only turn it down.
+    """
+
+    def __init__(self, text: str, all_links: bool = True) -> None:
         self.text = text
-        self.lowered = lowered
+        self.all_links = all_links
         self.capped = False
 
     def __iter__(self) -> Iterator[tuple[str, bool]]:
         text = self.text
-        lowered = self.lowered
+        if "/" not in text:  # every candidate has one: "https://", "zoom.us/", "meet.google.com/"...
+            return
+        lowered = text.lower()
         # Lower-casing keeps positions unless a character expands (U+0130): then search case-blind.
-        finder, haystack = (_START, lowered) if len(lowered) == len(text) else (_START_ANY_CASE, text)
+        if len(lowered) == len(text):
+            links, bare_hosts, haystack = _SCHEME_LINK, _BARE_HOSTS, lowered
+        else:
+            links, bare_hosts, haystack = _SCHEME_LINK_ANY_CASE, _BARE_HOSTS_ANY_CASE, text
+        size = len(text)
+        bare = [pattern.search(haystack) for pattern in bare_hosts]
+        next_bare = min((hit.start() for hit in bare if hit is not None), default=size)
         pos = 0
         count = 0
+        link = links.search(haystack)
         while True:
-            match = finder.search(haystack, pos)
-            if match is None:
+            if link is not None and link.start() < pos:
+                link = links.search(haystack, pos)
+            if next_bare < pos:  # refresh the scheme-less hosts that were passed
+                for i, hit in enumerate(bare):
+                    if hit is not None and hit.start() < pos:
+                        bare[i] = bare_hosts[i].search(haystack, pos)
+                next_bare = min((hit.start() for hit in bare if hit is not None), default=size)
+            if link is not None and link.start() < next_bare:
+                start, end = link.start(), link.end()
+                other = not self.all_links and _plain_other_host(text, link)
+            elif next_bare < size:
+                hit = min((hit for hit in bare if hit is not None), key=_start)
+                start = self._bare_host_start(pos, hit.start())
+                if start < 0:
+                    pos = hit.end()
+                    continue
+                run = _URL_RUN.match(text, start)
+                end = run.end() if run else start
+                other = False
+            else:
                 return
             if count >= MAX_CANDIDATES_PER_FIELD:
                 self.capped = True
                 return
-            start = match.start()
-            if not match.group().endswith("//"):
-                start = self._bare_host_start(pos, start)
-                if start < 0:
-                    pos = match.end()
-                    continue
-            run = _RUN.match(text, start)
-            end = run.end() if run else start
             count += 1
+            after = text[end] if end < size else ""
+            if other and after not in _EXTENDERS and after != '"':
+                pos = end  # the usual case: a link to some other site, stepped over
+                continue
+            pieces: list[str] = []
+            piece = start
+            if after in _EXTENDERS:
+                end, piece, pieces = self._extend(start, end)
             if end - start > MAX_URL_CHARS:
                 rest = _RUN_REST.match(text, end)
                 pos = rest.end() if rest else end
-                yield text[start : start + _SHOWN_CHARS], True
+                if not other:
+                    yield text[start : start + _SHOWN_CHARS], True
                 continue
-            end = self._follow_raw_context(start, end)
-            pos = max(end, match.end())
-            yield text[start:end], False
+            pos = end = self._follow_raw_context(start, end)
+            if other:
+                continue
+            raw = "".join(pieces) + text[piece:end] if pieces else text[start:end]
+            if "&" in raw or not raw.isascii():
+                raw = _INVISIBLE.sub("", raw)
+            yield raw, False
+
+    def _extend(self, start: int, end: int) -> tuple[int, int, list[str]]:
+        """Carry on past brackets and ``<wbr>`` from ``end``: the URL's end, its last piece's start, the pieces before.
+
+        A bracket belongs to the URL if it opens, or closes one opened inside the URL; any other
+        closing bracket ends it, as mail clients end links. ``<wbr>`` tags split the link text into
+        pieces, which are joined without them.
+        """
+        text = self.text
+        stop = min(len(text), start + MAX_URL_CHARS + 1)
+        depth = [0, 0, 0]
+        pieces: list[str] = []
+        piece = start
+        while end < stop:
+            char = text[end]
+            if char in _OPENERS:
+                depth[_OPENERS[char]] += 1
+            elif char in _CLOSERS_AT and depth[_CLOSERS_AT[char]]:
+                depth[_CLOSERS_AT[char]] -= 1
+            elif char == "<" and (tag := _WBR.match(text, end)):
+                pieces.append(text[piece:end])
+                piece = end = tag.end()
+                run = _URL_RUN.match(text, end, stop)
+                end = run.end() if run else end
+                continue
+            else:
+                break
+            run = _URL_RUN.match(text, end + 1, stop)
+            end = run.end() if run else end + 1
+        return end, piece, pieces
 
     def _bare_host_start(self, floor: int, start: int) -> int:
         """Start of a scheme-less host such as ``us02web.zoom.us``; -1 if inside another token."""
@@ -382,30 +675,41 @@ class _Scan:
 # One candidate: decode, unwrap, recognise
 
 
-@dataclass(frozen=True, slots=True)
-class _Outcome:
+class _Outcome(NamedTuple):
     url: str
     wrappers: tuple[str, ...]
-    link: MeetingLink | None
+    join: _Join | None
     reason: str
+
+    @property
+    def link(self) -> MeetingLink | None:
+        return self.join.link if self.join is not None else None
 
 
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 _CUT = re.compile(r"[\s<>]")
 _SCHEME = re.compile(r"https?://", re.IGNORECASE)
 _CLOSERS = {")": "(", "]": "[", "}": "{"}
-_TRAILING = frozenset(".,;:!?'\")]}")
+_TRAILING = frozenset(".,;:!?*'\")]}")
 
 
 def _decode_entities(text: str) -> str:
     for _ in range(2):  # "&amp;amp;" happens when an escaped body is escaped again
         if "&" not in text:
             break
-        decoded = _ENTITY.sub(lambda m: html.unescape(m.group()), text)
+        decoded = _ENTITY.sub(_decode_entity, text)
         if decoded == text:
             break
         text = decoded
     return text
+
+
+_COMMON_ENTITIES = {"&amp;": "&", "&quot;": '"', "&lt;": "<", "&gt;": ">", "&#39;": "'"}
+
+
+def _decode_entity(match: re.Match[str]) -> str:
+    entity = match.group()
+    return _COMMON_ENTITIES.get(entity) or html.unescape(entity)
 
 
 def _tidy(raw: str) -> str:
@@ -423,7 +727,7 @@ def _strip_trailing(text: str) -> str:
     counts = {c: text.count(c) for c in "()[]{}"}
     while end:
         c = text[end - 1]
-        if c in ".,;:!?'\"":
+        if c in ".,;:!?*'\"":
             end -= 1
             continue
         opener = _CLOSERS.get(c)
@@ -447,8 +751,11 @@ def _evaluate(raw: str) -> _Outcome:
         parts, host = split
         unwrapped = _unwrap_once(parts, host, url)
         if unwrapped is None:
-            link, reason = _recognise(parts, host, url)
-            return _Outcome(url, tuple(wrappers), link, reason)
+            join, reason = _recognise(parts, host, url)
+            if join is not None and len(join.link.url) > MAX_JOIN_URL_CHARS:
+                reason = f"{reason}, but its join URL would be longer than {MAX_JOIN_URL_CHARS} characters"
+                return _Outcome(url, tuple(wrappers), None, reason)
+            return _Outcome(url, tuple(wrappers), join, reason)
         name, inner = unwrapped
         wrappers.append(name)
         if len(wrappers) > MAX_UNWRAP_DEPTH:
@@ -462,8 +769,21 @@ def _evaluate(raw: str) -> _Outcome:
     return _Outcome(url, tuple(wrappers), None, f"wrapped more than {MAX_UNWRAP_DEPTH} times")
 
 
+# What urlsplit() gives for a URL whose authority is a plain host name with an optional port (every
+# platform and wrapper link); any other authority (userinfo, IPv6, non-ASCII...) goes to urlsplit.
+_PLAIN_URL = re.compile(
+    r"(https?)://([a-z0-9.-]+)(:[0-9]*)?((?:/[^?#]*)?)(?:\?([^#]*))?(?:#(.*))?", re.IGNORECASE | re.ASCII | re.DOTALL
+)
+
+
 def _split(url: str) -> tuple[SplitResult, str] | None:
     """The URL's parts and its lower-case host (without port, userinfo or final dot)."""
+    plain = _PLAIN_URL.fullmatch(url)
+    if plain is not None:
+        scheme, host, port, path, query, fragment = plain.groups()
+        parts = SplitResult(scheme.lower(), host + (port or ""), path, query or "", fragment or "")
+        host = host.lower().rstrip(".")
+        return (parts, host) if host else None
     try:
         parts = urlsplit(url)
         host = (parts.hostname or "").rstrip(".")
@@ -494,16 +814,22 @@ _PP_RUN_LENGTHS = {
     c: i + 2 for i, c in enumerate(string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_")
 }
 _PP_SINGLE_SLASH = re.compile(r"([a-z0-9+.-]{1,20}:/)(?=[^/])", re.IGNORECASE)
+_SAFELINKS = ".safelinks.protection."  # nam12.safelinks.protection.outlook.com, gcc02...office365.us
 _GOOGLE_HOSTS = frozenset({"www.google.com", "google.com"})
 _TEAMS_SAFELINKS_HOSTS = frozenset({"statics.teams.cdn.office.net", "staticsint.teams.cdn.office.net"})
 _OWA_HOSTS = frozenset({"outlook.office.com", "outlook.office365.com", "outlook.live.com"})
+_PROOFPOINT_HOSTS = frozenset({"urldefense.proofpoint.com", "urldefense.com"})
+_BARRACUDA_HOST = "linkprotect.cudasvc.com"
+_WRAPPER_HOSTS = _GOOGLE_HOSTS | _TEAMS_SAFELINKS_HOSTS | _OWA_HOSTS | _PROOFPOINT_HOSTS | {_BARRACUDA_HOST}
 
 
 def _unwrap_once(parts: SplitResult, host: str, url: str) -> tuple[str, str | None] | None:
     """(wrapper name, target) if ``url`` is a known link wrapper, else None."""
     path = parts.path
-    if ".safelinks.protection." in "." + host:
+    if _SAFELINKS in "." + host:
         return "Outlook Safe Links", _decoded_param(parts.query, "url")
+    if host not in _WRAPPER_HOSTS:
+        return None
     if host in _TEAMS_SAFELINKS_HOSTS and path.lower().startswith("/evergreen-assets/safelinks/"):
         return "Teams Safe Links", _decoded_param(parts.query, "url")
     if host in _OWA_HOSTS and path.lower() == "/mail/safelink.html":
@@ -513,12 +839,12 @@ def _unwrap_once(parts: SplitResult, host: str, url: str) -> tuple[str, str | No
     if host == "urldefense.proofpoint.com" and path.startswith("/v2/url"):
         value = _query_param(parts.query, "u")
         return "Proofpoint v2", unquote(value.translate(_PP_V2)) if value is not None else None
-    if host in ("urldefense.com", "urldefense.proofpoint.com") and path.startswith("/v3/__"):
+    if host in _PROOFPOINT_HOSTS and path.startswith("/v3/__"):
         return "Proofpoint v3", _proofpoint_v3(url)
     if host in _GOOGLE_HOSTS and path == "/url":
         target = _decoded_param(parts.query, "q") or _decoded_param(parts.query, "url")
         return "Google redirect", target
-    if host == "linkprotect.cudasvc.com" and path == "/url":
+    if host == _BARRACUDA_HOST and path == "/url":
         return "Barracuda Link Protection", _decoded_param(parts.query, "a")
     return None
 
@@ -578,19 +904,6 @@ def _proofpoint_v3(url: str) -> str | None:
 # --------------------------------------------------------------------------------------------
 # Platforms
 
-_TEAMS_HOSTS = frozenset(
-    {
-        "teams.microsoft.com",
-        "teams.live.com",
-        "teams.cloud.microsoft",
-        "gov.teams.microsoft.us",
-        "dod.teams.microsoft.us",
-        "teams.microsoft.us",
-    }
-)
-_ZOOM_DOMAINS = ("zoom.us", "zoom.com")
-_ZOOMGOV_DOMAIN = "zoomgov.com"
-_MEET_HOST = "meet.google.com"
 
 _OTHER_HOSTS: dict[str, str] = {
     "dialin.teams.microsoft.com": "Teams dial-in numbers page, not a join link",
@@ -614,39 +927,62 @@ _OTHER_HOSTS: dict[str, str] = {
 }
 
 
-def _recognise(parts: SplitResult, host: str, url: str) -> tuple[MeetingLink | None, str]:
-    if host in _TEAMS_HOSTS:
+def _platform_of(host: str) -> tuple[Platform, str] | None:
+    """The platform a host belongs to and, for Zoom, its cloud; None for any other host."""
+    if host in TEAMS_HOSTS:
+        return Platform.TEAMS, ""
+    if host == GOOGLE_MEET_HOST:
+        return Platform.GOOGLE_MEET, ""
+    if host in ZOOM_CLOUDS:
+        return Platform.ZOOM, ZOOM_CLOUDS[host]
+    if host.endswith(_ZOOM_SUFFIXES):
+        for domain, cloud in ZOOM_CLOUDS.items():
+            if host.endswith("." + domain):
+                return Platform.ZOOM, cloud
+    return None
+
+
+def _recognise(parts: SplitResult, host: str, url: str) -> tuple[_Join | None, str]:
+    platform = _platform_of(host)
+    if platform is None:
+        # The host and each parent domain, most specific first: www.microsoft.com, microsoft.com, com.
+        labels = host.split(".")
+        for i in range(len(labels)):
+            reason = _OTHER_HOSTS.get(".".join(labels[i:]))
+            if reason is not None:
+                return None, reason
+        return None, f"not a {_SUPPORTED} address"
+    kind, cloud = platform
+    if kind is Platform.TEAMS:
         return _teams(parts, url, host)
-    if _in_domain(host, _ZOOMGOV_DOMAIN):
-        return _zoom(parts, host, gov=True)
-    if any(_in_domain(host, d) for d in _ZOOM_DOMAINS):
-        return _zoom(parts, host, gov=False)
-    if host == _MEET_HOST:
-        return _google_meet(parts)
-    # The host and each parent domain, most specific first: www.microsoft.com, microsoft.com, com.
-    labels = host.split(".")
-    for i in range(len(labels)):
-        reason = _OTHER_HOSTS.get(".".join(labels[i:]))
-        if reason is not None:
-            return None, reason
-    return None, "not a Teams, Zoom or Google Meet address"
-
-
-def _in_domain(host: str, domain: str) -> bool:
-    return host == domain or host.endswith("." + domain)
+    if kind is Platform.ZOOM:
+        return _zoom(parts, host, cloud)
+    return _google_meet(parts)
 
 
 # Teams ----------------------------------------------------------------------------------------
 
 _MEETUP_JOIN = re.compile(r"/l/meetup-join/", re.IGNORECASE)
-_THREAD_ID = re.compile(r"19:[A-Za-z0-9_-]{1,400}@thread\.(v2|tacv2|skype)", re.IGNORECASE)
+_THREAD_ID = re.compile(r"19:[A-Za-z0-9_-]{1,400}@thread\.(v2|tacv2|skype)", re.IGNORECASE | re.ASCII)
 _SEGMENT_END = re.compile(r"[/?#&]")
 _MESSAGE_ID = re.compile(r"/([0-9]{1,20})(?![0-9])")
 _CONTEXT = re.compile(r"[?&]context=([^&#\s]{1,4096})", re.IGNORECASE)
 _SHORT_LINK = re.compile(r"/meet/([0-9]{6,20})(?![0-9A-Za-z])", re.IGNORECASE)
 _PASSCODE = re.compile(r"[?&]p=([^&#\s]{1,256})")
 _COORDS = re.compile(r"[?&]coords=([A-Za-z0-9+/=_%-]{1,4096})", re.IGNORECASE)
-_ESCAPE = re.compile(r"%[0-9A-F]{2}")
+# Teams writes percent-escapes lower-case (%3a, %7b); everything but RFC 3986's unreserved set is escaped.
+_TEAMS_ESCAPES = {
+    byte: f"%{byte:02x}" for byte in range(256) if chr(byte) not in string.ascii_letters + string.digits + "-._~"
+}
+_TEAMS_CONTEXT_CREDENTIALS = ("Tid", "Oid")
+_CONTEXT_VALUES = (str, bool, int, float)
+# The shapes Teams itself writes (Graph's joinUrl, invitations), read without unquote and json.loads:
+# a thread id escaped once, and a context of tenant and organiser ids made of unreserved characters.
+_UNRESERVED = re.compile(r"[A-Za-z0-9._~-]*")
+_THREAD_ESCAPED = re.compile(r"19%3[aA]([A-Za-z0-9_-]{1,400})%40thread\.(v2|tacv2|skype)", re.ASCII)
+_CONTEXT_ESCAPED = re.compile(
+    r"%7[bB]%22Tid%22%3[aA]%22([A-Za-z0-9._~-]*)%22%2[cC]%22Oid%22%3[aA]%22([A-Za-z0-9._~-]*)%22%7[dD]"
+)
 
 _TEAMS_NOT_MEETINGS: tuple[tuple[str, str], ...] = (
     ("/l/channel/", "link to a Teams channel, not a meeting"),
@@ -662,8 +998,10 @@ _TEAMS_NOT_MEETINGS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _teams(parts: SplitResult, url: str, host: str) -> tuple[MeetingLink | None, str]:
-    path = unquote(parts.path).lower()
+def _teams(parts: SplitResult, url: str, host: str) -> tuple[_Join | None, str]:
+    path = parts.path.lower()
+    if "%" in path and not path.startswith("/l/meetup-join/"):
+        path = unquote(path)
     if path.startswith("/l/meetup-join/"):
         return _teams_meetup_join(url, host)
     if path.startswith("/meet/"):
@@ -685,7 +1023,7 @@ def _teams(parts: SplitResult, url: str, host: str) -> tuple[MeetingLink | None,
     return None, "Teams link that is not a meeting join link"
 
 
-def _teams_meetup_join(url: str, host: str) -> tuple[MeetingLink | None, str]:
+def _teams_meetup_join(url: str, host: str) -> tuple[_Join | None, str]:
     marker = _MEETUP_JOIN.search(url)
     if marker is None:
         return None, "Teams meetup-join link without a meeting"
@@ -693,9 +1031,13 @@ def _teams_meetup_join(url: str, host: str) -> tuple[MeetingLink | None, str]:
     cut = _SEGMENT_END.search(tail)
     segment = tail[: cut.start()] if cut else tail
     rest = tail[cut.start() :] if cut else ""
-    thread = unquote(segment)
-    if "%" in thread:
-        thread = unquote(thread)
+    as_teams_writes_it = _THREAD_ESCAPED.fullmatch(segment)
+    if as_teams_writes_it is not None:
+        thread = "19:{}@thread.{}".format(*as_teams_writes_it.groups())
+    else:
+        thread = unquote(segment)
+        if "%" in thread:
+            thread = unquote(thread)
     match = _THREAD_ID.fullmatch(thread)
     if match is None:
         return None, "Teams meetup-join link without a valid meeting thread id"
@@ -706,13 +1048,13 @@ def _teams_meetup_join(url: str, host: str) -> tuple[MeetingLink | None, str]:
     return _meetup_link(host, thread, message_id, context)
 
 
-def _meetup_link(host: str, thread: str, message_id: str, context: dict[str, object] | None) -> tuple[MeetingLink, str]:
-    join = f"https://{host}/l/meetup-join/{_teams_quote(thread)}/{message_id}"
-    if context:
-        join += "?context=" + _teams_quote(json.dumps(context, separators=(",", ":"), ensure_ascii=True))
+def _meetup_link(host: str, thread: str, message_id: str, context: dict[str, object] | None) -> tuple[_Join, str]:
+    # The thread id passed _THREAD_ID, so ":" and "@" are its only characters to escape.
+    address = f"https://{host}/l/meetup-join/{thread.replace(':', '%3a').replace('@', '%40')}/{message_id}"
     key = f"teams:{thread}" if message_id == "0" else f"teams:{thread}/{message_id}"
     reason = "Teams meeting" if context else "Teams meeting (link has no tenant context)"
-    return MeetingLink(Platform.TEAMS, join, key), reason
+    values = tuple(context.items()) if context else ()
+    return _join(Platform.TEAMS, key, address, _TEAMS_CONTEXT_CREDENTIALS, values, in_context=True), reason
 
 
 def _teams_context(rest: str) -> dict[str, object] | None:
@@ -720,6 +1062,9 @@ def _teams_context(rest: str) -> dict[str, object] | None:
     if match is None:
         return None
     value = match.group(1)
+    as_teams_writes_it = _CONTEXT_ESCAPED.fullmatch(value)
+    if as_teams_writes_it is not None:  # what unquote and json.loads would make of it, read in one step
+        return {"Tid": as_teams_writes_it.group(1), "Oid": as_teams_writes_it.group(2)}
     for _ in range(3):
         if value.startswith("{"):
             break
@@ -730,14 +1075,30 @@ def _teams_context(rest: str) -> dict[str, object] | None:
         return None
     if not isinstance(parsed, dict):
         return None
-    return {k: v for k, v in parsed.items() if isinstance(v, str | bool | int | float)}
+    return {k: v for k, v in parsed.items() if isinstance(v, _CONTEXT_VALUES)}
+
+
+def _context_query(context: tuple[tuple[str, object], ...]) -> str:
+    """``_teams_quote(json.dumps(dict(context), separators=(",", ":")))``, written piece by piece.
+
+    Names and string values made only of unreserved characters (the GUIDs Teams puts there) are
+    copied as they are instead of being escaped character by character. ``context`` has unique names.
+    """
+    return "%7b" + "%2c".join(f"{_json_quoted(name)}%3a{_json_quoted(value)}" for name, value in context) + "%7d"
+
+
+def _json_quoted(value: object) -> str:
+    if isinstance(value, str) and _UNRESERVED.fullmatch(value):
+        return f"%22{value}%22"
+    return _teams_quote(_COMPACT_JSON.encode(value))
 
 
 def _teams_quote(text: str) -> str:
-    return _ESCAPE.sub(lambda m: m.group().lower(), quote(text, safe=""))
+    """``quote(text, safe="")`` with lower-case escapes (one C-level pass over the UTF-8 bytes)."""
+    return text.encode().decode("latin-1").translate(_TEAMS_ESCAPES)
 
 
-def _teams_short_link(url: str, host: str) -> tuple[MeetingLink | None, str]:
+def _teams_short_link(url: str, host: str) -> tuple[_Join | None, str]:
     match = _SHORT_LINK.search(url)
     if match is None:
         return None, "Teams /meet/ link without a numeric meeting id"
@@ -746,15 +1107,14 @@ def _teams_short_link(url: str, host: str) -> tuple[MeetingLink | None, str]:
     return _short_link(host, match.group(1), passcode)
 
 
-def _short_link(host: str, meeting_id: str, passcode: str | None) -> tuple[MeetingLink, str]:
-    join = f"https://{host}/meet/{meeting_id}"
-    if passcode:
-        join += "?p=" + _quote_value(passcode)
+def _short_link(host: str, meeting_id: str, passcode: str | None) -> tuple[_Join, str]:
     reason = "Teams meeting (meeting id link)" if passcode else "Teams meeting (meeting id link, no passcode)"
-    return MeetingLink(Platform.TEAMS, join, f"teams:meet:{meeting_id}"), reason
+    values: tuple[tuple[str, object], ...] = (("p", passcode),) if passcode else ()
+    join = _join(Platform.TEAMS, f"teams:meet:{meeting_id}", f"https://{host}/meet/{meeting_id}", ("p",), values)
+    return join, reason
 
 
-def _teams_light_meeting(url: str, host: str) -> tuple[MeetingLink | None, str]:
+def _teams_light_meeting(url: str, host: str) -> tuple[_Join | None, str]:
     match = _COORDS.search(url)
     if match is None:
         return None, "Teams light-meetings link without meeting coordinates"
@@ -793,7 +1153,9 @@ def _teams_light_meeting(url: str, host: str) -> tuple[MeetingLink | None, str]:
 
 _ZOOM_JOIN = re.compile(r"/(j|w)/([0-9]{9,11})(?=[/;,]|$)", re.IGNORECASE)
 _ZOOM_WEB_CLIENT = re.compile(r"/wc/(?:join/([0-9]{9,11})|([0-9]{9,11})/join)(?=[/;,]|$)", re.IGNORECASE)
-_ZOOM_PERSONAL = re.compile(r"/my/([A-Za-z0-9._-]{0,63}[A-Za-z0-9_-])/?", re.IGNORECASE)
+_ZOOM_PERSONAL = re.compile(r"/my/([A-Za-z0-9._-]{0,63}[A-Za-z0-9_-])/?", re.IGNORECASE | re.ASCII)
+_ZOOM_HOST = re.compile(r"[a-z0-9.-]{1,253}")
+_ZOOM_CREDENTIALS = ("pwd", "tk")
 _ZOOM_NOT_MEETINGS: tuple[tuple[str, str], ...] = (
     ("/rec/", "Zoom recording, not a meeting"),
     ("/recording/", "Zoom recording, not a meeting"),
@@ -811,31 +1173,31 @@ _ZOOM_NOT_MEETINGS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _zoom(parts: SplitResult, host: str, gov: bool) -> tuple[MeetingLink | None, str]:
+def _zoom(parts: SplitResult, host: str, cloud: str) -> tuple[_Join | None, str]:
+    if not _ZOOM_HOST.fullmatch(host):
+        return None, "Zoom address with an invalid host name"
     path = unquote(parts.path)
-    key_prefix = "zoom:gov:" if gov else "zoom:"
-    params = {k: v for k, v in reversed(parse_qsl(parts.query))}
-    query = "&".join(f"{name}={_quote_value(params[name])}" for name in ("pwd", "tk") if params.get(name))
-    suffix = "?" + query if query else ""
-    join = _ZOOM_JOIN.match(path)
-    if join is not None:
-        kind, number = join.group(1).lower(), join.group(2)
+    key_prefix = f"zoom:{cloud}:" if cloud else "zoom:"
+    on = f" on {_ZOOM_CLOUD_NAMES[cloud]}" if cloud else ""
+    params = {k: v for k, v in reversed(parse_qsl(parts.query))}  # the first of repeated names wins
+    values = tuple((name, params[name]) for name in _ZOOM_CREDENTIALS if params.get(name))
+
+    def join(address: str, key: str) -> _Join:
+        return _join(Platform.ZOOM, key_prefix + key, f"https://{host}{address}", _ZOOM_CREDENTIALS, values)
+
+    number = _ZOOM_JOIN.match(path)
+    if number is not None:
+        kind, digits = number.group(1).lower(), number.group(2)
         label = "Zoom webinar" if kind == "w" else "Zoom meeting"
-        return MeetingLink(Platform.ZOOM, f"https://{host}/{kind}/{number}{suffix}", key_prefix + number), label
+        return join(f"/{kind}/{digits}", digits), label + on
     web = _ZOOM_WEB_CLIENT.match(path)
     if web is not None:
-        number = web.group(1) or web.group(2)
-        return (
-            MeetingLink(Platform.ZOOM, f"https://{host}/j/{number}{suffix}", key_prefix + number),
-            "Zoom meeting (web client link)",
-        )
+        digits = web.group(1) or web.group(2)
+        return join(f"/j/{digits}", digits), f"Zoom meeting{on} (web client link)"
     personal = _ZOOM_PERSONAL.fullmatch(path)
     if personal is not None:
         name = personal.group(1).lower()
-        return (
-            MeetingLink(Platform.ZOOM, f"https://{host}/my/{name}{suffix}", f"{key_prefix}my:{name}"),
-            "Zoom personal meeting room",
-        )
+        return join(f"/my/{name}", f"my:{name}"), f"Zoom personal meeting room{on}"
     lowered = path.lower()
     for prefix, reason in _ZOOM_NOT_MEETINGS:
         if lowered.startswith(prefix):
@@ -847,15 +1209,15 @@ def _zoom(parts: SplitResult, host: str, gov: bool) -> tuple[MeetingLink | None,
 
 # Google Meet ----------------------------------------------------------------------------------
 
-_MEET_CODE = re.compile(r"/([a-z]{3})-?([a-z]{4})-?([a-z]{3})/?", re.IGNORECASE)
+_MEET_CODE = re.compile(r"/([a-z]{3})-?([a-z]{4})-?([a-z]{3})/?", re.IGNORECASE | re.ASCII)
 
 
-def _google_meet(parts: SplitResult) -> tuple[MeetingLink | None, str]:
+def _google_meet(parts: SplitResult) -> tuple[_Join | None, str]:
     path = unquote(parts.path)
     match = _MEET_CODE.fullmatch(path)
     if match is not None:
         code = "-".join(match.groups()).lower()
-        return MeetingLink(Platform.GOOGLE_MEET, f"https://{_MEET_HOST}/{code}", f"google_meet:{code}"), "Google Meet"
+        return _join(Platform.GOOGLE_MEET, f"google_meet:{code}", f"https://{GOOGLE_MEET_HOST}/{code}"), "Google Meet"
     lowered = path.lower().rstrip("/")
     if lowered == "/new":
         return None, "meet.google.com/new starts a new meeting, it is not one"

@@ -28,6 +28,7 @@ from typing import Any, TextIO
 from shared.autojoin import (
     CONSUMER_TENANT_ID,
     DEFAULT_RULES,
+    PLATFORM_NAMES,
     Decision,
     InvalidRules,
     JoinRules,
@@ -43,7 +44,8 @@ from shared.services.sync import parse_graph_time
 
 FOUND, NOT_FOUND, BAD_INPUT = 0, 1, 2
 
-PLATFORM_NAMES = {"teams": "Teams", "zoom": "Zoom", "google_meet": "Google Meet"}
+# The platforms and their names are the product's (shared.meeting_links.Platform, shared.autojoin).
+SUPPORTED = ", ".join(list(PLATFORM_NAMES.values())[:-1]) + " or " + list(PLATFORM_NAMES.values())[-1]
 
 
 class BadInput(Exception):
@@ -190,7 +192,7 @@ def describe(event: Mapping[str, Any], story: Explanation, inputs: JoinInputs | 
         if chosen.found != chosen.url:
             lines.append(f"    as written: {chosen.found}")
     else:
-        lines.append("  NOT FOUND: no Teams, Zoom or Google Meet link, so this event stays out of Upcoming Meetings.")
+        lines.append(f"  NOT FOUND: no {SUPPORTED} link, so this event stays out of Upcoming Meetings.")
     others = [c for c in story.candidates if c.verdict is not Verdict.CHOSEN]
     if others:
         lines.append("  Other links in this event:")

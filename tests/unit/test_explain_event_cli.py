@@ -17,7 +17,9 @@ from urllib.parse import quote
 
 import pytest
 
-from tools.explain_event import BAD_INPUT, FOUND, NOT_FOUND, main
+import shared.autojoin
+from shared.meeting_links import Platform
+from tools.explain_event import BAD_INPUT, FOUND, NOT_FOUND, PLATFORM_NAMES, main
 
 REPO = Path(__file__).resolve().parents[2]
 TID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
@@ -63,7 +65,7 @@ def write(tmp_path: Path, data: Any, name: str = "event.json") -> str:
 def test_a_found_link_is_shown_with_its_field_and_the_wrappers_removed(tmp_path: Path) -> None:
     code, out, err = run([write(tmp_path, TEAMS_INVITATION)])
     assert code == FOUND and err == ""
-    assert "FOUND a Teams meeting in body.content (html)" in out
+    assert "FOUND a Microsoft Teams meeting in body.content (html)" in out
     assert f"join URL:  {TEAMS_JOIN}" in out
     assert "unwrapped: Outlook Safe Links" in out
     assert "[rejected] body.content (html): https://aka.ms/JoinTeamsMeeting?omkt=en-US" in out
@@ -73,7 +75,7 @@ def test_a_found_link_is_shown_with_its_field_and_the_wrappers_removed(tmp_path:
 def test_an_event_without_a_link_says_it_stays_out_of_upcoming_meetings_and_why(tmp_path: Path) -> None:
     code, out, _ = run([write(tmp_path, NO_LINK)])
     assert code == NOT_FOUND
-    assert "NOT FOUND" in out and "Upcoming Meetings" in out
+    assert "NOT FOUND: no Microsoft Teams, Zoom or Google Meet link" in out and "Upcoming Meetings" in out
     assert "https://zoom.us/download" in out and "Zoom download page, not a meeting" in out
     assert "location.displayName" in out
 
@@ -209,3 +211,39 @@ def test_it_runs_as_a_module_from_the_repository_root(tmp_path: Path) -> None:
     )
     assert broken.returncode == BAD_INPUT
     assert "Traceback" not in broken.stderr and "not valid JSON" in broken.stderr
+
+
+def test_the_tool_names_the_platforms_the_product_names() -> None:
+    assert PLATFORM_NAMES is shared.autojoin.PLATFORM_NAMES
+    assert set(PLATFORM_NAMES) == set(Platform)
+
+
+def test_a_zoom_x_meeting_is_found_with_its_cloud(tmp_path: Path) -> None:
+    zoom_x = {
+        "id": "AAMkAGI2TG95AAA=",
+        "subject": "Lehrstuhltreffen",
+        "body": {
+            "contentType": "text",
+            "content": "Zoom-Meeting beitreten\nhttps://tu-darmstadt.zoom-x.de/j/61234567890?pwd=abc.1\n",
+        },
+    }
+    code, out, _ = run([write(tmp_path, zoom_x)])
+    assert code == FOUND
+    assert "FOUND a Zoom meeting in body.content (text)" in out
+    assert "join URL:  https://tu-darmstadt.zoom-x.de/j/61234567890?pwd=abc.1" in out
+    assert "meeting:   zoom:x:61234567890" in out
+
+
+def test_a_join_url_completed_from_a_later_copy_says_where_the_passcode_came_from(tmp_path: Path) -> None:
+    twice = {
+        "id": "AAMkAGI2TG96AAA=",
+        "subject": "Design review",
+        "location": {"displayName": "https://us02web.zoom.us/j/85012345678"},
+        "body": {"contentType": "text", "content": "Join: https://us02web.zoom.us/j/85012345678?pwd=bWp5T1Vz.1"},
+    }
+    code, out, _ = run([write(tmp_path, twice)])
+    assert code == FOUND
+    assert "FOUND a Zoom meeting in location.displayName" in out
+    assert "join URL:  https://us02web.zoom.us/j/85012345678?pwd=bWp5T1Vz.1" in out
+    assert "[same meeting] body.content (text)" in out
+    assert "Note: join URL completed with the passcode (pwd) from body.content (text)" in out

@@ -586,6 +586,217 @@ GOOGLE_MEET: list[Case] = [
     ),
 ]
 
+# Zoom's other clouds: Zoom X (Deutsche Telekom), ZoomGov, Zoom China. Each numbers its own meetings.
+ZOOM_X_JOIN = f"https://tu-darmstadt.zoom-x.de/j/{ZOOM_NUMBER}?pwd={ZOOM_PWD}"
+
+ZOOM_CLOUDS: list[Case] = [
+    (
+        "zoom x link of a german organisation",
+        event(
+            body=text_body(f"Zoom-Meeting beitreten\n{ZOOM_X_JOIN}\n\nMeeting-ID: 850 1234 5678\nKenncode: 427193\n")
+        ),
+        Meeting(Platform.ZOOM, f"zoom:x:{ZOOM_NUMBER}", ZOOM_X_JOIN, "body.content (text)"),
+    ),
+    (
+        "zoom x on its bare domain behind outlook safe links",
+        event(
+            body=html_body(
+                f'<a href="{escaped(safelinks(f"https://zoom-x.de/j/{ZOOM_NUMBER}?pwd={ZOOM_PWD}"))}">Beitreten</a>'
+            )
+        ),
+        Meeting(Platform.ZOOM, f"zoom:x:{ZOOM_NUMBER}", f"https://zoom-x.de/j/{ZOOM_NUMBER}?pwd={ZOOM_PWD}"),
+    ),
+    (
+        "zoom x without scheme in the location",
+        event(location={"displayName": f"tu-darmstadt.zoom-x.de/j/{ZOOM_NUMBER}?pwd={ZOOM_PWD}"}),
+        Meeting(Platform.ZOOM, f"zoom:x:{ZOOM_NUMBER}", ZOOM_X_JOIN, "location.displayName"),
+    ),
+    (
+        "zoom x personal meeting room",
+        event(location={"displayName": "https://uni-example.zoom-x.de/my/prof.mueller"}),
+        Meeting(Platform.ZOOM, "zoom:x:my:prof.mueller", "https://uni-example.zoom-x.de/my/prof.mueller"),
+    ),
+    (
+        "zoomgov agency subdomain",
+        event(body=text_body(f"https://agency.zoomgov.com/j/1612345678?pwd={ZOOM_PWD}")),
+        Meeting(Platform.ZOOM, "zoom:gov:1612345678", f"https://agency.zoomgov.com/j/1612345678?pwd={ZOOM_PWD}"),
+    ),
+    (
+        "zoom china link",
+        event(body=text_body(f"https://zoom.com.cn/j/{ZOOM_NUMBER}?pwd={ZOOM_PWD}")),
+        Meeting(Platform.ZOOM, f"zoom:cn:{ZOOM_NUMBER}", f"https://zoom.com.cn/j/{ZOOM_NUMBER}?pwd={ZOOM_PWD}"),
+    ),
+    (
+        "a zoom x link and a zoom.us link with the same number are different meetings",
+        event(
+            location={"displayName": f"https://zoom.us/j/{ZOOM_NUMBER}"},
+            body=text_body(f"Backup: {ZOOM_X_JOIN}"),
+        ),
+        Meeting(Platform.ZOOM, ZOOM_KEY, f"https://zoom.us/j/{ZOOM_NUMBER}", "location.displayName"),
+    ),
+]
+
+# Several copies of one meeting: the first in priority order is chosen, and completed with the
+# credentials later copies carry (passcode, registrant token, Teams tenant and organiser).
+ZOOM_NO_PWD = f"https://us02web.zoom.us/j/{ZOOM_NUMBER}"
+TEAMS_NO_CONTEXT = f"https://teams.microsoft.com/l/meetup-join/{THREAD_ENC}/0"
+SHORT_LINK = "https://teams.microsoft.com/meet/23456789012345"
+
+BEST_COPY: list[Case] = [
+    (
+        "zoom link twice: the wrapped copy lost its passcode, the link text kept it",
+        event(
+            body=html_body(f'<p>Join Zoom Meeting<br><a href="{escaped(safelinks(ZOOM_NO_PWD))}">{ZOOM_JOIN}</a></p>')
+        ),
+        Meeting(Platform.ZOOM, ZOOM_KEY, ZOOM_JOIN, "body.content (html)"),
+    ),
+    (
+        "zoom location without passcode, the invitation body has it",
+        event(location={"displayName": ZOOM_NO_PWD}, body=text_body(ZOOM_TEXT_INVITATION)),
+        Meeting(Platform.ZOOM, ZOOM_KEY, ZOOM_JOIN, "location.displayName"),
+    ),
+    (
+        "zoom webinar registrant token from a later copy joins the passcode of the first",
+        event(
+            location={"displayName": f"https://us06web.zoom.us/w/91234567890?pwd={ZOOM_PWD}"},
+            body=text_body("Your personal link: https://us06web.zoom.us/w/91234567890?tk=AbC-d_EfG.DQMAAA"),
+        ),
+        Meeting(
+            Platform.ZOOM,
+            "zoom:91234567890",
+            f"https://us06web.zoom.us/w/91234567890?pwd={ZOOM_PWD}&tk=AbC-d_EfG.DQMAAA",
+        ),
+    ),
+    (
+        "the chosen copy's passcode wins over a different one later",
+        event(location={"displayName": ZOOM_JOIN}, body=text_body(f"{ZOOM_NO_PWD}?pwd=SomethingElse")),
+        Meeting(Platform.ZOOM, ZOOM_KEY, ZOOM_JOIN),
+    ),
+    (
+        "a passcode of another meeting is not borrowed",
+        event(
+            location={"displayName": ZOOM_NO_PWD},
+            body=text_body(f"Last week: https://us02web.zoom.us/j/85099999999?pwd={ZOOM_PWD}"),
+        ),
+        Meeting(Platform.ZOOM, ZOOM_KEY, ZOOM_NO_PWD),
+    ),
+    (
+        "teams joinUrl without context, the invitation body carries the tenant",
+        teams_event(onlineMeeting={"joinUrl": TEAMS_NO_CONTEXT}),
+        Meeting(Platform.TEAMS, TEAMS_KEY, TEAMS_JOIN, "onlineMeeting.joinUrl"),
+    ),
+    (
+        "teams context from light-meetings coordinates completes a bare meetup-join",
+        event(
+            location={"displayName": TEAMS_NO_CONTEXT},
+            body=text_body(
+                "https://teams.microsoft.com/light-meetings/launch?agent=web&coords="
+                + light_meetings_coords({"conversationId": THREAD, "tenantId": TID, "organizerId": OID})
+            ),
+        ),
+        Meeting(Platform.TEAMS, TEAMS_KEY, TEAMS_JOIN, "location.displayName"),
+    ),
+    (
+        "teams short link without passcode in the location, the body has it",
+        event(
+            location={"displayName": f"Teams {SHORT_LINK}"},
+            body=html_body(f'<a href="{SHORT_LINK}?p=Xa9bC3dE4fG5hI6jK7">Join the meeting</a>'),
+        ),
+        Meeting(Platform.TEAMS, "teams:meet:23456789012345", f"{SHORT_LINK}?p=Xa9bC3dE4fG5hI6jK7"),
+    ),
+]
+
+# Where a link ends in a plain-text body: as mail clients decide, not glued to what follows.
+DELIMITERS: list[Case] = [
+    (
+        "markdown link with the url as its label",
+        event(body=text_body(f"Join: [{ZOOM_JOIN}]({ZOOM_JOIN})")),
+        Meeting(Platform.ZOOM, ZOOM_KEY, ZOOM_JOIN),
+    ),
+    (
+        "markdown link followed by text without a space",
+        event(body=text_body(f"[Join Zoom Meeting]({ZOOM_JOIN})and dial in if you must")),
+        Meeting(Platform.ZOOM, ZOOM_KEY, ZOOM_JOIN),
+    ),
+    (
+        "url in square brackets",
+        event(body=text_body(f"Zoom: [{ZOOM_JOIN}]")),
+        Meeting(Platform.ZOOM, ZOOM_KEY, ZOOM_JOIN),
+    ),
+    (
+        "url in parentheses glued to the next word",
+        event(body=text_body(f"Online ({ZOOM_JOIN})Meeting ID: 850 1234 5678")),
+        Meeting(Platform.ZOOM, ZOOM_KEY, ZOOM_JOIN),
+    ),
+    (
+        "slack style link with a label after a pipe",
+        event(body=text_body(f"<{ZOOM_JOIN}|Join Zoom Meeting>")),
+        Meeting(Platform.ZOOM, ZOOM_KEY, ZOOM_JOIN),
+    ),
+    (
+        "markdown code span",
+        event(body=text_body(f"Paste `{ZOOM_JOIN}` into your browser")),
+        Meeting(Platform.ZOOM, ZOOM_KEY, ZOOM_JOIN),
+    ),
+    (
+        "markdown bold link",
+        event(body=text_body(f"**{ZOOM_JOIN}**")),
+        Meeting(Platform.ZOOM, ZOOM_KEY, ZOOM_JOIN),
+    ),
+    (
+        "teams short link passcode in a markdown link",
+        event(body=text_body("[Join](https://teams.live.com/meet/9371234567890?p=qHDqtvFSfIg1rT)!")),
+        Meeting(
+            Platform.TEAMS, "teams:meet:9371234567890", "https://teams.live.com/meet/9371234567890?p=qHDqtvFSfIg1rT"
+        ),
+    ),
+    (
+        "teams raw context inside a markdown link",
+        event(
+            body=text_body(
+                f"[Join the meeting](https://teams.microsoft.com/l/meetup-join/{THREAD}/0?context={CONTEXT_RAW})."
+            )
+        ),
+        Meeting(Platform.TEAMS, TEAMS_KEY, TEAMS_JOIN),
+    ),
+    (
+        "a link with balanced parentheses before the meeting keeps them",
+        event(body=text_body(f"About Zoom: https://en.wikipedia.org/wiki/Zoom_(software) Join: ({ZOOM_JOIN})")),
+        Meeting(Platform.ZOOM, ZOOM_KEY, ZOOM_JOIN),
+    ),
+]
+
+# Join URLs are stored as they are: absurd ones are turned down, never cut.
+HUGE_PWD = "é" * 1000  # 6,000 characters once percent-encoded
+
+SIZE: list[Case] = [
+    (
+        "zoom passcode of a thousand non-ascii characters",
+        event(body=text_body(f"https://zoom.us/j/{ZOOM_NUMBER}?pwd={HUGE_PWD}")),
+        NoMeeting("longer than 2048 characters"),
+    ),
+    (
+        "an absurd copy does not hide the genuine one after it",
+        event(body=text_body(f"https://us02web.zoom.us/j/{ZOOM_NUMBER}?pwd={HUGE_PWD} or {ZOOM_JOIN}")),
+        Meeting(Platform.ZOOM, ZOOM_KEY, ZOOM_JOIN),
+    ),
+    (
+        "an absurd passcode from a later copy is not added",
+        event(location={"displayName": ZOOM_NO_PWD}, body=text_body(f"{ZOOM_NO_PWD}?pwd={HUGE_PWD}")),
+        Meeting(Platform.ZOOM, ZOOM_KEY, ZOOM_NO_PWD),
+    ),
+    (
+        "teams context of absurd size",
+        event(
+            onlineMeeting={
+                "joinUrl": f"{TEAMS_NO_CONTEXT}?context="
+                + quote('{"Tid":"' + TID + '","Oid":"' + OID + '","Note":"' + "ü" * 300 + '"}', safe="")
+            }
+        ),
+        NoMeeting("longer than 2048 characters"),
+    ),
+]
+
 PRIORITY: list[Case] = [
     (
         "teams join button wins over a backup zoom link in the notes",
@@ -705,6 +916,27 @@ NOT_MEETINGS: list[Case] = [
         NoMeeting(""),
     ),
     (
+        "look-alike of zoom x under another domain",
+        event(body=text_body(f"https://zoom-x.de.example.com/j/{ZOOM_NUMBER}?pwd={ZOOM_PWD}")),
+        NoMeeting("not a Teams, Zoom or Google Meet address"),
+    ),
+    (
+        "look-alikes of zoom domains",
+        event(
+            body=text_body(
+                f"https://zoomx.de/j/{ZOOM_NUMBER} https://notzoom.us/j/{ZOOM_NUMBER} "
+                f"https://my-zoom-x.de/j/{ZOOM_NUMBER} https://zoom.us.example.com/j/{ZOOM_NUMBER} "
+                f"https://zoom.com.cn.example.net/j/{ZOOM_NUMBER} https://zoomgov.co/j/{ZOOM_NUMBER}"
+            )
+        ),
+        NoMeeting("not a Teams, Zoom or Google Meet address"),
+    ),
+    (
+        "zoom x download page",
+        event(body=text_body("https://zoom-x.de/download")),
+        NoMeeting("download"),
+    ),
+    (
         "skype for business meeting",
         event(body=text_body("Join Skype Meeting https://meet.lync.com/contoso/jdoe/X7Y8Z9W0")),
         NoMeeting("Skype for Business"),
@@ -734,7 +966,7 @@ NOT_MEETINGS: list[Case] = [
     ),
 ]
 
-CATALOGUE = TEAMS + ZOOM + GOOGLE_MEET + PRIORITY + NOT_MEETINGS
+CATALOGUE = TEAMS + ZOOM + ZOOM_CLOUDS + GOOGLE_MEET + BEST_COPY + DELIMITERS + SIZE + PRIORITY + NOT_MEETINGS
 
 
 @pytest.mark.parametrize(("graph_event", "expected"), [pytest.param(e, x, id=i) for i, e, x in CATALOGUE])

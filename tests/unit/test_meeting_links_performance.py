@@ -218,6 +218,12 @@ def test_trailing_punctuation_and_entities_are_stripped_in_linear_work() -> None
     assert large <= 2.2 * small
 
 
+def test_brackets_are_weighed_in_linear_work() -> None:
+    unit = "https://example.com/wiki/A_(b)_[c]_{d}" + "()" * 30 + ") "
+    small, large = doubling(lambda n: body_event(unit * n, "text"), 200, fn=explain)
+    assert 1.8 * small <= large <= 2.2 * small
+
+
 def test_raw_teams_context_quotes_are_followed_a_bounded_distance() -> None:
     unit = 'https://teams.microsoft.com/l/meetup-join/19:meeting_x@thread.v2/0?context={"Tid' + " " * 700
     small, large = doubling(lambda n: body_event(unit * n, "text"), 200, fn=explain)
@@ -233,6 +239,10 @@ def test_raw_teams_context_quotes_are_followed_a_bounded_distance() -> None:
         pytest.param(('https://x/?context={"' + "a" * 30 + '" ') * (MEGABYTE // 55), id="unclosed raw contexts"),
         pytest.param("&" * MEGABYTE, id="a megabyte of ampersands"),
         pytest.param(("https://urldefense.com/v3/__" + "**A" * 40 + "__;!!$ ") * (MEGABYTE // 170), id="proofpoint"),
+        pytest.param("https://x/" + "()" * (MEGABYTE // 2), id="a megabyte of bracket pairs in one link"),
+        pytest.param("https://x/)" * (MEGABYTE // 11), id="links ended by closers they never opened"),
+        pytest.param(("[https://x/](https://x/) " * (MEGABYTE // 25)), id="markdown links"),
+        pytest.param("https://x/a<wbr>" * (MEGABYTE // 16), id="a link broken by a megabyte of wbr tags"),
     ],
 )
 def test_hostile_megabyte_bodies_are_handled_without_a_match(hostile: str) -> None:

@@ -5,6 +5,12 @@
   neither its key nor its join URL.
 - Surrounding prose and non-meeting links do not change what is found.
 - Nothing JSON-shaped makes recognition raise.
+- Every join URL is ASCII and at most ``MAX_JOIN_URL_CHARS`` long, whatever the event holds.
+- A copy of a meeting without its credentials, seen first, is completed by a later copy.
+- Brackets, Markdown and other text around a link do not change it.
+- A host is Zoom exactly when it is an official Zoom domain or under one.
+- The shortcuts taken for speed (quick URL split, the context as Teams writes it, skipping text
+  that cannot carry a credential) agree with the general path.
 
 Example counts are modest so the suite stays fast; `MEETING_LINKS_EXAMPLES=5000` searches harder.
 """
@@ -12,15 +18,18 @@ Example counts are modest so the suite stays fast; `MEETING_LINKS_EXAMPLES=5000`
 from __future__ import annotations
 
 import base64
+import json
 import os
+import re
 import string
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.meeting_links import explain, find_meeting_link, parse_join_url
+import shared.meeting_links as module
+from shared.meeting_links import MAX_JOIN_URL_CHARS, ZOOM_CLOUDS, explain, find_meeting_link, parse_join_url
 
 
 def budget(examples: int) -> settings:
@@ -308,3 +317,135 @@ def test_any_text_is_safe_to_parse_as_a_single_link(text: str) -> None:
     link = parse_join_url(text)
     if link is not None:
         assert parse_join_url(link.url) == link
+
+
+# --------------------------------------------------------------------------------------------
+# Round 2: size, best copy, delimiters, Zoom clouds, and the shortcuts taken for speed
+
+long_texts = st.text(min_size=0, max_size=3000) | st.text(alphabet="éü€😀中", min_size=200, max_size=3000)
+
+
+@st.composite
+def links_with_absurd_credentials(draw: st.DrawFn) -> str:
+    value = quote(draw(long_texts), safe="")
+    shape = draw(st.sampled_from(["zoom", "short", "context"]))
+    if shape == "zoom":
+        return f"https://us02web.zoom.us/j/85012345678?pwd={value}&tk={quote(draw(long_texts), safe='')}"
+    if shape == "short":
+        return f"https://teams.microsoft.com/meet/23456789012345?p={value}"
+    context = quote(json.dumps({"Tid": draw(guids), "Oid": draw(guids), "Note": draw(long_texts)}), safe="")
+    return f"https://teams.microsoft.com/l/meetup-join/19%3ameeting_abc%40thread.v2/0?context={context}"
+
+
+@budget(200)
+@given(event=graph_like_events | json_values, absurd=st.lists(links_with_absurd_credentials(), max_size=3))
+def test_every_join_url_is_ascii_and_within_the_documented_bound(event: Any, absurd: list[str]) -> None:
+    for candidate in (event, {"location": {"displayName": " ".join(absurd)}, "body": {"content": " ".join(absurd)}}):
+        link = find_meeting_link(candidate)
+        if link is not None:
+            assert link.url.isascii()
+            assert len(link.url) <= MAX_JOIN_URL_CHARS
+
+
+def without_credentials(url: str) -> str:
+    return url.split("?", 1)[0]
+
+
+@PROPERTY_SETTINGS
+@given(url=st.one_of(teams_meetup_join(), teams_short_link(), zoom_link()), field_first=st.booleans())
+def test_a_copy_without_credentials_first_is_completed_by_a_later_one(url: str, field_first: bool) -> None:
+    full = parse_join_url(url)
+    assert full is not None
+    bare = without_credentials(url)
+    if field_first:  # the credential-less copy in the location, the full one in the body
+        event = {"location": {"displayName": bare}, "body": {"contentType": "text", "content": f"Join: {url}"}}
+    else:  # both in the body, the credential-less one first
+        event = {"body": {"contentType": "text", "content": f"{bare}\nor\n{url}"}}
+    found = find_meeting_link(event)
+    assert found == full
+    assert explain(event).link == full
+
+
+# Characters that end a link wherever they stand: text glued after them does not matter.
+ENDED = ["[Join]({})", "[{0}]({0})", "({})", "[{}]", "<{}>", "<{}|Join the meeting>", "`{}`", '"{}"', "'{}'"]
+# Markdown emphasis is only dropped at the end of a link, as mail clients and GFM autolinks do.
+TRAILING = ["**{}**", "*{}*", "{}."]
+
+
+@PROPERTY_SETTINGS
+@given(
+    url=meeting_links,
+    shape_and_glue=st.one_of(
+        st.tuples(st.sampled_from(ENDED), st.sampled_from(["", "and", ".", ",", "Meeting", ")", "]", "x=1"])),
+        st.tuples(st.sampled_from(TRAILING), st.sampled_from(["", ".", ",", "!"])),
+    ),
+)
+def test_delimiters_around_a_link_in_text_do_not_change_it(url: str, shape_and_glue: tuple[str, str]) -> None:
+    shape, glued = shape_and_glue
+    content = "Agenda first. " + shape.format(url) + glued + " Thanks"
+    found = find_meeting_link({"body": {"contentType": "text", "content": content}})
+    assert found == parse_join_url(url)
+
+
+labels = st.sampled_from(["zoom", "zoom-x", "zoomgov", "de", "us", "com", "cn", "example", "acme", "us02web", "x"])
+
+
+@budget(300)
+@given(host=st.lists(labels, min_size=1, max_size=5).map(".".join))
+def test_a_host_is_zoom_exactly_when_it_is_under_an_official_zoom_domain(host: str) -> None:
+    link = parse_join_url(f"https://{host}/j/85012345678")
+    official = [d for d in ZOOM_CLOUDS if host == d or host.endswith("." + d)]
+    assert (link is not None) == bool(official), host
+    if link is not None:
+        cloud = ZOOM_CLOUDS[official[0]]
+        assert link.key == (f"zoom:{cloud}:85012345678" if cloud else "zoom:85012345678")
+
+
+# The shortcuts taken for speed read exactly what the general path reads.
+
+URL_PIECES = ["https://", "http://", "HTTPS://", "zoom.us", "Teams.Microsoft.com", ":", "443", "/", "?", "#"]
+URL_PIECES += ["@", "[", "]", "a", "%", "&", ".", "ß", "\u212a", "j/123", "=", "-", "_"]
+url_pieces = st.sampled_from(URL_PIECES)
+
+
+@budget(300)
+@given(url=st.lists(url_pieces, max_size=10).map("".join))
+def test_the_quick_split_agrees_with_urlsplit(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").rstrip(".")
+        expected = (parts, host) if host else None
+    except ValueError:
+        expected = None
+    assert module._split(url) == expected
+
+
+context_values = st.one_of(st.text(max_size=12), st.booleans(), st.integers(), st.floats(allow_nan=False))
+
+
+@budget(300)
+@given(context=st.dictionaries(st.text(max_size=8), context_values, max_size=4))
+def test_the_context_is_written_as_json_quoted_would_write_it(context: dict[str, object]) -> None:
+    expected = quote(json.dumps(context, separators=(",", ":"), ensure_ascii=True), safe="")
+    expected = re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), expected)
+    assert module._context_query(tuple(context.items())) == expected
+
+
+@budget(300)
+@given(
+    tid=st.text(alphabet=B64 + "-._~%", max_size=40),
+    oid=st.text(alphabet=B64 + "-._~", max_size=40),
+    upper=st.booleans(),
+)
+def test_the_context_teams_writes_is_read_as_json_would_read_it(tid: str, oid: str, upper: bool) -> None:
+    encoded = quote(json.dumps({"Tid": tid, "Oid": oid}, separators=(",", ":")), safe="")
+    encoded = encoded if upper else re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), encoded)
+    assert module._teams_context(f"/0?context={encoded}") == json.loads(unquote(encoded))
+
+
+@budget(300)
+@given(raw=urlish_text)
+def test_text_that_cannot_carry_a_credential_yields_no_credential(raw: str) -> None:
+    if not module._may_carry_credentials(raw):
+        join = module._evaluate(raw).join
+        assert join is None or not join.values
