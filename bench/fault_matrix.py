@@ -137,7 +137,7 @@ class Lab:
             if m:
                 words = re.split(r"[:(=]", m.group(3))[0].strip()
                 seen[f"{m.group(1)} {' '.join(words.split()[:6])}"] += 1
-        return "; ".join(f"{k} ×{n}" for k, n in seen.most_common(4)) or "nothing"
+        return "; ".join(f"{k} x{n}" for k, n in seen.most_common(4)) or "nothing"
 
 
 def until(probe: Callable[[], Any], timeout: float = 40.0, every: float = 0.5) -> Any:
@@ -286,7 +286,7 @@ def conditional_access(lab: Lab) -> Row:
 
 def mailbox_on_premises(lab: Lab) -> Row:
     row = Row("Mailbox Graph cannot read, found when connecting (frank, on-premises)", "their admin")
-    uid, tok = lab.user()
+    _, tok = lab.user()
     mark = lab.mark()
     conn = lab.connect(tok, "frank@contoso.com")
     row.user_sees = card_text([conn]) + " on the card as it connects"
@@ -316,7 +316,7 @@ def _deployed_within(lab: Lab, uid: str, tok: str, title: str, timeout: float = 
 
 
 def graph_throttled(lab: Lab) -> Row:
-    row = Row("Graph throttles calendar reads (429, Retry-After 2 s, ×3)", "nobody (Graph)")
+    row = Row("Graph throttles calendar reads (429, Retry-After 2 s, x3)", "nobody (Graph)")
     uid, tok = lab.user()
     conn = lab.connect(tok, "alice@contoso.com")
     lab.sync(uid, conn["id"])
@@ -387,7 +387,7 @@ def deleted_occurrence(lab: Lab) -> Row:
     row = Row("An occurrence is deleted; Graph sends no @removed", "nobody (Graph)")
     uid, tok = lab.user()
     conn = lab.connect(tok, "dave@contoso.com")
-    start = soon(11)  # deploy time (start − 10 min) is a minute away: the message waits hidden
+    start = soon(11)  # deploy time (start - 10 min) is a minute away: the message waits hidden
     series = lab.add_event("dave@contoso.com", "Daily (deleted today)", start,
                            onlineMeeting={"joinUrl": teams_link(8501)},
                            recurrence={"pattern": {"type": "daily", "interval": 1},

@@ -183,7 +183,7 @@ def test_reconnecting_a_connection_in_error_tells_the_platform_it_is_restored(wo
 def test_a_meeting_found_after_its_deploy_time_is_not_overdue_at_once(world):
     """Its message was queued just now (deploy at once): only silence after that counts as lost."""
     conn = connected(world)
-    world.calendar.add(event(world, "late", minutes_from_now=1))  # deploy time (start − lead) has passed
+    world.calendar.add(event(world, "late", minutes_from_now=1))  # deploy time (start - lead) has passed
     sync(world, conn)
     assert len(world.jobs.deploys) == 1
     world.clock.advance(60)
