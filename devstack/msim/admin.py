@@ -24,7 +24,8 @@ Errors are `{"error": {"code", "message"}}`. See DEVSTACK.md for the contract; a
 Change notifications (devstack/msim/subscriptions.py): every event change below is notified to the
 mailbox's subscriptions; `GET /_sim/subscriptions`, `POST /_sim/subscriptions/{id}/lifecycle` with
 `{"lifecycleEvent": "missed"|"reauthorizationRequired"|"subscriptionRemoved"}`, and
-`GET /_sim/notifications` (every delivery attempt, newest last).
+`GET /_sim/notifications` (every delivery attempt, newest last). A change made with `?notify=false`
+is not notified, as if Graph had dropped the notification (what a `missed` lifecycle event reports).
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ def _user(state: SimState, req: Request, upn: str, rest: list[str], body: Any) -
                     for done in created:
                         mailbox.events.pop(done["id"], None)
                     return _error(400, "ErrorInvalidRequest", str(exc))
-                for done in created:
+                for done in created if _notify(req) else []:
                     state.notifier.changed(account, done["id"], "created", str(done.get("changeKey", "")))
                 return json_response(201, created if isinstance(body, list) else created[0])
             case ["events", event_id] if method == "PATCH":
@@ -158,12 +159,14 @@ def _user(state: SimState, req: Request, upn: str, rest: list[str], body: Any) -
                     return _error(400, "ErrorInvalidRequest", str(exc))
                 if updated is None:
                     return _error(404, "ErrorItemNotFound", f"No event '{event_id}' in {account.upn}'s calendar.")
-                state.notifier.changed(account, event_id, "updated", str(updated.get("changeKey", "")))
+                if _notify(req):
+                    state.notifier.changed(account, event_id, "updated", str(updated.get("changeKey", "")))
                 return json_response(200, updated)
             case ["events", event_id] if method == "DELETE":
                 if not mailbox.delete(event_id, state.next_seq()):
                     return _error(404, "ErrorItemNotFound", f"No event '{event_id}' in {account.upn}'s calendar.")
-                state.notifier.changed(account, event_id, "deleted")
+                if _notify(req):
+                    state.notifier.changed(account, event_id, "deleted")
                 return Response(204)
             case ["revoke"] if method == "POST":
                 state.revoked_at_seq[account.upn.lower()] = state.next_seq()
@@ -173,6 +176,11 @@ def _user(state: SimState, req: Request, upn: str, rest: list[str], body: Any) -
                 mailbox.expire_delta_tokens()
                 return Response(204)
     return _error(404, "NotFound", f"No admin route {method} /_sim/users/{upn}/{'/'.join(rest)}.")
+
+
+def _notify(req: Request) -> bool:
+    """Whether an admin event change is notified to subscriptions (not with `?notify=false`)."""
+    return (req.query_param("notify") or "").lower() != "false"
 
 
 def _calendar_view(state: SimState, req: Request, upn: str) -> Response:
