@@ -15,6 +15,7 @@ from shared.ports import (
     AccessToken,
     CalendarUnavailable,
     Conflict,
+    ConnectionPage,
     DeltaPage,
     DeployJob,
     DeployRequest,
@@ -112,6 +113,13 @@ class Connections:
             stored = replace(connection, etag=str(next(self._etags)))
             self.rows[(connection.user_id, connection.id)] = stored
         return stored
+
+    def page(self, continuation: str | None, size: int) -> ConnectionPage:
+        """Rows in key order (as Table Storage returns them), `size` at a time."""
+        rows = sorted(self.rows.values(), key=lambda c: (c.user_id, c.id))
+        start = int(continuation or 0)
+        following = start + size
+        return ConnectionPage(rows[start:following], str(following) if following < len(rows) else None)
 
     def remove(self, connection: Connection) -> None:
         self.rows.pop((connection.user_id, connection.id), None)

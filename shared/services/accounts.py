@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import timedelta
 
 from shared.clock import Clock
-from shared.connections import REASONS, Connection, FixedBy, Reason, classify_token_error, refresh_due
+from shared.connections import REASONS, Connection, FixedBy, Reason, classify_token_error
 from shared.ports import (
     AccessToken,
     Conflict,
     ConnectionStore,
     EventIndex,
     IdentityProvider,
-    JobQueue,
     MeetingStore,
     RefreshJob,
     SecretStore,
@@ -30,12 +27,6 @@ log = logging.getLogger(__name__)
 
 class ConnectionUnusable(Exception):
     """The connection cannot get a token now (it is in error, or the failure was transient)."""
-
-
-@dataclass(frozen=True)
-class RefreshOutcome:
-    enqueued: int = 0
-    skipped: int = 0
 
 
 class TokenKeeper:
@@ -97,20 +88,6 @@ class TokenKeeper:
         else:
             self._connections.update(conn.failed(reason))
             log.warning("token refresh failed: %s", reason.code, extra={"connection_id": conn.id})
-
-    def fan_out(self, jobs: JobQueue, *, next_run_in_seconds: float, max_age_seconds: int,
-                rate_per_second: int) -> RefreshOutcome:
-        """One refresh job per due connection, spread out in time: every refresh writes a new secret
-        version, and Key Vault allows 300 creates per 10 s per vault, whichever instance runs them."""
-        now = self._clock.now()
-        due = skipped = 0
-        for conn in self._connections.all():
-            if not refresh_due(conn, now, next_run_in_seconds, max_age_seconds):
-                skipped += 1
-                continue
-            jobs.enqueue_refresh(RefreshJob(conn.user_id, conn.id), timedelta(seconds=due / rate_per_second))
-            due += 1
-        return RefreshOutcome(enqueued=due, skipped=skipped)
 
     def refresh_one(self, job: RefreshJob) -> str:
         conn = self._connections.get(job.user_id, job.connection_id)

@@ -147,15 +147,6 @@ class SyncService:
         self._slots = mailbox_slots or _PROCESS_SLOTS
         self._lifecycle = lifecycle
 
-    def fan_out(self) -> int:
-        """One sync job per active connection (spreads over instances; the timer stays short)."""
-        n = 0
-        for conn in self._connections.all():
-            if conn.is_active:
-                self._jobs.enqueue_sync(SyncJob(conn.user_id, conn.id))
-                n += 1
-        return n
-
     def sync_now(self, user_id: str, connection_id: str) -> str:
         """"Sync now" from the page: "queued" (a sync job is queued, by this call or an earlier one
         still waiting: repeated calls queue nothing more), "not_found", or "connection_error"."""
