@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.adapters.tables import TableMeetingStore
 from shared.autojoin import JoinRules
 from shared.connections import Connection, Plan, PlanLimitExceeded, plan_limit
 from shared.ports import (
@@ -128,7 +129,35 @@ class Connections:
         yield from list(self.rows.values())
 
 
+class EntityTooLarge(ValueError):
+    """What Table Storage answers (400 PropertyValueTooLarge / EntityTooLarge); Azurite may not."""
+
+
+def check_table_entity(entity: dict[str, Any]) -> None:
+    """Table Storage's limits, which Azurite does not enforce (FACTS): a string property holds at most
+    64 KiB (32K UTF-16 code units), a key at most 1 KiB, an entity at most 1 MiB, 255 properties
+    (https://learn.microsoft.com/rest/api/storageservices/understanding-the-table-service-data-model)."""
+    if len(entity) > 252:  # PartitionKey, RowKey and Timestamp make 255
+        raise EntityTooLarge("more than 255 properties")
+    size = 0
+    for name, value in entity.items():
+        if isinstance(value, str):
+            units = len(value.encode("utf-16-le")) // 2
+            if name in ("PartitionKey", "RowKey") and units > 512:
+                raise EntityTooLarge(f"{name} over 1 KiB")
+            if units > 32 * 1024:
+                raise EntityTooLarge(f"property {name} is {units} UTF-16 units (at most 32K)")
+            size += 2 * units
+        else:
+            size += 8
+        size += 8 + 2 * len(name)
+    if size > 1024 * 1024:
+        raise EntityTooLarge(f"entity of {size} bytes (at most 1 MiB)")
+
+
 class Meetings:
+    """Like the table store: conditional writes (ETags), and Table Storage's size limits enforced."""
+
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], Meeting] = {}
         self._etags = itertools.count(1)
@@ -158,6 +187,7 @@ class Meetings:
     def _create(self, meeting: Meeting) -> Meeting:
         if (meeting.user_id, meeting.key) in self.rows:
             raise Conflict(meeting.key)
+        check_table_entity(TableMeetingStore._entity(meeting))
         stored = replace(meeting, etag=str(next(self._etags)))
         self.rows[(meeting.user_id, meeting.key)] = stored
         return stored
@@ -166,6 +196,7 @@ class Meetings:
         current = self.rows.get((meeting.user_id, meeting.key))
         if current is None or current.etag != meeting.etag:
             raise Conflict(meeting.key)
+        check_table_entity(TableMeetingStore._entity(meeting))
         stored = replace(meeting, etag=str(next(self._etags)))
         self.rows[(meeting.user_id, meeting.key)] = stored
         return stored

@@ -191,3 +191,23 @@ def test_a_meeting_found_after_its_deploy_time_is_not_overdue_at_once(world):
     world.clock.advance(61)
     assert world.deploy.recover_overdue(ALICE.id) == 1  # still no verdict two minutes after queueing
     assert world.deploy.recover_overdue(ALICE.id) == 0  # and queued again only once per two minutes
+
+
+def test_what_a_sync_stores_always_fits_table_storage(world):
+    """The fake refuses what Table Storage refuses (64 KiB per string property, 1 MiB per entity):
+    absurd titles, links, bodies and many calendars still sync into rows that fit."""
+    from tests.fakes import EntityTooLarge, check_table_entity
+
+    with pytest.raises(EntityTooLarge):
+        check_table_entity({"PartitionKey": "u", "RowKey": "k", "Title": "é" * 40_000})
+    conn = connected(world)
+    world.calendar.page_size = 10
+    huge_pwd = "%C3%A9" * 6000
+    world.calendar.add(event(world, "e1", subject="T" * 200_000,
+                             onlineMeeting={"joinUrl": f"https://zoom.us/j/123456789?pwd={huge_pwd}"},
+                             body={"contentType": "text", "content": "x" * 900_000}))
+    world.calendar.add(event(world, "e2", subject="日本語" * 30_000))
+    report = sync(world, conn)
+    assert report.skipped == 0
+    for meeting in upcoming(world):
+        assert len(meeting.title) <= MAX_TITLE_CHARS
