@@ -9,6 +9,13 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 deps: $(VENV)/.installed node_modules/.installed
 
+# checkov pins older versions of packages the test tooling needs: it gets a venv of its own.
+CHECKOV_VENV := .venv-checkov
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q -r requirements-checkov.txt
+	touch $@
+
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements-dev.txt
@@ -21,9 +28,11 @@ node_modules/.installed: package.json package-lock.json
 dev: deps
 	$(PY) -m devstack up
 
-lint: deps
+# checkov: every finding on infra/ is fixed, or skipped in the Bicep with its reason (checkov:skip=...).
+lint: deps $(CHECKOV_VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy shared function_app.py devstack tools
+	$(CHECKOV_VENV)/bin/checkov -d infra --framework bicep --compact --quiet --skip-download
 
 test: lint
 	$(PY) -m pytest -q
@@ -38,4 +47,4 @@ bench: deps
 	$(PY) -m bench.bench_cost
 
 clean:
-	rm -rf .devstack .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .devstack .pytest_cache .mypy_cache .ruff_cache $(CHECKOV_VENV)

@@ -20,8 +20,11 @@ param environmentName string
 })
 param location string
 
-@description('Object id of the operator who stores the app secrets in Key Vault after provisioning (azd passes the signed-in principal). Gets Key Vault Secrets Officer on the vault; empty for no grant.')
+@description('Object id of the person or pipeline running azd (azd passes the signed-in principal). Gets a data-plane role on the vault only when grantOperatorSecretsAccess is true.')
 param principalId string = ''
+
+@description('Opt-in: give principalId Key Vault Secrets Officer on the vault, to store the app\'s secrets after provisioning (docs/deploying.md). Off by default: nobody holds standing access to users\' token caches; turn it on for the one provisioning that stores the secrets, then remove the assignment.')
+param grantOperatorSecretsAccess bool = false
 
 @description('Kind of principal principalId is: User for a person, ServicePrincipal for a pipeline.')
 @allowed([
@@ -162,6 +165,21 @@ param notificationsAlertEnabled bool = false
 // Hosting
 // ----------------------------------------------------------------------------------------------------
 
+@description('Replication of the storage account (connections, meetings, queues, the host\'s state). Zone-redundant by default; Standard_GZRS/RAGZRS where the region pairs.')
+@allowed([
+  'Standard_ZRS'
+  'Standard_GZRS'
+  'Standard_RAGZRS'
+  'Standard_GRS'
+  'Standard_RAGRS'
+])
+param storageSkuName string = 'Standard_ZRS'
+
+@description('Days a deleted token cache stays recoverable in Key Vault before Key Vault purges it (7-90; purge protection is on, so erasure cannot purge sooner). Shorter = erased users\' caches gone sooner.')
+@minValue(7)
+@maxValue(90)
+param keyVaultSoftDeleteRetentionInDays int = 30
+
 @description('Memory per Flex Consumption instance in MB.')
 @allowed([
   512
@@ -291,6 +309,8 @@ module storage 'modules/storage.bicep' = {
     deploymentContainerName: 'app-package'
     tableNames: tableNames
     queueNames: queueNames
+    skuName: storageSkuName
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId
   }
 }
 
@@ -301,6 +321,8 @@ module keyVault 'modules/key-vault.bicep' = {
     name: '${abbrs.keyVault}${resourceToken}'
     location: location
     tags: tags
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId
+    softDeleteRetentionInDays: keyVaultSoftDeleteRetentionInDays
   }
 }
 
@@ -309,7 +331,7 @@ module roleAssignments 'modules/role-assignments.bicep' = {
   scope: rg
   params: {
     appPrincipalId: identity.outputs.principalId
-    operatorPrincipalId: principalId
+    operatorPrincipalId: grantOperatorSecretsAccess ? principalId : ''
     operatorPrincipalType: principalType
     storageAccountName: storage.outputs.name
     keyVaultName: keyVault.outputs.name

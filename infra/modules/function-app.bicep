@@ -64,6 +64,7 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_225: Flex Consumption scales out per function across the region's infrastructure; zone redundancy for Flex needs a zone-redundant storage account and a supporting region, a per-deployment choice (docs/deploying.md).
   name: planName
   location: location
   tags: tags
@@ -78,6 +79,10 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 }
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_222: the OAuth callback, the Graph notification routes and the API the CoAgentor web app calls from browsers must be reachable from the internet; every non-public route checks a platform token.
+  // checkov:skip=CKV_AZURE_17: browsers call the API with a bearer token; they hold no client certificate.
+  // checkov:skip=CKV_AZURE_212: Flex Consumption scales from zero per function; always-ready instances are a cost choice (functionAppConfig.scaleAndConcurrency.alwaysReady), not a safety one.
+  // checkov:skip=CKV_AZURE_213: Flex Consumption does not replace instances on an App Service health check; GET /api/health (storage, queues, Key Vault) is probed by the alerts in alerts.bicep.
   name: name
   location: location
   tags: union(tags, {
@@ -95,8 +100,17 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     httpsOnly: true
     // Any @Microsoft.KeyVault(...) app setting would be resolved with this identity (there are none today).
     keyVaultReferenceIdentity: identityId
+    // Kudu/SCM publishing uses Entra ID only (basic publishing credentials off below); no FTP at all.
+    clientAffinityEnabled: false
     siteConfig: {
       minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      // CORS is the app's (shared/triggers/http.py, PLATFORM_WEB_ORIGINS): the platform's own stays off.
+      cors: {
+        allowedOrigins: []
+      }
     }
     functionAppConfig: {
       deployment: {
@@ -140,7 +154,31 @@ var hostSettings = {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
 }
 
+// No username/password publishing (FTP or SCM): deployments authenticate with Entra ID.
+resource ftpCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
 resource functionAppSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_66: this is the appsettings config, not siteConfig; on Flex Consumption failed requests are traced in Application Insights (APPLICATIONINSIGHTS_CONNECTION_STRING).
+  // checkov:skip=CKV_AZURE_63: likewise: HTTP requests are logged in Application Insights.
+  // checkov:skip=CKV_AZURE_65: likewise: errors are logged in Application Insights, never shown to callers.
+  // checkov:skip=CKV_AZURE_222: the app is public by design (see the site above).
+  // checkov:skip=CKV_AZURE_80: a Python app: no .NET Framework.
+  // checkov:skip=CKV_AZURE_88: Flex Consumption deploys from a blob container and has no Azure Files content share.
+  // checkov:skip=CKV_AZURE_13: App Service Authentication would block the anonymous OAuth callback and notification routes; every other route verifies the CoAgentor platform JWT itself (shared/platform_auth.py).
   parent: functionApp
   name: 'appsettings'
   properties: union(appSettings, hostSettings)

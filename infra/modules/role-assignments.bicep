@@ -108,10 +108,10 @@ resource appMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01
   }
 }
 
-// Key Vault Secrets Officer for the operator: with RBAC authorization even a subscription Owner
-// cannot set secrets until granted a data-plane role. Needed to store outlook-client-secret and
-// agent-api-key (docs/deploying.md). For no standing access, set principalId to "" in main.parameters.json
-// once the secrets are in (azd passes the signed-in principal otherwise) and delete this assignment.
+// Key Vault Secrets Officer for the operator, only when main.bicep's grantOperatorSecretsAccess opts in:
+// with RBAC authorization even a subscription Owner cannot set secrets until granted a data-plane role.
+// Needed once to store the app's secrets (docs/deploying.md, step 6), then deleted: no person keeps
+// standing access to users' token caches.
 resource operatorKeyVaultSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
   name: guid(vault.id, operatorPrincipalId, roles.keyVaultSecretsOfficer)
   scope: vault

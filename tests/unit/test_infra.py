@@ -42,6 +42,7 @@ HOST_SETTINGS_IN_AZURE = {
 READ_BUT_NOT_SET_IN_AZURE = {
     "AzureWebJobsStorage": "connection string (Azurite); Azure uses the identity-based __ forms",
     **{name: "client-secret credential of the local stack (shared/config.py)" for name in LOCAL_ONLY_SETTINGS},
+    "PAGE_TOKEN_FROM_URL": "local-stack convenience: a token in the page URL would let a link plant a session",
 }
 # Not used on Flex Consumption (runtime, version and package come from functionAppConfig); setting them
 # is at best ignored.
@@ -476,3 +477,38 @@ def test_deploying_guide_names_the_secrets_redirect_path_and_permissions() -> No
     for env in re.findall(r"\$\{([A-Z0-9_]+)", (INFRA / "main.parameters.json").read_text()):
         if not env.startswith("AZURE_"):
             assert env in guide, f"docs/deploying.md does not say how to set {env}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Access to users' token caches (issue 15)
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_nobody_but_the_app_holds_a_vault_data_role_unless_the_operator_opts_in() -> None:
+    params = declarations(MAIN, "parameter")
+    opt_in = value_of(params["grantOperatorSecretsAccess"])
+    assert opt_in is not None and literal(opt_in) == "false"
+    body = value_of(declarations(MAIN, "module")["roleAssignments"])
+    assert body is not None
+    granted = prop(body, "params", "operatorPrincipalId")
+    assert text(granted).replace(" ", "") == "grantOperatorSecretsAccess?principalId:''"
+    assert json.loads((INFRA / "main.parameters.json").read_text())["parameters"]["grantOperatorSecretsAccess"][
+        "value"] == "${GRANT_OPERATOR_SECRETS_ACCESS=false}"
+
+
+def test_every_vault_operation_is_audited_in_log_analytics() -> None:
+    vault_module = INFRA / "modules" / "key-vault.bicep"
+    settings = [body for kind, body in resources(vault_module)
+                if kind.startswith("Microsoft.Insights/diagnosticSettings@")]
+    assert len(settings) == 1
+    assert text(prop(settings[0], "scope")) == "vault"
+    logs = kids(prop(settings[0], "properties", "logs"))
+    assert [literal(prop(entry, "categoryGroup")) for entry in logs] == ["audit"]
+    assert literal(prop(logs[0], "enabled")) == "true"
+    body = value_of(declarations(MAIN, "module")["keyVault"])
+    assert body is not None and text(prop(body, "params", "logAnalyticsWorkspaceId")) == \
+        "monitoring.outputs.logAnalyticsId"
+
+
+def test_the_page_token_convenience_is_never_deployed() -> None:
+    assert "PAGE_TOKEN_FROM_URL" not in app_settings()
