@@ -130,3 +130,22 @@ def test_starting_a_sign_in_while_discovery_is_down_is_reported_not_raised(sim, 
     }).raise_for_status()
     with pytest.raises(IdentityUnavailable):
         ident.begin("state-x")
+
+
+def test_a_scope_echo_without_email_does_not_redeem_the_refresh_token_on_every_call(sim, session, ca):
+    """Some accounts' token responses leave `email` out of `scope` (FACTS, "Scope echo"): silent calls
+    ask for the calendar only, so MSAL's cached access token still serves them."""
+    session.post(f"{sim.base_url}/_sim/users/bob@outlook.com/settings",
+                 json={"scope_echo_omits": ["email", "openid"]}).raise_for_status()
+    ident = identity(sim, ca, Vault(CLIENT_SECRET))
+    me = signed_in(sim, session, ident, "bob@outlook.com")
+
+    def token_requests() -> int:
+        requests = session.get(f"{sim.base_url}/_sim/requests").json()
+        return sum(r["path"].endswith("/oauth2/v2.0/token") for r in requests)
+
+    before = token_requests()
+    for _ in range(3):
+        result = ident.acquire(me.cache, me.home_account_id, force_refresh=False)
+        assert isinstance(result, AccessToken) and result.cache is None  # nothing to write back to Key Vault
+    assert token_requests() == before
