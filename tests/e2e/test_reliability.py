@@ -140,3 +140,17 @@ def test_every_status_event_names_the_user_in_subject_and_never_a_secret(client)
     text = event["raw_body"]
     assert "refresh_token" not in text and "access_token" not in text and "eyJ" not in text
     assert jwt.decode(token, options={"verify_signature": False})["sub"] == owner
+
+
+@pytest.mark.parametrize("action, outcome", [("accept", "admin_consented"), ("cancel", "cancelled")])
+def test_an_admin_who_declines_consent_is_not_thanked_for_granting_it(client, action, outcome):
+    """Microsoft's error redirect still carries admin_consent=True beside `error` (FACTS)."""
+    app = client.connections(client.token(user()))["app"]
+    page = client.ms.get(app["admin_consent_url"], timeout=30)
+    assert page.status_code == 200 and "<form" in page.text
+    answer = client.ms.post(app["admin_consent_url"], data={"login": "alice@contoso.com", "action": action},
+                            allow_redirects=False, timeout=30)
+    assert answer.status_code == 302
+    back = client.api.get(answer.headers["Location"], allow_redirects=False, timeout=30)
+    assert back.status_code == 302
+    assert f"outlook={outcome}" in back.headers["Location"]
