@@ -190,6 +190,8 @@ class SyncService:
             run.report.outcome = "throttled"
             self._jobs.enqueue_sync(SyncJob(conn.user_id, conn.id, reason="throttled"), exc.retry_after)
             log.warning("sync throttled, resuming later", extra={"connection_id": conn.id})
+            # Throttled or 5xx past the inline retries: not synced. If it lasts, the card says so.
+            self._sync_health(conn, ok=False)
         except LeaseLost:
             run.report.outcome = "lease_lost"
             log.warning("sync lost its lease to another run", extra={"connection_id": conn.id})

@@ -211,3 +211,17 @@ def test_what_a_sync_stores_always_fits_table_storage(world):
     assert report.skipped == 0
     for meeting in upcoming(world):
         assert len(meeting.title) <= MAX_TITLE_CHARS
+
+
+def test_a_calendar_graph_keeps_throttling_shows_a_warning_if_it_lasts(world):
+    conn = connected(world)
+    sync(world, conn)
+    world.calendar.throttle_next = 2
+    assert sync(world, conn).outcome == "throttled"
+    world.clock.advance(1800)
+    assert sync(world, conn).outcome == "throttled"
+    [c] = world.accounts.list(ALICE.id)
+    assert "could not be read" in c.warning(world.clock.now(), 21600, sync_after_seconds=1800)
+    assert sync(world, conn).outcome == "synced"
+    [c] = world.accounts.list(ALICE.id)
+    assert c.warning(world.clock.now(), 21600, sync_after_seconds=1800) is None
