@@ -1,0 +1,366 @@
+"""Graph subscriptions and change notifications (domain level, in memory, controllable clock):
+connecting subscribes, the timer renews well before expiry, lifecycle events renew, recreate or
+resync, a genuine notification queues one sync per burst, and anything else changes nothing."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+
+from shared.connections import REASONS, Connection, ConnectionStatus, Plan
+from shared.platform_auth import User
+from shared.ports import SubscriptionJob, SyncJob
+from shared.services import notifications as notifications_module
+from shared.services.accounts import AccountsService
+from shared.services.connect import ConnectService
+from shared.services.lifecycle import Erasure
+from shared.services.notifications import (
+    ClientStates,
+    MalformedNotification,
+    NotificationService,
+    SyncRequests,
+    validation_echo,
+)
+from shared.services.subscriptions import (
+    CLIENT_STATE_PREFIX,
+    RECREATE,
+    RENEW,
+    SUBSCRIBE,
+    SubscribeOnClaim,
+    SubscriptionService,
+)
+from shared.services.sync import NOTIFIED
+from tests import fakes
+from tests.fakes_notifications import GraphSubscriptionsFake, SubscriptionJobsFake, SubscriptionsTable
+
+ALICE = User("user-alice", Plan.PRO)
+WORK = ("uid-a.tid-contoso", "tid-contoso", "alice@contoso.com")
+URL = "https://app.example/api/outlook/notifications"
+
+
+@dataclass
+class RealTime:
+    world: object
+    graph: GraphSubscriptionsFake
+    table: SubscriptionsTable
+    sub_jobs: SubscriptionJobsFake
+    subscriptions: SubscriptionService
+    notifications: NotificationService
+    connect: ConnectService
+    accounts: AccountsService
+
+
+@pytest.fixture
+def rt(world) -> RealTime:
+    graph = GraphSubscriptionsFake(clock=world.clock)
+    table = SubscriptionsTable()
+    sub_jobs = SubscriptionJobsFake()
+    syncs = SyncRequests(sync_state=world.states, jobs=world.jobs, clock=world.clock)
+    subscriptions = SubscriptionService(connections=world.connections, subscriptions=table, graph=graph,
+                                        tokens=world.tokens, secrets_store=world.secrets, jobs=sub_jobs,
+                                        clock=world.clock, notification_url=URL, request_sync=syncs.request,
+                                        rate_per_second=20)
+    notifications = NotificationService(subscriptions=table, client_states=ClientStates(world.secrets), syncs=syncs,
+                                        jobs=sub_jobs)
+    connect = ConnectService(flows=world.flows, claims=world.claims, connections=world.connections,
+                             identity=world.identity, calendar=world.calendar, secrets_store=world.secrets,
+                             jobs=SubscribeOnClaim(world.jobs, sub_jobs), clock=world.clock, health=world.health)
+    accounts = AccountsService(connections=world.connections, meetings=world.meetings, index=world.index,
+                               sync_state=world.states, secrets_store=world.secrets, clock=world.clock,
+                               health=world.health, before_release=subscriptions.release)
+    return RealTime(world, graph, table, sub_jobs, subscriptions, notifications, connect, accounts)
+
+
+def connected(rt: RealTime):
+    """Alice connects (the claim queues a sync and a subscribe job); the subscribe job runs."""
+    w = rt.world
+    w.identity.next_account = WORK
+    url = rt.connect.start(ALICE, None)
+    result = rt.connect.complete({"code": "c", "state": url.split("state=")[1]})
+    conn = rt.connect.claim(ALICE, result.claim).connection
+    [(job, _)] = rt.sub_jobs.jobs
+    rt.sub_jobs.jobs.clear()
+    assert rt.subscriptions.run(job) == "created"
+    w.jobs.syncs.clear()
+    w.states.clear_queued(conn.id)  # as the queued sync would when it starts
+    return conn
+
+
+def body(*items: dict) -> bytes:
+    return json.dumps({"value": list(items)}).encode()
+
+
+def change(rt: RealTime, conn, client_state: str | None = None, **extra) -> dict:
+    record = rt.table.get(conn.id)
+    genuine = rt.world.secrets.get(record.secret_name)
+    return {"subscriptionId": record.subscription_id, "clientState": genuine if client_state is None else client_state,
+            "changeType": "updated", "resource": "Users/u/Events/e", "tenantId": "t", **extra}
+
+
+# ------------------------------------------------------------------ subscribing
+def test_connecting_an_account_subscribes_to_its_calendar_with_a_secret_of_its_own(rt):
+    conn = connected(rt)
+    record = rt.table.get(conn.id)
+    [created] = rt.graph.created
+    assert record.subscription_id == created
+    notification_url, lifecycle_url = rt.graph.urls[created]
+    assert notification_url == f"{URL}?connection={conn.id}"
+    assert lifecycle_url == f"{URL}/lifecycle?connection={conn.id}"
+    # The clientState lives in Key Vault only, under a name of its own; the row only names it.
+    assert record.secret_name.startswith(CLIENT_STATE_PREFIX)
+    assert rt.world.secrets.get(record.secret_name) == rt.graph.client_states[created]
+    assert len(rt.graph.client_states[created]) >= 43
+    assert rt.graph.client_states[created] not in repr(record)
+
+
+def test_a_new_subscription_asks_for_a_resync_for_changes_made_before_it_existed(rt, world):
+    world.identity.next_account = WORK
+    url = rt.connect.start(ALICE, None)
+    conn = rt.connect.claim(ALICE, rt.connect.complete({"code": "c", "state": url.split("state=")[1]}).claim).connection
+    world.jobs.syncs.clear()
+    [(job, _)] = rt.sub_jobs.jobs
+    rt.subscriptions.run(job)
+    assert [(j.connection_id, j.reason) for j, _ in world.jobs.syncs] == [(conn.id, NOTIFIED)]
+
+
+def test_reconnecting_renews_the_subscription_it_already_has(rt, world):
+    conn = connected(rt)
+    first = rt.table.get(conn.id)
+    world.clock.advance(3600)
+    assert rt.subscriptions.run(SubscriptionJob(ALICE.id, conn.id, SUBSCRIBE)) == "renewed"
+    assert rt.graph.renewed == [first.subscription_id] and len(rt.graph.created) == 1
+    assert rt.table.get(conn.id).expires_at > first.expires_at
+
+
+def test_a_subscription_graph_no_longer_knows_is_created_again_and_the_old_secret_goes(rt, world):
+    conn = connected(rt)
+    old = rt.table.get(conn.id)
+    rt.graph.remove_behind_our_back(old.subscription_id)
+    assert rt.subscriptions.run(SubscriptionJob(ALICE.id, conn.id, RENEW)) == "recreated"
+    new = rt.table.get(conn.id)
+    assert new.subscription_id != old.subscription_id and new.secret_name != old.secret_name
+    assert world.secrets.get(old.secret_name) is None and old.secret_name in world.secrets.deleted
+    assert [j.reason for j, _ in world.jobs.syncs] == [NOTIFIED]  # what happened meanwhile is read
+
+
+def test_a_removed_subscription_is_recreated_then_the_calendar_resynced(rt, world):
+    conn = connected(rt)
+    old = rt.table.get(conn.id)
+    assert rt.subscriptions.run(SubscriptionJob(ALICE.id, conn.id, RECREATE)) == "recreated"
+    assert rt.table.get(conn.id).subscription_id != old.subscription_id
+    assert old.subscription_id in rt.graph.deleted
+    assert [j.reason for j, _ in world.jobs.syncs] == [NOTIFIED]
+
+
+def test_a_lifetime_graph_refuses_is_asked_again_shorter(rt, world):
+    rt.graph.max_lifetime = timedelta(minutes=4230)  # what the docs said until 2023
+    conn = connected(rt)
+    assert rt.table.get(conn.id).expires_at - world.clock.now() == timedelta(hours=70)
+
+
+def test_a_refused_subscription_leaves_no_secret_behind_and_the_timer_tries_again(rt, world):
+    world.identity.next_account = WORK
+    url = rt.connect.start(ALICE, None)
+    conn = rt.connect.claim(ALICE, rt.connect.complete({"code": "c", "state": url.split("state=")[1]}).claim).connection
+    rt.graph.refuse_creates = 2  # the notification URL failed Graph's validation
+    [(job, _)] = rt.sub_jobs.jobs
+    rt.sub_jobs.jobs.clear()
+    assert rt.subscriptions.run(job) == "refused:ValidationError"
+    assert rt.table.get(conn.id) is None
+    assert list(world.secrets.list(CLIENT_STATE_PREFIX)) == []
+    rt.subscriptions.maintain()
+    assert [(j.connection_id, j.action) for j, _ in rt.sub_jobs.jobs] == [(conn.id, SUBSCRIBE)]
+
+
+def test_the_renew_timer_renews_well_before_expiry_and_nothing_sooner(rt, world):
+    conn = connected(rt)
+    expires = rt.table.get(conn.id).expires_at
+    rt.subscriptions.maintain()
+    assert rt.sub_jobs.jobs == []  # fresh: nothing to do
+    world.clock.set(expires - timedelta(days=2, minutes=1))
+    rt.subscriptions.maintain()
+    assert rt.sub_jobs.jobs == []
+    world.clock.set(expires - timedelta(days=1, hours=23))  # under two days left: renew, days ahead
+    rt.subscriptions.maintain()
+    [(job, _)] = rt.sub_jobs.jobs
+    assert (job.connection_id, job.action) == (conn.id, RENEW)
+    assert rt.subscriptions.run(job) == "renewed"
+    assert rt.table.get(conn.id).expires_at > expires
+
+
+def test_the_renew_timer_spaces_its_jobs_and_skips_connections_in_error(rt, world):
+    for n in range(5):
+        conn = world.connections.add(fakes_connection(f"c{n}", world), Plan.BUSINESS)
+        if n == 4:
+            world.connections.update(conn.failed(REASONS["token_expired"]))
+    rt.subscriptions.maintain()
+    delays = [d for _, d in rt.sub_jobs.jobs]
+    assert [j.action for j, _ in rt.sub_jobs.jobs] == [SUBSCRIBE] * 4
+    assert delays == [timedelta(seconds=n / 20) for n in range(4)]
+
+
+def fakes_connection(cid: str, world) -> Connection:
+    now = world.clock.now()
+    return Connection(id=cid, user_id=ALICE.id, email=f"{cid}@contoso.com", home_account_id=f"{cid}.t",
+                      tenant_id="t", status=ConnectionStatus.ACTIVE, reason_code=None, secret_name=f"cache-{cid}",
+                      connected_at=now, last_refreshed_at=now, access_expires_at=None)
+
+
+def test_orphaned_client_state_secrets_are_deleted_once_an_hour_old(rt, world):
+    world.secrets._now = world.clock.now  # Key Vault stamps every secret with its creation time
+    world.secrets.set(f"{CLIENT_STATE_PREFIX}crashed", "a secret whose row never came")
+    rt.subscriptions.maintain()
+    assert world.secrets.get(f"{CLIENT_STATE_PREFIX}crashed") is not None  # maybe a subscription being made
+    world.clock.advance(3601)
+    rt.subscriptions.maintain()
+    assert world.secrets.get(f"{CLIENT_STATE_PREFIX}crashed") is None
+
+
+def test_disconnecting_deletes_the_subscription_its_secret_and_its_row(rt, world):
+    conn = connected(rt)
+    record = rt.table.get(conn.id)
+    assert rt.accounts.disconnect(ALICE.id, conn.id)
+    assert record.subscription_id in rt.graph.deleted and record.subscription_id not in rt.graph.live
+    assert world.secrets.get(record.secret_name) is None and rt.table.get(conn.id) is None
+
+
+def test_erasing_a_users_data_deletes_their_subscriptions_at_graph(rt, world):
+    conn = connected(rt)
+    record = rt.table.get(conn.id)
+    erasure = Erasure(rows=fakes.UserRows(world.flows, world.claims, world.connections, world.meetings, world.index,
+                                          world.states),
+                      secrets_store=world.secrets, jobs=fakes.ErasureJobs(), before_erase=rt.subscriptions.forget_user)
+    erasure.erase(ALICE.id)
+    assert record.subscription_id in rt.graph.deleted
+    assert rt.table.get(conn.id) is None and world.secrets.get(record.secret_name) is None
+
+
+# ------------------------------------------------------------------ notifications
+def test_a_genuine_change_notification_queues_one_sync_of_its_connection(rt, world):
+    conn = connected(rt)
+    received = rt.notifications.receive(conn.id, body(change(rt, conn)))
+    assert (received.accepted, received.refused, received.syncs_queued) == (1, {}, 1)
+    assert world.jobs.syncs == [(SyncJob(ALICE.id, conn.id, NOTIFIED), timedelta(0))]
+
+
+def test_a_burst_of_notifications_is_synced_once_and_a_change_during_the_sync_queues_the_next(rt, world):
+    conn = connected(rt)
+    for _ in range(20):
+        rt.notifications.receive(conn.id, body(change(rt, conn), change(rt, conn)))
+    assert len(world.jobs.syncs) == 1
+    [(job, _)] = world.jobs.syncs
+    world.jobs.syncs.clear()
+    world.sync.sync(job)  # the sync starts: the next notification queues the next one
+    rt.notifications.receive(conn.id, body(change(rt, conn)))
+    assert len(world.jobs.syncs) == 1
+
+
+@pytest.mark.parametrize("forgery", ["wrong_secret", "no_secret", "unknown_subscription", "unknown_connection"])
+def test_forged_notifications_change_nothing_and_log_no_secret(rt, world, caplog, forgery):
+    conn = connected(rt)
+    item = change(rt, conn)
+    genuine = item["clientState"]
+    connection_id = conn.id
+    if forgery == "wrong_secret":
+        item["clientState"] = genuine[:-1] + ("A" if genuine[-1] != "A" else "B")
+    elif forgery == "no_secret":
+        del item["clientState"]
+    elif forgery == "unknown_subscription":
+        item["subscriptionId"] = "someone-elses"
+    else:
+        connection_id = "nope"
+    caplog.set_level(logging.DEBUG)
+    received = rt.notifications.receive(connection_id, body(item))
+    assert received.accepted == 0 and sum(received.refused.values()) == 1
+    assert world.jobs.syncs == [] and world.states.queued == {} and rt.sub_jobs.jobs == []
+    assert genuine not in caplog.text and "refused" in caplog.text
+
+
+def test_client_states_are_compared_in_constant_time(rt, monkeypatch):
+    conn = connected(rt)
+    compared = []
+    real = notifications_module.hmac.compare_digest
+
+    def spy(a, b):
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(notifications_module.hmac, "compare_digest", spy)
+    rt.notifications.receive(conn.id, body(change(rt, conn, client_state="guess")))
+    assert len(compared) == 1
+
+
+@pytest.mark.parametrize("raw", [b"", b"not json", b"[]", b'{"value": []}', b'{"value": "x"}', b'{"value": [1]}',
+                                 b'{"other": []}'])
+def test_bodies_that_are_not_notification_collections_are_refused_with_a_reason(rt, raw):
+    with pytest.raises(MalformedNotification) as refused:
+        rt.notifications.receive("any", raw)
+    assert str(refused.value)
+
+
+def test_the_validation_token_is_echoed_as_given(rt):
+    token = "Validation: Testing client application reachability <script>"
+    assert validation_echo(token) == token
+    for bad in ("", "x" * 1025):
+        with pytest.raises(MalformedNotification):
+            validation_echo(bad)
+
+
+def test_reauthorization_required_renews_and_removed_recreates(rt, world):
+    conn = connected(rt)
+    rt.notifications.receive(conn.id, body(change(rt, conn, lifecycleEvent="reauthorizationRequired")))
+    rt.notifications.receive(conn.id, body(change(rt, conn, lifecycleEvent="subscriptionRemoved")))
+    assert rt.sub_jobs.actions() == [RENEW, RECREATE]
+    assert world.jobs.syncs == []  # the recreate job resyncs once the new subscription exists
+
+
+def test_a_missed_lifecycle_event_resyncs(rt, world):
+    conn = connected(rt)
+    received = rt.notifications.receive(conn.id, body(change(rt, conn, lifecycleEvent="missed")))
+    assert received.lifecycle == {"missed": 1}
+    assert [(j.connection_id, j.reason) for j, _ in world.jobs.syncs] == [(conn.id, NOTIFIED)]
+
+
+def test_a_sync_that_could_not_be_queued_leaves_no_mark_so_graphs_retry_queues_it(rt, world):
+    conn = connected(rt)
+
+    def broken(job, delay=timedelta(0)):
+        raise RuntimeError("queue unavailable")
+
+    world.jobs.enqueue_sync = broken
+    with pytest.raises(RuntimeError):
+        rt.notifications.receive(conn.id, body(change(rt, conn)))
+    assert world.states.queued == {}
+
+
+def test_notifications_of_a_recreated_subscription_are_refused_for_the_old_one(rt, world):
+    conn = connected(rt)
+    old = change(rt, conn)
+    rt.subscriptions.run(SubscriptionJob(ALICE.id, conn.id, RECREATE))
+    world.jobs.syncs.clear()
+    world.states.clear_queued(conn.id)
+    assert rt.notifications.receive(conn.id, body(old)).refused == {"unknown_subscription": 1}
+    assert rt.notifications.receive(conn.id, body(change(rt, conn))).syncs_queued == 1
+
+
+def test_client_state_secrets_are_read_from_the_vault_once_per_process(rt, world):
+    conn = connected(rt)
+    items = [change(rt, conn) for _ in range(5)]
+
+    class Counting:
+        reads = 0
+
+        def get(self, name):
+            Counting.reads += 1
+            return world.secrets.get(name)
+
+    notifications = NotificationService(subscriptions=rt.table, client_states=ClientStates(Counting()),
+                                        syncs=SyncRequests(sync_state=world.states, jobs=world.jobs, clock=world.clock),
+                                        jobs=rt.sub_jobs)
+    for item in items:
+        assert notifications.receive(conn.id, body(item)).accepted == 1
+    assert Counting.reads == 1
