@@ -43,12 +43,13 @@ def test_a_deployment_is_echoed_with_an_id_and_recorded(recorder: AgentRecorder)
 
 
 def test_a_repeated_idempotency_key_is_refused_and_kept_apart(recorder: AgentRecorder) -> None:
-    assert deploy(recorder, {"n": 1}, key="same").status_code == 201
+    first = deploy(recorder, {"n": 1}, key="same")
+    assert first.status_code == 201
 
     second = deploy(recorder, {"n": 2}, key="same")
 
     assert second.status_code == 409
-    assert second.json() == {"error": "already_deployed"}
+    assert second.json() == {"error": "already_deployed", "id": first.json()["id"]}  # the agent already there
     assert [r["body"] for r in requests.get(f"{recorder.url}/_recorded", timeout=5).json()] == [{"n": 1}]
     everything = requests.get(f"{recorder.url}/_recorded?all=1", timeout=5).json()
     assert [(a["status"], a["body"]) for a in everything] == [(201, {"n": 1}), (409, {"n": 2})]
