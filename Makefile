@@ -44,6 +44,7 @@ bench: deps
 	$(PY) -m bench.bench_meeting_links
 	$(PY) -m bench.bench_sync
 	$(PY) -m bench.bench_punctuality
+	$(PY) -m bench.bench_notifications
 	$(PY) -m bench.bench_cost
 
 clean:
