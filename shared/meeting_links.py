@@ -112,7 +112,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import MappingProxyType
 from typing import NamedTuple
-from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 __all__ = [
     "GOOGLE_MEET_HOST",
@@ -431,28 +431,28 @@ class _Seen:
 
 
 def _fields(event: Mapping[str, object]) -> Iterator[tuple[str, str]]:
-    if not isinstance(event, Mapping):
+    if not isinstance(event, (dict, Mapping)):  # dict first: the Mapping ABC check is slow
         return
     online = event.get("onlineMeeting")
-    if isinstance(online, Mapping):
+    if isinstance(online, (dict, Mapping)):
         yield "onlineMeeting.joinUrl", _text(online.get("joinUrl"))
     else:
         yield "onlineMeeting.joinUrl", ""
     yield "onlineMeetingUrl", _text(event.get("onlineMeetingUrl"))
     location = event.get("location")
-    if isinstance(location, Mapping):
+    if isinstance(location, (dict, Mapping)):
         yield "location.displayName", _text(location.get("displayName"))
         if location.get("locationUri"):
             yield "location.locationUri", _text(location.get("locationUri"))
     locations = event.get("locations")
     if isinstance(locations, list):
         for i, item in enumerate(locations[:MAX_LOCATIONS]):
-            if isinstance(item, Mapping):
+            if isinstance(item, (dict, Mapping)):
                 yield f"locations[{i}].displayName", _text(item.get("displayName"))
                 yield f"locations[{i}].locationUri", _text(item.get("locationUri"))
     yield "subject", _text(event.get("subject"))
     body = event.get("body")
-    if isinstance(body, Mapping):
+    if isinstance(body, (dict, Mapping)):
         kind = body.get("contentType")
         label = f"body.content ({kind.lower()})" if isinstance(kind, str) and kind else "body.content"
         yield label, _text(body.get("content"))
@@ -504,6 +504,8 @@ def _literal_led(hosts: frozenset[str] | tuple[str, ...]) -> str:
     lead = min(roots)
     while not all(h.startswith(lead) for h in roots):
         lead = lead[:-1]
+    if len(roots) == 1:
+        return re.escape(roots[0]) + "/"
     rest = "|".join(re.escape(h[len(lead) :]) for h in sorted(roots, key=len, reverse=True))
     return f"{re.escape(lead)}(?:{rest})/"
 
@@ -523,24 +525,77 @@ _OPENERS = {"(": 0, "[": 1, "{": 2}
 _CLOSERS_AT = {")": 0, "]": 1, "}": 2}
 _EXTENDERS = frozenset("([{)]}<")
 _HOST_ENDS = frozenset("/?#\\\"'>`|")
+_ENCODED_HOST_ENDS = ("%2f", "%2F", "%3f", "%3F", "%23")  # "/", "?", "#" inside an encoded target
+# Where Safe Links and Google redirects keep their target when it is the first query parameter.
+_SAFELINKS_TARGET = re.compile(r"/?\?url=https?%3a%2f%2f([a-z0-9.-]+)", re.IGNORECASE | re.ASCII)
+_GOOGLE_TARGET = re.compile(r"/url\?q=https?%3a%2f%2f([a-z0-9.-]+)", re.IGNORECASE | re.ASCII)
 _HOST_RUN = re.compile(r"[A-Za-z0-9.-]{0,253}")
 _NOT_BEFORE_BARE_HOST = frozenset("/@%=&?#+_~")
 _RAW_CONTEXT_END = re.compile(r"[^\s<>}]{0,600}\}")
 
 
-def _start(match: re.Match[str]) -> int:
-    return match.start()
+def _earliest(matches: list[re.Match[str] | None]) -> re.Match[str] | None:
+    found = None
+    for match in matches:
+        if match is not None and (found is None or match.start() < found.start()):
+            found = match
+    return found
 
 
-def _plain_other_host(text: str, link: re.Match[str]) -> bool:
-    """The link's host is all name characters, ends where the host ends, and matters to no one."""
-    host_end = link.end(1)
-    if host_end < len(text):
-        after = text[host_end]
-        if after not in _HOST_ENDS and not after.isspace():
-            return False  # a port, userinfo, an entity, a bracket, <wbr>...: let _evaluate decide
-    host = link.group(1).lower().rstrip(".")
-    return not (host in _WRAPPER_HOSTS or _SAFELINKS in "." + host or _platform_of(host) is not None)
+def _plain_other_host(text: str, haystack: str, link: re.Match[str]) -> bool:
+    """True when ``_evaluate`` could only turn the link down, as far as its first characters tell.
+
+    That is a plain host (all name characters, then its path, query, fragment or the end) that is
+    neither a meeting host nor a wrapper; a Zoom or Teams host whose path cannot start a meeting; or a
+    Safe Links or Google redirect whose target, the first query parameter, percent-encoded, begins
+    with such a plain other host.
+    """
+    host = _plain_host(text, link.group(1), link.end(1), encoded=False)
+    if host is None:
+        return False  # a port, userinfo, an entity, a bracket, <wbr>...: let _evaluate decide
+    platform = _platform_of(host)
+    if platform is not None:
+        return not _may_be_meeting_path(platform[0], haystack, link.end(1))
+    if _SAFELINKS in "." + host:
+        target = _SAFELINKS_TARGET.match(text, link.end(1))
+    elif host in _GOOGLE_HOSTS:
+        target = _GOOGLE_TARGET.match(text, link.end(1))
+    else:
+        return host not in _WRAPPER_HOSTS
+    if target is None:
+        return False
+    inner = _plain_host(text, target.group(1), target.end(1), encoded=True)
+    return inner is not None and not _may_matter(inner)
+
+
+def _may_be_meeting_path(platform: Platform, haystack: str, start: int) -> bool:
+    """Whether the path written at ``start`` could, once decoded, be one the platform's recogniser reads."""
+    window = haystack[start : start + 16].lower()
+    if not window.isascii() or "%" in window or "&" in window or "<" in window:
+        return True  # escapes, entities and <wbr> can change the path: let _evaluate decide
+    if platform is Platform.ZOOM:
+        return window.startswith(_ZOOM_MEETING_PATHS)
+    if platform is Platform.TEAMS:  # a bare host or "/" may carry the meeting in its #fragment
+        return not window.startswith("/") or not window[1:2].isalnum() or window.startswith(_TEAMS_MEETING_PATHS)
+    return True
+
+
+def _plain_host(text: str, name: str, end: int, encoded: bool) -> str | None:
+    """``name`` as ``_split`` would give it, if what follows ends the host; else None.
+
+    In a percent-encoded target an escaped "/", "?" or "#" ends it too (once decoded).
+    """
+    if end < len(text):
+        after = text[end]
+        if after in _HOST_ENDS or after.isspace() or (encoded and text.startswith(_ENCODED_HOST_ENDS, end)):
+            return name.lower().rstrip(".")
+        return None
+    return name.lower().rstrip(".")
+
+
+def _may_matter(host: str) -> bool:
+    """The host is a meeting host or a wrapper (what ``_unwrap_once`` and ``_platform_of`` accept)."""
+    return host in _HOSTS_THAT_MATTER or host.endswith(_ZOOM_SUFFIXES) or _SAFELINKS in "." + host
 
 
 class _Scan:
@@ -566,24 +621,24 @@ class _Scan:
         else:
             links, bare_hosts, haystack = _SCHEME_LINK_ANY_CASE, _BARE_HOSTS_ANY_CASE, text
         size = len(text)
+        link = links.search(haystack)
         bare = [pattern.search(haystack) for pattern in bare_hosts]
-        next_bare = min((hit.start() for hit in bare if hit is not None), default=size)
+        hit = _earliest(bare)
         pos = 0
         count = 0
-        link = links.search(haystack)
         while True:
+            # Search again from the position only for what was passed: covered text is never walked.
             if link is not None and link.start() < pos:
                 link = links.search(haystack, pos)
-            if next_bare < pos:  # refresh the scheme-less hosts that were passed
-                for i, hit in enumerate(bare):
-                    if hit is not None and hit.start() < pos:
+            if hit is not None and hit.start() < pos:
+                for i, passed in enumerate(bare):
+                    if passed is not None and passed.start() < pos:
                         bare[i] = bare_hosts[i].search(haystack, pos)
-                next_bare = min((hit.start() for hit in bare if hit is not None), default=size)
-            if link is not None and link.start() < next_bare:
+                hit = _earliest(bare)
+            if link is not None and (hit is None or link.start() < hit.start()):
                 start, end = link.start(), link.end()
-                other = not self.all_links and _plain_other_host(text, link)
-            elif next_bare < size:
-                hit = min((hit for hit in bare if hit is not None), key=_start)
+                other = not self.all_links and _plain_other_host(text, haystack, link)
+            elif hit is not None:
                 start = self._bare_host_start(pos, hit.start())
                 if start < 0:
                     pos = hit.end()
@@ -611,7 +666,9 @@ class _Scan:
                 if not other:
                     yield text[start : start + _SHOWN_CHARS], True
                 continue
-            pos = end = self._follow_raw_context(start, end)
+            if end < size and text[end] == '"' and text.rfind("context={", max(start, end - 600), end) >= 0:
+                end = self._follow_raw_context(start, end)
+            pos = end
             if other:
                 continue
             raw = "".join(pieces) + text[piece:end] if pieces else text[start:end]
@@ -749,6 +806,8 @@ def _evaluate(raw: str) -> _Outcome:
         if split is None:
             return _Outcome(url, tuple(wrappers), None, "not a valid web address")
         parts, host = split
+        if host in TEAMS_HOSTS and (written := _TEAMS_JOIN_URL.fullmatch(url)) is not None:
+            return _Outcome(url, tuple(wrappers), _teams_join_url(written), "Teams meeting")
         unwrapped = _unwrap_once(parts, host, url)
         if unwrapped is None:
             join, reason = _recognise(parts, host, url)
@@ -821,6 +880,7 @@ _OWA_HOSTS = frozenset({"outlook.office.com", "outlook.office365.com", "outlook.
 _PROOFPOINT_HOSTS = frozenset({"urldefense.proofpoint.com", "urldefense.com"})
 _BARRACUDA_HOST = "linkprotect.cudasvc.com"
 _WRAPPER_HOSTS = _GOOGLE_HOSTS | _TEAMS_SAFELINKS_HOSTS | _OWA_HOSTS | _PROOFPOINT_HOSTS | {_BARRACUDA_HOST}
+_HOSTS_THAT_MATTER = _WRAPPER_HOSTS | TEAMS_HOSTS | set(ZOOM_CLOUDS) | {GOOGLE_MEET_HOST}
 
 
 def _unwrap_once(parts: SplitResult, host: str, url: str) -> tuple[str, str | None] | None:
@@ -984,6 +1044,8 @@ _CONTEXT_ESCAPED = re.compile(
     r"%7[bB]%22Tid%22%3[aA]%22([A-Za-z0-9._~-]*)%22%2[cC]%22Oid%22%3[aA]%22([A-Za-z0-9._~-]*)%22%7[dD]"
 )
 
+# Paths a Teams meeting link starts with; "" and "/" too (the meeting then sits in the #fragment).
+_TEAMS_MEETING_PATHS = ("/l/meetup-join/", "/meet/", "/light-meetings/", "/dl/launcher/", "/_", "/v2")
 _TEAMS_NOT_MEETINGS: tuple[tuple[str, str], ...] = (
     ("/l/channel/", "link to a Teams channel, not a meeting"),
     ("/l/chat/", "link to a Teams chat, not a meeting"),
@@ -1002,25 +1064,25 @@ def _teams(parts: SplitResult, url: str, host: str) -> tuple[_Join | None, str]:
     path = parts.path.lower()
     if "%" in path and not path.startswith("/l/meetup-join/"):
         path = unquote(path)
+    if path not in ("", "/") and not path.startswith(_TEAMS_MEETING_PATHS):
+        for prefix, reason in _TEAMS_NOT_MEETINGS:
+            if path.startswith(prefix):
+                return None, reason
+        return None, "Teams link that is not a meeting join link"
     if path.startswith("/l/meetup-join/"):
         return _teams_meetup_join(url, host)
     if path.startswith("/meet/"):
         return _teams_short_link(url, host)
     if path.startswith("/light-meetings/"):
         return _teams_light_meeting(url, host)
-    if path in ("", "/") or path.startswith(("/dl/launcher/", "/_", "/v2")):
-        # Launcher and web-app forms carry the meeting path in ?url= or in the #fragment,
-        # sometimes percent-encoded.
-        inner = unquote(url) if "%2f" in url.lower() else url
-        if _MEETUP_JOIN.search(inner):
-            return _teams_meetup_join(inner, host)
-        if _SHORT_LINK.search(inner):
-            return _teams_short_link(inner, host)
-        return None, "Teams web app link without a meeting in it"
-    for prefix, reason in _TEAMS_NOT_MEETINGS:
-        if path.startswith(prefix):
-            return None, reason
-    return None, "Teams link that is not a meeting join link"
+    # Launcher and web-app forms carry the meeting path in ?url= or in the #fragment, sometimes
+    # percent-encoded.
+    inner = unquote(url) if "%2f" in url.lower() else url
+    if _MEETUP_JOIN.search(inner):
+        return _teams_meetup_join(inner, host)
+    if _SHORT_LINK.search(inner):
+        return _teams_short_link(inner, host)
+    return None, "Teams web app link without a meeting in it"
 
 
 def _teams_meetup_join(url: str, host: str) -> tuple[_Join | None, str]:
@@ -1055,6 +1117,25 @@ def _meetup_link(host: str, thread: str, message_id: str, context: dict[str, obj
     reason = "Teams meeting" if context else "Teams meeting (link has no tenant context)"
     values = tuple(context.items()) if context else ()
     return _join(Platform.TEAMS, key, address, _TEAMS_CONTEXT_CREDENTIALS, values, in_context=True), reason
+
+
+# The join URL as Teams writes it (Graph's onlineMeeting.joinUrl, every invitation) is already the
+# join URL _meetup_link would write: recognised in one step, with a property test that it agrees.
+_TEAMS_HOST_ALTERNATIVES = "|".join(re.escape(host) for host in sorted(TEAMS_HOSTS))
+_TEAMS_JOIN_URL = re.compile(
+    rf"(https://(?:{_TEAMS_HOST_ALTERNATIVES})/l/meetup-join/"
+    r"19%3a([A-Za-z0-9_-]{1,400})%40thread\.(v2|tacv2|skype)/([0-9]{1,20}))"
+    r"\?context=%7b%22Tid%22%3a%22([A-Za-z0-9._~-]{0,64})%22%2c%22Oid%22%3a%22([A-Za-z0-9._~-]{0,64})%22%7d",
+    re.ASCII,
+)
+
+
+def _teams_join_url(written: re.Match[str]) -> _Join:
+    address, thread_id, kind, message_id, tid, oid = written.groups()
+    thread = f"19:{thread_id}@thread.{kind}"
+    key = f"teams:{thread}" if message_id == "0" else f"teams:{thread}/{message_id}"
+    values: tuple[tuple[str, object], ...] = (("Tid", tid), ("Oid", oid))
+    return _Join(MeetingLink(Platform.TEAMS, written.string, key), address, _TEAMS_CONTEXT_CREDENTIALS, values, True)
 
 
 def _teams_context(rest: str) -> dict[str, object] | None:
@@ -1155,6 +1236,7 @@ _ZOOM_JOIN = re.compile(r"/(j|w)/([0-9]{9,11})(?=[/;,]|$)", re.IGNORECASE)
 _ZOOM_WEB_CLIENT = re.compile(r"/wc/(?:join/([0-9]{9,11})|([0-9]{9,11})/join)(?=[/;,]|$)", re.IGNORECASE)
 _ZOOM_PERSONAL = re.compile(r"/my/([A-Za-z0-9._-]{0,63}[A-Za-z0-9_-])/?", re.IGNORECASE | re.ASCII)
 _ZOOM_HOST = re.compile(r"[a-z0-9.-]{1,253}")
+_ZOOM_MEETING_PATHS = ("/j/", "/w/", "/wc/", "/my/")  # what _ZOOM_JOIN, _ZOOM_WEB_CLIENT, _ZOOM_PERSONAL start with
 _ZOOM_CREDENTIALS = ("pwd", "tk")
 _ZOOM_NOT_MEETINGS: tuple[tuple[str, str], ...] = (
     ("/rec/", "Zoom recording, not a meeting"),
@@ -1173,18 +1255,34 @@ _ZOOM_NOT_MEETINGS: tuple[tuple[str, str], ...] = (
 )
 
 
+def _query_values(query: str, names: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
+    """The first non-empty value of each of ``names`` in ``query``, decoded as ``parse_qsl`` decodes."""
+    found: dict[str, str] = {}
+    for pair in query.split("&"):
+        name, equals, value = pair.partition("=")
+        if not equals or not value:
+            continue
+        if "%" in name or "+" in name:
+            name = unquote(name.replace("+", " "))
+        if name in names and name not in found:
+            found[name] = unquote(value.replace("+", " ")) if "%" in value or "+" in value else value
+    return tuple((name, found[name]) for name in names if name in found)
+
+
 def _zoom(parts: SplitResult, host: str, cloud: str) -> tuple[_Join | None, str]:
     if not _ZOOM_HOST.fullmatch(host):
         return None, "Zoom address with an invalid host name"
     path = unquote(parts.path)
     key_prefix = f"zoom:{cloud}:" if cloud else "zoom:"
     on = f" on {_ZOOM_CLOUD_NAMES[cloud]}" if cloud else ""
-    params = {k: v for k, v in reversed(parse_qsl(parts.query))}  # the first of repeated names wins
-    values = tuple((name, params[name]) for name in _ZOOM_CREDENTIALS if params.get(name))
+    values = _query_values(parts.query, _ZOOM_CREDENTIALS)
 
     def join(address: str, key: str) -> _Join:
         return _join(Platform.ZOOM, key_prefix + key, f"https://{host}{address}", _ZOOM_CREDENTIALS, values)
 
+    lowered = path.lower()
+    if not lowered.startswith(_ZOOM_MEETING_PATHS):
+        return None, _zoom_not_a_meeting(lowered)
     number = _ZOOM_JOIN.match(path)
     if number is not None:
         kind, digits = number.group(1).lower(), number.group(2)
@@ -1198,13 +1296,16 @@ def _zoom(parts: SplitResult, host: str, cloud: str) -> tuple[_Join | None, str]
     if personal is not None:
         name = personal.group(1).lower()
         return join(f"/my/{name}", f"my:{name}"), f"Zoom personal meeting room{on}"
-    lowered = path.lower()
+    return None, _zoom_not_a_meeting(lowered)
+
+
+def _zoom_not_a_meeting(lowered_path: str) -> str:
     for prefix, reason in _ZOOM_NOT_MEETINGS:
-        if lowered.startswith(prefix):
-            return None, reason
-    if lowered in ("", "/"):
-        return None, "bare Zoom address without a meeting"
-    return None, "Zoom link that is not a meeting join link"
+        if lowered_path.startswith(prefix):
+            return reason
+    if lowered_path in ("", "/"):
+        return "bare Zoom address without a meeting"
+    return "Zoom link that is not a meeting join link"
 
 
 # Google Meet ----------------------------------------------------------------------------------
@@ -1230,7 +1331,7 @@ def _google_meet(parts: SplitResult) -> tuple[_Join | None, str]:
 
 def _quote_value(value: str) -> str:
     """Percent-encode a query value; a final "." is escaped so that no reader trims it as punctuation."""
-    quoted = quote(value, safe="")
+    quoted = value if _UNRESERVED.fullmatch(value) else quote(value, safe="")
     return quoted[:-1] + "%2E" if quoted.endswith(".") else quoted
 
 

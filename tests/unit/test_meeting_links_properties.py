@@ -23,7 +23,7 @@ import os
 import re
 import string
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -449,3 +449,75 @@ def test_text_that_cannot_carry_a_credential_yields_no_credential(raw: str) -> N
     if not module._may_carry_credentials(raw):
         join = module._evaluate(raw).join
         assert join is None or not join.values
+
+
+@budget(300)
+@given(
+    query=st.lists(st.sampled_from(["pwd", "tk", "=", "&", "+", "%", "%70", "wd", "a", "%2", "Z", "é"]), max_size=12)
+)
+def test_the_query_is_read_as_parse_qsl_reads_it(query: list[str]) -> None:
+    text = "".join(query)
+    first = {name: value for name, value in reversed(parse_qsl(text))}
+    expected = tuple((name, first[name]) for name in ("pwd", "tk") if first.get(name))
+    assert module._query_values(text, ("pwd", "tk")) == expected
+
+
+@PROPERTY_SETTINGS
+@given(url=teams_meetup_join(), message=st.sampled_from(["0", "00", "1712345678901"]), dot=st.booleans())
+def test_a_teams_join_url_as_teams_writes_it_is_read_as_the_general_path_reads_it(
+    url: str, message: str, dot: bool
+) -> None:
+    link = parse_join_url(url)
+    assert link is not None
+    written = link.url.replace("/0?context=", f"/{message}?context=")
+    if dot:  # a host with its final dot: not the shape, so the general path reads it
+        written = written.replace(".com/", ".com./", 1)
+    split = module._split(written)
+    assert split is not None
+    general, reason = module._recognise(split[0], split[1], written)
+    assert module._evaluate(written) == (written, (), general, reason)
+
+
+SKIP_HOSTS = ["zoom.us", "us02web.zoom.us", "zoom-x.de", "zoomgov.com", "teams.microsoft.com", "meet.google.com"]
+SKIP_HOSTS += ["nam12.safelinks.protection.outlook.com", "www.google.com", "urldefense.com", "aka.ms", "x.com"]
+SKIP_HOSTS += ["zoom.us.", "Zoom.US", "zoom.us:443", "user@zoom.us", "zoom&#46;us", "zo<wbr>om.us", "zoom\u200b.us"]
+SKIP_PATHS = ["", "/", "/u/kdKx8", "/j/85012345678", "/J/85012345678", "/%6a/85012345678", "/&#106;/85012345678"]
+SKIP_PATHS += ["/meetingOptions/", "/l/meetup-join/19%3ameeting_x%40thread.v2/0", "/_#/l/meetup-join/19:a@thread.v2/0"]
+SKIP_PATHS += ["/xkq-ngvz-pwe", "/j<wbr>/850123456", "/u\u200b/x", "/url", "/v3/__https://zoom.us/j/123456789__;!!x$"]
+SKIP_QUERIES = ["", "?pwd=abc", "?url=https%3A%2F%2Fzoom.us%2Fj%2F85012345678", "?url=https%3A%2F%2Fx.com%2Fa"]
+SKIP_QUERIES += [
+    "?q=https%3A%2F%2Fmeet.google.com%2Fxkq-ngvz-pwe",
+    "?q=https%3A%2F%2Fx.com%2F",
+    "?url=https%3A%2F%2Fx.com",
+]
+SKIP_QUERIES += [
+    "?url=https%3A%2F%2Fx.zoom%2Eus%2F",
+    "?url=https%3A%2F%2Fzoom.us&amp;data=1",
+    "#/l/meetup-join/19:a@thread.v2/0",
+]
+
+
+@budget(300)
+@given(
+    links=st.lists(
+        st.tuples(
+            st.sampled_from(["https://", "http://", "HTTPS://"]),
+            st.sampled_from(SKIP_HOSTS),
+            st.sampled_from(SKIP_PATHS),
+            st.sampled_from(SKIP_QUERIES),
+            st.sampled_from([" ", '"', ")", "(", "<br>", ".", "\n"]),
+        ).map("".join),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_links_the_quick_scan_steps_over_are_links_evaluate_turns_down(links: list[str]) -> None:
+    text = "".join(links)
+    kept = [raw for raw, too_long in module._Scan(text, all_links=False)]
+    for raw, too_long in module._Scan(text):
+        if raw in kept:
+            kept.remove(raw)
+        elif not too_long:
+            assert module._evaluate(raw).join is None, raw
+    event = {"body": {"contentType": "text", "content": text}}
+    assert find_meeting_link(event) == explain(event).link
