@@ -50,6 +50,9 @@ param graphBaseUrl string = 'https://graph.microsoft.com/v1.0'
 @description('URL of the integrations page the browser returns to after connecting a calendar; empty for the page this app serves at /api/integrations. INTEGRATIONS_PAGE_URL.')
 param integrationsPageUrl string = ''
 
+@description('Public HTTPS URL Microsoft Graph POSTs change notifications to (lifecycle notifications go to it + /lifecycle); empty for this app\'s own route, https://<app>.azurewebsites.net/api/outlook/notifications. Set it when the app is reached through a custom domain or a gateway. NOTIFICATION_URL.')
+param notificationUrl string = ''
+
 @minLength(1)
 @description('Base URL of the CoAgentor agent API. AGENT_API_URL.')
 param agentApiUrl string
@@ -158,7 +161,7 @@ param platformWebOrigins string = ''
 @description('Resource id of an existing action group the alerts notify (e-mail, SMS, webhook). Empty: alerts fire and show in the portal but notify no one.')
 param alertActionGroupId string = ''
 
-@description('Alert when Graph change notifications stop arriving. Leave off until the app subscribes to change notifications.')
+@description('Alert when Graph change notifications stop arriving for an hour. The app subscribes every connected calendar; turn this on once enough calendars are connected that an hour without a change is unusual.')
 param notificationsAlertEnabled bool = false
 
 // ----------------------------------------------------------------------------------------------------
@@ -248,7 +251,7 @@ var functionAppUrl = 'https://${functionAppName}.azurewebsites.net'
 var outlookRedirectUri = '${functionAppUrl}/api/outlook/callback'
 // Graph POSTs change notifications here (and lifecycle notifications to .../lifecycle): the app's
 // public HTTPS route, validated by Graph when each subscription is created (docs/deploying.md).
-var notificationUrl = '${functionAppUrl}/api/outlook/notifications'
+var notificationRoute = empty(notificationUrl) ? '${functionAppUrl}/api/outlook/notifications' : notificationUrl
 var integrationsPage = empty(integrationsPageUrl) ? '${functionAppUrl}/api/integrations' : integrationsPageUrl
 
 // A PEM with literal \n sequences passes through; a bare base64 body gets its BEGIN/END lines. The code
@@ -362,7 +365,7 @@ module functionApp 'modules/function-app.bicep' = {
       OUTLOOK_CLIENT_SECRET_NAME: outlookClientSecretName
       OUTLOOK_AUTHORITY: outlookAuthority
       OUTLOOK_REDIRECT_URI: outlookRedirectUri
-      NOTIFICATION_URL: notificationUrl
+      NOTIFICATION_URL: notificationRoute
       GRAPH_BASE_URL: graphBaseUrl
       INTEGRATIONS_PAGE_URL: integrationsPage
       AGENT_API_URL: agentApiUrl
@@ -418,5 +421,5 @@ output AZURE_KEY_VAULT_URI string = keyVault.outputs.uri
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_APPLICATION_INSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output OUTLOOK_REDIRECT_URI string = outlookRedirectUri
-output NOTIFICATION_URL string = notificationUrl
+output NOTIFICATION_URL string = notificationRoute
 output SERVICE_API_NAME string = functionApp.outputs.name

@@ -20,8 +20,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)\b(code|refresh_token|access_token|id_token|client_secret|client_assertion|claim|state|"
                 r"token|password|sig|signature|api[_-]?key|code_verifier|validationtoken)=([^&\s'\"<>]+)"),
      r"\1=" + _REDACTED),
-    (re.compile(r"(?i)\"(refresh_token|access_token|id_token|client_secret|secret|password|api_key|value)\""
-                r"\s*:\s*\"[^\"]*\""), r'"\1": "' + _REDACTED + '"'),
+    (re.compile(r"(?i)\"(refresh_token|access_token|id_token|client_secret|secret|password|api_key|value|"
+                r"clientState)\"\s*:\s*\"[^\"]*\""), r'"\1": "' + _REDACTED + '"'),
     (re.compile(r"\bwhsec_[A-Za-z0-9+/=]+"), _REDACTED),
 )
 _known: set[str] = set()

@@ -19,7 +19,7 @@ param applicationInsightsId string
 @description('Resource id of the action group that is notified (e-mail, SMS, webhook, ITSM). Empty: the alerts still fire and show in the portal, but notify no one.')
 param actionGroupId string = ''
 
-@description('Alert when Graph change notifications stop arriving. Off until the app subscribes to change notifications (nothing counts outlook_notifications_received before that).')
+@description('Alert when Graph change notifications stop arriving for an hour (outlook_notifications_received, counted by the notification routes). Off by default: with few calendars connected an hour without a change is normal.')
 param notificationsAlertEnabled bool = false
 
 var actionGroups = empty(actionGroupId) ? [] : [

@@ -364,3 +364,11 @@ def test_client_state_secrets_are_read_from_the_vault_once_per_process(rt, world
     for item in items:
         assert notifications.receive(conn.id, body(item)).accepted == 1
     assert Counting.reads == 1
+
+
+def test_a_notification_body_that_reaches_a_log_line_shows_no_client_state(rt):
+    from shared.redaction import scrub
+
+    conn = connected(rt)
+    item = change(rt, conn)
+    assert item["clientState"] not in scrub(json.dumps({"value": [item]}))
