@@ -64,6 +64,10 @@ SYNC_NOW_MARK = timedelta(minutes=10)  # a "sync now" marker older than this (it
 _SPARSE_KEYS = frozenset({"@odata.type", "@odata.etag", "id", "seriesMasterId", "type", "start", "end"})
 
 
+class UnusableEvent(ValueError):
+    """An event with a meeting link whose data cannot make a meeting (skipped, counted, logged)."""
+
+
 class LeaseLost(Exception):
     """Another run took this connection over (our lease lapsed): stop without writing."""
 
@@ -492,7 +496,11 @@ class SyncService:
             return None
         start = parse_graph_time(event.get("start"))
         end = parse_graph_time(event.get("end"))
-        if start is None or end is None or end <= self._clock.now():
+        if start is None or end is None or end < start:
+            # A meeting link but no usable time (missing, year 0001, not UTC, ends before it starts):
+            # counted and logged as skipped by the caller, never guessed at.
+            raise UnusableEvent("no usable start/end")
+        if end <= self._clock.now():
             return None
         key = meeting_key(link.key, start)
         return Meeting(
