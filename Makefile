@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: dev test lint unit bench deps clean
+.PHONY: dev test lint unit bench faults deps clean
 
 deps: $(VENV)/.installed node_modules/.installed
 
@@ -46,6 +46,9 @@ bench: deps
 	$(PY) -m bench.bench_punctuality
 	$(PY) -m bench.bench_notifications
 	$(PY) -m bench.bench_cost
+
+faults: deps
+	$(PY) -m bench.fault_matrix --write docs/reliability.md
 
 clean:
 	rm -rf .devstack .pytest_cache .mypy_cache .ruff_cache $(CHECKOV_VENV)
