@@ -452,7 +452,7 @@
     const label = labels[m.agent] || (m.will_join === false ? "No agent" : "Agent not scheduled yet");
     agent.append(el("span", { class: "status " + (m.agent || (m.will_join === false ? "skipped" : "pending")),
       text: label }));
-    if (m.agent_at && m.agent !== "deployed" && m.agent !== "failed") {
+    if (m.agent_at && !["deployed", "failed", "recalled"].includes(m.agent)) {
       agent.append(el("span", { class: "muted small", text: "Joins " + formatDate(m.agent_at, TIME) }));
     } else if (m.agent === "failed") {
       agent.append(el("span", { class: "muted small", text: "The agent could not join" }));
@@ -647,7 +647,7 @@
 
   // ---- "sync now": Refresh first asks every Active calendar to be read again (POST .../sync; asking
   // while one is queued queues nothing more), then shows what the reads found.
-  const SYNC_SETTLE_MS = 2500;
+  const SYNC_SETTLE_MS = 1500;
   async function syncNow() {
     const active = state.connections.filter((c) => c.status === "active");
     if (!active.length) { return; }
