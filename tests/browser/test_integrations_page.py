@@ -374,6 +374,7 @@ def test_a_link_carrying_someone_elses_token_never_links_the_visitors_calendar_t
     expect(person.notice()).to_contain_text("Connected alice@contoso.com")
     assert [c["email"] for c in client.connections(person.token)["connections"]] == ["alice@contoso.com"]
     assert client.connections(mallory)["connections"] == []
+    assert client.call("DELETE", "outlook/data", person.token).status_code == 202  # alice's calendar for others
 
 
 def test_a_token_posted_by_a_page_that_is_not_the_web_app_is_ignored(person: Person, client, chromium, stack,
@@ -432,3 +433,4 @@ def test_connecting_asks_which_microsoft_account_goes_to_which_coagentor_account
     assert client.connections(person.token)["connections"] == []
     person.connect("bob@outlook.com")
     expect(person.notice()).to_contain_text("Connected bob@outlook.com")
+    assert client.call("DELETE", "outlook/data", person.token).status_code == 202  # bob's calendar for others

@@ -100,6 +100,7 @@ def test_the_reconciler_deletes_old_token_caches_no_row_names(client, stack):
     names = vault_names(client)["secrets"]
     assert young in names and kept <= set(names)  # too young to judge; named by a connection
     assert client.connections(token)["connections"][0]["status"] == "active"
+    assert client.call("DELETE", "outlook/data", token).status_code == 202  # leave erin's calendar to others
 
 
 def _vault(stack):
@@ -127,6 +128,8 @@ def test_sync_now_reads_a_new_event_without_waiting_for_the_scan(client):
         eventually(lambda: any(m["title"] == title for m in client.upcoming(token)))
     finally:
         client.sim("DELETE", f"/_sim/users/dave@contoso.com/events/{event['id']}")
+        # Other tests watch dave's calendar: a second CoAgentor user on it would get agents of their own.
+        assert client.call("DELETE", "outlook/data", token).status_code == 202
 
 
 def test_only_the_web_app_origin_may_call_the_api_across_origins(client):
