@@ -78,8 +78,7 @@ class TokenKeeper:
         # Only a token Microsoft just issued proves a recovery: one served from MSAL's cache says
         # nothing about whether the refresh token (or our own credentials) work again.
         if force_refresh or result.cache is not None:
-            updated = conn.refreshed(now, result.expires_at)
-            self._connections.update(updated)
+            updated = self._connections.update(conn.refreshed(now, result.expires_at))  # with its new ETag
         return updated, result
 
     def _fail(self, conn: Connection, reason: Reason, code: str) -> None:
