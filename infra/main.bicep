@@ -69,7 +69,7 @@ param platformJwtIssuer string
 param platformJwtAudience string = 'coagentor-outlook-calendar'
 
 @minLength(1)
-@description('Public key that verifies CoAgentor platform tokens: a whole PEM with \\n for line breaks, or only the base64 between the BEGIN/END lines on one line. A public key, not a secret. PLATFORM_JWT_PUBLIC_KEY.')
+@description('Public key that verifies CoAgentor platform tokens: a whole PEM with \\n for line breaks, or only the base64 between the BEGIN/END lines on one line, or a JWKS ({"keys": [...]}, tokens name their key with kid) so the platform can rotate. Public keys, not secrets. PLATFORM_JWT_PUBLIC_KEY.')
 param platformJwtPublicKey string
 
 @minValue(0)
@@ -256,7 +256,8 @@ var integrationsPage = empty(integrationsPageUrl) ? '${functionAppUrl}/api/integ
 
 // A PEM with literal \n sequences passes through; a bare base64 body gets its BEGIN/END lines. The code
 // turns \n back into line breaks, so the setting stays one line either way.
-var platformJwtPublicKeyPem = contains(platformJwtPublicKey, 'BEGIN PUBLIC KEY') ? platformJwtPublicKey : '-----BEGIN PUBLIC KEY-----\\n${platformJwtPublicKey}\\n-----END PUBLIC KEY-----'
+// A JWKS (for key rotation: the token's kid picks the key) passes through as it is.
+var platformJwtPublicKeyPem = contains(platformJwtPublicKey, 'BEGIN PUBLIC KEY') || startsWith(trim(platformJwtPublicKey), '{') ? platformJwtPublicKey : '-----BEGIN PUBLIC KEY-----\\n${platformJwtPublicKey}\\n-----END PUBLIC KEY-----'
 
 // ----------------------------------------------------------------------------------------------------
 // Resources
