@@ -68,3 +68,25 @@ class KeyVaultSecrets:
             raise RuntimeError(f"Key Vault secret {name!r} is missing or empty")
         register_secret(value)  # an app secret: never shown in a log line or an exception text
         return value
+
+
+class AppSecret:
+    """One of the app's own secrets (the Outlook client secret, the agent API key), read from Key
+    Vault on first use and kept for the process; `reload()` forgets it, so a rotated secret is picked
+    up without a restart when the old one is refused."""
+
+    def __init__(self, vault: KeyVaultSecrets, name: str) -> None:
+        self._vault = vault
+        self._name = name
+        self._value: str | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str:
+        with self._lock:
+            if self._value is None:
+                self._value = self._vault.require(self._name)
+            return self._value
+
+    def reload(self) -> None:
+        with self._lock:
+            self._value = None
