@@ -25,7 +25,8 @@ pytestmark = pytest.mark.e2e
 API_MD = REPO.parent / "shared" / "API.md"
 # Described but not reachable on a healthy stack.
 UNREACHABLE = {("get", "/health", "503"),
-               # Microsoft's discovery document unreachable while a sign-in starts (tests/integration/test_identity_faults.py).
+               # Microsoft's discovery document unreachable while a sign-in starts
+               # (tests/integration/test_identity_faults.py).
                ("post", "/outlook/connect", "503"),
                # The notification could not be queued (storage down): Graph delivers it again.
                ("post", "/outlook/notifications", "503"), ("post", "/outlook/notifications/lifecycle", "503")}
