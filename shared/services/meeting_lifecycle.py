@@ -128,11 +128,18 @@ class MeetingLifecycle:
         return self.context(meeting.user_id).decide(meeting, self._clock.now())
 
     def upcoming(self, user_id: str) -> list[tuple[Meeting, Decision]]:
-        """Upcoming Meetings: every meeting not yet ended, by start, with its decision."""
+        """Upcoming Meetings: every meeting not yet ended, by start, with its decision. Only what the
+        user's connections hold now is shown: a sync that was reading a calendar while it was being
+        disconnected may have attached it again for a moment (it lets go when it finishes)."""
         now = self._clock.now()
         context = self.context(user_id)
-        meetings = sorted(self._meetings.list_for_user(user_id, ending_after=now), key=lambda m: (m.start, m.key))
-        return [(m, context.decide(m, now)) for m in meetings]
+        held = {c.id for c in self._connections.list_for_user(user_id)}
+        shown = []
+        for m in sorted(self._meetings.list_for_user(user_id, ending_after=now), key=lambda m: (m.start, m.key)):
+            sources = tuple(s for s in m.sources if s.connection_id in held)
+            if sources:
+                shown.append(m if len(sources) == len(m.sources) else replace(m, sources=sources))
+        return [(m, context.decide(m, now)) for m in shown]
 
     def replan(self, user_id: str) -> ReplanReport:
         """Apply the decision to every upcoming meeting of the user: schedule the deployment of one now

@@ -165,7 +165,7 @@ class SubscriptionService:
                               expires_at=created.expires_at, secret_name=secret_name, created_at=self._clock.now(),
                               etag=replacing.etag if replacing is not None else None)
         try:
-            self._store.put(record)
+            stored = self._store.put(record)
         except Conflict:
             # Another job stored a subscription for this connection meanwhile: keep that one.
             self._delete_in_graph(conn, token, created.id)
@@ -175,6 +175,12 @@ class SubscriptionService:
         if replacing is not None:
             self._delete_in_graph(conn, token, replacing.subscription_id)
             self._secrets.delete(replacing.secret_name)
+        if self._connections.get(conn.user_id, conn.id) is None:
+            # Disconnected (or erased) while this job made the subscription: it goes too.
+            self._delete_in_graph(conn, token, created.id)
+            self._drop(stored)
+            log.info("subscription made for a connection removed meanwhile: deleted", extra={"connection_id": conn.id})
+            return "raced"
         log.info("subscription %s", "recreated" if replacing else "created",
                  extra={"connection_id": conn.id, "expires_at": created.expires_at.isoformat()})
         return "recreated" if replacing is not None else "created"

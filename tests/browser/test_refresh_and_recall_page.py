@@ -46,7 +46,8 @@ def test_a_meeting_skipped_after_its_agent_went_shows_the_agent_recalled(person:
     subject = f"Recalled on the page {uuid.uuid4().hex[:6]}"
     event = client.add_event(UPN, subject, now_utc() + timedelta(minutes=5), onlineMeeting={"joinUrl": teams_link(961)})
     try:
-        eventually(lambda: [d for d in client.deployments() if (d.get("body") or {}).get("title") == subject])
+        eventually(lambda: [d for d in client.deployments() if (d.get("body") or {}).get("title") == subject
+                            and d["body"].get("user_id") == person.user_id])
         meeting = person.page.locator("li.meeting").filter(has_text=subject)
         person.refresh_until(lambda: meeting.filter(has_text="Agent deployed").count() == 1)
         [shown] = [m for m in client.upcoming(person.token) if m["title"] == subject]

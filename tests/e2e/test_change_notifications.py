@@ -8,6 +8,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import jwt
 import pytest
 import requests
 from azure.data.tables import TableServiceClient
@@ -175,19 +176,22 @@ def test_disconnecting_deletes_the_subscription(client):
     assert subscription_of(client, connection["id"]) is None
 
 
-def recorded_for(client: Client, subject: str) -> list[dict[str, Any]]:
-    return [d for d in client.deployments() if (d.get("body") or {}).get("title") == subject]
+def recorded_for(client: Client, subject: str, token: str) -> list[dict[str, Any]]:
+    """This user's deployments for the meeting (another user with the same calendar gets their own)."""
+    user = jwt.decode(token, options={"verify_signature": False})["sub"]
+    return [d for d in client.deployments()
+            if (d.get("body") or {}).get("title") == subject and d["body"].get("user_id") == user]
 
 
 def test_a_cancelled_meetings_deployed_agent_is_recalled_once(client, dave, stack):
     token, _, _ = dave
     subject = f"Recall me {uuid.uuid4().hex[:6]}"
     event = event_at(client, subject, now_utc() + timedelta(minutes=5), 7105)  # inside the lead: deploys now
-    [deployed] = eventually(lambda: recorded_for(client, subject))
+    [deployed] = eventually(lambda: recorded_for(client, subject, token))
     eventually(lambda: [m for m in listed(client, token, subject) if m["agent"] == "deployed"])
 
     assert client.sim("PATCH", f"/_sim/users/{UPN}/events/{event['id']}", json={"isCancelled": True}).ok
-    eventually(lambda: recorded_for(client, subject)[0]["recalled_at"])
+    eventually(lambda: recorded_for(client, subject, token)[0]["recalled_at"])
     assert listed(client, token, subject) == []
     recalls = [r for r in client.api.get(f"{stack.agents_url}/_recalls", timeout=30).json()
                if r["id"] == deployed["id"]]
@@ -198,11 +202,11 @@ def test_skipping_a_meeting_whose_agent_was_sent_recalls_it_and_says_so(client, 
     token, _, _ = dave
     subject = f"Skip after deploy {uuid.uuid4().hex[:6]}"
     event_at(client, subject, now_utc() + timedelta(minutes=6), 7106)
-    eventually(lambda: recorded_for(client, subject))
+    eventually(lambda: recorded_for(client, subject, token))
     [meeting] = eventually(lambda: [m for m in listed(client, token, subject) if m["agent"] == "deployed"])
 
     skipped = client.call("PUT", f"meetings/{meeting['id']}/autojoin", token, json={"join": False})
     assert skipped.status_code == 200
     [recalled] = eventually(lambda: [m for m in listed(client, token, subject) if m["agent"] == "recalled"])
     assert (recalled["will_join"], recalled["why"]) == (False, "skipped_by_you")
-    assert recorded_for(client, subject)[0]["recalled_at"]
+    assert recorded_for(client, subject, token)[0]["recalled_at"]

@@ -372,3 +372,32 @@ def test_a_notification_body_that_reaches_a_log_line_shows_no_client_state(rt):
     conn = connected(rt)
     item = change(rt, conn)
     assert item["clientState"] not in scrub(json.dumps({"value": [item]}))
+
+
+def test_a_subscription_made_while_its_connection_was_disconnected_is_deleted_again(rt, world):
+    world.identity.next_account = WORK
+    url = rt.connect.start(ALICE, None)
+    conn = rt.connect.claim(ALICE, rt.connect.complete({"code": "c", "state": url.split("state=")[1]}).claim).connection
+    [(job, _)] = rt.sub_jobs.jobs
+    real_create = rt.graph.create
+
+    def create_then_disconnected(*args, **kwargs):
+        made = real_create(*args, **kwargs)
+        world.accounts.disconnect(ALICE.id, conn.id)  # the user disconnects while Graph answers
+        return made
+
+    rt.graph.create = create_then_disconnected
+    assert rt.subscriptions.run(job) == "raced"
+    assert rt.graph.live == {} and rt.table.rows == {}
+    assert list(world.secrets.list(CLIENT_STATE_PREFIX)) == []
+
+
+def test_upcoming_meetings_show_only_what_the_users_connections_still_hold(rt, world):
+    from tests.unit.test_sync_and_deploy import event
+
+    conn = connected(rt)
+    world.calendar.add(event(world, "e1"))
+    world.sync.sync(SyncJob(ALICE.id, conn.id))
+    assert [m.title for m, _ in world.meeting_lifecycle.upcoming(ALICE.id)] == ["Meeting e1"]
+    world.connections.remove(conn)  # gone, while a sync in flight still holds its meeting for a moment
+    assert world.meeting_lifecycle.upcoming(ALICE.id) == []
