@@ -20,9 +20,10 @@ executions (queue messages completed = queue deletes, plus the timer runs).
 The day is then composed from those measured unit costs and the schedule (SCAN_SCHEDULE every 5
 minutes = 288 walks; refreshes: the timer's ahead rule renews every access token ~40 minutes (Entra
 access tokens live 60-90 minutes), ~36 a day; 10 calendar changes and 4 meetings a day), with and
-without Graph change notifications. Notifications do not exist in the app yet: the "with" case is
-modelled by the scan schedule they allow (a safety scan every 6 hours, one sync per change, a
-subscription renewal every ~2.9 days, one notification request per change) and says so.
+without Graph change notifications. The "with" case is modelled (bench_notifications measures the
+Graph requests of the real thing: one per notified change) by the scan schedule they allow (a safety
+scan every 6 hours, one sync per change, a subscription renewal every ~2.9 days, one notification
+request per change) and says so.
 Monthly cost per 1,000 connections uses the prices in PRICES (estimates; see docs/scale.md).
 """
 
