@@ -233,11 +233,15 @@ def find_meeting_link(event: Mapping[str, object]) -> MeetingLink | None:
             if "/" not in text:  # no link in it (the scan would say so, a little later)
                 continue
             for raw, too_long in _Scan(text, all_links=False):
-                if too_long or (choice.join is not None and not _may_carry_credentials(raw)):
-                    continue
-                choice.offer(_evaluate(raw).join, source)
-                if choice.complete:
-                    return choice.link
+                if too_long or (
+                    choice.join is not None and "?" not in raw and "&" not in raw and "%" not in raw and "*" not in raw
+                ):
+                    continue  # a later copy without a query cannot add a credential (_may_carry_credentials)
+                join = _evaluate(raw).join
+                if join is not None:
+                    choice.offer(join, source)
+                    if choice.complete:
+                        return choice.link
         return choice.link
     except Exception:
         return None
@@ -523,7 +527,7 @@ _URL_RUN = re.compile(_URL_CHARS + "*")
 _RUN_REST = re.compile(r"""[^\s\\"'<>`|]*""")
 _OPENERS = {"(": 0, "[": 1, "{": 2}
 _CLOSERS_AT = {")": 0, "]": 1, "}": 2}
-_EXTENDERS = frozenset("([{)]}<")
+_BRACKETS = frozenset("([{)]}")
 _HOST_ENDS = frozenset("/?#\\\"'>`|")
 _ENCODED_HOST_ENDS = ("%2f", "%2F", "%3f", "%3F", "%23")  # "/", "?", "#" inside an encoded target
 # Where Safe Links and Google redirects keep their target when it is the first query parameter.
@@ -542,6 +546,9 @@ def _earliest(matches: list[re.Match[str] | None]) -> re.Match[str] | None:
     return found
 
 
+_NO_PIECES: list[str] = []  # never appended to: _extend makes its own
+
+
 def _plain_other_host(text: str, haystack: str, link: re.Match[str]) -> bool:
     """True when ``_evaluate`` could only turn the link down, as far as its first characters tell.
 
@@ -550,9 +557,12 @@ def _plain_other_host(text: str, haystack: str, link: re.Match[str]) -> bool:
     Safe Links or Google redirect whose target, the first query parameter, percent-encoded, begins
     with such a plain other host.
     """
-    host = _plain_host(text, link.group(1), link.end(1), encoded=False)
-    if host is None:
+    host_end = link.end(1)
+    if host_end < len(text) and text[host_end] not in _HOST_ENDS and not text[host_end].isspace():
         return False  # a port, userinfo, an entity, a bracket, <wbr>...: let _evaluate decide
+    host = link.group(1).lower().rstrip(".")
+    if host not in _HOSTS_THAT_MATTER and not host.endswith(_ZOOM_SUFFIXES) and _SAFELINKS not in "." + host:
+        return True  # the usual case: some other site
     platform = _platform_of(host)
     if platform is not None:
         return not _may_be_meeting_path(platform[0], haystack, link.end(1))
@@ -621,25 +631,34 @@ class _Scan:
         else:
             links, bare_hosts, haystack = _SCHEME_LINK_ANY_CASE, _BARE_HOSTS_ANY_CASE, text
         size = len(text)
+        all_links = self.all_links
         link = links.search(haystack)
-        bare = [pattern.search(haystack) for pattern in bare_hosts]
+        link_start = link.start() if link is not None else size
+        if link is not None and link_start == 0 and link.end() == size:
+            bare: list[re.Match[str] | None] = [None] * len(bare_hosts)  # one link: hosts are inside it
+        else:
+            bare = [pattern.search(haystack) for pattern in bare_hosts]
         hit = _earliest(bare)
+        hit_start = hit.start() if hit is not None else size
         pos = 0
         count = 0
-        while True:
+        while pos < size:
             # Search again from the position only for what was passed: covered text is never walked.
-            if link is not None and link.start() < pos:
+            if link_start < pos:
                 link = links.search(haystack, pos)
-            if hit is not None and hit.start() < pos:
+                link_start = link.start() if link is not None else size
+            if hit_start < pos:
                 for i, passed in enumerate(bare):
                     if passed is not None and passed.start() < pos:
                         bare[i] = bare_hosts[i].search(haystack, pos)
                 hit = _earliest(bare)
-            if link is not None and (hit is None or link.start() < hit.start()):
-                start, end = link.start(), link.end()
-                other = not self.all_links and _plain_other_host(text, haystack, link)
+                hit_start = hit.start() if hit is not None else size
+            if link_start < hit_start and link is not None:
+                end = link.end()
+                start = link_start
+                other = not all_links and _plain_other_host(text, haystack, link)
             elif hit is not None:
-                start = self._bare_host_start(pos, hit.start())
+                start = self._bare_host_start(pos, hit_start)
                 if start < 0:
                     pos = hit.end()
                     continue
@@ -652,25 +671,26 @@ class _Scan:
                 self.capped = True
                 return
             count += 1
-            after = text[end] if end < size else ""
-            if other and after not in _EXTENDERS and after != '"':
-                pos = end  # the usual case: a link to some other site, stepped over
-                continue
-            pieces: list[str] = []
-            piece = start
-            if after in _EXTENDERS:
-                end, piece, pieces = self._extend(start, end)
-            if end - start > MAX_URL_CHARS:
-                rest = _RUN_REST.match(text, end)
-                pos = rest.end() if rest else end
+            piece, pieces = start, _NO_PIECES
+            if end < size:
+                after = text[end]
+                if after in _BRACKETS or (after == "<" and text[end : end + 4].lower() == "<wbr"):
+                    end, piece, pieces = self._extend(start, end)
+                if end - start > MAX_URL_CHARS:
+                    rest = _RUN_REST.match(text, end)
+                    pos = rest.end() if rest else end
+                    if not other:
+                        yield text[start : start + _SHOWN_CHARS], True
+                    continue
+                if end < size and text[end] == '"' and text.rfind("context={", max(start, end - 600), end) >= 0:
+                    end = self._follow_raw_context(start, end)
+            elif end - start > MAX_URL_CHARS:
                 if not other:
                     yield text[start : start + _SHOWN_CHARS], True
-                continue
-            if end < size and text[end] == '"' and text.rfind("context={", max(start, end - 600), end) >= 0:
-                end = self._follow_raw_context(start, end)
+                return
             pos = end
             if other:
-                continue
+                continue  # the usual case: a link to some other site, stepped over
             raw = "".join(pieces) + text[piece:end] if pieces else text[start:end]
             if "&" in raw or not raw.isascii():
                 raw = _INVISIBLE.sub("", raw)
@@ -754,7 +774,10 @@ def _decode_entities(text: str) -> str:
     for _ in range(2):  # "&amp;amp;" happens when an escaped body is escaped again
         if "&" not in text:
             break
-        decoded = _ENTITY.sub(_decode_entity, text)
+        if text.count("&") == text.count("&amp;"):  # only &amp;: what one pass of _ENTITY would do
+            decoded = text.replace("&amp;", "&")
+        else:
+            decoded = _ENTITY.sub(_decode_entity, text)
         if decoded == text:
             break
         text = decoded
@@ -771,9 +794,11 @@ def _decode_entity(match: re.Match[str]) -> str:
 
 def _tidy(raw: str) -> str:
     text = _decode_entities(raw)
-    cut = _CUT.search(text)
-    if cut:
-        text = text[: cut.start()]
+    # str.isprintable() is False for every whitespace character but " ": only then search for the cut.
+    if " " in text or "<" in text or ">" in text or not text.isprintable():
+        cut = _CUT.search(text)
+        if cut:
+            text = text[: cut.start()]
     return _strip_trailing(text)
 
 
@@ -802,12 +827,14 @@ def _evaluate(raw: str) -> _Outcome:
         url = "https://" + url
     wrappers: list[str] = []
     for _ in range(MAX_UNWRAP_DEPTH + 1):
+        if (written := _TEAMS_JOIN_URL.fullmatch(url)) is not None:
+            return _Outcome(url, tuple(wrappers), _teams_join_url(written), "Teams meeting")
+        if (written := _ZOOM_JOIN_URL.fullmatch(url)) is not None and (zoom := _zoom_join_url(written)) is not None:
+            return _Outcome(url, tuple(wrappers), *zoom)
         split = _split(url)
         if split is None:
             return _Outcome(url, tuple(wrappers), None, "not a valid web address")
         parts, host = split
-        if host in TEAMS_HOSTS and (written := _TEAMS_JOIN_URL.fullmatch(url)) is not None:
-            return _Outcome(url, tuple(wrappers), _teams_join_url(written), "Teams meeting")
         unwrapped = _unwrap_once(parts, host, url)
         if unwrapped is None:
             join, reason = _recognise(parts, host, url)
@@ -993,13 +1020,14 @@ def _platform_of(host: str) -> tuple[Platform, str] | None:
         return Platform.TEAMS, ""
     if host == GOOGLE_MEET_HOST:
         return Platform.GOOGLE_MEET, ""
-    if host in ZOOM_CLOUDS:
-        return Platform.ZOOM, ZOOM_CLOUDS[host]
-    if host.endswith(_ZOOM_SUFFIXES):
-        for domain, cloud in ZOOM_CLOUDS.items():
-            if host.endswith("." + domain):
-                return Platform.ZOOM, cloud
-    return None
+    if not host.endswith(_ZOOM_SUFFIXES) and host not in ZOOM_CLOUDS:
+        return None
+    last = host.rfind(".")
+    two = host.rfind(".", 0, last)  # Zoom's domains have two labels (zoom.us) or three (zoom.com.cn)
+    cloud = ZOOM_CLOUDS.get(host[two + 1 :])
+    if cloud is None:
+        cloud = ZOOM_CLOUDS.get(host[host.rfind(".", 0, two) + 1 :]) if two > 0 else None
+    return (Platform.ZOOM, cloud) if cloud is not None else None
 
 
 def _recognise(parts: SplitResult, host: str, url: str) -> tuple[_Join | None, str]:
@@ -1253,6 +1281,31 @@ _ZOOM_NOT_MEETINGS: tuple[tuple[str, str], ...] = (
     ("/j/", "Zoom link without a valid meeting number"),
     ("/w/", "Zoom webinar link without a valid webinar number"),
 )
+
+
+# The join URL as Zoom writes it, passcode and all, is already the join URL _zoom would write, less
+# any parameters after the passcode that are not credentials (from=addon, omn=...): read in one
+# step, with a property test that it agrees.
+_ZOOM_JOIN_URL = re.compile(
+    r"https://([a-z0-9.-]+[a-z0-9-])/(j|w)/([0-9]{9,11})(?:\?pwd=([A-Za-z0-9._~-]{0,200}[A-Za-z0-9_~-])(&[^#]*)?)?"
+)
+
+
+def _zoom_join_url(written: re.Match[str]) -> tuple[_Join, str] | None:
+    host, kind, number, pwd, rest = written.groups()
+    if rest is not None and ("tk=" in rest or "%" in rest or "+" in rest):
+        return None  # a registrant token, or a name that decodes to one: the general path reads it
+    platform = _platform_of(host)
+    if platform is None or platform[0] is not Platform.ZOOM:
+        return None
+    cloud = platform[1]
+    key = f"zoom:{cloud}:{number}" if cloud else f"zoom:{number}"
+    address = written.string[: written.end(3)]
+    url = written.string[: written.end(4)] if pwd else address
+    values: tuple[tuple[str, object], ...] = (("pwd", pwd),) if pwd else ()
+    join = _Join(MeetingLink(Platform.ZOOM, url, key), address, _ZOOM_CREDENTIALS, values, False)
+    label = "Zoom webinar" if kind == "w" else "Zoom meeting"
+    return join, label + (f" on {_ZOOM_CLOUD_NAMES[cloud]}" if cloud else "")
 
 
 def _query_values(query: str, names: tuple[str, ...]) -> tuple[tuple[str, object], ...]:

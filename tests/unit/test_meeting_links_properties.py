@@ -521,3 +521,22 @@ def test_links_the_quick_scan_steps_over_are_links_evaluate_turns_down(links: li
             assert module._evaluate(raw).join is None, raw
     event = {"body": {"contentType": "text", "content": text}}
     assert find_meeting_link(event) == explain(event).link
+
+
+@PROPERTY_SETTINGS
+@given(
+    url=zoom_link(),
+    host=st.sampled_from(["zoom.us", "acme.zoom-x.de", "zoom.com.cn", "zoom.us.", "x.com"]),
+    tail=st.sampled_from(["", "&from=addon", "&omn=81234567890&from=addon", "&tk=AbC", "&%74k=AbC", "&t+k=1", "#ok"]),
+)
+def test_a_zoom_join_url_as_zoom_writes_it_is_read_as_the_general_path_reads_it(url: str, host: str, tail: str) -> None:
+    link = parse_join_url(url)
+    assert link is not None
+    for written in (link.url + tail, link.url.replace(link.url.split("/")[2], host, 1) + tail):
+        split = module._split(written)
+        assert split is not None
+        general, reason = module._recognise(split[0], split[1], written)
+        if general is None or len(general.link.url) > MAX_JOIN_URL_CHARS:
+            assert module._evaluate(written).join is None
+        else:
+            assert module._evaluate(written) == (written, (), general, reason)
