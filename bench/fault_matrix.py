@@ -375,15 +375,15 @@ def graph_down(lab: Lab) -> Row:
 
 
 def bad_events(lab: Lab) -> Row:
-    row = Row("Malformed events beside a good one (year 0001, 100 KB subject, no dates)", "nobody (data)")
+    row = Row("Outsized events beside a good one (100 KB subject, 900 KB body, 12 KB passcode)", "nobody (data)")
     uid, tok = lab.user()
     conn = lab.connect(tok, "alice@contoso.com")
     start = soon(5)
     lab.add_event("alice@contoso.com", "x" * 100_000, start, onlineMeeting={"joinUrl": teams_link(8401)})
-    for n, bad in enumerate(({"start": {"dateTime": "0001-01-01T00:00:00", "timeZone": "UTC"}},
-                             {"start": None, "end": None})):
-        lab.c.sim("POST", "/_sim/users/alice@contoso.com/events",
-                  json={"subject": f"Bad {n}", "onlineMeeting": {"joinUrl": teams_link(8410 + n)}, **bad})
+    lab.add_event("alice@contoso.com", "Huge body", start, body={"contentType": "html", "content": "<p>" +
+                  "agenda " * 130_000 + f"{teams_link(8403)}</p>"})
+    lab.add_event("alice@contoso.com", "Huge passcode", start,
+                  onlineMeeting={"joinUrl": "https://contoso.zoom.us/j/81234567890?pwd=" + "%C3%A9" * 2000})
     lab.add_event("alice@contoso.com", "Good one", start + timedelta(minutes=1),
                   onlineMeeting={"joinUrl": teams_link(8402)})
     mark = lab.mark()
