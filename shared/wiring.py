@@ -66,7 +66,7 @@ from shared.services.health import ConnectionHealth
 from shared.services.lifecycle import Erasure, Pruner, SecretReconciler
 from shared.services.meeting_lifecycle import MeetingLifecycle
 from shared.services.notifications import ClientStates, NotificationService, SyncRequests
-from shared.services.recall import RecallOnRemoval, RecallService
+from shared.services.recall import REMOVED, RecallOnRemoval, RecallService
 from shared.services.subscriptions import SubscribeOnClaim, SubscriptionService
 from shared.services.sync import SyncService
 
@@ -237,7 +237,7 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
         deploy=DeployService(meetings=meetings, connections=connections, agents=agents, jobs=jobs, clock=clock,
                              grace_seconds=settings.agent_join_grace_seconds,
                              retry_base_seconds=settings.deploy_retry_seconds, lifecycle=lifecycle,
-                             health=connection_health),
+                             health=connection_health, recall=lambda m: recalls.request(m, REMOVED)),
         meetings=meetings,
         table_service=tables,
         jobs=jobs,

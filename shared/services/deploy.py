@@ -54,8 +54,10 @@ class DeployService:
         retry_base_seconds: int,
         lifecycle: MeetingLifecycle,
         health: ConnectionHealth | None = None,
+        recall: Callable[[Meeting], object] | None = None,
     ) -> None:
         self._health = health
+        self._recall = recall  # an agent sent to a meeting the calendar let go of during the call
         self._meetings = meetings
         self._connections = connections
         self._agents = agents
@@ -201,6 +203,9 @@ class DeployService:
         current: Meeting | None = meeting
         for _ in range(_ATTEMPTS):
             if current is None:
+                if state is AgentState.DEPLOYED and self._recall is not None:
+                    # Cancelled, deleted or moved while the agent was being sent: it leaves again.
+                    self._recall(replace(meeting, agent=state, agent_id=agent_id or meeting.agent_id))
                 return
             try:
                 self._meetings.replace(replace(current, agent=state, failure_reason=reason, lease_until=None,

@@ -124,33 +124,38 @@ class SubscriptionService:
         ctx = {"connection_id": conn.id, "user_id": conn.user_id}
         try:
             if record is not None and job.action != RECREATE:
-                try:
-                    renewed = self._graph.renew(token.token, record.subscription_id,
-                                                self._clock.now() + LIFETIMES[0])
-                except SubscriptionRefused:
-                    renewed = self._graph.renew(token.token, record.subscription_id,
-                                                self._clock.now() + LIFETIMES[1])
-                try:
-                    self._store.put(replace(record, expires_at=renewed.expires_at))
-                except Conflict:
-                    pass  # recreated meanwhile by another job: that row is newer
-                log.info("subscription renewed", extra={**ctx, "expires_at": renewed.expires_at.isoformat()})
-                return "renewed"
-            outcome = self._create(conn, token.token, record)
-        except SubscriptionGone:
-            assert record is not None
-            log.info("subscription gone at Graph: creating a new one", extra=ctx)
-            outcome = self._create(conn, token.token, record)
+                outcome = self._renew(conn, token.token, record)
+            else:
+                outcome = self._create(conn, token.token, record)
         except SubscriptionRefused as exc:
             log.warning("Graph refused the subscription: HTTP %d %s", exc.status, exc.code, extra=ctx)
             return f"refused:{exc.code or exc.status}"
         except GraphUnauthorized:
             log.warning("Graph refused the connection's token for a subscription", extra=ctx)
             return "unauthorized"
-        if record is None or job.action == RECREATE or outcome == "recreated":
+        if outcome in ("created", "recreated"):
             # Changes made while no subscription (or the new one's row) existed were not notified.
             self._resync(conn)
         return outcome
+
+    def _renew(self, conn: Connection, token: str, record: Subscription) -> str:
+        """PATCH its expiry (which also reauthorizes it); a subscription Graph no longer has (expired,
+        removed) is created anew."""
+        try:
+            try:
+                renewed = self._graph.renew(token, record.subscription_id, self._clock.now() + LIFETIMES[0])
+            except SubscriptionRefused:
+                renewed = self._graph.renew(token, record.subscription_id, self._clock.now() + LIFETIMES[1])
+        except SubscriptionGone:
+            log.info("subscription gone at Graph: creating a new one", extra={"connection_id": conn.id})
+            return self._create(conn, token, record)
+        try:
+            self._store.put(replace(record, expires_at=renewed.expires_at))
+        except Conflict:
+            pass  # recreated meanwhile by another job: that row is newer
+        log.info("subscription renewed", extra={"connection_id": conn.id,
+                                                "expires_at": renewed.expires_at.isoformat()})
+        return "renewed"
 
     def _create(self, conn: Connection, token: str, replacing: Subscription | None) -> str:
         secret_name = f"{CLIENT_STATE_PREFIX}{uuid.uuid4().hex}"

@@ -56,7 +56,7 @@ def w(world) -> Wired:
                        lead_seconds=LEAD, lifecycle=lifecycle, health=world.health)
     deploy = DeployService(meetings=world.meetings, connections=world.connections, agents=agents, jobs=world.jobs,
                            clock=world.clock, grace_seconds=GRACE, retry_base_seconds=15, lifecycle=lifecycle,
-                           health=world.health)
+                           health=world.health, recall=lambda m: recalls.request(m, REMOVED))
     autojoin = AutojoinService(store=world.rules, meetings=world.meetings, lifecycle=lifecycle, clock=world.clock)
     return Wired(world, agents, recall_jobs, recalls, lifecycle, sync, deploy, autojoin)
 
@@ -114,6 +114,23 @@ def test_a_cancelled_meetings_deployed_agent_is_recalled(w):
     assert (job[0].agent_id, job[0].reason, job[1]) == (meeting.agent_id, REMOVED, timedelta(seconds=3))
     assert run_recalls(w) == ["recalled"]
     assert w.agents.recalls == [meeting.agent_id]
+
+
+def test_a_meeting_cancelled_while_its_agent_was_being_sent_gets_the_agent_recalled(w):
+    conn = connect(w)
+    w.world.calendar.add(event(w.world, "e1", minutes_from_now=1))
+    sync(w, conn)
+    send = w.agents.deploy
+
+    def cancelled_during_the_call(request):
+        w.world.calendar.add({**w.world.calendar.events["e1"], "isCancelled": True})
+        sync(w, conn)  # a notification-driven sync lands while the agent API answers
+        return send(request)
+
+    w.agents.deploy = cancelled_during_the_call
+    assert deliver_due(w) == ["deployed"]
+    assert meetings(w) == []
+    assert run_recalls(w) == ["recalled"] and w.agents.recalls == list(w.agents.ids.values())
 
 
 def test_a_deleted_meetings_deployed_agent_is_recalled(w):
