@@ -211,6 +211,7 @@
   // only, and takes a token only from that opener, at one of those origins, echoing that nonce.
   const NONCE = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
   let tokenWaiter = null;
+  let loadedOnce = false;  // main() has shown the page once
 
   function sayHello() {
     if (!window.opener || !WEB_ORIGINS.length) { return false; }
@@ -231,9 +232,9 @@
       const resolve = tokenWaiter;
       tokenWaiter = null;
       resolve(true);
-    } else {
+    } else if (loadedOnce) {
       clearNotice();
-      refreshAll();  // a fresh token for an open page
+      refreshAll();  // a fresh token for an open page (while it starts, main() uses it anyway)
     }
   }
 
@@ -687,6 +688,7 @@
 
     if (!sessionStorage.getItem(TOKEN_KEY) && !(askedOpener && await tokenHandedOver(3000))) {
       signedOut();
+      loadedOnce = true;  // a token the web app sends later signs the page in
       return;
     }
     let claimed = null;
@@ -696,6 +698,7 @@
       declined = claimed === null;
     }
     const loaded = await refreshAll();
+    loadedOnce = true;
     if (declined) {
       notice("info", "Nothing was connected", ["You chose not to connect that Microsoft account. Its sign-in " +
         "is discarded within 10 minutes."], null, true);

@@ -145,9 +145,9 @@ class Person:
 
     def answer_confirmation(self, confirm: bool = True) -> None:
         page = self.page
-        # Either the question comes up, or the page finished loading without one (no wait_for_function:
-        # the page's CSP forbids the eval it needs).
-        page.locator("#claim-dialog[open], #loading[hidden]").first.wait_for(state="attached")
+        # Either the question comes up, or the outcome is shown without one (cancelled, blocked, another
+        # account's sign-in...). No wait_for_function: the page's CSP forbids the eval it needs.
+        page.locator("#claim-dialog[open], #notice .notice").first.wait_for(state="attached")
         dialog = page.locator("#claim-dialog")
         if dialog.get_attribute("open") is not None:
             dialog.get_by_role("button", name="Connect" if confirm else "Don't connect", exact=True).click()
