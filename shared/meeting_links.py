@@ -107,7 +107,7 @@ import html
 import json
 import re
 import string
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import MappingProxyType
@@ -529,10 +529,8 @@ _OPENERS = {"(": 0, "[": 1, "{": 2}
 _CLOSERS_AT = {")": 0, "]": 1, "}": 2}
 _BRACKETS = frozenset("([{)]}")
 _HOST_ENDS = frozenset("/?#\\\"'>`|")
-_ENCODED_HOST_ENDS = ("%2f", "%2F", "%3f", "%3F", "%23")  # "/", "?", "#" inside an encoded target
 # Where Safe Links and Google redirects keep their target when it is the first query parameter.
-_SAFELINKS_TARGET = re.compile(r"/?\?url=https?%3a%2f%2f([a-z0-9.-]+)", re.IGNORECASE | re.ASCII)
-_GOOGLE_TARGET = re.compile(r"/url\?q=https?%3a%2f%2f([a-z0-9.-]+)", re.IGNORECASE | re.ASCII)
+
 _HOST_RUN = re.compile(r"[A-Za-z0-9.-]{0,253}")
 _NOT_BEFORE_BARE_HOST = frozenset("/@%=&?#+_~")
 _RAW_CONTEXT_END = re.compile(r"[^\s<>}]{0,600}\}")
@@ -554,8 +552,7 @@ def _plain_other_host(text: str, haystack: str, link: re.Match[str]) -> bool:
 
     That is a plain host (all name characters, then its path, query, fragment or the end) that is
     neither a meeting host nor a wrapper; a Zoom or Teams host whose path cannot start a meeting; or a
-    Safe Links or Google redirect whose target, the first query parameter, percent-encoded, begins
-    with such a plain other host.
+    wrapper whose target begins, as written in place, with such a plain other host.
     """
     host_end = link.end(1)
     if host_end < len(text) and text[host_end] not in _HOST_ENDS and not text[host_end].isspace():
@@ -565,17 +562,13 @@ def _plain_other_host(text: str, haystack: str, link: re.Match[str]) -> bool:
         return True  # the usual case: some other site
     platform = _platform_of(host)
     if platform is not None:
-        return not _may_be_meeting_path(platform[0], haystack, link.end(1))
-    if _SAFELINKS in "." + host:
-        target = _SAFELINKS_TARGET.match(text, link.end(1))
-    elif host in _GOOGLE_HOSTS:
-        target = _GOOGLE_TARGET.match(text, link.end(1))
-    else:
-        return host not in _WRAPPER_HOSTS
-    if target is None:
-        return False
-    inner = _plain_host(text, target.group(1), target.end(1), encoded=True)
-    return inner is not None and not _may_matter(inner)
+        return not _may_be_meeting_path(platform[0], haystack, host_end)
+    for applies, written, enders in _TARGETS_IN_PLACE:
+        if applies(host) and (target := written.match(text, host_end)) is not None:
+            # The target's host is complete only where an (encoded) "/", "?" or "#" follows it.
+            inner = target.group(1).lower().rstrip(".")
+            return text.startswith(enders, target.end(1)) and not _may_matter(inner)
+    return False
 
 
 def _may_be_meeting_path(platform: Platform, haystack: str, start: int) -> bool:
@@ -588,19 +581,6 @@ def _may_be_meeting_path(platform: Platform, haystack: str, start: int) -> bool:
     if platform is Platform.TEAMS:  # a bare host or "/" may carry the meeting in its #fragment
         return not window.startswith("/") or not window[1:2].isalnum() or window.startswith(_TEAMS_MEETING_PATHS)
     return True
-
-
-def _plain_host(text: str, name: str, end: int, encoded: bool) -> str | None:
-    """``name`` as ``_split`` would give it, if what follows ends the host; else None.
-
-    In a percent-encoded target an escaped "/", "?" or "#" ends it too (once decoded).
-    """
-    if end < len(text):
-        after = text[end]
-        if after in _HOST_ENDS or after.isspace() or (encoded and text.startswith(_ENCODED_HOST_ENDS, end)):
-            return name.lower().rstrip(".")
-        return None
-    return name.lower().rstrip(".")
 
 
 def _may_matter(host: str) -> bool:
@@ -908,6 +888,31 @@ _PROOFPOINT_HOSTS = frozenset({"urldefense.proofpoint.com", "urldefense.com"})
 _BARRACUDA_HOST = "linkprotect.cudasvc.com"
 _WRAPPER_HOSTS = _GOOGLE_HOSTS | _TEAMS_SAFELINKS_HOSTS | _OWA_HOSTS | _PROOFPOINT_HOSTS | {_BARRACUDA_HOST}
 _HOSTS_THAT_MATTER = _WRAPPER_HOSTS | TEAMS_HOSTS | set(ZOOM_CLOUDS) | {GOOGLE_MEET_HOST}
+# Wrappers whose target's host can be read where it is written: Safe Links and Google redirects
+# when the target is the first query parameter (percent-encoded), Proofpoint v2 (-XX for %XX, _ for
+# /) and v3 (the target as is). With what may follow that host: only an unambiguous "/", "?", "#".
+_TARGETS_IN_PLACE: tuple[tuple[Callable[[str], bool], re.Pattern[str], tuple[str, ...]], ...] = (
+    (
+        lambda host: _SAFELINKS in "." + host,
+        re.compile(r"/?\?url=https?%3a%2f%2f([a-z0-9.-]+)", re.IGNORECASE | re.ASCII),
+        ("%2f", "%2F", "%3f", "%3F", "%23"),
+    ),
+    (
+        _GOOGLE_HOSTS.__contains__,
+        re.compile(r"/url\?q=https?%3a%2f%2f([a-z0-9.-]+)", re.IGNORECASE | re.ASCII),
+        ("%2f", "%2F", "%3f", "%3F", "%23"),
+    ),
+    (
+        "urldefense.proofpoint.com".__eq__,
+        re.compile(r"/v2/url\?u=https?-3a__([a-z0-9.]+)", re.IGNORECASE | re.ASCII),
+        ("_", "-3f", "-3F", "-23"),
+    ),
+    (
+        _PROOFPOINT_HOSTS.__contains__,
+        re.compile(r"/v3/__https?://([a-z0-9.-]+)", re.IGNORECASE | re.ASCII),
+        ("/",),
+    ),
+)
 
 
 def _unwrap_once(parts: SplitResult, host: str, url: str) -> tuple[str, str | None] | None:
