@@ -386,10 +386,11 @@ class _Choice:
         if self.join is None:
             self.join, self.source, self.complete = join, source, not join.missing()
             return ()
-        if join.link.key != self.join.link.key:
-            return ()
+        if not join.values or join.link.key != self.join.link.key:
+            return ()  # a copy without credentials, or another meeting: nothing to take
         self.join, added = self.join.completed_by(join)
-        self.complete = not self.join.missing()
+        if added:
+            self.complete = not self.join.missing()
         return added
 
     @property
@@ -496,6 +497,7 @@ _INVISIBLE = re.compile(
     re.IGNORECASE,
 )
 _WBR = re.compile(r"<wbr\s{0,8}/?>", re.IGNORECASE)
+_INVISIBLE_ENTITY = re.compile(r"&(?:#|shy;|zerowidthspace;)", re.IGNORECASE)  # the entities _INVISIBLE removes
 
 
 def _literal_led(hosts: frozenset[str] | tuple[str, ...]) -> str:
@@ -672,7 +674,7 @@ class _Scan:
             if other:
                 continue  # the usual case: a link to some other site, stepped over
             raw = "".join(pieces) + text[piece:end] if pieces else text[start:end]
-            if "&" in raw or not raw.isascii():
+            if not raw.isascii() or ("&" in raw and _INVISIBLE_ENTITY.search(raw)):
                 raw = _INVISIBLE.sub("", raw)
             yield raw, False
 
@@ -752,7 +754,7 @@ _TRAILING = frozenset(".,;:!?*'\")]}")
 
 def _decode_entities(text: str) -> str:
     for _ in range(2):  # "&amp;amp;" happens when an escaped body is escaped again
-        if "&" not in text:
+        if "&" not in text or ";" not in text:  # every entity _ENTITY decodes ends with ";"
             break
         if text.count("&") == text.count("&amp;"):  # only &amp;: what one pass of _ENTITY would do
             decoded = text.replace("&amp;", "&")
@@ -811,6 +813,9 @@ def _evaluate(raw: str) -> _Outcome:
             return _Outcome(url, tuple(wrappers), _teams_join_url(written), "Teams meeting")
         if (written := _ZOOM_JOIN_URL.fullmatch(url)) is not None and (zoom := _zoom_join_url(written)) is not None:
             return _Outcome(url, tuple(wrappers), *zoom)
+        if (written := _MEET_JOIN_URL.fullmatch(url)) is not None:
+            meet = _join(Platform.GOOGLE_MEET, f"google_meet:{written.group(1)}", url)
+            return _Outcome(url, tuple(wrappers), meet, "Google Meet")
         split = _split(url)
         if split is None:
             return _Outcome(url, tuple(wrappers), None, "not a valid web address")
@@ -1368,6 +1373,8 @@ def _zoom_not_a_meeting(lowered_path: str) -> str:
 
 # Google Meet ----------------------------------------------------------------------------------
 
+# The join URL Google writes is already the join URL _google_meet would write (property-tested).
+_MEET_JOIN_URL = re.compile(r"https://meet\.google\.com/([a-z]{3}-[a-z]{4}-[a-z]{3})")
 _MEET_CODE = re.compile(r"/([a-z]{3})-?([a-z]{4})-?([a-z]{3})/?", re.IGNORECASE | re.ASCII)
 
 

@@ -578,3 +578,18 @@ def test_a_zoom_join_url_as_zoom_writes_it_is_read_as_the_general_path_reads_it(
             assert module._evaluate(written).join is None
         else:
             assert module._evaluate(written) == (written, (), general, reason)
+
+
+@PROPERTY_SETTINGS
+@given(url=google_meet_link(), variant=st.sampled_from(["", "/", "?authuser=0", "x", "#a"]), upper=st.booleans())
+def test_a_meet_join_url_as_google_writes_it_is_read_as_the_general_path_reads_it(
+    url: str, variant: str, upper: bool
+) -> None:
+    link = parse_join_url(url)
+    assert link is not None
+    written = link.url + variant
+    written = written.upper().replace("HTTPS://MEET.GOOGLE.COM", "https://meet.google.com") if upper else written
+    split = module._split(written)
+    assert split is not None
+    general, reason = module._recognise(split[0], split[1], written)
+    assert module._evaluate(written) == (written, (), general, reason)
