@@ -53,6 +53,11 @@ class TokenKeeper:
         """Raises ConnectionUnusable with the failure class ("service", "transient") or the reason code."""
         cache = self._secrets.get(conn.secret_name)
         if cache is None:
+            current = self._connections.get(conn.user_id, conn.id)
+            if current is None or current.secret_name != conn.secret_name:
+                # Disconnected (its cache deleted with it) or reconnected (a new cache) since this
+                # caller read it: nothing failed, and the user is told nothing.
+                raise Conflict(conn.id)
             self._fail(conn, REASONS["refresh_failed"], "cache_missing")
             raise ConnectionUnusable("refresh_failed")
         result = self._identity.acquire(cache, conn.home_account_id, force_refresh=force_refresh)
@@ -80,6 +85,16 @@ class TokenKeeper:
         if force_refresh or result.cache is not None:
             updated = self._connections.update(conn.refreshed(now, result.expires_at))  # with its new ETag
         return updated, result
+
+    def parting_token(self, conn: Connection) -> str | None:
+        """An access token for one last call on the connection's behalf as it goes (deleting its Graph
+        subscription): nothing is written and nobody is told, whatever happens; None when none can
+        be had (the cache is about to be deleted, so a refreshed one is not kept)."""
+        cache = self._secrets.get(conn.secret_name)
+        if cache is None:
+            return None
+        result = self._identity.acquire(cache, conn.home_account_id, force_refresh=False)
+        return None if isinstance(result, TokenError) else result.token
 
     def _fail(self, conn: Connection, reason: Reason, code: str) -> None:
         if self._health is not None:

@@ -121,6 +121,8 @@ class SubscriptionService:
         except ConnectionUnusable as exc:
             log.info("subscription job without a token: %s", exc, extra={"connection_id": conn.id})
             return "no_token"
+        except Conflict:
+            return "skipped"  # disconnected or reconnected meanwhile: the reconnect subscribes again
         ctx = {"connection_id": conn.id, "user_id": conn.user_id}
         try:
             if record is not None and job.action != RECREATE:
@@ -218,19 +220,21 @@ class SubscriptionService:
     # ------------------------------------------------------------------ connection going away
     def release(self, conn: Connection) -> None:
         """The connection goes (disconnect, erasure, pruning): its subscription is deleted at Graph
-        while a token can still be had, then its clientState secret, then the row. Never raises for
-        Graph: a subscription left behind lapses within days and its notifications change nothing."""
+        while a token can still be had (a parting token: the connection's row is not touched and the
+        user is told nothing, whatever the identity platform answers), then its clientState secret,
+        then the row. Never raises for Graph: a subscription left behind lapses within days and its
+        notifications change nothing."""
         record = self._store.get(conn.id)
         if record is None:
             return
-        if conn.is_active:
-            try:
-                conn, token = self._tokens.access_token(conn)
-                self._delete_in_graph(conn, token.token, record.subscription_id)
-            except ConnectionUnusable:
+        try:
+            token = self._tokens.parting_token(conn) if conn.is_active else None
+            if token is not None:
+                self._delete_in_graph(conn, token, record.subscription_id)
+            else:
                 log.info("subscription left to lapse: no token", extra={"connection_id": conn.id})
-            except Exception as exc:
-                log.warning("subscription left to lapse: %s", type(exc).__name__, extra={"connection_id": conn.id})
+        except Exception as exc:
+            log.warning("subscription left to lapse: %s", type(exc).__name__, extra={"connection_id": conn.id})
         self._drop(record)
 
     def forget_user(self, user_id: str, connection_ids: list[str]) -> None:

@@ -401,3 +401,27 @@ def test_upcoming_meetings_show_only_what_the_users_connections_still_hold(rt, w
     assert [m.title for m, _ in world.meeting_lifecycle.upcoming(ALICE.id)] == ["Meeting e1"]
     world.connections.remove(conn)  # gone, while a sync in flight still holds its meeting for a moment
     assert world.meeting_lifecycle.upcoming(ALICE.id) == []
+
+
+def test_disconnecting_a_calendar_whose_grant_was_revoked_tells_the_user_only_that_it_was_disconnected(rt, world):
+    from shared.ports import StatusEventType, TokenError
+
+    conn = connected(rt)
+    world.identity.refresh_errors[conn.home_account_id] = TokenError("invalid_grant", "AADSTS50173: revoked",
+                                                                     (50173,))
+    assert rt.accounts.disconnect(ALICE.id, conn.id)
+    assert [e.type for e in world.events.published] == [StatusEventType.CONNECTION_DISCONNECTED]
+    assert rt.table.get(conn.id) is None  # the subscription lapses at Graph; nothing of it is kept here
+
+
+def test_a_job_that_read_a_connection_before_it_was_disconnected_tells_the_user_nothing(rt, world):
+    from shared.ports import Conflict
+
+    conn = connected(rt)
+    stale = world.connections.get(ALICE.id, conn.id)
+    rt.accounts.disconnect(ALICE.id, conn.id)
+    world.events.published.clear()
+    with pytest.raises(Conflict):
+        world.tokens.access_token(stale)
+    assert world.events.published == []
+    assert rt.subscriptions.run(SubscriptionJob(ALICE.id, conn.id, SUBSCRIBE)) == "skipped"
