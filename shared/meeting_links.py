@@ -232,7 +232,7 @@ def find_meeting_link(event: Mapping[str, object]) -> MeetingLink | None:
         for source, text in _fields(event):
             if "/" not in text:  # no link in it (the scan would say so, a little later)
                 continue
-            for raw, too_long in _Scan(text, all_links=False):
+            for raw, too_long in _scan(text, all_links=False):
                 if too_long or (
                     choice.join is not None and "?" not in raw and "&" not in raw and "%" not in raw and "*" not in raw
                 ):
@@ -436,33 +436,40 @@ class _Seen:
 
 
 def _fields(event: Mapping[str, object]) -> Iterator[tuple[str, str]]:
+    """(where, text) for each field looked at, in priority order; "" for a field that is absent."""
     if not isinstance(event, (dict, Mapping)):  # dict first: the Mapping ABC check is slow
         return
     online = event.get("onlineMeeting")
-    if isinstance(online, (dict, Mapping)):
-        yield "onlineMeeting.joinUrl", _text(online.get("joinUrl"))
-    else:
-        yield "onlineMeeting.joinUrl", ""
-    yield "onlineMeetingUrl", _text(event.get("onlineMeetingUrl"))
+    join_url = online.get("joinUrl") if isinstance(online, (dict, Mapping)) else ""
+    yield "onlineMeeting.joinUrl", join_url if isinstance(join_url, str) else ""
+    legacy = event.get("onlineMeetingUrl")
+    yield "onlineMeetingUrl", legacy if isinstance(legacy, str) else ""
     location = event.get("location")
     if isinstance(location, (dict, Mapping)):
         yield "location.displayName", _text(location.get("displayName"))
         if location.get("locationUri"):
             yield "location.locationUri", _text(location.get("locationUri"))
     locations = event.get("locations")
-    if isinstance(locations, list):
+    if isinstance(locations, list) and locations:
         for i, item in enumerate(locations[:MAX_LOCATIONS]):
             if isinstance(item, (dict, Mapping)):
                 yield f"locations[{i}].displayName", _text(item.get("displayName"))
                 yield f"locations[{i}].locationUri", _text(item.get("locationUri"))
-    yield "subject", _text(event.get("subject"))
+    subject = event.get("subject")
+    yield "subject", subject if isinstance(subject, str) else ""
     body = event.get("body")
     if isinstance(body, (dict, Mapping)):
         kind = body.get("contentType")
-        label = f"body.content ({kind.lower()})" if isinstance(kind, str) and kind else "body.content"
-        yield label, _text(body.get("content"))
+        label = _BODY_LABELS.get(kind) if isinstance(kind, str) else None
+        if label is None:
+            label = f"body.content ({kind.lower()})" if isinstance(kind, str) and kind else "body.content"
+        content = body.get("content")
+        yield label, content if isinstance(content, str) else ""
     else:
         yield "body.content", ""
+
+
+_BODY_LABELS = {"html": "body.content (html)", "text": "body.content (text)"}
 
 
 def _text(value: object) -> str:
@@ -477,14 +484,14 @@ def _candidates(
             fields.append(f"{source}: {len(text)} chars" if text else f"{source}: empty")
         if not text:
             continue
-        scan = _Scan(text)
-        for raw, too_long in scan:
+        capped: list[bool] = []
+        for raw, too_long in _scan(text, capped=capped):
             if too_long:
                 yield _Seen(source, raw, raw, (), None, f"longer than {MAX_URL_CHARS} characters")
                 continue
             outcome = _evaluate(raw)
             yield _Seen(source, raw, outcome.url, outcome.wrappers, outcome.join, outcome.reason)
-        if scan.capped and notes is not None:
+        if capped and notes is not None:
             notes.append(f"{source}: stopped after {MAX_CANDIDATES_PER_FIELD} candidates")
 
 
@@ -516,7 +523,9 @@ def _literal_led(hosts: frozenset[str] | tuple[str, ...]) -> str:
     return f"{re.escape(lead)}(?:{rest})/"
 
 
-_URL_CHARS = r"""[^\s\\"'<>`|()\[\]{}]"""
+# What \s matches, spelled out: a class of ranges is a plain bitmap to the engine, a category is not.
+_WHITESPACE = "\t-\r\x1c- \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_URL_CHARS = f"""[^{_WHITESPACE}\\\\"'<>`|()\\[\\]{{}}]"""
 """Not whitespace, not a character RFC 3986 forbids that text puts around links, not a bracket."""
 # Matched against the lower-cased text: a link with a scheme (its host as far as it is plain name
 # characters, then the rest of its run), and the three families of scheme-less hosts.
@@ -526,7 +535,7 @@ _BARE_HOSTS = tuple(re.compile(_literal_led(hosts)) for hosts in (tuple(ZOOM_CLO
 _SCHEME_LINK_ANY_CASE = re.compile(_SCHEME_LINK.pattern, re.IGNORECASE)
 _BARE_HOSTS_ANY_CASE = tuple(re.compile(p.pattern, re.IGNORECASE) for p in _BARE_HOSTS)
 _URL_RUN = re.compile(_URL_CHARS + "*")
-_RUN_REST = re.compile(r"""[^\s\\"'<>`|]*""")
+_RUN_REST = re.compile(f"""[^{_WHITESPACE}\\\\"'<>`|]*""")
 _OPENERS = {"(": 0, "[": 1, "{": 2}
 _CLOSERS_AT = {")": 0, "]": 1, "}": 2}
 _BRACKETS = frozenset("([{)]}")
@@ -590,144 +599,137 @@ def _may_matter(host: str) -> bool:
     return host in _HOSTS_THAT_MATTER or host.endswith(_ZOOM_SUFFIXES) or _SAFELINKS in "." + host
 
 
-class _Scan:
+def _scan(text: str, all_links: bool = True, capped: list[bool] | None = None) -> Iterator[tuple[str, bool]]:
     """Yields (candidate, too_long) left to right; the position only moves forward.
 
-    With ``all_links=False`` a plain link whose host is neither a meeting host nor a wrapper is
-    counted and stepped over but not yielded: ``_evaluate`` could only turn it down.
+    With ``all_links=False`` a link ``_evaluate`` could only turn down (see ``_plain_other_host``)
+    is counted and stepped over but not yielded. ``capped`` gets True appended when the field has
+    more than ``MAX_CANDIDATES_PER_FIELD`` candidates.
     """
-
-    def __init__(self, text: str, all_links: bool = True) -> None:
-        self.text = text
-        self.all_links = all_links
-        self.capped = False
-
-    def __iter__(self) -> Iterator[tuple[str, bool]]:
-        text = self.text
-        if "/" not in text:  # every candidate has one: "https://", "zoom.us/", "meet.google.com/"...
+    if "/" not in text:  # every candidate has one: "https://", "zoom.us/", "meet.google.com/"...
+        return
+    lowered = text.lower()
+    # Lower-casing keeps positions unless a character expands (U+0130): then search case-blind.
+    if len(lowered) == len(text):
+        links, bare_hosts, haystack = _SCHEME_LINK, _BARE_HOSTS, lowered
+    else:
+        links, bare_hosts, haystack = _SCHEME_LINK_ANY_CASE, _BARE_HOSTS_ANY_CASE, text
+    size = len(text)
+    link = links.search(haystack)
+    link_start = link.start() if link is not None else size
+    if link is not None and link_start == 0 and link.end() == size:
+        bare: list[re.Match[str] | None] = [None] * len(bare_hosts)  # one link: hosts are inside it
+    else:
+        bare = [pattern.search(haystack) for pattern in bare_hosts]
+    hit = _earliest(bare)
+    hit_start = hit.start() if hit is not None else size
+    pos = 0
+    count = 0
+    while pos < size:
+        # Search again from the position only for what was passed: covered text is never walked.
+        if link_start < pos:
+            link = links.search(haystack, pos)
+            link_start = link.start() if link is not None else size
+        if hit_start < pos:
+            for i, passed in enumerate(bare):
+                if passed is not None and passed.start() < pos:
+                    bare[i] = bare_hosts[i].search(haystack, pos)
+            hit = _earliest(bare)
+            hit_start = hit.start() if hit is not None else size
+        if link_start < hit_start and link is not None:
+            end = link.end()
+            start = link_start
+            other = not all_links and _plain_other_host(text, haystack, link)
+        elif hit is not None:
+            start = _bare_host_start(text, pos, hit_start)
+            if start < 0:
+                pos = hit.end()
+                continue
+            run = _URL_RUN.match(text, start)
+            end = run.end() if run else start
+            other = False
+        else:
             return
-        lowered = text.lower()
-        # Lower-casing keeps positions unless a character expands (U+0130): then search case-blind.
-        if len(lowered) == len(text):
-            links, bare_hosts, haystack = _SCHEME_LINK, _BARE_HOSTS, lowered
-        else:
-            links, bare_hosts, haystack = _SCHEME_LINK_ANY_CASE, _BARE_HOSTS_ANY_CASE, text
-        size = len(text)
-        all_links = self.all_links
-        link = links.search(haystack)
-        link_start = link.start() if link is not None else size
-        if link is not None and link_start == 0 and link.end() == size:
-            bare: list[re.Match[str] | None] = [None] * len(bare_hosts)  # one link: hosts are inside it
-        else:
-            bare = [pattern.search(haystack) for pattern in bare_hosts]
-        hit = _earliest(bare)
-        hit_start = hit.start() if hit is not None else size
-        pos = 0
-        count = 0
-        while pos < size:
-            # Search again from the position only for what was passed: covered text is never walked.
-            if link_start < pos:
-                link = links.search(haystack, pos)
-                link_start = link.start() if link is not None else size
-            if hit_start < pos:
-                for i, passed in enumerate(bare):
-                    if passed is not None and passed.start() < pos:
-                        bare[i] = bare_hosts[i].search(haystack, pos)
-                hit = _earliest(bare)
-                hit_start = hit.start() if hit is not None else size
-            if link_start < hit_start and link is not None:
-                end = link.end()
-                start = link_start
-                other = not all_links and _plain_other_host(text, haystack, link)
-            elif hit is not None:
-                start = self._bare_host_start(pos, hit_start)
-                if start < 0:
-                    pos = hit.end()
-                    continue
-                run = _URL_RUN.match(text, start)
-                end = run.end() if run else start
-                other = False
-            else:
-                return
-            if count >= MAX_CANDIDATES_PER_FIELD:
-                self.capped = True
-                return
-            count += 1
-            piece, pieces = start, _NO_PIECES
-            if end < size:
-                after = text[end]
-                if after in _BRACKETS or (after == "<" and text[end : end + 4].lower() == "<wbr"):
-                    end, piece, pieces = self._extend(start, end)
-                if end - start > MAX_URL_CHARS:
-                    rest = _RUN_REST.match(text, end)
-                    pos = rest.end() if rest else end
-                    if not other:
-                        yield text[start : start + _SHOWN_CHARS], True
-                    continue
-                if end < size and text[end] == '"' and text.rfind("context={", max(start, end - 600), end) >= 0:
-                    end = self._follow_raw_context(start, end)
-            elif end - start > MAX_URL_CHARS:
+        if count >= MAX_CANDIDATES_PER_FIELD:
+            if capped is not None:
+                capped.append(True)
+            return
+        count += 1
+        piece, pieces = start, _NO_PIECES
+        if end < size:
+            after = text[end]
+            if after in _BRACKETS or (after == "<" and text[end : end + 4].lower() == "<wbr"):
+                end, piece, pieces = _extend(text, start, end)
+            if end - start > MAX_URL_CHARS:
+                rest = _RUN_REST.match(text, end)
+                pos = rest.end() if rest else end
                 if not other:
                     yield text[start : start + _SHOWN_CHARS], True
-                return
-            pos = end
-            if other:
-                continue  # the usual case: a link to some other site, stepped over
-            raw = "".join(pieces) + text[piece:end] if pieces else text[start:end]
-            if not raw.isascii() or ("&" in raw and _INVISIBLE_ENTITY.search(raw)):
-                raw = _INVISIBLE.sub("", raw)
-            yield raw, False
-
-    def _extend(self, start: int, end: int) -> tuple[int, int, list[str]]:
-        """Carry on past brackets and ``<wbr>`` from ``end``: the URL's end, its last piece's start, the pieces before.
-
-        A bracket belongs to the URL if it opens, or closes one opened inside the URL; any other
-        closing bracket ends it, as mail clients end links. ``<wbr>`` tags split the link text into
-        pieces, which are joined without them.
-        """
-        text = self.text
-        stop = min(len(text), start + MAX_URL_CHARS + 1)
-        depth = [0, 0, 0]
-        pieces: list[str] = []
-        piece = start
-        while end < stop:
-            char = text[end]
-            if char in _OPENERS:
-                depth[_OPENERS[char]] += 1
-            elif char in _CLOSERS_AT and depth[_CLOSERS_AT[char]]:
-                depth[_CLOSERS_AT[char]] -= 1
-            elif char == "<" and (tag := _WBR.match(text, end)):
-                pieces.append(text[piece:end])
-                piece = end = tag.end()
-                run = _URL_RUN.match(text, end, stop)
-                end = run.end() if run else end
                 continue
-            else:
-                break
-            run = _URL_RUN.match(text, end + 1, stop)
-            end = run.end() if run else end + 1
-        return end, piece, pieces
+            if end < size and text[end] == '"' and text.rfind("context={", max(start, end - 600), end) >= 0:
+                end = _follow_raw_context(text, start, end)
+        elif end - start > MAX_URL_CHARS:
+            if not other:
+                yield text[start : start + _SHOWN_CHARS], True
+            return
+        pos = end
+        if other:
+            continue  # the usual case: a link to some other site, stepped over
+        raw = "".join(pieces) + text[piece:end] if pieces else text[start:end]
+        if not raw.isascii() or ("&" in raw and _INVISIBLE_ENTITY.search(raw)):
+            raw = _INVISIBLE.sub("", raw)
+        yield raw, False
 
-    def _bare_host_start(self, floor: int, start: int) -> int:
-        """Start of a scheme-less host such as ``us02web.zoom.us``; -1 if inside another token."""
-        text = self.text
-        limit = max(floor, start - 253)
-        run = _HOST_RUN.match(text[limit:start][::-1])
-        s = start - (run.end() if run else 0)
-        if s > 0 and text[s - 1] in _NOT_BEFORE_BARE_HOST:
-            return -1
-        return s
 
-    def _follow_raw_context(self, start: int, end: int) -> int:
-        """A text body may carry Teams' context unencoded: ``context={"Tid":"...","Oid":"..."}``."""
-        text = self.text
-        if end >= len(text) or text[end] != '"':
-            return end
-        opening = text.rfind("context={", max(start, end - 600), end)
-        if opening < 0 or text.find("}", opening, end) >= 0:
-            return end
-        closing = _RAW_CONTEXT_END.match(text, end)
-        return closing.end() if closing else end
+def _extend(text: str, start: int, end: int) -> tuple[int, int, list[str]]:
+    """Carry on past brackets and ``<wbr>`` from ``end``: the URL's end, its last piece's start, the pieces before.
+
+    A bracket belongs to the URL if it opens, or closes one opened inside the URL; any other
+    closing bracket ends it, as mail clients end links. ``<wbr>`` tags split the link text into
+    pieces, which are joined without them.
+    """
+    stop = min(len(text), start + MAX_URL_CHARS + 1)
+    depth = [0, 0, 0]
+    pieces: list[str] = []
+    piece = start
+    while end < stop:
+        char = text[end]
+        if char in _OPENERS:
+            depth[_OPENERS[char]] += 1
+        elif char in _CLOSERS_AT and depth[_CLOSERS_AT[char]]:
+            depth[_CLOSERS_AT[char]] -= 1
+        elif char == "<" and (tag := _WBR.match(text, end)):
+            pieces.append(text[piece:end])
+            piece = end = tag.end()
+            run = _URL_RUN.match(text, end, stop)
+            end = run.end() if run else end
+            continue
+        else:
+            break
+        run = _URL_RUN.match(text, end + 1, stop)
+        end = run.end() if run else end + 1
+    return end, piece, pieces
+
+
+def _bare_host_start(text: str, floor: int, start: int) -> int:
+    """Start of a scheme-less host such as ``us02web.zoom.us``; -1 if inside another token."""
+    limit = max(floor, start - 253)
+    run = _HOST_RUN.match(text[limit:start][::-1])
+    s = start - (run.end() if run else 0)
+    if s > 0 and text[s - 1] in _NOT_BEFORE_BARE_HOST:
+        return -1
+    return s
+
+
+def _follow_raw_context(text: str, start: int, end: int) -> int:
+    """A text body may carry Teams' context unencoded: ``context={"Tid":"...","Oid":"..."}``."""
+    if end >= len(text) or text[end] != '"':
+        return end
+    opening = text.rfind("context={", max(start, end - 600), end)
+    if opening < 0 or text.find("}", opening, end) >= 0:
+        return end
+    closing = _RAW_CONTEXT_END.match(text, end)
+    return closing.end() if closing else end
 
 
 # --------------------------------------------------------------------------------------------

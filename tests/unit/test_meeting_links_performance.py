@@ -119,6 +119,14 @@ def test_no_regular_expression_can_backtrack_catastrophically(name: str) -> None
     assert nested_quantifiers(parsed.data) == []
 
 
+def test_the_whitespace_spelled_out_for_speed_is_exactly_what_backslash_s_matches() -> None:
+    spelled_out = re.compile(f"[{meeting_links._WHITESPACE}]")
+    assert all(
+        bool(spelled_out.match(char)) == bool(re.match(r"\s", char)) == char.isspace()
+        for char in map(chr, range(sys.maxunicode + 1))
+    )
+
+
 def test_the_checker_catches_the_classic_catastrophic_shapes() -> None:
     for bad in (r"(a+)+b", r"(?:foo|fo)*x", r"(?:[a-z0-9-]+\.)*zoom\.us"):
         assert nested_quantifiers(sre_parse.parse(bad).data), bad

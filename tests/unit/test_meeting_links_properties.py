@@ -551,8 +551,8 @@ ANY_LINK = st.tuples(st.sampled_from(SKIP_HOSTS), st.sampled_from(SKIP_PATHS), s
 )
 def test_links_the_quick_scan_steps_over_are_links_evaluate_turns_down(links: list[str]) -> None:
     text = "".join(links)
-    kept = [raw for raw, too_long in module._Scan(text, all_links=False)]
-    for raw, too_long in module._Scan(text):
+    kept = [raw for raw, too_long in module._scan(text, all_links=False)]
+    for raw, too_long in module._scan(text):
         if raw in kept:
             kept.remove(raw)
         elif not too_long:
