@@ -110,6 +110,7 @@ import string
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import lru_cache
 from types import MappingProxyType
 from typing import NamedTuple
 from urllib.parse import SplitResult, quote, unquote, urlsplit
@@ -568,10 +569,10 @@ def _plain_other_host(text: str, haystack: str, link: re.Match[str]) -> bool:
     host_end = link.end(1)
     if host_end < len(text) and text[host_end] not in _HOST_ENDS and not text[host_end].isspace():
         return False  # a port, userinfo, an entity, a bracket, <wbr>...: let _evaluate decide
-    host = link.group(1).lower().rstrip(".")
-    if host not in _HOSTS_THAT_MATTER and not host.endswith(_ZOOM_SUFFIXES) and _SAFELINKS not in "." + host:
+    known = _host_that_may_matter(link.group(1))
+    if known is None:
         return True  # the usual case: some other site
-    platform = _platform_of(host)
+    host, platform = known
     if platform is not None:
         return not _may_be_meeting_path(platform[0], haystack, host_end)
     for applies, written, enders in _TARGETS_IN_PLACE:
@@ -592,6 +593,13 @@ def _may_be_meeting_path(platform: Platform, haystack: str, start: int) -> bool:
     if platform is Platform.TEAMS:  # a bare host or "/" may carry the meeting in its #fragment
         return not window.startswith("/") or not window[1:2].isalnum() or window.startswith(_TEAMS_MEETING_PATHS)
     return True
+
+
+@lru_cache(maxsize=4096)  # hosts repeat all through a calendar (aka.ms, the tenant's SharePoint...)
+def _host_that_may_matter(name: str) -> tuple[str, tuple[Platform, str] | None] | None:
+    """The host as ``_split`` gives it and its platform, if it is a meeting host or a wrapper; else None."""
+    host = name.lower().rstrip(".")
+    return (host, _platform_of(host)) if _may_matter(host) else None
 
 
 def _may_matter(host: str) -> bool:
