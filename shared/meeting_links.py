@@ -57,8 +57,8 @@ Zoom's official domains (``ZOOM_CLOUDS``; any subdomain of them, nothing else):
   (blog.zoom.us/zoom-and-deutsche-telekom; German universities use it under the DFN framework
   contract). Links read ``https://acme.zoom-x.de/j/<number>``; calendar tools added the domain after
   users' reports (leits/MeetingBar pull request 658).
-- ``zoom.com.cn``: Zoom's China service (matched by the same calendar tools; Zoom's own sign-in
-  page script tests for it).
+- ``zoom.com.cn``: Zoom's China service (matched by the same calendar tools, MeetingBar's Zoom
+  pattern among them).
 
   Look-alikes (``zoom.us.example.com``, ``notzoom.us``, ``zoomx.de``, ``zoom-x.de.example.com``)
   are not Zoom. A cloud other than the commercial one keeps its own key prefix because we found
@@ -90,13 +90,17 @@ host-start links, ``meet.google.com/new``, bare domains, Skype for Business and 
 
 Cost: per field, one lower-casing and four literal-led regex searches (``https?://`` and the three
 families of scheme-less hosts), which the regex engine runs like ``str.find``; then work
-proportional to the candidates' lengths. ``find_meeting_link`` skips the parsing of any plain link
-whose host is neither a meeting host nor a known wrapper (``explain`` parses everything), and stops
-as soon as the chosen link carries every credential its platform can have. Every regex is free of
-nested quantifiers, a candidate is at most ``MAX_URL_CHARS`` long, unwrapping stops at
-``MAX_UNWRAP_DEPTH`` and a field yields at most ``MAX_CANDIDATES_PER_FIELD`` candidates (a link after
-that many others in one field is not seen; ``explain`` notes it). A megabyte of hostile body text
-takes milliseconds.
+proportional to the candidates' lengths. ``find_meeting_link`` steps over, unparsed, every link its
+first characters show cannot be a meeting: a plain host that is neither a meeting host nor a wrapper
+(hosts are classified once per distinct name), a Zoom or Teams path no meeting starts with, a Safe
+Links, Google or Proofpoint wrapper whose target, as written in place, has such a host. It stops as
+soon as the chosen link carries every credential its platform can have, and after that parses only
+copies that could add one. Links in the exact shapes Teams, Zoom and Google write are read with one
+regex each. ``explain`` parses everything, and property tests hold every shortcut to the general
+path. Every regex is free of nested quantifiers, a candidate is at most ``MAX_URL_CHARS`` long,
+unwrapping stops at ``MAX_UNWRAP_DEPTH`` and a field yields at most ``MAX_CANDIDATES_PER_FIELD``
+candidates (a link after that many others in one field is not seen; ``explain`` notes it). A
+megabyte of hostile body text takes milliseconds.
 """
 
 from __future__ import annotations
@@ -107,7 +111,7 @@ import html
 import json
 import re
 import string
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import lru_cache
@@ -138,7 +142,9 @@ MAX_URL_CHARS = 8192
 MAX_JOIN_URL_CHARS = 2048
 """Longest join URL ever returned, in characters (ASCII, so also bytes and UTF-16 units)."""
 MAX_UNWRAP_DEPTH = 5
+"""Most wrappers (Safe Links, Proofpoint...) peeled off one candidate; one more and it is turned down."""
 MAX_CANDIDATES_PER_FIELD = 1000
+"""Most candidate links looked at in one field; any after them are not seen."""
 MAX_LOCATIONS = 50
 _SHOWN_CHARS = 300
 _MAX_SHOWN_CANDIDATES = 200
@@ -223,10 +229,12 @@ class Explanation:
 def find_meeting_link(event: Mapping[str, object]) -> MeetingLink | None:
     """The event's meeting link, or None when it has no supported one. Never raises.
 
-    The answer is the first recognised link in priority order, completed with the credentials later
-    copies of the same meeting carry (see the module docstring). The guard below keeps one odd event
-    from stopping a calendar sync; ``explain`` runs unguarded, so the property tests that call it
-    would surface any such failure.
+    ``event`` is one Graph event as JSON-decoded data (``calendarView``/``delta`` item); anything
+    else gives None. The answer is the first recognised link in priority order, completed with the
+    credentials later copies of the same meeting carry (see the module docstring); its ``url`` is
+    an ASCII ``https://`` URL of at most ``MAX_JOIN_URL_CHARS`` characters. The guard below keeps
+    one odd event from stopping a calendar sync; ``explain`` runs unguarded, so the property tests
+    that call it would surface any such failure.
     """
     try:
         choice = _Choice()
@@ -234,10 +242,8 @@ def find_meeting_link(event: Mapping[str, object]) -> MeetingLink | None:
             if "/" not in text:  # no link in it (the scan would say so, a little later)
                 continue
             for raw, too_long in _scan(text, all_links=False):
-                if too_long or (
-                    choice.join is not None and "?" not in raw and "&" not in raw and "%" not in raw and "*" not in raw
-                ):
-                    continue  # a later copy without a query cannot add a credential (_may_carry_credentials)
+                if too_long or (choice.join is not None and not _may_carry_credentials(raw)):
+                    continue
                 join = _evaluate(raw).join
                 if join is not None:
                     choice.offer(join, source)
@@ -249,7 +255,12 @@ def find_meeting_link(event: Mapping[str, object]) -> MeetingLink | None:
 
 
 def explain(event: Mapping[str, object]) -> Explanation:
-    """Every candidate link, where it was found, and the verdict on it."""
+    """Every candidate link, where it was found, and the verdict on it.
+
+    Same input as ``find_meeting_link``, whose answer is ``Explanation.link`` (``source`` names the
+    field it came from). Lists at most 200 candidates (``notes`` counts the rest), each ``found``
+    and ``url`` clipped to 300 characters. Raises nothing for JSON-shaped input (property-tested).
+    """
     notes: list[str] = []
     fields: list[str] = []
     shown: list[Candidate] = []
@@ -307,7 +318,8 @@ def explain(event: Mapping[str, object]) -> Explanation:
 
 
 def parse_join_url(url: str) -> MeetingLink | None:
-    """Recognise one URL (wrapped or not) as a meeting link."""
+    """Recognise one URL (wrapped or not, with or without scheme) as a meeting link; None if it is
+    not one or is not a string. Never raises."""
     if not isinstance(url, str):
         return None
     try:
@@ -556,9 +568,6 @@ def _earliest(matches: list[re.Match[str] | None]) -> re.Match[str] | None:
     return found
 
 
-_NO_PIECES: list[str] = []  # never appended to: _extend makes its own
-
-
 def _plain_other_host(text: str, haystack: str, link: re.Match[str]) -> bool:
     """True when ``_evaluate`` could only turn the link down, as far as its first characters tell.
 
@@ -663,7 +672,8 @@ def _scan(text: str, all_links: bool = True, capped: list[bool] | None = None) -
                 capped.append(True)
             return
         count += 1
-        piece, pieces = start, _NO_PIECES
+        piece: int = start
+        pieces: Sequence[str] = ()
         if end < size:
             after = text[end]
             if after in _BRACKETS or (after == "<" and text[end : end + 4].lower() == "<wbr"):
@@ -689,7 +699,7 @@ def _scan(text: str, all_links: bool = True, capped: list[bool] | None = None) -
         yield raw, False
 
 
-def _extend(text: str, start: int, end: int) -> tuple[int, int, list[str]]:
+def _extend(text: str, start: int, end: int) -> tuple[int, int, Sequence[str]]:
     """Carry on past brackets and ``<wbr>`` from ``end``: the URL's end, its last piece's start, the pieces before.
 
     A bracket belongs to the URL if it opens, or closes one opened inside the URL; any other

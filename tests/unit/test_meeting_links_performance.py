@@ -105,7 +105,19 @@ def nested_quantifiers(items: Any, inside_repeat: bool = False) -> list[str]:
 
 
 def module_patterns() -> dict[str, re.Pattern[str]]:
-    return {name: value for name, value in vars(meeting_links).items() if isinstance(value, re.Pattern)}
+    """Every compiled pattern of the module, including those kept in tuples (and tuples of tuples)."""
+    found: dict[str, re.Pattern[str]] = {}
+
+    def collect(name: str, value: object) -> None:
+        if isinstance(value, re.Pattern):
+            found[name] = value
+        elif isinstance(value, tuple):
+            for i, item in enumerate(value):
+                collect(f"{name}[{i}]", item)
+
+    for name, value in vars(meeting_links).items():
+        collect(name, value)
+    return found
 
 
 def test_the_module_has_regular_expressions_to_check() -> None:
