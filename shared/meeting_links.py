@@ -1325,7 +1325,8 @@ def _zoom_join_url(written: re.Match[str]) -> tuple[_Join, str] | None:
     host, kind, number, pwd, rest = written.groups()
     if rest is not None and ("tk=" in rest or "%" in rest or "+" in rest):
         return None  # a registrant token, or a name that decodes to one: the general path reads it
-    platform = _platform_of(host)
+    known = _host_that_may_matter(host)
+    platform = known[1] if known is not None else None
     if platform is None or platform[0] is not Platform.ZOOM:
         return None
     cloud = platform[1]
