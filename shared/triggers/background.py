@@ -95,6 +95,8 @@ def sync_calendar(msg: func.QueueMessage) -> None:
             c.telemetry.sync("error")
             raise
         c.telemetry.sync(report.outcome)
+        # No deployment is lost: meetings whose deploy time passed without a verdict are handled now.
+        c.deploy.recover_overdue(job.user_id)
     log.info("sync_calendar %s", report.outcome, extra={"connection_id": job.connection_id})
 
 
