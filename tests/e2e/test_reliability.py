@@ -89,14 +89,14 @@ def test_a_revoked_grant_turns_error_and_the_user_is_told_by_a_signed_status_eve
     client.sim("POST", "/_sim/users/erin@northwind.com/revoke").raise_for_status()
     refresh(client, token, conn["id"])
     told = eventually(lambda: events_for(client, owner))
-    [event] = told
+    [event] = {json.loads(e["raw_body"])["id"]: e for e in told}.values()  # at least once, one id
     body = Webhook(stack.dev.platform_events_secret).verify(event["raw_body"], event["headers"])
     assert body["type"] == "com.coagentor.outlook.connection.error"
     assert body["data"]["connection_id"] == conn["id"] and body["data"]["action"] == "reconnect"
     assert body["data"]["reason_code"] == "access_revoked" and body["data"]["meetings_at_risk"] == 0
     assert client.connections(token)["connections"][0]["status"] == "error"
     refresh(client, token, conn["id"])  # an Error connection is not refreshed: no second event
-    assert len(events_for(client, owner)) == 1
+    assert len({json.loads(e["raw_body"])["id"] for e in events_for(client, owner)}) == 1
 
 
 def test_a_deleted_occurrence_gets_no_agent_although_graph_sends_no_removed(client):
@@ -134,7 +134,10 @@ def test_every_status_event_names_the_user_in_subject_and_never_a_secret(client)
     token = client.token(owner, "solo")
     conn = client.connect(token, "dave@contoso.com")["connection"]
     assert client.call("DELETE", f"outlook/connections/{conn['id']}", token).status_code == 204
-    [event] = eventually(lambda: events_for(client, owner))
+    received = eventually(lambda: events_for(client, owner))
+    # At least once: a delivery retried after a slow answer arrives again, with the same id.
+    by_id = {json.loads(e["raw_body"])["id"]: e for e in received}
+    [event] = by_id.values()
     body = json.loads(event["raw_body"])
     assert body["type"] == "com.coagentor.outlook.connection.disconnected" and body["subject"] == owner
     text = event["raw_body"]
