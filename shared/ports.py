@@ -309,6 +309,19 @@ class GraphUnauthorized(Exception):
     """Graph refused the access token."""
 
 
+class GraphError(Exception):
+    """A Graph answer that is neither success nor one the sync handles by kind. Carries the HTTP
+    status and Graph's error code, never the body or the token."""
+
+    def __init__(self, status: int, code: str) -> None:
+        super().__init__(f"Graph request failed: HTTP {status} {code}")
+        self.status, self.code = status, code
+
+
+class RowTooLarge(ValueError):
+    """Table Storage refused a row as too large (400 PropertyValueTooLarge / EntityTooLarge)."""
+
+
 class CalendarUnavailable(Exception):
     """Graph cannot read this account's mailbox whatever token we hold (on-premises, unlicensed or
     not provisioned: 404/401 `MailboxNotEnabledForRESTAPI` and kin). Permanent until an admin acts.

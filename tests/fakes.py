@@ -26,6 +26,7 @@ from shared.ports import (
     PendingClaim,
     PendingFlow,
     RefreshJob,
+    RowTooLarge,
     SignedIn,
     StatusEvent,
     StatusEventType,
@@ -129,7 +130,7 @@ class Connections:
         yield from list(self.rows.values())
 
 
-class EntityTooLarge(ValueError):
+class EntityTooLarge(RowTooLarge):
     """What Table Storage answers (400 PropertyValueTooLarge / EntityTooLarge); Azurite may not."""
 
 
@@ -334,7 +335,8 @@ class Calendar:
 
     email: str = "alice@contoso.com"
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
-    changes: list[dict[str, Any]] = field(default_factory=list)
+    log: list[dict[str, Any]] = field(default_factory=list)  # every change, in order: delta links are positions
+    _log_start: int = 0
     throttle_next: int = 0
     gone_next: bool = False
     refuse_token: bool = False  # Graph answers 401 / 403
@@ -364,7 +366,7 @@ class Calendar:
     def delta_first(self, access_token: str, window: SyncWindow) -> DeltaPage:
         self._mailbox()
         self.calls.append("first")
-        self.changes.clear()
+        self._log_start = len(self.log)
         return self._serve(list(self.events.values()), 0)
 
     def event(self, access_token: str, event_id: str) -> dict[str, Any] | None:
@@ -384,8 +386,10 @@ class Calendar:
             if self.gone_next:
                 self.gone_next = False
                 raise SyncStateGone("syncStateNotFound")
-            changes, self.changes = self.changes, []
-            return self._serve(changes, 0)
+            # Like Graph, a delta link is a position: read again (a round that was not saved), it
+            # answers the same changes again, plus any newer ones.
+            position = int(link.split(":")[1]) if link[6:].isdigit() else self._log_start
+            return self._serve(self.log[position:], 0)
         _, items_id, offset = link.split(":")
         return self._serve(self._pending[items_id], int(offset))
 
@@ -395,22 +399,22 @@ class Calendar:
         page = items[offset:offset + self.page_size]
         if offset + self.page_size < len(items):
             return DeltaPage(page, f"page:{items_id}:{offset + self.page_size}", None)
-        return DeltaPage(page, None, "delta:next")
+        return DeltaPage(page, None, f"delta:{len(self.log)}")
 
     # test helpers
     def add(self, event: dict[str, Any]) -> None:
         self.events[event["id"]] = event
-        self.changes.append(event)
+        self.log.append(event)
 
     def remove(self, event_id: str) -> None:
         self.events.pop(event_id, None)
-        self.changes.append({"id": event_id, "@removed": {"reason": "deleted"}})
+        self.log.append({"id": event_id, "@removed": {"reason": "deleted"}})
 
     def delete_occurrence(self, occurrence_id: str) -> None:
         """As Graph is reported to do: the occurrence disappears with no `@removed`; only its series
         master comes back changed (FACTS, "Deleted occurrences")."""
         gone = self.events.pop(occurrence_id)
-        self.changes.append(self.events[gone["seriesMasterId"]])
+        self.log.append(self.events[gone["seriesMasterId"]])
 
 
 class Jobs:

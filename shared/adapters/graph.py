@@ -20,7 +20,14 @@ from urllib.parse import quote
 import requests
 
 from shared.connections import MAILBOX_UNAVAILABLE_CODES
-from shared.ports import CalendarUnavailable, DeltaPage, GraphUnauthorized, SyncStateGone, Throttled
+from shared.ports import (
+    CalendarUnavailable,
+    DeltaPage,
+    GraphError,
+    GraphUnauthorized,
+    SyncStateGone,
+    Throttled,
+)
 from shared.scheduling import SyncWindow
 
 log = logging.getLogger(__name__)
@@ -185,15 +192,6 @@ def backoff(attempt: int) -> float:
     base: float = min(_BACKOFF_BASE * 2.0 ** (attempt - 1), _BACKOFF_CAP)
     jitter: float = random.uniform(1.0, 1.5)  # not a secret
     return base * jitter
-
-
-class GraphError(Exception):
-    """A Graph answer that is neither success nor one the sync handles by kind. Carries the HTTP
-    status and Graph's error code, never the body or the token."""
-
-    def __init__(self, status: int, code: str) -> None:
-        super().__init__(f"Graph request failed: HTTP {status} {code}")
-        self.status, self.code = status, code
 
 
 def _failure(resp: requests.Response) -> Exception:

@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
 from shared.autojoin import ExternalInvites, JoinRules, Response
@@ -24,6 +30,7 @@ from shared.ports import (
     Meeting,
     PendingClaim,
     PendingFlow,
+    RowTooLarge,
     Source,
     StoredOverride,
     Subscription,
@@ -57,6 +64,25 @@ def _required_dt(value: Any) -> datetime:
 def ensure_tables(service: TableServiceClient) -> None:
     for name in TABLES:
         service.create_table_if_not_exists(name)
+
+
+# Characters Table Storage refuses in PartitionKey / RowKey, and its 1 KiB key limit
+# (https://learn.microsoft.com/rest/api/storageservices/understanding-the-table-service-data-model).
+# An id from a URL that breaks them names no row: a read answers "not found", never a 500.
+_BAD_KEY = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
+
+
+def _too_large(exc: HttpResponseError) -> Exception:
+    """Table Storage's 400 for a row over its limits becomes the domain's RowTooLarge (one event's data,
+    skipped by the sync); any other failure stays what it is (the run fails and is retried)."""
+    code = str(getattr(exc, "error_code", "") or "")
+    if exc.status_code in (400, 413) and code in ("PropertyValueTooLarge", "EntityTooLarge", "RequestBodyTooLarge"):
+        return RowTooLarge(code)
+    return exc
+
+
+def _key_ok(*keys: str) -> bool:
+    return all(bool(k) and len(k) <= 512 and not _BAD_KEY.search(k) for k in keys)
 
 
 def _quote(value: str) -> str:
@@ -157,7 +183,7 @@ class TableConnectionStore:
         return [self._conn(e) for e in rows if not e["RowKey"].startswith(_SLOT_PREFIX)]
 
     def get(self, user_id: str, connection_id: str) -> Connection | None:
-        if connection_id.startswith(_SLOT_PREFIX) or not connection_id:
+        if connection_id.startswith(_SLOT_PREFIX) or not _key_ok(user_id, connection_id):
             return None
         try:
             return self._conn(self._t.get_entity(user_id, connection_id))
@@ -290,6 +316,8 @@ class TableMeetingStore:
         self._t = table
 
     def get(self, user_id: str, key: str) -> Meeting | None:
+        if not _key_ok(user_id, key):
+            return None
         try:
             return self._meeting(self._t.get_entity(user_id, key))
         except ResourceNotFoundError:
@@ -304,6 +332,8 @@ class TableMeetingStore:
             meta = self._t.create_entity(self._entity(meeting))
         except ResourceExistsError:
             raise Conflict(meeting.key) from None
+        except HttpResponseError as exc:
+            raise _too_large(exc) from None
         return replace(meeting, etag=meta.get("etag"))
 
     def replace(self, meeting: Meeting) -> Meeting:
@@ -312,6 +342,8 @@ class TableMeetingStore:
                                          match_condition=MatchConditions.IfNotModified)
         except (ResourceModifiedError, ResourceNotFoundError):
             raise Conflict(meeting.key) from None
+        except HttpResponseError as exc:
+            raise _too_large(exc) from None
         return replace(meeting, etag=meta.get("etag"))
 
     def delete(self, meeting: Meeting) -> None:
@@ -404,6 +436,8 @@ class TableSyncStateStore:
 
     def get(self, connection_id: str) -> SyncState | None:
         try:
+            if not _key_ok(connection_id):
+                return None
             e = self._t.get_entity(connection_id, "state")
         except ResourceNotFoundError:
             return None
@@ -537,6 +571,8 @@ class TableSubscriptionStore:
 
     def get(self, connection_id: str) -> Subscription | None:
         try:
+            if not _key_ok(connection_id):
+                return None
             return self._subscription(self._t.get_entity(connection_id, self._ROW))
         except ResourceNotFoundError:
             return None

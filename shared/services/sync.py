@@ -28,10 +28,12 @@ from shared.ports import (
     ConnectionStore,
     DeltaPage,
     EventIndex,
+    GraphError,
     GraphUnauthorized,
     JobQueue,
     Meeting,
     MeetingStore,
+    RowTooLarge,
     Source,
     SyncJob,
     SyncState,
@@ -66,6 +68,11 @@ _SPARSE_KEYS = frozenset({"@odata.type", "@odata.etag", "id", "seriesMasterId", 
 
 class UnusableEvent(ValueError):
     """An event with a meeting link whose data cannot make a meeting (skipped, counted, logged)."""
+
+
+# What one event's odd data can raise (shapes, values, a row the store refuses as too large).
+_EVENT_DATA_ERRORS = (UnusableEvent, RowTooLarge, KeyError, TypeError, AttributeError, OverflowError,
+                      UnicodeError, RecursionError)
 
 
 class LeaseLost(Exception):
@@ -187,10 +194,18 @@ class SyncService:
         except ConnectionUnusable as exc:
             self._release(state)
             return SyncReport(outcome=f"no_token:{exc}")
+        except Conflict:
+            # The row changed while the token was taken (a refresh, a reconnect): the next run reads it.
+            self._release(state)
+            return SyncReport(outcome="raced")
+        except BaseException:
+            self._release(state)  # Key Vault or storage down: never keep the lease for minutes
+            raise
         run = _Run(conn=conn, token=token.token, owner=owner, state=state, report=SyncReport())
         try:
             self._run(run, allow_restart=True)
         except Throttled as exc:
+            self._release(run.state)  # (released already when the page loop kept its place)
             run.report.outcome = "throttled"
             self._jobs.enqueue_sync(SyncJob(conn.user_id, conn.id, reason="throttled"), exc.retry_after)
             log.warning("sync throttled, resuming later", extra={"connection_id": conn.id})
@@ -200,12 +215,14 @@ class SyncService:
             run.report.outcome = "lease_lost"
             log.warning("sync lost its lease to another run", extra={"connection_id": conn.id})
         except GraphUnauthorized:
-            # A fresh token refused (consent withdrawn, mailbox gone): retrying the message would
-            # only repeat it. The next refresh classifies the grant; the next scan tries again.
+            # A token Graph refused: redeem the refresh token now, so a withdrawn grant shows as Error
+            # (and the user is told) at once rather than at the next due refresh. Retrying the
+            # message would only repeat the refusal.
             self._release(run.state)
             run.report.outcome = "graph_unauthorized"
             log.warning("Graph refused the connection's token", extra={"connection_id": conn.id})
             self._sync_health(conn, ok=False)
+            self._reclassify(conn)
             return run.report
         except CalendarUnavailable as exc:
             # Permanent for this account until its admin acts: Error with the reason, user told.
@@ -254,13 +271,33 @@ class SyncService:
         conn, token = self._tokens.access_token(conn)
         with self._slots.slot(conn.home_account_id):
             event = self._calendar.event(token.token, event_id)
-        state = self._state.get(conn.id)
-        run = _Run(conn=conn, token=token.token, owner="", report=SyncReport(),
-                   state=state or SyncState(conn.id, self._clock.now(), self._clock.now(), None, None))
         if event is None:
-            event = {"id": event_id, "@removed": {"reason": "deleted"}}
+            # Gone: the meeting lets go of it whoever holds the calendar (removing is always safe).
             log.info("event behind a meeting is gone", extra={"connection_id": conn.id})
-        self._apply(run, event, state.generation if state else "")
+            meeting_key = self._index.get(conn.id, event_id)
+            if meeting_key is not None:
+                forget_events(self._meetings, self._index, conn.user_id, conn.id, {event_id: meeting_key})
+            return
+        # Still there: apply it as delta would, but only while holding the connection's lease, so the
+        # index entry carries the generation a concurrent full round would otherwise sweep away.
+        owner = uuid.uuid4().hex
+        state = self._claim(conn, owner)
+        if state is None:
+            return  # a sync is reading this calendar right now: it applies the latest itself
+        run = _Run(conn=conn, token=token.token, owner=owner, state=state, report=SyncReport())
+        try:
+            self._apply(run, event, state.generation)
+        finally:
+            self._release(run.state)
+
+    def _reclassify(self, conn: Connection) -> None:
+        current = self._connections.get(conn.user_id, conn.id)
+        if current is None or not current.is_active:
+            return
+        try:
+            self._tokens.access_token(current, force_refresh=True)
+        except (ConnectionUnusable, Conflict):
+            pass  # classified and recorded (or raced with another write: the next run looks again)
 
     def _sync_health(self, conn: Connection, *, ok: bool) -> None:
         """Remember since when this connection's syncs keep failing, so the card shows a warning if it
@@ -408,9 +445,9 @@ class SyncService:
             # for its occurrences) takes them all. Either way its live instances are read once.
             if not full and (event.get("type") == "seriesMaster" or "@removed" in event):
                 run.changed_masters.add(str(event.get("id")))
-        except (Throttled, LeaseLost, GraphUnauthorized, CalendarUnavailable, SyncStateGone):
-            raise
-        except Exception as exc:
+        except _EVENT_DATA_ERRORS as exc:
+            # Only errors of the event's own data; a store or Graph failure ends the round unsaved,
+            # so the delta link never moves past a change that was not stored.
             run.report.skipped += 1
             event_id = event.get("id")
             log.warning("event skipped: %s", type(exc).__name__,
@@ -430,9 +467,17 @@ class SyncService:
                 if source.connection_id == run.conn.id and source.series_id in run.changed_masters:
                     owned.setdefault(source.series_id, []).append((source.event_id, meeting.key))
         for master_id, entries in owned.items():
-            with self._slots.slot(run.conn.home_account_id):
-                run.report.requests += 1
-                live = self._calendar.instances(run.token, master_id, window)
+            try:
+                with self._slots.slot(run.conn.home_account_id):
+                    run.report.requests += 1
+                    live = self._calendar.instances(run.token, master_id, window)
+            except GraphError as exc:
+                # One series Graph will not list must not block the calendar: skipped, counted, logged;
+                # the deployer's by-id check and the daily full resync still catch a deleted occurrence.
+                run.report.skipped += 1
+                log.warning("series instances not read: %s", exc.code or exc.status,
+                            extra={"connection_id": run.conn.id})
+                continue
             alive = {str(e.get("id")) for e in live or [] if not e.get("isCancelled")}
             gone = {event_id: key for event_id, key in entries if event_id not in alive}
             run.report.removed += forget_events(self._meetings, self._index, run.conn.user_id, run.conn.id, gone)

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from shared.connections import ConnectionStatus
-from shared.ports import SyncJob
+from shared.ports import Conflict, RowTooLarge, SyncJob, TokenError
 from shared.services.sync import MAX_TITLE_CHARS
 from tests.unit.conftest import LEAD
 from tests.unit.test_sync_and_deploy import ALICE, WORK, _series, connected, event, sync, upcoming
@@ -57,7 +57,7 @@ def test_one_bad_event_never_stops_a_calendar(world, monkeypatch):
 
     def refuse_poison(meeting):
         if meeting.title == "Poison":
-            raise ValueError("the store refused this entity")
+            raise RowTooLarge("PropertyValueTooLarge")  # what the table adapter raises for such a row
         return create(meeting)
 
     monkeypatch.setattr(world.meetings, "create", refuse_poison)
@@ -225,3 +225,52 @@ def test_a_calendar_graph_keeps_throttling_shows_a_warning_if_it_lasts(world):
     assert sync(world, conn).outcome == "synced"
     [c] = world.accounts.list(ALICE.id)
     assert c.warning(world.clock.now(), 21600, sync_after_seconds=1800) is None
+
+
+def test_a_storage_failure_ends_the_round_without_losing_the_change(world, monkeypatch):
+    """Not the event's fault: the delta link does not move past a change that was not stored, so the
+    next sync stores it."""
+    conn = connected(world)
+    sync(world, conn)
+    world.calendar.add(event(world, "during-outage", minutes_from_now=90))
+    create = world.meetings.create
+
+    def storage_down(meeting):
+        raise ConnectionError("Table Storage did not answer")
+
+    monkeypatch.setattr(world.meetings, "create", storage_down)
+    with pytest.raises(ConnectionError):
+        world.sync.sync(SyncJob(ALICE.id, conn.id))
+    assert world.states.get(conn.id).lease_owner == ""  # the lease is let go at once
+    monkeypatch.setattr(world.meetings, "create", create)
+    assert sync(world, conn).outcome == "synced"
+    assert [m.title for m in upcoming(world)] == ["Meeting during-outage"]
+
+
+def test_a_conflict_while_taking_the_token_frees_the_lease(world, monkeypatch):
+    conn = connected(world)
+
+    def raced(*args, **kwargs):
+        raise Conflict(conn.id)
+
+    monkeypatch.setattr(world.tokens, "access_token", raced)
+    assert world.sync.sync(SyncJob(ALICE.id, conn.id)).outcome == "raced"
+    assert world.states.get(conn.id).lease_owner == ""
+
+
+def test_graph_refusing_the_token_classifies_the_grant_at_once(world):
+    conn = connected(world)
+    sync(world, conn)
+    world.calendar.refuse_token = True
+    silent = world.identity.acquire
+
+    def revoked_on_redemption(cache, home_account_id, *, force_refresh):
+        if force_refresh:  # the cached access token still serves silent calls; the grant is gone
+            return TokenError("invalid_grant", "", (50173,), "bad_token")
+        return silent(cache, home_account_id, force_refresh=False)
+
+    world.identity.acquire = revoked_on_redemption
+    assert sync(world, conn).outcome == "graph_unauthorized"
+    [c] = world.accounts.list(ALICE.id)
+    assert (c.status.value, c.reason_code) == ("error", "access_revoked")
+    assert [e.type.value for e in world.events.published] == ["com.coagentor.outlook.connection.error"]
