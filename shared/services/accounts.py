@@ -149,9 +149,9 @@ class AccountsService:
         conn = self._connections.get(user_id, connection_id)
         if conn is None:
             return False
-        self.release(conn)
         if self._health is not None:
-            self._health.disconnected(conn)
+            self._health.disconnected(conn)  # queued first: a retried disconnect repeats it, same id
+        self.release(conn)
         log.info("connection disconnected", extra={"user_id": user_id, "connection_id": conn.id})
         return True
 

@@ -304,6 +304,8 @@ class ConnectService:
             outcome = "connected" if target.id == new_id else "reconnected"
             if target.secret_name == pending.secret_name:
                 return outcome, target  # a retry of this very claim: already stored
+            if self._health is not None and status is ConnectionStatus.ACTIVE:
+                self._health.restored(target)  # queued first: a retried claim repeats it, same id
             updated = self._connections.update(replace(
                 target,
                 email=pending.email,
@@ -319,8 +321,6 @@ class ConnectService:
                 sync_failing_since=None,
                 login_hint=pending.login_hint or target.login_hint,
             ))
-            if self._health is not None and updated.is_active:
-                self._health.restored(target, updated)
             # The replaced cache; should this fail, the reconciler deletes it (no row names it).
             self._secrets.delete(target.secret_name)
             return outcome, updated

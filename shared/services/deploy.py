@@ -153,7 +153,8 @@ class DeployService:
         if not result.permanent:
             delay = retry_delay(job.attempt, self._retry_base)
             if now + delay <= claimed.start + self._grace:
-                self._record(claimed, AgentState.SCHEDULED, None)
+                # The retry's message surfaces after `delay`: overdue counts from then, not from now.
+                self._record(claimed, AgentState.SCHEDULED, None, enqueued_at=now + delay)
                 self._jobs.schedule_deploy(replace(job, attempt=job.attempt + 1), delay)
                 log.warning("agent API failed, retrying: %s", result.detail, extra=ctx)
                 return "retrying"
@@ -197,7 +198,8 @@ class DeployService:
                                                                                           "event": "deployment_missed"})
         return acted
 
-    def _record(self, meeting: Meeting, state: AgentState, reason: str | None, *, agent_id: str | None = None) -> None:
+    def _record(self, meeting: Meeting, state: AgentState, reason: str | None, *, agent_id: str | None = None,
+                enqueued_at: datetime | None = None) -> None:
         """Write the verdict (a deployed agent with the id the agent API gave it, which a recall names).
         A meeting recorded `failed` tells the user (status event agent.failed)."""
         current: Meeting | None = meeting
@@ -207,14 +209,16 @@ class DeployService:
                     # Cancelled, deleted or moved while the agent was being sent: it leaves again.
                     self._recall(replace(meeting, agent=state, agent_id=agent_id or meeting.agent_id))
                 return
+            if state is AgentState.FAILED and current.agent is not AgentState.FAILED and self._health is not None:
+                # Queued before the row says failed (its id is the meeting's): a retry repeats it.
+                self._health.agent_failed(current, reason or "failed")
             try:
                 self._meetings.replace(replace(current, agent=state, failure_reason=reason, lease_until=None,
-                                               agent_id=agent_id or current.agent_id))
+                                               agent_id=agent_id or current.agent_id,
+                                               enqueued_at=enqueued_at or current.enqueued_at))
             except Conflict:
                 current = self._meetings.get(meeting.user_id, meeting.key)
                 continue
-            if state is AgentState.FAILED and self._health is not None:
-                self._health.agent_failed(current, reason or "failed")
             return
         raise Conflict(f"meeting {meeting.key} kept changing")
 

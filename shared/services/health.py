@@ -4,7 +4,10 @@ told through a status event; a meeting that will get no agent is reported; recov
 The one place that turns "this connection failed" into an Error row plus a status event, so the
 refresh, the sync, the callback and the deployer cannot each do it differently. Events go to the
 platform (../shared/API.md, "Status events") through an outbox; their `id` is derived from the
-transition, so a retried job that repeats the transition sends the same id (the platform dedupes).
+transition (the connection and the state it leaves: its last successful refresh and reason), never
+from a row version, so a retried job that repeats the transition sends the same id (the platform
+dedupes). Events are queued before the row records the transition: a crash in between repeats it
+rather than losing it.
 A failure of the service itself (its own credentials, Microsoft outages) never reaches this module:
 it sends no per-user event, it alerts the operators (see shared/services/accounts.py)."""
 
@@ -58,12 +61,12 @@ class ConnectionHealth:
                     extra={"connection_id": conn.id, "user_id": conn.user_id, "failure_code": code})
         return failed
 
-    def restored(self, before: Connection | None, after: Connection) -> None:
-        """A connection in Error is Active again (reconnected)."""
-        if before is None or before.is_active:
+    def restored(self, before: Connection) -> None:
+        """A connection in Error (`before`) is being made Active again (reconnected)."""
+        if before.is_active:
             return
         self._publish(StatusEventType.CONNECTION_RESTORED, before, {
-            "connection_id": after.id, "email": after.email}, "restored")
+            "connection_id": before.id, "email": before.email}, "restored")
 
     def disconnected(self, conn: Connection) -> None:
         self._publish(StatusEventType.CONNECTION_DISCONNECTED, conn, {
@@ -86,14 +89,15 @@ class ConnectionHealth:
             if m.start <= now + AT_RISK_HORIZON
             and any(s.connection_id == conn.id for s in m.sources)
             and not any(s.connection_id in active for s in m.sources)
-            and (m.agent is None or m.agent.value in ("scheduled", "deploying"))
+            and m.agent is not None and m.agent.value in ("scheduled", "deploying")
         )
 
     def _publish(self, type_: StatusEventType, conn: Connection, data: dict[str, Any], what: str) -> None:
-        # The row version this transition starts from makes the id: a retry of the same transition
-        # repeats the id; a later, separate failure of the same connection gets a new one.
-        version = conn.etag or f"{_iso(conn.last_refreshed_at)}|{conn.status.value}|{conn.reason_code}"
-        self._publish_raw(type_, conn.user_id, data, f"{type_.value}|{conn.id}|{version}|{what}")
+        # The state the transition leaves makes the id: a retry of the same transition (even after a
+        # conflicting write changed the row's ETag) repeats it; a later, separate failure of the same
+        # connection (after a reconnect or a successful refresh) gets a new one.
+        state = f"{_iso(conn.connected_at)}|{_iso(conn.last_refreshed_at)}|{conn.status.value}|{conn.reason_code}"
+        self._publish_raw(type_, conn.user_id, data, f"{type_.value}|{conn.id}|{state}|{what}")
 
     def _publish_raw(self, type_: StatusEventType, user_id: str, data: dict[str, Any], identity: str) -> None:
         if self._events is None:

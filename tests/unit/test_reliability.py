@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from shared.connections import ConnectionStatus
-from shared.ports import Conflict, RowTooLarge, SyncJob, TokenError
+from shared.ports import Conflict, DeployResult, RowTooLarge, SyncJob, TokenError
 from shared.services.sync import MAX_TITLE_CHARS
 from tests.unit.conftest import LEAD
 from tests.unit.test_sync_and_deploy import ALICE, WORK, _series, connected, event, sync, upcoming
@@ -274,3 +274,36 @@ def test_graph_refusing_the_token_classifies_the_grant_at_once(world):
     [c] = world.accounts.list(ALICE.id)
     assert (c.status.value, c.reason_code) == ("error", "access_revoked")
     assert [e.type.value for e in world.events.published] == ["com.coagentor.outlook.connection.error"]
+
+
+def test_an_agent_api_retry_backing_off_is_not_taken_for_a_lost_message(world):
+    conn = connected(world)
+    world.calendar.add(event(world, "e1", minutes_from_now=2))
+    sync(world, conn)
+    world.agents.script = [DeployResult(ok=False, detail="HTTP 503")] * 6
+    [(job, _)] = world.jobs.deploys
+    world.jobs.deploys.clear()
+    assert world.deploy.deploy(job) == "retrying"
+    [(_, delay)] = world.jobs.deploys
+    world.clock.advance(delay.total_seconds() + 110)  # past deploy time + 2 min, within the retry + 2 min
+    assert world.deploy.recover_overdue(ALICE.id) == 0
+
+
+def test_one_failure_retried_after_a_conflicting_write_tells_the_user_once(world, monkeypatch):
+    """The status event's id comes from the transition, not from the row's version."""
+    conn = connected(world)
+    update = world.connections.update
+    calls = {"n": 0}
+
+    def conflict_once(connection):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            update(world.connections.get(connection.user_id, connection.id))  # someone else wrote meanwhile
+            raise Conflict(connection.id)
+        return update(connection)
+
+    monkeypatch.setattr(world.connections, "update", conflict_once)
+    world.calendar.mailbox_unavailable = "MailboxNotEnabledForRESTAPI"
+    sync(world, conn)
+    ids = {e.id for e in world.events.published}
+    assert len(world.events.published) == 2 and len(ids) == 1
