@@ -49,6 +49,7 @@ from shared.clock import SystemClock
 from shared.connections import Connection, ConnectionStatus
 from shared.ports import AccessToken, Meeting, SyncJob
 from shared.scheduling import sync_window
+from shared.services.health import ConnectionHealth
 from shared.services.meeting_lifecycle import MeetingLifecycle
 from shared.services.sync import SyncReport, SyncService
 from tests import fakes
@@ -214,6 +215,7 @@ class Bench:
             connections=connections, tokens=tokens, calendar=graph, meetings=meetings, index=Index(),
             sync_state=fakes.SyncStates(), jobs=jobs, clock=SystemClock(), window_days=WINDOW_DAYS,
             full_resync_seconds=86400, lead_seconds=120, lifecycle=lifecycle,
+            health=ConnectionHealth(connections=connections, meetings=meetings, events=None, clock=SystemClock()),
         )
         return service, meetings
 

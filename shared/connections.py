@@ -85,10 +85,6 @@ class Failure:
     code: str = ""  # what operators see in logs: the AADSTS code, Graph error code or error
     recognised: bool = True  # False: an answer none of the rules knows (kept transient, watched)
 
-    @property
-    def stays_active(self) -> bool:
-        return self.reason is None
-
 
 # AADSTS codes that mean the stored grant is no longer usable, mapped to what the user sees.
 _AADSTS_REASONS: dict[int, str] = {

@@ -135,7 +135,7 @@ class GraphCalendar:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 resp = self._session.get(url, headers=headers, params=params, timeout=self._timeout)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except requests.RequestException as exc:  # dropped, timed out, cut short mid-body
                 wait, why = backoff(attempt), type(exc).__name__
             else:
                 if resp.status_code == 200:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -75,7 +74,6 @@ class MsalIdentity:
         self._now = now
         # Discovery documents and instance metadata, shared by every per-connection app (no tokens in it).
         self._http_cache: dict[Any, Any] = {}
-        self._lock = threading.Lock()
 
     def _app(self, cache: msal.SerializableTokenCache | None = None,
              secret: str | None = None) -> msal.ConfidentialClientApplication:
@@ -95,15 +93,16 @@ class MsalIdentity:
             flow: dict[str, Any] = self._app().initiate_auth_code_flow(
                 SCOPES, redirect_uri=self._redirect_uri, state=state, login_hint=login_hint or None
             )
-        except (requests.RequestException, ValueError, msal.exceptions.MsalError) as exc:
+        except Exception as exc:  # discovery down, MSAL's own checks, Key Vault not answering for the secret
+            log.warning("starting a sign-in failed: %s", type(exc).__name__)
             raise IdentityUnavailable(type(exc).__name__) from None
         return flow
 
     def redeem(self, flow: Mapping[str, Any], response: Mapping[str, str]) -> SignedIn | TokenError:
         for attempt in (1, 2):
             cache = msal.SerializableTokenCache()
-            secret = self._client_secret()
             try:
+                secret = self._client_secret()
                 app = self._app(cache, secret)
                 result = app.acquire_token_by_auth_code_flow(dict(flow), dict(response))
             except (requests.RequestException, json.JSONDecodeError, msal.exceptions.MsalServiceError) as exc:
@@ -138,9 +137,9 @@ class MsalIdentity:
     def acquire(self, cache: str, home_account_id: str, *, force_refresh: bool) -> AccessToken | TokenError:
         for attempt in (1, 2):
             token_cache = msal.SerializableTokenCache()
-            token_cache.deserialize(cache)
-            secret = self._client_secret()
             try:
+                token_cache.deserialize(cache)
+                secret = self._client_secret()
                 app = self._app(token_cache, secret)
                 account = next((a for a in app.get_accounts() if a.get("home_account_id") == home_account_id),
                                None)

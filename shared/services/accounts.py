@@ -41,7 +41,7 @@ class TokenKeeper:
 
     def __init__(
         self, *, connections: ConnectionStore, identity: IdentityProvider, secrets_store: SecretStore, clock: Clock,
-        health: ConnectionHealth | None = None,
+        health: ConnectionHealth,
     ) -> None:
         self._connections = connections
         self._identity = identity
@@ -78,6 +78,11 @@ class TokenKeeper:
             self._fail(conn, failure.reason, failure.code)
             raise ConnectionUnusable(failure.reason.code)
         if result.cache is not None:
+            current = self._connections.get(conn.user_id, conn.id)
+            if current is None or current.secret_name != conn.secret_name:
+                # Disconnected, erased or reconnected while Microsoft answered: writing now would bring
+                # a deleted token cache back (Key Vault re-creates a purged name) or clobber the new one.
+                raise ConnectionUnusable("disconnected")
             self._secrets.set(conn.secret_name, result.cache)
         updated = conn
         # Only a token Microsoft just issued proves a recovery: one served from MSAL's cache says
@@ -97,11 +102,7 @@ class TokenKeeper:
         return None if isinstance(result, TokenError) else result.token
 
     def _fail(self, conn: Connection, reason: Reason, code: str) -> None:
-        if self._health is not None:
-            self._health.fail(conn, reason, code=code)
-        else:
-            self._connections.update(conn.failed(reason))
-            log.warning("token refresh failed: %s", reason.code, extra={"connection_id": conn.id})
+        self._health.fail(conn, reason, code=code)
 
     def refresh_one(self, job: RefreshJob) -> str:
         conn = self._connections.get(job.user_id, job.connection_id)
@@ -128,7 +129,7 @@ class AccountsService:
         sync_state: SyncStateStore,
         secrets_store: SecretStore,
         clock: Clock,
-        health: ConnectionHealth | None = None,
+        health: ConnectionHealth,
         before_release: Callable[[Connection], None] | None = None,
     ) -> None:
         self._health = health
@@ -149,8 +150,7 @@ class AccountsService:
         conn = self._connections.get(user_id, connection_id)
         if conn is None:
             return False
-        if self._health is not None:
-            self._health.disconnected(conn)  # queued first: a retried disconnect repeats it, same id
+        self._health.disconnected(conn)  # queued first: a retried disconnect repeats it, same id
         self.release(conn)
         log.info("connection disconnected", extra={"user_id": user_id, "connection_id": conn.id})
         return True

@@ -121,7 +121,7 @@ class ConnectService:
         secrets_store: SecretStore,
         jobs: JobQueue,
         clock: Clock,
-        health: ConnectionHealth | None = None,
+        health: ConnectionHealth,
     ) -> None:
         self._health = health
         self._flows = flows
@@ -304,7 +304,7 @@ class ConnectService:
             outcome = "connected" if target.id == new_id else "reconnected"
             if target.secret_name == pending.secret_name:
                 return outcome, target  # a retry of this very claim: already stored
-            if self._health is not None and status is ConnectionStatus.ACTIVE:
+            if status is ConnectionStatus.ACTIVE:
                 self._health.restored(target)  # queued first: a retried claim repeats it, same id
             updated = self._connections.update(replace(
                 target,

@@ -53,7 +53,7 @@ class DeployService:
         grace_seconds: int,
         retry_base_seconds: int,
         lifecycle: MeetingLifecycle,
-        health: ConnectionHealth | None = None,
+        health: ConnectionHealth,
         recall: Callable[[Meeting], object] | None = None,
     ) -> None:
         self._health = health
@@ -209,7 +209,7 @@ class DeployService:
                     # Cancelled, deleted or moved while the agent was being sent: it leaves again.
                     self._recall(replace(meeting, agent=state, agent_id=agent_id or meeting.agent_id))
                 return
-            if state is AgentState.FAILED and current.agent is not AgentState.FAILED and self._health is not None:
+            if state is AgentState.FAILED and current.agent is not AgentState.FAILED:
                 # Queued before the row says failed (its id is the meeting's): a retry repeats it.
                 self._health.agent_failed(current, reason or "failed")
             try:

@@ -141,7 +141,7 @@ class SyncService:
         lead_seconds: int,
         lifecycle: MeetingLifecycle,
         mailbox_slots: MailboxSlots | None = None,
-        health: ConnectionHealth | None = None,
+        health: ConnectionHealth,
     ) -> None:
         self._health = health
         self._connections = connections
@@ -319,10 +319,7 @@ class SyncService:
             if current is None or not current.is_active:
                 return
             try:
-                if self._health is not None:
-                    self._health.fail(current, REASONS["calendar_unavailable"], code=code)
-                else:
-                    self._connections.update(current.failed(REASONS["calendar_unavailable"]))
+                self._health.fail(current, REASONS["calendar_unavailable"], code=code)
                 return
             except Conflict:
                 continue

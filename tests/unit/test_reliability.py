@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from shared.connections import ConnectionStatus
-from shared.ports import Conflict, DeployResult, RowTooLarge, SyncJob, TokenError
+from shared.ports import Conflict, DeployResult, RefreshJob, RowTooLarge, SyncJob, TokenError
 from shared.services.sync import MAX_TITLE_CHARS
 from tests.unit.conftest import LEAD
 from tests.unit.test_sync_and_deploy import ALICE, WORK, _series, connected, event, sync, upcoming
@@ -307,3 +307,17 @@ def test_one_failure_retried_after_a_conflicting_write_tells_the_user_once(world
     sync(world, conn)
     ids = {e.id for e in world.events.published}
     assert len(world.events.published) == 2 and len(ids) == 1
+
+
+def test_a_refresh_that_races_a_disconnect_never_brings_the_token_cache_back(world, monkeypatch):
+    conn = connected(world)
+    acquire = world.identity.acquire
+
+    def disconnect_meanwhile(cache, home_account_id, *, force_refresh):
+        result = acquire(cache, home_account_id, force_refresh=force_refresh)
+        world.accounts.disconnect(ALICE.id, conn.id)  # the user disconnects while Microsoft answers
+        return result
+
+    monkeypatch.setattr(world.identity, "acquire", disconnect_meanwhile)
+    assert world.tokens.refresh_one(RefreshJob(ALICE.id, conn.id)) == "failed"
+    assert world.secrets.get(conn.secret_name) is None
