@@ -95,7 +95,6 @@ _AADSTS_REASONS: dict[int, str] = {
     70000: "access_revoked",
     50132: "access_revoked",
     50057: "access_revoked",  # account disabled
-    50053: "access_revoked",  # account locked
     50126: "access_revoked",
     70043: "sign_in_required",
     50076: "sign_in_required",
@@ -105,6 +104,8 @@ _AADSTS_REASONS: dict[int, str] = {
     65001: "consent_required",
     90094: "admin_approval_required",
     90095: "admin_approval_required",
+    50105: "admin_approval_required",  # the user is not assigned to the app in their tenant
+    500021: "blocked_by_policy",  # the tenant's tenant restrictions deny the app
     53003: "blocked_by_policy",
     53000: "blocked_by_policy",
     530003: "blocked_by_policy",
@@ -115,7 +116,12 @@ _AADSTS_REASONS: dict[int, str] = {
 APP_IDENTITY_CODES = frozenset({7000222, 7000215, 7000216, 7000218, 700016, 7000112, 700027, 700025, 50011})
 _APP_IDENTITY_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
 # Microsoft says so itself: try again later.
-_TRANSIENT_CODES = frozenset({90006, 90033, 50196, 90002, 500021})
+# Microsoft's reference calls these retryable / temporary: 50033 RetryableError, 90006
+# ExternalServerRetryableError, 90033 MsodsServiceUnavailable, 70012 MsaServerError, 90012 RequestTimeout,
+# 90024 RequestBudgetExceededError, 90055 TenantThrottlingError, 90090 GraphRetryableError, 50196
+# LoopDetected (the client asked too often); 50053 (account locked after failed sign-ins, or an IP
+# blocked for suspicious activity) lifts by itself.
+_TRANSIENT_CODES = frozenset({50033, 90006, 90033, 70012, 90012, 90024, 90055, 90090, 50196, 50053})
 _TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error", "unreachable", "service_unavailable",
                                "request_timeout", "slow_down"})
 # `suberror` values of invalid_grant / interaction_required (MSAL's result dicts carry them).

@@ -141,6 +141,10 @@ def test_an_expired_app_secret_is_the_services_failure_not_the_users(world, capl
     (TokenError("unauthorized_client", "", (700016,)), FixedBy.SERVICE, None),
     (TokenError("unauthorized_client", "", (7000112,)), FixedBy.SERVICE, None),
     (TokenError("temporarily_unavailable", "", (90006,)), FixedBy.TRANSIENT, None),
+    (TokenError("invalid_grant", "", (50053,)), FixedBy.TRANSIENT, None),  # locked for a while: lifts by itself
+    (TokenError("invalid_grant", "", (90055,)), FixedBy.TRANSIENT, None),  # tenant throttled
+    (TokenError("invalid_grant", "", (50105,)), FixedBy.ADMIN, "admin_approval_required"),
+    (TokenError("invalid_grant", "", (500021,)), FixedBy.ADMIN, "blocked_by_policy"),
     (TokenError("unreachable", "HTTPError"), FixedBy.TRANSIENT, None),
     (TokenError("no_token", "No refresh token"), FixedBy.USER, "refresh_failed"),
     (TokenError("no_account", "No account"), FixedBy.USER, "refresh_failed"),
