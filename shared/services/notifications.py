@@ -140,17 +140,16 @@ class NotificationService:
         record = self._store.get(connection_id) if connection_id else None
         expected = self._client_states.get(record.secret_name) if record is not None else None
         wants_sync = False
+        # Ids from the request are logged printable and short: anyone can POST here, and a field
+        # must not forge log lines. Refusals are logged once per request, not once per item.
+        ctx = {"connection_id": _printable(connection_id)}
         for item in items:
             subscription_id = item.get("subscriptionId")
-            ctx = {"connection_id": (connection_id or "")[:64],
-                   "subscription_id": subscription_id[:64] if isinstance(subscription_id, str) else None}
             if record is None or subscription_id != record.subscription_id:
                 received.refuse("unknown_subscription")
-                log.warning("notification refused: unknown subscription", extra=ctx)
                 continue
             if not _same_secret(item.get("clientState"), expected):
                 received.refuse("client_state_mismatch")
-                log.warning("notification refused: clientState does not match", extra=ctx)
                 continue
             received.accepted += 1
             event = item.get("lifecycleEvent")
@@ -159,7 +158,8 @@ class NotificationService:
                 self._accepted("change")
                 continue
             if event not in LIFECYCLE_EVENTS:
-                log.warning("lifecycle notification of an unknown kind ignored: %s", str(event)[:40], extra=ctx)
+                log.warning("lifecycle notification of an unknown kind ignored: %s", _printable(str(event)[:40]),
+                            extra=ctx)
                 continue
             received.lifecycle[str(event)] = received.lifecycle.get(str(event), 0) + 1
             self._accepted(str(event))
@@ -170,9 +170,13 @@ class NotificationService:
                 self._jobs.enqueue(SubscriptionJob(record.user_id, record.connection_id, RENEW))
             else:  # subscriptionRemoved: a new subscription, then a resync (the job asks for it)
                 self._jobs.enqueue(SubscriptionJob(record.user_id, record.connection_id, RECREATE))
+        if received.refused:
+            counts = ", ".join(f"{kind} x{n}" for kind, n in sorted(received.refused.items()))
+            log.warning("notifications refused: %s", counts, extra=ctx)
         if wants_sync and record is not None and self._syncs.request(record.user_id, record.connection_id):
             received.syncs_queued += 1
         return received
+
 
     def _accepted(self, kind: str) -> None:
         if self._on_accepted is not None:
@@ -211,3 +215,10 @@ def _same_secret(given: object, expected: str | None) -> bool:
     if not isinstance(given, str) or not expected:
         return False
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def _printable(value: object) -> str | None:
+    """At most 64 printable characters of an id from a request, for logs."""
+    if not isinstance(value, str):
+        return None
+    return "".join(c if c.isprintable() else "?" for c in value[:64])

@@ -425,3 +425,22 @@ def test_a_job_that_read_a_connection_before_it_was_disconnected_tells_the_user_
         world.tokens.access_token(stale)
     assert world.events.published == []
     assert rt.subscriptions.run(SubscriptionJob(ALICE.id, conn.id, SUBSCRIBE)) == "skipped"
+
+
+def test_a_flood_of_forged_notifications_logs_one_line_and_forges_none(caplog):
+    """Anyone can POST to the notification URL: 1,000 forged items are one log line, and a line break
+    in an id cannot start a forged log line."""
+    from shared.services.notifications import NotificationService
+
+    class NoRows:
+        def get(self, connection_id):
+            return None
+
+    service = NotificationService(subscriptions=NoRows(), client_states=None, syncs=None, jobs=None)  # type: ignore[arg-type]
+    body = json.dumps({"value": [{"subscriptionId": "s\n2026-11-30 ERROR forged", "clientState": "x"}] * 1000})
+    with caplog.at_level("INFO"):
+        received = service.receive("abc\n2026-11-30 INFO forged", body.encode())
+    assert received.accepted == 0 and sum(received.refused.values()) == 1000
+    refused = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 1
+    assert all("\n" not in str(v) for r in caplog.records for v in vars(r).values() if isinstance(v, str))
