@@ -210,6 +210,7 @@ class SyncState:
     lease_owner: str = ""  # the sync run that holds this connection now (two syncs never interleave)
     lease_until: datetime | None = None
     etag: str | None = None
+    synced_at: datetime | None = None  # when a delta round last completed (Connections' last_synced_at)
 
 
 class SyncStateStore(Protocol):

@@ -445,6 +445,7 @@ class TableSyncStateStore:
             connection_id=connection_id, window_start=_required_dt(e["WindowStart"]),
             window_end=_required_dt(e["WindowEnd"]), delta_link=e.get("DeltaLink") or None,
             full_sync_at=_dt(e.get("FullSyncAt")), resume_link=e.get("ResumeLink") or None,
+            synced_at=_dt(e.get("SyncedAt")),
             generation=e.get("Generation", ""), lease_owner=e.get("LeaseOwner", ""),
             lease_until=_dt(e.get("LeaseUntil")), etag=e.metadata.get("etag"),
         )
@@ -454,6 +455,7 @@ class TableSyncStateStore:
             "PartitionKey": state.connection_id, "RowKey": "state", "WindowStart": _iso(state.window_start),
             "WindowEnd": _iso(state.window_end), "DeltaLink": state.delta_link or "",
             "FullSyncAt": _iso(state.full_sync_at), "ResumeLink": state.resume_link or "",
+            "SyncedAt": _iso(state.synced_at),
             "Generation": state.generation, "LeaseOwner": state.lease_owner, "LeaseUntil": _iso(state.lease_until),
         }
         try:

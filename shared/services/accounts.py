@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 
 from shared.clock import Clock
 from shared.connections import REASONS, Connection, FixedBy, Reason, classify_token_error
@@ -143,6 +144,11 @@ class AccountsService:
 
     def list(self, user_id: str) -> list[Connection]:
         return sorted(self._connections.list_for_user(user_id), key=lambda c: (c.connected_at, c.id))
+
+    def last_synced_at(self, connection_id: str) -> datetime | None:
+        """When this connection's calendar was last read through (a delta round completed)."""
+        state = self._sync_state.get(connection_id)
+        return state.synced_at if state is not None else None
 
     def disconnect(self, user_id: str, connection_id: str) -> bool:
         """Stops everything for this account: its meetings leave Upcoming Meetings, pending

@@ -397,7 +397,7 @@ class SyncService:
         self._save(run, replace(
             run.state, window_start=window.start, window_end=window.end, delta_link=delta_link,
             full_sync_at=now if full else state.full_sync_at, resume_link=None, generation=generation,
-            lease_owner="", lease_until=None,
+            lease_owner="", lease_until=None, synced_at=now,
         ))
 
     def _pages(self, run: _Run, window: SyncWindow, link: str | None, generation: str, full: bool) -> str:

@@ -22,7 +22,8 @@ def list_connections(req: func.HttpRequest, c: Container, user: User) -> func.Ht
     connections = c.accounts.list(user.id)
     return json_response({
         "connections": [connection_view(x, c.clock.now(), c.settings.token_warning_after_seconds,
-                           c.settings.sync_warning_after_seconds) for x in connections],
+                                        c.settings.sync_warning_after_seconds, c.accounts.last_synced_at(x.id))
+                        for x in connections],
         "plan": {"name": user.plan.value, "limit": plan_limit(user.plan), "used": len(connections)},
         "account": account_view(user),
         # For IT admins: the app id to allow, and where to grant tenant-wide consent (public values).

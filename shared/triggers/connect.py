@@ -123,5 +123,5 @@ def outlook_claim(req: func.HttpRequest, c: Container, user: User) -> func.HttpR
     except PlanLimitExceeded as exc:
         return plan_limit_error(exc)
     view = connection_view(claimed.connection, c.clock.now(), c.settings.token_warning_after_seconds,
-                           c.settings.sync_warning_after_seconds)
+                           c.settings.sync_warning_after_seconds, c.accounts.last_synced_at(claimed.connection.id))
     return json_response({"outcome": claimed.outcome, "connection": view})

@@ -26,7 +26,7 @@ def account_view(user: User) -> dict[str, Any]:
 
 
 def connection_view(c: Connection, now: datetime, warning_after_seconds: int,
-                    sync_warning_after_seconds: int) -> dict[str, Any]:
+                    sync_warning_after_seconds: int, last_synced_at: datetime | None) -> dict[str, Any]:
     reason = c.reason
     return {
         "id": c.id,
@@ -37,6 +37,7 @@ def connection_view(c: Connection, now: datetime, warning_after_seconds: int,
         "action": reason.action.value if reason and reason.action else None,
         "connected_at": _iso(c.connected_at),
         "last_refreshed_at": _iso(c.last_refreshed_at),
+        "last_synced_at": _iso(last_synced_at),
         "warning": c.warning(now, warning_after_seconds, sync_warning_after_seconds),
     }
 

@@ -321,3 +321,14 @@ def test_a_refresh_that_races_a_disconnect_never_brings_the_token_cache_back(wor
     monkeypatch.setattr(world.identity, "acquire", disconnect_meanwhile)
     assert world.tokens.refresh_one(RefreshJob(ALICE.id, conn.id)) == "failed"
     assert world.secrets.get(conn.secret_name) is None
+
+
+def test_the_card_says_when_the_calendar_was_last_read(world):
+    conn = connected(world)
+    assert world.accounts.last_synced_at(conn.id) is None
+    sync(world, conn)
+    assert world.accounts.last_synced_at(conn.id) == world.clock.now()
+    world.clock.advance(300)
+    world.calendar.throttle_next = 1
+    sync(world, conn)  # not read through: the time stays that of the last complete read
+    assert world.accounts.last_synced_at(conn.id) == world.clock.now() - timedelta(seconds=300)
