@@ -99,7 +99,9 @@ def test_a_revoked_grant_turns_error_and_the_user_is_told_by_a_signed_status_eve
     assert len({json.loads(e["raw_body"])["id"] for e in events_for(client, owner)}) == 1
 
 
-def test_a_deleted_occurrence_gets_no_agent_although_graph_sends_no_removed(client):
+def test_a_deleted_occurrence_leaves_upcoming_meetings_although_graph_sends_no_removed(client):
+    """(That it gets no agent either is shown with a meeting due now in tests/unit/test_reliability.py
+    and `make faults`.)"""
     owner = user()
     token = client.token(owner, "solo")
     conn = client.connect(token, "dave@contoso.com")["connection"]

@@ -207,9 +207,13 @@ def test_what_a_sync_stores_always_fits_table_storage(world):
                              onlineMeeting={"joinUrl": f"https://zoom.us/j/123456789?pwd={huge_pwd}"},
                              body={"contentType": "text", "content": "x" * 900_000}))
     world.calendar.add(event(world, "e2", subject="日本語" * 30_000))
+    long_pwd = "abcDEF123" * 200  # a 1,800-character passcode: within the link bound, stored whole
+    world.calendar.add(event(world, "e3", onlineMeeting={"joinUrl": f"https://zoom.us/j/987654321?pwd={long_pwd}"}))
     report = sync(world, conn)
-    assert report.skipped == 0
-    for meeting in upcoming(world):
+    assert report.skipped == 0 and report.upserted == 2  # e1: its only link is absurd (over 2,048 chars): no meeting
+    stored = upcoming(world)
+    assert any(long_pwd in m.join_url for m in stored)
+    for meeting in stored:
         assert len(meeting.title) <= MAX_TITLE_CHARS
 
 
@@ -332,3 +336,12 @@ def test_the_card_says_when_the_calendar_was_last_read(world):
     world.calendar.throttle_next = 1
     sync(world, conn)  # not read through: the time stays that of the last complete read
     assert world.accounts.last_synced_at(conn.id) == world.clock.now() - timedelta(seconds=300)
+
+
+def test_a_token_cache_missing_from_key_vault_asks_for_a_reconnect_and_tells_the_user(world):
+    conn = connected(world)
+    world.secrets.values.pop(conn.secret_name)
+    assert world.tokens.refresh_one(RefreshJob(ALICE.id, conn.id)) == "failed"
+    [c] = world.accounts.list(ALICE.id)
+    assert (c.status.value, c.reason_code) == ("error", "refresh_failed")
+    assert [e.data["reason_code"] for e in world.events.published] == ["refresh_failed"]
