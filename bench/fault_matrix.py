@@ -181,6 +181,7 @@ def token_outage(lab: Lab) -> Row:
     row.wrongly_flipped = sum(c["status"] == "error" for c in cards)
     recovered = _recovers(lab, uid, tok, conn["id"])
     row.notes.append("recovers by itself at the next run" if recovered else "NOT recovered")
+    row.silent = not _warned(cards) or not recovered
     row.operator_sees = lab.operator(mark)
     return row
 
@@ -204,8 +205,14 @@ def token_timeout(lab: Lab) -> Row:
     cards = until(lambda: (c := lab.cards(tok)) and c[0]["warning"] and c, timeout=30) or lab.cards(tok)
     row.user_sees = card_text(cards)
     row.wrongly_flipped = sum(c["status"] == "error" for c in cards)
+    row.silent = not _warned(cards)
     row.operator_sees = lab.operator(mark)
     return row
+
+
+def _warned(cards: list[dict[str, Any]]) -> bool:
+    """Every card says auto-join may be delayed, none says Error (the fault is not the user's)."""
+    return bool(cards) and all(c["warning"] and c["status"] == "active" for c in cards)
 
 
 def app_secret_expired(lab: Lab) -> Row:
@@ -231,7 +238,7 @@ def app_secret_expired(lab: Lab) -> Row:
         ok = until(lambda: all(c["warning"] is None and c["status"] == "active" for c in lab.cards(tok)))
         row.notes.append("all recover once Key Vault holds the new secret, nobody reconnects" if ok
                          else "NOT recovered after the fix")
-        row.silent = not ok
+        row.silent = not _warned(cards) or not ok or bool(lab.events(uid))
     finally:
         lab.sim("POST", f"/_sim/apps/{lab.client_id}/secret", {"secret": original, "replace": True})
         vault.set_secret(name, original)
@@ -254,6 +261,7 @@ def app_disabled(lab: Lab) -> Row:
         lab.sim("POST", f"/_sim/apps/{lab.client_id}", {"disabled": False})
     ok = _recovers(lab, uid, tok, conn["id"])
     row.notes.append("recovers once re-enabled" if ok else "NOT recovered")
+    row.silent = not _warned(cards) or not ok
     row.operator_sees = lab.operator(mark)
     return row
 
@@ -271,7 +279,7 @@ def grant_revoked(lab: Lab) -> Row:
     cards = until(lambda: (s := lab.cards(tok)) and s[0]["status"] == "error" and s) or lab.cards(tok)
     told = until(lambda: lab.events(uid), timeout=20) or []
     row.user_sees = card_text(cards) + "; status events: " + (", ".join(told) or "none")
-    row.silent = not told
+    row.silent = "connection.error" not in told or cards[0]["status"] != "error"
     row.operator_sees = lab.operator(mark)
     return row
 
@@ -286,7 +294,7 @@ def conditional_access(lab: Lab) -> Row:
     cards = until(lambda: (s := lab.cards(tok)) and s[0]["status"] == "error" and s) or lab.cards(tok)
     told = until(lambda: lab.events(uid), timeout=20) or []
     row.user_sees = card_text(cards) + "; status events: " + (", ".join(told) or "none")
-    row.silent = not told
+    row.silent = "connection.error" not in told or cards[0]["status"] != "error"
     row.operator_sees = lab.operator(mark)
     return row
 
@@ -313,7 +321,7 @@ def mailbox_lost_later(lab: Lab) -> Row:
     cards = until(lambda: (s := lab.cards(tok)) and s[0]["status"] == "error" and s) or lab.cards(tok)
     told = until(lambda: lab.events(uid), timeout=20) or []
     row.user_sees = card_text(cards) + "; status events: " + (", ".join(told) or "none")
-    row.silent = not told or cards[0]["status"] != "error"
+    row.silent = "connection.error" not in told or cards[0]["status"] != "error"
     row.operator_sees = lab.operator(mark)
     return row
 
@@ -335,9 +343,11 @@ def _meeting_through(lab: Lab, row: Row, title: str, link: int, inject: Callable
     lab.sync(uid, conn["id"])
     ok = _deployed_within(lab, uid, tok, title)
     sent = len([d for d in lab.deployed(uid) if d["body"]["title"] == title])
+    cards = lab.cards(tok)
     row.lost = 0 if ok else 1
-    row.user_sees = card_text(lab.cards(tok)) + (f"; {shown} ({sent} deployment)" if ok else "; NO agent")
-    row.silent = not ok
+    row.wrongly_flipped = sum(c["status"] == "error" for c in cards)
+    row.user_sees = card_text(cards) + (f"; {shown} ({sent} deployment)" if ok else "; NO agent")
+    row.silent = not ok or sent != 1
     row.operator_sees = lab.operator(mark)
     return row
 
