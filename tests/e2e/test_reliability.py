@@ -159,3 +159,20 @@ def test_an_admin_who_declines_consent_is_not_thanked_for_granting_it(client, ac
     back = client.api.get(answer.headers["Location"], allow_redirects=False, timeout=30)
     assert back.status_code == 302
     assert f"outlook={outcome}" in back.headers["Location"]
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("PUT", "meetings/a%2Fb/autojoin", {"join": True}),
+    ("PUT", "meetings/..%2F..%2Fautojoin%2Frules/autojoin", {"join": True}),
+    ("DELETE", "outlook/connections/a%2Fb", None),
+    ("POST", "outlook/connections/a%2Fb/sync", None),
+    ("POST", "outlook/connections/a%23b%3Fc/sync", None),
+])
+def test_ids_table_storage_cannot_hold_are_simply_not_found(client, method, path, body):
+    """An id with a character Table Storage refuses in keys ('/', '#', '?', '\\') names no row: 404 with
+    the usual JSON and headers, never a 500 after the SDK's retries."""
+    token = client.token(user(), "pro")
+    resp = client.call(method, path, token, json=body) if body is not None else client.call(method, path, token)
+    assert resp.status_code == 404, (resp.status_code, resp.text[:200])
+    assert resp.json()["error"] == "not_found"
+    assert "Strict-Transport-Security" in resp.headers
