@@ -266,37 +266,50 @@ def app_disabled(lab: Lab) -> Row:
     return row
 
 
-def grant_revoked(lab: Lab) -> Row:
-    row = Row("The user's grant is revoked (AADSTS50173)", "the user")
+def _in_error_and_told(lab: Lab, row: Row, login: str, prepare: Callable[[str, str, dict[str, Any]], None],
+                       inject: Callable[[], None], act: Callable[[str, dict[str, Any]], None]) -> Row:
+    """A fault the user (or their admin) must fix: the card shows Error with its reason, and the user
+    is told by a `connection.error` status event."""
     uid, tok = lab.user()
-    conn = lab.connect(tok, "erin@northwind.com")
-    lab.add_event("erin@northwind.com", "Revoked soon", soon(200), onlineMeeting={"joinUrl": teams_link(8101)})
-    lab.sync(uid, conn["id"])
-    until(lambda: lab.meeting(tok, "Revoked soon"))
+    conn = lab.connect(tok, login)
+    prepare(uid, tok, conn)
     mark = lab.mark()
-    lab.sim("POST", "/_sim/users/erin@northwind.com/revoke")
-    lab.refresh(uid, conn["id"])
+    inject()
+    act(uid, conn)
     cards = until(lambda: (s := lab.cards(tok)) and s[0]["status"] == "error" and s) or lab.cards(tok)
     told = until(lambda: lab.events(uid), timeout=20) or []
     row.user_sees = card_text(cards) + "; status events: " + (", ".join(told) or "none")
     row.silent = "connection.error" not in told or cards[0]["status"] != "error"
     row.operator_sees = lab.operator(mark)
     return row
+
+
+def grant_revoked(lab: Lab) -> Row:
+    def with_a_meeting(uid: str, tok: str, conn: dict[str, Any]) -> None:
+        lab.add_event("erin@northwind.com", "Revoked soon", soon(200), onlineMeeting={"joinUrl": teams_link(8101)})
+        lab.sync(uid, conn["id"])
+        until(lambda: lab.meeting(tok, "Revoked soon"))
+
+    return _in_error_and_told(lab, Row("The user's grant is revoked (AADSTS50173)", "the user"),
+                              "erin@northwind.com", with_a_meeting,
+                              lambda: lab.sim("POST", "/_sim/users/erin@northwind.com/revoke"),
+                              lambda uid, conn: lab.refresh(uid, conn["id"]))
 
 
 def conditional_access(lab: Lab) -> Row:
-    row = Row("Conditional access starts blocking the app (AADSTS53003)", "their admin")
-    uid, tok = lab.user()
-    conn = lab.connect(tok, "dave@contoso.com")
-    mark = lab.mark()
-    lab.token_fault(status=400, error="invalid_grant", aadsts="AADSTS53003", count=1)
-    lab.refresh(uid, conn["id"])
-    cards = until(lambda: (s := lab.cards(tok)) and s[0]["status"] == "error" and s) or lab.cards(tok)
-    told = until(lambda: lab.events(uid), timeout=20) or []
-    row.user_sees = card_text(cards) + "; status events: " + (", ".join(told) or "none")
-    row.silent = "connection.error" not in told or cards[0]["status"] != "error"
-    row.operator_sees = lab.operator(mark)
-    return row
+    return _in_error_and_told(lab, Row("Conditional access starts blocking the app (AADSTS53003)", "their admin"),
+                              "dave@contoso.com", lambda uid, tok, conn: None,
+                              lambda: lab.token_fault(status=400, error="invalid_grant", aadsts="AADSTS53003",
+                                                      count=1),
+                              lambda uid, conn: lab.refresh(uid, conn["id"]))
+
+
+def mailbox_lost_later(lab: Lab) -> Row:
+    return _in_error_and_told(lab, Row("Mailbox becomes unreadable later (licence removed)", "their admin"),
+                              "dave@contoso.com", lambda uid, tok, conn: lab.sync(uid, conn["id"]),
+                              lambda: lab.sim("POST", "/_sim/users/dave@contoso.com/settings",
+                                              {"mailbox_unavailable_status": 404}),
+                              lambda uid, conn: lab.sync(uid, conn["id"]))
 
 
 def mailbox_on_premises(lab: Lab) -> Row:
@@ -306,22 +319,6 @@ def mailbox_on_premises(lab: Lab) -> Row:
     conn = lab.connect(tok, "frank@contoso.com")
     row.user_sees = card_text([conn]) + " on the card as it connects"
     row.silent = conn["status"] != "error"
-    row.operator_sees = lab.operator(mark)
-    return row
-
-
-def mailbox_lost_later(lab: Lab) -> Row:
-    row = Row("Mailbox becomes unreadable later (licence removed)", "their admin")
-    uid, tok = lab.user()
-    conn = lab.connect(tok, "dave@contoso.com")
-    lab.sync(uid, conn["id"])
-    mark = lab.mark()
-    lab.sim("POST", "/_sim/users/dave@contoso.com/settings", {"mailbox_unavailable_status": 404})
-    lab.sync(uid, conn["id"])
-    cards = until(lambda: (s := lab.cards(tok)) and s[0]["status"] == "error" and s) or lab.cards(tok)
-    told = until(lambda: lab.events(uid), timeout=20) or []
-    row.user_sees = card_text(cards) + "; status events: " + (", ".join(told) or "none")
-    row.silent = "connection.error" not in told or cards[0]["status"] != "error"
     row.operator_sees = lab.operator(mark)
     return row
 

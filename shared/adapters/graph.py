@@ -152,7 +152,7 @@ class GraphCalendar:
                     self._sleep(wait)
                     waited += wait
                     continue
-                if resp.status_code == 404 and missing_ok and _error_code(resp) not in MAILBOX_UNAVAILABLE_CODES:
+                if resp.status_code == 404 and missing_ok and graph_error_code(resp) not in MAILBOX_UNAVAILABLE_CODES:
                     return None
                 if resp.status_code != 429 and resp.status_code < 500:
                     raise _failure(resp)
@@ -195,7 +195,7 @@ def backoff(attempt: int) -> float:
 
 
 def _failure(resp: requests.Response) -> Exception:
-    code = _error_code(resp)
+    code = graph_error_code(resp)
     if code in MAILBOX_UNAVAILABLE_CODES:
         return CalendarUnavailable(code)
     if resp.status_code == 410 or code in ("syncStateNotFound", "SyncStateNotFound", "resyncRequired",
@@ -206,7 +206,8 @@ def _failure(resp: requests.Response) -> Exception:
     return GraphError(resp.status_code, code)
 
 
-def _error_code(resp: requests.Response) -> str:
+def graph_error_code(resp: requests.Response) -> str:
+    """Graph's `error.code` from an error answer (at most 100 characters), "" when there is none."""
     try:
         body = resp.json()
     except ValueError:

@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 import requests
 
-from shared.adapters.graph import backoff, retry_after
+from shared.adapters.graph import backoff, graph_error_code, retry_after
 from shared.ports import GraphSubscription, GraphUnauthorized, SubscriptionGone, SubscriptionRefused, Throttled
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class GraphSubscriptions:
                     if not isinstance(answer, dict):
                         raise SubscriptionRefused(resp.status_code, "not_json")
                     return answer
-                code = _error_code(resp)
+                code = graph_error_code(resp)
                 if resp.status_code == 404:
                     raise SubscriptionGone(code or "NotFound")
                 if resp.status_code in (401, 403):
@@ -134,12 +134,3 @@ def parse_graph_datetime(raw: str) -> datetime:
         text = f"{head}.{digits[:6]:0<6}{zone}"
     parsed = datetime.fromisoformat(text)
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def _error_code(resp: requests.Response) -> str:
-    try:
-        body = resp.json()
-    except ValueError:
-        return ""
-    err = body.get("error", {}) if isinstance(body, dict) else {}
-    return str(err.get("code", ""))[:100] if isinstance(err, dict) else ""
