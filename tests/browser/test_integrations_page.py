@@ -299,14 +299,14 @@ def test_errors_that_need_it_or_a_plan_change_say_what_to_do(person: Person, con
         "connections": [
             {"id": "c-policy", "email": "carol@fabrikam.com", "status": "error", "reason_code": "blocked_by_policy",
              "reason": REASONS["blocked_by_policy"].message, "action": "contact_admin", "connected_at": stamp,
-             "last_refreshed_at": stamp},
+             "last_refreshed_at": stamp, "last_synced_at": stamp},
             {"id": "c-warn", "email": "dave@contoso.com", "status": "active", "reason_code": None, "reason": None,
-             "action": None, "connected_at": stamp, "last_refreshed_at": stamp,
+             "action": None, "connected_at": stamp, "last_refreshed_at": stamp, "last_synced_at": stamp,
              "warning": "Microsoft has not renewed access to this calendar since 2026-01-05 09:30 UTC. We keep "
                         "retrying; if this persists, auto-join may stop. Reconnecting can help."},
             # A downgraded user keeps every connection Active (README, plans); connecting more is refused.
             {"id": "c-plan", "email": "bob@outlook.com", "status": "active", "reason_code": None, "reason": None,
-             "action": None, "connected_at": stamp, "last_refreshed_at": stamp},
+             "action": None, "connected_at": stamp, "last_refreshed_at": stamp, "last_synced_at": None},
         ],
         "plan": {"name": "free", "limit": 1, "used": 3},
         "app": {"client_id": OUTLOOK_CLIENT_ID, "admin_consent_url": ADMIN_CONSENT},
