@@ -34,7 +34,9 @@ def test_each_meeting_says_why_and_one_click_joins_or_skips_it_or_its_series(per
         client.add_event(ACCOUNT, f"Standup {tag}", start + timedelta(hours=2),
                          onlineMeeting={"joinUrl": teams_link(973)},
                          recurrence={"pattern": {"type": "daily", "interval": 1},
-                                     "range": {"type": "numbered", "startDate": start.date().isoformat(),
+                                     # The series' own first day: near midnight UTC it is tomorrow.
+                                     "range": {"type": "numbered",
+                                               "startDate": (start + timedelta(hours=2)).date().isoformat(),
                                                "numberOfOccurrences": 3}}),
     ]
     try:
