@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the simulator fixtures are imported, then named as test parameters)
 """The simulator tells the truth about Microsoft's awkward cases (issue 10): a mailbox Graph cannot
 reach, deleted occurrences that delta never reports, delta links that outlive their sync state,
 sparse occurrences with null keys, token endpoint outages and app credential failures, a scope echo
@@ -16,9 +17,8 @@ import msal
 import pytest
 import requests
 
-from devstack.msim import CONTOSO_TENANT_ID, AppRegistration, MicrosoftSimulator
-from devstack.tls import ensure_ca
-from tests.integration.test_simulator import (
+from devstack.msim import CONTOSO_TENANT_ID
+from tests.integration.test_simulator import (  # noqa: F401  (ca, sim, session, seeded: shared fixtures)
     CLIENT_ID,
     CLIENT_SECRET,
     REDIRECT_URI,
@@ -26,13 +26,17 @@ from tests.integration.test_simulator import (
     WINDOW,
     add_events,
     all_pages,
+    ca,
     connect,
     event,
     forms_of,
     graph,
     new_app,
     redirect_params,
+    seeded,
+    session,
     sign_in,
+    sim,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore:response_mode='form_post' is recommended:UserWarning")
@@ -40,34 +44,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:response_mode='form_post' is rec
 FRANK = "frank@contoso.com"
 MAILBOX_MESSAGE = "The mailbox is either inactive, soft-deleted, or is hosted on-premise."
 SPARSE = {"@odata.type", "@odata.etag", "id", "type", "seriesMasterId", "start", "end"}
-
-
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory):
-    return ensure_ca(tmp_path_factory.mktemp("devstack"))
-
-
-@pytest.fixture(scope="module")
-def sim(ca):
-    simulator = MicrosoftSimulator(
-        ssl_context=ca.server_context(), apps=[AppRegistration(CLIENT_ID, CLIENT_SECRET, [REDIRECT_URI])]
-    )
-    simulator.start()
-    yield simulator
-    simulator.stop()
-
-
-@pytest.fixture
-def session(ca):
-    with requests.Session() as s:
-        s.trust_env = False  # REQUESTS_CA_BUNDLE from the environment would override verify
-        s.verify = str(ca.bundle_pem)
-        yield s
-
-
-@pytest.fixture(autouse=True)
-def seeded(sim, session):
-    session.post(f"{sim.base_url}/_sim/reset").raise_for_status()
 
 
 def admin(sim: Any, session: requests.Session, method: str, path: str, **kwargs: Any) -> requests.Response:
