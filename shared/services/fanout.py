@@ -3,9 +3,9 @@ grows with the number of connections.
 
 A timer (`scan_calendars`, `refresh_tokens`) only enqueues the first page of its walk. The
 `fan_out_page` queue function then handles one page: one Table query for at most PAGE_SIZE
-connections, the next page's message enqueued *before* this page's jobs (so the walk moves at one
-query and a few sends per page, whatever the jobs cost), then this page's jobs: a sync job per active
-connection, or a refresh job per connection whose refresh is due (`shared.connections.refresh_due`).
+connections, this page's jobs (a sync job per active connection, or a refresh job per connection
+whose refresh is due, `shared.connections.refresh_due`), then the next page's message — last, so a
+page delivered again (at least once) never starts a second copy of the rest of the walk.
 Pages are independent messages, so a page that fails is retried by the queue on its own.
 
 Refreshes are paced across the whole walk: each one writes a new Key Vault secret version, and Key
@@ -72,15 +72,18 @@ class FanOut:
         else:
             due = [c for c in found.connections if refresh_due(c, now, self._ahead, self._max_age)]
         paced = self._paced(page, len(due)) if page.kind == REFRESH else len(due)
-        if found.continuation is not None:
-            self._pages.enqueue_page(replace(page, continuation=found.continuation, number=page.number + 1,
-                                             enqueued_before=page.enqueued_before + paced))
         for n, conn in enumerate(due[:paced]):
             if page.kind == SYNC:
                 self._jobs.enqueue_sync(SyncJob(conn.user_id, conn.id))
             else:
                 starts = page.started_at + timedelta(seconds=(page.enqueued_before + n) / self._rate)
                 self._jobs.enqueue_refresh(RefreshJob(conn.user_id, conn.id), max(starts - now, timedelta(0)))
+        # The next page goes last: a page that fails part-way is delivered again and repeats only its
+        # own jobs (a sync takes a lease, a repeated refresh is one more write); queued first, every
+        # redelivery would start another copy of the rest of the walk.
+        if found.continuation is not None:
+            self._pages.enqueue_page(replace(page, continuation=found.continuation, number=page.number + 1,
+                                             enqueued_before=page.enqueued_before + paced))
         deferred = len(due) - paced
         if deferred:
             log.warning("refresh pace reached: %d due refreshes left for the next run", deferred,

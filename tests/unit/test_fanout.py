@@ -83,15 +83,31 @@ def test_a_scan_enqueues_one_message_and_its_pages_sync_every_active_connection_
     assert all(j == SyncJob(j.user_id, j.connection_id) for j, _ in jobs.syncs)
 
 
-def test_each_page_enqueues_the_next_page_before_its_own_jobs() -> None:
+def test_a_page_that_fails_part_way_and_is_delivered_again_starts_no_second_walk() -> None:
+    """At-least-once delivery: the queue retries a page whose run failed; the rest of the walk must
+    still run once (every later page, and every job in it, would otherwise run twice)."""
     _, _, pages, jobs, fanout = _world([_conn(n) for n in range(250)], page_size=100)
-    order: list[str] = []
-    pages.enqueue_page = lambda page: (order.append("page"), Pages.enqueue_page(pages, page))  # type: ignore
-    jobs.enqueue_sync = lambda job, delay=timedelta(0): order.append("job")  # type: ignore
+    real_enqueue = jobs.enqueue_sync
+    sent = {"n": 0}
+
+    def flaky(job, delay=timedelta(0)):
+        sent["n"] += 1
+        if sent["n"] == 50:
+            raise ConnectionError("queue send failed")
+        real_enqueue(job, delay)
+
+    jobs.enqueue_sync = flaky  # type: ignore[method-assign]
     fanout.start(SYNC)
-    order.clear()
-    fanout.page(pages.queued.pop(0))
-    assert order[0] == "page" and order.count("job") == 100
+    first = pages.queued.pop(0)
+    try:
+        fanout.page(first)
+    except ConnectionError:
+        pass
+    assert pages.queued == []  # nothing of the rest of the walk was started by the failed run
+    fanout.page(first)  # the queue delivers it again
+    _walk(pages, fanout)
+    assert len({(j.user_id, j.connection_id) for j, _ in jobs.syncs}) == 250
+    assert len(jobs.syncs) == 250 + 49  # only the failed page's own jobs are sent twice
 
 
 def test_refreshes_are_paced_across_pages_from_when_the_timer_fired() -> None:
