@@ -53,6 +53,7 @@ _MAX_PAGES = 500  # a runaway nextLink chain stops here (5,000+ events in the wi
 MAILBOX_CONCURRENCY = 4  # Outlook allows 4 concurrent requests per app per mailbox
 SYNC_LEASE = timedelta(minutes=5)  # a crashed sync blocks its connection at most this long
 BUSY_RETRY = timedelta(seconds=5)
+RETRY_SOON = timedelta(seconds=30)  # a requested sync that met a passing failure tries again
 # Outlook's subject limit is 255 characters; a stored title never exceeds it (Table Storage holds
 # 32K characters per property, so title, join link (meeting_links bound) and sources always fit).
 MAX_TITLE_CHARS = 255
@@ -193,10 +194,12 @@ class SyncService:
             conn, token = self._tokens.access_token(conn)
         except ConnectionUnusable as exc:
             self._release(state)
+            self._look_again(job, transient=str(exc) in ("transient", "service"))
             return SyncReport(outcome=f"no_token:{exc}")
         except Conflict:
-            # The row changed while the token was taken (a refresh, a reconnect): the next run reads it.
+            # The row changed while the token was taken (a refresh, a reconnect): read it again soon.
             self._release(state)
+            self._look_again(job, transient=True)
             return SyncReport(outcome="raced")
         except BaseException:
             self._release(state)  # Key Vault or storage down: never keep the lease for minutes
@@ -289,6 +292,13 @@ class SyncService:
             self._apply(run, event, state.generation)
         finally:
             self._release(run.state)
+
+    def _look_again(self, job: SyncJob, *, transient: bool) -> None:
+        """A sync asked for a change (a notification, "sync now") that could not read the calendar for
+        a passing reason looks again shortly: its "queued" marker is already cleared, and the periodic
+        scan may be hours away, so a last-minute meeting would otherwise wait for it."""
+        if transient and job.reason not in ("scheduled", "deploy", "throttled"):
+            self._jobs.enqueue_sync(replace(job, reason="busy"), RETRY_SOON)
 
     def _reclassify(self, conn: Connection) -> None:
         current = self._connections.get(conn.user_id, conn.id)

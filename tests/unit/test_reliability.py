@@ -345,3 +345,18 @@ def test_a_token_cache_missing_from_key_vault_asks_for_a_reconnect_and_tells_the
     [c] = world.accounts.list(ALICE.id)
     assert (c.status.value, c.reason_code) == ("error", "refresh_failed")
     assert [e.data["reason_code"] for e in world.events.published] == ["refresh_failed"]
+
+
+def test_a_notified_sync_that_meets_a_passing_failure_looks_again_soon(world):
+    conn = connected(world)
+    world.identity.refresh_errors[WORK[0]] = TokenError("server_error", "", (90033,))
+    world.jobs.syncs.clear()
+
+    def no_cached_token(cache, home_account_id, *, force_refresh):
+        return world.identity.refresh_errors[WORK[0]]
+
+    world.identity.acquire = no_cached_token
+    report = world.sync.sync(SyncJob(ALICE.id, conn.id, reason="notified"))
+    assert report.outcome == "no_token:transient"
+    [(again, delay)] = world.jobs.syncs
+    assert again.connection_id == conn.id and delay.total_seconds() == 30
