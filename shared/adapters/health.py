@@ -4,6 +4,8 @@ Key Vault), run side by side under one deadline, so `GET /api/health` names the 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ log = logging.getLogger(__name__)
 OK = "ok"
 DOWN = "down"
 DEADLINE_SECONDS = 10.0  # an SDK retrying against a dead endpoint would otherwise hold the probe
+MAX_AGE_SECONDS = 15.0  # how long a report answers /api/health before the dependencies are probed again
 
 
 @dataclass(frozen=True)
@@ -29,9 +32,25 @@ class HealthCheck:
     """Probes are callables that raise when their dependency cannot be used (any return value is
     ignored); one that has not answered within `deadline` seconds counts as down ("Timeout")."""
 
-    def __init__(self, probes: Mapping[str, Callable[[], object]], deadline: float = DEADLINE_SECONDS) -> None:
+    def __init__(self, probes: Mapping[str, Callable[[], object]], deadline: float = DEADLINE_SECONDS,
+                 max_age: float = MAX_AGE_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
         self._probes = dict(probes)
         self._deadline = deadline
+        self._max_age = max_age
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: tuple[float, HealthReport] | None = None
+
+    def report(self) -> HealthReport:
+        """The last report while it is younger than `max_age` seconds, else a fresh one; one probe run
+        at a time per process. The route is anonymous: a flood of requests must not become a flood of
+        Key Vault reads, which every user's token refresh shares."""
+        with self._lock:
+            if self._last is not None and self._clock() - self._last[0] < self._max_age:
+                return self._last[1]
+            fresh = self.run()
+            self._last = (self._clock(), fresh)
+            return fresh
 
     @property
     def names(self) -> list[str]:

@@ -76,7 +76,7 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
         log.exception("health check failed: the app could not start")
         return error(503, "unhealthy", f"The app could not start ({type(exc).__name__}); storage is the "
                      "first dependency it needs", dependencies={"storage": "down"})
-    report = c.health.run()
+    report = c.health.report()
     if not report.healthy:
         down = ", ".join(f"{name} ({why})" for name, why in sorted(report.problems.items()))
         return error(503, "unhealthy", f"Not reachable: {down}", dependencies=report.dependencies)

@@ -73,3 +73,22 @@ def test_an_app_that_cannot_start_says_storage_is_down(monkeypatch: pytest.Monke
     response = _get_health()
     assert response.status_code == 503
     assert _check(response)["dependencies"] == {"storage": "down"}
+
+
+def test_a_flood_of_health_requests_probes_the_dependencies_once_per_interval():
+    """GET /api/health is anonymous: its Key Vault read must not multiply with requests."""
+    from shared.adapters.health import HealthCheck
+
+    calls = {"vault": 0}
+    now = {"t": 0.0}
+
+    def vault():
+        calls["vault"] += 1
+
+    check = HealthCheck({"key_vault": vault}, max_age=15, clock=lambda: now["t"])
+    for _ in range(100):
+        assert check.report().healthy
+    assert calls["vault"] == 1
+    now["t"] = 16
+    check.report()
+    assert calls["vault"] == 2
