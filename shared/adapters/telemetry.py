@@ -37,6 +37,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from shared.connections import classify_token_error
 from shared.ports import AccessToken, IdentityProvider, SignedIn, TokenError
+from shared.redaction import scrub
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,10 @@ class RedactingLogProcessor(LogRecordProcessor):
                 del attributes[key]  # type: ignore[attr-defined]
             elif key in _URL_ATTRIBUTES:
                 attributes[key] = _without_query(attributes[key])  # type: ignore[index]
+            elif key.startswith("exception.") and isinstance(value := attributes[key], str):
+                # The OpenTelemetry handler builds these from exc_info itself, past the logging filter
+                # that scrubs exc_text: scrub them here too (a secret in an exception's text).
+                attributes[key] = scrub(value)  # type: ignore[index]
 
     def shutdown(self) -> None:
         pass
@@ -254,11 +259,14 @@ class Telemetry:
         `traceparent`, W3C Trace Context, written by the queue adapter), with ids as attributes."""
         parent = propagate.extract(_carrier(message)) if message is not None else None
         kind = SpanKind.CONSUMER if message is not None else SpanKind.INTERNAL
-        with self._tracer.start_as_current_span(name, context=parent, kind=kind,
+        with self._tracer.start_as_current_span(name, context=parent, kind=kind, record_exception=False,
                                                 attributes={k: v for k, v in ids.items() if v}) as span:
             try:
                 yield span
             except Exception as exc:
+                # Recorded by hand, scrubbed: the SDK's own record_exception copies the raw text.
+                span.add_event("exception", {"exception.type": type(exc).__name__,
+                                             "exception.message": scrub(str(exc))[:1000]})
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 raise
 

@@ -227,3 +227,26 @@ def test_queue_depths_and_notifications_are_exported_under_the_alerted_names(exp
     exported.telemetry.notification_received()
     assert ({t.QUEUE: "agent-deployments-poison"}, 3) in exported.points(t.QUEUE_MESSAGES)
     assert ({t.KIND: "change"}, 1) in exported.points(t.NOTIFICATIONS_RECEIVED)
+
+
+def test_an_exception_exported_to_application_insights_is_scrubbed():
+    """The OpenTelemetry log handler copies exception text from exc_info itself (past the logging
+    filter): a registered secret in an exception message never reaches the exported record."""
+    from shared.adapters.telemetry import RedactingLogProcessor
+    from shared.redaction import register_secret
+
+    secret = "agent-key-" + "s3cr3t" * 4
+    register_secret(secret)
+
+    class Record:
+        def __init__(self) -> None:
+            self.log_record = type("LR", (), {})()
+            self.log_record.attributes = {"exception.message": f"header value {secret} is invalid",
+                                          "exception.stacktrace": f"Traceback...\\nValueError: {secret}",
+                                          "connection_id": "c1"}
+
+    record = Record()
+    RedactingLogProcessor().on_emit(record)  # type: ignore[arg-type]
+    exported = record.log_record.attributes
+    assert secret not in exported["exception.message"] and secret not in exported["exception.stacktrace"]
+    assert exported["connection_id"] == "c1"
