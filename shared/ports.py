@@ -136,6 +136,7 @@ class Meeting:
     deploy_at: datetime | None = None
     enqueued_for: datetime | None = None
     enqueued_at: datetime | None = None  # when that deploy message was queued (a late one counts from here)
+    recalls: int = 0  # agents recalled from this meeting so far: a new one sent after is a new deployment
     failure_reason: str | None = None
     lease_until: datetime | None = None  # while agent is DEPLOYING: when the deployer's claim lapses
     agent_id: str | None = None  # the agent API's id of the deployed agent (what a recall names)

@@ -35,9 +35,10 @@ def meeting_key(link_key: str, start: datetime) -> str:
     return f"{start:%Y%m%dT%H%M%SZ}-{digest}"
 
 
-def idempotency_key(user_id: str, link_key: str, start: datetime) -> str:
-    """Stable id of (user, meeting link, start): the agent API deploys once per key."""
-    raw = f"{user_id}\n{link_key}\n{start.isoformat()}"
+def idempotency_key(user_id: str, link_key: str, start: datetime, recalls: int = 0) -> str:
+    """Stable id of (user, meeting link, start): the agent API deploys once per key. After `recalls`
+    agents were recalled from the meeting, the next one is a new deployment with a key of its own."""
+    raw = f"{user_id}\n{link_key}\n{start.isoformat()}" + (f"\n{recalls}" if recalls else "")
     return hashlib.sha256(raw.encode()).hexdigest()
 
 

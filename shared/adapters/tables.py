@@ -369,6 +369,7 @@ class TableMeetingStore:
             "Agent": m.agent.value if m.agent else "", "DeployAt": _iso(m.deploy_at),
             "EnqueuedFor": _iso(m.enqueued_for), "FailureReason": m.failure_reason or "",
             "LeaseUntil": _iso(m.lease_until), "AgentId": m.agent_id or "", "EnqueuedAt": _iso(m.enqueued_at),
+            "Recalls": m.recalls,
         }
 
     @staticmethod
@@ -381,6 +382,7 @@ class TableMeetingStore:
             enqueued_for=_dt(e.get("EnqueuedFor")), failure_reason=e.get("FailureReason") or None,
             lease_until=_dt(e.get("LeaseUntil")), etag=e.metadata.get("etag"),
             agent_id=e.get("AgentId") or None, enqueued_at=_dt(e.get("EnqueuedAt")),
+            recalls=int(e.get("Recalls") or 0),
         )
 
 

@@ -139,7 +139,8 @@ class DeployService:
                     end=claimed.end,
                     user_id=claimed.user_id,
                     meeting_id=claimed.key,
-                    idempotency_key=idempotency_key(claimed.user_id, claimed.link_key, claimed.start),
+                    idempotency_key=idempotency_key(claimed.user_id, claimed.link_key, claimed.start,
+                                                    claimed.recalls),
                 )
             )
         except BaseException:

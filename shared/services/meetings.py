@@ -54,9 +54,13 @@ def planned(jobs: JobQueue, now: datetime, meeting: Meeting, will_join: bool) ->
     """The meeting with its deployment scheduled (`will_join`) or withdrawn (not). A skipped meeting
     keeps the record of a message already queued (`enqueued_for`): if the user changes their mind
     before it surfaces, that message deploys; the deployer finds it unwanted otherwise."""
+    if meeting.agent is AgentState.RECALLED and will_join:
+        # Recalled (skipped, declined), then wanted again (joined, accepted): a new agent, a new
+        # deployment (the idempotency key counts the recalls), from a new deploy message.
+        meeting = replace(meeting, agent=None, enqueued_for=None, agent_id=None)
     if meeting.deploy_at is None or meeting.agent in (AgentState.DEPLOYING, AgentState.DEPLOYED, AgentState.FAILED,
                                                       AgentState.RECALLED):
-        return meeting  # sent, failed or recalled: settled (a recalled agent is not sent again by itself)
+        return meeting  # sent, failed or recalled (and not wanted): settled
     if not will_join:
         return meeting if meeting.agent is None else replace(meeting, agent=None)
     if meeting.enqueued_for == meeting.deploy_at:

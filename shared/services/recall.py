@@ -96,7 +96,8 @@ class RecallService:
             if meeting is None or meeting.agent_id != job.agent_id:
                 return  # the meeting left the calendar: nothing to show
             try:
-                self._meetings.replace(replace(meeting, agent=AgentState.RECALLED, lease_until=None))
+                self._meetings.replace(replace(meeting, agent=AgentState.RECALLED, lease_until=None,
+                                               recalls=meeting.recalls + 1))
                 return
             except Conflict:
                 continue

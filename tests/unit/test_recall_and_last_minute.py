@@ -253,3 +253,17 @@ def test_a_meeting_moved_into_the_lead_time_is_deployed_at_once(w):
     due = [d for j, d in w.world.jobs.deploys if j.deploy_at < w.world.clock.now() + timedelta(minutes=1)]
     assert due == [timedelta(0)]
     assert "deployed" in deliver_due(w)
+
+
+def test_a_meeting_skipped_and_recalled_then_joined_again_gets_a_new_agent(w):
+    """The user skips (the agent is recalled), then changes their mind: the page says the agent
+    joins, so one must — a new deployment, under a key of its own (the old one would be a 409)."""
+    _conn, meeting = deployed(w, "e1")
+    w.autojoin.choose(ALICE.id, meeting.key, Choice(False, False))
+    assert run_recalls(w) == ["recalled"]
+    w.autojoin.choose(ALICE.id, meeting.key, Choice(True, False))
+    assert deliver_due(w) == ["deployed"]
+    first, second = w.agents.calls
+    assert first.idempotency_key != second.idempotency_key
+    [again] = meetings(w)
+    assert again.agent is AgentState.DEPLOYED and again.agent_id == w.agents.ids[meeting.key]
