@@ -144,32 +144,37 @@ class AgentRecorder:
             fault.remaining -= 1
             return fault
 
+    @staticmethod
+    def _injected(fault: _Fault | None) -> tuple[int, dict[str, Any], list[tuple[str, str]]] | None:
+        """The answer an injected fault asks for (after its latency), or None to answer normally."""
+        if fault is not None and fault.latency_ms > 0:
+            time.sleep(fault.latency_ms / 1000)
+        if fault is None or fault.status is None:
+            return None
+        extra = [("Retry-After", str(fault.retry_after))] if fault.retry_after is not None else []
+        return fault.status, {"error": "injected_fault", "status": fault.status}, extra
+
+    @staticmethod
+    def _now() -> str:
+        return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
     def handle_event(
         self, headers: dict[str, str], raw_body: bytes
     ) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         """Decide the answer to one `POST /events` (a status event) and record the attempt."""
-        fault = self._take_fault(self._event_faults)
-        if fault is not None and fault.latency_ms > 0:
-            time.sleep(fault.latency_ms / 1000)
+        injected = self._injected(self._take_fault(self._event_faults))
         text = raw_body.decode("utf-8", errors="replace")
         body: Any
         try:
             body = json.loads(raw_body) if raw_body else None
         except ValueError:
             body = text
-        attempt: dict[str, Any] = {
-            "received_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "headers": headers,
-            "body": body,
-            "raw_body": text,
-        }
+        attempt: dict[str, Any] = {"received_at": self._now(), "headers": headers, "body": body, "raw_body": text}
         status: int
         answer: dict[str, Any]
         extra: list[tuple[str, str]] = []
-        if fault is not None and fault.status is not None:
-            status, answer = fault.status, {"error": "injected_fault", "status": fault.status}
-            if fault.retry_after is not None:
-                extra.append(("Retry-After", str(fault.retry_after)))
+        if injected is not None:
+            status, answer, extra = injected
         elif self.events_secret is not None and not _signed(self.events_secret, raw_body, headers):
             status, answer = 401, {"error": "invalid_signature"}
         elif not isinstance(body, dict):
@@ -185,28 +190,20 @@ class AgentRecorder:
         self, headers: dict[str, str], raw_body: bytes
     ) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         """Decide the answer to one `POST /agents` and record the attempt."""
-        fault = self._take_fault()
-        if fault is not None and fault.latency_ms > 0:
-            time.sleep(fault.latency_ms / 1000)
+        injected = self._injected(self._take_fault())
         key = _header(headers, "Idempotency-Key")
         body: Any
         try:
             body = json.loads(raw_body) if raw_body else None
         except ValueError:
             body = raw_body.decode("utf-8", errors="replace")
-        attempt: dict[str, Any] = {
-            "received_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "idempotency_key": key,
-            "body": body,
-            "headers": headers,
-        }
+        attempt: dict[str, Any] = {"received_at": self._now(), "idempotency_key": key, "body": body,
+                                   "headers": headers}
         status: int
         answer: dict[str, Any]
         extra: list[tuple[str, str]] = []
-        if fault is not None and fault.status is not None:
-            status, answer = fault.status, {"error": "injected_fault", "status": fault.status}
-            if fault.retry_after is not None:
-                extra.append(("Retry-After", str(fault.retry_after)))
+        if injected is not None:
+            status, answer, extra = injected
         elif self.api_key is not None and _header(headers, "Authorization") != f"Bearer {self.api_key}":
             status, answer = 401, {"error": "unauthorized"}
         elif not isinstance(body, dict):
@@ -231,14 +228,12 @@ class AgentRecorder:
 
     def handle_recall(self, headers: dict[str, str], agent_id: str) -> tuple[int, dict[str, Any] | None]:
         """Decide the answer to one `DELETE /agents/{id}` and record the attempt."""
-        fault = self._take_fault()
-        if fault is not None and fault.latency_ms > 0:
-            time.sleep(fault.latency_ms / 1000)
-        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        injected = self._injected(self._take_fault())
+        now = self._now()
         status: int
         answer: dict[str, Any] | None = None
-        if fault is not None and fault.status is not None:
-            status, answer = fault.status, {"error": "injected_fault", "status": fault.status}
+        if injected is not None:
+            status, answer, _ = injected
         elif self.api_key is not None and _header(headers, "Authorization") != f"Bearer {self.api_key}":
             status, answer = 401, {"error": "unauthorized"}
         else:

@@ -81,6 +81,21 @@ def _too_large(exc: HttpResponseError) -> Exception:
     return exc
 
 
+def _put_conditional(table: TableClient, entity: dict[str, Any], etag: str | None) -> str | None:
+    """Create the row (etag None) or replace it only if unchanged since read; the new ETag. Raises
+    Conflict when it exists already, changed, or is gone."""
+    try:
+        if etag is None:
+            meta = table.create_entity(entity)
+        else:
+            meta = table.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
+                                       match_condition=MatchConditions.IfNotModified)
+    except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+        raise Conflict(str(entity["PartitionKey"])) from None
+    etag_out: str | None = meta.get("etag")
+    return etag_out
+
+
 def _key_ok(*keys: str) -> bool:
     return all(bool(k) and len(k) <= 512 and not _BAD_KEY.search(k) for k in keys)
 
@@ -460,15 +475,7 @@ class TableSyncStateStore:
             "SyncedAt": _iso(state.synced_at),
             "Generation": state.generation, "LeaseOwner": state.lease_owner, "LeaseUntil": _iso(state.lease_until),
         }
-        try:
-            if state.etag is None:
-                meta = self._t.create_entity(entity)
-            else:
-                meta = self._t.update_entity(entity, mode=UpdateMode.REPLACE, etag=state.etag,
-                                             match_condition=MatchConditions.IfNotModified)
-        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
-            raise Conflict(state.connection_id) from None
-        return replace(state, etag=meta.get("etag"))
+        return replace(state, etag=_put_conditional(self._t, entity, state.etag))
 
     def remove(self, connection_id: str) -> None:
         for row in ("state", _QUEUED_ROW):
@@ -587,15 +594,7 @@ class TableSubscriptionStore:
             "SubscriptionId": subscription.subscription_id, "ExpiresAt": _iso(subscription.expires_at),
             "SecretName": subscription.secret_name, "CreatedAt": _iso(subscription.created_at),
         }
-        try:
-            if subscription.etag is None:
-                meta = self._t.create_entity(entity)
-            else:
-                meta = self._t.update_entity(entity, mode=UpdateMode.REPLACE, etag=subscription.etag,
-                                             match_condition=MatchConditions.IfNotModified)
-        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
-            raise Conflict(subscription.connection_id) from None
-        return replace(subscription, etag=meta.get("etag"))
+        return replace(subscription, etag=_put_conditional(self._t, entity, subscription.etag))
 
     def remove(self, subscription: Subscription) -> None:
         try:
