@@ -373,6 +373,19 @@ def instance_discovery(state: SimState, req: Request) -> Response:
 # Scopes
 
 
+def requested_scopes(raw_scope: str) -> tuple[list[str], list[str], tuple[str, int, str] | None]:
+    """The `scope` of an authorize or admin-consent request: Graph scopes, OIDC scopes, and the error
+    (error, AADSTS code, message) Microsoft answers a missing or invalid one with, else None."""
+    if not raw_scope.strip():
+        return [], [], ("invalid_request", 900144,
+                        "The request body must contain the following parameter: 'scope'.")
+    graph_scopes, oidc_scopes, invalid = parse_scopes(raw_scope)
+    if invalid is not None:
+        return [], [], ("invalid_scope", 70011, f"The provided value for the input parameter 'scope' is not "
+                        f"valid. The scope {invalid} is not valid.")
+    return graph_scopes, oidc_scopes, None
+
+
 def parse_scopes(raw: str) -> tuple[list[str], list[str], str | None]:
     """(Graph permissions, OIDC scopes, first invalid scope) of a requested scope string."""
     graph: list[str] = []
@@ -505,15 +518,9 @@ def authorize(state: SimState, req: Request, tenant: str) -> Response:
             )
         return back("unsupported_response_type", 70005, f"response_type '{response_type}' is not supported.")
     raw_scope = params.get("scope", "")
-    if not raw_scope.strip():
-        return back("invalid_request", 900144, "The request body must contain the following parameter: 'scope'.")
-    graph_scopes, oidc_scopes, invalid = parse_scopes(raw_scope)
-    if invalid is not None:
-        return back(
-            "invalid_scope",
-            70011,
-            f"The provided value for the input parameter 'scope' is not valid. The scope {invalid} is not valid.",
-        )
+    graph_scopes, oidc_scopes, scope_error = requested_scopes(raw_scope)
+    if scope_error is not None:
+        return back(*scope_error)
     challenge = params.get("code_challenge", "")
     if not challenge:
         return back(
@@ -612,15 +619,9 @@ def admin_consent(state: SimState, req: Request, tenant: str) -> Response:
         return _admin_consent_error(state, req, redirect_uri, state_param, error, code, message, subcode)
 
     raw_scope = params.get("scope", "")
-    if not raw_scope.strip():
-        return back("invalid_request", 900144, "The request body must contain the following parameter: 'scope'.")
-    graph_scopes, oidc_scopes, invalid = parse_scopes(raw_scope)
-    if invalid is not None:
-        return back(
-            "invalid_scope",
-            70011,
-            f"The provided value for the input parameter 'scope' is not valid. The scope {invalid} is not valid.",
-        )
+    graph_scopes, oidc_scopes, scope_error = requested_scopes(raw_scope)
+    if scope_error is not None:
+        return back(*scope_error)
     requested = graph_scopes + oidc_scopes
     if req.method == "GET":
         return _sign_in_page(app, requested, login_from_hint(params.get("login_hint", "")), None, organization=True)
