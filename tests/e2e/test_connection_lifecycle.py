@@ -184,9 +184,17 @@ def test_tokens_live_only_in_key_vault_and_disconnect_deletes_them(client, stack
     for secret in secrets_seen:
         assert secret not in dump and secret not in log and secret not in page_url
 
+    # The connection's Graph subscription keeps its clientState in Key Vault too (created by a queued
+    # job after the claim): wait for it, so the disconnect below is seen deleting both.
+    subscriptions = tables.get_table_client("subscriptions")
+    subscription = eventually(lambda: next(iter(subscriptions.query_entities(f"PartitionKey eq '{conn['id']}'")),
+                                           None))
+    stored = tables.get_table_client("connections").get_entity(sub(token), conn["id"])
     names = {p.name for p in vault.list_properties_of_secrets()}
     assert client.call("DELETE", f"outlook/connections/{conn['id']}", token).status_code == 204
     after = {p.name for p in vault.list_properties_of_secrets()}
     gone = names - after
-    assert len(gone) == 1 and next(iter(gone)).startswith("outlook-cache-")
+    # Exactly this connection's token cache and clientState, nothing of anyone else's.
+    assert gone == {stored["SecretName"], subscription["SecretName"]}
+    assert stored["SecretName"].startswith("outlook-cache-")
     assert {d.name for d in vault.list_deleted_secrets()} >= gone  # soft-deleted, name never reused
