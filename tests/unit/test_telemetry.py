@@ -250,3 +250,16 @@ def test_an_exception_exported_to_application_insights_is_scrubbed():
     exported = record.log_record.attributes
     assert secret not in exported["exception.message"] and secret not in exported["exception.stacktrace"]
     assert exported["connection_id"] == "c1"
+
+
+def test_the_shipped_host_json_routes_invocation_telemetry_through_opentelemetry():
+    """With the default mode the Functions host sends a failed invocation's exception to Application
+    Insights through its own SDK, past the worker's scrubbing processors above. `"telemetryMode":
+    "OpenTelemetry"` at host.json's root hands that telemetry to the OpenTelemetry pipeline the app
+    configures (learn.microsoft.com/azure/azure-functions/opentelemetry-howto, "Enable OpenTelemetry
+    in the Functions host")."""
+    from pathlib import Path
+
+    host = json.loads((Path(__file__).resolve().parents[2] / "host.json").read_text())
+    assert host.get("telemetryMode") == "OpenTelemetry"
+    assert host["version"] == "2.0"
