@@ -36,6 +36,7 @@ from __future__ import annotations
 import binascii
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
@@ -168,8 +169,27 @@ def _visibility_seconds(delay: timedelta) -> int:
 # ---------------------------------------------------------------------------------------------------
 
 
+# Text in `data` that people outside CoAgentor choose (an invite's title, set by whoever sent the
+# invitation): the platform turns events into branded e-mails and notifications, so it is passed as a
+# JSON string value (data, never markup), at most MAX_OUTSIDER_TEXT characters, without control or
+# bidirectional-override characters (which could fake line breaks or reorder what the reader sees).
+# API.md, "Status events": "passed as data, never as markup, and capped at 255 characters".
+OUTSIDER_TEXT_FIELDS = ("title",)
+MAX_OUTSIDER_TEXT = 255
+_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]+")
+
+
+def outsider_text(value: object) -> str:
+    """`value` as plain text safe to show in a notification: control and bidi characters become one
+    space, at most MAX_OUTSIDER_TEXT characters."""
+    return _INVISIBLE.sub(" ", str(value)).strip()[:MAX_OUTSIDER_TEXT]
+
+
 def envelope(event: StatusEvent) -> tuple[bytes, dict[str, str]]:
-    """The CloudEvents 1.0 structured-mode JSON body of `event` and its `Content-Type` header."""
+    """The CloudEvents 1.0 structured-mode JSON body of `event` and its `Content-Type` header. Fields
+    in OUTSIDER_TEXT_FIELDS are cut to plain text of at most MAX_OUTSIDER_TEXT characters."""
+    data = {k: outsider_text(v) if k in OUTSIDER_TEXT_FIELDS and v is not None else v
+            for k, v in event.data.items()}
     cloud_event = CloudEvent(
         {
             "specversion": "1.0",
@@ -180,7 +200,7 @@ def envelope(event: StatusEvent) -> tuple[bytes, dict[str, str]]:
             "subject": event.subject,
             "datacontenttype": DATA_CONTENT_TYPE,
         },
-        json.loads(json.dumps(event.data, default=_json_default)),
+        json.loads(json.dumps(data, default=_json_default)),
     )
     message = to_structured_event(cloud_event)
     return message.body, {"Content-Type": message.headers["content-type"]}

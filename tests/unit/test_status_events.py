@@ -363,3 +363,22 @@ def test_the_recording_fake_keeps_what_services_publish() -> None:
     assert recorder.published == [event]
     assert recorder.of_type(StatusEventType.CONNECTION_ERROR) == [event]
     assert recorder.of_type(StatusEventType.CONNECTION_RESTORED) == []
+
+
+def test_an_invite_title_chosen_by_an_outsider_reaches_the_platform_as_capped_plain_data() -> None:
+    """Whoever sends the invitation picks its title; the platform turns the event into a branded
+    notification. It arrives as a JSON string of at most 255 characters, markup kept as literal text
+    (never interpreted here), with no line breaks or bidi overrides to fake a second message."""
+    forged = ('<a href="https://evil.example/reset">Reset your password</a>\r\n\r\nCoAgentor Security: '
+              "\u202egnp.exe " + "x" * 5000)
+    event = StatusEvent(type=StatusEventType.AGENT_FAILED, subject="user-bob", id="evt-2", time=datetime.now(UTC),
+                        data={"meeting_id": "m-1", "title": forged, "start": "2026-03-02T09:30:00Z",
+                              "reason": "agent_api_refused"})
+    body, _ = envelope(event)
+    sent = json.loads(body)
+    title = sent["data"]["title"]
+    assert sent["datacontenttype"] == "application/json"
+    assert isinstance(title, str) and len(title) <= 255
+    assert title.startswith('<a href="https://evil.example/reset">Reset your password</a> ')
+    assert not any(ch in title for ch in "\r\n\u202e")
+    assert sent["data"]["meeting_id"] == "m-1" and sent["data"]["reason"] == "agent_api_refused"
