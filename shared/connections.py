@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -21,6 +22,13 @@ PLAN_LIMITS: dict[Plan, int | None] = {Plan.FREE: 1, Plan.SOLO: 2, Plan.PRO: Non
 
 def plan_limit(plan: Plan) -> int | None:
     return PLAN_LIMITS[plan]
+
+
+def owner_tag(user_id: str) -> str:
+    """An opaque, stable tag of a CoAgentor user (32 hex characters: SHA-256 of the id), used where
+    a value must name its user's storage partition but leaves the service in a URL (a sign-in's
+    `state`, a claim code, an admin-consent `state`): the platform's user id itself never does."""
+    return hashlib.sha256(f"owner:{user_id}".encode()).hexdigest()[:32]
 
 
 class ConnectionStatus(StrEnum):

@@ -70,6 +70,27 @@ class ClaimStore(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class AdminConsentLink:
+    """The admin-consent link a user hands to their IT admin: its `state` nonce (kept as-is, so the
+    same link can be shown again while it lives: it grants nothing but the "approved" notice of this
+    user's page), how long it is accepted, and when an admin last came back through it."""
+
+    owner: str  # connections.owner_tag of the user
+    user_id: str
+    nonce: str
+    expires_at: datetime
+    consented_at: datetime | None = None
+    tenant_id: str | None = None
+
+
+class AdminConsentLinks(Protocol):
+    def get(self, owner: str) -> AdminConsentLink | None: ...
+    def put(self, link: AdminConsentLink) -> None:
+        """Create or replace the owner's one link."""
+        ...
+
+
 class ConnectionStore(Protocol):
     def list_for_user(self, user_id: str) -> list[Connection]: ...
     def get(self, user_id: str, connection_id: str) -> Connection | None: ...

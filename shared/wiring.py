@@ -40,6 +40,7 @@ from shared.adapters.queues import (
     SubscriptionQueue,
 )
 from shared.adapters.tables import (
+    TableAdminConsentLinks,
     TableClaimStore,
     TableConnectionStore,
     TableEventIndex,
@@ -216,6 +217,7 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
             connections=connections, identity=identity, calendar=graph, secrets_store=vault, clock=clock,
             jobs=SubscribeOnClaim(jobs, subscription_jobs),  # a connect or reconnect also subscribes
             health=connection_health,
+            consent_links=TableAdminConsentLinks(tables.get_table_client("authflows")),
         ),
         accounts=accounts,
         erasure=Erasure(rows=user_rows, secrets_store=vault, jobs=ErasureQueue(queue(ERASURE_QUEUE)),

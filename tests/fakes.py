@@ -14,6 +14,7 @@ from shared.autojoin import JoinRules
 from shared.connections import Connection, Plan, PlanLimitExceeded, plan_limit
 from shared.ports import (
     AccessToken,
+    AdminConsentLink,
     CalendarUnavailable,
     Conflict,
     ConnectionPage,
@@ -56,6 +57,17 @@ class Flows:
         for k in expired:
             del self.rows[k]
         return len(expired)
+
+
+class AdminConsentLinks:
+    def __init__(self) -> None:
+        self.rows: dict[str, AdminConsentLink] = {}
+
+    def get(self, owner: str) -> AdminConsentLink | None:
+        return self.rows.get(owner)
+
+    def put(self, link: AdminConsentLink) -> None:
+        self.rows[link.owner] = link
 
 
 class Claims:

@@ -32,13 +32,21 @@ SILENT_SCOPES = ["Calendars.Read"]
 GRAPH_RESOURCE = "https://graph.microsoft.com/"
 
 
-def admin_consent_url(authority: str, client_id: str, redirect_uri: str) -> str:
-    """Where an IT admin grants tenant-wide consent (v2 admin consent endpoint). `organizations`,
-    not `common`, as the endpoint needs a work or school admin; the admin returns to our callback
-    with `admin_consent=True&tenant=...`."""
+# What MSAL's authorize request adds to SCOPES (msal's reserved scopes): an admin consents to all of
+# them, so nobody meets a consent screen after the admin approved.
+_OIDC_SCOPES = ("openid", "profile", "offline_access")
+
+
+def admin_consent_url(authority: str, client_id: str, redirect_uri: str, state: str) -> str:
+    """Where an IT admin grants tenant-wide consent (v2 admin consent endpoint,
+    learn.microsoft.com/entra/identity-platform/v2-admin-consent: `scope` required, resource-qualified
+    permissions and OIDC scopes; `state` returned as sent). `organizations`, not `common`, as the
+    endpoint needs a work or school admin. It asks for exactly what sign-in asks for: SCOPES on Graph
+    plus openid, profile and offline_access. The admin returns to our callback with
+    `admin_consent=True&tenant=...&state=...`, where `state` is checked."""
     base = authority.rstrip("/").rsplit("/", 1)[0]
-    scope = " ".join(GRAPH_RESOURCE + s for s in ("Calendars.Read", "User.Read"))
-    query = urlencode({"client_id": client_id, "scope": scope, "redirect_uri": redirect_uri})
+    scope = " ".join([GRAPH_RESOURCE + s for s in SCOPES if s not in ("email",)] + ["email", *_OIDC_SCOPES])
+    query = urlencode({"client_id": client_id, "scope": scope, "redirect_uri": redirect_uri, "state": state})
     return f"{base}/organizations/v2.0/adminconsent?{query}"
 
 

@@ -25,6 +25,7 @@ from shared.autojoin import ExternalInvites, JoinRules, Response
 from shared.connections import Connection, ConnectionStatus, Plan, PlanLimitExceeded, plan_limit
 from shared.meeting_links import Platform
 from shared.ports import (
+    AdminConsentLink,
     Conflict,
     ConnectionPage,
     Meeting,
@@ -132,6 +133,34 @@ class TableFlowStore:
         for e in expired:
             self._t.delete_entity(e["PartitionKey"], "flow")
         return len(expired)
+
+
+class TableAdminConsentLinks:
+    """In `authflows`, beside the user's sign-in flows: PartitionKey the user's owner tag, RowKey
+    `adminconsent`, one row per user (so erasure finds it in the user's partition)."""
+
+    _ROW = "adminconsent"
+
+    def __init__(self, table: TableClient) -> None:
+        self._t = table
+
+    def get(self, owner: str) -> AdminConsentLink | None:
+        if not _key_ok(owner):
+            return None
+        try:
+            e = self._t.get_entity(owner, self._ROW)
+        except ResourceNotFoundError:
+            return None
+        return AdminConsentLink(owner=owner, user_id=e["UserId"], nonce=e["Nonce"],
+                                expires_at=_required_dt(e["ExpiresAt"]), consented_at=_dt(e.get("ConsentedAt")),
+                                tenant_id=e.get("TenantId") or None)
+
+    def put(self, link: AdminConsentLink) -> None:
+        self._t.upsert_entity({
+            "PartitionKey": link.owner, "RowKey": self._ROW, "UserId": link.user_id, "Nonce": link.nonce,
+            "ExpiresAt": _iso(link.expires_at),
+            "ConsentedAt": _iso(link.consented_at), "TenantId": (link.tenant_id or "")[:64],
+        }, mode=UpdateMode.REPLACE)
 
 
 class TableClaimStore:

@@ -12,7 +12,7 @@ import secrets
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from urllib.parse import urlencode
 
@@ -24,10 +24,13 @@ from shared.connections import (
     PlanLimitExceeded,
     aadsts_code,
     classify_token_error,
+    owner_tag,
     plan_limit,
 )
 from shared.platform_auth import User
 from shared.ports import (
+    AdminConsentLink,
+    AdminConsentLinks,
     CalendarReader,
     CalendarUnavailable,
     ClaimStore,
@@ -48,6 +51,12 @@ log = logging.getLogger(__name__)
 
 FLOW_LIFETIME = timedelta(minutes=10)
 CLAIM_LIFETIME = timedelta(minutes=10)
+# An admin-consent link is forwarded to IT and may be opened days later; a new one is issued once
+# the current one has less than a day left, so a link just shown stays valid for at least a day.
+ADMIN_CONSENT_LINK_LIFETIME = timedelta(days=7)
+_ADMIN_CONSENT_RENEW_BEFORE = timedelta(days=1)
+# How long after an admin came back through the user's link the page may say "approved".
+ADMIN_CONSENT_NEWS = timedelta(minutes=30)
 
 
 def _hash(value: str) -> str:
@@ -122,7 +131,9 @@ class ConnectService:
         jobs: JobQueue,
         clock: Clock,
         health: ConnectionHealth,
+        consent_links: AdminConsentLinks,
     ) -> None:
+        self._consent_links = consent_links
         self._health = health
         self._flows = flows
         self._claims = claims
@@ -161,16 +172,50 @@ class ConnectService:
         log.info("connect started", extra={"user_id": user.id, "reconnect": bool(reconnect_id)})
         return str(flow["auth_uri"])
 
+    # ------------------------------------------------------------------ admin consent
+    def admin_consent_state(self, user: User) -> str:
+        """The `state` for this user's admin-consent link (`<owner tag>.<nonce>`): the same one while
+        it has more than a day to live, else a new one valid for ADMIN_CONSENT_LINK_LIFETIME."""
+        owner = owner_tag(user.id)
+        now = self._clock.now()
+        link = self._consent_links.get(owner)
+        if link is None or link.expires_at - now < _ADMIN_CONSENT_RENEW_BEFORE:
+            link = AdminConsentLink(owner=owner, user_id=user.id, nonce=secrets.token_urlsafe(32),
+                                    expires_at=now + ADMIN_CONSENT_LINK_LIFETIME)
+            self._consent_links.put(link)
+        return f"{owner}.{link.nonce}"
+
+    def admin_consented_at(self, user: User) -> datetime | None:
+        """When an admin last came back through this user's link, if within ADMIN_CONSENT_NEWS (what
+        lets the page say "approved": the redirect's `?outlook=admin_consented` alone never does)."""
+        link = self._consent_links.get(owner_tag(user.id))
+        if link is None or link.consented_at is None or link.consented_at < self._clock.now() - ADMIN_CONSENT_NEWS:
+            return None
+        return link.consented_at
+
+    def _admin_consent_returned(self, response: Mapping[str, str]) -> CallbackResult:
+        """An IT admin back from the admin-consent endpoint (learn.microsoft.com/entra/identity-platform/
+        v2-admin-consent: `admin_consent=True&tenant=...&state=...`, or `error` beside admin_consent).
+        Counts only with a `state` this service issued and that is still valid."""
+        owner, _, nonce = response.get("state", "").partition(".")
+        link = self._consent_links.get(owner) if owner and nonce else None
+        now = self._clock.now()
+        if link is None or link.expires_at <= now or not secrets.compare_digest(link.nonce.encode(), nonce.encode()):
+            log.warning("admin consent return with an unknown or expired state")
+            return CallbackResult(Outcome.EXPIRED, "unknown_state" if owner else "missing_state")
+        # Microsoft's error redirect still carries admin_consent=True next to `error`: check it first.
+        if response.get("error"):
+            return _sign_in_error(response["error"], response.get("error_description"))
+        if response["admin_consent"].lower() != "true":
+            return CallbackResult(Outcome.FAILED, "admin_consent_not_granted")
+        self._consent_links.put(replace(link, consented_at=now, tenant_id=response.get("tenant") or None))
+        log.info("admin consent granted through a user's link", extra={"tenant_id": response.get("tenant")})
+        return CallbackResult(Outcome.ADMIN_CONSENTED)
+
     # ------------------------------------------------------------------ leg 2
     def complete(self, response: Mapping[str, str]) -> CallbackResult:
         if "admin_consent" in response:
-            # An IT admin returning from the admin-consent endpoint: no user flow, nothing to store.
-            # Microsoft's error redirect still carries admin_consent=True next to `error`: check it first.
-            if response.get("error"):
-                return _sign_in_error(response["error"], response.get("error_description"))
-            if response["admin_consent"].lower() == "true":
-                return CallbackResult(Outcome.ADMIN_CONSENTED)
-            return CallbackResult(Outcome.FAILED, "admin_consent_not_granted")
+            return self._admin_consent_returned(response)
         state = response.get("state", "")
         pending = self._flows.take(_hash(state)) if state else None
         if pending is None:

@@ -8,7 +8,7 @@ from shared.adapters.identity import admin_consent_url
 from shared.connections import plan_limit
 from shared.platform_auth import User
 from shared.triggers.http import SECURITY_HEADERS, authed, error, json_response
-from shared.triggers.views import account_view, connection_view, meeting_view
+from shared.triggers.views import account_view, connection_view, iso, meeting_view
 from shared.wiring import Container, container
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,11 @@ def list_connections(req: func.HttpRequest, c: Container, user: User) -> func.Ht
         "app": {
             "client_id": c.settings.outlook_client_id,
             "admin_consent_url": admin_consent_url(c.settings.outlook_authority, c.settings.outlook_client_id,
-                                                   c.settings.outlook_redirect_uri),
+                                                   c.settings.outlook_redirect_uri,
+                                                   c.connect.admin_consent_state(user)),
+            # Set only when an admin came back through this user's link lately: the page says
+            # "approved" from this, never from its own URL.
+            "admin_consented_at": iso(c.connect.admin_consented_at(user)),
         },
     })
 

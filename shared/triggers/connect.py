@@ -26,7 +26,7 @@ bp = func.Blueprint()
 
 # Only these callback fields reach MSAL; anything else in the request is ignored.
 _CALLBACK_FIELDS = ("code", "state", "error", "error_description", "error_uri", "client_info", "session_state",
-                    "admin_consent")
+                    "admin_consent", "tenant")
 
 
 @bp.function_name("outlook_connect")

@@ -15,7 +15,7 @@ from shared.services.meetings import accounts_of
 from shared.triggers.http import error
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
@@ -35,9 +35,9 @@ def connection_view(c: Connection, now: datetime, warning_after_seconds: int,
         "reason_code": reason.code if reason else None,
         "reason": reason.message if reason else None,
         "action": reason.action.value if reason and reason.action else None,
-        "connected_at": _iso(c.connected_at),
-        "last_refreshed_at": _iso(c.last_refreshed_at),
-        "last_synced_at": _iso(last_synced_at),
+        "connected_at": iso(c.connected_at),
+        "last_refreshed_at": iso(c.last_refreshed_at),
+        "last_synced_at": iso(last_synced_at),
         "warning": c.warning(now, warning_after_seconds, sync_warning_after_seconds),
     }
 
@@ -52,13 +52,13 @@ def meeting_view(m: Meeting, decision: Decision) -> dict[str, Any]:
     return {
         "id": m.key,
         "title": m.title,
-        "start": _iso(m.start),
-        "end": _iso(m.end),
+        "start": iso(m.start),
+        "end": iso(m.end),
         "platform": m.platform,
         "join_url": m.join_url,
         "accounts": accounts_of(m),
         "agent": agent,
-        "agent_at": _iso(m.deploy_at) if decision.will_join or agent is not None else None,
+        "agent_at": iso(m.deploy_at) if decision.will_join or agent is not None else None,
         "response": facts.response.value,
         "external": facts.external,
         "series": facts.series,

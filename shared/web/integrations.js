@@ -35,7 +35,7 @@
   const ADMIN_TODO = "Ask your IT admin to allow CoAgentor's Outlook Calendar app.";
 
   const $ = (id) => document.getElementById(id);
-  const state = { connections: [], plan: null, clientId: "", adminConsentUrl: "", meetings: [], signedIn: true,
+  const state = { connections: [], plan: null, clientId: "", adminConsentUrl: "", adminConsentedAt: null, meetings: [], signedIn: true,
     rules: null };
   let pendingDisconnect = null;
 
@@ -275,6 +275,9 @@
     return claim(code);
   }
 
+  // The reason comes from the page's URL: only a reason code (as the callback writes them) is shown.
+  function reasonCode(reason) { return /^[a-z0-9_]{1,64}$/.test(reason || "") ? reason : "sign_in_error"; }
+
   function showReturnOutcome(ret, claimed) {
     if (claimed) {
       if (claimed.ok) {
@@ -308,9 +311,17 @@
         return;
       }
       case "admin_consented":
-        notice("success", "CoAgentor approved for your organisation",
-          ["Thank you. People in your organisation can now connect their Outlook calendars."],
-          [connectAgainButton()], true);
+        // Said only when the service recorded an admin's return through this user's link: the page's
+        // own URL is anyone's to craft.
+        if (state.adminConsentedAt) {
+          notice("success", "CoAgentor approved for your organisation",
+            ["Thank you. People in your organisation can now connect their Outlook calendars."],
+            [connectAgainButton()], true);
+        } else {
+          notice("info", "No approval recorded",
+            ["CoAgentor has no record of an approval through your admin consent link."].concat(adminConsentParts()),
+            [connectAgainButton()], true);
+        }
         return;
       case "expired":
       case "confirm": // confirm without a claim code: nothing to claim
@@ -319,7 +330,7 @@
       case "failed":
         notice("error", "Microsoft sign-in did not complete",
           ["Nothing was connected. Please try again; if it keeps happening, contact support and mention " +
-            "“" + (ret.reason || "sign_in_error") + "”."], [connectAgainButton("Try again")], true);
+            "“" + reasonCode(ret.reason) + "”."], [connectAgainButton("Try again")], true);
         return;
       default:
         notice("error", "Connecting did not complete", ["Nothing was connected. Please try again."],
@@ -615,6 +626,7 @@
     state.plan = conns.data.plan || null;
     state.clientId = (conns.data.app && conns.data.app.client_id) || state.clientId;
     state.adminConsentUrl = (conns.data.app && conns.data.app.admin_consent_url) || state.adminConsentUrl;
+    state.adminConsentedAt = (conns.data.app && conns.data.app.admin_consented_at) || null;
     renderConnections();
     await loadMeetings();
     if (state.signedIn) { await loadRules(); }

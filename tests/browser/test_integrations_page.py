@@ -8,6 +8,7 @@ import json
 import re
 import uuid
 from datetime import timedelta
+from urllib.parse import quote
 
 import pytest
 from playwright.sync_api import expect
@@ -23,11 +24,12 @@ ADMIN_CONSENT = ("https://login.microsoftonline.com/organizations/v2.0/admincons
                  f"{OUTLOOK_CLIENT_ID}&scope=https%3A%2F%2Fgraph.microsoft.com%2FCalendars.Read")
 
 
-def admin_consent_url(stack) -> str:
+def admin_consent_url(stack) -> re.Pattern[str]:
     """What the running service hands the page for IT admins: the v2 admin-consent endpoint of the
-    configured authority's cloud, with our callback as the redirect URI."""
-    return shared_admin_consent_url(f"{stack.sim_url}/common", OUTLOOK_CLIENT_ID,
-                                    f"{stack.functions_url}/api/outlook/callback")
+    configured authority's cloud, with our callback as the redirect URI and a `state` of this user's."""
+    url = shared_admin_consent_url(f"{stack.sim_url}/common", OUTLOOK_CLIENT_ID,
+                                   f"{stack.functions_url}/api/outlook/callback", "STATE")
+    return re.compile("^" + re.escape(url).replace("STATE", "[0-9a-f]{32}\\.[A-Za-z0-9_-]{43}") + "$")
 
 pytestmark = pytest.mark.browser
 
@@ -247,6 +249,24 @@ def test_an_expired_or_reused_sign_in_asks_to_try_again(person: Person):
     expect(person.notice()).to_contain_text("Microsoft sign-in did not complete")
     expect(person.notice()).to_contain_text("profile_unavailable")  # what to tell support
     assert "outlook=" not in page.url
+
+
+def test_a_crafted_link_cannot_make_the_page_claim_approval_or_show_its_own_words(person: Person):
+    """Anyone can send a link to the page: `?outlook=admin_consented` is "approved" only when the
+    service recorded an admin's return through this user's link, and a `reason` that is not a reason
+    code is not shown."""
+    person.open("solo")
+    page = person.page
+    page.goto(f"{person.page_url}?outlook=admin_consented")
+    person.ready()
+    expect(person.notice()).to_contain_text("No approval recorded")
+    expect(person.notice()).not_to_contain_text("approved for your organisation")
+
+    page.goto(f"{person.page_url}?outlook=failed&reason=" + quote("Call 0800 123 456 to restore access"))
+    person.ready()
+    expect(person.notice()).to_contain_text("Microsoft sign-in did not complete")
+    expect(person.notice()).not_to_contain_text("0800")
+    expect(person.notice()).to_contain_text("sign_in_error")
 
 
 def test_the_page_works_from_the_keyboard_and_says_when_you_are_signed_out(person: Person, stack):

@@ -220,17 +220,27 @@ def client_user(token: str) -> str:
 
 
 def test_an_it_admin_returning_from_admin_consent_is_thanked_not_told_it_expired(client):
-    app = client.connections(client.token(user()))["app"]
+    token = client.token(user())
+    app = client.connections(token)["app"]
+    assert app["admin_consented_at"] is None
     consent = urlsplit(app["admin_consent_url"])
     assert consent.path == "/organizations/v2.0/adminconsent"
     query = parse_qs(consent.query)
     assert query["client_id"] == [app["client_id"]]
     assert query["redirect_uri"] == [f"{client.stack.functions_url}/api/outlook/callback"]
+    # Everything sign-in asks for, so nobody meets a consent screen after the admin approved.
     assert set(query["scope"][0].split()) == {"https://graph.microsoft.com/Calendars.Read",
-                                              "https://graph.microsoft.com/User.Read"}
-    back = client.api.get(f"{client.stack.functions_url}/api/outlook/callback?admin_consent=True&tenant=t1",
+                                              "https://graph.microsoft.com/User.Read",
+                                              "email", "openid", "profile", "offline_access"}
+    callback = f"{client.stack.functions_url}/api/outlook/callback"
+    forged = client.api.get(f"{callback}?admin_consent=True&tenant=t1", allow_redirects=False)
+    assert forged.status_code == 302 and "outlook=admin_consented" not in forged.headers["Location"]
+    assert client.connections(token)["app"]["admin_consented_at"] is None
+    back = client.api.get(f"{callback}?admin_consent=True&tenant=t1&state={query['state'][0]}",
                           allow_redirects=False)
     assert back.status_code == 302 and back.headers["Location"].endswith("?outlook=admin_consented")
+    assert client.connections(token)["app"]["admin_consented_at"] is not None
+    assert client.connections(client.token(user()))["app"]["admin_consented_at"] is None  # someone else
 
 
 def test_reconnect_preselects_the_connections_account(client):

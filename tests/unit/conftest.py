@@ -22,6 +22,7 @@ from tests import fakes
 class World:
     clock: FixedClock
     flows: fakes.Flows
+    consent_links: fakes.AdminConsentLinks
     claims: fakes.Claims
     connections: fakes.Connections
     meetings: fakes.Meetings
@@ -62,7 +63,8 @@ LEAD = 120
 def world() -> World:
     clock = FixedClock(datetime(2026, 11, 24, 9, 0, tzinfo=UTC))
     w = dict(
-        flows=fakes.Flows(), claims=fakes.Claims(), connections=fakes.Connections(), meetings=fakes.Meetings(),
+        flows=fakes.Flows(), consent_links=fakes.AdminConsentLinks(), claims=fakes.Claims(),
+        connections=fakes.Connections(), meetings=fakes.Meetings(),
         index=fakes.Index(), states=fakes.SyncStates(), secrets=fakes.Secrets(),
         identity=fakes.Identity(now=clock.now), calendar=fakes.Calendar(), jobs=fakes.Jobs(), agents=fakes.Agents(),
         rules=fakes.JoinRulesStore(),
@@ -77,7 +79,7 @@ def world() -> World:
         clock=clock, **w,
         connect=ConnectService(flows=w["flows"], claims=w["claims"], connections=w["connections"],
                                identity=w["identity"], calendar=w["calendar"], secrets_store=w["secrets"],
-                               jobs=w["jobs"], clock=clock, health=health),
+                               jobs=w["jobs"], clock=clock, health=health, consent_links=w["consent_links"]),
         accounts=AccountsService(connections=w["connections"], meetings=w["meetings"], index=w["index"],
                                  sync_state=w["states"], secrets_store=w["secrets"], clock=clock, health=health),
         tokens=tokens,

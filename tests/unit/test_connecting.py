@@ -196,3 +196,69 @@ def test_connection_ids_are_not_reused_for_a_new_account(world):
     b = world.connect_account(User("u", Plan.PRO), PERSONAL).connection
     assert a.id != b.id and a.secret_name != b.secret_name
     assert replace(a, id=b.id) != b
+
+
+def _consent_state(world, user: User) -> str:
+    return world.connect.admin_consent_state(user)
+
+
+def test_an_admin_returning_through_a_users_link_is_recorded_for_that_user_only(world):
+    state = _consent_state(world, ALICE)
+    assert _consent_state(world, ALICE) == state  # the same link while it lives: it may be forwarded to IT
+    assert world.connect.admin_consented_at(ALICE) is None
+    result = world.connect.complete({"admin_consent": "True", "tenant": "tid-contoso", "state": state})
+    assert result.outcome is Outcome.ADMIN_CONSENTED
+    assert world.connect.admin_consented_at(ALICE) == world.clock.now()
+    assert world.connect.admin_consented_at(MALLORY) is None
+    world.clock.advance(31 * 60)
+    assert world.connect.admin_consented_at(ALICE) is None  # news, not a permanent banner
+
+
+@pytest.mark.parametrize("state", [None, "", "forged", "0" * 32 + ".forged"])
+def test_an_admin_consent_return_without_a_state_this_service_issued_is_not_called_approval(world, state):
+    """A crafted `callback?admin_consent=True` (no state, or one never issued) is not "approved":
+    anyone could send such a link."""
+    real = _consent_state(world, ALICE)
+    response = {"admin_consent": "True", "tenant": "tid-contoso"}
+    if state is not None:
+        response["state"] = state
+    result = world.connect.complete(response)
+    assert result.outcome is Outcome.EXPIRED
+    assert world.connect.admin_consented_at(ALICE) is None
+    owner = real.split(".")[0]
+    tampered = world.connect.complete({"admin_consent": "True", "state": f"{owner}.not-the-nonce"})
+    assert tampered.outcome is Outcome.EXPIRED and world.connect.admin_consented_at(ALICE) is None
+
+
+def test_an_admin_consent_link_lives_a_week_and_a_fresh_one_is_shown_before_it_ends(world):
+    state = _consent_state(world, ALICE)
+    world.clock.advance(6 * 86400 + 1)
+    fresh = _consent_state(world, ALICE)
+    assert fresh != state
+    result = world.connect.complete({"admin_consent": "True", "tenant": "t", "state": state})
+    assert result.outcome is Outcome.EXPIRED  # replaced by the fresh one
+    assert world.connect.complete({"admin_consent": "True", "tenant": "t", "state": fresh}).outcome \
+        is Outcome.ADMIN_CONSENTED
+
+
+def test_an_admin_who_declines_is_not_thanked(world):
+    state = _consent_state(world, ALICE)
+    result = world.connect.complete({"admin_consent": "True", "state": state, "error": "access_denied",
+                                     "error_description": "AADSTS65004: User declined to consent"})
+    assert result.outcome is Outcome.CANCELLED and world.connect.admin_consented_at(ALICE) is None
+
+
+def test_the_admin_consent_link_asks_for_every_scope_sign_in_asks_for_and_carries_the_state():
+    from urllib.parse import parse_qs, urlsplit
+
+    from shared.adapters.identity import admin_consent_url
+
+    url = admin_consent_url("https://login.microsoftonline.com/common", "app-id",
+                            "https://svc.example/api/outlook/callback", "owner.nonce")
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    assert parts.path == "/organizations/v2.0/adminconsent"
+    assert query["state"] == ["owner.nonce"]
+    assert set(query["scope"][0].split()) == {
+        "https://graph.microsoft.com/Calendars.Read", "https://graph.microsoft.com/User.Read",
+        "email", "openid", "profile", "offline_access"}
