@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from devstack._signals import StopSignals
-from devstack.stack import Stack, StartCancelled, platform_token, ports_from_env
+from devstack.stack import Stack, StartCancelled, host_ports_from_env, platform_token, ports_from_env
 
 
 def _dir() -> Path:
@@ -44,7 +44,13 @@ def main(argv: list[str] | None = None) -> int:
         print(platform_token(_dir(), args.user, args.plan, email=args.email))
         return 0
 
-    stack = Stack(devstack_dir=_dir(), ports=ports_from_env(), quiet=False)
+    ports = ports_from_env()
+    try:
+        host_ports = host_ports_from_env(ports["FUNCTIONS_PORT"])
+    except ValueError as exc:
+        print(f"devstack: {exc}", file=sys.stderr)
+        return 2
+    stack = Stack(devstack_dir=_dir(), ports=ports, quiet=False, extra_host_ports=host_ports[1:])
 
     def force_stop(signum: int) -> None:
         # Inside the signal handler: nothing that takes a lock (print() does; os.write does not).

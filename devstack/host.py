@@ -13,13 +13,19 @@ It imports `<app>.app` (a `func.FunctionApp`) from the script root and runs its 
   (Azure/azure-functions-host#10098). A function that declares no methods gets every one.
   Auth levels are not enforced: like Core Tools, FUNCTION and ADMIN functions need no key here.
 - Timer triggers: 6-field NCRONTAB (UTC) or a TimeSpan interval, `%SETTING%` resolved from the
-  environment, `run_on_startup`; runs of one timer never overlap; a failed run is logged and
-  not retried. The storage lock that makes timers singletons in Azure is not needed: one host.
+  environment, `run_on_startup` (when this instance starts listening); runs of one timer never
+  overlap; a failed run is logged and not retried. Several instances on one storage account fire
+  each timer once per schedule: the instance holding the timer's listener lock fires it (see
+  host_leases; host.json `singleton`), and one that takes the lock over fires a missed occurrence
+  once, as past due.
 - Queue triggers and queue outputs on Azure Storage queues (Azurite): see host_queues.
 - Admin API: `GET /admin/functions` -> [{"name", "trigger"}]; `POST /admin/functions/{name}`
   with `{"input": "..."}` -> 202 and the timer or queue function runs now in the background
   (a queue function gets the input as its message body, dequeue_count 1, not via the queue);
   `GET /admin/host/status` -> {"state": "Running"}. No master key is required locally.
+  `POST /admin/crash` -> 202, then the process ends within a second as a killed instance does
+  (`os._exit`, nothing completed or released: its queue messages come back after their lease,
+  its timer locks lapse after their period). Local only: Azure has no such route.
 - `local.settings.json` `Values` are copied into the environment where not already set.
 
 It prints `Functions host listening on http://127.0.0.1:PORT (N functions)` once serving, logs
@@ -63,6 +69,7 @@ from devstack.host_functions import (
     QueueOutput,
     load_functions,
 )
+from devstack.host_leases import TimerLocks
 from devstack.host_queues import (
     QueueClients,
     QueueConfigError,
@@ -153,6 +160,9 @@ class LocalFunctionsHost:
         self._invoker: Invoker | None = None
         self._server: BackgroundServer | None = None
         self._loaded = False
+        self.instance_id = self.environ.get("WEBSITE_INSTANCE_ID") or uuid.uuid4().hex
+        self._locks: TimerLocks | None = None
+        self._renewer: threading.Thread | None = None
 
     # Start-up
 
@@ -163,7 +173,7 @@ class LocalFunctionsHost:
         self.environ.setdefault("AZURE_FUNCTIONS_ENVIRONMENT", "Development")
         self.environ["AzureWebJobsScriptRoot"] = str(self.script_root)
         try:
-            self.config = load_host_config(self.script_root)
+            self.config = load_host_config(self.script_root, self.environ)
         except ValueError as error:
             raise HostStartError(f"host.json: {error}") from error
         if str(self.script_root) not in sys.path:
@@ -219,7 +229,7 @@ class LocalFunctionsHost:
                 options=self.config.queues,
                 handler=self._queue_handler(spec, queue_name),
                 executor=self._executor,
-                lease_seconds=lease_seconds(self.config.function_timeout),
+                lease_seconds=lease_seconds(self.environ),
                 stopping=self.stopping,
             )
             self._listeners.append(listener)
@@ -252,11 +262,44 @@ class LocalFunctionsHost:
         self._server.start()
         for listener in self._listeners:
             listener.start()
+        self._locks = self._timer_locks()
+        if self._locks is not None:
+            self._renewer = threading.Thread(target=self._renew_locks, args=(self._locks,), name="timer-locks")
+            self._renewer.daemon = True
+            self._renewer.start()
         for timer in self._timers:
             timer.thread = threading.Thread(target=self._run_timer, args=(timer,), name=f"timer-{timer.spec.name}")
             timer.thread.daemon = True
             timer.thread.start()
         return self
+
+    def _timer_locks(self) -> TimerLocks | None:
+        """Listener locks in the app's storage account; none without one (a lone host fires alone)."""
+        if not self._timers:
+            return None
+        try:
+            connection = storage_connection_string("AzureWebJobsStorage", self.environ)
+        except QueueConfigError:
+            return None
+        # Azure derives the host id from the app's name; every instance of one app shares it.
+        host_id = self.environ.get("AzureFunctionsWebHost__hostid") or re.sub(
+            r"[^a-z0-9-]", "-", self.script_root.name.lower())[:32] or "local"
+        return TimerLocks(connection, host_id=host_id, instance_id=self.instance_id,
+                          period=self.config.singleton.listener_lock_period)
+
+    def _renew_locks(self, locks: TimerLocks) -> None:
+        while not self.stopping.wait(locks.period / 2):
+            locks.renew_all()
+
+    def crash(self) -> None:
+        """End this process as a killed instance ends: no cleanup, nothing released."""
+        log.warning("Crash requested through the admin API: this instance ends now")
+
+        def end() -> None:
+            time.sleep(0.2)  # the 202 leaves first
+            os._exit(137)
+
+        threading.Thread(target=end, name="crash", daemon=True).start()
 
     @property
     def port(self) -> int:
@@ -281,6 +324,9 @@ class LocalFunctionsHost:
         for timer in self._timers:
             if timer.thread is not None:
                 timer.thread.join(max(0.0, deadline - time.monotonic()))
+        if self._locks is not None:
+            self._locks.release_all()  # a clean stop hands the timers over at the peers' next poll
+            self._locks.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._queue_clients.close()
         if self._invoker is not None:
@@ -323,20 +369,55 @@ class LocalFunctionsHost:
             pass  # logged by the invoker; timers do not retry a failed run
 
     def _run_timer(self, timer: _Timer) -> None:
-        if timer.run_on_startup and not self.stopping.is_set():
-            self._fire_timer(timer, past_due=False, scheduled=None, reason="Timer fired at startup")
-        after = datetime.now(UTC)
+        """Fire the timer while this instance holds its listener lock; otherwise poll for the lock."""
+        locks = self._locks
+        recovery = self.config.singleton.listener_lock_recovery_polling_interval
+        started = False
+        while not self.stopping.is_set():
+            if locks is not None and not locks.acquire(timer.spec.name):
+                if self.stopping.wait(recovery):
+                    return
+                continue
+            if not started and timer.run_on_startup:
+                self._fire_timer(timer, past_due=False, scheduled=None, reason="Timer fired at startup")
+            started = True
+            self._listen(timer, locks)
+
+    def _listen(self, timer: _Timer, locks: TimerLocks | None) -> None:
+        name, expression = timer.spec.name, timer.schedule.expression
+        now = datetime.now(UTC)
+        after = now
+        last = locks.last_scheduled(name, expression) if locks is not None else None
+        if last is not None:
+            try:
+                missed = timer.schedule.next_after(last)
+            except ValueError:
+                missed = now
+            if missed < now - timedelta(seconds=1):
+                # Due while no instance held the lock (a crash): fired once, as past due.
+                self._fire_timer(timer, past_due=True, scheduled=missed, reason="Timer fired (past due)")
+                if locks is not None:
+                    locks.record(name, expression, missed)
+            else:
+                after = last
         while not self.stopping.is_set():
             try:
                 scheduled = timer.schedule.next_after(after)
             except ValueError as error:
-                log.error("Timer %s stops: %s", timer.spec.name, error)
+                log.error("Timer %s stops: %s", name, error)
+                self.stopping.wait()
                 return
-            wait = (scheduled - datetime.now(UTC)).total_seconds()
-            if wait > 0 and self.stopping.wait(wait):
+            while (wait := (scheduled - datetime.now(UTC)).total_seconds()) > 0:
+                if self.stopping.wait(min(wait, 1.0)):
+                    return
+                if locks is not None and not locks.holds(name):
+                    return
+            if locks is not None and not locks.holds(name):
                 return
             late = (datetime.now(UTC) - scheduled).total_seconds()
             self._fire_timer(timer, past_due=late > 1.0, scheduled=scheduled, reason="Timer fired")
+            if locks is not None:
+                locks.record(name, expression, scheduled)
             # Occurrences missed while this run lasted are skipped, as the Functions host skips them.
             after = scheduled if timer.schedule.is_interval else max(scheduled, datetime.now(UTC))
 
@@ -466,6 +547,10 @@ class _HostHandler(QuietHandler):
         if path == "/admin/functions" and self.command == "GET":
             self.send_json(200, [{"name": f.name, "trigger": f.trigger_type} for f in host.functions])
             return 200
+        if path == "/admin/crash" and self.command == "POST":
+            self.send_empty(202)
+            host.crash()
+            return 202
         parts = path.split("/")
         if len(parts) == 4 and parts[2] == "functions":
             spec = host.find_function(parts[3])

@@ -3,8 +3,14 @@
 host.json keys honoured: `extensions.http.routePrefix` (default "api"), `extensions.queues`
 (`maxPollingInterval` default 1 minute, `visibilityTimeout` default 0, `batchSize` default 16,
 `newBatchThreshold` default batchSize/2, `maxDequeueCount` default 5, `messageEncoding` default
-base64) and `functionTimeout`. Durations are TimeSpans ("00:00:02", "1.00:00:00") or numbers of
-milliseconds. Other keys are ignored.
+base64), `singleton` (`listenerLockPeriod` default 1 minute, 15 s to 1 minute as a blob lease;
+`listenerLockRecoveryPollingInterval` default 1 minute: the Azure host's SingletonOptions defaults,
+which make timers singletons across instances) and `functionTimeout`. Durations are TimeSpans
+("00:00:02", "1.00:00:00") or numbers of milliseconds. Other keys are ignored.
+
+As in Azure, an app setting `AzureFunctionsJobHost__<path>` overrides the host.json value at that
+path (`__` separates levels, names case-insensitive), e.g.
+`AzureFunctionsJobHost__singleton__listenerLockPeriod=00:00:15`.
 """
 
 from __future__ import annotations
@@ -46,17 +52,48 @@ class QueueOptions:
 
 
 @dataclass(frozen=True)
+class SingletonOptions:
+    """The timer listener lock: held by one instance, renewed at half its period; the others try
+    again every recovery interval, so a crashed holder's timers resume within period + interval."""
+
+    listener_lock_period: float = 60.0
+    listener_lock_recovery_polling_interval: float = 60.0
+
+
+@dataclass(frozen=True)
 class HostConfig:
     route_prefix: str = "api"
     queues: QueueOptions = field(default_factory=QueueOptions)
     function_timeout: float | None = None  # seconds; None when unlimited or unset
+    singleton: SingletonOptions = field(default_factory=SingletonOptions)
 
 
-def load_host_config(script_root: Path) -> HostConfig:
+_OVERRIDE_PREFIX = "AzureFunctionsJobHost__"
+
+
+def apply_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """host.json with each `AzureFunctionsJobHost__a__b` app setting written at path a.b."""
+    for name, value in environ.items():
+        if not name.startswith(_OVERRIDE_PREFIX) or not value:
+            continue
+        path = [part for part in name[len(_OVERRIDE_PREFIX):].split("__") if part]
+        node = raw
+        for part in path[:-1]:
+            key = next((k for k in node if k.lower() == part.lower()), part)
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = node[key] = {}
+            node = child
+        if path:
+            leaf = next((k for k in node if k.lower() == path[-1].lower()), path[-1])
+            node[leaf] = value
+    return raw
+
+
+def load_host_config(script_root: Path, environ: Mapping[str, str] | None = None) -> HostConfig:
     path = script_root / "host.json"
-    if not path.exists():
-        return HostConfig()
-    raw = json.loads(path.read_text(encoding="utf-8"))
+    raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    raw = apply_overrides(raw, os.environ if environ is None else environ)
     extensions = raw.get("extensions") or {}
     http = extensions.get("http") or {}
     route_prefix = str(http.get("routePrefix", "api")).strip("/")
@@ -82,7 +119,21 @@ def load_host_config(script_root: Path) -> HostConfig:
     timeout = None
     if timeout_raw is not None and str(timeout_raw).strip() != "-1":
         timeout = parse_timespan(timeout_raw, what="functionTimeout")
-    return HostConfig(route_prefix=route_prefix, queues=queues, function_timeout=timeout)
+    singleton_raw = raw.get("singleton") or {}
+    singleton = SingletonOptions(
+        listener_lock_period=parse_timespan(
+            singleton_raw.get("listenerLockPeriod", "00:01:00"), what="singleton.listenerLockPeriod"
+        ),
+        listener_lock_recovery_polling_interval=parse_timespan(
+            singleton_raw.get("listenerLockRecoveryPollingInterval", "00:01:00"),
+            what="singleton.listenerLockRecoveryPollingInterval",
+        ),
+    )
+    if not 15 <= singleton.listener_lock_period <= 60:
+        raise ValueError("host.json singleton.listenerLockPeriod must be 00:00:15 to 00:01:00 (a blob lease)")
+    if singleton.listener_lock_recovery_polling_interval < 1:
+        raise ValueError("host.json singleton.listenerLockRecoveryPollingInterval must be at least 00:00:01")
+    return HostConfig(route_prefix=route_prefix, queues=queues, function_timeout=timeout, singleton=singleton)
 
 
 def load_local_settings(script_root: Path, environ: MutableMapping[str, str]) -> list[str]:

@@ -9,8 +9,10 @@ A `QueueListener` per queue-triggered function behaves like the Functions queue 
 - success deletes the message; failure makes it visible again after `visibilityTimeout`; a
   message that fails with `dequeue_count >= maxDequeueCount` is copied, as received, to
   `<queue>-poison` and deleted;
-- received messages stay invisible for the function timeout (5 minutes when unset, at most 10)
-  while they run; the listener does not renew that lease as the real host does.
+- a received message stays invisible for 10 minutes, renewed at half that while its function
+  runs, as the Azure host does (azure-webjobs-sdk QueueListener); so a message taken by an instance
+  that crashes comes back only after up to 10 minutes, as in Azure. `DEVSTACK_QUEUE_LEASE_SECONDS`
+  shortens that for tests of the local host only (Azure has no such setting).
 """
 
 from __future__ import annotations
@@ -256,7 +258,13 @@ class QueueListener:
                 time_next_visible=message.next_visible_on,
                 pop_receipt=message.pop_receipt,
             )
-            if self._handler(trigger):
+            keeper = _LeaseKeeper(queue, message, self._lease_seconds)
+            try:
+                succeeded = self._handler(trigger)
+            finally:
+                keeper.stop()
+            message.pop_receipt = keeper.pop_receipt
+            if succeeded:
                 queue.delete_message(message.id, message.pop_receipt)
             elif dequeue_count >= self._options.max_dequeue_count:
                 self._poison(queue, message, f"it failed {dequeue_count} times (maxDequeueCount)")
@@ -283,5 +291,36 @@ class QueueListener:
             log.debug("Could not release message %s: %s", message.id, error)
 
 
-def lease_seconds(function_timeout: float | None) -> int:
-    return int(min(600.0, function_timeout or 300.0))
+class _LeaseKeeper:
+    """Keeps a message invisible while its function runs: renewed at half the lease."""
+
+    def __init__(self, queue: QueueClient, message: QueueMessage, lease: int) -> None:
+        self.pop_receipt = message.pop_receipt
+        self._queue = queue
+        self._id = message.id
+        self._lease = lease
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{message.id}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(self._lease / 2):
+            try:
+                updated = self._queue.update_message(self._id, self.pop_receipt, visibility_timeout=self._lease)
+                self.pop_receipt = updated.pop_receipt
+            except Exception as error:
+                log.debug("Could not renew message %s: %s", self._id, error)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+AZURE_MESSAGE_LEASE_SECONDS = 600  # the Azure host's initial visibility of a received message
+
+
+def lease_seconds(environ: Mapping[str, str] | None = None) -> int:
+    """How long a received message stays invisible (renewed while it runs); see the module docstring."""
+    env = os.environ if environ is None else environ
+    override = env.get("DEVSTACK_QUEUE_LEASE_SECONDS")
+    return max(1, int(override)) if override else AZURE_MESSAGE_LEASE_SECONDS

@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,6 +65,24 @@ def ports_from_env(env: dict[str, str] | None = None) -> dict[str, int]:
 
 def free_ports() -> dict[str, int]:
     return {k: free_port() for k in DEFAULT_PORTS}
+
+
+def host_ports_from_env(first: int, env: dict[str, str] | None = None) -> list[int]:
+    """The Functions host instances' ports: `FUNCTION_HOSTS` (default 1) of them, the first on
+    `first` (FUNCTIONS_PORT), instance i >= 2 on the i-1th port of `FUNCTION_HOST_PORTS`
+    (comma-separated) or else on first + 100*(i-1). ValueError for a count below 1 or a bad list."""
+    env = dict(os.environ) if env is None else env
+    count = int(env.get("FUNCTION_HOSTS") or "1")
+    if count < 1:
+        raise ValueError(f"FUNCTION_HOSTS must be at least 1, got {count}")
+    listed = [int(p) for p in (env.get("FUNCTION_HOST_PORTS") or "").split(",") if p.strip()]
+    listed = [p for p in listed if p != first]
+    ports = [first]
+    for i in range(2, count + 1):
+        ports.append(listed[i - 2] if len(listed) >= i - 1 else first + 100 * (i - 1))
+    if len(set(ports)) != len(ports):
+        raise ValueError(f"Functions host ports must differ, got {ports}")
+    return ports
 
 
 class StartCancelled(Exception):
@@ -158,11 +177,27 @@ class Stack:
     _cancelled: Callable[[], bool] = field(default=_never, init=False, repr=False)
     ca: TestCA | None = None
     dev: DevSecrets | None = None
+    # Ports of Functions host instances 2..N (FUNCTION_HOSTS); instance 1 is FUNCTIONS_PORT.
+    extra_host_ports: list[int] = field(default_factory=list)
+    _hosts: list[subprocess.Popen[bytes]] = field(default_factory=list, init=False, repr=False)
+    _host_env: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    _supervisor: Any = field(default=None, init=False, repr=False)
+    _stopping: Any = field(default=None, init=False, repr=False)
+    _supervise_lock: Any = field(default=None, init=False, repr=False)
+    restarts: int = field(default=0, init=False)
 
     # ------------------------------------------------------------------ URLs
     @property
     def functions_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['FUNCTIONS_PORT']}"
+
+    @property
+    def host_ports(self) -> list[int]:
+        return [self.ports["FUNCTIONS_PORT"], *self.extra_host_ports]
+
+    @property
+    def function_host_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for port in self.host_ports]
 
     @property
     def sim_url(self) -> str:
@@ -336,25 +371,60 @@ class Stack:
                     os.environ[k] = v
 
     def _start_host(self, deadline: float) -> None:
-        env = {**os.environ, **self.app_settings(), "PYTHONUNBUFFERED": "1"}
-        log_path = self.devstack_dir / "functions.log"
+        """Every Functions host instance on one storage account, then a supervisor that starts a
+        fresh process on the same port whenever one ends while the stack runs (a crash)."""
+        self._host_env = {**os.environ, **self.app_settings(), "PYTHONUNBUFFERED": "1"}
+        self._stopping = threading.Event()
+        self._supervise_lock = threading.Lock()
+        for index in range(len(self.host_ports)):
+            self._hosts.append(self._spawn_host(index))
+        for index, port in enumerate(self.host_ports):
+            self._wait_healthy(port, deadline, self._hosts[index], self._host_log(index))
+        self._supervisor = threading.Thread(target=self._supervise, name="host-supervisor", daemon=True)
+        self._supervisor.start()
+
+    def _host_log(self, index: int) -> Path:
+        return self.devstack_dir / ("functions.log" if index == 0 else f"functions-{index + 1}.log")
+
+    def _spawn_host(self, index: int) -> subprocess.Popen[bytes]:
+        log_path = self._host_log(index)
         out = None if not self.quiet else open(log_path, "ab")  # noqa: SIM115 - the child keeps its own copy
         proc = self._spawn(
-            "functions host",
-            [sys.executable, "-m", "devstack.host", "--port", str(self.ports["FUNCTIONS_PORT"]),
+            f"functions host {index + 1}",
+            [sys.executable, "-m", "devstack.host", "--port", str(self.host_ports[index]),
              "--script-root", str(REPO)],
-            cwd=str(REPO), env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
+            cwd=str(REPO), env=self._host_env, stdout=out, stderr=subprocess.STDOUT if out else None,
         )
         if out is not None:
             out.close()
-        _wait_port(self.ports["FUNCTIONS_PORT"], deadline, "Functions host", proc, self._cancelled)
+        return proc
+
+    def _wait_healthy(self, port: int, deadline: float, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+        _wait_port(port, deadline, "Functions host", proc, self._cancelled)
         while time.monotonic() < deadline:
             self._check_cancelled()
             with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{self.functions_url}/api/health", timeout=5).status_code == 200:
+                if requests.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code == 200:
                     return
             time.sleep(0.2)
         raise RuntimeError(f"Functions host not healthy in time; see {log_path}")
+
+    def _supervise(self) -> None:
+        # This thread spawns the replacements, so it lives as long as the stack (see _leash.py).
+        while not self._stopping.wait(0.1):
+            with self._supervise_lock:
+                if self._stopping.is_set():
+                    return
+                for index, proc in enumerate(self._hosts):
+                    code = proc.poll()
+                    if code is None:
+                        continue
+                    print(f"devstack: Functions host {index + 1} (port {self.host_ports[index]}) ended with "
+                          f"code {code}; starting a fresh one", file=sys.stderr, flush=True)
+                    fresh = self._spawn_host(index)
+                    self._procs[:] = [(n, p) for n, p in self._procs if p is not proc]
+                    self._hosts[index] = fresh
+                    self.restarts += 1
 
     def endpoints(self) -> dict[str, Any]:
         assert self.ca is not None
@@ -371,6 +441,7 @@ class Stack:
                 "table": f"http://127.0.0.1:{p['AZURITE_TABLE_PORT']}/{AZURITE_ACCOUNT}",
             },
             "ca_bundle": str(self.ca.ca_pem.resolve()),
+            "function_hosts": self.function_host_urls,
             "integrations_page": f"{self.functions_url}/api/integrations#token={token}",
         }
 
@@ -382,6 +453,9 @@ class Stack:
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         """SIGTERM to every child's process group, SIGKILL to whatever is left after `grace` seconds."""
         (self.devstack_dir / "endpoints.json").unlink(missing_ok=True)
+        if self._stopping is not None:
+            with self._supervise_lock:
+                self._stopping.set()  # no restart of a host this stop ends
         procs = [proc for _name, proc in reversed(self._procs)]
         for proc in procs:
             if proc.poll() is None:
@@ -400,6 +474,7 @@ class Stack:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
         self._procs.clear()
+        self._hosts.clear()
         for server in reversed(self._servers):
             with contextlib.suppress(Exception):
                 server.stop()

@@ -173,7 +173,8 @@ def stop_host(host: RunningHost) -> int | None:
 def host(azurite: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHost]:
     running = start_host(
         tmp_path_factory.mktemp("host"),
-        {"AzureWebJobsStorage": azurite, "SAMPLE_SCHEDULE": "* * * * * *", "SAMPLE_QUEUE": "sample-in"},
+        {"AzureWebJobsStorage": azurite, "SAMPLE_SCHEDULE": "* * * * * *", "SAMPLE_QUEUE": "sample-in",
+         "SAMPLE_SLOW_QUEUE": "sample-slow"},
     )
     yield running
     stop_host(running)
@@ -201,7 +202,7 @@ def peek(connection: str, queue_name: str) -> list[str]:
 
 
 def test_it_announces_itself_with_the_number_of_functions(host: RunningHost) -> None:
-    assert host.banner == f"Functions host listening on {host.url} (11 functions)"
+    assert host.banner == f"Functions host listening on {host.url} (12 functions)"
     assert requests.get(host.url, timeout=5).status_code == 200
 
 
@@ -212,7 +213,7 @@ def test_admin_lists_functions_with_their_triggers_blueprints_included(host: Run
     assert triggers["get_item"] == "httpTrigger"  # from the blueprint
     assert triggers["tick"] == "timerTrigger"
     assert triggers["record_message"] == "queueTrigger"
-    assert len(triggers) == 11
+    assert len(triggers) == 12
 
 
 def test_admin_runs_a_queue_function_now_with_the_input_as_body(host: RunningHost) -> None:
@@ -390,7 +391,8 @@ def test_a_message_that_succeeds_is_deleted_not_poisoned(host: RunningHost, azur
 
 def test_sigterm_stops_the_host_cleanly(azurite: str, tmp_path: Path) -> None:
     running = start_host(
-        tmp_path, {"AzureWebJobsStorage": azurite, "SAMPLE_SCHEDULE": "0 0 0 1 1 *", "SAMPLE_QUEUE": "sample-stop"}
+        tmp_path, {"AzureWebJobsStorage": azurite, "SAMPLE_SCHEDULE": "0 0 0 1 1 *", "SAMPLE_QUEUE": "sample-stop",
+                   "SAMPLE_SLOW_QUEUE": "sample-stop-slow"}
     )
 
     assert stop_host(running) == 0
@@ -418,6 +420,7 @@ def test_identity_based_storage_connections_are_explained(tmp_path: Path) -> Non
     env.update(
         SAMPLE_SCHEDULE="* * * * * *",
         SAMPLE_QUEUE="sample-in",
+        SAMPLE_SLOW_QUEUE="sample-slow",
         AzureWebJobsStorage__queueServiceUri="https://example.queue.core.windows.net",
         PYTHONPATH=str(REPO),
     )
@@ -432,3 +435,117 @@ def test_identity_based_storage_connections_are_explained(tmp_path: Path) -> Non
 
     assert result.returncode == 1
     assert "identity-based" in result.stderr
+
+
+# Several instances of one app on one storage account (DEVSTACK.md "Several instances")
+
+
+@dataclass
+class Instances:
+    app: str  # the host id the instances share; their queues are named after it
+    hosts: list[RunningHost]
+
+    def calls(self, function: str) -> list[tuple[int, dict[str, Any]]]:
+        """(instance index, call) for every live instance's calls of `function`."""
+        found = []
+        for index, running in enumerate(self.hosts):
+            if running.process.poll() is not None:
+                continue
+            try:
+                found.extend((index, c) for c in running.calls() if c["function"] == function)
+            except requests.RequestException:
+                continue
+        return found
+
+
+@pytest.fixture
+def instances(azurite: str, tmp_path: Path) -> Iterator[Instances]:
+    """Two hosts of one app sharing Azurite, with the shortest timer lock Azure allows (15 s)."""
+    app = f"app-{uuid.uuid4().hex[:8]}"
+    env = {
+        "AzureWebJobsStorage": azurite,
+        "AzureFunctionsWebHost__hostid": app,
+        "SAMPLE_SCHEDULE": "* * * * * *",
+        "SAMPLE_QUEUE": f"{app}-in",
+        "SAMPLE_SLOW_QUEUE": f"{app}-slow",
+        "AzureFunctionsJobHost__singleton__listenerLockPeriod": "00:00:15",
+        "AzureFunctionsJobHost__singleton__listenerLockRecoveryPollingInterval": "00:00:01",
+        "DEVSTACK_QUEUE_LEASE_SECONDS": "4",
+    }
+    hosts = []
+    try:
+        for index in range(2):
+            folder = tmp_path / f"instance-{index + 1}"
+            folder.mkdir()
+            hosts.append(start_host(folder, env))
+        yield Instances(app, hosts)
+    finally:
+        for running in hosts:
+            stop_host(running)
+
+
+def test_each_queue_message_goes_to_one_instance_once(instances: Instances, azurite: str) -> None:
+    bodies = [f"m{i}-{uuid.uuid4().hex[:6]}" for i in range(24)]
+    for body in bodies:
+        send(azurite, f"{instances.app}-in", body)
+
+    def all_seen() -> list[tuple[int, dict[str, Any]]] | None:
+        seen = [(i, c) for i, c in instances.calls("record_message") if c["body"] in bodies]
+        return seen if len({c["body"] for _, c in seen}) == len(bodies) else None
+
+    seen = wait_for("every message handled", all_seen, timeout=60)
+    assert sorted(c["body"] for _, c in seen) == sorted(bodies)  # each once, none twice
+    assert all(c["dequeue_count"] == 1 for _, c in seen)
+
+
+def test_a_timer_fires_on_one_instance_only(instances: Instances) -> None:
+    ticks = wait_for("five ticks", lambda: (found := instances.calls("tick"))[4:] and found)
+    ticks.sort(key=lambda t: t[1]["at"])
+    holders = [index for index, _ in ticks]
+    assert len(set(holders)) == 1, f"both instances fired the timer: {holders}"
+
+
+def test_a_crashed_instances_timer_moves_to_another_and_fires_the_missed_run_once(instances: Instances) -> None:
+    first = wait_for("a tick", lambda: instances.calls("tick"))
+    holder = first[0][0]
+    other = 1 - holder
+
+    crashed = requests.post(f"{instances.hosts[holder].url}/admin/crash", timeout=5)
+
+    assert crashed.status_code == 202
+    assert instances.hosts[holder].process.wait(timeout=10) != 0  # ended as a killed process ends
+    taken = wait_for("the other instance's ticks", lambda: (t := instances.calls("tick"))[2:] and t, timeout=60)
+    assert {index for index, _ in taken} == {other}
+    taken.sort(key=lambda t: t[1]["at"])
+    assert taken[0][1]["past_due"] is True  # the seconds nobody held the lock: fired once, as past due
+    assert [t[1]["past_due"] for t in taken[1:]].count(True) == 0
+
+
+def test_a_message_taken_by_a_crashed_instance_comes_back_after_its_lease(
+    instances: Instances, azurite: str
+) -> None:
+    name = f"slow-{uuid.uuid4().hex[:6]}"
+    send(azurite, f"{instances.app}-slow", f"{name}:30")
+    started = wait_for("the slow message to start", lambda: [
+        (i, c) for i, c in instances.calls("slow_started") if c["body"] == name])
+    holder = started[0][0]
+
+    assert requests.post(f"{instances.hosts[holder].url}/admin/crash", timeout=5).status_code == 202
+    instances.hosts[holder].process.wait(timeout=10)
+    again = wait_for("the message on the other instance", lambda: [
+        (i, c) for i, c in instances.calls("slow_started") if c["body"] == name], timeout=60)
+
+    assert [(i, c["dequeue_count"]) for i, c in again] == [(1 - holder, 2)]
+
+
+def test_a_message_that_runs_longer_than_its_lease_is_not_handed_out_twice(
+    instances: Instances, azurite: str
+) -> None:
+    name = f"long-{uuid.uuid4().hex[:6]}"
+    send(azurite, f"{instances.app}-slow", f"{name}:10")  # the lease is 4 s here: renewed while it runs
+
+    wait_for("the long message to finish", lambda: [c for _, c in instances.calls("slow_done") if c["body"] == name],
+             timeout=60)
+
+    assert [c["dequeue_count"] for _, c in instances.calls("slow_started") if c["body"] == name] == [1]
+    wait_for("the message to be deleted", lambda: not peek(azurite, f"{instances.app}-slow") or None)

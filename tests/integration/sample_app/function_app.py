@@ -1,5 +1,7 @@
 """A small v2-model app that exercises every feature of the local Functions host."""
 
+import time
+
 import azure.functions as func
 
 # The script root is on sys.path in the host, as in Azure; mypy run from the repo root cannot see it.
@@ -12,7 +14,7 @@ app.register_functions(bp)
 
 @app.timer_trigger(arg_name="timer", schedule="%SAMPLE_SCHEDULE%")
 def tick(timer: func.TimerRequest) -> None:
-    record("tick", past_due=timer.past_due)
+    record("tick", past_due=timer.past_due, at=time.time())
 
 
 @app.timer_trigger(arg_name="timer", schedule="0 0 0 1 1 *", run_on_startup=True)
@@ -39,3 +41,13 @@ def flaky(msg: func.QueueMessage) -> None:
     record("flaky", body=body, dequeue_count=msg.dequeue_count)
     if body.startswith("fail"):
         raise RuntimeError(f"the sample refuses {body}")
+
+
+@app.queue_trigger(arg_name="msg", queue_name="%SAMPLE_SLOW_QUEUE%", connection="AzureWebJobsStorage")
+def slow(msg: func.QueueMessage) -> None:
+    """Body `<name>:<seconds>`: records its start, works that long, records its end."""
+    body = msg.get_body().decode("utf-8")
+    name, _, seconds = body.partition(":")
+    record("slow_started", body=name, dequeue_count=msg.dequeue_count)
+    time.sleep(float(seconds or 0))
+    record("slow_done", body=name, dequeue_count=msg.dequeue_count)
