@@ -227,6 +227,7 @@ var tableNames = [
   'syncstate'
   'autojoin'
   'subscriptions'
+  'calendars'
 ]
 var queueNames = [
   'sync-jobs'

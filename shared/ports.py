@@ -140,6 +140,7 @@ class Source:
     response: Response = Response.ACCEPTED
     external: bool = False
     series_id: str | None = None
+    calendar_id: str | None = None  # None: the account's default calendar (all rows written before calendars)
 
 
 @dataclass(frozen=True)
@@ -252,6 +253,75 @@ class SyncStateStore(Protocol):
     def clear_queued(self, connection_id: str) -> None:
         """A sync run started: the next "sync now" queues again."""
         ...
+
+
+# ---------------------------------------------------------------- the account's calendars
+@dataclass(frozen=True)
+class CalendarInfo:
+    """One of the account's own calendars as Graph lists it (`GET /me/calendars`:
+    https://learn.microsoft.com/graph/api/user-list-calendars): `id`, `name`, `isDefaultCalendar`."""
+
+    id: str
+    name: str
+    is_default: bool
+
+
+@dataclass(frozen=True)
+class CalendarChoice:
+    """A calendar with the user's choice for it: whether it is read, and the name the agent shows in
+    its meetings (None: the join rules' name, else the platform's default)."""
+
+    id: str
+    name: str
+    is_default: bool
+    selected: bool
+    agent_name: str | None = None
+
+
+@dataclass(frozen=True)
+class CalendarSelection:
+    """Which calendars of one connection are read. No stored row means the default calendar only (so
+    connections made before calendars could be chosen need no migration). `calendars` are the ones
+    Graph listed last time, with their choices."""
+
+    connection_id: str
+    user_id: str
+    calendars: tuple[CalendarChoice, ...] = ()
+    etag: str | None = None
+
+    @property
+    def default_selected(self) -> bool:
+        default = next((c for c in self.calendars if c.is_default), None)
+        return default is None or default.selected
+
+    @property
+    def secondary(self) -> tuple[CalendarChoice, ...]:
+        """The selected calendars other than the default one: read with calendarView."""
+        return tuple(c for c in self.calendars if c.selected and not c.is_default)
+
+    def agent_name(self, calendar_id: str | None) -> str | None:
+        """The agent name chosen for a calendar (None: the default calendar)."""
+        for c in self.calendars:
+            if (c.id == calendar_id) if calendar_id is not None else c.is_default:
+                return c.agent_name
+        return None
+
+
+class CalendarSelectionStore(Protocol):
+    """One row per connection (partitioned by connection id, carrying the user id)."""
+
+    def get(self, connection_id: str) -> CalendarSelection | None: ...
+    def put(self, selection: CalendarSelection) -> CalendarSelection:
+        """Creates when `etag` is None, else replaces only if unchanged since read; raises Conflict
+        otherwise. Returns it with its new etag."""
+        ...
+    def remove(self, connection_id: str) -> None:
+        """Nothing when it is already gone."""
+        ...
+
+
+class CalendarGone(Exception):
+    """Graph no longer has this calendar (404 ErrorItemNotFound): deleted in Outlook."""
 
 
 # ---------------------------------------------------------------- secrets, identity, Graph, agents
@@ -376,6 +446,14 @@ class CalendarReader(Protocol):
     def event(self, access_token: str, event_id: str) -> dict[str, Any] | None:
         """One event (a series master, for occurrences delta lists sparse); None when gone."""
         ...
+    def calendars(self, access_token: str) -> list[CalendarInfo]:
+        """The account's own calendars (`GET /me/calendars`), the default one among them."""
+        ...
+    def calendar_view(self, access_token: str, calendar_id: str,
+                      window: SyncWindow) -> tuple[list[dict[str, Any]], int]:
+        """Every event and occurrence of one calendar in the window (`GET /me/calendars/{id}/calendarView`,
+        v1.0: delta on it is beta only) and how many Graph requests that took. Raises CalendarGone."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -388,6 +466,8 @@ class DeployRequest:
     user_id: str
     meeting_id: str
     idempotency_key: str
+    agent_name: str | None = None  # a calendar's own agent name (API.md "Connections"), else None
+    user_ids: tuple[str, ...] = ()  # every CoAgentor user the agent serves (a workspace's shared agent)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from shared.adapters.queues import (
 )
 from shared.adapters.tables import (
     TableAdminConsentLinks,
+    TableCalendarSelectionStore,
     TableClaimStore,
     TableConnectionStore,
     TableEventIndex,
@@ -60,6 +61,7 @@ from shared.platform_auth import PlatformTokenVerifier
 from shared.ports import StatusEvents
 from shared.services.accounts import AccountsService, TokenKeeper
 from shared.services.autojoin import AutojoinService
+from shared.services.calendars import CalendarService, calendar_agent_name
 from shared.services.connect import ConnectService
 from shared.services.deploy import DeployService
 from shared.services.fanout import FanOut
@@ -101,6 +103,7 @@ class Container:
     subscriptions: SubscriptionService
     notifications: NotificationService
     recalls: RecallService
+    calendars: CalendarService  # which of an account's calendars are read (shared/services/calendars.py)
 
 
 def azure_credential() -> TokenCredential:
@@ -174,6 +177,7 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
     tokens = TokenKeeper(connections=connections, identity=identity, secrets_store=vault, clock=clock,
                          health=connection_health)
     join_rules = TableJoinRulesStore(tables.get_table_client("autojoin"))
+    calendar_selections = TableCalendarSelectionStore(tables.get_table_client("calendars"))
     # A deployed agent is recalled when the decision withdraws it (the lifecycle's seam) or the calendar
     # lets go of its meeting (the sync writes meetings through RecallOnRemoval).
     recalls = RecallService(meetings=meetings, agents=agents, jobs=RecallQueue(queue(RECALL_QUEUE)), clock=clock,
@@ -202,8 +206,9 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
         retry_for=timedelta(seconds=settings.platform_events_retry_for_seconds),
     )
     accounts = AccountsService(before_release=subscriptions.release,
-                               connections=connections, meetings=meetings, index=index, sync_state=sync_state,
-                               secrets_store=vault, clock=clock, health=connection_health)
+                               connections=connections, meetings=meetings, index=index,
+                               sync_state=sync_state, secrets_store=vault, clock=clock, health=connection_health,
+                               calendars=calendar_selections)
     claims = TableClaimStore(tables.get_table_client("pendingclaims"))
     user_rows = TableUserRows(tables)
     return Container(
@@ -234,12 +239,13 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
             index=index,
             sync_state=sync_state, jobs=jobs, clock=clock, window_days=settings.sync_window_days,
             full_resync_seconds=settings.full_resync_seconds, lead_seconds=settings.agent_join_lead_seconds,
-            lifecycle=lifecycle, health=connection_health,
+            lifecycle=lifecycle, health=connection_health, calendars=calendar_selections,
         ),
         deploy=DeployService(meetings=meetings, connections=connections, agents=agents, jobs=jobs, clock=clock,
                              grace_seconds=settings.agent_join_grace_seconds,
                              retry_base_seconds=settings.deploy_retry_seconds, lifecycle=lifecycle,
-                             health=connection_health, recall=lambda m: recalls.request(m, REMOVED)),
+                             health=connection_health, recall=lambda m: recalls.request(m, REMOVED),
+                             agent_name=lambda m: calendar_agent_name(calendar_selections, m)),
         meetings=meetings,
         table_service=tables,
         jobs=jobs,
@@ -261,6 +267,9 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
         subscriptions=subscriptions,
         notifications=notifications,
         recalls=recalls,
+        calendars=CalendarService(connections=connections, tokens=tokens, calendar=graph,
+                                  selections=calendar_selections, meetings=RecallOnRemoval(meetings, recalls),
+                                  jobs=jobs, clock=clock),
     )
 
 

@@ -35,7 +35,7 @@ import datetime as dt
 from typing import Any
 from urllib.parse import unquote
 
-from devstack.msim.calendar import UTC, EventError, parse_window_bound
+from devstack.msim.calendar import UTC, EventError, parse_occurrence_id, parse_window_bound
 from devstack.msim.directory import AppRegistration
 from devstack.msim.graph import Preferences, render_event
 from devstack.msim.state import ClientSecret, Fault, SimState
@@ -125,6 +125,22 @@ def _user(state: SimState, req: Request, upn: str, rest: list[str], body: Any) -
                 return json_response(200, {"value": [copy.deepcopy(e.data) for e in mailbox.events.values()]})
             case ["calendarView" | "calendarview"] if method == "GET":
                 return _calendar_view(state, req, upn)
+            case ["calendars"] if method == "GET":
+                listed = [{"id": mailbox.default_calendar_id, "name": "Calendar", "is_default": True}]
+                listed += [{"id": c.id, "name": c.name, "is_default": False} for c in mailbox.calendars.values()]
+                return json_response(200, {"value": listed})
+            case ["calendars"] if method == "POST":
+                name = body.get("name") if isinstance(body, dict) else None
+                if not isinstance(name, str) or not name.strip():
+                    return _error(400, "BadRequest", "Send {\"name\": \"...\"} for the new calendar.")
+                calendar = mailbox.add_calendar(name.strip()[:255])
+                return json_response(201, {"id": calendar.id, "name": calendar.name})
+            case ["calendars", calendar_id] if method == "DELETE":
+                if calendar_id == mailbox.default_calendar_id:
+                    return _error(400, "ErrorCannotDeleteDefaultCalendar", "The default calendar cannot be deleted.")
+                if not mailbox.remove_calendar(calendar_id, state.next_seq()):
+                    return _error(404, "ErrorItemNotFound", f"No calendar '{calendar_id}' in {account.upn}'s mailbox.")
+                return Response(204)
             case ["settings"] if method == "GET":
                 return json_response(200, state.settings(account).describe())
             case ["settings"] if method == "POST":
@@ -142,13 +158,17 @@ def _user(state: SimState, req: Request, upn: str, rest: list[str], body: Any) -
                 created: list[dict[str, Any]] = []
                 try:
                     for payload in payloads:
-                        created.append(mailbox.add(payload, state.next_seq(), now))
+                        payload = dict(payload)
+                        calendar_id = payload.pop("calendar_id", None)
+                        if calendar_id is not None and not isinstance(calendar_id, str):
+                            raise EventError("'calendar_id' must be a calendar id string.")
+                        created.append(mailbox.add(payload, state.next_seq(), now, calendar_id))
                 except EventError as exc:
                     for done in created:
                         mailbox.events.pop(done["id"], None)
                     return _error(400, "ErrorInvalidRequest", str(exc))
                 for done in created if _notify(req) else []:
-                    state.notifier.changed(account, done["id"], "created", str(done.get("changeKey", "")))
+                    _changed(state, account, done["id"], "created", str(done.get("changeKey", "")))
                 return json_response(201, created if isinstance(body, list) else created[0])
             case ["events", event_id] if method == "PATCH":
                 if not isinstance(body, dict):
@@ -160,13 +180,13 @@ def _user(state: SimState, req: Request, upn: str, rest: list[str], body: Any) -
                 if updated is None:
                     return _error(404, "ErrorItemNotFound", f"No event '{event_id}' in {account.upn}'s calendar.")
                 if _notify(req):
-                    state.notifier.changed(account, event_id, "updated", str(updated.get("changeKey", "")))
+                    _changed(state, account, event_id, "updated", str(updated.get("changeKey", "")))
                 return json_response(200, updated)
             case ["events", event_id] if method == "DELETE":
                 if not mailbox.delete(event_id, state.next_seq()):
                     return _error(404, "ErrorItemNotFound", f"No event '{event_id}' in {account.upn}'s calendar.")
                 if _notify(req):
-                    state.notifier.changed(account, event_id, "deleted")
+                    _changed(state, account, event_id, "deleted")
                 return Response(204)
             case ["revoke"] if method == "POST":
                 state.revoked_at_seq[account.upn.lower()] = state.next_seq()
@@ -176,6 +196,18 @@ def _user(state: SimState, req: Request, upn: str, rest: list[str], body: Any) -
                 mailbox.expire_delta_tokens()
                 return Response(204)
     return _error(404, "NotFound", f"No admin route {method} /_sim/users/{upn}/{'/'.join(rest)}.")
+
+
+def _changed(state: SimState, account: Any, event_id: str, change_type: str, etag: str = "") -> None:
+    """Notify a change of one event (the caller holds the state lock): to `/me/events` subscriptions
+    and to those on its own calendar's `/me/calendars/{id}/events`, where a secondary calendar's
+    subscriptions notify only with `secondary_calendar_notifications` (reported to work, not documented)."""
+    mailbox = state.mailbox(account)
+    parsed = parse_occurrence_id(event_id)
+    calendar_id = mailbox.calendar_of(parsed[0] if parsed is not None else event_id)
+    default = calendar_id == mailbox.default_calendar_id
+    state.notifier.changed(account, event_id, change_type, etag, calendar_id=calendar_id, default=default,
+                           secondary=state.config.secondary_calendar_notifications)
 
 
 def _notify(req: Request) -> bool:

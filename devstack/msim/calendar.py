@@ -657,10 +657,27 @@ class SyncStateNotFound(Exception):
         self.detail = detail
 
 
+def default_calendar_id(account: Account) -> str:
+    """The id of the account's default calendar (`isDefaultCalendar`), stable for the account."""
+    return f"AAMkAD{account.graph_id.replace('-', '')}Calendar"
+
+
+@dataclass
+class Calendar:
+    """A calendar of the mailbox beyond the default one (learn.microsoft.com/graph/api/resources/calendar)."""
+
+    id: str
+    name: str
+
+
 @dataclass
 class Mailbox:
     account: Account
     events: dict[str, StoredEvent] = field(default_factory=dict)
+    # Calendars beyond the default one, and which of them holds an event (absent: the default). As v1.0
+    # documents, `/me/events`, its delta and its subscriptions cover the default calendar only.
+    calendars: dict[str, Calendar] = field(default_factory=dict)
+    event_calendar: dict[str, str] = field(default_factory=dict)
     tombstones: dict[str, int] = field(default_factory=dict)  # deleted event id -> seq
     links: dict[str, DeltaLink] = field(default_factory=dict)
     sync_states: OrderedDict[int, SyncState] = field(default_factory=OrderedDict)  # least recently used first
@@ -668,19 +685,54 @@ class Mailbox:
     expired_links: OrderedDict[str, ExpiredLink] = field(default_factory=OrderedDict)
     _sync_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
+    # -- calendars --------------------------------------------------------------------------
+
+    @property
+    def default_calendar_id(self) -> str:
+        return default_calendar_id(self.account)
+
+    def add_calendar(self, name: str) -> Calendar:
+        calendar = Calendar("AAMkAD" + b64url(secrets.token_bytes(30)) + "Cal=", name)
+        self.calendars[calendar.id] = calendar
+        return calendar
+
+    def remove_calendar(self, calendar_id: str, seq: int) -> bool:
+        """The calendar and its events go (a secondary calendar only: the default cannot be deleted)."""
+        if self.calendars.pop(calendar_id, None) is None:
+            return False
+        for event_id in [e for e, c in self.event_calendar.items() if c == calendar_id]:
+            if self.events.pop(event_id, None) is not None:
+                self.tombstones[event_id] = seq
+        return True
+
+    def has_calendar(self, calendar_id: str) -> bool:
+        return calendar_id == self.default_calendar_id or calendar_id in self.calendars
+
+    def calendar_of(self, event_id: str) -> str:
+        return self.event_calendar.get(event_id) or self.default_calendar_id
+
+    def _in(self, event_id: str, calendar_id: str | None) -> bool:
+        """Whether the event is in that calendar (None: the default one)."""
+        return self.event_calendar.get(event_id) == (None if calendar_id == self.default_calendar_id else calendar_id)
+
     # -- queries ----------------------------------------------------------------------------
 
-    def instances(self, window_start: dt.datetime, window_end: dt.datetime) -> list[Instance]:
+    def instances(self, window_start: dt.datetime, window_end: dt.datetime,
+                  calendar_id: str | None = None) -> list[Instance]:
+        """What calendarView lists for the window, of one calendar (None: the default one)."""
         found: list[Instance] = []
         for stored in self.events.values():
+            if not self._in(stored.id, calendar_id):
+                continue
             if stored.is_series:
                 found.extend(_occurrence_instance(stored, o) for o in expand(stored, window_start, window_end))
             elif _overlaps(stored.start_utc(), stored.end_utc(), window_start, window_end):
                 found.append(_single_instance(stored))
         return sorted(found, key=_sort_key)
 
-    def masters_and_singles(self) -> list[Instance]:
-        return sorted((_single_instance(s) for s in self.events.values()), key=_sort_key)
+    def masters_and_singles(self, calendar_id: str | None = None) -> list[Instance]:
+        return sorted((_single_instance(s) for s in self.events.values() if self._in(s.id, calendar_id)),
+                      key=_sort_key)
 
     def find_instance(self, event_id: str) -> Instance | None:
         stored = self.events.get(event_id)
@@ -697,11 +749,16 @@ class Mailbox:
 
     # -- admin changes ----------------------------------------------------------------------
 
-    def add(self, payload: dict[str, Any], seq: int, now: dt.datetime) -> dict[str, Any]:
+    def add(self, payload: dict[str, Any], seq: int, now: dt.datetime,
+            calendar_id: str | None = None) -> dict[str, Any]:
         if payload.get("id") and (payload["id"] in self.events or parse_occurrence_id(str(payload["id"]))):
             raise EventError(f"An event with id '{payload['id']}' already exists or is reserved.")
+        if calendar_id is not None and not self.has_calendar(calendar_id):
+            raise EventError(f"No calendar '{calendar_id}' in {self.account.upn}'s mailbox.")
         stored = new_event(payload, self.account, seq, now)
         self.events[stored.id] = stored
+        if calendar_id is not None and calendar_id != self.default_calendar_id:
+            self.event_calendar[stored.id] = calendar_id
         self.tombstones.pop(stored.id, None)
         return copy.deepcopy(stored.data)
 
@@ -762,6 +819,8 @@ class Mailbox:
         """
         units: list[tuple[tuple[dt.datetime, dt.datetime, str], DeltaUnit]] = []
         for stored in self.events.values():
+            if not self._in(stored.id, None):
+                continue  # delta covers the default calendar only (v1.0)
             if not stored.is_series:
                 if _overlaps(stored.start_utc(), stored.end_utc(), *window):
                     single = _single_instance(stored)
@@ -810,8 +869,10 @@ class Mailbox:
         # still exist but moved out of the window are.
         removed = [i for i in state.known if i not in current_ids and (self._occurs(i) or not _is_occurrence(i))]
         # Graph also reports events added, changed or deleted outside the window, as removed.
-        removed += [e.id for e in self.events.values() if e.touched > state.seq and e.id not in current_ids | emitted]
-        removed += [i for i, deleted in self.tombstones.items() if deleted > state.seq and i not in emitted]
+        removed += [e.id for e in self.events.values()
+                    if e.touched > state.seq and e.id not in current_ids | emitted and self._in(e.id, None)]
+        removed += [i for i, deleted in self.tombstones.items()
+                    if deleted > state.seq and i not in emitted and self._in(i, None)]
         for removed_id in dict.fromkeys(removed):
             changed.append([DeltaItem(removed_id)])
         return changed, DeltaState(state.window, _versions(current), seq, state.sync_state)

@@ -380,6 +380,8 @@ def dispatch(state: SimState, req: Request, principal: Principal, target: Target
         )
     if default_calendar:
         return _calendar_scope(req, principal) or _default_calendar(state, req, target.account)
+    if rest and rest[0] == "calendars":
+        return _calendar_scope(req, principal) or _calendars(state, req, target, rest[1:], raw[1:])
     delta_names = ("delta", "delta()", "microsoft.graph.delta", "microsoft.graph.delta()")
     if len(rest) == 2 and rest[0] == "calendarview" and rest[1] in delta_names:
         return _calendar_scope(req, principal) or _delta(state, req, target)
@@ -427,25 +429,68 @@ def _profile(state: SimState, req: Request, principal: Principal, account: Accou
     return json_response(200, {"@odata.context": context, **profile}, _ids(req))
 
 
-def _default_calendar(state: SimState, req: Request, account: Account) -> Response:
-    """`GET /me/calendar` (https://learn.microsoft.com/graph/api/calendar-get): the user's default
-    calendar resource; `$select` honoured. What a cheap "can Graph read this mailbox" probe reads."""
-    calendar: dict[str, Any] = {
-        "id": f"AAMkAD{account.graph_id.replace('-', '')}Calendar",
-        "name": "Calendar",
+def _calendar_resource(account: Account, calendar_id: str, name: str, *, default: bool) -> dict[str, Any]:
+    """A `calendar` resource (https://learn.microsoft.com/graph/api/resources/calendar)."""
+    return {
+        "id": calendar_id,
+        "name": name,
         "color": "auto",
         "hexColor": "",
-        "isDefaultCalendar": True,
+        "isDefaultCalendar": default,
         "changeKey": "fJKVL07sbkmIfHqjbDnRgQAAAAACMA==",
         "canShare": True,
         "canViewPrivateItems": True,
         "canEdit": True,
         "allowedOnlineMeetingProviders": ["teamsForBusiness"],
         "defaultOnlineMeetingProvider": "teamsForBusiness",
-        "isTallyingResponses": True,
-        "isRemovable": False,
+        "isTallyingResponses": default,
+        "isRemovable": not default,
         "owner": {"name": account.display_name, "address": account.mail or account.upn},
     }
+
+
+def _calendars(state: SimState, req: Request, target: Target, rest: list[str], raw: list[str]) -> Response:
+    """`GET /me/calendars` (https://learn.microsoft.com/graph/api/user-list-calendars): the default
+    calendar first, then the others; `/me/calendars/{id}` one of them; `/me/calendars/{id}/calendarView`
+    and `/me/calendars/{id}/events` as on the default calendar. v1.0 has no delta on a calendar's
+    calendarView (`/me/calendars/{id}/calendarView/delta` is beta only): 400 here, as Graph answers a
+    segment v1.0 does not know. An unknown calendar id: 404 ErrorItemNotFound."""
+    account = target.account
+    with state.lock:
+        mailbox = state.mailbox(account)
+        listed = [(mailbox.default_calendar_id, "Calendar", True)]
+        listed += [(c.id, c.name, False) for c in mailbox.calendars.values()]
+    if not rest:
+        context = f"{state.base_url}/v1.0/$metadata#users('{account.graph_id}')/calendars"
+        select = _select(req)
+        values = [_calendar_resource(account, cid, name, default=d) for cid, name, d in listed]
+        if select:
+            wanted = {s.lower() for s in select} | {"id"}
+            values = [{k: v for k, v in c.items() if k.lower() in wanted} for c in values]
+        return json_response(200, {"@odata.context": context, "value": values}, _ids(req))
+    found = next(((cid, name, d) for cid, name, d in listed if cid == raw[0]), None)
+    if found is None:
+        return graph_error(req, 404, "ErrorItemNotFound", "The specified object was not found in the store.")
+    calendar_id = found[0]
+    tail = rest[1:]
+    if not tail:
+        return json_response(200, _calendar_resource(account, *found[:2], default=found[2]), _ids(req))
+    delta_names = ("delta", "delta()", "microsoft.graph.delta", "microsoft.graph.delta()")
+    if len(tail) == 2 and tail[0] == "calendarview" and tail[1] in delta_names:
+        return graph_error(req, 400, "BadRequest", f"Resource not found for the segment '{raw[-1]}'.")
+    if tail == ["calendarview"]:
+        return _calendar_view(state, req, account, calendar_id)
+    if tail == ["events"]:
+        return _events(state, req, account, calendar_id)
+    return graph_error(req, 400, "BadRequest", f"Resource not found for the segment '{raw[-1]}'.")
+
+
+def _default_calendar(state: SimState, req: Request, account: Account) -> Response:
+    """`GET /me/calendar` (https://learn.microsoft.com/graph/api/calendar-get): the user's default
+    calendar resource; `$select` honoured. What a cheap "can Graph read this mailbox" probe reads."""
+    with state.lock:
+        calendar_id = state.mailbox(account).default_calendar_id
+    calendar = _calendar_resource(account, calendar_id, "Calendar", default=True)
     select = _select(req)
     context = f"{state.base_url}/v1.0/$metadata#users('{account.graph_id}')/calendar/$entity"
     if select:
@@ -454,21 +499,21 @@ def _default_calendar(state: SimState, req: Request, account: Account) -> Respon
     return json_response(200, {"@odata.context": context, **calendar}, _ids(req))
 
 
-def _calendar_view(state: SimState, req: Request, account: Account) -> Response:
+def _calendar_view(state: SimState, req: Request, account: Account, calendar_id: str | None = None) -> Response:
     window = _window(req)
     if isinstance(window, Response):
         return window
     if req.query_param("$filter") is not None:
         return graph_error(req, 400, "ErrorInvalidUrlQuery", "The simulator does not support $filter on calendarView.")
     with state.lock:
-        items = state.mailbox(account).instances(*window)
+        items = state.mailbox(account).instances(*window, calendar_id)
     keep = ["startdatetime", "enddatetime", "$top", "$select", "$orderby"]
     return _collection(state, req, items, _context(state, account, "calendarView"), keep, prefs=preferences(req))
 
 
-def _events(state: SimState, req: Request, account: Account) -> Response:
+def _events(state: SimState, req: Request, account: Account, calendar_id: str | None = None) -> Response:
     with state.lock:
-        items = state.mailbox(account).masters_and_singles()
+        items = state.mailbox(account).masters_and_singles(calendar_id)
     keep = ["$top", "$select", "$orderby"]
     return _collection(state, req, items, _context(state, account, "events"), keep, prefs=preferences(req))
 

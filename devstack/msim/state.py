@@ -138,6 +138,9 @@ class Config:
     sparse_null_keys: bool = False
     # The id_token carries the `login_hint` optional claim (the registration has it configured).
     login_hint_claim: bool = True
+    # Subscriptions on a secondary calendar's `/me/calendars/{id}/events` notify (reported to work,
+    # not documented for v1.0): off by default, so the service must not depend on them.
+    secondary_calendar_notifications: bool = False
 
     def describe(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -173,12 +173,20 @@ class Notifier:
             return [dict(e) for e in self.log]
 
     # -- notifying ------------------------------------------------------------------------------
-    def changed(self, account: Account, event_id: str, change_type: str, etag: str = "") -> int:
-        """An event of this mailbox changed: one notification per subscription that wants it."""
+    def changed(self, account: Account, event_id: str, change_type: str, etag: str = "", *,
+                calendar_id: str | None = None, default: bool = True, secondary: bool = False) -> int:
+        """An event of this mailbox changed: one notification per subscription that wants it. `/me/events`
+        covers the default calendar only; a subscription on `/me/calendars/{id}/events` hears its own
+        calendar's events (a secondary calendar's only when `secondary`)."""
         now = dt.datetime.now(dt.UTC)
         queued = 0
         for sub in self.live(now):
             if sub.upn.lower() != account.upn.lower() or change_type not in sub.change_types:
+                continue
+            watched = subscribed_calendar(sub.resource)
+            if watched is None and not default:
+                continue
+            if watched is not None and (watched != (calendar_id or "").lower() or not (default or secondary)):
                 continue
             resource = f"Users/{account.graph_id}/Events/{event_id}"
             item = {
@@ -343,7 +351,10 @@ def _create(state: SimState, req: Request, principal: Principal, now: dt.datetim
     if not types or types - CHANGE_TYPES:
         return graph_error(req, 400, "BadRequest", "changeType must list created, updated and/or deleted.")
     resource = body.get("resource")
-    if not isinstance(resource, str) or not _own_events(resource, account):
+    with state.lock:
+        mailbox = state.mailbox(account)
+        calendar_ids = {mailbox.default_calendar_id, *mailbox.calendars}
+    if not isinstance(resource, str) or not _own_events(resource, account, calendar_ids):
         return graph_error(req, 400, "ExtensionError",
                            "Operation: Create; Exception: [Status Code: BadRequest; Reason: The resource is not "
                            "supported by the simulator: use /me/events.]")
@@ -451,10 +462,22 @@ def _list_view(sub: Subscription, base_url: str) -> dict[str, Any]:
     return view
 
 
-def _own_events(resource: str, account: Account) -> bool:
+def _own_events(resource: str, account: Account, calendar_ids: set[str] | None = None) -> bool:
     path = resource.strip().strip("/").lower()
     own = {"me/events", f"users/{account.graph_id}/events".lower(), f"users/{account.upn}/events".lower()}
-    return path in own
+    if path in own:
+        return True
+    watched = subscribed_calendar(resource)
+    return watched is not None and watched in {c.lower() for c in calendar_ids or set()}
+
+
+def subscribed_calendar(resource: str) -> str | None:
+    """The calendar id (lower case) of a `/me/calendars/{id}/events` resource; None for `/me/events`."""
+    parts = resource.strip().strip("/").split("/")
+    if len(parts) == 4 and parts[0].lower() in ("me",) and parts[1].lower() == "calendars" \
+            and parts[3].lower() == "events":
+        return parts[2].lower()
+    return None
 
 
 def _acceptable_url(url: str) -> bool:

@@ -44,6 +44,8 @@ class AgentApiClient:
             "user_id": request.user_id,
             "meeting_id": request.meeting_id,
             "source": "outlook",
+            "agent_name": request.agent_name,
+            "user_ids": list(request.user_ids or (request.user_id,)),
         }
         for attempt in (1, 2):
             headers = {"Authorization": f"Bearer {self._api_key()}", "Idempotency-Key": request.idempotency_key}

@@ -21,6 +21,8 @@ import requests
 
 from shared.connections import MAILBOX_UNAVAILABLE_CODES
 from shared.ports import (
+    CalendarGone,
+    CalendarInfo,
     CalendarUnavailable,
     DeltaPage,
     GraphError,
@@ -113,6 +115,49 @@ class GraphCalendar:
 
     def event(self, access_token: str, event_id: str) -> dict[str, Any] | None:
         return self._get(f"{self._base}/me/events/{quote(event_id, safe='')}", access_token, missing_ok=True)
+
+    def calendars(self, access_token: str) -> list[CalendarInfo]:
+        """GET /me/calendars (https://learn.microsoft.com/graph/api/user-list-calendars, within
+        Calendars.Read): the account's own calendars, `isDefaultCalendar` marking the default one.
+        At most 20 pages are followed."""
+        body = self._get(f"{self._base}/me/calendars", access_token,
+                         params={"$select": "id,name,isDefaultCalendar,canEdit,owner"})
+        found: list[CalendarInfo] = []
+        for _ in range(_MAX_INSTANCE_PAGES):
+            for item in (body or {}).get("value") or []:
+                if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"]:
+                    found.append(CalendarInfo(id=item["id"], name=str(item.get("name") or "Calendar")[:255],
+                                              is_default=bool(item.get("isDefaultCalendar"))))
+            link = (body or {}).get("@odata.nextLink")
+            if not isinstance(link, str) or not link.startswith(self._base + "/"):
+                break
+            body = self._get(link, access_token)
+        return found
+
+    def calendar_view(self, access_token: str, calendar_id: str,
+                      window: SyncWindow) -> tuple[list[dict[str, Any]], int]:
+        """GET /me/calendars/{id}/calendarView (https://learn.microsoft.com/graph/api/calendar-list-calendarview):
+        the calendar's events and expanded occurrences in the window, in full (no delta: v1.0 documents
+        delta for the default calendar only). Returns (events, Graph requests made). Raises
+        CalendarGone on 404 ErrorItemNotFound (the calendar was deleted). At most 500 pages."""
+        params = {
+            "startDateTime": window.start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "endDateTime": window.end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        url = f"{self._base}/me/calendars/{quote(calendar_id, safe='')}/calendarView"
+        body = self._get(url, access_token, params=params, missing_ok=True)
+        requests_made = 1
+        events: list[dict[str, Any]] = []
+        for _ in range(500):
+            if body is None:
+                raise CalendarGone(calendar_id)
+            events.extend(e for e in body.get("value") or [] if isinstance(e, dict))
+            link = body.get("@odata.nextLink")
+            if not isinstance(link, str) or not link.startswith(self._base + "/"):
+                break
+            body = self._get(link, access_token, missing_ok=True)
+            requests_made += 1
+        return events, requests_made
 
     @staticmethod
     def _page(body: dict[str, Any] | None) -> DeltaPage:

@@ -26,6 +26,8 @@ from shared.connections import Connection, ConnectionStatus, Plan, PlanLimitExce
 from shared.meeting_links import Platform
 from shared.ports import (
     AdminConsentLink,
+    CalendarChoice,
+    CalendarSelection,
     Conflict,
     ConnectionPage,
     Meeting,
@@ -40,7 +42,7 @@ from shared.ports import (
 from shared.scheduling import AgentState
 
 TABLES = ("authflows", "pendingclaims", "connections", "meetings", "eventindex", "syncstate", "autojoin",
-          "subscriptions")
+          "subscriptions", "calendars")
 _SLOT_PREFIX = "~slot-"  # sorts after every connection id (hex), so listing connections skips slots
 _QUEUED_ROW = "queued"  # beside a connection's sync "state" row: a "sync now" is queued
 
@@ -431,14 +433,17 @@ class TableMeetingStore:
 
 
 def _source_row(s: Source) -> list[Any]:
-    return [s.connection_id, s.event_id, s.email, s.response.value, s.external, s.series_id]
+    row = [s.connection_id, s.event_id, s.email, s.response.value, s.external, s.series_id]
+    return row if s.calendar_id is None else [*row, s.calendar_id]
 
 
 def _source(row: list[Any]) -> Source:
-    """Rows written before the join facts were kept hold [connection, event, email] only."""
+    """Rows written before the join facts were kept hold [connection, event, email] only; rows written
+    before calendars could be chosen hold no calendar (the default one)."""
     if len(row) < 6:
         return Source(*row[:3])
-    return Source(row[0], row[1], row[2], Response(row[3]), bool(row[4]), row[5] or None)
+    return Source(row[0], row[1], row[2], Response(row[3]), bool(row[4]), row[5] or None,
+                  (row[6] or None) if len(row) > 6 else None)
 
 
 def _event_row(event_id: str) -> str:
@@ -536,6 +541,46 @@ class TableSyncStateStore:
     def clear_queued(self, connection_id: str) -> None:
         try:
             self._t.delete_entity(connection_id, _QUEUED_ROW)
+        except ResourceNotFoundError:
+            pass
+
+
+class TableCalendarSelectionStore:
+    """The `calendars` table: one row per connection (PartitionKey the connection id, RowKey
+    `selection`, `UserId` the user): which of the account's calendars are read, as one JSON list, so a
+    choice is written with one conditional replace (two concurrent choices cannot both leave the
+    connection without a calendar)."""
+
+    _ROW = "selection"
+
+    def __init__(self, table: TableClient) -> None:
+        self._t = table
+
+    def get(self, connection_id: str) -> CalendarSelection | None:
+        if not _key_ok(connection_id):
+            return None
+        try:
+            e = self._t.get_entity(connection_id, self._ROW)
+        except ResourceNotFoundError:
+            return None
+        calendars = tuple(CalendarChoice(id=str(c["id"]), name=str(c.get("name") or ""),
+                                         is_default=bool(c.get("default")), selected=bool(c.get("selected")),
+                                         agent_name=c.get("agent_name") or None)
+                          for c in json.loads(e.get("Calendars") or "[]"))
+        return CalendarSelection(connection_id=connection_id, user_id=str(e.get("UserId") or ""),
+                                 calendars=calendars, etag=e.metadata.get("etag"))
+
+    def put(self, selection: CalendarSelection) -> CalendarSelection:
+        entity = {
+            "PartitionKey": selection.connection_id, "RowKey": self._ROW, "UserId": selection.user_id,
+            "Calendars": json.dumps([{"id": c.id, "name": c.name, "default": c.is_default, "selected": c.selected,
+                                      "agent_name": c.agent_name} for c in selection.calendars]),
+        }
+        return replace(selection, etag=_put_conditional(self._t, entity, selection.etag))
+
+    def remove(self, connection_id: str) -> None:
+        try:
+            self._t.delete_entity(connection_id, self._ROW)
         except ResourceNotFoundError:
             pass
 

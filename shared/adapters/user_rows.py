@@ -34,6 +34,7 @@ KEYED_BY: dict[str, Keying] = {
     "syncstate": "connection",
     "subscriptions": "connection",  # a connection's Graph subscription; names its clientState secret
     "autojoin": "user",  # join rules and per-meeting choices
+    "calendars": "connection",  # which of a connection's calendars are read, with their agent names
 }
 _BATCH = 100
 

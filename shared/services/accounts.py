@@ -10,6 +10,7 @@ from shared.clock import Clock
 from shared.connections import REASONS, Connection, FixedBy, Reason, classify_token_error
 from shared.ports import (
     AccessToken,
+    CalendarSelectionStore,
     Conflict,
     ConnectionStore,
     EventIndex,
@@ -21,7 +22,7 @@ from shared.ports import (
     TokenError,
 )
 from shared.services.health import ConnectionHealth
-from shared.services.meetings import forget_events
+from shared.services.meetings import ANY_CALENDAR, detach_calendar, forget_events
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +133,10 @@ class AccountsService:
         clock: Clock,
         health: ConnectionHealth,
         before_release: Callable[[Connection], None] | None = None,
+        calendars: CalendarSelectionStore | None = None,
     ) -> None:
         self._health = health
+        self._calendars = calendars
         self._before_release = before_release
         self._connections = connections
         self._meetings = meetings
@@ -169,6 +172,9 @@ class AccountsService:
         if self._before_release is not None:
             self._before_release(conn)
         forget_events(self._meetings, self._index, conn.user_id, conn.id, self._index.all_for(conn.id))
+        detach_calendar(self._meetings, conn.user_id, conn.id, ANY_CALENDAR, self._clock.now())
+        if self._calendars is not None:
+            self._calendars.remove(conn.id)
         self._sync_state.remove(conn.id)
         self._secrets.delete(conn.secret_name)
         self._connections.remove(conn)

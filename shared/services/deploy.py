@@ -55,7 +55,9 @@ class DeployService:
         lifecycle: MeetingLifecycle,
         health: ConnectionHealth,
         recall: Callable[[Meeting], object] | None = None,
+        agent_name: Callable[[Meeting], str | None] | None = None,
     ) -> None:
+        self._agent_name = agent_name  # a calendar's own name for the agent (shared/services/calendars.py)
         self._health = health
         self._recall = recall  # an agent sent to a meeting the calendar let go of during the call
         self._meetings = meetings
@@ -141,6 +143,7 @@ class DeployService:
                     meeting_id=claimed.key,
                     idempotency_key=idempotency_key(claimed.user_id, claimed.link_key, claimed.start,
                                                     claimed.recalls),
+                    agent_name=self._agent_name(claimed) if self._agent_name is not None else None,
                 )
             )
         except BaseException:

@@ -1,5 +1,7 @@
 """Meetings as Upcoming Meetings shows them: one per (join link, start), merged across the user's
-connections, each remembering which connections' events feed it."""
+connections and their calendars, each remembering which calendars' events feed it (a source is one
+connection's calendar: a meeting in two selected calendars of one account is one meeting with two
+sources)."""
 
 from __future__ import annotations
 
@@ -7,10 +9,16 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
-from shared.ports import Conflict, DeployJob, EventIndex, JobQueue, Meeting, MeetingStore
+from shared.ports import Conflict, DeployJob, EventIndex, JobQueue, Meeting, MeetingStore, Source
 from shared.scheduling import AgentState, enqueue_delay
 
 _ATTEMPTS = 8
+ANY_CALENDAR = "*"  # detach_source: every calendar of the connection (a disconnect)
+
+
+def _held_by(source: Source, connection_id: str, calendar_id: str | None) -> bool:
+    """Whether the source is that connection's calendar (None: its default calendar; ANY_CALENDAR: any)."""
+    return source.connection_id == connection_id and calendar_id in (ANY_CALENDAR, source.calendar_id)
 
 
 def attach_source(meetings: MeetingStore, jobs: JobQueue, now: datetime, candidate: Meeting,
@@ -29,7 +37,7 @@ def attach_source(meetings: MeetingStore, jobs: JobQueue, now: datetime, candida
                 return meetings.create(fresh)
             except Conflict:
                 continue
-        others = tuple(s for s in current.sources if s.connection_id != source.connection_id)
+        others = tuple(s for s in current.sources if not _held_by(s, source.connection_id, source.calendar_id))
         merged = replace(
             current,
             title=candidate.title,
@@ -72,13 +80,15 @@ def planned(jobs: JobQueue, now: datetime, meeting: Meeting, will_join: bool) ->
     return replace(meeting, enqueued_for=meeting.deploy_at, enqueued_at=now, agent=AgentState.SCHEDULED)
 
 
-def detach_source(meetings: MeetingStore, user_id: str, key: str, connection_id: str) -> None:
-    """This connection no longer holds the meeting; the meeting goes when no connection does."""
+def detach_source(meetings: MeetingStore, user_id: str, key: str, connection_id: str,
+                  calendar_id: str | None = ANY_CALENDAR) -> None:
+    """This connection's calendar (`calendar_id`: None the default one, ANY_CALENDAR all of them) no
+    longer holds the meeting; the meeting goes when no calendar does."""
     for _ in range(_ATTEMPTS):
         current = meetings.get(user_id, key)
         if current is None:
             return
-        remaining = tuple(s for s in current.sources if s.connection_id != connection_id)
+        remaining = tuple(s for s in current.sources if not _held_by(s, connection_id, calendar_id))
         if len(remaining) == len(current.sources):
             return
         try:
@@ -93,13 +103,52 @@ def detach_source(meetings: MeetingStore, user_id: str, key: str, connection_id:
 
 
 def forget_events(meetings: MeetingStore, index: EventIndex, user_id: str, connection_id: str,
-                  entries: dict[str, str]) -> int:
+                  entries: dict[str, str], calendar_id: str | None = ANY_CALENDAR) -> int:
     """The connection no longer holds these events (event id -> meeting key): their meetings let go
-    of it, and the index forgets them."""
+    of it (of its `calendar_id`), and the index forgets them."""
     for event_id, key in entries.items():
-        detach_source(meetings, user_id, key, connection_id)
+        detach_source(meetings, user_id, key, connection_id, calendar_id)
         index.remove(connection_id, event_id)
     return len(entries)
+
+
+def detach_calendar(meetings: MeetingStore, user_id: str, connection_id: str, calendar_id: str | None,
+                    now: datetime, keep: dict[str, str] | None = None) -> int:
+    """Every upcoming meeting fed by this connection's calendar (`calendar_id`; None: the default one,
+    ANY_CALENDAR: all) lets go of it, except the events in `keep` (event id -> the meeting key they
+    feed now). A meeting no other calendar holds goes (its deployed agent is recalled by the store it
+    is removed through). Returns how many sources went."""
+    gone = 0
+    for meeting in meetings.list_for_user(user_id, ending_after=now):
+        for source in meeting.sources:
+            if not _held_by(source, connection_id, calendar_id):
+                continue
+            if keep is not None and keep.get(source.event_id) == meeting.key:
+                continue
+            detach_one(meetings, user_id, meeting.key, source)
+            gone += 1
+    return gone
+
+
+def detach_one(meetings: MeetingStore, user_id: str, key: str, source: Source) -> None:
+    """One calendar event no longer feeds the meeting."""
+    for _ in range(_ATTEMPTS):
+        current = meetings.get(user_id, key)
+        if current is None:
+            return
+        remaining = tuple(s for s in current.sources
+                          if not (s.connection_id == source.connection_id and s.event_id == source.event_id))
+        if len(remaining) == len(current.sources):
+            return
+        try:
+            if remaining:
+                meetings.replace(replace(current, sources=remaining))
+            else:
+                meetings.delete(current)
+            return
+        except Conflict:
+            continue
+    raise Conflict(f"meeting {key} kept changing")
 
 
 def upcoming(meetings: MeetingStore, user_id: str, now: datetime) -> list[Meeting]:

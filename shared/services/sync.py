@@ -18,11 +18,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.autojoin import event_facts
+from shared.calendars import without
 from shared.clock import Clock
 from shared.connections import REASONS, Connection
 from shared.meeting_links import find_meeting_link
 from shared.ports import (
+    CalendarGone,
     CalendarReader,
+    CalendarSelection,
+    CalendarSelectionStore,
     CalendarUnavailable,
     Conflict,
     ConnectionStore,
@@ -45,7 +49,14 @@ from shared.scheduling import SyncWindow, deploy_at, meeting_key, sync_window
 from shared.services.accounts import ConnectionUnusable, TokenKeeper
 from shared.services.health import ConnectionHealth
 from shared.services.meeting_lifecycle import JoinContext, MeetingLifecycle
-from shared.services.meetings import attach_source, detach_source, forget_events
+from shared.services.meetings import (
+    ANY_CALENDAR,
+    attach_source,
+    detach_calendar,
+    detach_one,
+    detach_source,
+    forget_events,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +100,7 @@ class SyncReport:
     upserted: int = 0
     removed: int = 0
     skipped: int = 0  # events that could not be turned into meetings (logged with ids)
+    calendar_view_requests: int = 0  # of `requests`: reading selected calendars other than the default one
 
 
 class MailboxSlots:
@@ -123,6 +135,7 @@ class _Run:
     masters: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     changed_masters: set[str] = field(default_factory=set)  # series masters an incremental round saw change
     joins: JoinContext | None = None  # the user's rules, choices and Active calendars, read once per run
+    selection: CalendarSelection | None = None  # which calendars are read (None stored: the default one)
 
 
 class SyncService:
@@ -143,8 +156,10 @@ class SyncService:
         lifecycle: MeetingLifecycle,
         mailbox_slots: MailboxSlots | None = None,
         health: ConnectionHealth,
+        calendars: CalendarSelectionStore | None = None,
     ) -> None:
         self._health = health
+        self._calendars = calendars
         self._connections = connections
         self._tokens = tokens
         self._calendar = calendar
@@ -247,7 +262,8 @@ class SyncService:
         report = run.report
         log.info("sync %s", report.outcome, extra={"connection_id": conn.id, "pages": report.pages,
                                                     "requests": report.requests, "upserted": report.upserted,
-                                                    "removed": report.removed})
+                                                    "removed": report.removed,
+                                                    "calendar_view_requests": report.calendar_view_requests})
         return report
 
     def freshen(self, meeting: Meeting) -> None:
@@ -258,12 +274,14 @@ class SyncService:
         for source in meeting.sources:
             try:
                 self.sync(SyncJob(meeting.user_id, source.connection_id, reason="deploy"))
-                self._confirm(meeting.user_id, source.connection_id, source.event_id)
+                self._confirm(meeting.user_id, source.connection_id, source.event_id, source.calendar_id,
+                              meeting.key)
             except Exception as exc:
                 log.warning("pre-deployment sync failed: %s", type(exc).__name__,
                             extra={"connection_id": source.connection_id, "meeting_id": meeting.key})
 
-    def _confirm(self, user_id: str, connection_id: str, event_id: str) -> None:
+    def _confirm(self, user_id: str, connection_id: str, event_id: str, calendar_id: str | None = None,
+                 meeting_key: str = "") -> None:
         """Read the one event behind the meeting by id: a delta round can miss a deleted occurrence
         (no `@removed`), and `GET /me/events/{id}` of one answers 404 ErrorItemNotFound (FACTS,
         "Deleted occurrences"). Gone → the meeting lets go of it; present → applied as delta would
@@ -277,10 +295,16 @@ class SyncService:
         if event is None:
             # Gone: the meeting lets go of it whoever holds the calendar (removing is always safe).
             log.info("event behind a meeting is gone", extra={"connection_id": conn.id})
-            meeting_key = self._index.get(conn.id, event_id)
-            if meeting_key is not None:
-                forget_events(self._meetings, self._index, conn.user_id, conn.id, {event_id: meeting_key})
+            if calendar_id is not None:
+                # A selected calendar other than the default one (not indexed: read whole each sync).
+                detach_one(self._meetings, conn.user_id, meeting_key, Source(conn.id, event_id, conn.email))
+                return
+            indexed = self._index.get(conn.id, event_id)
+            if indexed is not None:
+                forget_events(self._meetings, self._index, conn.user_id, conn.id, {event_id: indexed}, None)
             return
+        if calendar_id is not None:
+            return  # present: the sync just above read that calendar whole
         # Still there: apply it as delta would, but only while holding the connection's lease, so the
         # index entry carries the generation a concurrent full round would otherwise sweep away.
         owner = uuid.uuid4().hex
@@ -338,6 +362,7 @@ class SyncService:
         """The connection was disconnected while this run read its calendar: undo what the run
         attached after the disconnect had cleaned up, so no meeting shows a removed account."""
         forget_events(self._meetings, self._index, conn.user_id, conn.id, self._index.all_for(conn.id))
+        detach_calendar(self._meetings, conn.user_id, conn.id, ANY_CALENDAR, self._clock.now())
         self._state.remove(conn.id)
         log.info("sync raced a disconnect: cleaned up", extra={"connection_id": conn.id})
 
@@ -377,6 +402,19 @@ class SyncService:
         now = self._clock.now()
         window = sync_window(now, self._window_days)
         state = run.state
+        run.selection = self._calendars.get(run.conn.id) if self._calendars is not None else None
+        if run.selection is not None and not run.selection.default_selected:
+            # The default calendar is not read: its meetings let go, and its delta cursor goes, so
+            # selecting it again starts with a full round.
+            unseen = self._index.all_for(run.conn.id)
+            run.report.removed += forget_events(self._meetings, self._index, run.conn.user_id, run.conn.id, unseen,
+                                                None)
+            run.report.removed += detach_calendar(self._meetings, run.conn.user_id, run.conn.id, None, now)
+            self._read_other_calendars(run, window)
+            self._save(run, replace(run.state, window_start=window.start, window_end=window.end, delta_link=None,
+                                    resume_link=None, full_sync_at=None, lease_owner="", lease_until=None,
+                                    synced_at=now))
+            return
         if state.resume_link is not None and state.window_start == window.start:
             full = state.delta_link is None
             generation = state.generation
@@ -403,7 +441,9 @@ class SyncService:
             return
         if full:
             unseen = self._index.all_for(run.conn.id, not_generation=generation)
-            run.report.removed += forget_events(self._meetings, self._index, run.conn.user_id, run.conn.id, unseen)
+            run.report.removed += forget_events(self._meetings, self._index, run.conn.user_id, run.conn.id, unseen,
+                                                None)
+        self._read_other_calendars(run, window)
         self._save(run, replace(
             run.state, window_start=window.start, window_end=window.end, delta_link=delta_link,
             full_sync_at=now if full else state.full_sync_at, resume_link=None, generation=generation,
@@ -471,7 +511,8 @@ class SyncService:
         owned: dict[str, list[tuple[str, str]]] = {}
         for meeting in self._meetings.list_for_user(run.conn.user_id, ending_after=self._clock.now()):
             for source in meeting.sources:
-                if source.connection_id == run.conn.id and source.series_id in run.changed_masters:
+                if (source.connection_id == run.conn.id and source.calendar_id is None
+                        and source.series_id in run.changed_masters):
                     owned.setdefault(source.series_id, []).append((source.event_id, meeting.key))
         for master_id, entries in owned.items():
             try:
@@ -487,10 +528,80 @@ class SyncService:
                 continue
             alive = {str(e.get("id")) for e in live or [] if not e.get("isCancelled")}
             gone = {event_id: key for event_id, key in entries if event_id not in alive}
-            run.report.removed += forget_events(self._meetings, self._index, run.conn.user_id, run.conn.id, gone)
+            run.report.removed += forget_events(self._meetings, self._index, run.conn.user_id, run.conn.id, gone,
+                                                None)
             if gone:
                 log.info("occurrences deleted without @removed: %d", len(gone),
                          extra={"connection_id": run.conn.id})
+
+    # ------------------------------------------------------------------ other selected calendars
+    def _read_other_calendars(self, run: _Run, window: SyncWindow) -> None:
+        """Selected calendars other than the default one, read whole with calendarView (v1.0 has no
+        delta and documents no change notifications for them: FACTS, "Non-default calendars"): on every
+        sync of the connection, i.e. the periodic scan, "sync now", and any change notification for the
+        account. Each costs one Graph request per page (`calendar_view_requests`). Meetings are attached
+        as the delta round attaches them; the calendar's events not read this time let go. A calendar
+        Graph no longer has (deleted in Outlook) leaves the selection."""
+        if run.selection is None:
+            return
+        now = self._clock.now()
+        for calendar in run.selection.secondary:
+            try:
+                with self._slots.slot(run.conn.home_account_id):
+                    events, made = self._calendar.calendar_view(run.token, calendar.id, window)
+            except CalendarGone:
+                run.report.requests += 1
+                run.report.calendar_view_requests += 1
+                self._calendar_gone(run, calendar.id)
+                continue
+            run.report.requests += made
+            run.report.calendar_view_requests += made
+            keep: dict[str, str] = {}
+            for event in events:
+                try:
+                    key = self._apply_other(run, event, calendar.id)
+                except _EVENT_DATA_ERRORS as exc:
+                    run.report.skipped += 1
+                    log.warning("event skipped: %s", type(exc).__name__, extra={"connection_id": run.conn.id})
+                    continue
+                if key is not None:
+                    keep[str(event["id"])] = key
+            run.report.removed += detach_calendar(self._meetings, run.conn.user_id, run.conn.id, calendar.id,
+                                                  now, keep)
+            self._renew(run)
+
+    def _apply_other(self, run: _Run, event: dict[str, Any], calendar_id: str) -> str | None:
+        """One event of a selected calendar other than the default one: the key of the meeting it feeds."""
+        if not isinstance(event.get("id"), str) or not event["id"] or _skipped(event):
+            return None
+        candidate = self._candidate(run.conn, event, calendar_id)
+        if candidate is None:
+            return None
+        now = self._clock.now()
+        if run.joins is None:
+            run.joins = self._lifecycle.context(run.conn.user_id)
+        joins = run.joins
+        attach_source(self._meetings, self._jobs, now, candidate, lambda m: joins.decide(m, now).will_join)
+        run.report.upserted += 1
+        return candidate.key
+
+    def _calendar_gone(self, run: _Run, calendar_id: str) -> None:
+        """A selected calendar deleted in Outlook falls out of the selection (the default one is selected
+        again when none is left) and its meetings let go (agents recalled unless another calendar holds
+        the meeting)."""
+        assert self._calendars is not None
+        log.info("selected calendar gone from the account", extra={"connection_id": run.conn.id})
+        for _ in range(3):
+            current = self._calendars.get(run.conn.id)
+            if current is None:
+                break
+            try:
+                self._calendars.put(without(current, calendar_id))
+                break
+            except Conflict:
+                continue
+        run.report.removed += detach_calendar(self._meetings, run.conn.user_id, run.conn.id, calendar_id,
+                                              self._clock.now())
 
     def _apply(self, run: _Run, event: dict[str, Any], generation: str) -> None:
         conn = run.conn
@@ -505,13 +616,13 @@ class SyncService:
         previous = self._index.get(conn.id, event_id)
         if candidate is None:
             if previous is not None:
-                detach_source(self._meetings, conn.user_id, previous, conn.id)
+                detach_source(self._meetings, conn.user_id, previous, conn.id, None)
                 self._index.remove(conn.id, event_id)
                 run.report.removed += 1
             return
         if previous is not None and previous != candidate.key:
             # Rescheduled or link changed: the old meeting (and its pending deployment) lets go.
-            detach_source(self._meetings, conn.user_id, previous, conn.id)
+            detach_source(self._meetings, conn.user_id, previous, conn.id, None)
         now = self._clock.now()
         if run.joins is None:
             run.joins = self._lifecycle.context(conn.user_id)
@@ -542,7 +653,7 @@ class SyncService:
         merged["type"] = event.get("type") or "occurrence"
         return merged
 
-    def _candidate(self, conn: Connection, event: dict[str, Any]) -> Meeting | None:
+    def _candidate(self, conn: Connection, event: dict[str, Any], calendar_id: str | None = None) -> Meeting | None:
         link = find_meeting_link(event)
         if link is None:
             return None
@@ -564,7 +675,8 @@ class SyncService:
             end=end,
             platform=str(getattr(link.platform, "value", link.platform)),
             join_url=link.url,
-            sources=(Source(conn.id, str(event["id"]), conn.email, *_facts(event, conn)),),
+            sources=(replace(Source(conn.id, str(event["id"]), conn.email, *_facts(event, conn)),
+                             calendar_id=calendar_id),),
             deploy_at=deploy_at(start, self._lead),
         )
 

@@ -5,10 +5,12 @@ import logging
 import azure.functions as func
 
 from shared.adapters.identity import admin_consent_url
+from shared.calendars import InvalidCalendarChoice, LastCalendar, UnknownCalendar, parse_choice
 from shared.connections import plan_limit
 from shared.platform_auth import User
-from shared.triggers.http import SECURITY_HEADERS, authed, error, json_response
-from shared.triggers.views import account_view, connection_view, iso, meeting_view
+from shared.services.calendars import ConnectionNotReadable
+from shared.triggers.http import SECURITY_HEADERS, authed, error, json_body, json_response
+from shared.triggers.views import account_view, calendar_view, connection_view, iso, meeting_view
 from shared.wiring import Container, container
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,45 @@ def sync_connection_now(req: func.HttpRequest, c: Container, user: User) -> func
     if outcome == "connection_error":
         return error(409, "connection_error", "This connection is in error: reconnect it, then sync.")
     return json_response({"queued": True}, 202)
+
+
+@bp.function_name("list_calendars")
+@bp.route(route="outlook/connections/{id}/calendars", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@authed
+def list_calendars(req: func.HttpRequest, c: Container, user: User) -> func.HttpResponse:
+    """The account's own calendars, which are read, and the agent name per calendar."""
+    try:
+        calendars = c.calendars.list(user.id, req.route_params.get("id", ""))
+    except ConnectionNotReadable:
+        return error(409, "connection_error", "This connection is in error: reconnect it to choose its calendars.")
+    if calendars is None:
+        return error(404, "not_found", "No such Outlook connection for this user")
+    return json_response({"calendars": [calendar_view(x) for x in calendars]})
+
+
+@bp.function_name("choose_calendar")
+@bp.route(route="outlook/connections/{id}/calendars/{calendar_id}", methods=["PUT"],
+          auth_level=func.AuthLevel.ANONYMOUS)
+@authed
+def choose_calendar(req: func.HttpRequest, c: Container, user: User) -> func.HttpResponse:
+    """Read this calendar or not, and the agent's name in its meetings. 409 `last_calendar` when it
+    would leave no calendar read."""
+    try:
+        selected, agent_name = parse_choice(json_body(req))
+    except InvalidCalendarChoice as exc:
+        return error(400, "invalid_calendar", str(exc))
+    try:
+        chosen = c.calendars.choose(user.id, req.route_params.get("id", ""), req.route_params.get("calendar_id", ""),
+                                    selected, agent_name)
+    except UnknownCalendar:
+        return error(404, "not_found", "No such calendar in this Outlook account")
+    except LastCalendar:
+        return error(409, "last_calendar", "At least one calendar must stay selected: select another one first.")
+    except ConnectionNotReadable:
+        return error(409, "connection_error", "This connection is in error: reconnect it to choose its calendars.")
+    if chosen is None:
+        return error(404, "not_found", "No such Outlook connection for this user")
+    return json_response(calendar_view(chosen))
 
 
 @bp.function_name("upcoming_meetings")

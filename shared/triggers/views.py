@@ -8,7 +8,7 @@ import azure.functions as func
 from shared.autojoin import Decision
 from shared.connections import Connection, PlanLimitExceeded
 from shared.platform_auth import User
-from shared.ports import Meeting
+from shared.ports import CalendarChoice, Meeting
 from shared.scheduling import AgentState
 from shared.services.meeting_lifecycle import facts_of
 from shared.services.meetings import accounts_of
@@ -40,6 +40,12 @@ def connection_view(c: Connection, now: datetime, warning_after_seconds: int,
         "last_synced_at": iso(last_synced_at),
         "warning": c.warning(now, warning_after_seconds, sync_warning_after_seconds),
     }
+
+
+def calendar_view(choice: CalendarChoice) -> dict[str, Any]:
+    """One of the account's calendars as `GET /api/outlook/connections/{id}/calendars` lists it."""
+    return {"id": choice.id, "name": choice.name, "is_default": choice.is_default, "selected": choice.selected,
+            "agent_name": choice.agent_name}
 
 
 def meeting_view(m: Meeting, decision: Decision) -> dict[str, Any]:

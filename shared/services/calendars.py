@@ -1,0 +1,130 @@
+"""The account's calendars on the page: list them (Graph `/me/calendars`, within Calendars.Read) with
+which are read and the agent name per calendar, and apply the user's choice.
+
+The rules are `shared.calendars` (pure); this module reads Graph, writes the selection row with its
+ETag (two concurrent choices cannot both leave the connection without a calendar), and makes the
+choice visible at once: a calendar deselected lets go of its meetings (their agents are recalled
+through the meeting store the sync also writes through, unless another selected calendar holds the
+meeting); a calendar selected is read by a sync queued right away."""
+
+from __future__ import annotations
+
+import logging
+
+from shared.calendars import LastCalendar, choose, merged
+from shared.clock import Clock
+from shared.ports import (
+    CalendarChoice,
+    CalendarReader,
+    CalendarSelection,
+    CalendarSelectionStore,
+    Conflict,
+    ConnectionStore,
+    JobQueue,
+    Meeting,
+    MeetingStore,
+    SyncJob,
+)
+from shared.services.accounts import ConnectionUnusable, TokenKeeper
+from shared.services.meetings import detach_calendar
+
+log = logging.getLogger(__name__)
+
+_ATTEMPTS = 4
+CALENDARS_CHANGED = "calendars"  # the reason of the sync a calendar choice queues
+
+
+class ConnectionNotReadable(Exception):
+    """The connection is in error (or its token cannot be had now): its calendars cannot be listed."""
+
+
+class CalendarService:
+    def __init__(self, *, connections: ConnectionStore, tokens: TokenKeeper, calendar: CalendarReader,
+                 selections: CalendarSelectionStore, meetings: MeetingStore, jobs: JobQueue, clock: Clock) -> None:
+        self._connections = connections
+        self._tokens = tokens
+        self._calendar = calendar
+        self._selections = selections
+        self._meetings = meetings  # written through RecallOnRemoval: a meeting that goes recalls its agent
+        self._jobs = jobs
+        self._clock = clock
+
+    def list(self, user_id: str, connection_id: str) -> list[CalendarChoice] | None:
+        """The account's calendars with their choices; None when the connection is not this user's.
+        Raises ConnectionNotReadable when the connection is in error."""
+        selection = self._current(user_id, connection_id)
+        return None if selection is None else list(selection.calendars)
+
+    def choose(self, user_id: str, connection_id: str, calendar_id: str, selected: bool,
+               agent_name: str | None) -> CalendarChoice | None:
+        """Apply one calendar's choice; None when the connection is not this user's. Raises
+        UnknownCalendar (no such calendar in the account), LastCalendar (none would be left selected),
+        ConnectionNotReadable."""
+        for _ in range(_ATTEMPTS):
+            current = self._current(user_id, connection_id)
+            if current is None:
+                return None
+            before = next((c for c in current.calendars if c.id == calendar_id), None)
+            chosen = choose(current, calendar_id, selected, agent_name)
+            try:
+                stored = self._selections.put(chosen)
+            except Conflict:
+                continue  # another choice (or a sync) wrote meanwhile: decide again on what it wrote
+            after = next(c for c in stored.calendars if c.id == calendar_id)
+            if before is not None and before.selected and not after.selected:
+                self._let_go(user_id, connection_id, after)
+            if before is None or before.selected != after.selected:
+                self._jobs.enqueue_sync(SyncJob(user_id, connection_id, reason=CALENDARS_CHANGED))
+            log.info("calendar choice stored", extra={"connection_id": connection_id, "selected": after.selected})
+            return after
+        raise Conflict(f"calendar selection of {connection_id} kept changing")
+
+    def _current(self, user_id: str, connection_id: str) -> CalendarSelection | None:
+        """The stored selection over what Graph lists now (written back when the account's calendars
+        changed: a deleted calendar falls out, and its meetings let go)."""
+        conn = self._connections.get(user_id, connection_id)
+        if conn is None:
+            return None
+        if not conn.is_active:
+            raise ConnectionNotReadable(connection_id)
+        try:
+            conn, token = self._tokens.access_token(conn)
+        except (ConnectionUnusable, Conflict):
+            raise ConnectionNotReadable(connection_id) from None
+        live = self._calendar.calendars(token.token)
+        for _ in range(_ATTEMPTS):
+            stored = self._selections.get(conn.id)
+            fresh = merged(stored, live, user_id=user_id, connection_id=conn.id)
+            if stored is not None and fresh.calendars == stored.calendars:
+                return stored
+            try:
+                written = self._selections.put(fresh)
+            except Conflict:
+                continue
+            gone = {c.id for c in (stored.calendars if stored else ()) if c.selected} - {c.id for c in live}
+            for calendar_id in gone:
+                self._let_go(user_id, conn.id, CalendarChoice(calendar_id, "", False, False))
+            return written
+        raise Conflict(f"calendar selection of {connection_id} kept changing")
+
+    def _let_go(self, user_id: str, connection_id: str, calendar: CalendarChoice) -> None:
+        """A calendar no longer read: its meetings let go of it now (the sync does the same for the
+        default calendar's cursor)."""
+        gone = detach_calendar(self._meetings, user_id, connection_id, None if calendar.is_default else calendar.id,
+                               self._clock.now())
+        log.info("calendar deselected: %d meetings let go", gone, extra={"connection_id": connection_id})
+
+
+def calendar_agent_name(selections: CalendarSelectionStore, meeting: Meeting) -> str | None:
+    """The agent name the meeting's calendars chose (API.md: a calendar's own `agent_name` wins over
+    the rules' one for that calendar's meetings); where its calendars disagree, the first that names
+    one. None when none does."""
+    for source in meeting.sources:
+        selection = selections.get(source.connection_id)
+        name = selection.agent_name(source.calendar_id) if selection is not None else None
+        if name:
+            return name
+    return None
+
+
+__all__ = ["CalendarService", "ConnectionNotReadable", "LastCalendar", "calendar_agent_name"]
