@@ -198,7 +198,8 @@ def test_real_responses_match_the_document(client, contract, stack):
                          ("DELETE", "outlook/connections/x"), ("GET", "meetings/upcoming"),
                          ("GET", "autojoin/rules"), ("PUT", "autojoin/rules"), ("PUT", "meetings/x/autojoin"),
                          ("GET", "outlook/claim?claim=x"), ("POST", "outlook/connections/x/sync"),
-                         ("DELETE", "outlook/data")]:
+                         ("DELETE", "outlook/data"), ("GET", "outlook/connections/x/calendars"),
+                         ("PUT", "outlook/connections/x/calendars/y")]:
         assert r.call(method, path, None).status_code == 401
     assert r.call("GET", "outlook/connections", "not-a-jwt").status_code == 401
 
@@ -268,6 +269,21 @@ def test_real_responses_match_the_document(client, contract, stack):
         queued = r.call("POST", f"outlook/connections/{alice['id']}/sync", me)
         assert queued.status_code == 202 and queued.json() == {"queued": True}
     assert r.call("POST", "outlook/connections/nope/sync", me).status_code == 404
+
+    # Calendars: listed, one chosen with an agent name, the last one kept, unknown ones, bad bodies.
+    calendars = r.call("GET", f"outlook/connections/{alice['id']}/calendars", me)
+    assert calendars.status_code == 200
+    [default] = [c for c in calendars.json()["calendars"] if c["is_default"]]
+    chosen = f"outlook/connections/{alice['id']}/calendars/{default['id']}"
+    assert r.call("PUT", chosen, me, json={"selected": True, "agent_name": "Notes"}).json()["agent_name"] == "Notes"
+    assert r.call("PUT", chosen, me, json={"selected": False}).json()["error"] == "last_calendar"
+    assert r.call("PUT", chosen, me, json={"selected": "no"}).status_code == 400
+    assert r.call("PUT", chosen, me, data=huge, headers=json_header).status_code == 413
+    assert r.call("PUT", f"outlook/connections/{alice['id']}/calendars/nope", me,
+                  json={"selected": True}).status_code == 404
+    assert r.call("GET", "outlook/connections/nope/calendars", me).status_code == 404
+    assert r.call("GET", f"outlook/connections/{erin}/calendars", pro).json()["error"] == "connection_error"
+    assert r.call("PUT", chosen, me, json={"selected": True, "agent_name": None}).status_code == 200
 
     # Upcoming meetings with an entry in them.
     event = client.add_event("alice@contoso.com", "OpenAPI check", now_utc() + timedelta(hours=6),
