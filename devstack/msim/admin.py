@@ -24,8 +24,18 @@ Errors are `{"error": {"code", "message"}}`. See DEVSTACK.md for the contract; a
 Change notifications (devstack/msim/subscriptions.py): every event change below is notified to the
 mailbox's subscriptions; `GET /_sim/subscriptions`, `POST /_sim/subscriptions/{id}/lifecycle` with
 `{"lifecycleEvent": "missed"|"reauthorizationRequired"|"subscriptionRemoved"}`, and
-`GET /_sim/notifications` (every delivery attempt, newest last). A change made with `?notify=false`
-is not notified, as if Graph had dropped the notification (what a `missed` lifecycle event reports).
+`GET /_sim/notifications` (every delivery attempt, newest last; a delivery given up carries
+`"dropped": why`). A change made with `?notify=false` is not notified, as if Graph had dropped the
+notification (what a `missed` lifecycle event reports).
+
+Microsoft as it behaves in the field (DEVSTACK.md): `POST /_sim/config` with
+`notification_latency_seconds`, `notification_duplicates`, `notification_retry_seconds`,
+`slow_endpoint_delay_seconds`, `access_token_lifetime_seconds` (`access_token_lifetime` is still
+accepted), `reauthorization_lead_seconds`, `occurrence_delete`; `POST /_sim/subscriptions/{id}/remove`
+with `{"notify": bool}`; `POST /_sim/users/{upn}/revoke` also removes the account's subscriptions;
+`GET|POST /_sim/tenants/{tenant}/app` with `{"disabled": true}` / `{"deleted": true}` / `{}`.
+`GET /_sim/subscriptions` also shows `paused` and `authorizedUntil` (when the access token that last
+authorized it expires).
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ from devstack.msim.calendar import UTC, EventError, parse_occurrence_id, parse_w
 from devstack.msim.directory import AppRegistration
 from devstack.msim.graph import Preferences, render_event
 from devstack.msim.state import ClientSecret, Fault, SimState
-from devstack.msim.subscriptions import lifecycle_admin
+from devstack.msim.subscriptions import lifecycle_admin, remove_admin, remove_for_account
 from devstack.msim.web import Request, Response, json_response
 
 FAULT_BODIES = ("json", "html", "empty")
@@ -93,6 +103,10 @@ def handle(state: SimState, req: Request) -> Response:
             return json_response(200, [s.admin_view() for s in live])
         case ["subscriptions", sid, "lifecycle"] if method == "POST":
             return lifecycle_admin(state, sid, body)
+        case ["subscriptions", sid, "remove"] if method == "POST":
+            return remove_admin(state, sid, body)
+        case ["tenants", tenant, "app"] if method in ("GET", "POST"):
+            return _tenant_app(state, method, tenant, body)
         case ["notifications"] if method == "GET":
             return json_response(200, state.notifier.deliveries())
     return _error(404, "NotFound", f"No admin route {method} {req.path}.")
@@ -183,7 +197,8 @@ def _user(state: SimState, req: Request, upn: str, rest: list[str], body: Any) -
                     _changed(state, account, event_id, "updated", str(updated.get("changeKey", "")))
                 return json_response(200, updated)
             case ["events", event_id] if method == "DELETE":
-                if not mailbox.delete(event_id, state.next_seq()):
+                touch = bool(state.config.occurrence_delete.get("master_reemitted", True))
+                if not mailbox.delete(event_id, state.next_seq(), touch_master=touch):
                     return _error(404, "ErrorItemNotFound", f"No event '{event_id}' in {account.upn}'s calendar.")
                 if _notify(req):
                     _changed(state, account, event_id, "deleted")
@@ -191,7 +206,11 @@ def _user(state: SimState, req: Request, upn: str, rest: list[str], body: Any) -
             case ["revoke"] if method == "POST":
                 state.revoked_at_seq[account.upn.lower()] = state.next_seq()
                 state.revoked_at_time[account.upn.lower()] = now
-                return json_response(200, {"upn": account.upn, "revoked_at": now.isoformat()})
+                # Graph removes the account's subscriptions too (password reset, revoked sessions):
+                # announced to work accounts' apps, silently for personal ones.
+                removed = remove_for_account(state, account)
+                return json_response(200, {"upn": account.upn, "revoked_at": now.isoformat(),
+                                           "subscriptions_removed": removed})
             case ["expire-delta"] if method == "POST":
                 mailbox.expire_delta_tokens()
                 return Response(204)
@@ -381,3 +400,34 @@ def _describe_app(state: SimState, app: AppRegistration) -> dict[str, Any]:
         "display_name": app.display_name,
         **state.app_state(app).describe(),
     }
+
+
+TENANT_APP_STATES = {"disabled": "disabled", "deleted": "deleted"}
+
+
+def _tenant_app(state: SimState, method: str, key: str, body: Any) -> Response:
+    """`GET|POST /_sim/tenants/{tenant}/app`: the app's service principal in one customer tenant, as
+    its admin left it. `{"disabled": true}`: token requests for that tenant's users answer
+    `unauthorized_client` AADSTS7000112; `{"deleted": true}`: AADSTS700016; `{}`: restored. Other
+    tenants are unaffected. `tenant` is a tenant id, a verified domain or its first label
+    (`contoso`)."""
+    tenant = state.directory.tenant(key) or state.directory.tenant(f"{key}.com")
+    if tenant is None:
+        return _error(404, "TenantNotFound", f"No seeded tenant '{key}'.")
+    if method == "POST":
+        if not isinstance(body, dict) or set(body) - set(TENANT_APP_STATES):
+            return _error(400, "BadRequest", 'Send {"disabled": true}, {"deleted": true} or {} to restore.')
+        if not all(isinstance(v, bool) for v in body.values()):
+            return _error(400, "BadRequest", "'disabled' and 'deleted' are true or false.")
+        chosen = [name for name, on in body.items() if on]
+        if len(chosen) > 1:
+            return _error(400, "BadRequest", "Either disabled or deleted, not both.")
+        with state.lock:
+            if chosen:
+                state.tenant_apps[tenant.id] = TENANT_APP_STATES[chosen[0]]
+            else:
+                state.tenant_apps.pop(tenant.id, None)
+    with state.lock:
+        current = state.tenant_apps.get(tenant.id)
+    return json_response(200, {"tenant_id": tenant.id, "tenant": tenant.display_name,
+                               "disabled": current == "disabled", "deleted": current == "deleted"})

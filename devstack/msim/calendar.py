@@ -792,7 +792,16 @@ class Mailbox:
         instance = self.find_instance(event_id)
         return instance.event if instance else None
 
-    def delete(self, event_id: str, seq: int) -> bool:
+    def deleted_occurrence(self, event_id: str) -> bool:
+        """Whether the id names an occurrence deleted from its (still live) series."""
+        parsed = parse_occurrence_id(event_id)
+        master = self.events.get(parsed[0]) if parsed else None
+        return parsed is not None and master is not None and master.is_series and parsed[1] in master.cancelled
+
+    def delete(self, event_id: str, seq: int, *, touch_master: bool = True) -> bool:
+        """Delete an event, a series (its master's id) or one occurrence. `touch_master`: whether
+        deleting one occurrence changes its master, so calendarView delta re-emits it (reported, not
+        documented: `Config.occurrence_delete`)."""
         stored = self.events.pop(event_id, None)
         if stored is not None:
             self.tombstones[event_id] = seq
@@ -805,7 +814,8 @@ class Mailbox:
             return False
         master.cancelled.add(parsed[1])
         master.overrides.pop(parsed[1], None)
-        master.touched = seq
+        if touch_master:
+            master.touched = seq
         return True
 
     # -- delta ------------------------------------------------------------------------------

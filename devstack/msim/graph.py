@@ -145,6 +145,8 @@ class Principal:
     client_id: str
     account: Account | None  # None for app-only tokens
     scopes: frozenset[str]
+    issued_at: float = 0.0  # the access token's `iat` (epoch seconds)
+    expires_at: float = float("inf")  # its `exp`
 
 
 def _unauthorized(state: SimState, req: Request, message: str) -> Response:
@@ -172,7 +174,8 @@ def authenticate(state: SimState, req: Request) -> Principal | Response:
     account = state.directory.account_by_oid(str(claims.get("tid")), str(claims.get("oid")))
     if account is None:
         return _unauthorized(state, req, "Access token validation failure. The user does not exist.")
-    return Principal(client_id, account, frozenset(str(claims.get("scp", "")).split()))
+    return Principal(client_id, account, frozenset(str(claims.get("scp", "")).split()),
+                     issued_at=float(claims.get("iat") or 0), expires_at=float(claims.get("exp") or float("inf")))
 
 
 @dataclass(frozen=True)
@@ -520,7 +523,14 @@ def _events(state: SimState, req: Request, account: Account, calendar_id: str | 
 
 def _event(state: SimState, req: Request, account: Account, event_id: str) -> Response:
     with state.lock:
-        instance = state.mailbox(account).find_instance(event_id)
+        mailbox = state.mailbox(account)
+        instance = mailbox.find_instance(event_id)
+        deleted_from_series = instance is None and mailbox.deleted_occurrence(event_id)
+        answer = state.config.occurrence_delete.get("get_by_id", 404)
+    if deleted_from_series and answer == 400:
+        # What Exchange answers for an occurrence deleted from its series (Config.occurrence_delete).
+        return graph_error(req, 400, "ErrorCalendarOccurrenceIsDeletedFromRecurrence",
+                           "Occurrence has been deleted from the recurrence.")
     if instance is None:
         return graph_error(req, 404, "ErrorItemNotFound", "The specified object was not found in the store.")
     prefs = preferences(req)

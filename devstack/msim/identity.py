@@ -558,6 +558,13 @@ def authorize(state: SimState, req: Request, tenant: str) -> Response:
         return _sign_in_page(app, requested, login, f"AADSTS{refusal[0]}: {refusal[1]}")
     if state.directory.tenant_by_id(account.tenant_id).blocks_third_party_apps:
         return back("access_denied", 53003, KNOWN_ERRORS[53003])
+    with state.lock:
+        tenant_app = state.tenant_apps.get(account.tenant_id)
+    if tenant_app == "disabled":
+        return _error_page(400, 7000112, _message(7000112, client_id=client_id, app_name=app.display_name), req)
+    if tenant_app == "deleted":
+        name = state.directory.tenant_by_id(account.tenant_id).display_name
+        return _error_page(400, 700016, _message(700016, client_id=client_id, tenant=name), req)
 
     code = secrets.token_urlsafe(64)
     with state.lock:
@@ -782,6 +789,22 @@ def _matching_secret(app_state: AppState, secret: str) -> ClientSecret | None:
     return found
 
 
+def tenant_app_refusal(state: SimState, req: Request, app: AppRegistration, tenant_id: str) -> Response | None:
+    """The app's service principal disabled (AADSTS7000112) or deleted (700016) by the admin of one
+    customer tenant (`POST /_sim/tenants/{tenant}/app`): that tenant's token requests are refused,
+    as `unauthorized_client`, and every other tenant's still work."""
+    with state.lock:
+        kind = state.tenant_apps.get(tenant_id)
+    if kind is None:
+        return None
+    if kind == "disabled":
+        return aad_error(state, req, 400, "unauthorized_client", 7000112,
+                         _message(7000112, client_id=app.client_id, app_name=app.display_name))
+    name = state.directory.tenant_by_id(tenant_id).display_name
+    return aad_error(state, req, 400, "unauthorized_client", 700016,
+                     _message(700016, client_id=app.client_id, tenant=name))
+
+
 def token(state: SimState, req: Request, tenant: str) -> Response:
     authority = _authority_tenant(state, tenant)
     if authority is None:
@@ -793,6 +816,8 @@ def token(state: SimState, req: Request, tenant: str) -> Response:
     if failure is not None:
         return failure
     assert app is not None
+    if authority not in META_TENANTS and (refused := tenant_app_refusal(state, req, app, authority)) is not None:
+        return refused
     grant_type = form.get("grant_type", "")
     if grant_type == "authorization_code":
         return _redeem_code(state, req, authority, app, form)
@@ -870,9 +895,12 @@ def _redeem_code(state: SimState, req: Request, authority: str, app: AppRegistra
             )
         if state.is_revoked(grant.upn, grant.seq):
             return aad_error(state, req, 400, "invalid_grant", 50173, KNOWN_ERRORS[50173], suberror="bad_token")
-        grant.redeemed = True
         account = state.directory.account(grant.upn)
         assert account is not None
+        refused = tenant_app_refusal(state, req, app, account.tenant_id)
+        if refused is not None:
+            return refused
+        grant.redeemed = True
         return _issue_user_tokens(state, app, account, grant.scopes, grant.nonce, form)
 
 
@@ -918,6 +946,11 @@ def _redeem_refresh_token(state: SimState, req: Request, app: AppRegistration, f
                 KNOWN_ERRORS[700082].format(issued=_stamp(grant.issued_at)),
                 suberror="bad_token",
             )
+        account = state.directory.account(grant.upn)
+        assert account is not None
+        refused = tenant_app_refusal(state, req, app, account.tenant_id)
+        if refused is not None:
+            return refused
         scopes = grant.scopes
         requested = form.get("scope")
         if requested:
@@ -949,8 +982,6 @@ def _redeem_refresh_token(state: SimState, req: Request, app: AppRegistration, f
                 s for s in grant.scopes if s in RESERVED_SCOPES and (s in oidc_scopes or s == "offline_access")
             ]
         grant.last_used = state.monotonic()
-        account = state.directory.account(grant.upn)
-        assert account is not None
         return _issue_user_tokens(state, app, account, scopes, None, form, granted=grant.scopes)
 
 

@@ -40,7 +40,7 @@ class MicrosoftSimulator:
         display_host = f"[{host}]" if ":" in host else host
         self.base_url = f"https://{display_host}:{self.port}"
         self.state = SimState(
-            base_url=self.base_url, initial_config=Config(access_token_lifetime=access_token_lifetime)
+            base_url=self.base_url, initial_config=Config(access_token_lifetime_seconds=access_token_lifetime)
         )
         for app in apps:
             self.register_app(app)

@@ -118,15 +118,36 @@ class Fault:
 # with the generations it still keeps), as documented ("syncStateNotFound", 410), or the 400
 # "InvalidDeltaToken" some developers report instead.
 DELTA_EXPIRED_CODES = ("SyncStateNotFound", "syncStateNotFound", "InvalidDeltaToken")
-_AT_LEAST_ONE = frozenset({"access_token_lifetime", "delta_generations"})
+_AT_LEAST_ONE = frozenset({"access_token_lifetime_seconds", "delta_generations", "notification_duplicates"})
 _CHOICES: dict[str, tuple[str, ...]] = {"delta_token_expired_code": DELTA_EXPIRED_CODES}
+_SECONDS = frozenset({"notification_retry_seconds", "slow_endpoint_delay_seconds"})
+# Names accepted for compatibility with checks written before the field knobs: old -> current.
+_ALIASES = {"access_token_lifetime": "access_token_lifetime_seconds"}
+OCCURRENCE_GET_BY_ID = (404, 400)
 
 
 @dataclass
 class Config:
-    """Global knobs, `GET|POST /_sim/config`. `reset` puts back the values the simulator started with."""
+    """Global knobs, `GET|POST /_sim/config`. `reset` puts back the values the simulator started with.
 
-    access_token_lifetime: int = 3600
+    The field knobs (DEVSTACK.md, "Microsoft as it behaves in the field") default to fast values so
+    that tests stay quick; Microsoft's own figures are in the comments."""
+
+    access_token_lifetime_seconds: int = 3600
+    # That long before the access token that last authorized a subscription expires, Graph challenges
+    # it (reauthorizationRequired) and pauses its change notifications until it is reauthorized.
+    reauthorization_lead_seconds: int = 600
+    # Each change notification waits a random delay in [min, max] before its first attempt (Graph:
+    # under a minute on average, up to 3 minutes for calendars).
+    notification_latency_seconds: list[float] = field(default_factory=lambda: [0.0, 0.5])
+    notification_duplicates: int = 1  # each notification POSTed this many times (at least once)
+    notification_retry_seconds: float = 60.0  # Graph: 4 hours, then dropped and `missed`
+    slow_endpoint_delay_seconds: float = 30.0  # Graph: 10 minutes once 10 % of answers are slow
+    # After one occurrence of a series is deleted: is its master re-emitted by calendarView delta, and
+    # what `GET /me/events/{occurrence id}` answers (404 ErrorItemNotFound or 400
+    # ErrorCalendarOccurrenceIsDeletedFromRecurrence). Neither is documented.
+    occurrence_delete: dict[str, Any] = field(
+        default_factory=lambda: {"master_reemitted": True, "get_by_id": 404})
     auth_code_lifetime: int = 600
     refresh_token_idle_lifetime: int = 90 * 24 * 3600
     # Sync-state generations Exchange keeps per delta sync (every nextLink and deltaLink is one):
@@ -142,12 +163,17 @@ class Config:
     # not documented for v1.0): off by default, so the service must not depend on them.
     secondary_calendar_notifications: bool = False
 
+    @property
+    def access_token_lifetime(self) -> int:
+        return self.access_token_lifetime_seconds
+
     def describe(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def update(self, values: dict[str, Any]) -> None:
         """Apply settings all at once, or none: ValueError names the first bad one."""
-        checked = _checked_settings(self.describe(), values)
+        renamed = {_ALIASES.get(k, k): v for k, v in values.items()}
+        checked = _checked_settings(self.describe(), renamed)
         for name, value in checked.items():
             setattr(self, name, value)
 
@@ -221,6 +247,17 @@ def _checked_settings(current: dict[str, Any], values: dict[str, Any]) -> dict[s
         if value is None:
             continue
         kind = type(current[name])
+        if name == "notification_latency_seconds":
+            checked[name] = _latency_range(value)
+            continue
+        if name == "occurrence_delete":
+            checked[name] = _occurrence_delete(current[name], value)
+            continue
+        if name in _SECONDS:
+            if not _number(value) or value < 0:
+                raise ValueError(f"'{name}' must be a non-negative number of seconds.")
+            checked[name] = float(value)
+            continue
         if kind is bool:
             if not isinstance(value, bool):
                 raise ValueError(f"'{name}' must be true or false.")
@@ -232,6 +269,30 @@ def _checked_settings(current: dict[str, Any], values: dict[str, Any]) -> dict[s
             raise ValueError(f"'{name}' must be one of {', '.join(_CHOICES[name])}.")
         checked[name] = value
     return checked
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+
+
+def _latency_range(value: Any) -> list[float]:
+    if (not isinstance(value, list) or len(value) != 2 or not all(_number(v) for v in value)
+            or not 0 <= value[0] <= value[1]):
+        raise ValueError("'notification_latency_seconds' must be [min, max] seconds with 0 <= min <= max.")
+    return [float(value[0]), float(value[1])]
+
+
+def _occurrence_delete(current: dict[str, Any], value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or set(value) - {"master_reemitted", "get_by_id"}:
+        unknown = sorted(set(value) - {"master_reemitted", "get_by_id"}) if isinstance(value, dict) else []
+        named = f" (unknown: {', '.join(unknown)})" if unknown else ""
+        raise ValueError(f"'occurrence_delete' takes master_reemitted and get_by_id{named}.")
+    merged = {**current, **value}
+    if not isinstance(merged["master_reemitted"], bool):
+        raise ValueError("'occurrence_delete.master_reemitted' must be true or false.")
+    if merged["get_by_id"] not in OCCURRENCE_GET_BY_ID or isinstance(merged["get_by_id"], bool):
+        raise ValueError("'occurrence_delete.get_by_id' must be 404 or 400.")
+    return merged
 
 
 @dataclass
@@ -256,10 +317,14 @@ class SimState:
     in_flight: dict[tuple[str, str], int] = field(default_factory=dict)
     max_concurrency: dict[str, int] = field(default_factory=dict)
     notifier: Notifier = field(default_factory=Notifier)  # Graph subscriptions and their notifications
+    # The app's service principal in one customer tenant, as that tenant's admin left it: tenant id ->
+    # "disabled" (AADSTS7000112) or "deleted" (AADSTS700016). `POST /_sim/tenants/{tenant}/app`.
+    tenant_apps: dict[str, str] = field(default_factory=dict)
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _fault_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
+        self.notifier.settings = lambda: self.config
         self.reset()
 
     def next_seq(self) -> int:
@@ -276,6 +341,7 @@ class SimState:
             self.mailboxes = {a.upn.lower(): Mailbox(a) for a in self.directory.accounts}
             self.account_settings = {a.upn.lower(): AccountSettings.seeded(a) for a in self.directory.accounts}
             self.app_states.clear()
+            self.tenant_apps.clear()
             self.revoked_at_seq.clear()
             self.revoked_at_time.clear()
             self.faults.clear()

@@ -38,7 +38,7 @@ from shared.ports import (
     SyncJob,
     SyncStateStore,
 )
-from shared.services.subscriptions import RECREATE, RENEW
+from shared.services.subscriptions import REAUTHORIZE, RECREATE
 from shared.services.sync import NOTIFIED, SYNC_NOW_MARK
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,8 @@ class NotificationService:
             if event == "missed":
                 wants_sync = True  # the delta round reads every change since the last one
             elif event == "reauthorizationRequired":
-                self._jobs.enqueue(SubscriptionJob(record.user_id, record.connection_id, RENEW))
+                # Delivery is paused until reauthorized with a fresh token; the job then resyncs.
+                self._jobs.enqueue(SubscriptionJob(record.user_id, record.connection_id, REAUTHORIZE))
             else:  # subscriptionRemoved: a new subscription, then a resync (the job asks for it)
                 self._jobs.enqueue(SubscriptionJob(record.user_id, record.connection_id, RECREATE))
         if received.refused:

@@ -56,7 +56,12 @@ ORPHAN_SECRET_GRACE = timedelta(hours=1)
 SUBSCRIBE = "subscribe"  # connect / reconnect / the timer found none: renew the one kept, else create
 RENEW = "renew"  # close to expiry, or Graph asked to reauthorize it
 RECREATE = "recreate"  # Graph removed it: a new one, then a resync
-ACTIONS = frozenset({SUBSCRIBE, RENEW, RECREATE})
+# Graph challenged it (reauthorizationRequired): its change notifications are paused until a PATCH
+# with an access token issued after the challenge, and changes made meanwhile are never notified
+# (learn.microsoft.com/graph/change-notifications-lifecycle-events). So: a token refreshed now, the
+# PATCH, then a resync that reads what the pause lost.
+REAUTHORIZE = "reauthorize"
+ACTIONS = frozenset({SUBSCRIBE, RENEW, RECREATE, REAUTHORIZE})
 
 
 def notification_urls(base_url: str, connection_id: str) -> tuple[str, str]:
@@ -117,7 +122,8 @@ class SubscriptionService:
         if not conn.is_active:
             return "skipped"  # reconnecting it subscribes again
         try:
-            conn, token = self._tokens.access_token(conn)
+            # A challenge is answered only by a token issued after it: MSAL's cached one may predate it.
+            conn, token = self._tokens.access_token(conn, force_refresh=job.action == REAUTHORIZE)
         except ConnectionUnusable as exc:
             log.info("subscription job without a token: %s", exc, extra={"connection_id": conn.id})
             return "no_token"
@@ -135,8 +141,9 @@ class SubscriptionService:
         except GraphUnauthorized:
             log.warning("Graph refused the connection's token for a subscription", extra=ctx)
             return "unauthorized"
-        if outcome in ("created", "recreated"):
-            # Changes made while no subscription (or the new one's row) existed were not notified.
+        if outcome in ("created", "recreated") or job.action == REAUTHORIZE:
+            # Changes made while no subscription (or the new one's row) existed, or while Graph held
+            # delivery back for a reauthorization, were not notified: read the calendar.
             self._resync(conn)
         return outcome
 

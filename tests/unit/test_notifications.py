@@ -27,6 +27,7 @@ from shared.services.notifications import (
 )
 from shared.services.subscriptions import (
     CLIENT_STATE_PREFIX,
+    REAUTHORIZE,
     RECREATE,
     RENEW,
     SUBSCRIBE,
@@ -311,12 +312,23 @@ def test_the_validation_token_is_echoed_as_given(rt):
             validation_echo(bad)
 
 
-def test_reauthorization_required_renews_and_removed_recreates(rt, world):
+def test_reauthorization_required_reauthorizes_and_removed_recreates(rt, world):
     conn = connected(rt)
     rt.notifications.receive(conn.id, body(change(rt, conn, lifecycleEvent="reauthorizationRequired")))
     rt.notifications.receive(conn.id, body(change(rt, conn, lifecycleEvent="subscriptionRemoved")))
-    assert rt.sub_jobs.actions() == [RENEW, RECREATE]
-    assert world.jobs.syncs == []  # the recreate job resyncs once the new subscription exists
+    assert rt.sub_jobs.actions() == [REAUTHORIZE, RECREATE]
+    assert world.jobs.syncs == []  # each job resyncs once its work at Graph is done
+
+
+def test_a_challenge_is_answered_with_a_token_issued_after_it_then_the_calendar_is_read(rt, world):
+    conn = connected(rt)
+    record = rt.table.get(conn.id)
+    refreshes = world.identity.refreshes
+    assert rt.subscriptions.run(SubscriptionJob(ALICE.id, conn.id, REAUTHORIZE)) == "renewed"
+    assert world.identity.refreshes == refreshes + 1  # not MSAL's cached token: it may predate the challenge
+    assert rt.graph.renewed == [record.subscription_id]
+    # Graph held back the changes made during the pause for good: the calendar is read again.
+    assert [(j.connection_id, j.reason) for j, _ in world.jobs.syncs] == [(conn.id, NOTIFIED)]
 
 
 def test_a_missed_lifecycle_event_resyncs(rt, world):
