@@ -101,16 +101,25 @@ def run(args: argparse.Namespace, directory: Path) -> int:
 def _day(stack: Stack, client: Client, args: argparse.Namespace, lead: int, startup: float) -> int:
     user = f"punctual-{uuid.uuid4().hex[:8]}"
     token = client.token(user, "pro")
-    first = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=args.warmup + lead)
+    # 1. Connect both calendars while empty: how long one sync round takes on this machine, now.
+    began = time.monotonic()
+    for upn in (ALICE, DAVE):
+        client.connect(token, upn)  # each claim starts a sync of that calendar
+    connections = [c["id"] for c in client.connections(token)["connections"]]
+    _wait(lambda: all(c["last_synced_at"] for c in client.connections(token)["connections"]), "the first syncs",
+          limit=SYNC_LIMIT)
+    round_trip = time.monotonic() - began
+    # The day starts once two more sync rounds (the day's events, then the changes) fit before the first
+    # changed meeting is due, whatever the machine's load: the warmup is derived from the round just timed.
+    warmup = max(args.warmup, 4 * round_trip)
+    first = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=warmup + lead)
     day = plan(args.meetings, first, args.span)
     for upn in (ALICE, DAVE):
         mine = [p for p in day if upn == ALICE or p.shared]
         created = client.sim("POST", f"/_sim/users/{upn}/events", json=[_event(p) for p in mine]).json()
         for p, ev in zip(mine, created, strict=True):
             p.ids[upn] = ev["id"]
-    for upn in (ALICE, DAVE):
-        client.connect(token, upn)  # each claim starts a sync of that calendar
-    _wait(lambda: len(client.upcoming(token)) == len(day), 20, "first sync")
+    _sync_until(client, token, user, connections, sorted(iso(p.start) for p in day), "the day's first sync")
 
     changed_at = datetime.now(UTC)
     for p in day:
@@ -127,36 +136,37 @@ def _day(stack: Stack, client: Client, args: argparse.Namespace, lead: int, star
                 client.sim("PATCH", path, json={"responseStatus": declined})
             elif p.change == "delete":
                 client.sim("DELETE", path)
-    connections = [c["id"] for c in client.connections(token)["connections"]]
+    # Upcoming Meetings keeps a declined meeting (listed with `response_excluded`, no agent); cancelled,
+    # deleted and moved-away meetings leave the day.
     expected_now = sorted(iso(p.final) for p in day if p.final is not None) + sorted(
-        iso(p.start + timedelta(hours=3)) for p in day if p.change == "away")
-
-    def resynced() -> bool:
-        for conn in connections:
-            job = {"user_id": user, "connection_id": conn, "reason": "bench"}
-            client.run_function("sync_calendar", json.dumps(job))
-        deadline = time.monotonic() + 1.5
-        while time.monotonic() < deadline:
-            if sorted(m["start"] for m in client.upcoming(token)) == sorted(expected_now):
-                return True
-            time.sleep(0.1)
-        return False
-
-    _wait(resynced, 20, "second sync")
+        [iso(p.start) for p in day if p.change == "decline"]
+        + [iso(p.start + timedelta(hours=3)) for p in day if p.change == "away"])
+    _sync_until(client, token, user, connections, sorted(expected_now), "the second sync")
     synced_at = datetime.now(UTC)
     earliest_changed = min((p.start for p in day if p.change), default=first) - timedelta(seconds=lead)
     if synced_at >= earliest_changed:
         print(f"warning: changes synced {(synced_at - earliest_changed).total_seconds():.1f} s after the first "
               "changed meeting was due; raise --warmup", file=sys.stderr)
 
-    last = max(p.final for p in day if p.final is not None)
-    time.sleep(max(0.0, (last - timedelta(seconds=lead) - datetime.now(UTC)).total_seconds()) + args.drain)
-
-    calls = [a for a in client.api.get(f"{stack.agents_url}/_recorded?all=1", timeout=30).json()
-             if isinstance(a.get("body"), dict) and a["body"].get("user_id") == user]
     link_keys = {p.n: _link_key(p) for p in day}
     expected = {idempotency_key(user, link_keys[p.n], p.final): p.final - timedelta(seconds=lead)
                 for p in day if p.final is not None}
+
+    def recorded() -> list[dict[str, Any]]:
+        return [a for a in client.api.get(f"{stack.agents_url}/_recorded?all=1", timeout=30).json()
+                if isinstance(a.get("body"), dict) and a["body"].get("user_id") == user]
+
+    # Wait until every expected deployment arrived (or the last one is overdue by the safety limit),
+    # then --drain more seconds, so late duplicates and wrong deployments are seen too.
+    last = max(expected.values())
+    overdue = (last - datetime.now(UTC)).total_seconds() + SYNC_LIMIT
+    try:
+        _wait(lambda: expected.keys() <= {c["idempotency_key"] for c in recorded() if c["status"] == 201},
+              "every expected deployment", limit=max(overdue, 1.0))
+    except SystemExit as missing:
+        print(missing, file=sys.stderr)  # counted as misses below
+    time.sleep(args.drain)
+    calls = recorded()
     by_key: dict[str, list[dict[str, Any]]] = {}
     for call in calls:
         by_key.setdefault(call["idempotency_key"], []).append(call)
@@ -174,12 +184,13 @@ def _day(stack: Stack, client: Client, args: argparse.Namespace, lead: int, star
     print(f"Punctuality: a day of {len(day)} meetings in {args.span:.0f} s of real time, lead {lead} s, "
           f"{sum(p.shared for p in day)} in both calendars, changes after the first sync: "
           + ", ".join(f"{v} {k}" for k, v in counts.items()))
-    print(f"  stack start {startup:.1f} s; changes synced {(synced_at - changed_at).total_seconds():.1f} s after "
+    print(f"  stack start {startup:.1f} s; one sync round of both calendars {round_trip:.1f} s (warmup "
+          f"{warmup:.0f} s derived from it); changes synced {(synced_at - changed_at).total_seconds():.1f} s after "
           "they were made")
     if lateness:
         print(f"  lateness (agent API call - intended): p50 {percentile(lateness, 0.5):.2f} s, "
               f"p95 {percentile(lateness, 0.95):.2f} s, max {max(lateness):.2f} s, min {min(lateness):.2f} s "
-              f"over {len(lateness)} deployments")
+              f"over {len(lateness)} deployments; p95 = {percentile(lateness, 0.95) / lead:.2f} x the lead")
     print(f"  duplicates {duplicates}, misses {misses}, wrong deployments {wrong} (all must be 0)")
     return 0 if duplicates == misses == wrong == 0 else 1
 
@@ -188,18 +199,54 @@ def iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def _link_key(p: Planned) -> str:
     link = find_meeting_link(_event(p))
     assert link is not None
     return link.key
 
 
-def _wait(probe: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
+# A safety limit only: every wait ends on what it waits for (a sync recorded, the meetings listed);
+# this bounds a wait on a machine so loaded that nothing moves.
+SYNC_LIMIT = 300.0
+
+
+def _wait(probe: Any, what: str, *, limit: float) -> None:
+    deadline = time.monotonic() + limit
     while not probe():
         if time.monotonic() > deadline:
-            raise SystemExit(f"bench: {what} did not complete in {timeout:.0f} s")
+            raise SystemExit(f"bench: {what} did not complete in {limit:.0f} s")
         time.sleep(0.1)
+
+
+def _sync_until(client: Client, token: str, user: str, connections: list[str], starts: list[str], what: str) -> None:
+    """Run one sync of each connection, then wait until both recorded a sync that began after it was
+    asked for and Upcoming Meetings lists exactly `starts`; a sync that finished with another list is
+    reported with the difference (a wrong result, not slowness)."""
+    def synced_after(moment: datetime) -> bool:
+        return all(c["last_synced_at"] and _instant(c["last_synced_at"]) >= moment
+                   for c in client.connections(token)["connections"])
+
+    asked = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+    for conn in connections:
+        client.run_function("sync_calendar", json.dumps({"user_id": user, "connection_id": conn, "reason": "bench"}))
+    _wait(lambda: synced_after(asked), what, limit=SYNC_LIMIT)
+    listed: list[str] = []
+
+    def matches() -> bool:
+        listed[:] = sorted(m["start"] for m in client.upcoming(token))
+        return listed == starts
+
+    # A notification or an earlier job may have synced in between: give the host a moment to settle on
+    # the same answer (bounded by the last sync's own duration, one more round at most).
+    try:
+        _wait(matches, what, limit=SYNC_LIMIT / 10)
+    except SystemExit:
+        missing, extra = sorted(set(starts) - set(listed)), sorted(set(listed) - set(starts))
+        raise SystemExit(f"bench: after {what}, Upcoming Meetings differs: missing {missing}, extra {extra}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,8 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--meetings", type=int, default=48, help="half-hour slots of the day")
     parser.add_argument("--span", type=float, default=40.0, help="seconds of real time the day takes (<= 60)")
     parser.add_argument("--lead", type=int, default=5, help="AGENT_JOIN_LEAD_SECONDS for this run")
-    parser.add_argument("--warmup", type=float, default=12.0, help="seconds before the first deployment is due")
-    parser.add_argument("--drain", type=float, default=6.0, help="seconds waited after the last one is due")
+    parser.add_argument("--warmup", type=float, default=12.0,
+                        help="seconds before the first deployment is due, at least (4 sync rounds as measured)")
+    parser.add_argument("--drain", type=float, default=6.0, help="seconds waited after the last deployment arrived")
     args = parser.parse_args(argv)
     if not 0 < args.span <= 60:
         parser.error("--span must be between 0 and 60 seconds")
