@@ -31,7 +31,7 @@ dev: deps
 # checkov: every finding on infra/ is fixed, or skipped in the Bicep with its reason (checkov:skip=...).
 lint: deps $(CHECKOV_VENV)/.installed
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy shared function_app.py devstack tools
+	$(VENV)/bin/mypy shared function_app.py devstack tools bench
 	$(CHECKOV_VENV)/bin/checkov -d infra --framework bicep --compact --quiet --skip-download
 
 test: lint

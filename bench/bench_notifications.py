@@ -67,7 +67,7 @@ def run(stack: Stack, client: Client, args: argparse.Namespace) -> int:
     connection = client.connect(token, UPN)["connection"]
     wait(lambda: any(s["notificationUrl"].endswith(connection["id"]) for s in client.sim("GET", "/_sim/subscriptions")
                      .json()), 30, "the subscription")
-    time.sleep(2.0)  # the syncs that connecting and subscribing queue are done
+    settled(lambda: graph_requests(client))  # the syncs that connecting and subscribing queue are done
 
     latencies, per_change = changes(client, token, args.changes)
     print(f"Change -> listed with the scan off ({len(latencies)} changes: create, move, cancel in turn): "
@@ -78,7 +78,7 @@ def run(stack: Stack, client: Client, args: argparse.Namespace) -> int:
         print(f"  {kind:6}: p50 {percentile(values, 0.5):.2f} s, p95 {percentile(values, 0.95):.2f} s "
               f"over {len(values)}")
 
-    missed = last_minute(stack, client, user, args.last_minute, args.asap)
+    missed = last_minute(stack, client, user, args.last_minute, args.asap) if args.last_minute + args.asap else 0
     requests_per_day(stack, client, user, connection["id"])
     return 0 if percentile(latencies, 0.95) <= 10.0 and missed == 0 else 1
 
@@ -137,11 +137,20 @@ def last_minute(stack: Stack, client: Client, user: str, count: int, asap: int) 
         booked.append((title, now, 30))  # inside the lead: due the moment it is booked
         time.sleep(1.0)
     last_due = max(due for _, due, _ in booked)
-    time.sleep(max(0.0, (last_due - datetime.now(UTC)).total_seconds()) + 20)
 
-    calls = [a for a in client.api.get(f"{stack.agents_url}/_recorded", timeout=30).json()
-             if isinstance(a.get("body"), dict) and a["body"].get("user_id") == user]
-    first_call = {}
+    def recorded() -> list[dict[str, Any]]:
+        return [a for a in client.api.get(f"{stack.agents_url}/_recorded", timeout=30).json()
+                if isinstance(a.get("body"), dict) and a["body"].get("user_id") == user]
+
+    # Until every booked meeting got its call; a missing one is given until its start + the grace.
+    titles = {title for title, _, _ in booked}
+    limit = (last_due - datetime.now(UTC)).total_seconds() + LEAD + 300
+    try:
+        wait(lambda: titles <= {c["body"]["title"] for c in recorded()}, max(limit, 1.0), "every last-minute call")
+    except SystemExit as missing:
+        print(missing, file=sys.stderr)  # counted as missed below
+    calls = recorded()
+    first_call: dict[str, datetime] = {}
     for call in calls:
         title = call["body"]["title"]
         received = datetime.fromisoformat(call["received_at"].replace("Z", "+00:00"))
@@ -169,28 +178,24 @@ def last_minute(stack: Stack, client: Client, user: str, count: int, asap: int) 
 
 
 def requests_per_day(stack: Stack, client: Client, user: str, connection_id: str) -> None:
-    def graph_requests() -> int:
-        log = client.sim("GET", "/_sim/requests").json()
-        return len([r for r in log if r["path"].startswith("/v1.0/") and r["path"] != "/v1.0/me"])
+    def graph_requests_() -> int:
+        return graph_requests(client)
 
     # One scan of an unchanged calendar (what the 5-minute timer costs per connection, every time).
-    time.sleep(1.0)
-    before = graph_requests()
+    before = settled(graph_requests_)
     client.run_function("sync_calendar", json.dumps({"user_id": user, "connection_id": connection_id,
                                                      "reason": "scheduled"}))
-    wait(lambda: graph_requests() > before, 15, "the scan")
-    time.sleep(1.5)
-    scan = graph_requests() - before
+    wait(lambda: graph_requests_() > before, 60, "the scan")
+    scan = settled(graph_requests_) - before
     # Notified changes: each one's requests, subscription calls included.
     n = 6
-    before = graph_requests()
+    before = graph_requests_()
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=8)
     for i in range(n):
         client.add_event(UPN, f"Counted {i}", start + timedelta(minutes=20 * i),
                          onlineMeeting={"joinUrl": teams_link(40_000 + i)})
-        time.sleep(1.5)
-    time.sleep(1.5)
-    per_change = (graph_requests() - before) / n
+        settled(graph_requests_)  # this change's notification and sync are done before the next
+    per_change = (settled(graph_requests_) - before) / n
     changes_per_day, polls, safety_scans, renewals = 10, 288, 4, 0.25
     polling = polls * scan + changes_per_day * max(per_change - scan, 0)
     notified = changes_per_day * per_change + safety_scans * scan + renewals
@@ -206,6 +211,26 @@ def times(start: datetime) -> dict[str, Any]:
 
 def iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
+
+
+def graph_requests(client: Client) -> int:
+    log = client.sim("GET", "/_sim/requests").json()
+    return len([r for r in log if r["path"].startswith("/v1.0/") and r["path"] != "/v1.0/me"])
+
+
+QUIET = 1.5  # seconds without a new Graph request: the notification's sync (one delta round) is done
+
+
+def settled(count: Any, limit: float = 120.0) -> int:
+    """Wait until `count()` stops moving for QUIET seconds (Graph traffic has settled); its value then."""
+    deadline = time.monotonic() + limit
+    last, since = count(), time.monotonic()
+    while time.monotonic() - since < QUIET and time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = count()
+        if now != last:
+            last, since = now, time.monotonic()
+    return int(last)
 
 
 def wait(probe: Any, timeout: float, what: str, interval: float = 0.2) -> None:

@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -100,6 +100,10 @@ class Meetings(Partitioned):
 
     def delete(self, meeting: Meeting) -> None:
         self.part(meeting.user_id).delete(meeting)
+
+    def ended_before(self, cutoff: datetime) -> Iterator[Meeting]:
+        for part in list(self._parts.values()):
+            yield from part.ended_before(cutoff)
 
     def count(self) -> int:
         return sum(len(p.rows) for p in self._parts.values())

@@ -84,7 +84,8 @@ class Lab:
         return uid, self.c.token(uid, plan)
 
     def connect(self, token: str, login: str) -> dict[str, Any]:
-        return self.c.connect(token, login)["connection"]
+        connection: dict[str, Any] = self.c.connect(token, login)["connection"]
+        return connection
 
     def refresh(self, uid: str, conn_id: str) -> None:
         self.c.run_function("refresh_connection", json.dumps({"user_id": uid, "connection_id": conn_id}))
@@ -456,9 +457,11 @@ def deploy_message_lost(lab: Lab) -> Row:
     queue = QueueClient.from_connection_string(lab.stack.app_settings()["AzureWebJobsStorage"], "agent-deployments")
     queue.clear_messages()
     mark = lab.mark()
-    ok = until(lambda: (lab.sync(uid, conn["id"]),
-                        any(d["body"]["title"] == "Lost message" for d in lab.deployed(uid)))[1],
-               timeout=200, every=10)
+    def resynced_and_deployed() -> bool:
+        lab.sync(uid, conn["id"])
+        return any(d["body"]["title"] == "Lost message" for d in lab.deployed(uid))
+
+    ok = until(resynced_and_deployed, timeout=200, every=10)
     row.lost = 0 if ok else 1
     shown = lab.meeting(tok, "Lost message") or {}
     row.user_sees = f"agent {shown.get('agent')}" + ("" if ok else " — NOT deployed")

@@ -1,0 +1,29 @@
+"""Every benchmark `make bench` runs, at a tiny size, so a change that breaks one fails `make test`
+(they rotted once: bench_punctuality failed for weeks because nothing ran it). Each runs its real
+`main` (the local stack where the benchmark uses one) and must exit 0: for the benchmarks that
+check answers (links found, deployments on time and only for the right meetings, no misses), 0
+means the answers were right."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from bench import bench_meeting_links, bench_notifications, bench_punctuality, bench_sync
+
+TINY: dict[str, tuple[Callable[[list[str] | None], int], list[str]]] = {
+    "meeting_links": (bench_meeting_links.main, ["--events", "200", "--rounds", "1"]),
+    "sync": (bench_sync.main, ["--connections", "4", "--workers", "4", "--per-day", "2", "--time-limit", "10"]),
+    "punctuality": (bench_punctuality.main, ["--meetings", "12", "--span", "10", "--drain", "2"]),
+    "notifications": (bench_notifications.main, ["--changes", "3", "--last-minute", "0", "--asap", "0"]),
+}
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("name", list(TINY))
+def test_the_benchmark_runs_at_a_tiny_size(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    main, argv = TINY[name]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.strip(), "a benchmark prints its figures"
