@@ -11,13 +11,24 @@ UpdateSecret, DeleteSecret, GetDeletedSecret(s), PurgeDeletedSecret, RecoverDele
 - purge answers 403 while the vault has purge protection (the default, like production);
 - names are `[0-9a-zA-Z-]{1,127}`, values at most 25,600 bytes (UTF-8), else 400 BadParameter.
 
+Keys (for envelope encryption: the app's data keys are wrapped by a vault key), with the shapes of
+the Key Vault keys REST reference and used through `azure.keyvault.keys` (KeyClient,
+CryptographyClient): CreateKey (`POST /keys/{name}/create`, RSA 2048-4096), GetKey
+(`GET /keys/{name}[/{version}]`, public JWK only: `n`, `e`), GetKeyVersions, RotateKey
+(`POST /keys/{name}/rotate`, a new version; old versions still unwrap), WrapKey / UnwrapKey
+(`POST /keys/{name}/{version}/wrapkey|unwrapkey`, `alg` RSA-OAEP-256 or RSA-OAEP, `value` base64url).
+A key whose versions are all gone answers 404 KeyNotFound; a value that does not unwrap under the
+key version named answers 400 BadParameter (as Key Vault does for a wrong key or a tampered value).
+The private keys never leave the endpoint.
+
 Authentication is Key Vault's challenge protocol: a request without `Authorization: Bearer`
 gets 401 with `WWW-Authenticate: Bearer authorization="<authority>", resource="https://vault.azure.net"`.
 Bearer tokens are JWTs whose `aud` must be the vault resource and which must not be expired.
 LOCAL ONLY: the token's signature is NOT verified (any well-formed JWT with that audience is
 accepted); there are no access policies or RBAC roles.
 
-Test helpers, unauthenticated: `GET /_kv/stats` -> {"sets", "gets", "deletes"},
+Test helpers, unauthenticated: `GET /_kv/stats` -> {"sets", "gets", "deletes", "key_creates",
+"key_gets", "wraps", "unwraps"} (every billed operation, by kind),
 `GET /_kv/names` -> {"secrets": [...], "deleted": [...]}, `POST /_kv/secrets/{name}/age` with
 `{"seconds": N}` -> 204 (the secret's versions become N seconds older: checks of age-based cleanup).
 Everything lives in memory and is lost when the endpoint stops.
@@ -41,6 +52,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from devstack._httpserver import BackgroundServer, BodyTooLarge, LocalHTTPServer, QuietHandler
 from devstack._signals import StopSignals
@@ -111,7 +125,8 @@ class _Vault:
         self._lock = threading.Lock()
         self._live: dict[str, _Secret] = {}
         self._deleted: dict[str, _DeletedSecret] = {}
-        self.stats = {"sets": 0, "gets": 0, "deletes": 0}
+        self.stats = {"sets": 0, "gets": 0, "deletes": 0, "key_creates": 0, "key_gets": 0, "wraps": 0, "unwraps": 0}
+        self.keys = _Keys(self.stats, self._lock)
 
     @property
     def recovery_level(self) -> str:
@@ -277,6 +292,113 @@ class _Vault:
             }
 
 
+_OAEP = {
+    "RSA-OAEP-256": lambda: padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None),
+    "RSA-OAEP": lambda: padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None),
+}
+KEY_OPS = ["encrypt", "decrypt", "wrapKey", "unwrapKey"]
+
+
+@dataclass
+class _KeyVersion:
+    version: str
+    private: rsa.RSAPrivateKey
+    key_ops: list[str]
+    created: int
+    enabled: bool = True
+
+
+class _Keys:
+    """The RSA keys of one vault. Thread-safe. Counts every operation Key Vault bills."""
+
+    def __init__(self, stats: dict[str, int], lock: threading.Lock) -> None:
+        self._stats = stats
+        self._lock = lock
+        self._keys: dict[str, list[_KeyVersion]] = {}
+
+    def create(self, name: str, params: dict[str, Any]) -> tuple[str, _KeyVersion]:
+        kty = params.get("kty")
+        if kty not in ("RSA", "RSA-HSM"):
+            raise KeyVaultError(400, "BadParameter", "Only RSA keys are supported by this local vault (kty RSA).")
+        size = params.get("key_size", 2048)
+        if isinstance(size, bool) or not isinstance(size, int) or size not in (2048, 3072, 4096):
+            raise KeyVaultError(400, "BadParameter", "key_size must be 2048, 3072 or 4096.")
+        ops = params.get("key_ops") or KEY_OPS
+        if not isinstance(ops, list) or not all(isinstance(o, str) for o in ops):
+            raise KeyVaultError(400, "BadParameter", "key_ops must be a list of strings.")
+        version = _KeyVersion(uuid.uuid4().hex, rsa.generate_private_key(public_exponent=65537, key_size=size),
+                              list(ops), int(time.time()))
+        with self._lock:
+            self._keys.setdefault(name.lower(), []).append(version)
+            self._stats["key_creates"] += 1
+        return name, version
+
+    def rotate(self, name: str) -> tuple[str, _KeyVersion]:
+        latest = self.get(name, None, count=False)[1]
+        return self.create(name, {"kty": "RSA", "key_size": latest.private.key_size, "key_ops": latest.key_ops})
+
+    def get(self, name: str, version: str | None, *, count: bool = True) -> tuple[str, _KeyVersion]:
+        with self._lock:
+            versions = self._keys.get(name.lower())
+            if not versions:
+                raise _key_not_found(name)
+            found = versions[-1] if not version else next(
+                (v for v in versions if v.version == version.lower()), None)
+            if found is None:
+                raise _key_not_found(f"{name}/{version}")
+            if count:
+                self._stats["key_gets"] += 1
+            return name, found
+
+    def versions(self, name: str) -> list[tuple[str, _KeyVersion]]:
+        with self._lock:
+            versions = self._keys.get(name.lower())
+            if not versions:
+                raise _key_not_found(name)
+            return [(name, v) for v in versions]
+
+    def wrap(self, name: str, version: str, params: dict[str, Any], *, unwrap: bool) -> tuple[str, _KeyVersion, bytes]:
+        alg = params.get("alg")
+        if alg not in _OAEP:
+            raise KeyVaultError(400, "BadParameter", f"Algorithm {alg!r} is not supported: use RSA-OAEP-256.")
+        value = params.get("value")
+        if not isinstance(value, str):
+            raise KeyVaultError(400, "BadParameter", "Property 'value' is required (base64url).")
+        try:
+            data = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        except (ValueError, binascii.Error):
+            raise KeyVaultError(400, "BadParameter", "Property 'value' is not base64url.") from None
+        name, found = self.get(name, version, count=False)
+        op = "unwrapKey" if unwrap else "wrapKey"
+        if op not in found.key_ops or not found.enabled:
+            raise KeyVaultError(403, "Forbidden", f"Operation {op} is not permitted on this key.",
+                                inner_code="KeyOperationForbidden")
+        with self._lock:
+            self._stats["unwraps" if unwrap else "wraps"] += 1
+        try:
+            if unwrap:
+                result = found.private.decrypt(data, _OAEP[alg]())
+            else:
+                result = found.private.public_key().encrypt(data, _OAEP[alg]())
+        except ValueError:
+            raise KeyVaultError(400, "BadParameter", "Unable to decrypt the specified value with this key.") \
+                from None
+        return name, found, result
+
+
+def _key_not_found(what: str) -> KeyVaultError:
+    return KeyVaultError(404, "KeyNotFound", f"A key with (name/id) {what} was not found in this key vault. "
+                         f"{_NOT_FOUND_HELP}")
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _int_b64url(value: int) -> str:
+    return _b64url(value.to_bytes((value.bit_length() + 7) // 8, "big"))
+
+
 def _secret_not_found(what: str) -> KeyVaultError:
     return KeyVaultError(
         404,
@@ -436,7 +558,7 @@ class _KeyVaultHandler(QuietHandler):
                     headers=[("WWW-Authenticate", self.endpoint.challenge)],
                 )
                 return
-            if segments[:1] not in (["secrets"], ["deletedsecrets"]):
+            if segments[:1] not in (["secrets"], ["deletedsecrets"], ["keys"]):
                 raise KeyVaultError(404, "NotFound", "The requested resource was not found.")
             if "api-version" not in query:
                 raise KeyVaultError(400, "BadParameter", "The 'api-version' query parameter is missing.")
@@ -444,6 +566,8 @@ class _KeyVaultHandler(QuietHandler):
                 raise KeyVaultError(400, "BadParameter", f"The request URI contains an invalid name: {segments[1]}")
             if segments[0] == "secrets":
                 self._secrets(segments[1:], query, body)
+            elif segments[0] == "keys":
+                self._keys(segments[1:], query, body)
             else:
                 self._deleted_secrets(segments[1:], query)
         except KeyVaultError as error:
@@ -497,6 +621,38 @@ class _KeyVaultHandler(QuietHandler):
             self.send_json(200, self._bundle(secret, version, with_value=False))
         else:
             raise KeyVaultError(405, "MethodNotAllowed", f"{method} is not supported on this resource.")
+
+    def _keys(self, rest: list[str], query: dict[str, str], body: bytes) -> None:
+        keys = self.endpoint.vault.keys
+        method = self.command
+        if len(rest) == 2 and rest[1] == "create" and method == "POST":
+            self.send_json(200, self._key_bundle(*keys.create(rest[0], self._json_body(body))))
+        elif len(rest) == 2 and rest[1] == "rotate" and method == "POST":
+            self.send_json(200, self._key_bundle(*keys.rotate(rest[0])))
+        elif len(rest) == 2 and rest[1] == "versions" and method == "GET":
+            items = [{"kid": self._kid(n, v), "attributes": self._key_attributes(v)} for n, v in keys.versions(rest[0])]
+            self._page(items, query)
+        elif len(rest) == 3 and rest[2] in ("wrapkey", "unwrapkey") and method == "POST":
+            name, version, value = keys.wrap(rest[0], rest[1], self._json_body(body), unwrap=rest[2] == "unwrapkey")
+            self.send_json(200, {"kid": self._kid(name, version), "value": _b64url(value)})
+        elif len(rest) in (1, 2) and method == "GET":
+            self.send_json(200, self._key_bundle(*keys.get(rest[0], rest[1] if len(rest) == 2 else None)))
+        else:
+            raise KeyVaultError(405, "MethodNotAllowed", f"{method} is not supported on this resource.")
+
+    def _kid(self, name: str, version: _KeyVersion) -> str:
+        return f"{self.endpoint.url}/keys/{name}/{version.version}"
+
+    def _key_attributes(self, version: _KeyVersion) -> dict[str, Any]:
+        return {"enabled": version.enabled, "created": version.created, "updated": version.created,
+                "recoveryLevel": self.endpoint.vault.recovery_level, "recoverableDays": RECOVERABLE_DAYS,
+                "exportable": False}
+
+    def _key_bundle(self, name: str, version: _KeyVersion) -> dict[str, Any]:
+        public = version.private.public_key().public_numbers()
+        return {"key": {"kid": self._kid(name, version), "kty": "RSA", "key_ops": version.key_ops,
+                        "n": _int_b64url(public.n), "e": _int_b64url(public.e)},
+                "attributes": self._key_attributes(version)}
 
     def _deleted_secrets(self, rest: list[str], query: dict[str, str]) -> None:
         vault = self.endpoint.vault

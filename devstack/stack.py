@@ -345,7 +345,9 @@ class Stack:
             _wait_port(p[key], deadline, "Azurite", proc, self._cancelled)
 
     def _seed_key_vault(self) -> None:
-        """The app's own secrets, written through the real SecretClient as an operator would."""
+        """The app's own secrets, written through the real SecretClient as an operator would, and the
+        RSA key that wraps the data keys of the sealed token caches (infra creates it in Azure)."""
+        from azure.keyvault.keys import KeyClient
         from azure.keyvault.secrets import SecretClient
 
         from shared.wiring import azure_credential
@@ -363,6 +365,9 @@ class Stack:
             client.set_secret(settings.get("AGENT_API_KEY_SECRET_NAME", "agent-api-key"), self.dev.agent_api_key)
             client.set_secret(settings.get("PLATFORM_EVENTS_SECRET_NAME", "platform-events-secret"),
                               self.dev.platform_events_secret)
+            KeyClient(self.key_vault_url, azure_credential(), verify_challenge_resource=False).create_rsa_key(
+                settings.get("TOKEN_CACHE_KEY_NAME", "token-cache-key"), size=2048, key_operations=["wrapKey",
+                                                                                                   "unwrapKey"])
         finally:
             for k, v in saved.items():
                 if v is None:

@@ -183,6 +183,12 @@ param storageSkuName string = 'Standard_ZRS'
 @maxValue(90)
 param keyVaultSoftDeleteRetentionInDays int = 30
 
+@description('While true, token caches and clientStates still stored as Key Vault secrets (the layout before sealed secrets) are read, moved into Table Storage and deleted from the vault, and the app keeps Key Vault Secrets Officer for that. Set false once reconcile_secrets logs legacy_secrets_moved 0: the app then only reads secrets (Secrets User). A new deployment has nothing to move: false.')
+param migrateVaultTokenCaches bool = true
+
+@description('Name of the Key Vault key (RSA) that wraps the data keys of the sealed token caches.')
+param tokenCacheKeyName string = 'token-cache-key'
+
 @description('Memory per Flex Consumption instance in MB.')
 @allowed([
   512
@@ -228,6 +234,8 @@ var tableNames = [
   'autojoin'
   'subscriptions'
   'calendars'
+  'sealedsecrets'
+  'datakeys'
 ]
 var queueNames = [
   'sync-jobs'
@@ -328,6 +336,7 @@ module keyVault 'modules/key-vault.bicep' = {
     tags: tags
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId
     softDeleteRetentionInDays: keyVaultSoftDeleteRetentionInDays
+    tokenCacheKeyName: tokenCacheKeyName
   }
 }
 
@@ -340,6 +349,8 @@ module roleAssignments 'modules/role-assignments.bicep' = {
     operatorPrincipalType: principalType
     storageAccountName: storage.outputs.name
     keyVaultName: keyVault.outputs.name
+    tokenCacheKeyName: keyVault.outputs.wrappingKeyName
+    migrateVaultTokenCaches: migrateVaultTokenCaches
     applicationInsightsName: monitoring.outputs.applicationInsightsName
   }
 }
@@ -388,6 +399,8 @@ module functionApp 'modules/function-app.bicep' = {
       HTTP_TIMEOUT_SECONDS: string(httpTimeoutSeconds)
       PLATFORM_EVENTS_URL: platformEventsUrl
       PLATFORM_EVENTS_SECRET_NAME: platformEventsSecretName
+      TOKEN_CACHE_KEY_NAME: keyVault.outputs.wrappingKeyName
+      MIGRATE_VAULT_TOKEN_CACHES: string(migrateVaultTokenCaches)
       PLATFORM_EVENTS_RETRY_SECONDS: string(platformEventsRetrySeconds)
       PLATFORM_EVENTS_RETRY_FOR_SECONDS: string(platformEventsRetryForSeconds)
       REFRESH_SCHEDULE: refreshSchedule

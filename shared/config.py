@@ -58,6 +58,8 @@ class Settings:
     error_connection_retention_days: int
     platform_web_origins: tuple[str, ...]
     page_token_from_url: bool
+    token_cache_key_name: str  # the Key Vault key that wraps the data keys of the sealed token caches
+    migrate_vault_token_caches: bool  # read (then move) per-connection secrets still in Key Vault
     notification_url: str  # where Graph sends change notifications (the lifecycle URL is it + "/lifecycle")
 
 
@@ -102,6 +104,12 @@ SETTINGS: dict[str, str | None] = {
     # The app's public HTTPS route for Graph change notifications; empty = the origin of
     # OUTLOOK_REDIRECT_URI + /api/outlook/notifications (the same app).
     "NOTIFICATION_URL": "",
+    # Per-connection secrets are sealed in Table Storage under data keys wrapped by this Key Vault key
+    # (shared/adapters/envelope.py). While MIGRATE_VAULT_TOKEN_CACHES is true, a token cache or clientState
+    # still in Key Vault (the old layout) is read from there, sealed and deleted from the vault; set
+    # it false once `reconcile_secrets` logs 0 legacy secrets moved (docs/security.md).
+    "TOKEN_CACHE_KEY_NAME": "token-cache-key",
+    "MIGRATE_VAULT_TOKEN_CACHES": "true",
     # Read by the Functions host through the trigger decorators (%NAME%), not by Settings.
     "REFRESH_SCHEDULE": "0 */15 * * * *",
     "SCAN_SCHEDULE": "0 */5 * * * *",
@@ -261,5 +269,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         error_connection_retention_days=_int(env, "ERROR_CONNECTION_RETENTION_DAYS", minimum=1),
         platform_web_origins=_origins(env, "PLATFORM_WEB_ORIGINS"),
         page_token_from_url=_bool(env, "PAGE_TOKEN_FROM_URL"),
+        token_cache_key_name=_get(env, "TOKEN_CACHE_KEY_NAME"),
+        migrate_vault_token_caches=_bool(env, "MIGRATE_VAULT_TOKEN_CACHES"),
         notification_url=_notification_url(env),
     )

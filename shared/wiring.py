@@ -13,10 +13,12 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient
 from azure.identity import ClientSecretCredential, ManagedIdentityCredential
+from azure.keyvault.keys import KeyClient
 from azure.keyvault.secrets import SecretClient
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64EncodePolicy
 
 from shared.adapters.agents import AgentApiClient
+from shared.adapters.envelope import DataKeys, SealedSecrets
 from shared.adapters.graph import GraphCalendar
 from shared.adapters.graph_subscriptions import GraphSubscriptions
 from shared.adapters.health import HealthCheck
@@ -44,17 +46,19 @@ from shared.adapters.tables import (
     TableCalendarSelectionStore,
     TableClaimStore,
     TableConnectionStore,
+    TableDataKeys,
     TableEventIndex,
     TableFlowStore,
     TableJoinRulesStore,
     TableMeetingStore,
+    TableSealedSecrets,
     TableSubscriptionStore,
     TableSyncStateStore,
     ensure_tables,
 )
 from shared.adapters.telemetry import ObservedIdentity, Telemetry, configure_azure_monitor_export
 from shared.adapters.user_rows import TableUserRows
-from shared.adapters.vault import AppSecret, KeyVaultSecrets
+from shared.adapters.vault import AppSecret, KeyVaultKeyWrapper, KeyVaultSecrets
 from shared.clock import Clock, SystemClock
 from shared.config import Settings, load_settings
 from shared.platform_auth import PlatformTokenVerifier
@@ -104,6 +108,9 @@ class Container:
     notifications: NotificationService
     recalls: RecallService
     calendars: CalendarService  # which of an account's calendars are read (shared/services/calendars.py)
+    # Per-connection secrets (token caches, clientStates), sealed in Table Storage; their data keys.
+    sealed: SealedSecrets
+    data_keys: DataKeys
 
 
 def azure_credential() -> TokenCredential:
@@ -154,8 +161,16 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
     status_events = QueuedStatusEvents(queue=queue(STATUS_EVENTS_QUEUE), poison=queue(f"{STATUS_EVENTS_QUEUE}-poison"),
                                        clock=clock)
     # A local endpoint cannot be *.vault.azure.net, which the challenge check expects.
-    vault = KeyVaultSecrets(SecretClient(settings.key_vault_uri, cred(),
-                                         verify_challenge_resource=not _local(settings.key_vault_uri), **timeouts))
+    vault_options: dict[str, Any] = {"verify_challenge_resource": not _local(settings.key_vault_uri), **timeouts}
+    vault = KeyVaultSecrets(SecretClient(settings.key_vault_uri, cred(), **vault_options))
+    # Token caches and clientStates: AES-GCM in Table Storage, data keys wrapped by a Key Vault key.
+    data_keys = DataKeys(
+        TableDataKeys(tables.get_table_client("datakeys")),
+        KeyVaultKeyWrapper(KeyClient(settings.key_vault_uri, cred(), **vault_options),
+                           settings.token_cache_key_name, cred(), **vault_options),
+        clock.now)
+    sealed = SealedSecrets(TableSealedSecrets(tables.get_table_client("sealedsecrets")), data_keys, clock.now,
+                           legacy=vault if settings.migrate_vault_token_caches else None)
     # Sync fans out across many connections at once; the default pool of 10 would reopen connections.
     session = TimeoutSession(settings.http_timeout_seconds, pool_size=32)
     client_secret = AppSecret(vault, settings.outlook_client_secret_name)
@@ -174,7 +189,7 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
     sync_state = TableSyncStateStore(tables.get_table_client("syncstate"))
     connection_health = ConnectionHealth(connections=connections, meetings=meetings, events=status_events,
                                          clock=clock)
-    tokens = TokenKeeper(connections=connections, identity=identity, secrets_store=vault, clock=clock,
+    tokens = TokenKeeper(connections=connections, identity=identity, secrets_store=sealed, clock=clock,
                          health=connection_health)
     join_rules = TableJoinRulesStore(tables.get_table_client("autojoin"))
     calendar_selections = TableCalendarSelectionStore(tables.get_table_client("calendars"))
@@ -192,11 +207,11 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
         connections=connections, subscriptions=subscription_store,
         graph=GraphSubscriptions(base_url=settings.graph_base_url, session=session,
                                  timeout=settings.http_timeout_seconds),
-        tokens=tokens, secrets_store=vault, jobs=subscription_jobs, clock=clock,
+        tokens=tokens, secrets_store=sealed, jobs=subscription_jobs, clock=clock,
         notification_url=settings.notification_url, request_sync=sync_requests.request,
         rate_per_second=settings.token_refresh_rate_per_second,
     )
-    notifications = NotificationService(subscriptions=subscription_store, client_states=ClientStates(vault),
+    notifications = NotificationService(subscriptions=subscription_store, client_states=ClientStates(sealed),
                                         syncs=sync_requests, jobs=subscription_jobs,
                                         on_accepted=telemetry.notification_received)
     status_event_delivery = PlatformEventsDeliverer(
@@ -207,7 +222,7 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
     )
     accounts = AccountsService(before_release=subscriptions.release,
                                connections=connections, meetings=meetings, index=index,
-                               sync_state=sync_state, secrets_store=vault, clock=clock, health=connection_health,
+                               sync_state=sync_state, secrets_store=sealed, clock=clock, health=connection_health,
                                calendars=calendar_selections)
     claims = TableClaimStore(tables.get_table_client("pendingclaims"))
     user_rows = TableUserRows(tables)
@@ -219,15 +234,15 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
         connect=ConnectService(
             flows=TableFlowStore(tables.get_table_client("authflows")),
             claims=claims,
-            connections=connections, identity=identity, calendar=graph, secrets_store=vault, clock=clock,
+            connections=connections, identity=identity, calendar=graph, secrets_store=sealed, clock=clock,
             jobs=SubscribeOnClaim(jobs, subscription_jobs),  # a connect or reconnect also subscribes
             health=connection_health,
             consent_links=TableAdminConsentLinks(tables.get_table_client("authflows")),
         ),
         accounts=accounts,
-        erasure=Erasure(rows=user_rows, secrets_store=vault, jobs=ErasureQueue(queue(ERASURE_QUEUE)),
+        erasure=Erasure(rows=user_rows, secrets_store=sealed, jobs=ErasureQueue(queue(ERASURE_QUEUE)),
                         before_erase=subscriptions.forget_user),
-        reconciler=SecretReconciler(secrets_store=vault, connections=connections, claims=claims, clock=clock,
+        reconciler=SecretReconciler(secrets_store=sealed, connections=connections, claims=claims, clock=clock,
                                     grace=timedelta(seconds=settings.orphan_cache_grace_seconds)),
         pruner=Pruner(meetings=meetings, connections=connections, accounts=accounts, rows=user_rows, index=index,
                       sync_state=sync_state, clock=clock,
@@ -270,6 +285,8 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
         calendars=CalendarService(connections=connections, tokens=tokens, calendar=graph,
                                   selections=calendar_selections, meetings=RecallOnRemoval(meetings, recalls),
                                   jobs=jobs, clock=clock),
+        sealed=sealed,
+        data_keys=data_keys,
     )
 
 

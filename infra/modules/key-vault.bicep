@@ -1,5 +1,7 @@
-// Key Vault for the app's secrets (Outlook client secret, agent API key) and the per-connection MSAL
-// token caches the app writes. Access is Azure RBAC only (no access policies); see role-assignments.bicep.
+// Key Vault for the app's secrets (Outlook client secret, agent API key, status-event signing secret)
+// and the RSA key that wraps the data keys of the per-connection token caches, which are sealed in
+// Table Storage (shared/adapters/envelope.py). Access is Azure RBAC only (no access policies); see
+// role-assignments.bicep.
 
 @description('Name of the vault (3-24 letters, digits and hyphens, globally unique).')
 @minLength(3)
@@ -19,6 +21,12 @@ param softDeleteRetentionInDays int = 90
 
 @description('Log Analytics workspace that receives the vault\'s audit log (every secret read, write and delete, by whom).')
 param logAnalyticsWorkspaceId string
+
+@description('Name of the RSA key that wraps the data keys of the sealed token caches.')
+param tokenCacheKeyName string = 'token-cache-key'
+
+@description('Now, at deployment (only a parameter default may call utcNow): the key expires two years on.')
+param deployedAt string = utcNow()
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   // checkov:skip=CKV_AZURE_109: Flex Consumption without VNet integration reaches the vault over its public endpoint; access is Entra ID + RBAC only (no access policies, no keys) and audited below. Private endpoint + VNet: docs/security.md, next steps.
@@ -71,6 +79,52 @@ resource audit 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
   }
 }
 
+// The key-encryption key: wrapKey/unwrapKey only, never exportable. Rotated yearly by Key Vault (a new
+// version); the app's daily reconcile_secrets re-wraps its few data keys under the new version (old
+// versions stay enabled for unwrapping until then; docs/security.md, "Key rotation").
+resource tokenCacheKey 'Microsoft.KeyVault/vaults/keys@2023-07-01' = {
+  // checkov:skip=CKV_AZURE_112: HSM-backed keys need the Premium SKU; the key only wraps data keys, rotated yearly and audited.
+  parent: vault
+  name: tokenCacheKeyName
+  properties: {
+    kty: 'RSA'
+    keySize: 3072
+    keyOps: [
+      'wrapKey'
+      'unwrapKey'
+    ]
+    attributes: {
+      enabled: true
+      exportable: false
+      exp: dateTimeToEpoch(dateTimeAdd(deployedAt, 'P2Y'))
+    }
+    rotationPolicy: {
+      attributes: {
+        expiryTime: 'P2Y'
+      }
+      lifetimeActions: [
+        {
+          trigger: {
+            timeAfterCreate: 'P365D'
+          }
+          action: {
+            type: 'rotate'
+          }
+        }
+        {
+          trigger: {
+            timeBeforeExpiry: 'P30D'
+          }
+          action: {
+            type: 'notify'
+          }
+        }
+      ]
+    }
+  }
+}
+
 output id string = vault.id
+output wrappingKeyName string = tokenCacheKey.name
 output name string = vault.name
 output uri string = vault.properties.vaultUri

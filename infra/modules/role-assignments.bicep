@@ -21,6 +21,12 @@ param storageAccountName string
 @description('Name of the Key Vault holding the app\'s secrets and token caches.')
 param keyVaultName string
 
+@description('Name of the Key Vault key that wraps the data keys of the sealed token caches.')
+param tokenCacheKeyName string
+
+@description('True while token caches still stored as Key Vault secrets are moved into Table Storage: the app needs Secrets Officer (read, then delete) for that; false: Secrets User (read only).')
+param migrateVaultTokenCaches bool = true
+
 @description('Name of the Application Insights component the app sends telemetry to.')
 param applicationInsightsName string
 
@@ -30,6 +36,8 @@ var roles = {
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88' // Storage Queue Data Contributor
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3' // Storage Table Data Contributor
   keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7' // Key Vault Secrets Officer
+  keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6' // Key Vault Secrets User
+  keyVaultCryptoServiceEncryptionUser: 'e147488a-f6f5-4113-8e2d-b22465e65bf6' // Key Vault Crypto Service Encryption User
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb' // Monitoring Metrics Publisher
 }
 
@@ -39,6 +47,11 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
   name: keyVaultName
+}
+
+resource tokenCacheKey 'Microsoft.KeyVault/vaults/keys@2023-07-01' existing = {
+  parent: vault
+  name: tokenCacheKeyName
 }
 
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
@@ -82,15 +95,40 @@ resource appTableDataContributor 'Microsoft.Authorization/roleAssignments@2022-0
   }
 }
 
-// Key Vault Secrets Officer, not Secrets User: besides reading the Outlook client secret and the agent
-// API key, the app creates, updates and deletes one secret per Outlook connection (its MSAL token
-// cache), whose names are not known in advance, so the grant is on the vault. Secrets User is read-only.
-// Purge protection on the vault stops this role from purging deleted secrets.
-resource appKeyVaultSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+// Key Vault Secrets User: the app reads its own secrets (the Outlook client secret where one is used,
+// the agent API key, the status-event signing secret). Read only: it cannot write, delete or list
+// values, and it grants nothing on keys.
+resource appKeyVaultSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!migrateVaultTokenCaches) {
+  name: guid(vault.id, appPrincipalId, roles.keyVaultSecretsUser)
+  scope: vault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Key Vault Secrets Officer only while token caches of the old layout (one secret per connection) are
+// moved into sealed Table Storage rows: reading and then deleting them needs it. Purge protection on
+// the vault stops this role from purging deleted secrets. Off (migrateVaultTokenCaches false): Secrets User.
+resource appKeyVaultSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (migrateVaultTokenCaches) {
   name: guid(vault.id, appPrincipalId, roles.keyVaultSecretsOfficer)
   scope: vault
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsOfficer)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Key Vault Crypto Service Encryption User on the one key that wraps the data keys, not the vault:
+// get (public part), wrapKey and unwrapKey on that key only. It cannot read any secret, sign, or
+// touch another key; the private key never leaves the vault.
+resource appTokenCacheKeyUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(tokenCacheKey.id, appPrincipalId, roles.keyVaultCryptoServiceEncryptionUser)
+  scope: tokenCacheKey
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultCryptoServiceEncryptionUser)
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
   }

@@ -1,6 +1,18 @@
-"""Azure Table Storage: connections, sign-in flows, pending claims, meetings, sync state.
+"""Azure Table Storage: connections, sign-in flows, pending claims, meetings, sync state, join rules,
+Graph subscriptions, and the sealed per-connection secrets.
 
-Never holds a token, code or secret: token caches live in Key Vault and rows only name them."""
+What is stored, and what never is:
+- Plaintext rows never hold a token, code, key or secret. Rows name a connection's token cache and
+  its subscription's clientState (`SecretName`), never their values.
+- `sealedsecrets` holds those values **encrypted** (shared.adapters.envelope): one row per name, the
+  AES-256-GCM ciphertext and tag (`Ciphertext`, binary), its 96-bit nonce (`Nonce`), the id of the
+  data key that sealed it (`DataKeyId`) and when it was written (`UpdatedAt`). Without the data key
+  a row reveals only the value's length.
+- `datakeys` holds the data keys **wrapped** by the Key Vault key (RSA-OAEP-256): `WrappedKey`
+  (binary), the Key Vault key version that wrapped it (`KeyId`, a URL) and `CreatedAt`. Unwrapping
+  needs the Key Vault key, which never leaves the vault.
+Neither table is keyed by user or connection: erasure and disconnects delete sealed rows through the
+secret names the user's rows hold."""
 
 from __future__ import annotations
 
@@ -21,6 +33,7 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
+from shared.adapters.envelope import SealedRow, WrappedDataKey
 from shared.autojoin import ExternalInvites, JoinRules, Response
 from shared.connections import Connection, ConnectionStatus, Plan, PlanLimitExceeded, plan_limit
 from shared.meeting_links import Platform
@@ -43,6 +56,8 @@ from shared.scheduling import AgentState
 
 TABLES = ("authflows", "pendingclaims", "connections", "meetings", "eventindex", "syncstate", "autojoin",
           "subscriptions", "calendars")
+# Sealed secrets and wrapped data keys: not per-user rows (erasure deletes sealed rows by name).
+KEY_TABLES = ("sealedsecrets", "datakeys")
 _SLOT_PREFIX = "~slot-"  # sorts after every connection id (hex), so listing connections skips slots
 _QUEUED_ROW = "queued"  # beside a connection's sync "state" row: a "sync now" is queued
 
@@ -65,7 +80,7 @@ def _required_dt(value: Any) -> datetime:
 
 
 def ensure_tables(service: TableServiceClient) -> None:
-    for name in TABLES:
+    for name in TABLES + KEY_TABLES:
         service.create_table_if_not_exists(name)
 
 
@@ -687,3 +702,90 @@ class TableSubscriptionStore:
             expires_at=_required_dt(e["ExpiresAt"]), secret_name=e["SecretName"],
             created_at=_required_dt(e["CreatedAt"]), etag=e.metadata.get("etag"),
         )
+
+
+class TableDataKeys:
+    """The `datakeys` table: PartitionKey "datakey", RowKey the data key id (sortable by creation)."""
+
+    _PARTITION = "datakey"
+
+    def __init__(self, table: TableClient) -> None:
+        self._t = table
+
+    def all(self) -> list[WrappedDataKey]:
+        return [self._key(e) for e in self._t.query_entities(f"PartitionKey eq '{self._PARTITION}'")]
+
+    def get(self, data_key_id: str) -> WrappedDataKey | None:
+        if not _key_ok(data_key_id):
+            return None
+        try:
+            return self._key(self._t.get_entity(self._PARTITION, data_key_id))
+        except ResourceNotFoundError:
+            return None
+
+    def create(self, key: WrappedDataKey) -> None:
+        self._t.create_entity(self._entity(key))
+
+    def replace(self, key: WrappedDataKey) -> None:
+        if key.etag is None:
+            raise Conflict(key.id)  # only a row read from the table is replaced
+        _put_conditional(self._t, self._entity(key), key.etag)
+
+    def _entity(self, key: WrappedDataKey) -> dict[str, Any]:
+        return {"PartitionKey": self._PARTITION, "RowKey": key.id, "KeyId": key.key_id, "WrappedKey": key.wrapped,
+                "CreatedAt": _iso(key.created_at)}
+
+    @staticmethod
+    def _key(e: Any) -> WrappedDataKey:
+        return WrappedDataKey(id=e["RowKey"], key_id=e["KeyId"], wrapped=bytes(e["WrappedKey"]),
+                              created_at=_required_dt(e["CreatedAt"]), etag=e.metadata.get("etag"))
+
+
+class TableSealedSecrets:
+    """The `sealedsecrets` table: PartitionKey the secret's name (one partition per token cache, so
+    writes spread over the account), RowKey "sealed". Binary properties are capped at 64 KiB by Table
+    Storage; a larger value is refused with RowTooLarge before anything is written."""
+
+    _ROW = "sealed"
+
+    def __init__(self, table: TableClient) -> None:
+        self._t = table
+
+    def get(self, name: str) -> SealedRow | None:
+        if not _key_ok(name):
+            return None
+        try:
+            return self._row(self._t.get_entity(name, self._ROW))
+        except ResourceNotFoundError:
+            return None
+
+    def put(self, row: SealedRow) -> None:
+        self._t.upsert_entity(self._entity(row), mode=UpdateMode.REPLACE)
+
+    def create(self, row: SealedRow) -> bool:
+        try:
+            self._t.create_entity(self._entity(row))
+            return True
+        except ResourceExistsError:
+            return False
+
+    def delete(self, name: str) -> None:
+        if _key_ok(name):
+            self._t.delete_entity(name, self._ROW)  # absent: nothing (the SDK ignores 404 on delete)
+
+    def list(self, prefix: str) -> Iterator[SealedRow]:
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        query = f"PartitionKey ge '{_quote(prefix)}' and PartitionKey lt '{_quote(upper)}'"
+        for e in self._t.query_entities(query, select=["PartitionKey", "DataKeyId", "UpdatedAt"]):
+            yield SealedRow(e["PartitionKey"], e.get("DataKeyId", ""), b"", b"", _required_dt(e["UpdatedAt"]))
+
+    def _entity(self, row: SealedRow) -> dict[str, Any]:
+        if len(row.ciphertext) > 64 * 1024:
+            raise RowTooLarge("PropertyValueTooLarge")
+        return {"PartitionKey": row.name, "RowKey": self._ROW, "DataKeyId": row.data_key_id, "Nonce": row.nonce,
+                "Ciphertext": row.ciphertext, "UpdatedAt": _iso(row.updated_at)}
+
+    @staticmethod
+    def _row(e: Any) -> SealedRow:
+        return SealedRow(name=e["PartitionKey"], data_key_id=e["DataKeyId"], nonce=bytes(e["Nonce"]),
+                         ciphertext=bytes(e["Ciphertext"]), updated_at=_required_dt(e["UpdatedAt"]))

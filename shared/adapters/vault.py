@@ -1,4 +1,6 @@
-"""Azure Key Vault: per-connection MSAL token caches and the app's own secrets.
+"""Azure Key Vault: the app's own secrets, the key that wraps the data keys of the sealed
+per-connection secrets (shared.adapters.envelope), and, while they are migrated, the per-connection
+token caches of the old layout (one secret each).
 
 Deletion is soft in Key Vault (recoverable for the retention period); purging is permanent and only
 allowed when the vault has no purge protection (`recoveryLevel` "Recoverable+Purgeable"), see
@@ -10,8 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.keyvault.keys import KeyClient
+from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm
 from azure.keyvault.secrets import SecretClient
 
 from shared.ports import StoredSecret
@@ -90,3 +95,46 @@ class AppSecret:
     def reload(self) -> None:
         with self._lock:
             self._value = None
+
+
+class KeyVaultKeyWrapper:
+    """Wraps and unwraps data keys with one Key Vault RSA key, RSA-OAEP-256
+    (https://learn.microsoft.com/rest/api/keyvault/keys/wrap-key/wrap-key). Needs the keys get,
+    wrapKey and unwrapKey permissions on that key only ("Key Vault Crypto Service Encryption User").
+
+    Wrapping uses the public key of the current version, fetched once per process (one GetKey) and
+    applied locally by the SDK; unwrapping is a Key Vault operation (the private key never leaves the
+    vault), made once per data key per process by the caller's cache. Raises the SDK's
+    HttpResponseError when the vault refuses (no access, a wrong or disabled key version, a tampered
+    value) or does not answer."""
+
+    def __init__(self, keys: KeyClient, name: str, credential: Any, **client_kwargs: Any) -> None:
+        self._keys = keys
+        self._name = name
+        self._credential = credential
+        self._kwargs = client_kwargs
+        self._current: CryptographyClient | None = None
+        self._by_id: dict[str, CryptographyClient] = {}
+        self._lock = threading.Lock()
+
+    def current_key_id(self) -> str:
+        """The key's current version's id; read from the vault each time (rotation is rare, this is
+        called once a day by the re-wrap and when a process makes a data key)."""
+        key = self._keys.get_key(self._name)
+        with self._lock:
+            if self._current is None or self._current.key_id != key.id:
+                self._current = CryptographyClient(key, self._credential, **self._kwargs)
+        return str(key.id)
+
+    def wrap(self, data_key: bytes) -> tuple[str, bytes]:
+        self.current_key_id()
+        assert self._current is not None
+        result = self._current.wrap_key(KeyWrapAlgorithm.rsa_oaep_256, data_key)
+        return str(result.key_id), bytes(result.encrypted_key)
+
+    def unwrap(self, key_id: str, wrapped: bytes) -> bytes:
+        with self._lock:
+            client = self._by_id.get(key_id)
+            if client is None:
+                client = self._by_id[key_id] = CryptographyClient(key_id, self._credential, **self._kwargs)
+        return bytes(client.unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped).key)

@@ -8,10 +8,16 @@ import azure.functions as func
 from shared.adapters.queues import ERASURE_QUEUE, decode_erasure
 from shared.config import schedule
 from shared.platform_auth import User
+from shared.services.connect import TOKEN_CACHE_PREFIX
+from shared.services.subscriptions import CLIENT_STATE_PREFIX
 from shared.triggers.http import authed, json_response
 from shared.wiring import Container, container
 
 log = logging.getLogger(__name__)
+LEGACY_PREFIXES = (TOKEN_CACHE_PREFIX, CLIENT_STATE_PREFIX)
+# Secrets moved from Key Vault per run: most move on their first read (every sync reads its cache);
+# this catches the rest (connections in Error, quiet subscriptions) without one run growing with N.
+MIGRATION_PAGE = 2000
 bp = func.Blueprint()
 
 
@@ -38,8 +44,17 @@ def erase_user_data(msg: func.QueueMessage) -> None:
 @bp.function_name("reconcile_secrets")
 @bp.timer_trigger(arg_name="timer", schedule=schedule("RECONCILE_SCHEDULE"), run_on_startup=False, use_monitor=True)
 def reconcile_secrets(timer: func.TimerRequest) -> None:
-    deleted = container().reconciler.run()
-    log.info("reconcile_secrets deleted %d orphaned token caches", deleted)
+    """Daily: data keys re-wrapped under the Key Vault key's current version (after a rotation), a
+    page of per-connection secrets still in Key Vault moved into sealed rows (while
+    MIGRATE_VAULT_TOKEN_CACHES), and token caches nothing names deleted."""
+    c = container()
+    rewrapped = c.data_keys.rewrap()
+    moved = 0
+    if c.settings.migrate_vault_token_caches:
+        moved = c.sealed.migrate_legacy(LEGACY_PREFIXES, limit=MIGRATION_PAGE)
+    deleted = c.reconciler.run()
+    log.info("reconcile_secrets deleted %d orphaned token caches", deleted,
+             extra={"data_keys_rewrapped": rewrapped, "legacy_secrets_moved": moved})
 
 
 @bp.function_name("prune_data")

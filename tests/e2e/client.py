@@ -128,3 +128,29 @@ def teams_link(n: int) -> str:
 
 def now_utc() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
+
+
+def sealed_secrets(stack: Stack) -> Any:
+    """The stack's sealed per-connection secrets (token caches, clientStates), opened the way the app
+    opens them: Table Storage rows, data keys unwrapped by the stack's Key Vault key."""
+    from azure.data.tables import TableServiceClient
+    from azure.identity import ClientSecretCredential
+    from azure.keyvault.keys import KeyClient
+
+    from shared.adapters.envelope import DataKeys, SealedSecrets
+    from shared.adapters.tables import TableDataKeys, TableSealedSecrets
+    from shared.adapters.vault import KeyVaultKeyWrapper
+
+    assert stack.ca is not None
+    s = stack.app_settings()
+    verify = str(stack.ca.bundle_pem)
+    cred = ClientSecretCredential(s["AZURE_TENANT_ID"], s["AZURE_CLIENT_ID"], s["AZURE_CLIENT_SECRET"],
+                                  authority=s["AZURE_AUTHORITY_HOST"], disable_instance_discovery=True,
+                                  connection_verify=verify)
+    options: dict[str, Any] = {"verify_challenge_resource": False, "connection_verify": verify}
+    wrapper = KeyVaultKeyWrapper(KeyClient(stack.key_vault_url, cred, **options),
+                                 s.get("TOKEN_CACHE_KEY_NAME", "token-cache-key"), cred, **options)
+    tables = TableServiceClient.from_connection_string(stack.storage_connection_string())
+    now = lambda: datetime.now(UTC)  # noqa: E731
+    keys = DataKeys(TableDataKeys(tables.get_table_client("datakeys")), wrapper, now)
+    return SealedSecrets(TableSealedSecrets(tables.get_table_client("sealedsecrets")), keys, now)

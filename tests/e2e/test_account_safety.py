@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
@@ -14,7 +14,7 @@ import pytest
 from azure.data.tables import TableServiceClient
 
 from shared.adapters.tables import TABLES
-from tests.e2e.client import Client, eventually, now_utc, teams_link
+from tests.e2e.client import Client, eventually, now_utc, sealed_secrets, teams_link
 
 pytestmark = pytest.mark.e2e
 WEB_APP = "https://app.coagentor.test"  # PLATFORM_WEB_ORIGINS of the test stack (tests/conftest.py)
@@ -40,13 +40,6 @@ def rows_of(stack, user_id: str, connection_ids: set[str]) -> list[tuple[str, di
     return found
 
 
-def vault_names(client: Client) -> dict[str, list[str]]:
-    resp = client.ms.get(f"{client.stack.key_vault_url}/_kv/names", timeout=30)
-    assert resp.status_code == 200
-    names: dict[str, list[str]] = resp.json()
-    return names
-
-
 def test_erasing_my_data_leaves_no_connection_meeting_pending_sign_in_or_token_cache(client, stack):
     user = new_user()
     token = client.token(user, "pro")
@@ -67,16 +60,15 @@ def test_erasing_my_data_leaves_no_connection_meeting_pending_sign_in_or_token_c
         named = {e["SecretName"] for _, e in before if e.get("SecretName")}
         caches = {n for n in named if n.startswith("outlook-cache-")}
         assert {t for t, _ in before} >= {"connections", "meetings", "eventindex", "syncstate", "authflows"}
-        assert len(caches) == 2 and named <= set(vault_names(client)["secrets"])
+        assert len(caches) == 2 and named <= sealed_names(stack)
 
         resp = client.call("DELETE", "outlook/data", token)
         assert resp.status_code == 202 and resp.json()["status"] == "erased"
         assert client.connections(token)["connections"] == []
         assert client.upcoming(token) == []
         assert rows_of(stack, user, connection_ids) == []
-        names = vault_names(client)
-        # Deleted; the local vault has purge protection (as production), so they stay soft-deleted.
-        assert not named & set(names["secrets"]) and caches <= set(names["deleted"])
+        # The sealed token caches and clientStates are deleted (rows: nothing left to recover).
+        assert not named & sealed_names(stack)
         # The queued second pass runs and finds nothing; asking again is harmless.
         assert client.call("DELETE", "outlook/data", token).status_code == 202
         eventually(lambda: rows_of(stack, user, connection_ids) == [])
@@ -91,30 +83,26 @@ def test_the_reconciler_deletes_old_token_caches_no_row_names(client, stack):
                                                    {conn["id"]}) if e.get("SecretName")}
     orphan = f"outlook-cache-{uuid.uuid4().hex}"
     young = f"outlook-cache-{uuid.uuid4().hex}"
-    vault = _vault(stack)
-    vault.set_secret(orphan, "{}")
-    vault.set_secret(young, "{}")
-    for name in (orphan, *kept):
-        assert client.ms.post(f"{stack.key_vault_url}/_kv/secrets/{name}/age", json={"seconds": 7200},
-                              timeout=30).status_code == 204
+    sealed = sealed_secrets(stack)
+    sealed.set(orphan, "{}")
+    sealed.set(young, "{}")
+    table = TableServiceClient.from_connection_string(stack.storage_connection_string()).get_table_client(
+        "sealedsecrets")
+    two_hours_ago = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+    for name in (orphan, *kept):  # written two hours ago (longer than ORPHAN_CACHE_GRACE_SECONDS)
+        table.update_entity({"PartitionKey": name, "RowKey": "sealed", "UpdatedAt": two_hours_ago})
     client.run_function("reconcile_secrets")
-    eventually(lambda: orphan in vault_names(client)["deleted"])
-    names = vault_names(client)["secrets"]
-    assert young in names and kept <= set(names)  # too young to judge; named by a connection
+    eventually(lambda: orphan not in sealed_names(stack))
+    names = sealed_names(stack)
+    assert young in names and kept <= names  # too young to judge; named by a connection
     assert client.connections(token)["connections"][0]["status"] == "active"
     assert client.call("DELETE", "outlook/data", token).status_code == 202  # leave erin's calendar to others
 
 
-def _vault(stack):
-    from azure.identity import ClientSecretCredential
-    from azure.keyvault.secrets import SecretClient
-
-    s = stack.app_settings()
-    cred = ClientSecretCredential(s["AZURE_TENANT_ID"], s["AZURE_CLIENT_ID"], s["AZURE_CLIENT_SECRET"],
-                                  authority=s["AZURE_AUTHORITY_HOST"], disable_instance_discovery=True,
-                                  connection_verify=str(stack.ca.bundle_pem))
-    return SecretClient(stack.key_vault_url, cred, verify_challenge_resource=False,
-                        connection_verify=str(stack.ca.bundle_pem))
+def sealed_names(stack) -> set[str]:
+    table = TableServiceClient.from_connection_string(stack.storage_connection_string()).get_table_client(
+        "sealedsecrets")
+    return {str(e["PartitionKey"]) for e in table.list_entities(select=["PartitionKey"])}
 
 
 def test_sync_now_reads_a_new_event_without_waiting_for_the_scan(client):

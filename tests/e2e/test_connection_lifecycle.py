@@ -15,7 +15,7 @@ from azure.data.tables import TableServiceClient
 from azure.identity import ClientSecretCredential
 from azure.keyvault.secrets import SecretClient
 
-from tests.e2e.client import Client, eventually
+from tests.e2e.client import Client, eventually, sealed_secrets
 
 pytestmark = pytest.mark.e2e
 
@@ -159,7 +159,7 @@ def _vault(stack) -> SecretClient:
                         connection_verify=str(stack.ca.bundle_pem))
 
 
-def test_tokens_live_only_in_key_vault_and_disconnect_deletes_them(client, stack):
+def test_tokens_are_stored_only_sealed_and_disconnect_deletes_them(client, stack):
     token = client.token(user(), "solo")
     start = client.start(token).json()
     location = client.sign_in(start["authorize_url"], "alice@contoso.com")
@@ -169,32 +169,37 @@ def test_tokens_live_only_in_key_vault_and_disconnect_deletes_them(client, stack
     refresh(client, token, conn["id"])  # rotate once so a refreshed cache is stored too
     eventually(lambda: client.connections(token)["connections"][0]["last_refreshed_at"] != conn["last_refreshed_at"])
 
-    vault = _vault(stack)
-    caches = [vault.get_secret(p.name).value for p in vault.list_properties_of_secrets()
-              if p.name.startswith("outlook-cache-")]
-    mine = [json.loads(c) for c in caches if c and "alice@contoso.com" in c.lower()]
-    assert mine, "the connection's token cache is a Key Vault secret"
-    secrets_seen = {v["secret"] for cache in mine for kind in ("RefreshToken", "AccessToken", "IdToken")
+    tables = TableServiceClient.from_connection_string(stack.storage_connection_string())
+    stored = tables.get_table_client("connections").get_entity(sub(token), conn["id"])
+    sealed = sealed_secrets(stack)
+    cache = json.loads(sealed.get(stored["SecretName"]))
+    assert "alice@contoso.com" in json.dumps(cache).lower()
+    secrets_seen = {v["secret"] for kind in ("RefreshToken", "AccessToken", "IdToken")
                     for v in cache.get(kind, {}).values()}
     assert secrets_seen
+    # Not in Key Vault as a secret any more: one sealed row (AES-GCM ciphertext) per cache.
+    assert not [p.name for p in _vault(stack).list_properties_of_secrets() if p.name.startswith("outlook-cache-")]
 
-    tables = TableServiceClient.from_connection_string(stack.storage_connection_string())
     dump = "".join(str(dict(e)) for t in tables.list_tables() for e in tables.get_table_client(t.name).list_entities())
+    raw = b"".join(bytes(e["Ciphertext"]) for e in tables.get_table_client("sealedsecrets").list_entities())
     log = (stack.devstack_dir / "functions.log").read_text(errors="replace")
     for secret in secrets_seen:
-        assert secret not in dump and secret not in log and secret not in page_url
+        assert secret not in dump and secret.encode() not in raw and secret not in log and secret not in page_url
 
-    # The connection's Graph subscription keeps its clientState in Key Vault too (created by a queued
-    # job after the claim): wait for it, so the disconnect below is seen deleting both.
+    # The connection's Graph subscription keeps its clientState sealed too (created by a queued job
+    # after the claim): wait for it, so the disconnect below is seen deleting both.
     subscriptions = tables.get_table_client("subscriptions")
     subscription = eventually(lambda: next(iter(subscriptions.query_entities(f"PartitionKey eq '{conn['id']}'")),
                                            None))
-    stored = tables.get_table_client("connections").get_entity(sub(token), conn["id"])
-    names = {p.name for p in vault.list_properties_of_secrets()}
+
+    def sealed_names() -> set[str]:
+        return {str(e["PartitionKey"]) for e in tables.get_table_client("sealedsecrets").list_entities()}
+
+    names = eventually(lambda: (found := sealed_names()) >= {subscription["SecretName"]} and found)
     assert client.call("DELETE", f"outlook/connections/{conn['id']}", token).status_code == 204
-    after = {p.name for p in vault.list_properties_of_secrets()}
-    gone = names - after
+    gone = names - sealed_names()
     # Exactly this connection's token cache and clientState, nothing of anyone else's.
     assert gone == {stored["SecretName"], subscription["SecretName"]}
     assert stored["SecretName"].startswith("outlook-cache-")
-    assert {d.name for d in vault.list_deleted_secrets()} >= gone  # soft-deleted, name never reused
+
+

@@ -33,7 +33,7 @@ from schemathesis.checks import (
 )
 
 from devstack.stack import Stack, free_ports, platform_token
-from shared.adapters.tables import TABLES
+from shared.adapters.tables import KEY_TABLES, TABLES
 from tests.browser.openapi_contract import REPO, Contract
 
 pytestmark = pytest.mark.e2e
@@ -66,7 +66,7 @@ class Writes:
 
     def snapshot(self) -> frozenset[tuple[str, ...]]:
         rows = {(t, str(e["PartitionKey"]), str(e["RowKey"]), str(e.metadata.get("etag")))
-                for t in TABLES for e in self._tables.get_table_client(t).list_entities()}
+                for t in TABLES + KEY_TABLES for e in self._tables.get_table_client(t).list_entities()}
         sets = self._session.get(self._kv, verify=self._verify, timeout=30).json()["sets"]
         return frozenset(rows | {("keyvault", "sets", str(sets), "")})
 

@@ -259,5 +259,5 @@ def test_helpers_count_operations_and_list_names(vault: KeyVaultEndpoint, ca: tl
     stats = requests.get(f"{vault.url}/_kv/stats", verify=str(ca.bundle_pem)).json()
     names = requests.get(f"{vault.url}/_kv/names", verify=str(ca.bundle_pem)).json()
 
-    assert stats == {"sets": 2, "gets": 1, "deletes": 1}
+    assert stats == {"sets": 2, "gets": 1, "deletes": 1, "key_creates": 0, "key_gets": 0, "wraps": 0, "unwraps": 0}
     assert names == {"secrets": ["one"], "deleted": ["two"]}

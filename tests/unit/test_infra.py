@@ -18,7 +18,7 @@ import tree_sitter_bicep
 from tree_sitter import Language, Node, Parser
 
 from shared.adapters.queues import QUEUES
-from shared.adapters.tables import TABLES
+from shared.adapters.tables import KEY_TABLES, TABLES
 from shared.config import CREDENTIAL_SETTINGS, LOCAL_ONLY_SETTINGS, SETTINGS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,7 +65,9 @@ EXPECTED_ROLES = {
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",  # Storage Blob Data Owner
     "974c5e8b-45b9-4653-ba55-5f855dd0fb88",  # Storage Queue Data Contributor
     "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",  # Storage Table Data Contributor
-    "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",  # Key Vault Secrets Officer
+    "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",  # Key Vault Secrets Officer (only while migrating, below)
+    "4633458b-17de-408a-b874-0445c86b69e6",  # Key Vault Secrets User (once migrated)
+    "e147488a-f6f5-4113-8e2d-b22465e65bf6",  # Key Vault Crypto Service Encryption User (the data-key key only)
     "3913510d-42f4-4e42-8a64-420c390055eb",  # Monitoring Metrics Publisher
 }
 SECRET_SETTING_NAME = re.compile(r"secret|password|api_?key|access_?key|connection_?string", re.I)
@@ -445,8 +447,50 @@ def test_the_app_identity_holds_exactly_the_roles_it_needs() -> None:
             assert called is not None and called[0] == "subscriptionResourceId", text(body)[:120]
             app_roles.add(resolve_role(roles, called[1][-1]))
     assert app_roles == EXPECTED_ROLES
-    assigned = defined | app_roles
-    assert "4633458b-17de-408a-b874-0445c86b69e6" not in assigned  # Secrets User cannot write token caches
+
+
+def _app_assignments() -> dict[str, tuple[str, str]]:
+    """role id -> (scope, condition) of every role assignment to the app's identity."""
+    roles = value_of(declarations(ROLE_ASSIGNMENTS, "variable")["roles"])
+    assert roles is not None
+    found = {}
+    for declaration in declarations(ROLE_ASSIGNMENTS, "resource").values():
+        body = value_of(declaration)
+        assert body is not None
+        if not literal(kids(declaration)[1] or "").startswith("Microsoft.Authorization/roleAssignments@") or \
+                text(prop(body, "properties", "principalId")) != "appPrincipalId":
+            continue
+        called = call(prop(body, "properties", "roleDefinitionId"))
+        assert called is not None
+        conditions = [text(kids(c)[0]) for c in kids(declaration) if c.type == "if_statement"]
+        role = resolve_role(roles, called[1][-1])
+        assert role is not None
+        found[role] = (text(prop(body, "scope")), conditions[0] if conditions else "")
+    return found
+
+
+def test_the_data_key_key_and_the_secrets_are_reached_by_separate_narrow_roles() -> None:
+    """A leaked app identity can unwrap data keys with the one key (never read its private part, sign,
+    or use another key) and read the app's secrets; it writes or deletes secrets only while the
+    migration from per-connection secrets runs (docs/security.md, "Reach of one leaked identity")."""
+    assigned = _app_assignments()
+    crypto_user, secrets_user, secrets_officer = ("e147488a-f6f5-4113-8e2d-b22465e65bf6",
+                                                  "4633458b-17de-408a-b874-0445c86b69e6",
+                                                  "b86a8fe4-44ce-4948-aee5-eccb2c155cd7")
+    assert assigned[crypto_user] == ("tokenCacheKey", "")  # on the key, always
+    declared = declarations(ROLE_ASSIGNMENTS, "resource")["tokenCacheKey"]
+    assert "Microsoft.KeyVault/vaults/keys@" in text(declared) and "existing" in text(declared)
+    # Exactly one of the two secrets roles in any deployment: Officer while migrating, else User.
+    assert assigned[secrets_officer] == ("vault", "(migrateVaultTokenCaches)")
+    assert assigned[secrets_user] == ("vault", "(!migrateVaultTokenCaches)")
+    # Nothing else on the vault or its keys.
+    assert {r for r, (scope, _) in assigned.items() if scope in ("vault", "tokenCacheKey")} == \
+        {crypto_user, secrets_user, secrets_officer}
+    # The key only wraps and unwraps and cannot be exported.
+    key = resource_of_type(INFRA / "modules" / "key-vault.bicep", "Microsoft.KeyVault/vaults/keys")
+    assert sorted(literal(o) for o in kids(prop(key, "properties", "keyOps"))) == ["unwrapKey", "wrapKey"]
+    assert text(prop(key, "properties", "attributes", "exportable")) == "false"
+    assert literal(prop(key, "properties", "rotationPolicy", "lifetimeActions")) is None  # a list: rotates
 
 
 def test_tables_and_queues_match_the_code() -> None:
@@ -454,7 +498,7 @@ def test_tables_and_queues_match_the_code() -> None:
     tables = value_of(variables["tableNames"])
     queues = value_of(variables["queueNames"])
     assert tables is not None and queues is not None
-    assert {literal(n) for n in kids(tables)} == set(TABLES)
+    assert {literal(n) for n in kids(tables)} == set(TABLES) | set(KEY_TABLES)
     assert {literal(n) for n in kids(queues)} == set(QUEUES)
 
 
