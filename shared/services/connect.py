@@ -6,7 +6,9 @@ bearer token) can claim it. That is what defeats account-linking CSRF."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import logging
 import secrets
 import uuid
@@ -14,7 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 from urllib.parse import urlencode
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from shared.clock import Clock
 from shared.connections import (
@@ -61,6 +69,37 @@ ADMIN_CONSENT_NEWS = timedelta(minutes=30)
 
 def _hash(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
+
+
+# MSAL's flow holds the PKCE `code_verifier` and the OIDC `nonce`. The row keeps it sealed (AES-GCM)
+# under a key derived (HKDF-SHA256) from the sign-in's `state`, which the row does not hold (only its
+# SHA-256 names the row): the table alone never yields a verifier. The callback brings the state back
+# and opens it. Rows written before sealing hold the plain flow and are read as they are.
+_FLOW_KEY_INFO = b"coagentor-outlook sign-in flow v1"
+
+
+def _flow_key(state: str) -> AESGCM:
+    return AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_FLOW_KEY_INFO).derive(state.encode()))
+
+
+def seal_flow(state: str, flow: Mapping[str, Any]) -> dict[str, Any]:
+    """`{"sealed": <base64 of 12-byte nonce + AES-GCM ciphertext of the flow's JSON>}`."""
+    nonce = secrets.token_bytes(12)
+    sealed = _flow_key(state).encrypt(nonce, json.dumps(dict(flow)).encode(), _FLOW_KEY_INFO)
+    return {"sealed": base64.b64encode(nonce + sealed).decode()}
+
+
+def open_flow(state: str, stored: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The flow `seal_flow` sealed with this state; a legacy plain flow as it is; None when it does
+    not open (not this state's)."""
+    if "sealed" not in stored:
+        return dict(stored)
+    raw = base64.b64decode(str(stored["sealed"]))
+    try:
+        opened: dict[str, Any] = json.loads(_flow_key(state).decrypt(raw[:12], raw[12:], _FLOW_KEY_INFO))
+    except InvalidTag:
+        return None
+    return opened
 
 
 TOKEN_CACHE_PREFIX = "outlook-cache-"  # every token cache's name starts so (the reconciler lists them)
@@ -165,7 +204,7 @@ class ConnectService:
                 state_hash=_hash(state),
                 user_id=user.id,
                 reconnect_id=reconnect_id,
-                flow=flow,
+                flow=seal_flow(state, flow),
                 expires_at=self._clock.now() + FLOW_LIFETIME,
             )
         )
@@ -227,7 +266,10 @@ class ConnectService:
         if not response.get("code"):
             return CallbackResult(Outcome.FAILED, "missing_code")
 
-        result = self._identity.redeem(pending.flow, response)
+        flow = open_flow(state, pending.flow)
+        if flow is None:
+            return CallbackResult(Outcome.EXPIRED, "unknown_state")
+        result = self._identity.redeem(flow, response)
         if not isinstance(result, SignedIn):
             failure = classify_token_error(result.error, result.description, result.error_codes, result.suberror)
             log.warning("code redemption failed: %s", failure.code,

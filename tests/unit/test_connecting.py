@@ -262,3 +262,29 @@ def test_the_admin_consent_link_asks_for_every_scope_sign_in_asks_for_and_carrie
     assert set(query["scope"][0].split()) == {
         "https://graph.microsoft.com/Calendars.Read", "https://graph.microsoft.com/User.Read",
         "email", "openid", "profile", "offline_access"}
+
+
+def test_a_started_sign_in_keeps_its_pkce_verifier_sealed_so_the_table_alone_never_yields_it(world):
+    """The flow row lives up to ten minutes; what it holds opens only with the state that comes back
+    to the callback (the row is named by the state's hash, never the state)."""
+    import json
+
+    url = world.connect.start(ALICE)
+    state = _state(url)
+    [stored] = world.flows.rows.values()
+    kept = json.dumps(stored.flow)
+    assert "code_verifier" not in kept and state not in kept and set(stored.flow) == {"sealed"}
+    assert world.connect.complete({"code": "c", "state": state}).outcome is Outcome.CONFIRM
+
+
+def test_a_sign_in_started_before_sealing_still_completes(world):
+    """Rows written by the previous version hold MSAL's flow as it is (migration-safe)."""
+    from shared.services.connect import open_flow
+
+    url = world.connect.start(ALICE)
+    state = _state(url)
+    [(key, stored)] = world.flows.rows.items()
+    plain = open_flow(state, stored.flow)
+    assert plain is not None and plain["code_verifier"] == "v"
+    world.flows.rows[key] = replace(stored, flow=plain)
+    assert world.connect.complete({"code": "c", "state": state}).outcome is Outcome.CONFIRM
