@@ -50,9 +50,15 @@ class PendingClaim:
 
 
 class FlowStore(Protocol):
+    """Sign-in flows by `state_hash` = `<owner tag>.<hash>` (partitioned by the owner tag: the user's
+    rows are one partition) or, for rows written before owner tags, a bare hash."""
+
     def put(self, flow: PendingFlow) -> None: ...
     def take(self, state_hash: str) -> PendingFlow | None:
         """Remove and return it; None when unknown or already taken (single use, race-safe)."""
+        ...
+    def live(self, owner: str, now: datetime) -> list[datetime]:
+        """When each of this owner's flows not yet expired at `now` expires (one partition read)."""
         ...
     def purge_expired(self, now: datetime) -> int: ...
 
@@ -71,23 +77,19 @@ class ClaimStore(Protocol):
 
 
 @dataclass(frozen=True)
-class AdminConsentLink:
-    """The admin-consent link a user hands to their IT admin: its `state` nonce (kept as-is, so the
-    same link can be shown again while it lives: it grants nothing but the "approved" notice of this
-    user's page), how long it is accepted, and when an admin last came back through it."""
+class AdminConsent:
+    """An IT admin came back approved through the admin-consent link of the user with this owner tag
+    (connections.owner_tag): what lets that user's page say "approved"."""
 
-    owner: str  # connections.owner_tag of the user
-    user_id: str
-    nonce: str
-    expires_at: datetime
-    consented_at: datetime | None = None
+    owner: str
+    consented_at: datetime
     tenant_id: str | None = None
 
 
-class AdminConsentLinks(Protocol):
-    def get(self, owner: str) -> AdminConsentLink | None: ...
-    def put(self, link: AdminConsentLink) -> None:
-        """Create or replace the owner's one link."""
+class AdminConsents(Protocol):
+    def get(self, owner: str) -> AdminConsent | None: ...
+    def put(self, consent: AdminConsent) -> None:
+        """Create or replace the owner's one record."""
         ...
 
 

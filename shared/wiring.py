@@ -42,7 +42,7 @@ from shared.adapters.queues import (
     SubscriptionQueue,
 )
 from shared.adapters.tables import (
-    TableAdminConsentLinks,
+    TableAdminConsents,
     TableCalendarSelectionStore,
     TableClaimStore,
     TableConnectionStore,
@@ -237,7 +237,9 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
             connections=connections, identity=identity, calendar=graph, secrets_store=sealed, clock=clock,
             jobs=SubscribeOnClaim(jobs, subscription_jobs),  # a connect or reconnect also subscribes
             health=connection_health,
-            consent_links=TableAdminConsentLinks(tables.get_table_client("authflows")),
+            consents=TableAdminConsents(tables.get_table_client("authflows")),
+            # The admin-consent link's state is signed with a key derived from this secret.
+            consent_secret=AppSecret(vault, settings.platform_events_secret_name),
         ),
         accounts=accounts,
         erasure=Erasure(rows=user_rows, secrets_store=sealed, jobs=ErasureQueue(queue(ERASURE_QUEUE)),

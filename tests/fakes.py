@@ -14,7 +14,7 @@ from shared.autojoin import JoinRules
 from shared.connections import Connection, Plan, PlanLimitExceeded, plan_limit
 from shared.ports import (
     AccessToken,
-    AdminConsentLink,
+    AdminConsent,
     CalendarUnavailable,
     Conflict,
     ConnectionPage,
@@ -52,6 +52,9 @@ class Flows:
     def take(self, state_hash: str) -> PendingFlow | None:
         return self.rows.pop(state_hash, None)
 
+    def live(self, owner: str, now: datetime) -> list[datetime]:
+        return [f.expires_at for k, f in self.rows.items() if k.startswith(f"{owner}.") and f.expires_at > now]
+
     def purge_expired(self, now: datetime) -> int:
         expired = [k for k, f in self.rows.items() if f.expires_at <= now]
         for k in expired:
@@ -59,15 +62,15 @@ class Flows:
         return len(expired)
 
 
-class AdminConsentLinks:
+class AdminConsents:
     def __init__(self) -> None:
-        self.rows: dict[str, AdminConsentLink] = {}
+        self.rows: dict[str, AdminConsent] = {}
 
-    def get(self, owner: str) -> AdminConsentLink | None:
+    def get(self, owner: str) -> AdminConsent | None:
         return self.rows.get(owner)
 
-    def put(self, link: AdminConsentLink) -> None:
-        self.rows[link.owner] = link
+    def put(self, consent: AdminConsent) -> None:
+        self.rows[consent.owner] = consent
 
 
 class Claims:

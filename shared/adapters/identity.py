@@ -37,7 +37,7 @@ GRAPH_RESOURCE = "https://graph.microsoft.com/"
 _OIDC_SCOPES = ("openid", "profile", "offline_access")
 
 
-def admin_consent_url(authority: str, client_id: str, redirect_uri: str, state: str) -> str:
+def admin_consent_url(authority: str, client_id: str, redirect_uri: str, state: str | None) -> str:
     """Where an IT admin grants tenant-wide consent (v2 admin consent endpoint,
     learn.microsoft.com/entra/identity-platform/v2-admin-consent: `scope` required, resource-qualified
     permissions and OIDC scopes; `state` returned as sent). `organizations`, not `common`, as the
@@ -46,7 +46,10 @@ def admin_consent_url(authority: str, client_id: str, redirect_uri: str, state: 
     `admin_consent=True&tenant=...&state=...`, where `state` is checked."""
     base = authority.rstrip("/").rsplit("/", 1)[0]
     scope = " ".join([GRAPH_RESOURCE + s for s in SCOPES if s not in ("email",)] + ["email", *_OIDC_SCOPES])
-    query = urlencode({"client_id": client_id, "scope": scope, "redirect_uri": redirect_uri, "state": state})
+    params = {"client_id": client_id, "scope": scope, "redirect_uri": redirect_uri}
+    if state:
+        params["state"] = state
+    query = urlencode(params)
     return f"{base}/organizations/v2.0/adminconsent?{query}"
 
 

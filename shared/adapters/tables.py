@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import unquote
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -38,7 +39,7 @@ from shared.autojoin import ExternalInvites, JoinRules, Response
 from shared.connections import Connection, ConnectionStatus, Plan, PlanLimitExceeded, plan_limit
 from shared.meeting_links import Platform
 from shared.ports import (
-    AdminConsentLink,
+    AdminConsent,
     CalendarChoice,
     CalendarSelection,
     Conflict,
@@ -114,6 +115,34 @@ def _put_conditional(table: TableClient, entity: dict[str, Any], etag: str | Non
     return etag_out
 
 
+_ESCAPED = re.compile(r"[%/\\#?\x00-\x1f\x7f-\x9f]")
+
+
+def user_key(user_id: str) -> str:
+    """The PartitionKey for a CoAgentor user id: the one place ids become keys. The platform may issue
+    any string as `sub`; Table Storage refuses `/ \\ # ?` and control characters in keys, so those and
+    `%` itself are percent-encoded (UTF-8, `%XX`): reversible (`user_id_of`) and collision-free (every
+    `%` in a key starts an escape). Ids without those characters are their own key, so rows written
+    before this encoding are found as they were (an id holding `%` was stored raw before: such rows
+    are the one case not found again; platform ids are opaque ASCII in practice)."""
+    return _ESCAPED.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), user_id)
+
+
+# Table Storage keys are at most 1 KiB of UTF-16: 512 code units.
+_MAX_KEY_UNITS = 512
+
+
+def fits_in_a_key(user_id: str) -> bool:
+    """Whether `user_key(user_id)` is within Table Storage's key size (ids that are not are refused
+    at the door with a 400, never half-stored)."""
+    return 0 < len(user_key(user_id).encode("utf-16-le")) // 2 <= _MAX_KEY_UNITS
+
+
+def user_id_of(key: str) -> str:
+    """The user id `user_key` encoded."""
+    return unquote(key) if "%" in key else key
+
+
 def _key_ok(*keys: str) -> bool:
     return all(bool(k) and len(k) <= 512 and not _BAD_KEY.search(k) for k in keys)
 
@@ -122,71 +151,106 @@ def _quote(value: str) -> str:
     return value.replace("'", "''")
 
 
+def _split_ref(ref: str, legacy_row: str) -> tuple[str, str]:
+    """Keys of a one-time value's row: `<owner tag>.<hash>` → (owner tag, hash), the user's partition;
+    a bare hash (rows written before owner tags) → (hash, legacy_row)."""
+    owner, dot, digest = ref.partition(".")
+    return (owner, digest) if dot else (ref, legacy_row)
+
+
+def _join_ref(e: Any, legacy_row: str) -> str:
+    return str(e["PartitionKey"]) if e["RowKey"] == legacy_row else f"{e['PartitionKey']}.{e['RowKey']}"
+
+
 class TableFlowStore:
+    """`authflows`: one row per started sign-in, in its user's partition (the owner tag); the admin
+    consent record shares the partition under RowKey `adminconsent`. Rows written before owner tags
+    (PartitionKey the state's hash, RowKey `flow`) are still taken and purged."""
+
+    _LEGACY = "flow"
+
     def __init__(self, table: TableClient) -> None:
         self._t = table
 
     def put(self, flow: PendingFlow) -> None:
+        partition, row = _split_ref(flow.state_hash, self._LEGACY)
         self._t.create_entity({
-            "PartitionKey": flow.state_hash, "RowKey": "flow", "UserId": flow.user_id,
+            "PartitionKey": partition, "RowKey": row, "UserId": flow.user_id,
             "ReconnectId": flow.reconnect_id or "", "Flow": json.dumps(flow.flow),
             "ExpiresAt": _iso(flow.expires_at),
         })
 
     def take(self, state_hash: str) -> PendingFlow | None:
+        partition, row = _split_ref(state_hash, self._LEGACY)
+        if not _key_ok(partition, row):
+            return None
         try:
-            e = self._t.get_entity(state_hash, "flow")
-            self._t.delete_entity(state_hash, "flow", etag=e.metadata["etag"],
+            e = self._t.get_entity(partition, row)
+            self._t.delete_entity(partition, row, etag=e.metadata["etag"],
                                   match_condition=MatchConditions.IfNotModified)
         except (ResourceNotFoundError, ResourceModifiedError):
             return None
         return PendingFlow(state_hash=state_hash, user_id=e["UserId"], reconnect_id=e["ReconnectId"] or None,
                            flow=json.loads(e["Flow"]), expires_at=_required_dt(e["ExpiresAt"]))
 
+    def live(self, owner: str, now: datetime) -> list[datetime]:
+        rows = self._t.query_entities(f"PartitionKey eq '{_quote(owner)}' and ExpiresAt gt '{_quote(_iso(now))}'",
+                                      select=["ExpiresAt"])
+        return [_required_dt(e["ExpiresAt"]) for e in rows]
+
     def purge_expired(self, now: datetime) -> int:
-        """Abandoned sign-ins: their PKCE verifiers do not outlive the flow."""
-        expired = [e for e in self._t.list_entities(select=["PartitionKey", "ExpiresAt"])
-                   if _required_dt(e["ExpiresAt"]) <= now]
+        """Abandoned sign-ins: their sealed PKCE verifiers do not outlive the flow. ExpiresAt is stored
+        as isoformat() in UTC, so the service compares it as a string."""
+        expired = list(self._t.query_entities(f"ExpiresAt le '{_quote(_iso(now))}'",
+                                              select=["PartitionKey", "RowKey"]))
         for e in expired:
-            self._t.delete_entity(e["PartitionKey"], "flow")
+            try:
+                self._t.delete_entity(e["PartitionKey"], e["RowKey"])
+            except ResourceNotFoundError:
+                pass
         return len(expired)
 
 
-class TableAdminConsentLinks:
+class TableAdminConsents:
     """In `authflows`, beside the user's sign-in flows: PartitionKey the user's owner tag, RowKey
-    `adminconsent`, one row per user (so erasure finds it in the user's partition)."""
+    `adminconsent`, one row per user (erasure deletes the owner-tag partition)."""
 
     _ROW = "adminconsent"
 
     def __init__(self, table: TableClient) -> None:
         self._t = table
 
-    def get(self, owner: str) -> AdminConsentLink | None:
+    def get(self, owner: str) -> AdminConsent | None:
         if not _key_ok(owner):
             return None
         try:
             e = self._t.get_entity(owner, self._ROW)
         except ResourceNotFoundError:
             return None
-        return AdminConsentLink(owner=owner, user_id=e["UserId"], nonce=e["Nonce"],
-                                expires_at=_required_dt(e["ExpiresAt"]), consented_at=_dt(e.get("ConsentedAt")),
-                                tenant_id=e.get("TenantId") or None)
+        return AdminConsent(owner=owner, consented_at=_required_dt(e["ConsentedAt"]),
+                            tenant_id=e.get("TenantId") or None)
 
-    def put(self, link: AdminConsentLink) -> None:
+    def put(self, consent: AdminConsent) -> None:
         self._t.upsert_entity({
-            "PartitionKey": link.owner, "RowKey": self._ROW, "UserId": link.user_id, "Nonce": link.nonce,
-            "ExpiresAt": _iso(link.expires_at),
-            "ConsentedAt": _iso(link.consented_at), "TenantId": (link.tenant_id or "")[:64],
+            "PartitionKey": consent.owner, "RowKey": self._ROW, "ConsentedAt": _iso(consent.consented_at),
+            "TenantId": (consent.tenant_id or "")[:64],
         }, mode=UpdateMode.REPLACE)
 
 
 class TableClaimStore:
+    """`pendingclaims`: one row per redeemed sign-in waiting for its claim, in its user's partition
+    (the owner tag in the claim code); rows written before owner tags (PartitionKey the code's hash,
+    RowKey `claim`) are still read, claimed and purged."""
+
+    _LEGACY = "claim"
+
     def __init__(self, table: TableClient) -> None:
         self._t = table
 
     def put(self, claim: PendingClaim) -> None:
+        partition, row = _split_ref(claim.code_hash, self._LEGACY)
         self._t.create_entity({
-            "PartitionKey": claim.code_hash, "RowKey": "claim", "UserId": claim.user_id,
+            "PartitionKey": partition, "RowKey": row, "UserId": claim.user_id,
             "ReconnectId": claim.reconnect_id or "", "SecretName": claim.secret_name,
             "HomeAccountId": claim.home_account_id, "TenantId": claim.tenant_id, "Email": claim.email,
             "AccessExpiresAt": _iso(claim.access_expires_at), "ExpiresAt": _iso(claim.expires_at),
@@ -194,33 +258,43 @@ class TableClaimStore:
         })
 
     def get(self, code_hash: str) -> PendingClaim | None:
+        partition, row = _split_ref(code_hash, self._LEGACY)
+        if not _key_ok(partition, row):
+            return None
         try:
-            return self._claim(self._t.get_entity(code_hash, "claim"))
+            return self._claim(self._t.get_entity(partition, row))
         except ResourceNotFoundError:
             return None
 
     def take(self, code_hash: str) -> PendingClaim | None:
+        partition, row = _split_ref(code_hash, self._LEGACY)
+        if not _key_ok(partition, row):
+            return None
         try:
-            e = self._t.get_entity(code_hash, "claim")
-            self._t.delete_entity(code_hash, "claim", etag=e.metadata["etag"],
+            e = self._t.get_entity(partition, row)
+            self._t.delete_entity(partition, row, etag=e.metadata["etag"],
                                   match_condition=MatchConditions.IfNotModified)
         except (ResourceNotFoundError, ResourceModifiedError):
             return None
         return self._claim(e)
 
     def expired(self, now: datetime) -> list[PendingClaim]:
-        return [c for c in map(self._claim, self._t.list_entities()) if c.expires_at <= now]
+        return [self._claim(e) for e in self._t.query_entities(f"ExpiresAt le '{_quote(_iso(now))}'")]
 
     def remove(self, code_hash: str) -> None:
-        self._t.delete_entity(code_hash, "claim")
+        partition, row = _split_ref(code_hash, self._LEGACY)
+        try:
+            self._t.delete_entity(partition, row)
+        except ResourceNotFoundError:
+            pass
 
     def all(self) -> Iterator[PendingClaim]:
         yield from map(self._claim, self._t.list_entities())
 
-    @staticmethod
-    def _claim(e: Any) -> PendingClaim:
+    @classmethod
+    def _claim(cls, e: Any) -> PendingClaim:
         return PendingClaim(
-            code_hash=e["PartitionKey"], user_id=e["UserId"], reconnect_id=e["ReconnectId"] or None,
+            code_hash=_join_ref(e, cls._LEGACY), user_id=e["UserId"], reconnect_id=e["ReconnectId"] or None,
             secret_name=e["SecretName"], home_account_id=e["HomeAccountId"], tenant_id=e["TenantId"],
             email=e["Email"], access_expires_at=_dt(e.get("AccessExpiresAt")),
             expires_at=_required_dt(e["ExpiresAt"]), login_hint=e.get("LoginHint") or "",
@@ -240,14 +314,14 @@ class TableConnectionStore:
         self._t = table
 
     def list_for_user(self, user_id: str) -> list[Connection]:
-        rows = self._t.query_entities(f"PartitionKey eq '{_quote(user_id)}'")
+        rows = self._t.query_entities(f"PartitionKey eq '{_quote(user_key(user_id))}'")
         return [self._conn(e) for e in rows if not e["RowKey"].startswith(_SLOT_PREFIX)]
 
     def get(self, user_id: str, connection_id: str) -> Connection | None:
-        if connection_id.startswith(_SLOT_PREFIX) or not _key_ok(user_id, connection_id):
+        if connection_id.startswith(_SLOT_PREFIX) or not _key_ok(user_key(user_id), connection_id):
             return None
         try:
-            return self._conn(self._t.get_entity(user_id, connection_id))
+            return self._conn(self._t.get_entity(user_key(user_id), connection_id))
         except ResourceNotFoundError:
             return None
 
@@ -255,7 +329,7 @@ class TableConnectionStore:
         """Idempotent on the connection id: adding a connection that is already stored returns it."""
         limit = plan_limit(plan)
         for _ in range(3):
-            rows = list(self._t.query_entities(f"PartitionKey eq '{_quote(connection.user_id)}'"))
+            rows = list(self._t.query_entities(f"PartitionKey eq '{_quote(user_key(connection.user_id))}'"))
             existing = {e["RowKey"]: e for e in rows if not e["RowKey"].startswith(_SLOT_PREFIX)}
             if connection.id in existing:
                 return self._conn(existing[connection.id])
@@ -278,7 +352,7 @@ class TableConnectionStore:
             with_slot = replace(connection, slot=slot)
             try:
                 self._t.submit_transaction([
-                    ("create", {"PartitionKey": connection.user_id, "RowKey": f"{_SLOT_PREFIX}{slot}",
+                    ("create", {"PartitionKey": user_key(connection.user_id), "RowKey": f"{_SLOT_PREFIX}{slot}",
                                 "ConnectionId": connection.id}),
                     ("create", self._entity(with_slot)),
                 ])
@@ -313,9 +387,10 @@ class TableConnectionStore:
         return replace(connection, etag=meta.get("etag"))
 
     def remove(self, connection: Connection) -> None:
-        operations: list[Any] = [("delete", {"PartitionKey": connection.user_id, "RowKey": connection.id})]
+        partition = user_key(connection.user_id)
+        operations: list[Any] = [("delete", {"PartitionKey": partition, "RowKey": connection.id})]
         if connection.slot is not None:
-            operations.append(("delete", {"PartitionKey": connection.user_id,
+            operations.append(("delete", {"PartitionKey": partition,
                                           "RowKey": f"{_SLOT_PREFIX}{connection.slot}"}))
         try:
             self._t.submit_transaction(operations)
@@ -345,7 +420,7 @@ class TableConnectionStore:
     @staticmethod
     def _entity(c: Connection) -> dict[str, Any]:
         return {
-            "PartitionKey": c.user_id, "RowKey": c.id, "Email": c.email, "HomeAccountId": c.home_account_id,
+            "PartitionKey": user_key(c.user_id), "RowKey": c.id, "Email": c.email, "HomeAccountId": c.home_account_id,
             "TenantId": c.tenant_id, "Status": c.status.value, "ReasonCode": c.reason_code or "",
             "SecretName": c.secret_name, "ConnectedAt": _iso(c.connected_at),
             "LastRefreshedAt": _iso(c.last_refreshed_at), "AccessExpiresAt": _iso(c.access_expires_at),
@@ -360,7 +435,7 @@ class TableConnectionStore:
     def _conn(e: Any) -> Connection:
         slot = int(e.get("Slot", -1))
         return Connection(
-            id=e["RowKey"], user_id=e["PartitionKey"], email=e["Email"], home_account_id=e["HomeAccountId"],
+            id=e["RowKey"], user_id=user_id_of(e["PartitionKey"]), email=e["Email"], home_account_id=e["HomeAccountId"],
             tenant_id=e["TenantId"], status=ConnectionStatus(e["Status"]), reason_code=e["ReasonCode"] or None,
             secret_name=e["SecretName"], connected_at=_required_dt(e["ConnectedAt"]),
             last_refreshed_at=_dt(e.get("LastRefreshedAt")), access_expires_at=_dt(e.get("AccessExpiresAt")),
@@ -377,15 +452,15 @@ class TableMeetingStore:
         self._t = table
 
     def get(self, user_id: str, key: str) -> Meeting | None:
-        if not _key_ok(user_id, key):
+        if not _key_ok(key):
             return None
         try:
-            return self._meeting(self._t.get_entity(user_id, key))
+            return self._meeting(self._t.get_entity(user_key(user_id), key))
         except ResourceNotFoundError:
             return None
 
     def list_for_user(self, user_id: str, ending_after: datetime) -> list[Meeting]:
-        rows = self._t.query_entities(f"PartitionKey eq '{_quote(user_id)}'")
+        rows = self._t.query_entities(f"PartitionKey eq '{_quote(user_key(user_id))}'")
         return [m for m in map(self._meeting, rows) if m.end > ending_after]
 
     def create(self, meeting: Meeting) -> Meeting:
@@ -409,7 +484,7 @@ class TableMeetingStore:
 
     def delete(self, meeting: Meeting) -> None:
         try:
-            self._t.delete_entity(meeting.user_id, meeting.key, etag=meeting.etag,
+            self._t.delete_entity(user_key(meeting.user_id), meeting.key, etag=meeting.etag,
                                   match_condition=MatchConditions.IfNotModified)
         except ResourceModifiedError:
             raise Conflict(meeting.key) from None
@@ -424,7 +499,7 @@ class TableMeetingStore:
     @staticmethod
     def _entity(m: Meeting) -> dict[str, Any]:
         return {
-            "PartitionKey": m.user_id, "RowKey": m.key, "LinkKey": m.link_key, "Title": m.title,
+            "PartitionKey": user_key(m.user_id), "RowKey": m.key, "LinkKey": m.link_key, "Title": m.title,
             "Start": _iso(m.start), "End": _iso(m.end), "Platform": m.platform, "JoinUrl": m.join_url,
             "Sources": json.dumps([_source_row(s) for s in m.sources]),
             "Agent": m.agent.value if m.agent else "", "DeployAt": _iso(m.deploy_at),
@@ -436,7 +511,7 @@ class TableMeetingStore:
     @staticmethod
     def _meeting(e: Any) -> Meeting:
         return Meeting(
-            user_id=e["PartitionKey"], key=e["RowKey"], link_key=e["LinkKey"], title=e["Title"],
+            user_id=user_id_of(e["PartitionKey"]), key=e["RowKey"], link_key=e["LinkKey"], title=e["Title"],
             start=_required_dt(e["Start"]), end=_required_dt(e["End"]), platform=e["Platform"],
             join_url=e["JoinUrl"], sources=tuple(map(_source, json.loads(e["Sources"]))),
             agent=AgentState(e["Agent"]) if e.get("Agent") else None, deploy_at=_dt(e.get("DeployAt")),
@@ -612,7 +687,7 @@ class TableJoinRulesStore:
 
     def get_rules(self, user_id: str) -> JoinRules | None:
         try:
-            e = self._t.get_entity(user_id, "rules")
+            e = self._t.get_entity(user_key(user_id), "rules")
         except ResourceNotFoundError:
             return None
         return JoinRules(
@@ -624,12 +699,13 @@ class TableJoinRulesStore:
     def put_rules(self, user_id: str, rules: JoinRules) -> None:
         shape = rules.as_json()
         self._t.upsert_entity({
-            "PartitionKey": user_id, "RowKey": "rules", "Responses": ",".join(shape["responses"]),
+            "PartitionKey": user_key(user_id), "RowKey": "rules", "Responses": ",".join(shape["responses"]),
             "ExternalInvites": shape["external_invites"], "Platforms": ",".join(shape["platforms"]),
         }, mode=UpdateMode.REPLACE)
 
     def overrides(self, user_id: str) -> list[StoredOverride]:
-        rows = self._t.query_entities(f"PartitionKey eq '{_quote(user_id)}' and RowKey gt 'o~' and RowKey lt 'o~~'")
+        rows = self._t.query_entities(
+            f"PartitionKey eq '{_quote(user_key(user_id))}' and RowKey gt 'o~' and RowKey lt 'o~~'")
         return [StoredOverride(
             connection_id=e["ConnectionId"], target_id=e["TargetId"], series=bool(e["Series"]), join=bool(e["Join"]),
             set_at=_required_dt(e["SetAt"]), series_id=e.get("SeriesId") or None, until=_dt(e.get("Until")),
@@ -637,7 +713,7 @@ class TableJoinRulesStore:
 
     def put_overrides(self, user_id: str, overrides: list[StoredOverride]) -> None:
         operations: list[Any] = [("upsert", {
-            "PartitionKey": user_id, "RowKey": _override_row(o), "ConnectionId": o.connection_id,
+            "PartitionKey": user_key(user_id), "RowKey": _override_row(o), "ConnectionId": o.connection_id,
             "TargetId": o.target_id, "Series": o.series, "Join": o.join, "SetAt": _iso(o.set_at),
             "SeriesId": o.series_id or "", "Until": _iso(o.until),
         }, {"mode": UpdateMode.REPLACE}) for o in overrides]
@@ -647,7 +723,7 @@ class TableJoinRulesStore:
     def remove_overrides(self, user_id: str, overrides: list[StoredOverride]) -> None:
         for o in overrides:
             try:
-                self._t.delete_entity(user_id, _override_row(o))
+                self._t.delete_entity(user_key(user_id), _override_row(o))
             except ResourceNotFoundError:
                 pass
 

@@ -1,8 +1,9 @@
 """Every Table Storage row of one user, across the app's tables: what erasure deletes.
 
 Generic over the tables in `shared.adapters.tables.TABLES` (read at call time, so a table added
-there later is covered): a row belongs to a user when its PartitionKey is the user id or one of the
-user's connection ids, or when it carries `UserId` = the user id. `KEYED_BY` says how the known tables
+there later is covered): a row belongs to a user when its PartitionKey is the user's key
+(`tables.user_key`), the user's owner tag (`connections.owner_tag`: sign-in flows, pending claims) or
+one of the user's connection ids, or when it carries `UserId` = the user id. `KEYED_BY` says how the known tables
 are partitioned, so erasure reads only the partitions that can hold the user's rows; a table it does
 not list is searched by all three conventions (slower, never missed).
 
@@ -20,14 +21,15 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableServiceClient, TableTransactionError
 
 from shared.adapters import tables
+from shared.connections import owner_tag
 
-Keying = Literal["user", "connection", "other"]
+Keying = Literal["user", "connection", "owner", "other"]
 CONNECTIONS_TABLE = "connections"
 # How each known table is partitioned: by user id, by connection id, or by something else (a hash)
 # with the user id in a `UserId` property.
 KEYED_BY: dict[str, Keying] = {
-    "authflows": "other",
-    "pendingclaims": "other",
+    "authflows": "owner",  # sign-in flows and the admin-consent record, by connections.owner_tag
+    "pendingclaims": "owner",
     "connections": "user",
     "meetings": "user",
     "eventindex": "connection",
@@ -49,7 +51,7 @@ class TableUserRows:
 
     def connection_ids(self, user_id: str) -> list[str]:
         rows = self._service.get_table_client(CONNECTIONS_TABLE).query_entities(
-            f"PartitionKey eq {_q(user_id)} and RowKey lt '~'", select=["RowKey"])
+            f"PartitionKey eq {_q(tables.user_key(user_id))} and RowKey lt '~'", select=["RowKey"])
         return [str(e["RowKey"]) for e in rows]
 
     def secret_names(self, user_id: str, connection_ids: Sequence[str]) -> set[str]:
@@ -77,9 +79,11 @@ class TableUserRows:
             keyed = KEYED_BY.get(table)
             filters: list[str] = []
             if keyed in (None, "user"):
-                filters.append(f"PartitionKey eq {_q(user_id)}")
+                filters.append(f"PartitionKey eq {_q(tables.user_key(user_id))}")
             if keyed in (None, "connection"):
                 filters += [f"PartitionKey eq {_q(c)}" for c in connection_ids]
+            if keyed == "owner":
+                filters.append(f"PartitionKey eq {_q(owner_tag(user_id))}")
             if keyed in (None, "other"):
                 filters.append(f"UserId eq {_q(user_id)}")
             client = self._service.get_table_client(table)

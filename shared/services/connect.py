@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import logging
+import re
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -37,8 +39,8 @@ from shared.connections import (
 )
 from shared.platform_auth import User
 from shared.ports import (
-    AdminConsentLink,
-    AdminConsentLinks,
+    AdminConsent,
+    AdminConsents,
     CalendarReader,
     CalendarUnavailable,
     ClaimStore,
@@ -59,16 +61,33 @@ log = logging.getLogger(__name__)
 
 FLOW_LIFETIME = timedelta(minutes=10)
 CLAIM_LIFETIME = timedelta(minutes=10)
-# An admin-consent link is forwarded to IT and may be opened days later; a new one is issued once
-# the current one has less than a day left, so a link just shown stays valid for at least a day.
+# An admin-consent link is forwarded to IT and may be opened days later.
 ADMIN_CONSENT_LINK_LIFETIME = timedelta(days=7)
-_ADMIN_CONSENT_RENEW_BEFORE = timedelta(days=1)
+_CONSENT_KEY_INFO = b"coagentor-outlook admin-consent state v1"
 # How long after an admin came back through the user's link the page may say "approved".
 ADMIN_CONSENT_NEWS = timedelta(minutes=30)
 
 
 def _hash(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
+
+
+_OWNER = re.compile(r"[0-9a-f]{32}")
+
+
+def _one_time(user_id: str) -> str:
+    """A one-time value for a URL (a sign-in's `state`, a claim code): `<owner tag>.<256 random bits>`.
+    The owner tag names the starting user's storage partition (so erasure and the per-user limit read
+    one partition), never the user id itself."""
+    return f"{owner_tag(user_id)}.{secrets.token_urlsafe(32)}"
+
+
+def _ref(value: str) -> str:
+    """How storage names the row of a one-time value: `<owner tag>.<SHA-256 of the value>` (the value
+    itself is never stored). Values issued before owner tags (no valid tag) are their bare SHA-256,
+    as their rows were written then."""
+    owner, dot, _ = value.partition(".")
+    return f"{owner}.{_hash(value)}" if dot and _OWNER.fullmatch(owner) else _hash(value)
 
 
 # MSAL's flow holds the PKCE `code_verifier` and the OIDC `nonce`. The row keeps it sealed (AES-GCM)
@@ -130,6 +149,17 @@ class ConnectionNotFound(Exception):
     pass
 
 
+# Sign-ins a user may have open at once (each started, not yet back): a person needs one or two;
+# starting more answers 429 until the oldest expires (FLOW_LIFETIME) or comes back.
+MAX_PENDING_SIGN_INS = 5
+
+
+class TooManySignIns(Exception):
+    def __init__(self, retry_after: timedelta) -> None:
+        super().__init__(f"too many sign-ins open; retry after {retry_after}")
+        self.retry_after = retry_after
+
+
 class ClaimExpired(Exception):
     pass
 
@@ -170,9 +200,11 @@ class ConnectService:
         jobs: JobQueue,
         clock: Clock,
         health: ConnectionHealth,
-        consent_links: AdminConsentLinks,
+        consents: AdminConsents,
+        consent_secret: Callable[[], str],
     ) -> None:
-        self._consent_links = consent_links
+        self._consents = consents
+        self._consent_secret = consent_secret
         self._health = health
         self._flows = flows
         self._claims = claims
@@ -185,7 +217,9 @@ class ConnectService:
 
     # ------------------------------------------------------------------ leg 1
     def start(self, user: User, reconnect_id: str | None = None) -> str:
-        """The Microsoft authorize URL for this user; raises PlanLimitExceeded / ConnectionNotFound."""
+        """The Microsoft authorize URL for this user; raises PlanLimitExceeded / ConnectionNotFound, and
+        TooManySignIns when MAX_PENDING_SIGN_INS of theirs are still open (each row holds a sealed
+        PKCE verifier for 10 minutes: without a cap one user could fill the table)."""
         existing = self._connections.list_for_user(user.id)
         hint = None
         if reconnect_id is not None:
@@ -197,11 +231,15 @@ class ConnectService:
             limit = plan_limit(user.plan)
             if limit is not None and len(existing) >= limit:
                 raise PlanLimitExceeded(user.plan, limit, len(existing))
-        state = secrets.token_urlsafe(32)
+        now = self._clock.now()
+        pending = sorted(self._flows.live(owner_tag(user.id), now))
+        if len(pending) >= MAX_PENDING_SIGN_INS:
+            raise TooManySignIns(pending[0] - now)
+        state = _one_time(user.id)
         flow = self._identity.begin(state, hint)
         self._flows.put(
             PendingFlow(
-                state_hash=_hash(state),
+                state_hash=_ref(state),
                 user_id=user.id,
                 reconnect_id=reconnect_id,
                 flow=seal_flow(state, flow),
@@ -212,42 +250,61 @@ class ConnectService:
         return str(flow["auth_uri"])
 
     # ------------------------------------------------------------------ admin consent
-    def admin_consent_state(self, user: User) -> str:
-        """The `state` for this user's admin-consent link (`<owner tag>.<nonce>`): the same one while
-        it has more than a day to live, else a new one valid for ADMIN_CONSENT_LINK_LIFETIME."""
+    def admin_consent_state(self, user: User) -> str | None:
+        """The `state` of this user's admin-consent link: `<owner tag>.<expiry>.<HMAC-SHA256>`, keyed
+        with a key derived (HKDF) from the app's status-event secret. Nothing is stored to issue it (so
+        showing the link writes nothing); the same link is shown all day and accepted until `expiry`,
+        7 to 8 days on. None (a link without state, whose return is not counted) when the secret
+        cannot be read right now."""
         owner = owner_tag(user.id)
-        now = self._clock.now()
-        link = self._consent_links.get(owner)
-        if link is None or link.expires_at - now < _ADMIN_CONSENT_RENEW_BEFORE:
-            link = AdminConsentLink(owner=owner, user_id=user.id, nonce=secrets.token_urlsafe(32),
-                                    expires_at=now + ADMIN_CONSENT_LINK_LIFETIME)
-            self._consent_links.put(link)
-        return f"{owner}.{link.nonce}"
+        today = self._clock.now().replace(hour=0, minute=0, second=0, microsecond=0)
+        expiry = int((today + ADMIN_CONSENT_LINK_LIFETIME + timedelta(days=1)).timestamp())
+        try:
+            signature = self._consent_signature(owner, expiry)
+        except Exception as exc:  # Key Vault busy or down: the page still works, the link carries no state
+            log.warning("admin consent state unavailable: %s", type(exc).__name__)
+            return None
+        return f"{owner}.{expiry}.{signature}"
+
+    def _consent_signature(self, owner: str, expiry: int) -> str:
+        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                   info=_CONSENT_KEY_INFO).derive(self._consent_secret().encode())
+        digest = hmac.new(key, f"{owner}|{expiry}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
     def admin_consented_at(self, user: User) -> datetime | None:
         """When an admin last came back through this user's link, if within ADMIN_CONSENT_NEWS (what
         lets the page say "approved": the redirect's `?outlook=admin_consented` alone never does)."""
-        link = self._consent_links.get(owner_tag(user.id))
-        if link is None or link.consented_at is None or link.consented_at < self._clock.now() - ADMIN_CONSENT_NEWS:
+        consent = self._consents.get(owner_tag(user.id))
+        if consent is None or consent.consented_at < self._clock.now() - ADMIN_CONSENT_NEWS:
             return None
-        return link.consented_at
+        return consent.consented_at
 
     def _admin_consent_returned(self, response: Mapping[str, str]) -> CallbackResult:
         """An IT admin back from the admin-consent endpoint (learn.microsoft.com/entra/identity-platform/
         v2-admin-consent: `admin_consent=True&tenant=...&state=...`, or `error` beside admin_consent).
-        Counts only with a `state` this service issued and that is still valid."""
-        owner, _, nonce = response.get("state", "").partition(".")
-        link = self._consent_links.get(owner) if owner and nonce else None
+        Counts only with a `state` this service signed and that has not expired."""
+        state = response.get("state", "")
+        owner, _, rest = state.partition(".")
+        expiry_text, _, signature = rest.partition(".")
         now = self._clock.now()
-        if link is None or link.expires_at <= now or not secrets.compare_digest(link.nonce.encode(), nonce.encode()):
+        valid = False
+        if owner and expiry_text.isdigit() and signature and int(expiry_text) > now.timestamp():
+            try:
+                expected = self._consent_signature(owner, int(expiry_text))
+            except Exception as exc:
+                log.error("admin consent state cannot be checked: %s", type(exc).__name__)
+                return CallbackResult(Outcome.FAILED, "temporary_error")
+            valid = hmac.compare_digest(expected.encode(), signature.encode())
+        if not valid:
             log.warning("admin consent return with an unknown or expired state")
-            return CallbackResult(Outcome.EXPIRED, "unknown_state" if owner else "missing_state")
+            return CallbackResult(Outcome.EXPIRED, "unknown_state" if state else "missing_state")
         # Microsoft's error redirect still carries admin_consent=True next to `error`: check it first.
         if response.get("error"):
             return _sign_in_error(response["error"], response.get("error_description"))
         if response["admin_consent"].lower() != "true":
             return CallbackResult(Outcome.FAILED, "admin_consent_not_granted")
-        self._consent_links.put(replace(link, consented_at=now, tenant_id=response.get("tenant") or None))
+        self._consents.put(AdminConsent(owner=owner, consented_at=now, tenant_id=response.get("tenant") or None))
         log.info("admin consent granted through a user's link", extra={"tenant_id": response.get("tenant")})
         return CallbackResult(Outcome.ADMIN_CONSENTED)
 
@@ -256,7 +313,7 @@ class ConnectService:
         if "admin_consent" in response:
             return self._admin_consent_returned(response)
         state = response.get("state", "")
-        pending = self._flows.take(_hash(state)) if state else None
+        pending = self._flows.take(_ref(state)) if state else None
         if pending is None:
             return CallbackResult(Outcome.EXPIRED, "unknown_state" if state else "missing_state")
         if pending.expires_at <= self._clock.now():
@@ -304,11 +361,11 @@ class ConnectService:
 
         secret_name = new_secret_name()
         self._secrets.set(secret_name, result.cache)
-        code = secrets.token_urlsafe(32)
+        code = _one_time(pending.user_id)
         try:
             self._claims.put(
                 PendingClaim(
-                    code_hash=_hash(code),
+                    code_hash=_ref(code),
                     user_id=pending.user_id,
                     reconnect_id=pending.reconnect_id,
                     secret_name=secret_name,
@@ -357,7 +414,7 @@ class ConnectService:
         return Claimed(outcome, connection)
 
     def _pending_for(self, user: User, code: str) -> PendingClaim:
-        pending = self._claims.get(_hash(code)) if code else None
+        pending = self._claims.get(_ref(code)) if code else None
         if pending is None:
             raise ClaimExpired()
         if pending.expires_at <= self._clock.now():

@@ -1,6 +1,7 @@
 """Connect an Outlook account: start, OAuth callback, claim."""
 
 import logging
+import math
 from urllib.parse import parse_qsl
 
 import azure.functions as func
@@ -9,12 +10,14 @@ from shared.connections import PlanLimitExceeded
 from shared.platform_auth import User
 from shared.ports import IdentityUnavailable
 from shared.services.connect import (
+    MAX_PENDING_SIGN_INS,
     AccountMismatch,
     CallbackResult,
     ClaimExpired,
     ClaimMismatch,
     ConnectionNotFound,
     Outcome,
+    TooManySignIns,
     redirect_url,
 )
 from shared.triggers.http import SECURITY_HEADERS, authed, error, json_body, json_response
@@ -24,6 +27,10 @@ from shared.wiring import Container, container
 log = logging.getLogger(__name__)
 bp = func.Blueprint()
 
+# The callback's form body (response_mode=form_post): Microsoft's holds a code, a state and a few
+# short fields, well under this.
+MAX_CALLBACK_BODY_BYTES = 16 * 1024
+_MAX_CALLBACK_FIELDS = 32
 # Only these callback fields reach MSAL; anything else in the request is ignored.
 _CALLBACK_FIELDS = ("code", "state", "error", "error_description", "error_uri", "client_info", "session_state",
                     "admin_consent", "tenant")
@@ -45,6 +52,12 @@ def outlook_connect(req: func.HttpRequest, c: Container, user: User) -> func.Htt
         return plan_limit_error(exc)
     except ConnectionNotFound:
         return error(404, "not_found", "No such Outlook connection for this user")
+    except TooManySignIns as exc:
+        wait = max(1, math.ceil(exc.retry_after.total_seconds()))
+        resp = error(429, "too_many_sign_ins", f"You have {MAX_PENDING_SIGN_INS} Microsoft sign-ins open already. "
+                     f"Finish one, or try again in {wait} seconds.", retry_after=wait)
+        resp.headers["Retry-After"] = str(wait)
+        return resp
     except IdentityUnavailable:
         resp = error(503, "microsoft_unavailable", "Microsoft sign-in cannot be reached right now. Try again in a "
                      "minute.")
@@ -56,12 +69,18 @@ def outlook_connect(req: func.HttpRequest, c: Container, user: User) -> func.Htt
 @bp.function_name("outlook_callback")
 @bp.route(route="outlook/callback", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def outlook_callback(req: func.HttpRequest) -> func.HttpResponse:
-    fields: dict[str, str] = dict(req.params)
-    if req.method == "POST":
-        raw = (req.get_body() or b"").decode("utf-8", errors="replace")
-        fields.update(parse_qsl(raw, keep_blank_values=True))
-    response = {k: fields[k] for k in _CALLBACK_FIELDS if fields.get(k)}
     c = container()
+    fields: dict[str, str] = dict(req.params)
+    raw = (req.get_body() or b"") if req.method == "POST" else b""
+    if len(raw) > MAX_CALLBACK_BODY_BYTES:
+        # Microsoft's form_post carries a code, a state and a few short fields (a few KiB): a bigger
+        # body is not a sign-in. Not parsed; the browser still lands on the page (always a 302).
+        log.warning("outlook callback body refused: %d bytes", len(raw))
+        return _to_page(c, CallbackResult(Outcome.FAILED, "request_too_large"))
+    if raw:
+        fields.update(parse_qsl(raw.decode("utf-8", errors="replace"), keep_blank_values=True,
+                                max_num_fields=_MAX_CALLBACK_FIELDS))
+    response = {k: fields[k] for k in _CALLBACK_FIELDS if fields.get(k)}
     try:
         result = c.connect.complete(response)
     except Exception as exc:
@@ -70,6 +89,10 @@ def outlook_callback(req: func.HttpRequest) -> func.HttpResponse:
         log.error("outlook callback failed: %s", type(exc).__name__)
         result = CallbackResult(Outcome.FAILED, "temporary_error")
     log.info("outlook callback: %s", result.outcome.value, extra={"reason": result.reason})
+    return _to_page(c, result)
+
+
+def _to_page(c: Container, result: CallbackResult) -> func.HttpResponse:
     location = redirect_url(c.settings.integrations_page_url, result)
     return func.HttpResponse(status_code=302, headers={**SECURITY_HEADERS, "Location": location,
                                                        "Cache-Control": "no-store"})

@@ -9,6 +9,7 @@ from typing import Any
 
 import azure.functions as func
 
+from shared.adapters.tables import fits_in_a_key
 from shared.platform_auth import Unauthorized, User
 from shared.wiring import Container, container
 
@@ -60,6 +61,9 @@ def authed(handler: Callable[[func.HttpRequest, Container, User], func.HttpRespo
         c = container()
         try:
             user = c.verifier.user_from_header(req.headers.get("Authorization"))
+            if not fits_in_a_key(user.id):
+                raise Rejected(400, "unsupported_user_id", "This CoAgentor user id is too long to be stored "
+                               "(over 512 UTF-16 code units once its reserved characters are escaped)")
             response = handler(req, c, user)
         except Unauthorized as exc:
             response = error(401, "unauthorized", str(exc))

@@ -13,7 +13,8 @@ import jwt
 import pytest
 from azure.data.tables import TableServiceClient
 
-from shared.adapters.tables import TABLES
+from shared.adapters.tables import TABLES, user_key
+from shared.connections import owner_tag
 from tests.e2e.client import Client, eventually, now_utc, sealed_secrets, teams_link
 
 pytestmark = pytest.mark.e2e
@@ -33,9 +34,10 @@ def rows_of(stack, user_id: str, connection_ids: set[str]) -> list[tuple[str, di
     """Every row of every app table that belongs to the user, by any of the key conventions."""
     tables = TableServiceClient.from_connection_string(stack.storage_connection_string())
     found = []
+    partitions = {user_id, user_key(user_id), owner_tag(user_id)} | connection_ids
     for name in TABLES:
         for e in tables.get_table_client(name).list_entities():
-            if e["PartitionKey"] == user_id or e.get("UserId") == user_id or e["PartitionKey"] in connection_ids:
+            if e["PartitionKey"] in partitions or e.get("UserId") == user_id:
                 found.append((name, dict(e)))
     return found
 
@@ -74,6 +76,61 @@ def test_erasing_my_data_leaves_no_connection_meeting_pending_sign_in_or_token_c
         eventually(lambda: rows_of(stack, user, connection_ids) == [])
     finally:
         client.sim("DELETE", f"/_sim/users/alice@contoso.com/events/{event['id']}")
+
+
+def test_any_user_id_the_platform_issues_connects_lists_and_is_erased(client, stack):
+    """Platform ids are opaque: one holding the characters Table Storage refuses in keys (`/ \\ # ?`,
+    control characters) connects, counts against its plan, lists, and is erased, and never meets the
+    account of an id that differs only by how those characters would be escaped."""
+    tag = uuid.uuid4().hex[:8]
+    odd = f"team/{tag}\\x#y?z\x01%41"
+    twin = f"team%2F{tag}\\x#y?z\x01%41"  # what `odd` would look like with '/' escaped
+    token, twin_token = client.token(odd, "free"), client.token(twin, "free")
+    conn = client.connect(token, "alice@contoso.com")
+    assert conn["outcome"] == "connected"
+    listed = client.connections(token)
+    assert [c["email"] for c in listed["connections"]] == ["alice@contoso.com"]
+    assert listed["plan"] == {"name": "free", "limit": 1, "used": 1}
+    refused = client.start(token)
+    assert refused.status_code == 403 and (refused.json()["limit"], refused.json()["used"]) == (1, 1)
+    assert client.connections(twin_token)["connections"] == []
+    assert client.connect(twin_token, "bob@outlook.com")["outcome"] == "connected"
+    assert [c["email"] for c in client.connections(token)["connections"]] == ["alice@contoso.com"]
+
+    resp = client.call("DELETE", "outlook/data", token)
+    assert resp.status_code == 202
+    assert client.connections(token)["connections"] == []
+    assert rows_of(stack, odd, {conn["connection"]["id"]}) == []
+    assert [c["email"] for c in client.connections(twin_token)["connections"]] == ["bob@outlook.com"]
+    assert client.call("DELETE", "outlook/data", twin_token).status_code == 202
+
+
+def test_a_user_id_too_long_to_store_is_refused_at_once_with_a_reason(client):
+    resp = client.call("GET", "outlook/connections", client.token("\x85" * 100))
+    assert resp.status_code == 400 and resp.json()["error"] == "unsupported_user_id"
+    assert resp.json()["message"]
+
+
+def test_starting_sign_in_after_sign_in_is_limited_per_user_with_a_retry_after(client):
+    token, other = client.token(new_user(), "pro"), client.token(new_user(), "pro")
+    for _ in range(5):
+        assert client.start(token).status_code == 200
+    refused = client.start(token)
+    assert refused.status_code == 429
+    body = refused.json()
+    assert body["error"] == "too_many_sign_ins" and body["message"]
+    wait = int(refused.headers["Retry-After"])
+    assert 0 < wait <= 600 and body["retry_after"] == wait
+    assert client.start(other).status_code == 200  # someone else is not held up
+
+
+def test_an_oversized_callback_form_is_not_parsed_and_still_lands_on_the_page(client):
+    resp = client.api.post(f"{client.stack.functions_url}/api/outlook/callback",
+                           data={"code": "c", "state": "s", "padding": "x" * 20_000}, allow_redirects=False,
+                           timeout=30)
+    assert resp.status_code == 302
+    assert resp.headers["Location"].endswith("?outlook=failed&reason=request_too_large")
+    assert "Strict-Transport-Security" in resp.headers
 
 
 def test_the_reconciler_deletes_old_token_caches_no_row_names(client, stack):

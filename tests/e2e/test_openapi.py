@@ -202,6 +202,21 @@ def test_real_responses_match_the_document(client, contract, stack):
                          ("PUT", "outlook/connections/x/calendars/y")]:
         assert r.call(method, path, None).status_code == 401
     assert r.call("GET", "outlook/connections", "not-a-jwt").status_code == 401
+    # A user id too long for a storage key even once escaped: 400 on every authed route, nothing run.
+    too_long = client.token("\x85" * 100)
+    for method, path in [("POST", "outlook/connect"), ("POST", "outlook/claim"), ("GET", "outlook/connections"),
+                         ("DELETE", "outlook/connections/x"), ("GET", "meetings/upcoming"),
+                         ("GET", "autojoin/rules"), ("PUT", "autojoin/rules"), ("PUT", "meetings/x/autojoin"),
+                         ("GET", "outlook/claim?claim=x"), ("POST", "outlook/connections/x/sync"),
+                         ("DELETE", "outlook/data")]:
+        assert r.call(method, path, too_long).json()["error"] == "unsupported_user_id"
+    for method, path in [("GET", "outlook/connections/x/calendars"), ("PUT", "outlook/connections/x/calendars/y")]:
+        assert r.call(method, path, too_long).json()["error"] == "unsupported_user_id"
+    # Too many sign-ins open at once: 429 with Retry-After.
+    busy = client.token(f"openapi-busy-{uuid.uuid4().hex[:8]}", "pro")
+    for _ in range(5):
+        assert r.call("POST", "outlook/connect", busy, json={}).status_code == 200
+    assert r.call("POST", "outlook/connect", busy, json={}).status_code == 429
 
     # CORS preflight: the web app's origin only (PLATFORM_WEB_ORIGINS in tests/conftest.py).
     ask = {"Access-Control-Request-Method": "GET"}

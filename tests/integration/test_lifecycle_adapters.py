@@ -12,11 +12,20 @@ from azure.data.tables import TableServiceClient
 
 from devstack import tls
 from devstack.keyvault import KeyVaultEndpoint
-from shared.adapters.tables import TableConnectionStore, TableSyncStateStore, ensure_tables
+from shared.adapters.tables import (
+    TableClaimStore,
+    TableConnectionStore,
+    TableFlowStore,
+    TableMeetingStore,
+    TableSyncStateStore,
+    ensure_tables,
+    user_id_of,
+    user_key,
+)
 from shared.adapters.user_rows import TableUserRows
 from shared.adapters.vault import KeyVaultSecrets
-from shared.connections import Connection, ConnectionStatus, Plan, PlanLimitExceeded
-from shared.ports import Conflict
+from shared.connections import Connection, ConnectionStatus, Plan, PlanLimitExceeded, owner_tag
+from shared.ports import Conflict, PendingClaim, PendingFlow
 from tests.integration.test_keyvault_endpoint import client_for
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
@@ -100,16 +109,74 @@ def test_user_rows_finds_every_convention_and_erases_connections_last(tables):
     tables.get_table_client("meetings").create_entity({"PartitionKey": user, "RowKey": "m'1"})
     tables.get_table_client("eventindex").create_entity({"PartitionKey": conn_id, "RowKey": "e1", "UserId": user})
     tables.get_table_client("syncstate").create_entity({"PartitionKey": conn_id, "RowKey": "state"})
+    # Sign-in flows and pending claims live in the user's owner-tag partition (one read, no scan).
     tables.get_table_client("pendingclaims").create_entity(
-        {"PartitionKey": uuid.uuid4().hex, "RowKey": "claim", "UserId": user, "SecretName": "outlook-cache-c"})
+        {"PartitionKey": owner_tag(user), "RowKey": uuid.uuid4().hex, "UserId": user, "SecretName": "outlook-cache-c"})
+    tables.get_table_client("authflows").create_entity(
+        {"PartitionKey": owner_tag(user), "RowKey": uuid.uuid4().hex, "UserId": user})
+    tables.get_table_client("authflows").create_entity(
+        {"PartitionKey": owner_tag(other), "RowKey": uuid.uuid4().hex, "UserId": other})
     rows = TableUserRows(tables)
     assert rows.connection_ids(user) == [conn_id]
     assert rows.secret_names(user, [conn_id]) == {"outlook-cache-a", "outlook-cache-c"}
     assert conn_id in rows.connection_partitions()
-    assert rows.erase(user, [conn_id]) == 7 - 1  # everything of the user's, nothing of the other's
+    assert rows.erase(user, [conn_id]) == 8 - 1  # everything of the user's, nothing of the other's
     assert rows.connection_ids(user) == [] and rows.secret_names(user, [conn_id]) == set()
     assert rows.connection_ids(other) == [other_conn]
     assert rows.erase(user, [conn_id]) == 0
+
+
+ODD_IDS = ["team/a", "team%2Fa", "a\\b#c?d", "tab\there", "nul\x00\x1f\x7f\x85end", "100%", "plain-id",
+           "ünïcødé/🙂"]
+
+
+def test_any_platform_id_is_stored_under_a_key_table_storage_takes_and_read_back_unchanged(tables):
+    """One encoding, reversible and collision-free: ids differing only by an escaped character are
+    different partitions; every one round-trips through real Table Storage."""
+    assert len({user_key(i) for i in ODD_IDS}) == len(ODD_IDS)
+    assert all(user_id_of(user_key(i)) == i for i in ODD_IDS)
+    assert user_key("plain-id") == "plain-id"  # rows written before the encoding are found as they were
+    store = TableConnectionStore(tables.get_table_client("connections"))
+    suffix = uuid.uuid4().hex[:6]
+    for raw in ODD_IDS:
+        user = f"{raw}-{suffix}"
+        stored = store.add(connection(user), Plan.FREE)
+        assert [c.user_id for c in store.list_for_user(user)] == [user]
+        assert store.get(user, stored.id) is not None
+        with pytest.raises(PlanLimitExceeded) as refused:
+            store.add(connection(user), Plan.FREE)
+        assert (refused.value.limit, refused.value.used) == (1, 1)
+        raw_row = tables.get_table_client("connections").get_entity(user_key(user), stored.id)
+        assert user_id_of(raw_row["PartitionKey"]) == user  # what background runs read back from keys
+        store.remove(stored)
+        assert store.list_for_user(user) == []
+    meetings = TableMeetingStore(tables.get_table_client("meetings"))
+    assert meetings.list_for_user(f"team/a-{suffix}", NOW) == []
+
+
+def test_sign_in_rows_from_before_owner_tags_are_still_taken_and_purged(tables):
+    flows = TableFlowStore(tables.get_table_client("authflows"))
+    claims = TableClaimStore(tables.get_table_client("pendingclaims"))
+    user = f"legacy-{uuid.uuid4().hex[:8]}"
+    legacy, tagged = uuid.uuid4().hex * 2, f"{owner_tag(user)}.{uuid.uuid4().hex * 2}"
+    for ref in (legacy, tagged):
+        flows.put(PendingFlow(state_hash=ref, user_id=user, reconnect_id=None, flow={"sealed": "x"},
+                              expires_at=NOW + timedelta(minutes=10)))
+    assert flows.live(owner_tag(user), NOW) == [NOW + timedelta(minutes=10)]  # the tagged one: one partition
+    assert flows.live(owner_tag(user), NOW + timedelta(minutes=10)) == []
+    taken = flows.take(legacy)
+    assert taken is not None and taken.user_id == user
+    assert flows.take(legacy) is None
+    assert flows.purge_expired(NOW + timedelta(minutes=11)) >= 1 and flows.take(tagged) is None
+    for ref in (legacy, f"{owner_tag(user)}.{uuid.uuid4().hex * 2}"):
+        claims.put(PendingClaim(code_hash=ref, user_id=user, reconnect_id=None, secret_name="outlook-cache-x",
+                                home_account_id="h", tenant_id="t", email="a@b.c", access_expires_at=None,
+                                expires_at=NOW + timedelta(minutes=10)))
+        got = claims.get(ref)
+        assert got is not None and got.code_hash == ref
+        assert any(c.code_hash == ref for c in claims.expired(NOW + timedelta(minutes=11)))
+        claims.remove(ref)
+        assert claims.get(ref) is None
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from tests import fakes
 class World:
     clock: FixedClock
     flows: fakes.Flows
-    consent_links: fakes.AdminConsentLinks
+    consents: fakes.AdminConsents
     claims: fakes.Claims
     connections: fakes.Connections
     meetings: fakes.Meetings
@@ -63,7 +63,7 @@ LEAD = 120
 def world() -> World:
     clock = FixedClock(datetime(2026, 11, 24, 9, 0, tzinfo=UTC))
     w = dict(
-        flows=fakes.Flows(), consent_links=fakes.AdminConsentLinks(), claims=fakes.Claims(),
+        flows=fakes.Flows(), consents=fakes.AdminConsents(), claims=fakes.Claims(),
         connections=fakes.Connections(), meetings=fakes.Meetings(),
         index=fakes.Index(), states=fakes.SyncStates(), secrets=fakes.Secrets(),
         identity=fakes.Identity(now=clock.now), calendar=fakes.Calendar(), jobs=fakes.Jobs(), agents=fakes.Agents(),
@@ -79,7 +79,8 @@ def world() -> World:
         clock=clock, **w,
         connect=ConnectService(flows=w["flows"], claims=w["claims"], connections=w["connections"],
                                identity=w["identity"], calendar=w["calendar"], secrets_store=w["secrets"],
-                               jobs=w["jobs"], clock=clock, health=health, consent_links=w["consent_links"]),
+                               jobs=w["jobs"], clock=clock, health=health, consents=w["consents"],
+                               consent_secret=lambda: "whsec_test-consent-secret"),
         accounts=AccountsService(connections=w["connections"], meetings=w["meetings"], index=w["index"],
                                  sync_state=w["states"], secrets_store=w["secrets"], clock=clock, health=health),
         tokens=tokens,

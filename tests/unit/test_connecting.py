@@ -204,7 +204,8 @@ def _consent_state(world, user: User) -> str:
 
 def test_an_admin_returning_through_a_users_link_is_recorded_for_that_user_only(world):
     state = _consent_state(world, ALICE)
-    assert _consent_state(world, ALICE) == state  # the same link while it lives: it may be forwarded to IT
+    assert _consent_state(world, ALICE) == state  # the same link all day: it may be forwarded to IT
+    assert world.consents.rows == {}  # showing the link stores nothing
     assert world.connect.admin_consented_at(ALICE) is None
     result = world.connect.complete({"admin_consent": "True", "tenant": "tid-contoso", "state": state})
     assert result.outcome is Outcome.ADMIN_CONSENTED
@@ -214,7 +215,7 @@ def test_an_admin_returning_through_a_users_link_is_recorded_for_that_user_only(
     assert world.connect.admin_consented_at(ALICE) is None  # news, not a permanent banner
 
 
-@pytest.mark.parametrize("state", [None, "", "forged", "0" * 32 + ".forged"])
+@pytest.mark.parametrize("state", [None, "", "forged", "0" * 32 + ".forged", "0" * 32 + ".9999999999.forged"])
 def test_an_admin_consent_return_without_a_state_this_service_issued_is_not_called_approval(world, state):
     """A crafted `callback?admin_consent=True` (no state, or one never issued) is not "approved":
     anyone could send such a link."""
@@ -225,18 +226,23 @@ def test_an_admin_consent_return_without_a_state_this_service_issued_is_not_call
     result = world.connect.complete(response)
     assert result.outcome is Outcome.EXPIRED
     assert world.connect.admin_consented_at(ALICE) is None
-    owner = real.split(".")[0]
-    tampered = world.connect.complete({"admin_consent": "True", "state": f"{owner}.not-the-nonce"})
-    assert tampered.outcome is Outcome.EXPIRED and world.connect.admin_consented_at(ALICE) is None
+    owner, expiry, signature = real.split(".")
+    for tampered in (f"{owner}.{int(expiry) + 86400}.{signature}", f"{owner}.{expiry}.{signature[:-2]}AA",
+                     f"{'1' * 32}.{expiry}.{signature}"):
+        answer = world.connect.complete({"admin_consent": "True", "state": tampered})
+        assert answer.outcome is Outcome.EXPIRED and world.consents.rows == {}
 
 
-def test_an_admin_consent_link_lives_a_week_and_a_fresh_one_is_shown_before_it_ends(world):
+def test_an_admin_consent_link_is_accepted_for_a_week_then_a_fresh_one_is_needed(world):
     state = _consent_state(world, ALICE)
-    world.clock.advance(6 * 86400 + 1)
+    world.clock.advance(7 * 86400)
     fresh = _consent_state(world, ALICE)
     assert fresh != state
-    result = world.connect.complete({"admin_consent": "True", "tenant": "t", "state": state})
-    assert result.outcome is Outcome.EXPIRED  # replaced by the fresh one
+    assert world.connect.complete({"admin_consent": "True", "tenant": "t", "state": state}).outcome \
+        is Outcome.ADMIN_CONSENTED  # still within its week
+    world.clock.advance(2 * 86400)
+    assert world.connect.complete({"admin_consent": "True", "tenant": "t", "state": state}).outcome \
+        is Outcome.EXPIRED
     assert world.connect.complete({"admin_consent": "True", "tenant": "t", "state": fresh}).outcome \
         is Outcome.ADMIN_CONSENTED
 
@@ -288,3 +294,61 @@ def test_a_sign_in_started_before_sealing_still_completes(world):
     assert plain is not None and plain["code_verifier"] == "v"
     world.flows.rows[key] = replace(stored, flow=plain)
     assert world.connect.complete({"code": "c", "state": state}).outcome is Outcome.CONFIRM
+
+
+def test_a_user_can_have_five_sign_ins_open_and_the_sixth_waits_for_the_oldest(world):
+    from datetime import timedelta
+
+    from shared.services.connect import MAX_PENDING_SIGN_INS, TooManySignIns
+
+    urls = []
+    for _n in range(MAX_PENDING_SIGN_INS):
+        urls.append(world.connect.start(ALICE))
+        world.clock.advance(60)
+    with pytest.raises(TooManySignIns) as refused:
+        world.connect.start(ALICE)
+    assert refused.value.retry_after == timedelta(minutes=10) - timedelta(minutes=MAX_PENDING_SIGN_INS)
+    assert len(world.flows.rows) == MAX_PENDING_SIGN_INS  # nothing written for the refused one
+    world.connect.start(MALLORY)  # someone else is not held up
+    world.connect.complete({"code": "c", "state": _state(urls[-1])})  # one comes back: a place frees
+    world.connect.start(ALICE)
+    with pytest.raises(TooManySignIns):
+        world.connect.start(ALICE)
+    world.clock.advance(refused.value.retry_after.total_seconds() + 1)  # the oldest expired
+    world.connect.start(ALICE)
+
+
+def test_sign_in_states_and_claim_codes_name_the_users_partition_never_the_user_id(world):
+    from shared.connections import owner_tag
+
+    url = world.connect.start(ALICE)
+    state = _state(url)
+    owner, _, secret = state.partition(".")
+    assert owner == owner_tag(ALICE.id) and ALICE.id not in state and len(secret) >= 43
+    [key] = world.flows.rows
+    assert key.startswith(f"{owner}.") and secret not in key  # the row is named by a hash
+    claim = world.connect.complete({"code": "c", "state": state}).claim
+    assert claim is not None and claim.startswith(f"{owner}.") and ALICE.id not in claim
+    [code_key] = world.claims.rows
+    assert code_key.startswith(f"{owner}.") and claim.partition(".")[2] not in code_key
+
+
+def test_a_sign_in_and_a_claim_from_before_owner_tags_still_complete(world):
+    """Rows written by the previous version are named by the bare hash of a state or code that holds
+    no owner tag; they are read as they were (migration-safe)."""
+    import hashlib
+
+    url = world.connect.start(ALICE)
+    state = _state(url)
+    [(_key, flow)] = world.flows.rows.items()
+    old_state = "legacyStateWithoutOwnerTag0123456789abcdefghijk"
+    from shared.services.connect import open_flow
+    world.flows.rows = {hashlib.sha256(old_state.encode()).hexdigest(): replace(
+        flow, state_hash=hashlib.sha256(old_state.encode()).hexdigest(), flow=open_flow(state, flow.flow) or {})}
+    result = world.connect.complete({"code": "c", "state": old_state})
+    assert result.outcome is Outcome.CONFIRM
+    [(_code_key, pending)] = world.claims.rows.items()
+    old_code = "legacyCodeWithoutOwnerTag0123456789abcdefghijklm"
+    old_key = hashlib.sha256(old_code.encode()).hexdigest()
+    world.claims.rows = {old_key: replace(pending, code_hash=old_key)}
+    assert world.connect.claim(ALICE, old_code).outcome == "connected"

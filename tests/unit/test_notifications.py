@@ -70,7 +70,8 @@ def rt(world) -> RealTime:
     connect = ConnectService(flows=world.flows, claims=world.claims, connections=world.connections,
                              identity=world.identity, calendar=world.calendar, secrets_store=world.secrets,
                              jobs=SubscribeOnClaim(world.jobs, sub_jobs), clock=world.clock, health=world.health,
-                             consent_links=world.consent_links)
+                             consents=world.consents,
+                             consent_secret=lambda: "whsec_test-consent-secret")
     accounts = AccountsService(connections=world.connections, meetings=world.meetings, index=world.index,
                                sync_state=world.states, secrets_store=world.secrets, clock=world.clock,
                                health=world.health, before_release=subscriptions.release)
