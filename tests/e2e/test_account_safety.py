@@ -100,7 +100,8 @@ def test_any_user_id_the_platform_issues_connects_lists_and_is_erased(client, st
     resp = client.call("DELETE", "outlook/data", token)
     assert resp.status_code == 202
     assert client.connections(token)["connections"] == []
-    assert rows_of(stack, odd, {conn["connection"]["id"]}) == []
+    # A sync the claim queued may write after the first pass: the queued second pass catches it.
+    eventually(lambda: rows_of(stack, odd, {conn["connection"]["id"]}) == [], timeout=60)
     assert [c["email"] for c in client.connections(twin_token)["connections"]] == ["bob@outlook.com"]
     assert client.call("DELETE", "outlook/data", twin_token).status_code == 202
 
