@@ -15,6 +15,8 @@ Where things live:
 - CORS preflight (PLATFORM_WEB_ORIGINS)    shared/triggers/cors.py; security headers in shared/triggers/http.py
 - Graph change notifications, subscription shared/triggers/notifications.py → shared/services/{notifications,
   jobs, renew_subscriptions, recall_agent  subscriptions,recall}.py
+- agent progress (POST /api/agents/status,  shared/triggers/agent_progress.py → shared/services/agent_progress.py;
+  lobby nudges, readiness checks)          the agent state's transition table: shared/agent_states.py
 - meeting link recognition                 shared/meeting_links.py
 - Graph / MSAL / Tables / Queues / Key Vault / agent API: one adapter each in shared/adapters/
 """
@@ -22,7 +24,18 @@ Where things live:
 import azure.functions as func
 
 from shared import redaction
-from shared.triggers import api, autojoin, background, connect, cors, lifecycle, notifications, page, status_events
+from shared.triggers import (
+    agent_progress,
+    api,
+    autojoin,
+    background,
+    connect,
+    cors,
+    lifecycle,
+    notifications,
+    page,
+    status_events,
+)
 from shared.wiring import configure_telemetry
 
 redaction.install()  # no token, code or secret in any log line or exception text
@@ -30,5 +43,5 @@ configure_telemetry()  # Application Insights, when APPLICATIONINSIGHTS_CONNECTI
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 for blueprint in (connect.bp, api.bp, autojoin.bp, background.bp, page.bp, status_events.bp, lifecycle.bp,
-                  cors.bp, notifications.bp):
+                  cors.bp, notifications.bp, agent_progress.bp):
     app.register_functions(blueprint)

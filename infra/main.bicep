@@ -124,6 +124,19 @@ param platformEventsRetrySeconds int = 30
 @description('Seconds after publishing that a status event is still retried; then it goes to status-events-poison with an error log. PLATFORM_EVENTS_RETRY_FOR_SECONDS.')
 param platformEventsRetryForSeconds int = 86400
 
+@description('Seconds an agent may wait in a meeting lobby before the user is told (once per try) to ask the organiser to admit it. LOBBY_NUDGE_SECONDS.')
+param lobbyNudgeSeconds int = 60
+
+@description('Seconds after an agent was not admitted (or its lobby wait timed out) before the next try is deployed, while the meeting is on. AGENT_RETRY_DELAY_SECONDS.')
+param agentRetryDelaySeconds int = 120
+
+@minValue(1)
+@description('Tries in all (the first deployment included) to get an agent admitted to one meeting. AGENT_MAX_ATTEMPTS.')
+param agentMaxAttempts int = 3
+
+@description('Seconds before an agent is due to join that the readiness check looks for what would stop it (connection, moved or deleted event, changed link) and tells the user. READINESS_CHECK_SECONDS.')
+param readinessCheckSeconds int = 600
+
 @description('NCRONTAB (6 fields, UTC) of the token refresh timer. REFRESH_SCHEDULE.')
 param refreshSchedule string = '0 */15 * * * *'
 
@@ -236,6 +249,7 @@ var tableNames = [
   'calendars'
   'sealedsecrets'
   'datakeys'
+  'agenttries'
 ]
 var queueNames = [
   'sync-jobs'
@@ -246,6 +260,7 @@ var queueNames = [
   'fanout-pages'
   'subscription-jobs'
   'agent-recalls'
+  'agent-progress'
 ]
 
 // Secrets live in Key Vault under these names; the app settings carry only the names.
@@ -253,6 +268,8 @@ var outlookClientSecretName = 'outlook-client-secret'
 var agentApiKeySecretName = 'agent-api-key'
 // whsec_<base64>, shared with the CoAgentor platform; signs status events (docs/deploying.md).
 var platformEventsSecretName = 'platform-events-secret'
+// whsec_<base64>, shared with the CoAgentor agent platform; verifies its agent statuses (docs/deploying.md).
+var agentStatusSecretName = 'agent-status-secret'
 
 // The host name is fixed by the app name, so these URLs are known before the app exists.
 // Register exactly this redirect URI on the app registration (docs/deploying.md).
@@ -403,6 +420,11 @@ module functionApp 'modules/function-app.bicep' = {
       MIGRATE_VAULT_TOKEN_CACHES: string(migrateVaultTokenCaches)
       PLATFORM_EVENTS_RETRY_SECONDS: string(platformEventsRetrySeconds)
       PLATFORM_EVENTS_RETRY_FOR_SECONDS: string(platformEventsRetryForSeconds)
+      AGENT_STATUS_SECRET_NAME: agentStatusSecretName
+      LOBBY_NUDGE_SECONDS: string(lobbyNudgeSeconds)
+      AGENT_RETRY_DELAY_SECONDS: string(agentRetryDelaySeconds)
+      AGENT_MAX_ATTEMPTS: string(agentMaxAttempts)
+      READINESS_CHECK_SECONDS: string(readinessCheckSeconds)
       REFRESH_SCHEDULE: refreshSchedule
       SCAN_SCHEDULE: scanSchedule
       RENEW_SCHEDULE: renewSchedule

@@ -66,11 +66,19 @@ class ExternalInvites(StrEnum):
     SKIP = "skip"
 
 
+MAX_JOIN_LEAD_SECONDS = 900
+MAX_AGENT_NAME_CHARS = 64
+
+
 @dataclass(frozen=True)
 class JoinRules:
     responses: frozenset[Response]
     external_invites: ExternalInvites
     platforms: frozenset[Platform]
+    # How long before the start the agent is sent (None: the service's AGENT_JOIN_LEAD_SECONDS), and
+    # the name it shows in the meeting (None: the agent platform's default).
+    join_lead_seconds: int | None = None
+    agent_name: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The API's shape, lists in a fixed order."""
@@ -78,7 +86,12 @@ class JoinRules:
             "responses": [r.value for r in RESPONSES if r in self.responses],
             "external_invites": self.external_invites.value,
             "platforms": [p.value for p in Platform if p in self.platforms],
+            "join_lead_seconds": self.join_lead_seconds,
+            "agent_name": self.agent_name,
         }
+
+    def lead_seconds(self, default: int) -> int:
+        return default if self.join_lead_seconds is None else self.join_lead_seconds
 
 
 DEFAULT_RULES = JoinRules(
@@ -92,20 +105,28 @@ _E = TypeVar("_E", Response, Platform)
 
 
 class InvalidRules(ValueError):
-    """A rules object the API refuses (400 `invalid_rules`); the message says what is wrong."""
+    """A rules object the API refuses (400 `invalid_rules`); the message says what is wrong, `reasons`
+    lists every problem found."""
+
+    def __init__(self, message: str, reasons: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.reasons = reasons or [message]
 
 
 _RULE_FIELDS = ("responses", "external_invites", "platforms")
+# Added later: a PUT from a client written before them may leave them out (they keep their value).
+_LATER_FIELDS = ("join_lead_seconds", "agent_name")
 
 
-def parse_rules(body: object) -> JoinRules:
-    """The whole rules object as PUT: every field present, nothing unknown, no repeated values.
-    Raises InvalidRules naming the first problem."""
+def parse_rules(body: object, current: JoinRules | None = None) -> JoinRules:
+    """The whole rules object as PUT: every original field present, nothing unknown, no repeated
+    values; fields added later (`_LATER_FIELDS`) may be left out and keep their value in `current`.
+    Raises InvalidRules naming the problem(s)."""
     if not isinstance(body, Mapping):
         raise InvalidRules("Rules must be a JSON object with responses, external_invites and platforms")
-    unknown = sorted(set(body) - set(_RULE_FIELDS))
+    unknown = sorted(set(body) - set(_RULE_FIELDS) - set(_LATER_FIELDS))
     if unknown:
-        raise InvalidRules(f"Unknown field {unknown[0]!r}; rules have {', '.join(_RULE_FIELDS)}")
+        raise InvalidRules(f"Unknown field {unknown[0]!r}; rules have {', '.join(_RULE_FIELDS + _LATER_FIELDS)}")
     missing = [f for f in _RULE_FIELDS if f not in body]
     if missing:
         raise InvalidRules(f"Missing field {missing[0]!r}: send the whole rules object")
@@ -114,7 +135,25 @@ def parse_rules(body: object) -> JoinRules:
     external = body["external_invites"]
     if not isinstance(external, str) or external not in ExternalInvites._value2member_map_:
         raise InvalidRules(f"external_invites must be one of {_listed(ExternalInvites)}")
-    return JoinRules(frozenset(responses), ExternalInvites(external), frozenset(platforms))
+    base = current or DEFAULT_RULES
+    problems: list[str] = []
+    lead = body.get("join_lead_seconds", base.join_lead_seconds)
+    if lead is not None and (isinstance(lead, bool) or not isinstance(lead, int)
+                             or not 0 <= lead <= MAX_JOIN_LEAD_SECONDS):
+        problems.append(f"join_lead_seconds must be a whole number of seconds from 0 to {MAX_JOIN_LEAD_SECONDS}")
+    name = body.get("agent_name", base.agent_name)
+    if name is not None and not _agent_name_ok(name):
+        problems.append(f"agent_name must be 1 to {MAX_AGENT_NAME_CHARS} printable characters (not only spaces), "
+                        "or null for the platform's default")
+    if problems:
+        raise InvalidRules("; ".join(problems), problems)
+    return JoinRules(frozenset(responses), ExternalInvites(external), frozenset(platforms),
+                     join_lead_seconds=lead, agent_name=name)
+
+
+def _agent_name_ok(name: object) -> bool:
+    return (isinstance(name, str) and 1 <= len(name) <= MAX_AGENT_NAME_CHARS and name.isprintable()
+            and bool(name.strip()))
 
 
 def _values(raw: object, name: str, kind: type[_E]) -> list[_E]:

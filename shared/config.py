@@ -61,6 +61,13 @@ class Settings:
     token_cache_key_name: str  # the Key Vault key that wraps the data keys of the sealed token caches
     migrate_vault_token_caches: bool  # read (then move) per-connection secrets still in Key Vault
     notification_url: str  # where Graph sends change notifications (the lifecycle URL is it + "/lifecycle")
+    # Agent progress (../shared/API.md "Agent progress"): the Key Vault name of the Standard Webhooks
+    # secret the agent platform signs statuses with, and the lobby / retry / readiness timings.
+    agent_status_secret_name: str = "agent-status-secret"
+    lobby_nudge_seconds: int = 60
+    agent_retry_delay_seconds: int = 120
+    agent_max_attempts: int = 3
+    readiness_check_seconds: int = 600
 
 
 # Every setting the code reads, with its default (None = required). Infra and local settings are
@@ -110,6 +117,12 @@ SETTINGS: dict[str, str | None] = {
     # it false once `reconcile_secrets` logs 0 legacy secrets moved (docs/security.md).
     "TOKEN_CACHE_KEY_NAME": "token-cache-key",
     "MIGRATE_VAULT_TOKEN_CACHES": "true",
+    # Agent progress: statuses from the agent platform, lobby nudges, retries, the readiness check.
+    "AGENT_STATUS_SECRET_NAME": "agent-status-secret",
+    "LOBBY_NUDGE_SECONDS": "60",
+    "AGENT_RETRY_DELAY_SECONDS": "120",
+    "AGENT_MAX_ATTEMPTS": "3",
+    "READINESS_CHECK_SECONDS": "600",
     # Read by the Functions host through the trigger decorators (%NAME%), not by Settings.
     "REFRESH_SCHEDULE": "0 */15 * * * *",
     "SCAN_SCHEDULE": "0 */5 * * * *",
@@ -272,4 +285,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         token_cache_key_name=_get(env, "TOKEN_CACHE_KEY_NAME"),
         migrate_vault_token_caches=_bool(env, "MIGRATE_VAULT_TOKEN_CACHES"),
         notification_url=_notification_url(env),
+        agent_status_secret_name=_get(env, "AGENT_STATUS_SECRET_NAME"),
+        lobby_nudge_seconds=_int(env, "LOBBY_NUDGE_SECONDS"),
+        agent_retry_delay_seconds=_int(env, "AGENT_RETRY_DELAY_SECONDS"),
+        agent_max_attempts=_int(env, "AGENT_MAX_ATTEMPTS", minimum=1),
+        readiness_check_seconds=_int(env, "READINESS_CHECK_SECONDS"),
     )

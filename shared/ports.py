@@ -11,9 +11,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
+from shared.agent_states import AgentState
 from shared.autojoin import JoinRules, Response
 from shared.connections import Connection, Plan
-from shared.scheduling import AgentState, SyncWindow
+from shared.scheduling import SyncWindow
 
 
 class Conflict(Exception):
@@ -164,6 +165,16 @@ class Meeting:
     failure_reason: str | None = None
     lease_until: datetime | None = None  # while agent is DEPLOYING: when the deployer's claim lapses
     agent_id: str | None = None  # the agent API's id of the deployed agent (what a recall names)
+    # Agent progress (shared/services/agent_progress.py): which try the agent is on (1-based; 0 before
+    # the first deployment), when its current state began as the platform reported it, since when it
+    # waits in the lobby, when the next try goes (while one is pending), the last try the user was
+    # told was waiting, and what the readiness check found would stop the agent (a reason code).
+    agent_attempt: int = 0
+    agent_since: datetime | None = None
+    waiting_since: datetime | None = None
+    retry_at: datetime | None = None
+    nudged_attempt: int = 0
+    at_risk: str | None = None
     etag: str | None = None
 
 
@@ -468,8 +479,10 @@ class DeployRequest:
     user_id: str
     meeting_id: str
     idempotency_key: str
-    agent_name: str | None = None  # a calendar's own agent name (API.md "Connections"), else None
+    join_at: datetime | None = None  # start - the user's join_lead_seconds
+    agent_name: str | None = None  # the name the agent shows (a calendar's own, else the join rules'), else None
     user_ids: tuple[str, ...] = ()  # every CoAgentor user the agent serves (a workspace's shared agent)
+    attempt: int = 1  # which try this deployment is (1-based)
 
 
 @dataclass(frozen=True)
@@ -487,6 +500,30 @@ class AgentApi(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class AgentTry:
+    """One try's deployment as the agent platform may name it in a status: by the idempotency key
+    (known before the agent API answers) or by the agent id (after)."""
+
+    user_id: str
+    meeting_key: str
+    attempt: int
+    idempotency_key: str
+    agent_id: str | None = None
+
+
+class AgentTries(Protocol):
+    def put(self, entry: AgentTry) -> None:
+        """Remember the try by its key, and by its agent id when it has one. Safe to repeat."""
+        ...
+    def by_key(self, idempotency_key: str) -> AgentTry | None: ...
+    def by_agent(self, agent_id: str) -> AgentTry | None: ...
+    def remember_webhook(self, webhook_id: str, at: datetime) -> bool:
+        """Record a status webhook's `webhook-id`: False when it was already recorded (a replay)."""
+        ...
+    def webhook_seen(self, webhook_id: str) -> bool: ...
+
+
 # ---------------------------------------------------------------- status events to the platform
 class StatusEventType(StrEnum):
     """CloudEvents `type` values of the status events (../shared/API.md, "Status events")."""
@@ -495,6 +532,9 @@ class StatusEventType(StrEnum):
     CONNECTION_RESTORED = "com.coagentor.outlook.connection.restored"
     CONNECTION_DISCONNECTED = "com.coagentor.outlook.connection.disconnected"
     AGENT_FAILED = "com.coagentor.outlook.agent.failed"
+    AGENT_WAITING_FOR_ADMISSION = "com.coagentor.outlook.agent.waiting_for_admission"
+    AGENT_NOT_ADMITTED = "com.coagentor.outlook.agent.not_admitted"
+    MEETING_AT_RISK = "com.coagentor.outlook.meeting.at_risk"
 
 
 @dataclass(frozen=True)
@@ -545,8 +585,22 @@ class ErasureJobs(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ProgressJob:
+    """A delayed look at one meeting's agent (shared/services/agent_progress.py): `nudge` — has try
+    `attempt` waited in the lobby for LOBBY_NUDGE_SECONDS?; `readiness` — will anything stop the
+    agent due at `join_at`?"""
+
+    kind: str  # "nudge" | "readiness"
+    user_id: str
+    meeting_key: str
+    attempt: int = 0
+    join_at: datetime | None = None
+
+
 class JobQueue(Protocol):
     def schedule_deploy(self, job: DeployJob, delay: timedelta) -> None: ...
+    def schedule_progress(self, job: ProgressJob, delay: timedelta) -> None: ...
     def poison_deploy(self, job: DeployJob, reason: str) -> None: ...
     def enqueue_sync(self, job: SyncJob, delay: timedelta = ...) -> None: ...
     def enqueue_refresh(self, job: RefreshJob, delay: timedelta = ...) -> None: ...

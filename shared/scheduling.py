@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from shared.agent_states import LIVE, AgentState
+
 # Queue messages can be hidden for at most 7 days; keep a margin so the enqueue never fails.
 MAX_QUEUE_DELAY = timedelta(days=7) - timedelta(minutes=5)
 
@@ -16,29 +18,20 @@ MAX_QUEUE_DELAY = timedelta(days=7) - timedelta(minutes=5)
 DEPLOY_LEASE = timedelta(seconds=60)
 
 
-class AgentState(StrEnum):
-    SCHEDULED = "scheduled"
-    DEPLOYING = "deploying"  # internal: a deployer holds the claim (shown as "scheduled")
-    DEPLOYED = "deployed"
-    FAILED = "failed"
-    RECALLED = "recalled"  # deployed, then withdrawn before the meeting ended (shared/services/recall.py)
-
-    @property
-    def public(self) -> str:
-        """What the API shows: null|scheduled|deployed|failed|recalled."""
-        return AgentState.SCHEDULED.value if self is AgentState.DEPLOYING else self.value
-
-
 def meeting_key(link_key: str, start: datetime) -> str:
     """One meeting = one join link at one start time, whichever calendars hold it. Sortable by start."""
     digest = hashlib.sha256(link_key.encode()).hexdigest()[:32]
     return f"{start:%Y%m%dT%H%M%SZ}-{digest}"
 
 
-def idempotency_key(user_id: str, link_key: str, start: datetime, recalls: int = 0) -> str:
-    """Stable id of (user, meeting link, start): the agent API deploys once per key. After `recalls`
-    agents were recalled from the meeting, the next one is a new deployment with a key of its own."""
+def idempotency_key(user_id: str, link_key: str, start: datetime, recalls: int = 0, attempt: int = 1) -> str:
+    """Stable id of (user, meeting link, start, try): the agent API deploys once per key. After
+    `recalls` agents were recalled from the meeting, the next one is a new deployment with a key of its
+    own; so is every try after the first (`attempt` 2, 3, ...: after a lobby timeout or a refusal). The
+    first try's key is the one earlier versions used, so an upgrade never sends a second agent."""
     raw = f"{user_id}\n{link_key}\n{start.isoformat()}" + (f"\n{recalls}" if recalls else "")
+    if attempt > 1:
+        raw += f"\ntry {attempt}"
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
@@ -60,6 +53,7 @@ class Verdict(StrEnum):
     ALREADY_FAILED = "already_failed"
     RECALLED = "recalled"  # sent, then recalled: never sent again by a stale message
     IN_PROGRESS = "in_progress"  # another delivery holds a fresh claim: look again when it lapses
+    NO_TRY_LEFT = "no_try_left"  # not admitted, and no further try is planned
 
 
 @dataclass(frozen=True)
@@ -75,15 +69,23 @@ def decide_deployment(
     intended_at: datetime,
     agent: AgentState | None,
     lease_until: datetime | None = None,
+    retry_at: datetime | None = None,
+    end: datetime | None = None,
 ) -> DeployDecision:
     """Whether a surfacing deploy message acts now: the mechanics only (already done, someone else
-    on it, too early). Whether an agent should join at all is `shared.autojoin.decide`'s to say."""
-    if agent is AgentState.DEPLOYED:
+    on it, too early). Whether an agent should join at all is `shared.autojoin.decide`'s to say.
+    A meeting whose agent was not admitted deploys again only when a new try is planned
+    (`retry_at`), and not before that time."""
+    if agent in LIVE or agent is AgentState.ENDED:
         return DeployDecision(Verdict.ALREADY_DEPLOYED)
     if agent is AgentState.FAILED:
         return DeployDecision(Verdict.ALREADY_FAILED)
     if agent is AgentState.RECALLED:
         return DeployDecision(Verdict.RECALLED)
+    if agent is AgentState.NOT_ADMITTED:
+        if retry_at is None or (end is not None and now >= end):
+            return DeployDecision(Verdict.NO_TRY_LEFT)
+        intended_at = retry_at
     if agent is AgentState.DEPLOYING and lease_until is not None and lease_until > now:
         return DeployDecision(Verdict.IN_PROGRESS, lease_until - now)
     if now < intended_at - timedelta(seconds=1):

@@ -17,6 +17,7 @@ from azure.keyvault.keys import KeyClient
 from azure.keyvault.secrets import SecretClient
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64EncodePolicy
 
+from shared.adapters.agent_status import StatusSignatures
 from shared.adapters.agents import AgentApiClient
 from shared.adapters.envelope import DataKeys, SealedSecrets
 from shared.adapters.graph import GraphCalendar
@@ -29,6 +30,7 @@ from shared.adapters.queues import (
     DEPLOY_QUEUE,
     ERASURE_QUEUE,
     FANOUT_QUEUE,
+    PROGRESS_QUEUE,
     RECALL_QUEUE,
     REFRESH_QUEUE,
     STATUS_EVENTS_QUEUE,
@@ -43,6 +45,7 @@ from shared.adapters.queues import (
 )
 from shared.adapters.tables import (
     TableAdminConsents,
+    TableAgentTries,
     TableCalendarSelectionStore,
     TableClaimStore,
     TableConnectionStore,
@@ -64,6 +67,7 @@ from shared.config import Settings, load_settings
 from shared.platform_auth import PlatformTokenVerifier
 from shared.ports import StatusEvents
 from shared.services.accounts import AccountsService, TokenKeeper
+from shared.services.agent_progress import AgentProgress
 from shared.services.autojoin import AutojoinService
 from shared.services.calendars import CalendarService, calendar_agent_name
 from shared.services.connect import ConnectService
@@ -111,6 +115,10 @@ class Container:
     # Per-connection secrets (token caches, clientStates), sealed in Table Storage; their data keys.
     sealed: SealedSecrets
     data_keys: DataKeys
+    # Agent progress from the agent platform (shared/services/agent_progress.py).
+    agent_progress: AgentProgress
+    agent_tries: TableAgentTries
+    agent_status_signatures: StatusSignatures
 
 
 def azure_credential() -> TokenCredential:
@@ -157,7 +165,7 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
         return client
 
     jobs = StorageQueues(deploy=queue(DEPLOY_QUEUE), deploy_poison=queue(f"{DEPLOY_QUEUE}-poison"),
-                         sync=queue(SYNC_QUEUE), refresh=queue(REFRESH_QUEUE))
+                         sync=queue(SYNC_QUEUE), refresh=queue(REFRESH_QUEUE), progress=queue(PROGRESS_QUEUE))
     status_events = QueuedStatusEvents(queue=queue(STATUS_EVENTS_QUEUE), poison=queue(f"{STATUS_EVENTS_QUEUE}-poison"),
                                        clock=clock)
     # A local endpoint cannot be *.vault.azure.net, which the challenge check expects.
@@ -198,7 +206,10 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
     recalls = RecallService(meetings=meetings, agents=agents, jobs=RecallQueue(queue(RECALL_QUEUE)), clock=clock,
                             retry_base_seconds=settings.deploy_retry_seconds)
     lifecycle = MeetingLifecycle(meetings=meetings, connections=connections, rules=join_rules, jobs=jobs, clock=clock,
-                                 grace_seconds=settings.agent_join_grace_seconds, recall=recalls.request)
+                                 grace_seconds=settings.agent_join_grace_seconds, recall=recalls.request,
+                                 lead_seconds=settings.agent_join_lead_seconds,
+                                 readiness_seconds=settings.readiness_check_seconds)
+    agent_tries = TableAgentTries(tables.get_table_client("agenttries"))
     # Graph change notifications: one subscription per Active connection; a notification queues a sync.
     subscription_jobs = SubscriptionQueue(queue(SUBSCRIPTION_QUEUE))
     subscription_store = TableSubscriptionStore(tables.get_table_client("subscriptions"))
@@ -262,7 +273,8 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
                              grace_seconds=settings.agent_join_grace_seconds,
                              retry_base_seconds=settings.deploy_retry_seconds, lifecycle=lifecycle,
                              health=connection_health, recall=lambda m: recalls.request(m, REMOVED),
-                             agent_name=lambda m: calendar_agent_name(calendar_selections, m)),
+                             agent_name=lambda m: calendar_agent_name(calendar_selections, m),
+                             tries=agent_tries),
         meetings=meetings,
         table_service=tables,
         jobs=jobs,
@@ -289,6 +301,15 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
                                   jobs=jobs, clock=clock),
         sealed=sealed,
         data_keys=data_keys,
+        agent_progress=AgentProgress(
+            meetings=meetings, tries=agent_tries, jobs=jobs, events=status_events, decide=lifecycle.decide,
+            connections=connections, tokens=tokens, calendar=graph, clock=clock,
+            nudge_seconds=settings.lobby_nudge_seconds, retry_delay_seconds=settings.agent_retry_delay_seconds,
+            max_attempts=settings.agent_max_attempts,
+            request_sync=sync_requests.request,
+        ),
+        agent_tries=agent_tries,
+        agent_status_signatures=StatusSignatures(AppSecret(vault, settings.agent_status_secret_name)),
     )
 
 

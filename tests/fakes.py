@@ -26,6 +26,7 @@ from shared.ports import (
     Meeting,
     PendingClaim,
     PendingFlow,
+    ProgressJob,
     RefreshJob,
     RowTooLarge,
     SignedIn,
@@ -438,6 +439,10 @@ class Jobs:
         self.poisoned: list[tuple[DeployJob, str]] = []
         self.syncs: list[tuple[SyncJob, timedelta]] = []
         self.refreshes: list[tuple[RefreshJob, timedelta]] = []
+        self.progress: list[tuple[ProgressJob, timedelta]] = []
+
+    def schedule_progress(self, job: ProgressJob, delay: timedelta) -> None:
+        self.progress.append((job, delay))
 
     def enqueue_refresh(self, job: RefreshJob, delay: timedelta = timedelta(0)) -> None:
         self.refreshes.append((job, delay))

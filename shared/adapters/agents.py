@@ -2,7 +2,9 @@
 
 `POST {AGENT_API_URL}/agents` answers 2xx with `{"id": "<agent id>"}` (409: already deployed for
 that Idempotency-Key, also success; its body may carry the `id` too); `DELETE {AGENT_API_URL}/agents/{id}`
-answers 204, or 404 when the agent is already gone (../shared/API.md, "The agent API")."""
+answers 204, or 404 when the agent is already gone (../shared/API.md, "The agent API"). The body also
+carries `join_at` (start - the user's join lead), `agent_name` (null: the platform's default),
+`user_ids` and `attempt` (which try, 1-based; each try has its own Idempotency-Key)."""
 
 from __future__ import annotations
 
@@ -44,8 +46,10 @@ class AgentApiClient:
             "user_id": request.user_id,
             "meeting_id": request.meeting_id,
             "source": "outlook",
+            "join_at": request.join_at.isoformat() if request.join_at else None,
             "agent_name": request.agent_name,
             "user_ids": list(request.user_ids or (request.user_id,)),
+            "attempt": request.attempt,
         }
         for attempt in (1, 2):
             headers = {"Authorization": f"Bearer {self._api_key()}", "Idempotency-Key": request.idempotency_key}

@@ -12,7 +12,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueServiceClient
 
 from shared.adapters.telemetry import trace_carrier
-from shared.ports import DeployJob, FanOutPage, RecallJob, RefreshJob, SubscriptionJob, SyncJob
+from shared.ports import DeployJob, FanOutPage, ProgressJob, RecallJob, RefreshJob, SubscriptionJob, SyncJob
 
 DEPLOY_QUEUE = "agent-deployments"
 SYNC_QUEUE = "sync-jobs"
@@ -22,8 +22,9 @@ ERASURE_QUEUE = "user-erasures"  # DELETE /api/outlook/data: the durable half of
 FANOUT_QUEUE = "fanout-pages"  # the timers' walks over the connections, one page per message
 SUBSCRIPTION_QUEUE = "subscription-jobs"  # create, renew, recreate Graph subscriptions (manage_subscription)
 RECALL_QUEUE = "agent-recalls"  # recall a deployed agent (recall_agent)
+PROGRESS_QUEUE = "agent-progress"  # lobby nudges and readiness checks, delayed (follow_agent)
 QUEUES = (SYNC_QUEUE, DEPLOY_QUEUE, REFRESH_QUEUE, STATUS_EVENTS_QUEUE, ERASURE_QUEUE, FANOUT_QUEUE,
-          SUBSCRIPTION_QUEUE, RECALL_QUEUE)
+          SUBSCRIPTION_QUEUE, RECALL_QUEUE, PROGRESS_QUEUE)
 
 
 def encode_deploy(job: DeployJob) -> str:
@@ -56,9 +57,26 @@ def decode_refresh(body: str) -> RefreshJob:
     return RefreshJob(user_id=str(data["user_id"]), connection_id=str(data["connection_id"]))
 
 
+def encode_progress(job: ProgressJob) -> str:
+    return json.dumps({"kind": job.kind, "user_id": job.user_id, "meeting_key": job.meeting_key,
+                       "attempt": job.attempt, "join_at": job.join_at.isoformat() if job.join_at else None})
+
+
+def decode_progress(body: str) -> ProgressJob:
+    data = json.loads(body)
+    kind = str(data["kind"])
+    if kind not in ("nudge", "readiness"):
+        raise ValueError(f"unknown agent progress job {kind!r}")
+    join_at = data.get("join_at")
+    return ProgressJob(kind=kind, user_id=str(data["user_id"]), meeting_key=str(data["meeting_key"]),
+                       attempt=int(data.get("attempt", 0)),
+                       join_at=datetime.fromisoformat(join_at) if join_at else None)
+
+
 class StorageQueues:
     def __init__(self, *, deploy: QueueClient, deploy_poison: QueueClient, sync: QueueClient,
-                 refresh: QueueClient) -> None:
+                 refresh: QueueClient, progress: QueueClient | None = None) -> None:
+        self._progress = progress
         self._deploy = deploy
         self._deploy_poison = deploy_poison
         self._sync = sync
@@ -69,6 +87,11 @@ class StorageQueues:
 
     def schedule_deploy(self, job: DeployJob, delay: timedelta) -> None:
         self._deploy.send_message(traced(encode_deploy(job)), visibility_timeout=_seconds(delay))
+
+    def schedule_progress(self, job: ProgressJob, delay: timedelta) -> None:
+        if self._progress is None:
+            raise RuntimeError("no agent-progress queue configured")
+        self._progress.send_message(traced(encode_progress(job)), visibility_timeout=_seconds(delay))
 
     def poison_deploy(self, job: DeployJob, reason: str) -> None:
         body = json.loads(encode_deploy(job)) | {"reason": reason}

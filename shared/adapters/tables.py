@@ -35,11 +35,13 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
 from shared.adapters.envelope import SealedRow, WrappedDataKey
+from shared.agent_states import AgentState
 from shared.autojoin import ExternalInvites, JoinRules, Response
 from shared.connections import Connection, ConnectionStatus, Plan, PlanLimitExceeded, plan_limit
 from shared.meeting_links import Platform
 from shared.ports import (
     AdminConsent,
+    AgentTry,
     CalendarChoice,
     CalendarSelection,
     Conflict,
@@ -53,10 +55,9 @@ from shared.ports import (
     Subscription,
     SyncState,
 )
-from shared.scheduling import AgentState
 
 TABLES = ("authflows", "pendingclaims", "connections", "meetings", "eventindex", "syncstate", "autojoin",
-          "subscriptions", "calendars")
+          "subscriptions", "calendars", "agenttries")
 # Sealed secrets and wrapped data keys: not per-user rows (erasure deletes sealed rows by name).
 KEY_TABLES = ("sealedsecrets", "datakeys")
 _SLOT_PREFIX = "~slot-"  # sorts after every connection id (hex), so listing connections skips slots
@@ -505,7 +506,9 @@ class TableMeetingStore:
             "Agent": m.agent.value if m.agent else "", "DeployAt": _iso(m.deploy_at),
             "EnqueuedFor": _iso(m.enqueued_for), "FailureReason": m.failure_reason or "",
             "LeaseUntil": _iso(m.lease_until), "AgentId": m.agent_id or "", "EnqueuedAt": _iso(m.enqueued_at),
-            "Recalls": m.recalls,
+            "Recalls": m.recalls, "AgentAttempt": m.agent_attempt, "AgentSince": _iso(m.agent_since),
+            "WaitingSince": _iso(m.waiting_since), "RetryAt": _iso(m.retry_at), "NudgedAttempt": m.nudged_attempt,
+            "AtRisk": m.at_risk or "",
         }
 
     @staticmethod
@@ -518,7 +521,10 @@ class TableMeetingStore:
             enqueued_for=_dt(e.get("EnqueuedFor")), failure_reason=e.get("FailureReason") or None,
             lease_until=_dt(e.get("LeaseUntil")), etag=e.metadata.get("etag"),
             agent_id=e.get("AgentId") or None, enqueued_at=_dt(e.get("EnqueuedAt")),
-            recalls=int(e.get("Recalls") or 0),
+            recalls=int(e.get("Recalls") or 0), agent_attempt=int(e.get("AgentAttempt") or 0),
+            agent_since=_dt(e.get("AgentSince")), waiting_since=_dt(e.get("WaitingSince")),
+            retry_at=_dt(e.get("RetryAt")), nudged_attempt=int(e.get("NudgedAttempt") or 0),
+            at_risk=e.get("AtRisk") or None,
         )
 
 
@@ -690,10 +696,13 @@ class TableJoinRulesStore:
             e = self._t.get_entity(user_key(user_id), "rules")
         except ResourceNotFoundError:
             return None
+        lead = e.get("JoinLeadSeconds")
         return JoinRules(
             responses=frozenset(Response(v) for v in str(e["Responses"]).split(",") if v),
             external_invites=ExternalInvites(e["ExternalInvites"]),
             platforms=frozenset(Platform(v) for v in str(e["Platforms"]).split(",") if v),
+            join_lead_seconds=int(lead) if lead is not None and lead != "" else None,
+            agent_name=e.get("AgentName") or None,
         )
 
     def put_rules(self, user_id: str, rules: JoinRules) -> None:
@@ -701,6 +710,8 @@ class TableJoinRulesStore:
         self._t.upsert_entity({
             "PartitionKey": user_key(user_id), "RowKey": "rules", "Responses": ",".join(shape["responses"]),
             "ExternalInvites": shape["external_invites"], "Platforms": ",".join(shape["platforms"]),
+            **({"JoinLeadSeconds": rules.join_lead_seconds} if rules.join_lead_seconds is not None else {}),
+            **({"AgentName": rules.agent_name} if rules.agent_name is not None else {}),
         }, mode=UpdateMode.REPLACE)
 
     def overrides(self, user_id: str) -> list[StoredOverride]:
@@ -865,3 +876,53 @@ class TableSealedSecrets:
     def _row(e: Any) -> SealedRow:
         return SealedRow(name=e["PartitionKey"], data_key_id=e["DataKeyId"], nonce=bytes(e["Nonce"]),
                          ciphertext=bytes(e["Ciphertext"]), updated_at=_required_dt(e["UpdatedAt"]))
+
+
+class TableAgentTries:
+    """The `agenttries` table: each try's deployment by its idempotency key (PartitionKey `k~<key>`,
+    a SHA-256 hex) and by the agent id the agent API gave it (`a~<hash of the id>`: ids are the
+    platform's and may hold characters keys forbid), RowKey "try", with `UserId` (erasure finds them)
+    and the meeting key; and the `webhook-id`s of agent statuses taken (`w~<hash>`, RowKey "seen"), so
+    a replayed status changes nothing."""
+
+    def __init__(self, table: TableClient) -> None:
+        self._t = table
+
+    def put(self, entry: AgentTry) -> None:
+        row = {"RowKey": "try", "UserId": entry.user_id, "MeetingKey": entry.meeting_key, "Attempt": entry.attempt,
+               "IdempotencyKey": entry.idempotency_key, "AgentId": entry.agent_id or ""}
+        self._t.upsert_entity({**row, "PartitionKey": _hashed("k", entry.idempotency_key)}, mode=UpdateMode.REPLACE)
+        if entry.agent_id:
+            self._t.upsert_entity({**row, "PartitionKey": _hashed("a", entry.agent_id)}, mode=UpdateMode.REPLACE)
+
+    def by_key(self, idempotency_key: str) -> AgentTry | None:
+        return self._get(_hashed("k", idempotency_key))
+
+    def by_agent(self, agent_id: str) -> AgentTry | None:
+        return self._get(_hashed("a", agent_id))
+
+    def remember_webhook(self, webhook_id: str, at: datetime) -> bool:
+        try:
+            self._t.create_entity({"PartitionKey": _hashed("w", webhook_id), "RowKey": "seen", "SeenAt": _iso(at)})
+        except ResourceExistsError:
+            return False
+        return True
+
+    def webhook_seen(self, webhook_id: str) -> bool:
+        try:
+            self._t.get_entity(_hashed("w", webhook_id), "seen")
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    def _get(self, partition: str) -> AgentTry | None:
+        try:
+            e = self._t.get_entity(partition, "try")
+        except ResourceNotFoundError:
+            return None
+        return AgentTry(user_id=e["UserId"], meeting_key=e["MeetingKey"], attempt=int(e["Attempt"]),
+                        idempotency_key=e["IdempotencyKey"], agent_id=e.get("AgentId") or None)
+
+
+def _hashed(kind: str, value: str) -> str:
+    return f"{kind}~{hashlib.sha256(value.encode()).hexdigest()[:48]}"

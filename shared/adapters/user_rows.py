@@ -37,6 +37,7 @@ KEYED_BY: dict[str, Keying] = {
     "subscriptions": "connection",  # a connection's Graph subscription; names its clientState secret
     "autojoin": "user",  # join rules and per-meeting choices
     "calendars": "connection",  # which of a connection's calendars are read, with their agent names
+    "agenttries": "other",  # each agent try by idempotency key and agent id, with UserId
 }
 _BATCH = 100
 

@@ -5,7 +5,7 @@ SCHEDULED agent. Each call is safe to repeat: storing the same rules or choice a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shared.autojoin import DEFAULT_RULES, Decision, JoinRules, parse_rules
 from shared.clock import Clock
@@ -35,14 +35,21 @@ class AutojoinService:
         self._clock = clock
 
     def rules(self, user_id: str) -> JoinRules:
-        return self._store.get_rules(user_id) or DEFAULT_RULES
+        """The user's rules as the API shows them: join_lead_seconds filled with the service's default."""
+        return self._shown(self._store.get_rules(user_id) or DEFAULT_RULES)
 
     def set_rules(self, user_id: str, body: object) -> JoinRules:
-        """Store the whole rules object and apply it to pending deployments. Raises InvalidRules."""
-        rules = parse_rules(body)
+        """Store the whole rules object and apply it to pending deployments. Fields added after the
+        client was written may be left out: they keep their stored value. Raises InvalidRules."""
+        rules = parse_rules(body, self._store.get_rules(user_id))
         self._store.put_rules(user_id, rules)
         self._lifecycle.replan(user_id)
-        return rules
+        return self._shown(rules)
+
+    def _shown(self, rules: JoinRules) -> JoinRules:
+        if rules.join_lead_seconds is not None:
+            return rules
+        return replace(rules, join_lead_seconds=self._lifecycle.context_lead_seconds)
 
     def choose(self, user_id: str, meeting_key: str, choice: Choice) -> tuple[Meeting, Decision] | None:
         """Record the choice for the meeting (each calendar holding it: a choice follows that calendar's

@@ -13,10 +13,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from shared.agent_states import AgentState, allowed, check
 from shared.autojoin import Why
 from shared.clock import Clock
 from shared.ports import (
     AgentApi,
+    AgentTries,
+    AgentTry,
     Conflict,
     ConnectionStore,
     DeployJob,
@@ -27,7 +30,6 @@ from shared.ports import (
 )
 from shared.scheduling import (
     DEPLOY_LEASE,
-    AgentState,
     Verdict,
     decide_deployment,
     idempotency_key,
@@ -56,8 +58,10 @@ class DeployService:
         health: ConnectionHealth,
         recall: Callable[[Meeting], object] | None = None,
         agent_name: Callable[[Meeting], str | None] | None = None,
+        tries: AgentTries | None = None,
     ) -> None:
         self._agent_name = agent_name  # a calendar's own name for the agent (shared/services/calendars.py)
+        self._tries = tries  # each try by its idempotency key and agent id: how agent statuses find it
         self._health = health
         self._recall = recall  # an agent sent to a meeting the calendar let go of during the call
         self._meetings = meetings
@@ -87,6 +91,8 @@ class DeployService:
                 intended_at=meeting.deploy_at or job.deploy_at,
                 agent=meeting.agent,
                 lease_until=meeting.lease_until,
+                retry_at=meeting.retry_at,
+                end=meeting.end,
             )
             if decision.verdict in (Verdict.DEPLOY, Verdict.WAIT):
                 # The one join decision, on the rules, choices and connections stored now. Taken again
@@ -96,7 +102,9 @@ class DeployService:
                     self._record(meeting, AgentState.FAILED, "too_late")
                     log.warning("deployment skipped: meeting already started", extra=ctx)
                     return "too_late"
-                if not join.will_join:
+                # A new try after the lobby: the meeting is on and the user has not withdrawn the agent.
+                retrying = meeting.agent is AgentState.NOT_ADMITTED and not join.withdraws_agent
+                if not join.will_join and not retrying:
                     try:
                         self._lifecycle.unschedule(meeting)
                     except Conflict:
@@ -121,9 +129,15 @@ class DeployService:
                 freshen(meeting)
                 freshen = None
                 continue  # decide again on what the calendars say now
+            # Which try this is: the next after a lobby refusal, else the one claimed before (a retry
+            # after an agent API failure or a crash keeps its try, and so its idempotency key).
+            attempt = meeting.agent_attempt + 1 if meeting.agent is AgentState.NOT_ADMITTED else \
+                max(meeting.agent_attempt, 1)
             try:
                 claimed = self._meetings.replace(
-                    replace(meeting, agent=AgentState.DEPLOYING, lease_until=now + DEPLOY_LEASE)
+                    replace(meeting, agent=check(meeting.agent, AgentState.DEPLOYING), lease_until=now + DEPLOY_LEASE,
+                            agent_attempt=attempt, retry_at=None, waiting_since=None, agent_since=now,
+                            failure_reason=None if attempt != meeting.agent_attempt else meeting.failure_reason)
                 )
                 break
             except Conflict:
@@ -131,7 +145,13 @@ class DeployService:
         if claimed is None:
             raise Conflict(f"meeting {job.meeting_key} kept changing")
 
+        key = idempotency_key(claimed.user_id, claimed.link_key, claimed.start, claimed.recalls,
+                              claimed.agent_attempt)
+        ctx["try"] = claimed.agent_attempt
         try:
+            if self._tries is not None:
+                # Before the call: the platform may report a status before its answer is stored.
+                self._tries.put(AgentTry(claimed.user_id, claimed.key, claimed.agent_attempt, key))
             result = self._agents.deploy(
                 DeployRequest(
                     meeting_url=claimed.join_url,
@@ -141,15 +161,21 @@ class DeployService:
                     end=claimed.end,
                     user_id=claimed.user_id,
                     meeting_id=claimed.key,
-                    idempotency_key=idempotency_key(claimed.user_id, claimed.link_key, claimed.start,
-                                                    claimed.recalls),
-                    agent_name=self._agent_name(claimed) if self._agent_name is not None else None,
+                    idempotency_key=key,
+                    join_at=claimed.deploy_at,
+                    # A calendar's own name for the agent wins over the join rules' (API.md "Join rules").
+                    agent_name=(self._agent_name(claimed) if self._agent_name is not None else None)
+                    or self._lifecycle.agent_name(claimed),
+                    user_ids=(claimed.user_id,),
+                    attempt=claimed.agent_attempt,
                 )
             )
         except BaseException:
             self._record(claimed, AgentState.SCHEDULED, None)  # let a redelivery try at once
             raise
         if result.ok:
+            if self._tries is not None and result.agent_id:
+                self._tries.put(AgentTry(claimed.user_id, claimed.key, claimed.agent_attempt, key, result.agent_id))
             self._record(claimed, AgentState.DEPLOYED, None, agent_id=result.agent_id)
             log.info("agent deployed", extra=ctx)
             return "deployed"
@@ -213,12 +239,17 @@ class DeployService:
                     # Cancelled, deleted or moved while the agent was being sent: it leaves again.
                     self._recall(replace(meeting, agent=state, agent_id=agent_id or meeting.agent_id))
                 return
-            if state is AgentState.FAILED and current.agent is not AgentState.FAILED:
+            target: AgentState | None = state
+            if current.agent is not meeting.agent and not allowed(current.agent, state):
+                # The agent platform reported this try's progress before the agent API's answer was
+                # stored (joining, in the lobby...): the state stays as reported; the id is kept.
+                target, reason = current.agent, current.failure_reason
+            if target is AgentState.FAILED and current.agent is not AgentState.FAILED:
                 # Queued before the row says failed (its id is the meeting's): a retry repeats it.
                 self._health.agent_failed(current, reason or "failed")
             try:
-                self._meetings.replace(replace(current, agent=state, failure_reason=reason, lease_until=None,
-                                               agent_id=agent_id or current.agent_id,
+                self._meetings.replace(replace(current, agent=check(current.agent, target), failure_reason=reason,
+                                               lease_until=None, agent_id=agent_id or current.agent_id,
                                                enqueued_at=enqueued_at or current.enqueued_at))
             except Conflict:
                 current = self._meetings.get(meeting.user_id, meeting.key)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from shared.agent_states import LIVE, SENT, AgentState
 from shared.autojoin import (
     DEFAULT_RULES,
     Decision,
@@ -36,7 +37,7 @@ from shared.autojoin import (
 )
 from shared.clock import Clock
 from shared.ports import Conflict, ConnectionStore, JobQueue, JoinRulesStore, Meeting, MeetingStore, StoredOverride
-from shared.scheduling import AgentState
+from shared.scheduling import deploy_at
 from shared.services.meetings import planned
 
 log = logging.getLogger(__name__)
@@ -76,13 +77,18 @@ class JoinContext:
     choices: tuple[StoredOverride, ...]
     active_connections: frozenset[str]
     grace: timedelta
+    lead_seconds: int = 120  # the service's AGENT_JOIN_LEAD_SECONDS, unless the rules say otherwise
+
+    def join_at(self, start: datetime) -> datetime:
+        """When the agent is sent: start - the user's join_lead_seconds (else the service's)."""
+        return deploy_at(start, self.rules.lead_seconds(self.lead_seconds))
 
     def decide(self, meeting: Meeting, now: datetime) -> Decision:
         choice = newest(Override(c.join, c.series, c.set_at) for c in self.choices if applies_to(c, meeting))
         return decide(
             facts_of(meeting), self.rules, choice,
             any_active_connection=any(s.connection_id in self.active_connections for s in meeting.sources),
-            agent_sent=meeting.agent in (AgentState.DEPLOYED, AgentState.DEPLOYING),
+            agent_sent=meeting.agent in SENT,
             now=now, grace=self.grace,
         )
 
@@ -106,7 +112,11 @@ class MeetingLifecycle:
         clock: Clock,
         grace_seconds: int,
         recall: Callable[[Meeting], object] | None = None,
+        lead_seconds: int = 120,
+        readiness_seconds: int | None = None,
     ) -> None:
+        self._lead = lead_seconds
+        self._readiness = readiness_seconds  # READINESS_CHECK_SECONDS; None: no readiness checks
         self._meetings = meetings
         self._connections = connections
         self._rules = rules
@@ -121,7 +131,21 @@ class MeetingLifecycle:
             choices=tuple(self._rules.overrides(user_id)),
             active_connections=frozenset(c.id for c in self._connections.list_for_user(user_id) if c.is_active),
             grace=self._grace,
+            lead_seconds=self._lead,
         )
+
+    @property
+    def context_lead_seconds(self) -> int:
+        """The service's AGENT_JOIN_LEAD_SECONDS (a user's join rules may say otherwise)."""
+        return self._lead
+
+    @property
+    def readiness_seconds(self) -> int | None:
+        return self._readiness
+
+    def agent_name(self, meeting: Meeting) -> str | None:
+        """The name the meeting's agent shows (the user's join rules; None: the platform's default)."""
+        return self.context(meeting.user_id).rules.agent_name
 
     def decide(self, meeting: Meeting) -> Decision:
         """The decision for one meeting on what is stored now (the deployer's re-check)."""
@@ -156,8 +180,11 @@ class MeetingLifecycle:
 
     def unschedule(self, meeting: Meeting) -> Meeting:
         """The deployer took this meeting's message and found it unwanted: no agent pending and no
-        message outstanding, so a later change of mind enqueues a new one. Raises Conflict when the
-        row changed since it was read (decide again)."""
+        message outstanding, so a later change of mind enqueues a new one. A pending new try after the
+        lobby is called off (the agent stays shown as not admitted). Raises Conflict when the row
+        changed since it was read (decide again)."""
+        if meeting.agent is AgentState.NOT_ADMITTED:
+            return self._meetings.replace(replace(meeting, retry_at=None))
         return self._meetings.replace(replace(meeting, agent=None, enqueued_for=None, lease_until=None))
 
     def _apply(self, context: JoinContext, meeting: Meeting, now: datetime, report: ReplanReport) -> None:
@@ -166,7 +193,7 @@ class MeetingLifecycle:
             if current is None:
                 return
             decision = context.decide(current, now)
-            if current.agent is AgentState.DEPLOYED and decision.withdraws_agent and current.end > now:
+            if current.agent in LIVE and decision.withdraws_agent and current.end > now:
                 report.to_recall += 1
                 if self._recall is not None:
                     self._recall(current)
@@ -174,7 +201,13 @@ class MeetingLifecycle:
                     log.info("agent stays: recall is not available yet (%s)", decision.why.value,
                              extra={"meeting_id": current.key})
                 return
-            updated = planned(self._jobs, now, current, decision.will_join)
+            wanted = current
+            if wanted.agent in (None, AgentState.SCHEDULED) and wanted.deploy_at is not None:
+                # The user's join_lead_seconds may have changed: the plan follows it.
+                wanted = replace(wanted, deploy_at=context.join_at(wanted.start))
+            if wanted.agent is AgentState.NOT_ADMITTED and wanted.retry_at and decision.withdraws_agent:
+                wanted = replace(wanted, retry_at=None)  # skipped after a refusal: no new try
+            updated = planned(self._jobs, now, wanted, decision.will_join, self._readiness)
             if updated == current:
                 return
             try:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from shared.ports import Conflict, DeployJob, EventIndex, JobQueue, Meeting, MeetingStore, Source
-from shared.scheduling import AgentState, enqueue_delay
+from shared.agent_states import AgentState, check
+from shared.ports import Conflict, DeployJob, EventIndex, JobQueue, Meeting, MeetingStore, ProgressJob, Source
+from shared.scheduling import enqueue_delay
 
 _ATTEMPTS = 8
 ANY_CALENDAR = "*"  # detach_source: every calendar of the connection (a disconnect)
@@ -22,7 +23,7 @@ def _held_by(source: Source, connection_id: str, calendar_id: str | None) -> boo
 
 
 def attach_source(meetings: MeetingStore, jobs: JobQueue, now: datetime, candidate: Meeting,
-                  will_join: Callable[[Meeting], bool]) -> Meeting:
+                  will_join: Callable[[Meeting], bool], readiness_seconds: int | None = None) -> Meeting:
     """Create or merge the meeting for one connection's event, and schedule its deployment when
     `will_join` (the join decision, see services.meeting_lifecycle) says so, it is within the queue's horizon
     and not scheduled yet. The message is enqueued before the row records it: a crash in between can
@@ -32,7 +33,7 @@ def attach_source(meetings: MeetingStore, jobs: JobQueue, now: datetime, candida
         current = meetings.get(candidate.user_id, candidate.key)
         if current is None:
             fresh = replace(candidate, agent=None, enqueued_for=None)
-            fresh = planned(jobs, now, fresh, will_join(fresh))
+            fresh = planned(jobs, now, fresh, will_join(fresh), readiness_seconds)
             try:
                 return meetings.create(fresh)
             except Conflict:
@@ -48,7 +49,7 @@ def attach_source(meetings: MeetingStore, jobs: JobQueue, now: datetime, candida
         )
         if merged.deploy_at != candidate.deploy_at:
             merged = replace(merged, deploy_at=candidate.deploy_at, enqueued_for=None)
-        merged = planned(jobs, now, merged, will_join(merged))
+        merged = planned(jobs, now, merged, will_join(merged), readiness_seconds)
         if merged == current:
             return current
         try:
@@ -58,26 +59,35 @@ def attach_source(meetings: MeetingStore, jobs: JobQueue, now: datetime, candida
     raise Conflict(f"meeting {candidate.key} kept changing")
 
 
-def planned(jobs: JobQueue, now: datetime, meeting: Meeting, will_join: bool) -> Meeting:
+def planned(jobs: JobQueue, now: datetime, meeting: Meeting, will_join: bool,
+            readiness_seconds: int | None = None) -> Meeting:
     """The meeting with its deployment scheduled (`will_join`) or withdrawn (not). A skipped meeting
     keeps the record of a message already queued (`enqueued_for`): if the user changes their mind
-    before it surfaces, that message deploys; the deployer finds it unwanted otherwise."""
+    before it surfaces, that message deploys; the deployer finds it unwanted otherwise.
+    With `readiness_seconds`, each deploy message comes with a readiness check that many seconds
+    before it (shared/services/agent_progress.py), for the same join time."""
     if meeting.agent is AgentState.RECALLED and will_join:
         # Recalled (skipped, declined), then wanted again (joined, accepted): a new agent, a new
-        # deployment (the idempotency key counts the recalls), from a new deploy message.
-        meeting = replace(meeting, agent=None, enqueued_for=None, agent_id=None)
-    if meeting.deploy_at is None or meeting.agent in (AgentState.DEPLOYING, AgentState.DEPLOYED, AgentState.FAILED,
-                                                      AgentState.RECALLED):
-        return meeting  # sent, failed or recalled (and not wanted): settled
+        # deployment (the idempotency key counts the recalls), from a new deploy message, tries afresh.
+        meeting = replace(meeting, agent=check(meeting.agent, None), enqueued_for=None, agent_id=None,
+                          agent_attempt=0, retry_at=None, waiting_since=None, nudged_attempt=0)
+    if meeting.deploy_at is None or meeting.agent not in (None, AgentState.SCHEDULED):
+        return meeting  # sent, failed, refused or recalled (and not wanted): settled
     if not will_join:
-        return meeting if meeting.agent is None else replace(meeting, agent=None)
+        return meeting if meeting.agent is None else replace(meeting, agent=check(meeting.agent, None))
     if meeting.enqueued_for == meeting.deploy_at:
         return meeting if meeting.agent is AgentState.SCHEDULED else replace(meeting, agent=AgentState.SCHEDULED)
     delay = enqueue_delay(now, meeting.deploy_at)
     if delay is None:
         return meeting
+    if readiness_seconds is not None:
+        check_in = delay - timedelta(seconds=readiness_seconds)
+        if check_in > timedelta(0):  # a meeting found later than that is checked by the deployer's re-read
+            jobs.schedule_progress(ProgressJob("readiness", meeting.user_id, meeting.key, join_at=meeting.deploy_at),
+                                   check_in)
     jobs.schedule_deploy(DeployJob(meeting.user_id, meeting.key, meeting.deploy_at), delay)
-    return replace(meeting, enqueued_for=meeting.deploy_at, enqueued_at=now, agent=AgentState.SCHEDULED)
+    return replace(meeting, enqueued_for=meeting.deploy_at, enqueued_at=now,
+                   agent=check(meeting.agent, AgentState.SCHEDULED), at_risk=None)
 
 
 def detach_source(meetings: MeetingStore, user_id: str, key: str, connection_id: str,

@@ -21,10 +21,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from shared.agent_states import LIVE, AgentState, check
 from shared.autojoin import Decision
 from shared.clock import Clock
 from shared.ports import AgentApi, Conflict, Meeting, MeetingStore, RecallJob, RecallJobs
-from shared.scheduling import AgentState, retry_delay
+from shared.scheduling import retry_delay
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class RecallService:
     def request(self, meeting: Meeting, reason: str = WITHDRAWN) -> bool:
         """Queue the recall of this meeting's deployed agent; False (and nothing queued) when it has
         none to recall (not deployed, already ended) or no id to recall it by (logged as an error)."""
-        if meeting.agent is not AgentState.DEPLOYED or meeting.end <= self._clock.now():
+        if meeting.agent not in LIVE or meeting.end <= self._clock.now():
             return False
         ctx = {"user_id": meeting.user_id, "meeting_id": meeting.key, "reason": reason}
         if not meeting.agent_id:
@@ -69,7 +70,7 @@ class RecallService:
             return "ended"
         meeting = self._meetings.get(job.user_id, job.meeting_key)
         if meeting is not None:
-            if meeting.agent_id != job.agent_id or meeting.agent is not AgentState.DEPLOYED:
+            if meeting.agent_id != job.agent_id or meeting.agent not in LIVE:
                 return "already"  # recalled by an earlier job, or the row holds another agent
             if not decide(meeting).withdraws_agent:
                 if job.reason == REMOVED and job.attempt == 1:
@@ -95,9 +96,11 @@ class RecallService:
             meeting = self._meetings.get(job.user_id, job.meeting_key)
             if meeting is None or meeting.agent_id != job.agent_id:
                 return  # the meeting left the calendar: nothing to show
+            if meeting.agent not in LIVE:
+                return  # it ended or was refused meanwhile: that is what it shows
             try:
-                self._meetings.replace(replace(meeting, agent=AgentState.RECALLED, lease_until=None,
-                                               recalls=meeting.recalls + 1))
+                self._meetings.replace(replace(meeting, agent=check(meeting.agent, AgentState.RECALLED),
+                                               lease_until=None, recalls=meeting.recalls + 1))
                 return
             except Conflict:
                 continue

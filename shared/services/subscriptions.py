@@ -34,6 +34,7 @@ from shared.ports import (
     GraphSubscription,
     GraphUnauthorized,
     JobQueue,
+    ProgressJob,
     RefreshJob,
     SecretStore,
     Subscription,
@@ -324,6 +325,9 @@ class SubscribeOnClaim:
 
     def poison_deploy(self, job: DeployJob, reason: str) -> None:
         self._jobs.poison_deploy(job, reason)
+
+    def schedule_progress(self, job: ProgressJob, delay: timedelta) -> None:
+        self._jobs.schedule_progress(job, delay)
 
     def enqueue_refresh(self, job: RefreshJob, delay: timedelta = timedelta(0)) -> None:
         self._jobs.enqueue_refresh(job, delay)

@@ -627,7 +627,9 @@ class SyncService:
         if run.joins is None:
             run.joins = self._lifecycle.context(conn.user_id)
         joins = run.joins
-        attach_source(self._meetings, self._jobs, now, candidate, lambda m: joins.decide(m, now).will_join)
+        candidate = replace(candidate, deploy_at=joins.join_at(candidate.start))  # the user's join_lead_seconds
+        attach_source(self._meetings, self._jobs, now, candidate, lambda m: joins.decide(m, now).will_join,
+                      self._lifecycle.readiness_seconds)
         self._index.put(conn.id, event_id, conn.user_id, candidate.key, generation)
         run.report.upserted += 1
 

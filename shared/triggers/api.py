@@ -107,7 +107,8 @@ def choose_calendar(req: func.HttpRequest, c: Container, user: User) -> func.Htt
 @bp.route(route="meetings/upcoming", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @authed
 def upcoming_meetings(req: func.HttpRequest, c: Container, user: User) -> func.HttpResponse:
-    return json_response({"meetings": [meeting_view(m, d) for m, d in c.meeting_lifecycle.upcoming(user.id)]})
+    return json_response({"meetings": [meeting_view(m, d, max_attempts=c.settings.agent_max_attempts)
+                                     for m, d in c.meeting_lifecycle.upcoming(user.id)]})
 
 
 @bp.function_name("health")

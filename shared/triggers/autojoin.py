@@ -32,7 +32,7 @@ def put_autojoin_rules(req: func.HttpRequest, c: Container, user: User) -> func.
     try:
         rules = c.autojoin.set_rules(user.id, body if body is not None else "not an object")
     except InvalidRules as exc:
-        return error(400, "invalid_rules", str(exc))
+        return error(400, "invalid_rules", str(exc), reasons=exc.reasons)
     log.info("join rules changed", extra={"user_id": user.id})
     return json_response(rules.as_json())
 
@@ -55,4 +55,4 @@ def set_meeting_autojoin(req: func.HttpRequest, c: Container, user: User) -> fun
         return error(404, "not_found", "No such meeting for this user")
     meeting, decision = found
     log.info("meeting join choice changed: %s", decision.why.value, extra={"meeting_id": meeting.key})
-    return json_response(meeting_view(meeting, decision))
+    return json_response(meeting_view(meeting, decision, max_attempts=c.settings.agent_max_attempts))

@@ -5,11 +5,12 @@ from typing import Any
 
 import azure.functions as func
 
+from shared.agent_states import AgentState
 from shared.autojoin import Decision
 from shared.connections import Connection, PlanLimitExceeded
 from shared.platform_auth import User
 from shared.ports import CalendarChoice, Meeting
-from shared.scheduling import AgentState
+from shared.services.agent_progress import RISK_TEXT, Risk
 from shared.services.meeting_lifecycle import facts_of
 from shared.services.meetings import accounts_of
 from shared.triggers.http import error
@@ -48,13 +49,14 @@ def calendar_view(choice: CalendarChoice) -> dict[str, Any]:
             "agent_name": choice.agent_name}
 
 
-def meeting_view(m: Meeting, decision: Decision) -> dict[str, Any]:
-    """A meeting with its join decision. An agent is shown as scheduled (and `agent_at` as when it
-    goes) only while the decision still says it joins."""
+def meeting_view(m: Meeting, decision: Decision, *, max_attempts: int = 3) -> dict[str, Any]:
+    """A meeting with its join decision and its agent's progress. An agent is shown as scheduled (and
+    `agent_at` as when it goes) only while the decision still says it joins."""
     facts = facts_of(m)
     agent = m.agent.public if m.agent else None
     if agent == AgentState.SCHEDULED.value and not decision.will_join:
         agent = None
+    sent = m.agent_attempt > 0 and agent not in (None, AgentState.SCHEDULED.value)
     return {
         "id": m.key,
         "title": m.title,
@@ -65,6 +67,12 @@ def meeting_view(m: Meeting, decision: Decision) -> dict[str, Any]:
         "accounts": accounts_of(m),
         "agent": agent,
         "agent_at": iso(m.deploy_at) if decision.will_join or agent is not None else None,
+        "agent_detail": agent_detail(m, max_attempts) if agent is not None else None,
+        "agent_attempt": m.agent_attempt if sent else None,
+        "agent_attempts": max_attempts,
+        "agent_since": iso(m.agent_since) if sent else None,
+        "agent_retry_at": iso(m.retry_at) if m.agent is AgentState.NOT_ADMITTED else None,
+        "at_risk": _at_risk(m, agent),
         "response": facts.response.value,
         "external": facts.external,
         "series": facts.series,
@@ -74,6 +82,46 @@ def meeting_view(m: Meeting, decision: Decision) -> dict[str, Any]:
         "choice": None if decision.choice is None else {"join": decision.choice.join,
                                                         "series": decision.choice.series},
     }
+
+
+def _at_risk(m: Meeting, agent: str | None) -> dict[str, str] | None:
+    """What the readiness check found would stop the agent, while it has not been sent."""
+    if m.at_risk is None or m.at_risk not in Risk._value2member_map_ or agent not in (None, "scheduled"):
+        return None
+    return {"reason": m.at_risk, "text": RISK_TEXT[Risk(m.at_risk)]}
+
+
+def agent_detail(m: Meeting, max_attempts: int) -> str | None:
+    """What the agent is doing, in the user's words (times in UTC; the page shows them in the
+    viewer's own time from `agent_since` / `agent_retry_at`)."""
+    state, n = m.agent, m.agent_attempt
+    tries = f"Try {n} of {max_attempts}" if n > 1 else ""
+    since = f"{m.agent_since:%H:%M} UTC" if m.agent_since else ""
+    if state is AgentState.DEPLOYED:
+        text = "Sent: the agent is on its way"
+    elif state is AgentState.JOINING:
+        text = "Joining the meeting"
+    elif state is AgentState.WAITING_FOR_ADMISSION:
+        waiting = f"{m.waiting_since:%H:%M} UTC" if m.waiting_since else since
+        text = f"Waiting in the lobby since {waiting} — ask the organiser to admit it"
+    elif state is AgentState.IN_CALL:
+        text = f"In the call since {since}" if since else "In the call"
+    elif state is AgentState.ENDED:
+        text = "Left when the call ended"
+    elif state is AgentState.NOT_ADMITTED:
+        reason = (m.failure_reason or "").split(":", 1)[0]
+        text = {"admission_timeout": "Nobody admitted the agent from the lobby in time",
+                "removed": "The agent was removed from the meeting"}.get(reason, "The agent was not let in")
+        if m.retry_at is not None:
+            return f"{text} — try {n + 1} of {max_attempts} goes at {m.retry_at:%H:%M} UTC"
+        if n > 1:
+            return f"{text} (tried {n} times)"
+        return text
+    elif state is AgentState.FAILED:
+        text = "The agent could not join"
+    else:
+        return None
+    return f"{text} ({tries})" if tries else text
 
 
 def plan_limit_error(exc: PlanLimitExceeded) -> func.HttpResponse:

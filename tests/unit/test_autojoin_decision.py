@@ -153,6 +153,8 @@ def test_the_defaults_are_the_contracts():
         "responses": ["organizer", "accepted", "tentative", "not_responded"],
         "external_invites": "skip_unanswered",
         "platforms": ["teams", "zoom", "google_meet"],
+        "join_lead_seconds": None,  # the API shows the service's AGENT_JOIN_LEAD_SECONDS
+        "agent_name": None,
     }
     assert parse_rules(DEFAULT_RULES.as_json()) == DEFAULT_RULES
 
@@ -163,7 +165,7 @@ def test_rules_round_trip_in_a_fixed_order_whatever_order_they_came_in():
     assert r == JoinRules(frozenset({Response.DECLINED, Response.ORGANIZER}), ExternalInvites.JOIN,
                           frozenset({Platform.ZOOM, Platform.TEAMS}))
     assert r.as_json() == {"responses": ["organizer", "declined"], "external_invites": "join",
-                           "platforms": ["teams", "zoom"]}
+                           "platforms": ["teams", "zoom"], "join_lead_seconds": None, "agent_name": None}
     assert parse_rules({"responses": [], "external_invites": "skip", "platforms": []}).as_json()["responses"] == []
 
 

@@ -49,7 +49,8 @@ def w(world) -> Wired:
     recalls = RecallService(meetings=world.meetings, agents=agents, jobs=recall_jobs, clock=world.clock,
                             retry_base_seconds=15)
     lifecycle = MeetingLifecycle(meetings=world.meetings, connections=world.connections, rules=world.rules,
-                                 jobs=world.jobs, clock=world.clock, grace_seconds=GRACE, recall=recalls.request)
+                                 jobs=world.jobs, clock=world.clock, grace_seconds=GRACE, recall=recalls.request,
+                                 lead_seconds=LEAD)
     sync = SyncService(connections=world.connections, tokens=world.tokens, calendar=world.calendar,
                        meetings=RecallOnRemoval(world.meetings, recalls), index=world.index, sync_state=world.states,
                        jobs=world.jobs, clock=world.clock, window_days=14, full_resync_seconds=86400,
