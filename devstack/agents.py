@@ -27,13 +27,31 @@ It also stands in for the platform's status-event endpoint (../shared/API.md, "S
 The order of checks on `POST /agents`: injected fault, then authorization, then the body, then
 the idempotency key (as a gateway in front of the real API would fail first).
 
+It also plays the agent platform's side of agent progress (../shared/API.md "Agent progress"), when
+started with the service's status URL and the agent status secret:
+- `POST /_agents/{id}/report` `{"status": ..., "reason": null|str, "webhook_timestamp": null|<unix
+  seconds to sign with, default now>, "sign": true|false (default true)}` -> POSTs a status signed as
+  Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`) to the service, with that
+  agent's `agent_id` and `idempotency_key`, and answers `{"status": <the service's HTTP status>,
+  "webhook_id": ...}` with the service's status code. Extra keys: `"webhook_id"` (send that id again: a
+  replay), `"at"` (RFC 3339, default now), `"bad_signature": true` (signed with another secret),
+  `"omit_agent_id": true` (only the idempotency key, as before the deployment's answer is known).
+  404 for an agent id never deployed.
+- `POST /_behaviour` `{"lobby": {"after_seconds": s, "outcome": "in_call"|"admission_timeout"|
+  "not_admitted", "wait_seconds": w}}` -> every later deployment reports `joining` at once, then
+  `waiting_for_admission` after s seconds, then the outcome after w more (in the background); `{}`
+  turns it off. Answers 200 with the behaviour, 400 for anything else.
+- `GET /_reports` -> every status sent `[{"sent_at", "agent_id", "webhook_id", "body", "status"}]`.
+
 CLI: `python -m devstack.agents --port 7081 [--api-key KEY]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import os
 import sys
 import threading
 import time
@@ -62,7 +80,13 @@ class AgentRecorder:
     """Records agent deployments in memory; see the module docstring for the HTTP surface."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, api_key: str | None,
-                 events_secret: str | None = None) -> None:
+                 events_secret: str | None = None, status_url: str | None = None,
+                 status_secret: str | None = None) -> None:
+        self.status_url = status_url  # the service's POST /api/agents/status
+        self.status_secret = status_secret  # whsec_...: the agent status secret, as the vault holds it
+        self._behaviour: dict[str, Any] = {}
+        self._reports: list[dict[str, Any]] = []
+        self._stopping = threading.Event()
         self.api_key = api_key
         self.events_secret = events_secret
         self.host = host
@@ -94,7 +118,87 @@ class AgentRecorder:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         self._server.stop()
+
+    # Agent progress, as the agent platform reports it.
+
+    def set_behaviour(self, behaviour: dict[str, Any]) -> dict[str, Any]:
+        """Validate and set the lobby script; raises ValueError."""
+        if not isinstance(behaviour, dict) or set(behaviour) - {"lobby"}:
+            raise ValueError('expected {} or {"lobby": {...}}')
+        lobby = behaviour.get("lobby")
+        if lobby is not None:
+            if not isinstance(lobby, dict) or set(lobby) - {"after_seconds", "outcome", "wait_seconds"}:
+                raise ValueError("lobby takes after_seconds, outcome, wait_seconds")
+            if lobby.get("outcome") not in ("in_call", "admission_timeout", "not_admitted"):
+                raise ValueError("outcome must be in_call, admission_timeout or not_admitted")
+            for name in ("after_seconds", "wait_seconds"):
+                value = lobby.get(name, 0)
+                if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 3600:
+                    raise ValueError(f"{name} must be a number of seconds from 0 to 3600")
+        with self._lock:
+            self._behaviour = dict(behaviour)
+        return behaviour
+
+    def reports(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(r) for r in self._reports]
+
+    def report(self, agent_id: str, spec: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Send one signed status for a deployed agent to the service; (HTTP status, answer)."""
+        import requests  # the product's HTTP client; only the report path needs it
+
+        with self._lock:
+            deployed = next((a for a in self._attempts if a.get("id") == agent_id and a["status"] == 201), None)
+        if deployed is None:
+            return 404, {"error": "not_found", "message": "no agent with that id was deployed"}
+        if not self.status_url or not self.status_secret:
+            return 409, {"error": "not_configured", "message": "the recorder has no status URL or secret"}
+        status = spec.get("status")
+        if not isinstance(status, str):
+            return 400, {"error": "invalid_report", "message": "status is required"}
+        body = {
+            "agent_id": None if spec.get("omit_agent_id") else agent_id,
+            "idempotency_key": deployed.get("idempotency_key"),
+            "status": status,
+            "at": spec.get("at") or self._now(),
+            "reason": spec.get("reason"),
+        }
+        raw = json.dumps(body)
+        webhook_id = str(spec.get("webhook_id") or f"msg_{uuid.uuid4().hex}")
+        headers = {"Content-Type": "application/json"}
+        if spec.get("sign", True):
+            stamp = spec.get("webhook_timestamp")
+            when = datetime.fromtimestamp(float(stamp) if stamp is not None else time.time(), tz=UTC)
+            secret = "whsec_" + base64.b64encode(os.urandom(32)).decode() if spec.get("bad_signature") \
+                else self.status_secret
+            headers.update({"webhook-id": webhook_id, "webhook-timestamp": str(int(when.timestamp())),
+                            "webhook-signature": Webhook(secret).sign(webhook_id, when, raw)})
+        try:
+            answer = requests.post(self.status_url, data=raw.encode(), headers=headers, timeout=10)
+            code = answer.status_code
+        except requests.RequestException as exc:
+            code = 599
+            detail = type(exc).__name__
+        else:
+            detail = answer.text[:500]
+        with self._lock:
+            self._reports.append({"sent_at": self._now(), "agent_id": agent_id, "webhook_id": webhook_id,
+                                  "body": body, "status": code})
+        return code, {"status": code, "webhook_id": webhook_id, "answer": detail}
+
+    def _play_lobby(self, agent_id: str, lobby: dict[str, Any]) -> None:
+        """The scripted lobby for one deployment: joining, waiting, then the outcome."""
+        steps = [(0.0, "joining"), (float(lobby.get("after_seconds", 0)), "waiting_for_admission"),
+                 (float(lobby.get("wait_seconds", 0)), str(lobby["outcome"]))]
+        for delay, status in steps:
+            if self._stopping.wait(delay):
+                return
+            for _ in range(20):  # the service may be restarting: retry as a platform would
+                code, _ = self.report(agent_id, {"status": status})
+                if code < 500 or self._stopping.wait(0.5):
+                    break
 
     # Recorder state, also usable in-process by tests.
 
@@ -132,6 +236,8 @@ class AgentRecorder:
             self._faults.clear()
             self._events.clear()
             self._event_faults.clear()
+            self._behaviour = {}
+            self._reports.clear()
 
     def _take_fault(self, faults: list[_Fault] | None = None) -> _Fault | None:
         with self._lock:
@@ -220,6 +326,10 @@ class AgentRecorder:
                     attempt["recalled_at"] = None
                     if key is not None:
                         self._deployed_keys[key] = answer["id"]
+                    lobby = self._behaviour.get("lobby")
+                    if lobby:
+                        threading.Thread(target=self._play_lobby, args=(answer["id"], dict(lobby)),
+                                         name="agents-lobby", daemon=True).start()
         attempt["status"] = status
         with self._lock:
             self._attempts.append(attempt)
@@ -276,6 +386,8 @@ class _RecorderHandler(QuietHandler):
             self.send_json(200, self.recorder.recorded(include_all=everything))
         elif split.path == "/_recalls":
             self.send_json(200, self.recorder.recalls())
+        elif split.path == "/_reports":
+            self.send_json(200, self.recorder.reports())
         elif split.path == "/_events":
             everything = parse_qs(split.query).get("all", ["0"])[-1] not in ("0", "", "false")
             self.send_json(200, self.recorder.events(include_all=everything))
@@ -300,6 +412,24 @@ class _RecorderHandler(QuietHandler):
             self.send_json(status, answer, headers=extra)
         elif path == "/_faults":
             self._faults(raw)
+        elif path == "/_behaviour":
+            try:
+                self.send_json(200, self.recorder.set_behaviour(json.loads(raw or b"{}")))
+            except ValueError as exc:
+                self.send_json(400, {"error": "invalid_behaviour", "message": str(exc)})
+        elif path.startswith("/_agents/") and path.endswith("/report") and path.count("/") == 3:
+            try:
+                spec = json.loads(raw or b"{}")
+                if not isinstance(spec, dict):
+                    raise ValueError("expected a JSON object")
+            except ValueError as exc:
+                self.send_json(400, {"error": "invalid_report", "message": str(exc)})
+                return
+            status, answer = self.recorder.report(unquote(path.split("/")[2]), spec)
+            if status in (204, 304):
+                self.send_empty(status)  # no body may follow these
+            else:
+                self.send_json(status, answer)
         elif path == "/_reset":
             self.recorder.reset()
             self.send_json(200, {"reset": True})

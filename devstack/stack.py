@@ -126,15 +126,19 @@ class DevSecrets:
     platform_public_key_pem: str
     # Standard Webhooks `whsec_<base64>`: the app signs status events with it, the recorder verifies.
     platform_events_secret: str = ""
+    # Standard Webhooks `whsec_<base64>`: the recorder (as the agent platform) signs agent statuses.
+    agent_status_secret: str = ""
 
     @classmethod
     def ensure(cls, directory: Path) -> DevSecrets:
         path = directory / "dev-secrets.json"
         if path.exists():
             known = json.loads(path.read_text())
-            if known.get("platform_events_secret"):
+            if known.get("platform_events_secret") and known.get("agent_status_secret"):
                 return cls(**known)
-            made = cls(**{**known, "platform_events_secret": _whsec()})  # written before status events
+            # Written before status events or agent statuses existed: add what is missing.
+            made = cls(**{**known, "platform_events_secret": known.get("platform_events_secret") or _whsec(),
+                          "agent_status_secret": known.get("agent_status_secret") or _whsec()})
         else:
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             made = cls(
@@ -148,6 +152,7 @@ class DevSecrets:
                     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
                 ).decode(),
                 platform_events_secret=_whsec(),
+                agent_status_secret=_whsec(),
             )
         directory.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(made.__dict__))
@@ -303,7 +308,9 @@ class Stack:
             kv.start()
             self._servers.append(kv)
             agents = AgentRecorder(port=self.ports["AGENTS_PORT"], api_key=self.dev.agent_api_key,
-                                   events_secret=self.dev.platform_events_secret)
+                                   events_secret=self.dev.platform_events_secret,
+                                   status_url=f"{self.functions_url}/api/agents/status",
+                                   status_secret=self.dev.agent_status_secret)
             agents.start()
             self._servers.append(agents)
             self._check_cancelled()
@@ -368,6 +375,8 @@ class Stack:
             KeyClient(self.key_vault_url, azure_credential(), verify_challenge_resource=False).create_rsa_key(
                 settings.get("TOKEN_CACHE_KEY_NAME", "token-cache-key"), size=2048, key_operations=["wrapKey",
                                                                                                    "unwrapKey"])
+            client.set_secret(settings.get("AGENT_STATUS_SECRET_NAME", "agent-status-secret"),
+                              self.dev.agent_status_secret)
         finally:
             for k, v in saved.items():
                 if v is None:

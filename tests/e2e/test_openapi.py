@@ -8,7 +8,7 @@ import json
 import pkgutil
 import re
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import azure.functions as func
 import pytest
 import requests
 from jsonschema import Draft202012Validator
+from standardwebhooks import Webhook
 
 import shared.triggers
 from tests.browser.openapi_contract import REPO, Contract
@@ -29,7 +30,9 @@ UNREACHABLE = {("get", "/health", "503"),
                # (tests/integration/test_identity_faults.py).
                ("post", "/outlook/connect", "503"),
                # The notification could not be queued (storage down): Graph delivers it again.
-               ("post", "/outlook/notifications", "503"), ("post", "/outlook/notifications/lifecycle", "503")}
+               ("post", "/outlook/notifications", "503"), ("post", "/outlook/notifications/lifecycle", "503"),
+               # An agent status that could not be stored (storage down): the agent platform sends it again.
+               ("post", "/agents/status", "503")}
 WEB_APP = "https://app.coagentor.test"  # PLATFORM_WEB_ORIGINS of the test stack (tests/conftest.py)
 
 
@@ -104,7 +107,9 @@ def test_every_schema_is_valid_and_every_reference_resolves(contract):
     public = {(p, m) for p, item in doc["paths"].items() for m, op in item.items() if op.get("security") == []}
     assert {p for p, _ in public} == {"/outlook/callback", "/health", "/openapi.json", "/integrations",
                                       "/integrations/assets/{name}", "/{*path}",  # the last: CORS preflight
-                                      "/outlook/notifications", "/outlook/notifications/lifecycle"}
+                                      "/outlook/notifications", "/outlook/notifications/lifecycle",
+                                      # the agent platform: a status proves itself by its signature
+                                      "/agents/status"}
     for path, item in doc["paths"].items():
         for method, op in item.items():
             if (path, method) not in public:
@@ -192,6 +197,23 @@ def test_real_responses_match_the_document(client, contract, stack):
         assert r.call("POST", route, None, params={"connection": "nope"}, json=forged).status_code == 202
         assert r.call("POST", route, None, data="not json", headers=json_header).status_code == 400
         assert r.call("POST", route, None, params={"validationToken": ""}).status_code == 400
+
+    # Agent statuses (public): the agent platform signs them (Standard Webhooks); a bearer is no signature.
+    def signed_status(body: str) -> requests.Response:
+        assert stack.dev is not None
+        msg_id, when = f"msg_{uuid.uuid4().hex}", datetime.now(UTC)
+        headers = {"webhook-id": msg_id, "webhook-timestamp": str(int(when.timestamp())),
+                   "webhook-signature": Webhook(stack.dev.agent_status_secret).sign(msg_id, when, body), **json_header}
+        return r.check(client.api.post(f"{stack.functions_url}/api/agents/status", data=body.encode(),
+                                       headers=headers, timeout=30))
+
+    status = {"agent_id": "agt_nobody", "idempotency_key": None, "status": "joining", "at": "2026-03-01T10:00:00Z",
+              "reason": None}
+    assert r.call("POST", "agents/status", me, json=status).status_code == 401
+    assert r.call("POST", "agents/status", None, data='{"pad": "' + "x" * 20_000 + '"}',
+                  headers=json_header).status_code == 413
+    assert signed_status(json.dumps(status)).status_code == 404
+    assert signed_status(json.dumps({**status, "status": "dancing"})).status_code == 400
 
     # No or bad token: 401 on every authed route.
     for method, path in [("POST", "outlook/connect"), ("POST", "outlook/claim"), ("GET", "outlook/connections"),
@@ -322,11 +344,24 @@ def test_real_responses_match_the_document(client, contract, stack):
     finally:
         client.sim("DELETE", f"/_sim/users/alice@contoso.com/events/{event['id']}")
 
+    # An agent deployed for a meeting about to start: its platform's status is taken.
+    soon = client.add_event("alice@contoso.com", "OpenAPI agent", now_utc() + timedelta(minutes=5),
+                            onlineMeeting={"joinUrl": teams_link(951)})
+    try:
+        client.run_function("sync_calendar", json.dumps({"user_id": user, "connection_id": alice["id"]}))
+        [deployed] = eventually(lambda: [d for d in client.deployments() if d["body"]["title"] == "OpenAPI agent"
+                                         and d["body"]["user_id"] == user] or None)
+        assert signed_status(json.dumps({**status, "agent_id": deployed["id"], "status": "in_call"})).status_code == 204
+    finally:
+        client.sim("DELETE", f"/_sim/users/alice@contoso.com/events/{soon['id']}")
+
     # Join rules: the defaults, a refused value, a stored change.
     rules = r.call("GET", "autojoin/rules", me).json()
     assert rules["external_invites"] == "skip_unanswered" and "declined" not in rules["responses"]
     bad = r.call("PUT", "autojoin/rules", me, json={**rules, "platforms": ["webex"]})
     assert bad.status_code == 400 and bad.json()["error"] == "invalid_rules"
+    both = r.call("PUT", "autojoin/rules", me, json={**rules, "join_lead_seconds": 901, "agent_name": ""})
+    assert both.status_code == 400 and len(both.json()["reasons"]) == 2
     changed = {**rules, "responses": [*rules["responses"], "declined"]}
     assert r.call("PUT", "autojoin/rules", me, json=changed).json() == changed
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -109,3 +111,78 @@ def test_reset_forgets_deployments_and_faults(recorder: AgentRecorder) -> None:
 
     assert requests.get(f"{recorder.url}/_recorded?all=1", timeout=5).json() == []
     assert deploy(recorder, {"n": 1}, key="k").status_code == 201
+
+
+# ---------------------------------------------------------------- the recorder as the agent platform
+class _Service:
+    """Stands in for the service's POST /api/agents/status: keeps what arrives, answers 204."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append((dict(self.headers.items()), raw))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/api/agents/status"
+
+
+STATUS_SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+@pytest.fixture
+def platform() -> Iterator[tuple[AgentRecorder, _Service]]:
+    service = _Service()
+    server = AgentRecorder(api_key=KEY, status_url=service.url, status_secret=STATUS_SECRET).start()
+    yield server, service
+    server.stop()
+    service.server.shutdown()
+
+
+def test_a_report_posts_a_status_signed_as_standard_webhooks_for_that_agent(platform) -> None:
+    from standardwebhooks import Webhook
+
+    recorder, service = platform
+    agent = deploy(recorder, {"meeting_id": "m-1"}, key="try-1").json()["id"]
+
+    answer = requests.post(f"{recorder.url}/_agents/{agent}/report", json={"status": "in_call", "reason": None},
+                           timeout=10)
+
+    assert answer.status_code == 204  # the service's answer, passed on
+    [(headers, raw)] = service.received
+    body = Webhook(STATUS_SECRET).verify(raw, headers)
+    assert (body["agent_id"], body["idempotency_key"], body["status"]) == (agent, "try-1", "in_call")
+    assert requests.post(f"{recorder.url}/_agents/agt_unknown/report", json={"status": "joining"},
+                         timeout=10).status_code == 404
+    unsigned = requests.post(f"{recorder.url}/_agents/{agent}/report", json={"status": "ended", "sign": False},
+                             timeout=10)
+    assert unsigned.status_code == 204 and "webhook-signature" not in {k.lower() for k in service.received[-1][0]}
+
+
+def test_a_lobby_script_reports_joining_waiting_then_the_outcome_for_every_later_deployment(platform) -> None:
+    recorder, service = platform
+    assert requests.post(f"{recorder.url}/_behaviour", json={"lobby": {"outcome": "sideways"}},
+                         timeout=5).status_code == 400
+    script = {"lobby": {"after_seconds": 0.1, "outcome": "admission_timeout", "wait_seconds": 0.1}}
+    assert requests.post(f"{recorder.url}/_behaviour", json=script, timeout=5).status_code == 200
+
+    agent = deploy(recorder, {"meeting_id": "m-2"}, key="try-2").json()["id"]
+
+    deadline = time.monotonic() + 10
+    while len(service.received) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    statuses = [json.loads(raw)["status"] for _, raw in service.received]
+    assert statuses == ["joining", "waiting_for_admission", "admission_timeout"]
+    assert {json.loads(raw)["agent_id"] for _, raw in service.received} == {agent}
+    assert [r["status"] for r in requests.get(f"{recorder.url}/_reports", timeout=5).json()] == [204, 204, 204]
