@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from shared.agent_states import LIVE, AgentState
+from shared.retry import Backoff
 
 # Queue messages can be hidden for at most 7 days; keep a margin so the enqueue never fails.
 MAX_QUEUE_DELAY = timedelta(days=7) - timedelta(minutes=5)
@@ -94,8 +95,9 @@ def decide_deployment(
 
 
 def retry_delay(attempt: int, base_seconds: int) -> timedelta:
-    """Exponential back-off for agent API retries: base, 2*base, 4*base, ... capped at 5 minutes."""
-    return timedelta(seconds=min(base_seconds * (2 ** max(attempt - 1, 0)), 300))
+    """Exponential back-off for agent API retries (shared.retry.Backoff): base, 2*base, 4*base, ...
+    capped at 5 minutes."""
+    return Backoff(base=timedelta(seconds=base_seconds), cap=timedelta(minutes=5)).delay(attempt)
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,10 @@ instead of holding a worker."""
 
 from __future__ import annotations
 
-import email.utils
 import logging
-import math
-import random
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -30,6 +27,8 @@ from shared.ports import (
     SyncStateGone,
     Throttled,
 )
+from shared.retry import Backoff
+from shared.retry import retry_after as parse_retry_after
 from shared.scheduling import SyncWindow
 
 log = logging.getLogger(__name__)
@@ -37,8 +36,8 @@ log = logging.getLogger(__name__)
 _MAX_INLINE_WAIT = 10.0  # seconds of Retry-After worth waiting inside one function run
 _INLINE_BUDGET = 15.0  # total seconds one request may spend waiting before giving up for now
 _ATTEMPTS = 4
-_BACKOFF_BASE = 1.0  # seconds; doubles per attempt when Graph gives no Retry-After
-_BACKOFF_CAP = 30.0
+# Doubles per attempt from 1 s when Graph gives no Retry-After, at most 30 s, with jitter.
+GRAPH_BACKOFF = Backoff(base=timedelta(seconds=1), cap=timedelta(seconds=30), jitter=0.5)
 MAX_RETRY_AFTER = 3600.0  # seconds: a larger (or absurd) Retry-After is honoured as an hour
 _MAX_INSTANCE_PAGES = 20
 
@@ -211,32 +210,15 @@ class GraphCalendar:
 
 
 def retry_after(header: str | None, attempt: int) -> float:
-    """Graph's Retry-After when given, in seconds: delay-seconds or an HTTP-date (RFC 9110 section
-    10.2.3), clamped to [0, MAX_RETRY_AFTER]; exponential back-off when missing or unusable (NaN,
-    negative, garbage)."""
-    raw = (header or "").strip()
-    if not raw:
-        return backoff(attempt)
-    try:
-        seconds = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError):
-            return backoff(attempt)
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    if not math.isfinite(seconds) or seconds < 0:
-        return backoff(attempt)
-    return min(seconds, MAX_RETRY_AFTER)
+    """Graph's Retry-After when given, in seconds (shared.retry.retry_after: delay-seconds or an
+    HTTP-date, clamped to [0, MAX_RETRY_AFTER]); the back-off when missing or unusable."""
+    wait = parse_retry_after(header, cap=timedelta(seconds=MAX_RETRY_AFTER))
+    return wait.total_seconds() if wait is not None else backoff(attempt)
 
 
 def backoff(attempt: int) -> float:
     """1 s, 2 s, 4 s ... with up to 50 % jitter, capped, so retries of many workers spread out."""
-    base: float = min(_BACKOFF_BASE * 2.0 ** (attempt - 1), _BACKOFF_CAP)
-    jitter: float = random.uniform(1.0, 1.5)  # not a secret
-    return base * jitter
+    return GRAPH_BACKOFF.delay(attempt).total_seconds()
 
 
 def _failure(resp: requests.Response) -> Exception:

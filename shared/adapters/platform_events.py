@@ -40,7 +40,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from enum import Enum, StrEnum
 from typing import Any, Protocol
 
@@ -53,6 +52,8 @@ from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
 from shared.clock import Clock
 from shared.ports import SecretStore, StatusEvent, StatusEventType
+from shared.retry import Backoff
+from shared.retry import retry_after as parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -263,23 +264,9 @@ def classify(status: int) -> Verdict | None:
 
 
 def retry_after(headers: Mapping[str, str], now: datetime) -> timedelta | None:
-    """`Retry-After` as a wait: delta-seconds or an HTTP date (RFC 9110 10.2.3); None when absent or
-    unreadable. Never negative; capped at MAX_BACKOFF, so a bogus value cannot park an event."""
-    value = (headers.get("Retry-After") or "").strip()
-    if not value:
-        return None
-    wait: timedelta
-    if value.isdigit():
-        wait = timedelta(seconds=min(int(value), int(MAX_BACKOFF.total_seconds())))
-    else:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            return None
-        wait = when - now
-    return min(max(wait, timedelta(0)), MAX_BACKOFF)
+    """`Retry-After` as a wait (shared.retry.retry_after), capped at MAX_BACKOFF so a bogus value
+    cannot park an event; None when absent or unreadable."""
+    return parse_retry_after(headers.get("Retry-After"), now, MAX_BACKOFF)
 
 
 @dataclass(frozen=True)
@@ -336,9 +323,7 @@ class PlatformEventsDeliverer:
 
     def backoff(self, attempt: int) -> timedelta:
         """The wait after failed attempt `attempt` (1-based): base, 2x base, 4x base..., at most an hour."""
-        doublings: int = min(max(attempt - 1, 0), 20)
-        step: timedelta = self._retry_base * (1 << doublings)
-        return min(step, MAX_BACKOFF)
+        return Backoff(base=self._retry_base, cap=MAX_BACKOFF).delay(attempt)
 
     # ---------------------------------------------------------------------------------------------
 
