@@ -264,7 +264,18 @@ class SyncStateStore(Protocol):
         Atomic: of concurrent calls exactly one gets True."""
         ...
     def clear_queued(self, connection_id: str) -> None:
-        """A sync run started: the next "sync now" queues again."""
+        """No requested sync is queued or running any more: the next request queues one."""
+        ...
+    def touch_queued(self, connection_id: str, now: datetime) -> None:
+        """The requested sync lives on (it re-queued itself): the marker counts from `now`."""
+        ...
+    def announce(self, connection_id: str, at: datetime) -> None:
+        """A change of the calendar was announced at `at` (a notification, "sync now"): a sync run
+        whose delta round started before `at` has not read it. A row of its own (the state row's
+        ETag, and so a running sync's lease, is untouched); the latest announcement wins."""
+        ...
+    def announced(self, connection_id: str) -> datetime | None:
+        """When a change was last announced, None if never."""
         ...
 
 
@@ -577,6 +588,28 @@ class SyncJob:
     user_id: str
     connection_id: str
     reason: str = "scheduled"
+    attempt: int = 1  # a requested sync that met a passing failure retries with back-off, within a budget
+
+
+class SyncOutcome(StrEnum):
+    """What one sync job did. The operator's reading of each (ok, deferred, user, failed) is
+    `shared.adapters.telemetry.sync_result`, exhaustive over these (mypy checks it)."""
+
+    SYNCED = "synced"
+    UP_TO_DATE = "up_to_date"  # asked to read changes a later round already read: nothing to do
+    SKIPPED = "skipped"  # the connection is gone or not Active
+    DISCONNECTED = "disconnected"  # disconnected while this run read it: cleaned up
+    BUSY = "busy"  # another run holds the connection; it reads what was announced before it lets go
+    THROTTLED = "throttled"  # resumes after Graph's Retry-After
+    LEASE_LOST = "lease_lost"
+    RACED = "raced"  # the connection row changed while its token was taken: looked at again soon
+    NO_TOKEN_TRANSIENT = "no_token:transient"  # Microsoft unreachable or 5xx: retried within a budget
+    NO_TOKEN_SERVICE = "no_token:service"  # the service's own credentials refused (operators alerted)
+    NO_TOKEN_USER = "no_token:user"  # the user or their admin must act: the connection shows Error
+    GRAPH_UNAUTHORIZED = "graph_unauthorized"
+    CALENDAR_UNAVAILABLE = "calendar_unavailable"
+    GAVE_UP = "gave_up"  # a requested sync's retries ran out: the operator is told (ERROR sync_gave_up)
+    ERROR = "error"  # an exception left the job (the queue retries the message)
 
 
 class ErasureJobs(Protocol):

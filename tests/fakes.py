@@ -250,6 +250,7 @@ class SyncStates:
     def __init__(self) -> None:
         self.rows: dict[str, SyncState] = {}
         self.queued: dict[str, datetime] = {}
+        self.announcements: dict[str, datetime] = {}
         self._etags = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -268,6 +269,7 @@ class SyncStates:
     def remove(self, connection_id: str) -> None:
         self.rows.pop(connection_id, None)
         self.queued.pop(connection_id, None)
+        self.announcements.pop(connection_id, None)
 
     def mark_queued(self, connection_id: str, now: datetime, ttl: timedelta) -> bool:
         with self._lock:
@@ -279,6 +281,15 @@ class SyncStates:
 
     def clear_queued(self, connection_id: str) -> None:
         self.queued.pop(connection_id, None)
+
+    def touch_queued(self, connection_id: str, now: datetime) -> None:
+        self.queued[connection_id] = now
+
+    def announce(self, connection_id: str, at: datetime) -> None:
+        self.announcements[connection_id] = at
+
+    def announced(self, connection_id: str) -> datetime | None:
+        return self.announcements.get(connection_id)
 
 
 class Secrets:

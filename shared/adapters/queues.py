@@ -45,7 +45,7 @@ def encode_sync(job: SyncJob) -> str:
 def decode_sync(body: str) -> SyncJob:
     data = json.loads(body)
     return SyncJob(user_id=str(data["user_id"]), connection_id=str(data["connection_id"]),
-                   reason=str(data.get("reason", "scheduled")))
+                   reason=str(data.get("reason", "scheduled")), attempt=max(1, int(data.get("attempt", 1))))
 
 
 def encode_refresh(job: RefreshJob) -> str:

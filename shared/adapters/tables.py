@@ -61,6 +61,7 @@ TABLES = ("authflows", "pendingclaims", "connections", "meetings", "eventindex",
 # Sealed secrets and wrapped data keys: not per-user rows (erasure deletes sealed rows by name).
 KEY_TABLES = ("sealedsecrets", "datakeys")
 _SLOT_PREFIX = "~slot-"  # sorts after every connection id (hex), so listing connections skips slots
+_ANNOUNCED_ROW = "announced"  # when a change of the calendar was last announced
 _QUEUED_ROW = "queued"  # beside a connection's sync "state" row: a "sync now" is queued
 
 
@@ -608,7 +609,7 @@ class TableSyncStateStore:
         return replace(state, etag=_put_conditional(self._t, entity, state.etag))
 
     def remove(self, connection_id: str) -> None:
-        for row in ("state", _QUEUED_ROW):
+        for row in ("state", _QUEUED_ROW, _ANNOUNCED_ROW):
             try:
                 self._t.delete_entity(connection_id, row)
             except ResourceNotFoundError:
@@ -639,6 +640,26 @@ class TableSyncStateStore:
             self._t.delete_entity(connection_id, _QUEUED_ROW)
         except ResourceNotFoundError:
             pass
+
+    def touch_queued(self, connection_id: str, now: datetime) -> None:
+        if not _key_ok(connection_id):
+            return
+        self._t.upsert_entity({"PartitionKey": connection_id, "RowKey": _QUEUED_ROW, "QueuedAt": _iso(now)},
+                              mode=UpdateMode.REPLACE)
+
+    def announce(self, connection_id: str, at: datetime) -> None:
+        if not _key_ok(connection_id):
+            return
+        self._t.upsert_entity({"PartitionKey": connection_id, "RowKey": _ANNOUNCED_ROW, "At": _iso(at)},
+                              mode=UpdateMode.REPLACE)
+
+    def announced(self, connection_id: str) -> datetime | None:
+        if not _key_ok(connection_id):
+            return None
+        try:
+            return _dt(self._t.get_entity(connection_id, _ANNOUNCED_ROW).get("At"))
+        except ResourceNotFoundError:
+            return None
 
 
 class TableCalendarSelectionStore:

@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, assert_never
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
@@ -36,7 +36,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from shared.connections import classify_token_error
-from shared.ports import AccessToken, IdentityProvider, SignedIn, TokenError
+from shared.ports import AccessToken, IdentityProvider, SignedIn, SyncOutcome, TokenError
 from shared.redaction import scrub
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,8 @@ DIMENSIONS = frozenset({OUTCOME, RESULT, PUNCTUALITY, KIND, FIXED_BY, CACHE_WRIT
 # Log events (Application Insights: traces, `message` or its start), each logged at ERROR with ids only.
 APP_IDENTITY_FAILURE = "app_identity_failure"  # the service's own credentials/registration were refused
 DEPLOYMENT_MISSED = "deployment_missed"  # DeployService.recover_overdue: a meeting started without a verdict
-LOG_EVENTS = frozenset({APP_IDENTITY_FAILURE, DEPLOYMENT_MISSED})
+SYNC_GAVE_UP = "sync_gave_up"  # SyncService: a requested sync's retry budget ran out (also outcome gave_up)
+LOG_EVENTS = frozenset({APP_IDENTITY_FAILURE, DEPLOYMENT_MISSED, SYNC_GAVE_UP})
 
 # Values of those dimensions that alerts select on.
 SYNC_FAILED = "failed"
@@ -79,29 +80,44 @@ FIXED_BY_VALUES = ("ok", "user", "admin", "service", "transient")
 SERVICE = "service"
 
 # What a sync run's outcome means for the operator: "ok"; "deferred" (comes back by itself: throttled,
-# another run holds the connection); "user" (the user or their admin must act, the connection shows
-# it); "failed" (the service could not sync: an exception or an unclassified outcome).
-SYNC_RESULTS: dict[str, str] = {
-    "synced": "ok", "skipped": "ok", "disconnected": "ok", "partial": "ok",
-    "busy": "deferred", "throttled": "deferred", "lease_lost": "deferred", "no_token:transient": "deferred",
-    "graph_unauthorized": "user", "calendar_unavailable": "user",
-    "error": SYNC_FAILED,
-}
+# another run holds the connection, a passing failure retried); "user" (the user or their admin must
+# act, the connection shows it); "failed" (the service could not sync: an exception, a retry budget
+# used up, or an unclassified outcome). Exhaustive over SyncOutcome: mypy checks `_reading`.
+OK, DEFERRED, USER = "ok", "deferred", "user"
+
+
+def _reading(outcome: SyncOutcome) -> str:
+    match outcome:
+        case SyncOutcome.SYNCED | SyncOutcome.UP_TO_DATE | SyncOutcome.SKIPPED | SyncOutcome.DISCONNECTED:
+            return OK
+        case (SyncOutcome.BUSY | SyncOutcome.THROTTLED | SyncOutcome.LEASE_LOST | SyncOutcome.RACED
+              | SyncOutcome.NO_TOKEN_TRANSIENT | SyncOutcome.NO_TOKEN_SERVICE):
+            return DEFERRED
+        case SyncOutcome.NO_TOKEN_USER | SyncOutcome.GRAPH_UNAUTHORIZED | SyncOutcome.CALENDAR_UNAVAILABLE:
+            return USER
+        case SyncOutcome.GAVE_UP | SyncOutcome.ERROR:
+            return SYNC_FAILED
+        case _:
+            assert_never(outcome)
+
+
+SYNC_RESULTS: dict[str, str] = {str(o): _reading(o) for o in SyncOutcome}
+
+
 # An agent API call later than this after the intended time (start - lead) counts as late.
 LATE_AFTER = timedelta(seconds=60)
 # Deploy verdicts that mean the meeting got no agent.
 MISSED_VERDICTS = frozenset({"too_late", "failed", "lost"})
 
 
-def sync_result(outcome: str) -> str:
-    """The operator's reading of a sync outcome (SYNC_RESULTS); `no_token:<reason>` (the refresh
-    inside the sync failed) is "user" unless the reason is transient; anything unknown is "failed",
-    so a new failure mode is never hidden from the failure-rate alert."""
-    if outcome in SYNC_RESULTS:
-        return SYNC_RESULTS[outcome]
-    if outcome.startswith("no_token:"):
-        return "deferred" if outcome.endswith((":transient", ":service")) else "user"
-    return SYNC_FAILED
+def sync_result(outcome: SyncOutcome | str) -> str:
+    """The operator's reading of a sync outcome (SYNC_RESULTS); a legacy `no_token:<reason code>`
+    is "user"; anything unknown is "failed", so a new failure mode is never hidden from the
+    failure-rate alert."""
+    try:
+        return _reading(SyncOutcome(outcome))
+    except ValueError:
+        return USER if str(outcome).startswith("no_token:") else SYNC_FAILED
 
 
 def punctuality(verdict: str, lateness: timedelta | None) -> str | None:
@@ -222,8 +238,8 @@ class Telemetry:
         self._fanout = meter.create_counter(FANOUT_JOBS, unit="{job}", description="Jobs enqueued by fan-out pages")
 
     # metrics ----------------------------------------------------------
-    def sync(self, outcome: str) -> None:
-        self._syncs.add(1, {OUTCOME: outcome, RESULT: sync_result(outcome)})
+    def sync(self, outcome: SyncOutcome | str) -> None:
+        self._syncs.add(1, {OUTCOME: str(outcome), RESULT: sync_result(outcome)})
 
     def deployment(self, verdict: str, lateness: timedelta | None = None) -> None:
         attributes = {OUTCOME: verdict}

@@ -10,9 +10,9 @@ https://learn.microsoft.com/graph/change-notifications-lifecycle-events):
 
 So nothing here reads the calendar. A genuine notification (its subscription known, its clientState
 equal, compared in constant time, to the secret kept for that subscription) queues one sync of the
-connection, and bursts collapse: while one notification-triggered sync is queued and not started,
-further notifications queue nothing (the "sync queued" marker "sync now" uses; the sync clears it
-as it starts, so a change arriving during a sync queues the next one). Anything else (unknown
+connection, and bursts collapse: while one requested sync is queued or running, further
+notifications only announce their change, and the running sync reads it before it lets go
+(shared/services/sync.py, "Requested syncs"). Anything else (unknown
 subscription, wrong or missing clientState) is answered 202 like a genuine one, so a forger learns
 nothing, changes nothing, and is logged without the secret. A body that is not a notification
 collection is a 400 with the reason."""
@@ -35,11 +35,10 @@ from shared.ports import (
     SubscriptionJob,
     SubscriptionJobs,
     SubscriptionStore,
-    SyncJob,
     SyncStateStore,
 )
 from shared.services.subscriptions import REAUTHORIZE, RECREATE
-from shared.services.sync import NOTIFIED, SYNC_NOW_MARK
+from shared.services.sync import NOTIFIED, request_sync
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +68,9 @@ class Received:
 
 class SyncRequests:
     """One queued sync per connection at a time: a notification (or a lifecycle event, or a new
-    subscription) asks for a sync, and while one asked this way (or by "sync now") is queued and not
-    started, asking again queues nothing. The marker is the one `SyncService.sync_now` uses
-    (`SyncStateStore.mark_queued`, atomic); the sync clears it when it starts."""
+    subscription) asks for a sync, and while one asked this way (or by "sync now") is queued or
+    running, asking again only announces the change (the running sync reads it before it lets go).
+    The marker is the one `SyncService.sync_now` uses (`SyncStateStore.mark_queued`, atomic)."""
 
     def __init__(self, *, sync_state: SyncStateStore, jobs: JobQueue, clock: Clock) -> None:
         self._state = sync_state
@@ -79,15 +78,9 @@ class SyncRequests:
         self._clock = clock
 
     def request(self, user_id: str, connection_id: str) -> bool:
-        """True when this call queued the sync; False when one was already queued."""
-        if not self._state.mark_queued(connection_id, self._clock.now(), SYNC_NOW_MARK):
-            return False
-        try:
-            self._jobs.enqueue_sync(SyncJob(user_id, connection_id, reason=NOTIFIED))
-        except BaseException:
-            self._state.clear_queued(connection_id)  # nothing queued: the next notification must queue
-            raise
-        return True
+        """True when this call queued the sync; False when one was already queued or running (it
+        reads this change: see shared.services.sync, "Requested syncs")."""
+        return request_sync(self._state, self._jobs, self._clock.now(), user_id, connection_id, NOTIFIED)
 
 
 class ClientStates:

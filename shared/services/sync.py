@@ -3,7 +3,21 @@ with Graph `calendarView/delta` and turns events with a supported join link into
 
 One sync of a connection at a time: a run first takes a lease on the connection's sync-state row
 (written with the row's ETag) and every later write of the cursor is conditional on it, so a scan and
-a claim-triggered sync never interleave their delta rounds or reconcile away each other's entries."""
+a claim-triggered sync never interleave their delta rounds or reconcile away each other's entries.
+
+Requested syncs (a notification, "sync now") are level-triggered, bounded and owned:
+- asking records *that* a change was announced (`SyncStateStore.announce`, with its time) and queues
+  a job only when none is queued or running (the "queued" marker): duplicates collapse;
+- every run, whatever asked for it, ends by comparing the latest announcement with the start of the
+  delta round it completed: one announced after that start (a notification that met the running
+  sync) queues one follow-up sync, so the change is read, never dropped; otherwise the marker goes;
+- a job that finds another run holding the connection leaves the change to it (and looks once more
+  when that run's lease would lapse, in case it crashed); a job whose announcement a later round
+  already read does nothing (`up_to_date`);
+- a requested job that meets a passing failure (token endpoint down, a raced row) retries with capped
+  back-off (`SYNC_RETRY`: 30 s doubling to 5 min, 6 attempts) as one chain per connection, and when
+  the budget is used up gives up and says so (ERROR `sync_gave_up`; the card already shows the
+  token warning)."""
 
 from __future__ import annotations
 
@@ -40,11 +54,13 @@ from shared.ports import (
     RowTooLarge,
     Source,
     SyncJob,
+    SyncOutcome,
     SyncState,
     SyncStateGone,
     SyncStateStore,
     Throttled,
 )
+from shared.retry import Backoff
 from shared.scheduling import SyncWindow, deploy_at, meeting_key, sync_window
 from shared.services.accounts import ConnectionUnusable, TokenKeeper
 from shared.services.health import ConnectionHealth
@@ -63,8 +79,9 @@ log = logging.getLogger(__name__)
 _MAX_PAGES = 500  # a runaway nextLink chain stops here (5,000+ events in the window)
 MAILBOX_CONCURRENCY = 4  # Outlook allows 4 concurrent requests per app per mailbox
 SYNC_LEASE = timedelta(minutes=5)  # a crashed sync blocks its connection at most this long
-BUSY_RETRY = timedelta(seconds=5)
-RETRY_SOON = timedelta(seconds=30)  # a requested sync that met a passing failure tries again
+# A requested sync that met a passing failure tries again after 30 s, 60 s, 120 s, 240 s, 300 s, then
+# gives up (about 12.5 minutes in all; the periodic scan goes on reading the calendar afterwards).
+SYNC_RETRY = Backoff(base=timedelta(seconds=30), cap=timedelta(minutes=5), attempts=6)
 # Outlook's subject limit is 255 characters; a stored title never exceeds it (Table Storage holds
 # 32K characters per property, so title, join link (meeting_links bound) and sources always fit).
 MAX_TITLE_CHARS = 255
@@ -73,7 +90,13 @@ MAX_TITLE_CHARS = 255
 _YEARS = range(1971, 9000)
 MANUAL = "manual"  # a sync job asked for with "sync now"
 NOTIFIED = "notified"  # asked for by a Graph change or lifecycle notification (shared/services/notifications.py)
-SYNC_NOW_MARK = timedelta(minutes=10)  # a "sync now" marker older than this (its job lost) no longer holds
+BUSY = "busy"  # a requested job looking again once a run that held the connection should be done
+REQUESTED = frozenset({MANUAL, NOTIFIED, BUSY})  # jobs that own the connection's "queued" marker
+# A "queued" marker older than this (its job lost) no longer holds; a retry chain refreshes it at every
+# step, and its longest step (SYNC_RETRY's cap, or a busy look after SYNC_LEASE) is shorter.
+SYNC_NOW_MARK = timedelta(minutes=10)
+# Outcomes after which a requested sync tries again (with back-off, within SYNC_RETRY's budget).
+_PASSING = frozenset({SyncOutcome.NO_TOKEN_TRANSIENT, SyncOutcome.NO_TOKEN_SERVICE, SyncOutcome.RACED})
 # Occurrences in a delta round carry only these; everything else comes from their series master.
 _SPARSE_KEYS = frozenset({"@odata.type", "@odata.etag", "id", "seriesMasterId", "type", "start", "end"})
 
@@ -93,7 +116,7 @@ class LeaseLost(Exception):
 
 @dataclass
 class SyncReport:
-    outcome: str = "synced"
+    outcome: SyncOutcome = SyncOutcome.SYNCED
     full: bool = False
     pages: int = 0
     requests: int = 0  # Graph requests this run made
@@ -182,40 +205,42 @@ class SyncService:
             return "not_found"
         if not conn.is_active:
             return "connection_error"
-        if self._state.mark_queued(conn.id, self._clock.now(), SYNC_NOW_MARK):
-            try:
-                self._jobs.enqueue_sync(SyncJob(user_id, conn.id, reason=MANUAL))
-            except BaseException:
-                self._state.clear_queued(conn.id)  # nothing queued: the next call must queue
-                raise
+        request_sync(self._state, self._jobs, self._clock.now(), user_id, conn.id, MANUAL)
         return "queued"
 
     def sync(self, job: SyncJob) -> SyncReport:
         conn = self._connections.get(job.user_id, job.connection_id)
         if conn is None or not conn.is_active:
-            return SyncReport(outcome="skipped")
+            if job.reason in REQUESTED:
+                self._state.clear_queued(job.connection_id)  # nothing will read it: the next request queues
+            return SyncReport(outcome=SyncOutcome.SKIPPED)
+        if job.reason in REQUESTED and self._up_to_date(conn.id):
+            # A duplicate: what was announced, a round that started later has read.
+            self._settle(conn, self._read_from(conn.id))
+            return SyncReport(outcome=SyncOutcome.UP_TO_DATE)
         owner = uuid.uuid4().hex
         state = self._claim(conn, owner)
-        if state is not None and job.reason in (MANUAL, NOTIFIED, "busy"):
-            self._state.clear_queued(conn.id)  # this run reads the latest: the next "sync now" queues again
         if state is None:
-            # Another run holds this connection and reads the same calendar. A sync asked for a reason
-            # other than the periodic scan looks once more after a short while, in case it came late.
-            if job.reason not in ("scheduled", "busy", "deploy"):
-                self._jobs.enqueue_sync(replace(job, reason="busy"), BUSY_RETRY)
+            # Another run holds this connection: it compares the announcements with its round before
+            # it lets go, so the change is read. Look once more when its lease would lapse (it died).
+            if job.reason not in ("scheduled", "deploy", "throttled"):
+                held = self._state.get(conn.id)
+                until = held.lease_until if held is not None and held.lease_until else self._clock.now()
+                wait = min(max(until - self._clock.now(), timedelta(0)) + timedelta(seconds=1), SYNC_LEASE)
+                if job.reason in REQUESTED:
+                    self._state.touch_queued(conn.id, self._clock.now())
+                self._jobs.enqueue_sync(replace(job, reason=BUSY), wait)
             log.info("sync skipped: another run holds the connection", extra={"connection_id": conn.id})
-            return SyncReport(outcome="busy")
+            return SyncReport(outcome=SyncOutcome.BUSY)
         try:
             conn, token = self._tokens.access_token(conn)
         except ConnectionUnusable as exc:
             self._release(state)
-            self._look_again(job, transient=str(exc) in ("transient", "service"))
-            return SyncReport(outcome=f"no_token:{exc}")
+            return SyncReport(outcome=self._after_failure(conn, job, _no_token(str(exc))))
         except Conflict:
             # The row changed while the token was taken (a refresh, a reconnect): read it again soon.
             self._release(state)
-            self._look_again(job, transient=True)
-            return SyncReport(outcome="raced")
+            return SyncReport(outcome=self._after_failure(conn, job, SyncOutcome.RACED))
         except BaseException:
             self._release(state)  # Key Vault or storage down: never keep the lease for minutes
             raise
@@ -224,29 +249,33 @@ class SyncService:
             self._run(run, allow_restart=True)
         except Throttled as exc:
             self._release(run.state)  # (released already when the page loop kept its place)
-            run.report.outcome = "throttled"
+            run.report.outcome = SyncOutcome.THROTTLED
+            if job.reason in REQUESTED:
+                self._state.touch_queued(conn.id, self._clock.now())  # the throttled job carries the request
             self._jobs.enqueue_sync(SyncJob(conn.user_id, conn.id, reason="throttled"), exc.retry_after)
             log.warning("sync throttled, resuming later", extra={"connection_id": conn.id})
             # Throttled or 5xx past the inline retries: not synced. If it lasts, the card says so.
             self._sync_health(conn, ok=False)
         except LeaseLost:
-            run.report.outcome = "lease_lost"
+            run.report.outcome = SyncOutcome.LEASE_LOST
             log.warning("sync lost its lease to another run", extra={"connection_id": conn.id})
         except GraphUnauthorized:
             # A token Graph refused: redeem the refresh token now, so a withdrawn grant shows as Error
             # (and the user is told) at once rather than at the next due refresh. Retrying the
             # message would only repeat the refusal.
             self._release(run.state)
-            run.report.outcome = "graph_unauthorized"
+            run.report.outcome = SyncOutcome.GRAPH_UNAUTHORIZED
             log.warning("Graph refused the connection's token", extra={"connection_id": conn.id})
             self._sync_health(conn, ok=False)
             self._reclassify(conn)
+            self._state.clear_queued(conn.id)
             return run.report
         except CalendarUnavailable as exc:
             # Permanent for this account until its admin acts: Error with the reason, user told.
             self._release(run.state)
-            run.report.outcome = "calendar_unavailable"
+            run.report.outcome = SyncOutcome.CALENDAR_UNAVAILABLE
             self._fail_calendar(conn, exc.code)
+            self._state.clear_queued(conn.id)
             return run.report
         except BaseException:
             self._release(run.state)
@@ -254,17 +283,70 @@ class SyncService:
             raise
         if self._connections.get(conn.user_id, conn.id) is None:
             self._forget(conn)
-            run.report.outcome = "disconnected"
+            run.report.outcome = SyncOutcome.DISCONNECTED
             return run.report
         self._schedule_due(conn.user_id)
-        if run.report.outcome == "synced":
+        if run.report.outcome is SyncOutcome.SYNCED:
             self._sync_health(conn, ok=True)
+            self._settle(conn, run.state.synced_at)
         report = run.report
         log.info("sync %s", report.outcome, extra={"connection_id": conn.id, "pages": report.pages,
                                                     "requests": report.requests, "upserted": report.upserted,
                                                     "removed": report.removed,
                                                     "calendar_view_requests": report.calendar_view_requests})
         return report
+
+    # ------------------------------------------------------------------ requested syncs
+    def _read_from(self, connection_id: str) -> datetime | None:
+        """When the last completed delta round of the connection started (what it read is up to date)."""
+        state = self._state.get(connection_id)
+        return state.synced_at if state is not None else None
+
+    def _up_to_date(self, connection_id: str) -> bool:
+        announced = self._state.announced(connection_id)
+        read_from = self._read_from(connection_id)
+        return announced is not None and read_from is not None and announced <= read_from
+
+    def _settle(self, conn: Connection, read_from: datetime | None) -> None:
+        """A round that started at `read_from` is complete: if a change was announced after that (a
+        notification that met this run), one follow-up sync reads it (the "queued" marker stays);
+        otherwise the marker goes, so the next notification queues again. A notification landing
+        between the check and the clear saw the marker and queued nothing: checked once more."""
+        now = self._clock.now()
+
+        def pending() -> bool:
+            announced = self._state.announced(conn.id)
+            return announced is not None and (read_from is None or announced > read_from)
+
+        if pending():
+            self._state.touch_queued(conn.id, now)
+            self._jobs.enqueue_sync(SyncJob(conn.user_id, conn.id, reason=NOTIFIED))
+            log.info("a change announced during the sync: one more round queued", extra={"connection_id": conn.id})
+            return
+        self._state.clear_queued(conn.id)
+        if pending() and self._state.mark_queued(conn.id, now, SYNC_NOW_MARK):
+            self._jobs.enqueue_sync(SyncJob(conn.user_id, conn.id, reason=NOTIFIED))
+
+    def _after_failure(self, conn: Connection, job: SyncJob, outcome: SyncOutcome) -> SyncOutcome:
+        """A run that could not read the calendar. A requested one meeting a passing failure retries
+        with back-off as the one chain of this connection (the marker stays, so notifications only
+        announce); past the budget it gives up and tells the operator. The periodic scan (and a
+        deploy-time read) never retry here: the next scan is their retry."""
+        if job.reason not in REQUESTED:
+            return outcome
+        ctx = {"connection_id": conn.id, "attempt": job.attempt, "sync_outcome": str(outcome)}
+        if outcome not in _PASSING:
+            self._state.clear_queued(conn.id)  # the user or their admin must act; the card says so
+            return outcome
+        if SYNC_RETRY.gives_up(job.attempt):
+            self._state.clear_queued(conn.id)
+            log.error("sync_gave_up: a requested sync kept failing (%s) after %d attempts; the periodic "
+                      "scan reads the calendar next", outcome, job.attempt, extra={**ctx, "event": "sync_gave_up"})
+            return SyncOutcome.GAVE_UP
+        self._state.touch_queued(conn.id, self._clock.now())
+        self._jobs.enqueue_sync(replace(job, attempt=job.attempt + 1), SYNC_RETRY.delay(job.attempt))
+        log.info("requested sync retries later", extra=ctx)
+        return outcome
 
     def freshen(self, meeting: Meeting) -> None:
         """Right before an agent is deployed: read the latest changes of each calendar holding the
@@ -316,13 +398,6 @@ class SyncService:
             self._apply(run, event, state.generation)
         finally:
             self._release(run.state)
-
-    def _look_again(self, job: SyncJob, *, transient: bool) -> None:
-        """A sync asked for a change (a notification, "sync now") that could not read the calendar for
-        a passing reason looks again shortly: its "queued" marker is already cleared, and the periodic
-        scan may be hours away, so a last-minute meeting would otherwise wait for it."""
-        if transient and job.reason not in ("scheduled", "deploy", "throttled"):
-            self._jobs.enqueue_sync(replace(job, reason="busy"), RETRY_SOON)
 
     def _reclassify(self, conn: Connection) -> None:
         current = self._connections.get(conn.user_id, conn.id)
@@ -685,6 +760,33 @@ class SyncService:
     def _schedule_due(self, user_id: str) -> None:
         """Meetings that were beyond the queue's horizon, and any whose decision changed."""
         self._lifecycle.replan(user_id)
+
+
+def request_sync(state: SyncStateStore, jobs: JobQueue, now: datetime, user_id: str, connection_id: str,
+                 reason: str) -> bool:
+    """Ask for a sync of a connection (a notification, "sync now"): the change is announced, and a
+    job queued unless a requested one is already queued or running. True when this call queued it."""
+    state.announce(connection_id, now)
+    if not state.mark_queued(connection_id, now, SYNC_NOW_MARK):
+        return False
+    try:
+        jobs.enqueue_sync(SyncJob(user_id, connection_id, reason=reason))
+    except BaseException:
+        state.clear_queued(connection_id)  # nothing queued: the next request must queue
+        raise
+    return True
+
+
+def _no_token(reason: str) -> SyncOutcome:
+    """ConnectionUnusable's reason as an outcome: a failure class ("transient", "service"), a
+    disconnect, or the reason code of an Error the user or their admin must act on."""
+    if reason == "transient":
+        return SyncOutcome.NO_TOKEN_TRANSIENT
+    if reason == "service":
+        return SyncOutcome.NO_TOKEN_SERVICE
+    if reason == "disconnected":
+        return SyncOutcome.DISCONNECTED
+    return SyncOutcome.NO_TOKEN_USER
 
 
 def _skipped(event: dict[str, Any]) -> bool:

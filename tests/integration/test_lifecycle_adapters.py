@@ -25,7 +25,7 @@ from shared.adapters.tables import (
 from shared.adapters.user_rows import TableUserRows
 from shared.adapters.vault import KeyVaultSecrets
 from shared.connections import Connection, ConnectionStatus, Plan, PlanLimitExceeded, owner_tag
-from shared.ports import Conflict, PendingClaim, PendingFlow
+from shared.ports import Conflict, PendingClaim, PendingFlow, SyncState
 from tests.integration.test_keyvault_endpoint import client_for
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
@@ -94,6 +94,22 @@ def test_the_sync_now_marker_is_set_once_until_cleared_or_stale(tables):
     store.clear_queued(conn)
     assert store.mark_queued(conn, NOW + timedelta(minutes=12), timedelta(minutes=10)) is True
     store.remove(conn)
+    assert list(tables.get_table_client("syncstate").query_entities(f"PartitionKey eq '{conn}'")) == []
+
+
+def test_announcements_and_a_touched_marker_live_beside_the_state_row_without_changing_its_etag(tables):
+    store = TableSyncStateStore(tables.get_table_client("syncstate"))
+    conn = uuid.uuid4().hex
+    state = store.put(SyncState(conn, NOW, NOW + timedelta(days=7), delta_link=None, full_sync_at=None))
+    assert store.announced(conn) is None
+    store.announce(conn, NOW)
+    store.announce(conn, NOW + timedelta(seconds=5))
+    assert store.announced(conn) == NOW + timedelta(seconds=5)
+    store.touch_queued(conn, NOW)
+    assert store.mark_queued(conn, NOW + timedelta(minutes=1), timedelta(minutes=10)) is False
+    assert store.put(state).etag  # a running sync's lease is untouched by either
+    store.remove(conn)
+    assert store.announced(conn) is None
     assert list(tables.get_table_client("syncstate").query_entities(f"PartitionKey eq '{conn}'")) == []
 
 
