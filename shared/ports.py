@@ -175,6 +175,7 @@ class Meeting:
     retry_at: datetime | None = None
     nudged_attempt: int = 0
     at_risk: str | None = None
+    recall_queued_at: datetime | None = None  # a recall chain for agent_id lives (queued or retrying) since
     etag: str | None = None
 
 

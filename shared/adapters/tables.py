@@ -510,6 +510,7 @@ class TableMeetingStore:
             "Recalls": m.recalls, "AgentAttempt": m.agent_attempt, "AgentSince": _iso(m.agent_since),
             "WaitingSince": _iso(m.waiting_since), "RetryAt": _iso(m.retry_at), "NudgedAttempt": m.nudged_attempt,
             "AtRisk": m.at_risk or "",
+            "RecallQueuedAt": _iso(m.recall_queued_at),
         }
 
     @staticmethod
@@ -526,6 +527,7 @@ class TableMeetingStore:
             agent_since=_dt(e.get("AgentSince")), waiting_since=_dt(e.get("WaitingSince")),
             retry_at=_dt(e.get("RetryAt")), nudged_attempt=int(e.get("NudgedAttempt") or 0),
             at_risk=e.get("AtRisk") or None,
+            recall_queued_at=_dt(e.get("RecallQueuedAt")),
         )
 
 

@@ -12,7 +12,13 @@ time it runs): `DELETE {AGENT_API_URL}/agents/{id}`, 204 or 404 meaning gone (..
 Before calling, the job looks at the meeting again: if the row is back, or still there and the
 decision now wants the agent after all, the agent stays. A meeting still listed then shows
 `agent: "recalled"`. Failures retry with back-off until the meeting ends; a permanent refusal is
-logged as an error (the agent stays, and operators see why)."""
+logged as an error (the agent stays, and operators see why).
+
+One chain per agent: asking while a recall of the same agent is queued or retrying (the meeting row's
+`recall_queued_at`, refreshed at every retry, younger than `RECALL_MARK`) queues nothing, so a replan
+after every sync does not start another chain while the agent API refuses the DELETE. A chain that
+ends without recalling (kept, or refused for good) lets the next ask start one; one refused for good
+is asked again at most once per `RECALL_MARK`."""
 
 from __future__ import annotations
 
@@ -35,6 +41,8 @@ REMOVAL_SETTLE = timedelta(seconds=3)
 _ATTEMPTS = 8
 REMOVED = "removed"
 WITHDRAWN = "withdrawn"
+# A recall chain's marker older than this is a lost chain (its longest step is the 5-minute back-off cap).
+RECALL_MARK = timedelta(minutes=10)
 
 
 class RecallService:
@@ -55,6 +63,15 @@ class RecallService:
         if not meeting.agent_id:
             log.error("agent cannot be recalled: the agent API gave no id for it", extra=ctx)
             return False
+        now = self._clock.now()
+        if reason != REMOVED:  # a removed row is deleted right after: nothing to mark, and it happens once
+            if meeting.recall_queued_at is not None and now - meeting.recall_queued_at < RECALL_MARK:
+                return False  # a chain for this agent lives: it recalls it (or says why not)
+            try:
+                self._meetings.replace(replace(meeting, recall_queued_at=now))
+            except Conflict:
+                if self._meetings.get(meeting.user_id, meeting.key) is not None:
+                    return False  # changed meanwhile: the next replan decides again on what is stored
         delay = REMOVAL_SETTLE if reason == REMOVED else timedelta(0)
         self._jobs.enqueue(RecallJob(meeting.user_id, meeting.key, meeting.agent_id, meeting.end, reason), delay)
         log.info("agent recall queued", extra=ctx)
@@ -77,11 +94,13 @@ class RecallService:
                     self._jobs.enqueue(replace(job, attempt=2), REMOVAL_SETTLE)
                     return "retrying"
                 log.info("recall cancelled: the agent is wanted again", extra=ctx)
+                self._mark(job, None)  # a later change of mind starts a chain of its own
                 return "kept"
         result = self._agents.recall(job.agent_id)
         if not result.gone:
             delay = retry_delay(job.attempt, self._retry_base)
             if not result.permanent and now + delay < job.end:
+                self._mark(job, now)  # the chain lives on: asking meanwhile queues nothing
                 self._jobs.enqueue(replace(job, attempt=job.attempt + 1), delay)
                 log.warning("agent recall failed, retrying: %s", result.detail, extra=ctx)
                 return "retrying"
@@ -90,6 +109,16 @@ class RecallService:
         self._record(job)
         log.info("agent recalled", extra=ctx)
         return "recalled"
+
+    def _mark(self, job: RecallJob, at: datetime | None) -> None:
+        """Best effort: the meeting row says since when a chain for this agent lives (None: none)."""
+        meeting = self._meetings.get(job.user_id, job.meeting_key)
+        if meeting is None or meeting.agent_id != job.agent_id or meeting.recall_queued_at == at:
+            return
+        try:
+            self._meetings.replace(replace(meeting, recall_queued_at=at))
+        except Conflict:
+            pass  # the next step of the chain (or the next ask) marks it again
 
     def _record(self, job: RecallJob) -> None:
         for _ in range(_ATTEMPTS):
@@ -100,7 +129,8 @@ class RecallService:
                 return  # it ended or was refused meanwhile: that is what it shows
             try:
                 self._meetings.replace(replace(meeting, agent=check(meeting.agent, AgentState.RECALLED),
-                                               lease_until=None, recalls=meeting.recalls + 1))
+                                               lease_until=None, recalls=meeting.recalls + 1,
+                                               recall_queued_at=None))
                 return
             except Conflict:
                 continue

@@ -189,6 +189,25 @@ def test_a_recall_the_agent_api_refuses_for_now_is_retried_until_the_meeting_end
     assert w.agents.recalls == [meeting.agent_id] * 3
 
 
+def test_replans_while_the_agent_api_refuses_the_delete_keep_one_recall_chain(w):
+    conn, meeting = deployed(w, "e1", minutes=1)
+    w.agents.recall_script = [RecallResult(gone=False, detail="HTTP 503")] * 4
+    w.autojoin.choose(ALICE.id, meeting.key, Choice(False, False))
+    chains = []
+    for _ in range(4):  # a sync (and its replan) between every step of the chain
+        jobs = w.recall_jobs.take()
+        chains.append(len(jobs))
+        for job in jobs:
+            w.recalls.recall(job, decide=w.lifecycle.decide)
+        for _ in range(3):
+            sync(w, conn)
+        w.world.clock.advance(20)
+    assert chains == [1, 1, 1, 1]  # never a second chain for the same agent
+    assert run_recalls(w) == ["recalled"]
+    assert w.agents.recalls == [meeting.agent_id] * 5
+    assert meetings(w)[0].agent is AgentState.RECALLED and meetings(w)[0].recall_queued_at is None
+
+
 def test_a_recall_refused_for_good_is_logged_as_an_error_not_dropped_silently(w, caplog):
     _conn, meeting = deployed(w, "e1")
     w.agents.recall_script = [RecallResult(gone=False, permanent=True, detail="HTTP 400")]
