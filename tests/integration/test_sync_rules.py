@@ -27,7 +27,7 @@ from shared.clock import FixedClock
 from shared.config import load_settings
 from shared.connections import Connection, Plan
 from shared.platform_auth import User
-from shared.ports import DeployJob, RefreshJob, SyncJob
+from shared.ports import DeployJob, ProgressJob, RefreshJob, SyncJob
 from shared.scheduling import sync_window
 from shared.services.accounts import ConnectionUnusable
 from shared.services.meetings import upcoming
@@ -52,12 +52,17 @@ class RecordingJobs:
         self.deploys: list[tuple[DeployJob, datetime]] = []
         self.syncs: list[tuple[SyncJob, datetime]] = []
         self.poisoned: list[tuple[DeployJob, str]] = []
+        self.progress: list[tuple[ProgressJob, datetime]] = []
         self._lock = threading.Lock()
 
     def schedule_deploy(self, job: DeployJob, delay: timedelta) -> None:
         assert timedelta(0) <= delay <= timedelta(days=7), delay  # what Queue Storage accepts
         with self._lock:
             self.deploys.append((job, self.clock.now() + delay))
+
+    def schedule_progress(self, job: ProgressJob, delay: timedelta) -> None:
+        with self._lock:
+            self.progress.append((job, self.clock.now() + delay))
 
     def poison_deploy(self, job: DeployJob, reason: str) -> None:
         self.poisoned.append((job, reason))
