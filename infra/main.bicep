@@ -167,6 +167,12 @@ param errorConnectionRetentionDays int = 90
 @description('Origins of the CoAgentor web app, comma-separated (https://app.example.com): the only callers allowed by CORS, and the only senders whose postMessage hands the Integrations page its platform token. PLATFORM_WEB_ORIGINS.')
 param platformWebOrigins string = ''
 
+@description('Where the Integrations page\'s "Upgrade your plan" leads: the CoAgentor web app\'s plan page (https). Empty: the page says where to upgrade in words. UPGRADE_URL.')
+param upgradeUrl string = ''
+
+@description('The Outlook Calendar help article the Integrations page links to (https). Empty: no link. HELP_ARTICLE_URL.')
+param helpArticleUrl string = ''
+
 // ----------------------------------------------------------------------------------------------------
 // Alerts (modules/alerts.bicep)
 // ----------------------------------------------------------------------------------------------------
@@ -434,6 +440,8 @@ module functionApp 'modules/function-app.bicep' = {
       MEETING_RETENTION_DAYS: string(meetingRetentionDays)
       ERROR_CONNECTION_RETENTION_DAYS: string(errorConnectionRetentionDays)
       PLATFORM_WEB_ORIGINS: platformWebOrigins
+      UPGRADE_URL: upgradeUrl
+      HELP_ARTICLE_URL: helpArticleUrl
       // PAGE_TOKEN_FROM_URL is deliberately never set here: a token in the page URL is a local-stack
       // convenience (it would let a link plant someone else's CoAgentor session).
     }

@@ -60,6 +60,8 @@ class Settings:
     page_token_from_url: bool
     token_cache_key_name: str  # the Key Vault key that wraps the data keys of the sealed token caches
     migrate_vault_token_caches: bool  # read (then move) per-connection secrets still in Key Vault
+    upgrade_url: str  # where "Upgrade your plan" leads (the web app's billing page); "" = no link
+    help_article_url: str  # the Outlook Calendar help article the page links to; "" = no link
     notification_url: str  # where Graph sends change notifications (the lifecycle URL is it + "/lifecycle")
     # Agent progress (../shared/API.md "Agent progress"): the Key Vault name of the Standard Webhooks
     # secret the agent platform signs statuses with, and the lobby / retry / readiness timings.
@@ -108,6 +110,10 @@ SETTINGS: dict[str, str | None] = {
     "ERROR_CONNECTION_RETENTION_DAYS": "90",
     "PLATFORM_WEB_ORIGINS": "",
     "PAGE_TOKEN_FROM_URL": "false",
+    # Links on the Integrations page (https): the web app's plan/billing page and the help article.
+    # Empty = the page says where to go in words instead of linking (never a link that 404s).
+    "UPGRADE_URL": "",
+    "HELP_ARTICLE_URL": "",
     # The app's public HTTPS route for Graph change notifications; empty = the origin of
     # OUTLOOK_REDIRECT_URI + /api/outlook/notifications (the same app).
     "NOTIFICATION_URL": "",
@@ -201,6 +207,17 @@ def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(origins)
 
 
+def _page_link(env: Mapping[str, str], name: str) -> str:
+    """An https URL the page links to, or "" (no link). http only for a loopback host."""
+    value = _get(env, name)
+    if not value:
+        return ""
+    parts = urlsplit(_checked_url(name, value, https=False))
+    if parts.username or parts.password:
+        raise SettingsError(f"Setting {name} must not carry credentials")
+    return value
+
+
 def _bool(env: Mapping[str, str], name: str) -> bool:
     raw = _get(env, name).lower()
     if raw not in ("true", "false"):
@@ -284,6 +301,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         page_token_from_url=_bool(env, "PAGE_TOKEN_FROM_URL"),
         token_cache_key_name=_get(env, "TOKEN_CACHE_KEY_NAME"),
         migrate_vault_token_caches=_bool(env, "MIGRATE_VAULT_TOKEN_CACHES"),
+        upgrade_url=_page_link(env, "UPGRADE_URL"),
+        help_article_url=_page_link(env, "HELP_ARTICLE_URL"),
         notification_url=_notification_url(env),
         agent_status_secret_name=_get(env, "AGENT_STATUS_SECRET_NAME"),
         lobby_nudge_seconds=_int(env, "LOBBY_NUDGE_SECONDS"),

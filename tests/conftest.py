@@ -27,6 +27,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "PLATFORM_WEB_ORIGINS": "https://app.coagentor.test",
         # As in Azure: the page takes its token only from the web app, never from its URL.
         "PAGE_TOKEN_FROM_URL": "false",
+        # Where the page's "Upgrade your plan" and help-article links lead (the web app, stood in).
+        "UPGRADE_URL": "https://app.coagentor.test/settings/plan",
+        "HELP_ARTICLE_URL": "https://app.coagentor.test/help/outlook-calendar",
         # Status events the recorder refuses are retried after 1 s, 2 s... rather than 30 s, 60 s...
         "PLATFORM_EVENTS_RETRY_SECONDS": "1",
     }

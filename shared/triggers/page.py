@@ -23,6 +23,9 @@ _HEADERS = {**SECURITY_HEADERS, "Cache-Control": "no-cache"}
 # whether the local stack's #token= convenience is on. Both are settings, never request input.
 _ORIGINS_META = b'<meta name="coagentor-web-origins" content="">'
 _URL_TOKEN_META = b'<meta name="coagentor-token-from-url" content="false">'
+# Where "Upgrade your plan" and the help article link lead (UPGRADE_URL, HELP_ARTICLE_URL; "" = no link).
+_LINK_METAS = {"upgrade_url": b'<meta name="coagentor-upgrade-url" content="">',
+               "help_article_url": b'<meta name="coagentor-help-url" content="">'}
 
 
 def _file(name: str) -> func.HttpResponse:
@@ -42,6 +45,9 @@ def _configured(html: bytes) -> bytes:
     settings = container().settings
     origins = escape(" ".join(settings.platform_web_origins), quote=True).encode()
     html = html.replace(_ORIGINS_META, _ORIGINS_META.replace(b'content=""', b'content="' + origins + b'"'))
+    for setting, tag in _LINK_METAS.items():
+        value = escape(getattr(settings, setting), quote=True).encode()
+        html = html.replace(tag, tag.replace(b'content=""', b'content="' + value + b'"'))
     if settings.page_token_from_url:
         html = html.replace(_URL_TOKEN_META, _URL_TOKEN_META.replace(b'"false"', b'"true"'))
     return html
