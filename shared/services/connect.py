@@ -390,8 +390,10 @@ class ConnectService:
         """What claiming would connect, without using the claim, so the page can ask the person to
         confirm "connect <Microsoft account> to <CoAgentor account>". The same rules as the claim:
         ClaimExpired when unknown, used or stale; ClaimMismatch (and the sign-in destroyed) when this
-        user did not start it."""
+        user did not start it; AccountMismatch (and the sign-in destroyed) when it reconnects a
+        connection with a different Microsoft account, so the page refuses before asking."""
         pending = self._pending_for(user, code)
+        self._reconnect_target(pending, self._connections.list_for_user(user.id))
         return ClaimPreview(email=pending.email, reconnect_id=pending.reconnect_id)
 
     def claim(self, user: User, code: str) -> Claimed:
@@ -427,14 +429,20 @@ class ConnectService:
             raise ClaimMismatch()
         return pending
 
+    def _reconnect_target(self, pending: PendingClaim, existing: list[Connection]) -> Connection | None:
+        """The connection a reconnect sign-in replaces (None: not a reconnect, or it is gone). A
+        different Microsoft account than it had: the sign-in is destroyed and AccountMismatch raised."""
+        if pending.reconnect_id is None:
+            return None
+        target = next((c for c in existing if c.id == pending.reconnect_id), None)
+        if target is not None and target.home_account_id != pending.home_account_id:
+            self._discard(pending)
+            raise AccountMismatch()
+        return target
+
     def _store(self, user: User, pending: PendingClaim) -> tuple[str, Connection]:
         existing = self._connections.list_for_user(user.id)
-        target: Connection | None = None
-        if pending.reconnect_id is not None:
-            target = next((c for c in existing if c.id == pending.reconnect_id), None)
-            if target is not None and target.home_account_id != pending.home_account_id:
-                self._discard(pending)
-                raise AccountMismatch()
+        target = self._reconnect_target(pending, existing)
         if target is None:
             target = next((c for c in existing if c.home_account_id == pending.home_account_id), None)
 

@@ -103,7 +103,8 @@ def _to_page(c: Container, result: CallbackResult) -> func.HttpResponse:
 @authed
 def outlook_claim_preview(req: func.HttpRequest, c: Container, user: User) -> func.HttpResponse:
     """What a claim would connect, for the page to ask "connect <Microsoft account> to <CoAgentor
-    account>?" before it claims. The same rules as the claim (403 destroys it, 410)."""
+    account>?" before it claims. The same rules as the claim (403 destroys it, 410; 409 for a reconnect
+    with another Microsoft account, which destroys it too, so the page refuses before asking)."""
     code = req.params.get("claim", "")
     if not code or len(code) > 512:
         return error(400, "invalid_claim", "Give the claim code from the redirect: ?claim=<code>")
@@ -113,11 +114,19 @@ def outlook_claim_preview(req: func.HttpRequest, c: Container, user: User) -> fu
         return _claim_expired()
     except ClaimMismatch:
         return _claim_mismatch()
+    except AccountMismatch:
+        return _account_mismatch()
     return json_response({"email": preview.email, "reconnect": preview.reconnect_id, "account": account_view(user)})
 
 
 def _claim_expired() -> func.HttpResponse:
     return error(410, "claim_expired", "This sign-in is unknown, already used or expired. Connect again.")
+
+
+def _account_mismatch() -> func.HttpResponse:
+    return error(409, "account_mismatch", "You signed in with a different Microsoft account than this "
+                 "connection uses. Nothing was changed: reconnect with the original account, or connect "
+                 "the new one separately.")
 
 
 def _claim_mismatch() -> func.HttpResponse:
@@ -140,9 +149,7 @@ def outlook_claim(req: func.HttpRequest, c: Container, user: User) -> func.HttpR
     except ClaimMismatch:
         return _claim_mismatch()
     except AccountMismatch:
-        return error(409, "account_mismatch", "You signed in with a different Microsoft account than this "
-                     "connection uses. Nothing was changed: reconnect with the original account, or connect "
-                     "the new one separately.")
+        return _account_mismatch()
     except PlanLimitExceeded as exc:
         return plan_limit_error(exc)
     view = connection_view(claimed.connection, c.clock.now(), c.settings.token_warning_after_seconds,

@@ -278,6 +278,11 @@ def test_real_responses_match_the_document(client, contract, stack):
     assert r.claim(me, code).status_code == 410
     mismatch = r.claim(me, r.signed_in(me, "dave@contoso.com", reconnect=alice["id"]))
     assert mismatch.status_code == 409 and mismatch.json()["error"] == "account_mismatch"
+    # Refused at the preview already (before the page asks), and destroyed.
+    other = r.signed_in(me, "dave@contoso.com", reconnect=alice["id"])
+    previewed = r.call("GET", "outlook/claim", me, params={"claim": other})
+    assert previewed.status_code == 409 and previewed.json()["error"] == "account_mismatch"
+    assert r.claim(me, other).status_code == 410
     resp = client.api.post(f"{stack.functions_url}/api/outlook/callback", data={"code": "c", "state": "forged"},
                            allow_redirects=False, timeout=30)
     assert r.check(resp).status_code == 302

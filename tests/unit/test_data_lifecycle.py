@@ -11,7 +11,7 @@ import pytest
 from shared.connections import REASONS, ConnectionStatus, Plan
 from shared.platform_auth import User
 from shared.ports import Conflict, SyncJob
-from shared.services.connect import ClaimExpired, ClaimMismatch
+from shared.services.connect import AccountMismatch, ClaimExpired, ClaimMismatch
 from shared.services.lifecycle import SECOND_PASS, Erasure, Pruner, SecretReconciler
 from tests import fakes
 from tests.unit.test_sync_and_deploy import PERSONAL, WORK, event
@@ -64,6 +64,20 @@ def test_a_stale_sign_in_previews_as_expired_and_its_cache_goes(world):
     with pytest.raises(ClaimExpired):
         world.connect.preview(ALICE, code)
     assert world.secrets.values == {}
+
+
+def test_a_reconnect_with_another_microsoft_account_is_refused_at_the_preview_before_anyone_is_asked(world):
+    """The page previews before asking "Reconnect <account>?": a different account is refused there,
+    and the sign-in is destroyed, so the question is never asked only to be refused afterwards."""
+    connected = world.connect.claim(ALICE, signed_in(world)).connection
+    code = signed_in(world, account=PERSONAL, reconnect=connected.id)
+    with pytest.raises(AccountMismatch):
+        world.connect.preview(ALICE, code)
+    with pytest.raises(ClaimExpired):
+        world.connect.claim(ALICE, code)
+    assert [c.email for c in world.accounts.list(ALICE.id)] == [connected.email]
+    # The same account previews as the reconnect it is.
+    assert world.connect.preview(ALICE, signed_in(world, reconnect=connected.id)).reconnect_id == connected.id
 
 
 # ---------------------------------------------------------------- claims are safe to retry
