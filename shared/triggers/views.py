@@ -40,6 +40,9 @@ def connection_view(c: Connection, now: datetime, warning_after_seconds: int,
         "last_refreshed_at": iso(c.last_refreshed_at),
         "last_synced_at": iso(last_synced_at),
         "warning": c.warning(now, warning_after_seconds, sync_warning_after_seconds),
+        # Since when reading the calendar keeps failing (cleared by a read that succeeds): Refresh
+        # shows a failure at once instead of waiting for `warning`.
+        "sync_failing_since": iso(c.sync_failing_since) if c.is_active else None,
     }
 
 
