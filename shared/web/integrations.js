@@ -8,13 +8,23 @@
   // one-time claim code and the platform token must not linger in history, bookmarks or screenshots.
   const query = new URLSearchParams(location.search);
   const fragment = new URLSearchParams(location.hash.slice(1));
-  const returning = query.has("outlook")
+  let returning = query.has("outlook")
     ? { outcome: query.get("outlook") || "", claim: query.get("claim") || "", reason: query.get("reason") || "" }
     : null;
-  if (returning || fragment.has("token")) {
+  // A sign-in waiting for "Connect?" survives a reload of the page: its claim code stays in this history
+  // entry's state (never in the URL) until the person answers, and the page asks again from the preview.
+  const keptClaim = history.state && typeof history.state.claim === "string" ? history.state.claim : "";
+  if (!returning && keptClaim) {
+    returning = { outcome: "confirm", claim: keptClaim, reason: "" };
+  }
+  if (query.has("outlook") || fragment.has("token")) {
     ["outlook", "claim", "reason"].forEach((k) => query.delete(k));
     const rest = query.toString();
-    history.replaceState(null, "", location.pathname + (rest ? "?" + rest : ""));
+    const pending = returning && returning.outcome === "confirm" && returning.claim ? { claim: returning.claim } : null;
+    history.replaceState(pending, "", location.pathname + (rest ? "?" + rest : ""));
+  }
+  function forgetClaim() {
+    if (history.state && history.state.claim) { history.replaceState(null, "", location.pathname + location.search); }
   }
   const TOKEN_KEY = "coagentor_token";
   const meta = (name) => (document.querySelector('meta[name="' + name + '"]') || {}).content || "";
@@ -29,7 +39,17 @@
 
   // The API lives beside the page: /api/integrations → /api/.
   const API_BASE = location.pathname.replace(/integrations\/?$/, "");
-  const UPGRADE_URL = "/upgrade";
+  // Links from settings (UPGRADE_URL, HELP_ARTICLE_URL); empty: the page says it in words, never a dead link.
+  const linkSetting = (name) => {
+    try {
+      const url = new URL(meta(name));
+      return url.protocol === "https:" || url.protocol === "http:" ? url.href : "";
+    } catch (e) {
+      return "";
+    }
+  };
+  const UPGRADE_URL = linkSetting("coagentor-upgrade-url");
+  const HELP_URL = linkSetting("coagentor-help-url");
   const PLAN_NAMES = { free: "Free", solo: "Solo", pro: "Pro", business: "Business+" };
   const PLATFORMS = { teams: "Microsoft Teams", zoom: "Zoom", google_meet: "Google Meet" };
   const ADMIN_TODO = "Ask your IT admin to allow CoAgentor's Outlook Calendar app.";
@@ -104,7 +124,16 @@
   function clearNotice() { $("notice").replaceChildren(); }
 
   function upgradeLink() {
-    return el("a", { class: "button primary", href: UPGRADE_URL, text: "Upgrade your plan" });
+    if (!UPGRADE_URL) {
+      return el("span", { class: "upgrade-words", text: "Upgrade your plan in the CoAgentor app, under your account's plan." });
+    }
+    return el("a", { class: "button primary", href: UPGRADE_URL, rel: "noopener", text: "Upgrade your plan" });
+  }
+
+  function helpLink(text) {
+    if (!HELP_URL) { return null; }
+    return el("a", { href: HELP_URL, rel: "noopener noreferrer", target: "_blank" }, text,
+      el("span", { class: "visually-hidden", text: " (opens in a new tab)" }));
   }
 
   function connectAgainButton(label) {
@@ -157,6 +186,7 @@
         [d.message || "Upgrade your plan to connect more accounts, or disconnect one first.",
           context === "claim" ? "The Microsoft account you just signed in with was not connected." : ""]
           .filter(Boolean), [upgradeLink()], true);
+      refreshAll(); // another tab may have connected one: show the plan as it is now, not as this tab last saw it
       return;
     }
     if (d.error === "claim_mismatch") {
@@ -174,8 +204,9 @@
     }
     if (d.error === "account_mismatch") {
       notice("error", "That's a different Microsoft account",
-        [d.message || "You signed in with a different Microsoft account than this connection uses. Nothing was changed."],
-        null, true);
+        [d.message || "You signed in with a different Microsoft account than this connection uses. Nothing was changed.",
+          "To reconnect, use Reconnect on its card and sign in with that same account. To add another account, " +
+          "use Connect Outlook Calendar."], null, true);
       return;
     }
     if (d.error === "not_found") {
@@ -282,7 +313,12 @@
     if (claimed) {
       if (claimed.ok) {
         const c = claimed.data.connection || {};
-        if (claimed.data.outcome === "reconnected") {
+        if (c.status === "error") {
+          const verb = claimed.data.outcome === "reconnected" ? "Reconnected " : "Connected ";
+          notice("warning", verb + (c.email || "your Outlook account") + ", but its calendar can't be read yet",
+            [c.reason || "Microsoft could not give CoAgentor this account's calendar.",
+              "No agent joins its meetings until this is fixed. The card below says what to do."], null, true);
+        } else if (claimed.data.outcome === "reconnected") {
           notice("success", "Reconnected " + (c.email || "your Outlook account"),
             ["Auto-join is back on for its Teams, Zoom and Google Meet meetings."], null, true);
         } else {
@@ -373,9 +409,43 @@
     const d = new Date(iso);
     return Number.isNaN(d.getTime()) ? "" : new Intl.DateTimeFormat(undefined, options).format(d);
   }
-  const DAY = { weekday: "short", day: "numeric", month: "short" };
   const TIME = { hour: "2-digit", minute: "2-digit" };
   const DATE = { day: "numeric", month: "short", year: "numeric" };
+  const LONG_DAY = { weekday: "long", day: "numeric", month: "long" };
+
+  // "Calendar read 2 minutes ago": when a round of reading this account's calendar last completed.
+  function syncedText(c) {
+    if (!c.last_synced_at) {
+      return c.status === "active" ? "Calendar not read yet" : "Calendar not read";
+    }
+    const at = new Date(c.last_synced_at);
+    if (Number.isNaN(at.getTime())) { return ""; }
+    const seconds = Math.round((Date.now() - at.getTime()) / 1000);
+    let when;
+    if (seconds < 45) {
+      when = "just now";
+    } else if (seconds < 3600) {
+      when = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" }).format(-Math.round(seconds / 60), "minute");
+    } else if (dayKey(at) === dayKey(new Date())) {
+      when = "at " + formatDate(c.last_synced_at, TIME);
+    } else {
+      when = "on " + formatDate(c.last_synced_at, DATE) + " at " + formatDate(c.last_synced_at, TIME);
+    }
+    return "Calendar last read " + when;
+  }
+
+  // Local calendar day of a date, for grouping meetings under Today, Tomorrow, ...
+  function dayKey(d) {
+    return d.getFullYear() + "-" + (d.getMonth() + 1) + "-" + d.getDate();
+  }
+
+  function dayHeading(d) {
+    const today = new Date();
+    const tomorrow = new Date(today.getFullYear(), today.getMonth(), today.getDate() + 1);
+    if (dayKey(d) === dayKey(today)) { return "Today"; }
+    if (dayKey(d) === dayKey(tomorrow)) { return "Tomorrow"; }
+    return new Intl.DateTimeFormat(undefined, LONG_DAY).format(d);
+  }
 
   function connectionCard(c) {
     const active = c.status === "active";
@@ -387,6 +457,7 @@
       el("span", { class: "badge " + (active ? "active" : "error"), text: active ? "Active" : "Error" })));
     const since = c.connected_at ? "Connected " + formatDate(c.connected_at, DATE) + " · " : "";
     card.append(el("p", { class: "muted small", text: since + (active ? "Auto-join on" : "Auto-join paused") }));
+    card.append(el("p", { class: "muted small synced", text: syncedText(c) }));
 
     const actions = el("div", { class: "actions" });
     const reconnect = () => {
@@ -397,7 +468,13 @@
     };
     if (!active) {
       if (c.reason) { card.append(el("p", { class: "reason", text: c.reason })); }
-      if (c.action === "contact_admin") {
+      if (c.reason_code === "calendar_unavailable") {
+        // Not an app approval: the account has no mailbox Graph can read. Approving the app changes nothing.
+        card.append(el("p", { class: "todo", text: "Ask your IT admin to move this account's mailbox to Exchange " +
+          "Online (a Microsoft 365 licence with Exchange), or connect an account whose calendar is in Microsoft 365. " +
+          "Then reconnect." }));
+        actions.append(reconnect());
+      } else if (c.action === "contact_admin") {
         const todo = (c.reason || "").includes(ADMIN_TODO)
           ? "Once your IT admin has allowed it, reconnect." : ADMIN_TODO + " Then reconnect.";
         card.append(el("p", { class: "todo", text: todo }), ...adminConsentParts());
@@ -440,13 +517,13 @@
   }
 
   function meetingItem(m) {
-    const li = el("li", { class: "meeting", "data-meeting-id": m.id });
+    const li = el("li", { class: "meeting", "data-meeting-id": m.id, tabindex: "-1" });
     const start = formatDate(m.start, TIME);
     const end = formatDate(m.end, TIME);
     li.append(el("div", { class: "when" },
-      el("time", { class: "day", datetime: m.start, text: formatDate(m.start, DAY) }),
-      el("span", { text: end ? start + " – " + end : start })));
-    const what = el("div", { class: "what" }, el("h3", { class: "meeting-title", text: m.title || "(No title)" }));
+      el("time", { class: "start", datetime: m.start, text: start }),
+      end ? el("span", { class: "end muted small", text: "– " + end }) : null));
+    const what = el("div", { class: "what" }, el("h4", { class: "meeting-title", text: m.title || "(No title)" }));
     const accounts = (m.accounts || []).join(", ");
     const meta = el("p", {}, el("span", { class: "platform", text: PLATFORMS[m.platform] || m.platform }),
       accounts ? " · From " + accounts : "");
@@ -461,10 +538,13 @@
     const agent = el("div", { class: "agent" });
     const labels = { scheduled: "Agent scheduled", deployed: "Agent deployed", failed: "Agent failed",
       recalled: "Agent recalled" };
-    const label = labels[m.agent] || (m.will_join === false ? "No agent" : "Agent not scheduled yet");
-    agent.append(el("span", { class: "status " + (m.agent || (m.will_join === false ? "skipped" : "pending")),
-      text: label }));
-    if (m.agent_at && !["deployed", "failed", "recalled"].includes(m.agent)) {
+    const callingBack = isOut(m) && m.will_join === false;
+    const label = callingBack ? "Calling the agent back…"
+      : labels[m.agent] || (m.will_join === false ? "No agent" : "Agent not scheduled yet");
+    // A meeting the person (or their rules) skipped is a choice, not a failure: shown neutral ("off").
+    const kind = callingBack ? "recalling" : m.agent || (m.will_join === false ? "off" : "pending");
+    agent.append(el("span", { class: "status " + kind, text: label }));
+    if (m.agent_at && !callingBack && !["deployed", "failed", "recalled"].includes(m.agent)) {
       agent.append(el("span", { class: "muted small", text: "Joins " + formatDate(m.agent_at, TIME) }));
     } else if (m.agent === "failed") {
       agent.append(el("span", { class: "muted small", text: "The agent could not join" }));
@@ -475,12 +555,23 @@
     return li;
   }
 
+  // An agent that has gone to the meeting (or is on its way in): the one thing left is to call it back.
+  const OUT_STATES = ["deployed", "joining", "waiting_for_admission", "in_call"];
+  function isOut(m) { return OUT_STATES.includes(m.agent); }
+
   // ---- per-meeting join/skip (PUT meetings/{id}/autojoin), and going back to the rules
   function meetingControls(m) {
     const box = el("div", { class: "meeting-actions" });
     const title = m.title || "this meeting";
-    const fixed = m.why === "connection_error" || m.why === "too_late" || m.agent === "deployed" ||
-      m.agent === "failed" || m.agent === "recalled";
+    if (isOut(m)) {
+      // Skipping a meeting whose agent went recalls it (API.md: skipped → recalled).
+      if (m.will_join !== false) {
+        box.append(choiceButton(m, { join: false, series: false }, "Call agent back",
+          "Call the agent back from " + title, "", "recall"));
+      }
+      return box;
+    }
+    const fixed = m.why === "connection_error" || m.why === "too_late" || m.agent === "failed";
     if (!fixed) {
       const join = !m.will_join;
       box.append(choiceButton(m, { join, series: false }, join ? "Join" : "Skip",
@@ -497,9 +588,9 @@
     return box;
   }
 
-  function choiceButton(m, choice, text, label, kind) {
+  function choiceButton(m, choice, text, label, kind, name) {
     const b = el("button", { type: "button", class: "button small-button " + kind, text, "aria-label": label,
-      "data-choice": (choice.join === null ? "rules" : choice.join ? "join" : "skip") + (choice.series ? "-series" : "") });
+      "data-choice": name || (choice.join === null ? "rules" : choice.join ? "join" : "skip") + (choice.series ? "-series" : "") });
     b.addEventListener("click", () => choose(m, choice, b));
     return b;
   }
@@ -526,9 +617,32 @@
       renderMeetings();
     }
     $("meetings-status").textContent = (updated.title || "Meeting") + ": " + (updated.why_text || "");
-    // Keep the keyboard where it was: on the same meeting's first control.
-    const item = document.querySelector('li.meeting[data-meeting-id="' + CSS.escape(updated.id) + '"] .meeting-actions button');
-    if (item) { item.focus(); }
+    // Keep the keyboard where it was: on the same meeting (its first control, else the meeting itself).
+    const row = () => document.querySelector('li.meeting[data-meeting-id="' + CSS.escape(updated.id) + '"]');
+    const focusRow = () => {
+      const item = row();
+      const control = item && item.querySelector(".meeting-actions button");
+      if (control) { control.focus(); } else if (item) { item.focus(); }
+    };
+    focusRow();
+    if (isOut(updated) && updated.will_join === false) {
+      await followRecall(updated.id);
+      focusRow();
+    }
+  }
+
+  // The agent is called back in the background (agent-recalls queue): read the meeting again until
+  // it says so, for a while; if it takes longer, the next Refresh shows it.
+  async function followRecall(id) {
+    for (let wait = 500; wait <= 4000; wait *= 2) {
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      await loadMeetings();
+      const m = state.meetings.find((x) => x.id === id);
+      if (!m || !isOut(m)) {
+        if (m) { $("meetings-status").textContent = (m.title || "Meeting") + ": agent called back."; }
+        return;
+      }
+    }
   }
 
   // ---- auto-join rules (GET/PUT autojoin/rules)
@@ -597,8 +711,25 @@
     }
   }
 
+  // Upcoming Meetings, one group per local day (Today, Tomorrow, Wednesday 9 December...), in start order.
   function renderMeetings() {
-    $("meetings").replaceChildren(...state.meetings.map(meetingItem));
+    const groups = [];
+    for (const m of state.meetings) {
+      const start = new Date(m.start);
+      const key = Number.isNaN(start.getTime()) ? "?" : dayKey(start);
+      let group = groups.length ? groups[groups.length - 1] : null;
+      if (!group || group.key !== key) {
+        group = { key, title: key === "?" ? "Date unknown" : dayHeading(start), items: [] };
+        groups.push(group);
+      }
+      group.items.push(meetingItem(m));
+    }
+    $("meetings").replaceChildren(...groups.map((g, i) => {
+      const id = "day-" + i;
+      return el("section", { class: "meeting-day", "aria-labelledby": id },
+        el("h3", { id, class: "day-title", text: g.title }),
+        el("ol", { class: "meetings" }, ...g.items));
+    }));
     const empty = state.meetings.length === 0;
     $("meetings-empty").hidden = !empty;
     // With calendars connected but nothing listed, the explanation is what the person needs: show it.
@@ -613,6 +744,15 @@
     $("timezone").textContent = zone ? "Times are in your time zone (" + zone + ")." : "";
   }
 
+  function applyConnections(data) {
+    state.connections = data.connections || [];
+    showAccount(data.account);
+    state.plan = data.plan || null;
+    state.clientId = (data.app && data.app.client_id) || state.clientId;
+    state.adminConsentUrl = (data.app && data.app.admin_consent_url) || state.adminConsentUrl;
+    state.adminConsentedAt = (data.app && data.app.admin_consented_at) || null;
+  }
+
   async function refreshAll() {
     const conns = await api("GET", "outlook/connections");
     if (!conns.ok) {
@@ -621,66 +761,128 @@
       return false;
     }
     state.signedIn = true;
-    state.connections = conns.data.connections || [];
-    showAccount(conns.data.account);
-    state.plan = conns.data.plan || null;
-    state.clientId = (conns.data.app && conns.data.app.client_id) || state.clientId;
-    state.adminConsentUrl = (conns.data.app && conns.data.app.admin_consent_url) || state.adminConsentUrl;
-    state.adminConsentedAt = (conns.data.app && conns.data.app.admin_consented_at) || null;
+    applyConnections(conns.data);
     renderConnections();
     await loadMeetings();
     if (state.signedIn) { await loadRules(); }
     return true;
   }
 
-  // ---- tabs (WAI-ARIA tabs pattern, automatic activation)
-  function setupTabs() {
-    const tabs = Array.from(document.querySelectorAll('[role="tab"]'));
-    function select(tab, focus) {
-      for (const t of tabs) {
-        const on = t === tab;
-        t.setAttribute("aria-selected", on ? "true" : "false");
-        t.tabIndex = on ? 0 : -1;
-        $(t.getAttribute("aria-controls")).hidden = !on;
-      }
-      if (focus) { tab.focus(); }
-    }
-    tabs.forEach((tab, i) => {
-      tab.addEventListener("click", () => select(tab, false));
-      tab.addEventListener("keydown", (e) => {
-        let next = null;
-        if (e.key === "ArrowRight") { next = tabs[(i + 1) % tabs.length]; }
-        if (e.key === "ArrowLeft") { next = tabs[(i - 1 + tabs.length) % tabs.length]; }
-        if (e.key === "Home") { next = tabs[0]; }
-        if (e.key === "End") { next = tabs[tabs.length - 1]; }
-        if (next) { e.preventDefault(); select(next, true); }
-      });
-    });
+  // ---- "sync now": Refresh asks every Active calendar to be read again (POST .../sync; asking while
+  // one is queued queues nothing more), then watches each connection's last_synced_at move on (a read
+  // completed) or sync_failing_since appear (it failed), and says which. A read still not done after
+  // SYNC_WAIT_MS is reported as such: the service keeps going, the next Refresh shows the outcome.
+  const SYNC_WAIT_MS = 20000;
+  const later = (iso, than) => !!iso && (!than || new Date(iso).getTime() > new Date(than).getTime());
+
+  function syncStatus(kind, text) {
+    const box = $("sync-status");
+    box.className = "sync-status " + kind;
+    box.textContent = text;
   }
 
-  // ---- "sync now": Refresh first asks every Active calendar to be read again (POST .../sync; asking
-  // while one is queued queues nothing more), then shows what the reads found.
-  const SYNC_SETTLE_MS = 1500;
   async function syncNow() {
     const active = state.connections.filter((c) => c.status === "active");
-    if (!active.length) { return; }
+    if (!active.length) {
+      const inError = state.connections.length > 0;
+      syncStatus(inError ? "failed" : "idle", inError
+        ? "No calendar can be read until its connection is fixed (see its card)."
+        : "Connect an Outlook calendar first.");
+      return;
+    }
+    syncStatus("busy", "Reading your calendars…");
+    const before = new Map(active.map((c) => [c.id, c]));
     const asked = await Promise.all(active.map(
-      (c) => api("POST", "outlook/connections/" + encodeURIComponent(c.id) + "/sync")));
-    if (asked.some((r) => r.ok)) {
-      $("meetings-status").textContent = "Reading your calendars…";
-      await new Promise((resolve) => setTimeout(resolve, SYNC_SETTLE_MS));
+      (c) => api("POST", "outlook/connections/" + encodeURIComponent(c.id) + "/sync").then((r) => ({ c, r }))));
+    if (asked.some(({ r }) => r.status === 401)) { signedOut(); return; }
+    if (asked.every(({ r }) => r.status === 0)) { syncStatus("failed", "CoAgentor could not be reached. Try again."); return; }
+    const done = new Map();  // connection id → "ok" | "failed" | "gone" | reason text
+    for (const { c, r } of asked) {
+      if (!r.ok) { done.set(c.id, r.status === 404 ? "gone" : "failed"); }
+    }
+    const deadline = Date.now() + SYNC_WAIT_MS;
+    let wait = 400;
+    while (done.size < asked.length && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      wait = Math.min(wait * 1.5, 2000);
+      const conns = await api("GET", "outlook/connections");
+      if (conns.status === 401) { signedOut(); return; }
+      if (!conns.ok) { continue; }
+      applyConnections(conns.data);
+      for (const { c } of asked) {
+        if (done.has(c.id)) { continue; }
+        const now = state.connections.find((x) => x.id === c.id);
+        const was = before.get(c.id);
+        if (!now) {
+          done.set(c.id, "gone");
+        } else if (now.status !== "active") {
+          done.set(c.id, "failed");
+        } else if (later(now.last_synced_at, was.last_synced_at)) {
+          done.set(c.id, "ok");
+        } else if (now.sync_failing_since && !was.sync_failing_since) {
+          done.set(c.id, "failed");
+        }
+      }
+    }
+    renderConnections();
+    const emails = (outcome) => asked.filter(({ c }) => done.get(c.id) === outcome).map(({ c }) => c.email);
+    const failed = emails("failed");
+    const pending = asked.filter(({ c }) => !done.has(c.id));
+    const stillFailing = pending.filter(({ c }) => {
+      const now = state.connections.find((x) => x.id === c.id);
+      return now && now.sync_failing_since;
+    }).map(({ c }) => c.email);
+    const read = emails("ok");
+    const time = formatDate(new Date().toISOString(), TIME);
+    if (failed.length || stillFailing.length) {
+      syncStatus("failed", "Couldn't read " + failed.concat(stillFailing).join(", ") + " just now: Microsoft " +
+        "didn't answer. CoAgentor keeps trying by itself; agents may join late until it can read again.");
+    } else if (pending.length) {
+      syncStatus("busy", "Still reading " + pending.map(({ c }) => c.email).join(", ") +
+        ". New meetings appear here when it's done; press Refresh again in a minute.");
+    } else if (read.length) {
+      syncStatus("ok", "Up to date: " + (read.length === 1 ? "calendar" : read.length + " calendars") +
+        " read at " + time + ".");
+    } else {
+      syncStatus("idle", "");
     }
   }
 
   async function main() {
-    setupTabs();
+    $("plan-limit-upgrade").replaceChildren(upgradeLink());
+    const help = helpLink("Read the Outlook Calendar help article");
+    if (help) { $("help-link-slot").replaceChildren(" ", help, "."); }
     $("connect").addEventListener("click", () => startConnect(null, $("connect")));
     $("refresh").addEventListener("click", async () => {
       const b = $("refresh");
       const shown = document.querySelector("#notice .notice");
       if (shown && !shown.classList.contains("error")) { clearNotice(); } // news, not a problem still to fix
       b.disabled = true;
-      try { await syncNow(); await refreshAll(); } finally { b.disabled = false; }
+      b.setAttribute("aria-busy", "true");
+      try {
+        await syncNow();
+        if (state.signedIn) { await refreshAll(); }
+      } finally {
+        b.disabled = false;
+        b.removeAttribute("aria-busy");
+      }
+      // Screen readers hear the outcome, not "Reading your calendars…" forever.
+      $("meetings-status").textContent = $("sync-status").textContent;
+    });
+    // Back from Microsoft's sign-in (or any page) out of the back/forward cache, the page is as it was
+    // left: buttons disabled mid-navigation, and the accounts and plan as they were then. Undo the
+    // former, read the latter again.
+    window.addEventListener("pageshow", (event) => {
+      if (!event.persisted) { return; }
+      for (const b of document.querySelectorAll("button[aria-busy]")) {
+        b.disabled = false;
+        b.removeAttribute("aria-busy");
+      }
+      if (state.signedIn && loadedOnce) { refreshAll(); }
+    });
+    // A tab left open elsewhere shows what it read then: read again when it is looked at.
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible" && state.signedIn && loadedOnce) { refreshAll(); }
     });
     $("disconnect-dialog").addEventListener("close", onDialogClose);
     $("rules-form").addEventListener("submit", saveRules);
@@ -708,6 +910,7 @@
     if (returning && returning.outcome === "confirm" && returning.claim) {
       claimed = await confirmAndClaim(returning.claim);
       declined = claimed === null;
+      forgetClaim();  // answered (or unusable): a reload from here on does not ask again
     }
     const loaded = await refreshAll();
     loadedOnce = true;

@@ -57,7 +57,10 @@ def chromium() -> Iterator[Browser]:
                     "this on CI), or set CHROMIUM_PATH. The browser tests are part of `make test` and never skip.",
                     pytrace=False)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        # With the back/forward cache on, as people's browsers have it: Playwright turns it off by default
+        # (--disable-back-forward-cache), which hid a page that came back from Microsoft's sign-in frozen.
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
+                                    ignore_default_args=["--disable-back-forward-cache"])
         yield browser
         browser.close()
 
@@ -169,7 +172,7 @@ class Person:
         button = self.page.get_by_role("button", name="Refresh")
         while True:
             button.click()
-            expect(button).to_be_enabled()
+            expect(button).to_be_enabled(timeout=40_000)  # Refresh waits for the reads it asked for
             if shown():
                 return
             if time.monotonic() > deadline:

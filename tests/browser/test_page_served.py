@@ -23,7 +23,8 @@ def get(stack, path: str) -> requests.Response:
 def test_the_page_and_its_assets_are_served_with_a_strict_content_security_policy(stack):
     for path, media in [("integrations", "text/html"), ("integrations/assets/integrations.js", "text/javascript"),
                         ("integrations/assets/integrations.css", "text/css"),
-                        ("integrations/assets/calendar.svg", "image/svg+xml")]:
+                        ("integrations/assets/calendar.svg", "image/svg+xml"),
+                        ("integrations/assets/outlook.svg", "image/svg+xml")]:
         resp = get(stack, path)
         assert resp.status_code == 200 and resp.headers["Content-Type"].startswith(media), path
         csp = resp.headers["Content-Security-Policy"]
@@ -44,7 +45,7 @@ def test_no_inline_script_or_style_and_nothing_from_another_host():
     assert not re.search(r"<script(?![^>]*\bsrc=)", html), "inline script"
     assert "<style" not in html and not re.search(r"\sstyle=", html), "inline style"
     assert not re.search(r"\son[a-z]+=", html), "inline event handler"
-    for name in ("integrations.html", "integrations.css", "calendar.svg"):
+    for name in ("integrations.html", "integrations.css", "calendar.svg", "outlook.svg"):
         text = (WEB / name).read_text()
         urls = re.findall(r"(?:https?:)?//[\w.-]+\.[a-z]{2,}[^\s\"')]*", text)
         assert [u for u in urls if "www.w3.org/2000/svg" not in u] == [], name
