@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     tok.add_argument("--user", required=True)
     tok.add_argument("--plan", choices=["free", "solo", "pro", "business"], default="free")
     tok.add_argument("--email", help="an `email` claim (the page names the CoAgentor account with it)")
+    tok.add_argument("--workspace", help="a `workspace` claim (the user's CoAgentor workspace id)")
+    tok.add_argument("--workspace-dedupe", action="store_true",
+                     help="`workspace_dedupe: true`: teammates invited to one meeting share one agent")
     sub.add_parser("local-settings", help="write local.settings.json for `func start` against this stack")
     args = parser.parse_args(argv)
 
@@ -41,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.command == "token":
-        print(platform_token(_dir(), args.user, args.plan, email=args.email))
+        print(platform_token(_dir(), args.user, args.plan, email=args.email, workspace=args.workspace,
+                             workspace_dedupe=args.workspace_dedupe))
         return 0
 
     ports = ports_from_env()

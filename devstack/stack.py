@@ -161,13 +161,17 @@ class DevSecrets:
 
 
 def platform_token(directory: Path, user_id: str, plan: str, lifetime: timedelta = timedelta(hours=12),
-                   email: str | None = None) -> str:
+                   email: str | None = None, workspace: str | None = None, workspace_dedupe: bool = False) -> str:
     dev = DevSecrets.ensure(directory)
     now = datetime.now(UTC)
     claims: dict[str, Any] = {"sub": user_id, "plan": plan, "iss": PLATFORM_ISSUER, "aud": PLATFORM_AUDIENCE,
                               "iat": int(now.timestamp()), "exp": int((now + lifetime).timestamp())}
     if email:
         claims["email"] = email
+    if workspace:
+        claims["workspace"] = workspace
+    if workspace_dedupe:
+        claims["workspace_dedupe"] = True
     return jwt.encode(claims, dev.platform_private_key_pem, algorithm="RS256")
 
 

@@ -256,6 +256,7 @@ var tableNames = [
   'sealedsecrets'
   'datakeys'
   'agenttries'
+  'workspacemeetings'
 ]
 var queueNames = [
   'sync-jobs'

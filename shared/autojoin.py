@@ -259,6 +259,7 @@ class Why(StrEnum):
     EXTERNAL_UNANSWERED = "external_unanswered"
     EXTERNAL_SKIPPED = "external_skipped"
     PLATFORM_EXCLUDED = "platform_excluded"
+    TEAMMATE_AGENT = "teammate_agent"  # a teammate's shared agent joins for the user (shared/teams.py)
     CONNECTION_ERROR = "connection_error"
     TOO_LATE = "too_late"
 

@@ -1,5 +1,6 @@
 """Who the caller is: a bearer JWT issued by the CoAgentor platform (`sub` = user id, `plan`, and
-optionally `email` / `name` for display).
+optionally `email` / `name` for display, `workspace` (a CoAgentor workspace id) and `workspace_dedupe`
+(bool, the workspace admin's choice: teammates share one agent per meeting; API.md "Teams")).
 
 Algorithm, issuer, audience and expiry are pinned; the key is the platform's public key, so this
 service can check tokens but never mint them. The key setting is either one PEM public key, or a
@@ -33,6 +34,13 @@ class User:
     plan: Plan
     email: str | None = None  # for display only: the page names the CoAgentor account it acts for
     name: str | None = None
+    workspace: str | None = None  # the CoAgentor workspace id, when the token names one
+    workspace_dedupe: bool = False  # teammates of that workspace share one agent per meeting
+
+    @property
+    def shared_workspace(self) -> str | None:
+        """The workspace whose teammates share agents, or None (each user gets their own agent)."""
+        return self.workspace if self.workspace and self.workspace_dedupe else None
 
 
 def _keys(setting: str) -> tuple[Any | None, dict[str, Any]]:
@@ -92,7 +100,11 @@ class PlatformTokenVerifier:
             plan = Plan(str(claims.get("plan", "free")).lower())
         except ValueError:
             raise Unauthorized("Invalid CoAgentor token: unknown plan") from None
-        return User(id=sub, plan=plan, email=_display(claims.get("email")), name=_display(claims.get("name")))
+        workspace = claims.get("workspace")
+        if workspace is not None and (not isinstance(workspace, str) or not workspace or len(workspace) > 256):
+            raise Unauthorized("Invalid CoAgentor token: bad workspace")
+        return User(id=sub, plan=plan, email=_display(claims.get("email")), name=_display(claims.get("name")),
+                    workspace=workspace, workspace_dedupe=claims.get("workspace_dedupe") is True)
 
     def _key_for(self, token: str) -> Any:
         if not self._kids:

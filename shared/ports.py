@@ -349,6 +349,68 @@ class CalendarGone(Exception):
     """Graph no longer has this calendar (404 ErrorItemNotFound): deleted in Outlook."""
 
 
+# ---------------------------------------------------------------- teams: one agent per meeting for a workspace
+@dataclass(frozen=True)
+class TeamClaims:
+    """The workspace claims of a user's most recent authenticated request (what background work goes
+    by, API.md "Teams"), with the display email the owner of a shared agent is shown by."""
+
+    user_id: str
+    workspace: str | None
+    dedupe: bool
+    email: str  # the token's `email` claim, else the user id
+
+    @property
+    def shared_workspace(self) -> str | None:
+        return self.workspace if self.workspace and self.dedupe else None
+
+
+class TeamClaimsStore(Protocol):
+    """One row per user (in the user's partition: erased with the user)."""
+
+    def get(self, user_id: str) -> TeamClaims | None: ...
+    def put(self, claims: TeamClaims) -> None: ...
+
+
+@dataclass(frozen=True)
+class Teammate:
+    user_id: str
+    email: str
+
+
+@dataclass(frozen=True)
+class WorkspaceMeeting:
+    """One meeting of a workspace whose teammates share an agent. `members`: the teammates whose own
+    rules join it, in the order they came; `owner`: the one whose meeting row deploys the shared agent
+    ("" when none); `live_user`/`live_agent`: whose agent is in the meeting, or being sent ("" agent id
+    while the agent API is called) — set before the call and cleared once recalled, so a hand-over
+    never sends a second agent while the first is still there; `handovers`: owner changes so far (the
+    shared agent's idempotency key counts them). Written with its ETag."""
+
+    workspace: str
+    key: str
+    owner: str = ""
+    members: tuple[Teammate, ...] = ()
+    live_user: str = ""
+    live_agent: str = ""
+    handovers: int = 0
+    etag: str | None = None
+
+    @property
+    def owner_email(self) -> str:
+        return next((m.email for m in self.members if m.user_id == self.owner), self.owner)
+
+
+class WorkspaceMeetingStore(Protocol):
+    """Partitioned by workspace id; no `UserId` (a row serves several users: erasure leaves it, and
+    hands the user's part over, through shared.services.teams)."""
+
+    def get(self, workspace: str, key: str) -> WorkspaceMeeting | None: ...
+    def put(self, meeting: WorkspaceMeeting) -> WorkspaceMeeting:
+        """Creates when `etag` is None, else replaces only if unchanged since read; raises Conflict."""
+        ...
+
+
 # ---------------------------------------------------------------- secrets, identity, Graph, agents
 @dataclass(frozen=True)
 class StoredSecret:
@@ -758,6 +820,7 @@ class RecallJob:
     end: datetime  # recalling after the meeting ended is pointless
     reason: str = "withdrawn"  # "withdrawn" (the decision) | "removed" (the calendar let go of it)
     attempt: int = 1
+    workspace: str = ""  # the shared workspace whose agent this is ("" when the user's own)
 
 
 class RecallJobs(Protocol):

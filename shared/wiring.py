@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -57,6 +58,8 @@ from shared.adapters.tables import (
     TableSealedSecrets,
     TableSubscriptionStore,
     TableSyncStateStore,
+    TableTeamClaimsStore,
+    TableWorkspaceMeetingStore,
     ensure_tables,
 )
 from shared.adapters.telemetry import ObservedIdentity, Telemetry, configure_azure_monitor_export
@@ -80,6 +83,7 @@ from shared.services.notifications import ClientStates, NotificationService, Syn
 from shared.services.recall import REMOVED, RecallOnRemoval, RecallService
 from shared.services.subscriptions import SubscribeOnClaim, SubscriptionService
 from shared.services.sync import SyncService
+from shared.services.teams import TeamOnRemoval, TeamService
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,7 @@ class Container:
     agent_progress: AgentProgress
     agent_tries: TableAgentTries
     agent_status_signatures: StatusSignatures
+    teams: TeamService  # one agent per meeting for a workspace (shared/services/teams.py)
 
 
 def azure_credential() -> TokenCredential:
@@ -203,12 +208,21 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
     calendar_selections = TableCalendarSelectionStore(tables.get_table_client("calendars"))
     # A deployed agent is recalled when the decision withdraws it (the lifecycle's seam) or the calendar
     # lets go of its meeting (the sync writes meetings through RecallOnRemoval).
+    # One agent per meeting for a workspace (API.md "Teams"): the workspace meeting rows and their hooks.
+    teams = TeamService(claims=TableTeamClaimsStore(tables.get_table_client("autojoin")),
+                        rows=TableWorkspaceMeetingStore(tables.get_table_client("workspacemeetings")),
+                        meetings=meetings, clock=clock)
     recalls = RecallService(meetings=meetings, agents=agents, jobs=RecallQueue(queue(RECALL_QUEUE)), clock=clock,
-                            retry_base_seconds=settings.deploy_retry_seconds)
+                            retry_base_seconds=settings.deploy_retry_seconds, workspace_of=teams.shared_workspace,
+                            on_recalled=teams.recalled)
     lifecycle = MeetingLifecycle(meetings=meetings, connections=connections, rules=join_rules, jobs=jobs, clock=clock,
                                  grace_seconds=settings.agent_join_grace_seconds, recall=recalls.request,
                                  lead_seconds=settings.agent_join_lead_seconds,
-                                 readiness_seconds=settings.readiness_check_seconds)
+                                 readiness_seconds=settings.readiness_check_seconds, teams=teams)
+    teams.on_handover = lifecycle.replan_one
+    teams.recall = lambda m: recalls.request(m, REMOVED)
+    # What the sync and a calendar choice remove recalls its agent and hands a shared meeting over.
+    removing = TeamOnRemoval(RecallOnRemoval(meetings, recalls), teams)
     agent_tries = TableAgentTries(tables.get_table_client("agenttries"))
     # Graph change notifications: one subscription per Active connection; a notification queues a sync.
     subscription_jobs = SubscriptionQueue(queue(SUBSCRIPTION_QUEUE))
@@ -232,7 +246,7 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
         retry_for=timedelta(seconds=settings.platform_events_retry_for_seconds),
     )
     accounts = AccountsService(before_release=subscriptions.release,
-                               connections=connections, meetings=meetings, index=index,
+                               connections=connections, meetings=TeamOnRemoval(meetings, teams), index=index,
                                sync_state=sync_state, secrets_store=sealed, clock=clock, health=connection_health,
                                calendars=calendar_selections)
     claims = TableClaimStore(tables.get_table_client("pendingclaims"))
@@ -254,7 +268,7 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
         ),
         accounts=accounts,
         erasure=Erasure(rows=user_rows, secrets_store=sealed, jobs=ErasureQueue(queue(ERASURE_QUEUE)),
-                        before_erase=subscriptions.forget_user),
+                        before_erase=_first_hand_over(teams, subscriptions.forget_user)),
         reconciler=SecretReconciler(secrets_store=sealed, connections=connections, claims=claims, clock=clock,
                                     grace=timedelta(seconds=settings.orphan_cache_grace_seconds)),
         pruner=Pruner(meetings=meetings, connections=connections, accounts=accounts, rows=user_rows, index=index,
@@ -263,7 +277,7 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
                       error_retention=timedelta(days=settings.error_connection_retention_days)),
         tokens=tokens,
         sync=SyncService(
-            connections=connections, tokens=tokens, calendar=graph, meetings=RecallOnRemoval(meetings, recalls),
+            connections=connections, tokens=tokens, calendar=graph, meetings=removing,
             index=index,
             sync_state=sync_state, jobs=jobs, clock=clock, window_days=settings.sync_window_days,
             full_resync_seconds=settings.full_resync_seconds, lead_seconds=settings.agent_join_lead_seconds,
@@ -274,7 +288,7 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
                              retry_base_seconds=settings.deploy_retry_seconds, lifecycle=lifecycle,
                              health=connection_health, recall=lambda m: recalls.request(m, REMOVED),
                              agent_name=lambda m: calendar_agent_name(calendar_selections, m),
-                             tries=agent_tries),
+                             tries=agent_tries, teams=teams),
         meetings=meetings,
         table_service=tables,
         jobs=jobs,
@@ -296,8 +310,9 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
         subscriptions=subscriptions,
         notifications=notifications,
         recalls=recalls,
+        teams=teams,
         calendars=CalendarService(connections=connections, tokens=tokens, calendar=graph,
-                                  selections=calendar_selections, meetings=RecallOnRemoval(meetings, recalls),
+                                  selections=calendar_selections, meetings=removing,
                                   jobs=jobs, clock=clock),
         sealed=sealed,
         data_keys=data_keys,
@@ -311,6 +326,17 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
         agent_tries=agent_tries,
         agent_status_signatures=StatusSignatures(AppSecret(vault, settings.agent_status_secret_name)),
     )
+
+
+def _first_hand_over(teams: TeamService, then: Callable[[str, list[str]], None]) -> Callable[[str, list[str]], None]:
+    """Erasure lets go of what lives outside: shared workspace agents handed over first, then the
+    Graph subscriptions (while the tokens still work)."""
+
+    def before_erase(user_id: str, connection_ids: list[str]) -> None:
+        teams.forget_user(user_id)
+        then(user_id, connection_ids)
+
+    return before_erase
 
 
 def configure_telemetry() -> bool:

@@ -190,14 +190,16 @@ class SubscriptionQueue:
 
 def encode_recall(job: RecallJob) -> str:
     return json.dumps({"user_id": job.user_id, "meeting_key": job.meeting_key, "agent_id": job.agent_id,
-                       "end": job.end.isoformat(), "reason": job.reason, "attempt": job.attempt})
+                       "end": job.end.isoformat(), "reason": job.reason, "attempt": job.attempt,
+                       "workspace": job.workspace})
 
 
 def decode_recall(body: str) -> RecallJob:
     data = json.loads(body)
     return RecallJob(user_id=str(data["user_id"]), meeting_key=str(data["meeting_key"]),
                      agent_id=str(data["agent_id"]), end=datetime.fromisoformat(data["end"]),
-                     reason=str(data.get("reason", "withdrawn")), attempt=int(data.get("attempt", 1)))
+                     reason=str(data.get("reason", "withdrawn")), attempt=int(data.get("attempt", 1)),
+                     workspace=str(data.get("workspace") or ""))
 
 
 class RecallQueue:

@@ -54,10 +54,13 @@ from shared.ports import (
     StoredOverride,
     Subscription,
     SyncState,
+    TeamClaims,
+    Teammate,
+    WorkspaceMeeting,
 )
 
 TABLES = ("authflows", "pendingclaims", "connections", "meetings", "eventindex", "syncstate", "autojoin",
-          "subscriptions", "calendars", "agenttries")
+          "subscriptions", "calendars", "agenttries", "workspacemeetings")
 # Sealed secrets and wrapped data keys: not per-user rows (erasure deletes sealed rows by name).
 KEY_TABLES = ("sealedsecrets", "datakeys")
 _SLOT_PREFIX = "~slot-"  # sorts after every connection id (hex), so listing connections skips slots
@@ -702,6 +705,61 @@ class TableCalendarSelectionStore:
             self._t.delete_entity(connection_id, self._ROW)
         except ResourceNotFoundError:
             pass
+
+
+class TableTeamClaimsStore:
+    """The `autojoin` table, RowKey `workspace` in the user's partition: the workspace claims of the
+    user's most recent authenticated request (erased with the user's partition)."""
+
+    _ROW = "workspace"
+
+    def __init__(self, table: TableClient) -> None:
+        self._t = table
+
+    def get(self, user_id: str) -> TeamClaims | None:
+        if not _key_ok(user_id):
+            return None
+        try:
+            e = self._t.get_entity(user_id, self._ROW)
+        except ResourceNotFoundError:
+            return None
+        return TeamClaims(user_id, e.get("Workspace") or None, bool(e.get("Dedupe")), str(e.get("Email") or user_id))
+
+    def put(self, claims: TeamClaims) -> None:
+        self._t.upsert_entity({"PartitionKey": claims.user_id, "RowKey": self._ROW,
+                               "Workspace": claims.workspace or "", "Dedupe": claims.dedupe, "Email": claims.email},
+                              mode=UpdateMode.REPLACE)
+
+
+class TableWorkspaceMeetingStore:
+    """The `workspacemeetings` table: PartitionKey a hash of the workspace id (any characters allowed),
+    RowKey the workspace meeting key; written with the row's ETag. No `UserId`: a row serves several
+    users (shared.services.teams hands a user's part over on disconnect and erasure)."""
+
+    def __init__(self, table: TableClient) -> None:
+        self._t = table
+
+    @staticmethod
+    def _partition(workspace: str) -> str:
+        return hashlib.sha256(workspace.encode()).hexdigest()[:40]
+
+    def get(self, workspace: str, key: str) -> WorkspaceMeeting | None:
+        if not _key_ok(key):
+            return None
+        try:
+            e = self._t.get_entity(self._partition(workspace), key)
+        except ResourceNotFoundError:
+            return None
+        members = tuple(Teammate(str(m[0]), str(m[1])) for m in json.loads(e.get("Members") or "[]"))
+        return WorkspaceMeeting(workspace=workspace, key=key, owner=e.get("Owner") or "", members=members,
+                                live_user=e.get("LiveUser") or "", live_agent=e.get("LiveAgent") or "",
+                                handovers=int(e.get("Handovers") or 0), etag=e.metadata.get("etag"))
+
+    def put(self, meeting: WorkspaceMeeting) -> WorkspaceMeeting:
+        entity = {"PartitionKey": self._partition(meeting.workspace), "RowKey": meeting.key,
+                  "Owner": meeting.owner, "Members": json.dumps([[m.user_id, m.email] for m in meeting.members]),
+                  "LiveUser": meeting.live_user, "LiveAgent": meeting.live_agent, "Handovers": meeting.handovers}
+        return replace(meeting, etag=_put_conditional(self._t, entity, meeting.etag))
 
 
 class TableJoinRulesStore:

@@ -38,6 +38,9 @@ KEYED_BY: dict[str, Keying] = {
     "autojoin": "user",  # join rules and per-meeting choices
     "calendars": "connection",  # which of a connection's calendars are read, with their agent names
     "agenttries": "other",  # each agent try by idempotency key and agent id, with UserId
+    # A workspace's shared meetings serve several users: no UserId; erasure hands the user's part over
+    # first (shared.services.teams.forget_user), never deletes a teammate's row.
+    "workspacemeetings": "other",
 }
 _BATCH = 100
 

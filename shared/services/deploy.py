@@ -37,10 +37,13 @@ from shared.scheduling import (
 )
 from shared.services.health import ConnectionHealth
 from shared.services.meeting_lifecycle import MeetingLifecycle
+from shared.services.teams import Gate, GateVerdict, TeamService
 
 log = logging.getLogger(__name__)
 
 _ATTEMPTS = 8
+# A new owner of a shared agent looks again this often while the former owner's agent is recalled.
+HANDOVER_RECHECK = timedelta(seconds=5)
 
 
 class DeployService:
@@ -59,7 +62,9 @@ class DeployService:
         recall: Callable[[Meeting], object] | None = None,
         agent_name: Callable[[Meeting], str | None] | None = None,
         tries: AgentTries | None = None,
+        teams: TeamService | None = None,
     ) -> None:
+        self._teams = teams  # one agent per meeting for a workspace (shared/services/teams.py)
         self._agent_name = agent_name  # a calendar's own name for the agent (shared/services/calendars.py)
         self._tries = tries  # each try by its idempotency key and agent id: how agent statuses find it
         self._health = health
@@ -129,6 +134,20 @@ class DeployService:
                 freshen(meeting)
                 freshen = None
                 continue  # decide again on what the calendars say now
+            gate = self._teams.before_deploy(meeting) if self._teams is not None else Gate(GateVerdict.OWN)
+            if gate.verdict is GateVerdict.NOT_OWNER:
+                try:
+                    self._lifecycle.unschedule(meeting)
+                except Conflict:
+                    continue
+                log.info("deployment skipped: a teammate's agent joins", extra=ctx)
+                return Why.TEAMMATE_AGENT.value
+            if gate.verdict is GateVerdict.WAIT:
+                # The former owner's agent is being recalled: never two agents at once, a short gap.
+                if now + HANDOVER_RECHECK <= meeting.start + self._grace:
+                    self._jobs.schedule_deploy(job, HANDOVER_RECHECK)
+                log.info("deployment waits: the former owner's shared agent is being recalled", extra=ctx)
+                return "waiting_for_handover"
             # Which try this is: the next after a lobby refusal, else the one claimed before (a retry
             # after an agent API failure or a crash keeps its try, and so its idempotency key).
             attempt = meeting.agent_attempt + 1 if meeting.agent is AgentState.NOT_ADMITTED else \
@@ -144,9 +163,11 @@ class DeployService:
                 continue  # another deliverer claimed it, or a sync touched it: decide again
         if claimed is None:
             raise Conflict(f"meeting {job.meeting_key} kept changing")
+        shared = gate.verdict is GateVerdict.PROCEED
+        # A shared agent's key names the workspace (and the hand-overs so far), not the user.
+        whose = f"workspace:{gate.workspace}#{gate.handovers}" if shared else claimed.user_id
 
-        key = idempotency_key(claimed.user_id, claimed.link_key, claimed.start, claimed.recalls,
-                              claimed.agent_attempt)
+        key = idempotency_key(whose, claimed.link_key, claimed.start, claimed.recalls, claimed.agent_attempt)
         ctx["try"] = claimed.agent_attempt
         try:
             if self._tries is not None:
@@ -166,7 +187,7 @@ class DeployService:
                     # A calendar's own name for the agent wins over the join rules' (API.md "Join rules").
                     agent_name=(self._agent_name(claimed) if self._agent_name is not None else None)
                     or self._lifecycle.agent_name(claimed),
-                    user_ids=(claimed.user_id,),
+                    user_ids=gate.user_ids or (claimed.user_id,),
                     attempt=claimed.agent_attempt,
                 )
             )
@@ -177,6 +198,8 @@ class DeployService:
             if self._tries is not None and result.agent_id:
                 self._tries.put(AgentTry(claimed.user_id, claimed.key, claimed.agent_attempt, key, result.agent_id))
             self._record(claimed, AgentState.DEPLOYED, None, agent_id=result.agent_id)
+            if shared and self._teams is not None:
+                self._teams.after_deploy(claimed, result.agent_id, deployed=True)
             log.info("agent deployed", extra=ctx)
             return "deployed"
         now = self._clock.now()
@@ -190,6 +213,8 @@ class DeployService:
                 return "retrying"
         reason = f"agent_api: {result.detail}"[:200]
         self._record(claimed, AgentState.FAILED, reason)
+        if shared and self._teams is not None:
+            self._teams.after_deploy(claimed, None, deployed=False)
         self._jobs.poison_deploy(job, reason)
         log.error("deployment failed: %s", result.detail, extra=ctx)
         return "failed"

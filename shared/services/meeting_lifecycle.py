@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from shared.agent_states import LIVE, SENT, AgentState
 from shared.autojoin import (
@@ -36,9 +37,22 @@ from shared.autojoin import (
     newest,
 )
 from shared.clock import Clock
-from shared.ports import Conflict, ConnectionStore, JobQueue, JoinRulesStore, Meeting, MeetingStore, StoredOverride
+from shared.ports import (
+    Conflict,
+    ConnectionStore,
+    JobQueue,
+    JoinRulesStore,
+    Meeting,
+    MeetingStore,
+    StoredOverride,
+    TeamClaims,
+)
 from shared.scheduling import deploy_at
 from shared.services.meetings import planned
+from shared.teams import teammate_decision
+
+if TYPE_CHECKING:
+    from shared.services.teams import TeamService
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +92,7 @@ class JoinContext:
     active_connections: frozenset[str]
     grace: timedelta
     lead_seconds: int = 120  # the service's AGENT_JOIN_LEAD_SECONDS, unless the rules say otherwise
+    team: TeamClaims | None = None  # the user's workspace when it shares agents (API.md "Teams")
 
     def join_at(self, start: datetime) -> datetime:
         """When the agent is sent: start - the user's join_lead_seconds (else the service's)."""
@@ -114,7 +129,9 @@ class MeetingLifecycle:
         recall: Callable[[Meeting], object] | None = None,
         lead_seconds: int = 120,
         readiness_seconds: int | None = None,
+        teams: TeamService | None = None,
     ) -> None:
+        self._teams = teams
         self._lead = lead_seconds
         self._readiness = readiness_seconds  # READINESS_CHECK_SECONDS; None: no readiness checks
         self._meetings = meetings
@@ -132,6 +149,7 @@ class MeetingLifecycle:
             active_connections=frozenset(c.id for c in self._connections.list_for_user(user_id) if c.is_active),
             grace=self._grace,
             lead_seconds=self._lead,
+            team=self._teams.workspace_of(user_id) if self._teams is not None else None,
         )
 
     @property
@@ -149,7 +167,14 @@ class MeetingLifecycle:
 
     def decide(self, meeting: Meeting) -> Decision:
         """The decision for one meeting on what is stored now (the deployer's re-check)."""
-        return self.context(meeting.user_id).decide(meeting, self._clock.now())
+        context = self.context(meeting.user_id)
+        return self._shared(context, meeting, context.decide(meeting, self._clock.now()))
+
+    def _shared(self, context: JoinContext, meeting: Meeting, own: Decision) -> Decision:
+        """In a workspace that shares agents, one a teammate owns is `teammate_agent` (no write)."""
+        if context.team is None or self._teams is None or not own.will_join:
+            return own
+        return teammate_decision(own, self._teams.row(context.team, meeting), meeting.user_id)
 
     def upcoming(self, user_id: str) -> list[tuple[Meeting, Decision]]:
         """Upcoming Meetings: every meeting not yet ended, by start, with its decision. Only what the
@@ -163,7 +188,7 @@ class MeetingLifecycle:
             sources = tuple(s for s in m.sources if s.connection_id in held)
             if sources:
                 shown.append(m if len(sources) == len(m.sources) else replace(m, sources=sources))
-        return [(m, context.decide(m, now)) for m in shown]
+        return [(m, self._shared(context, m, context.decide(m, now))) for m in shown]
 
     def replan(self, user_id: str) -> ReplanReport:
         """Apply the decision to every upcoming meeting of the user: schedule the deployment of one now
@@ -177,6 +202,12 @@ class MeetingLifecycle:
             self._apply(context, meeting, now, report)
         self._purge_ended_choices(user_id, context, now)
         return report
+
+    def replan_one(self, user_id: str, key: str) -> None:
+        """Apply the decision to one meeting of the user (a shared agent handed over to them)."""
+        meeting = self._meetings.get(user_id, key)
+        if meeting is not None:
+            self._apply(self.context(user_id), meeting, self._clock.now(), ReplanReport())
 
     def unschedule(self, meeting: Meeting) -> Meeting:
         """The deployer took this meeting's message and found it unwanted: no agent pending and no
@@ -193,6 +224,10 @@ class MeetingLifecycle:
             if current is None:
                 return
             decision = context.decide(current, now)
+            if context.team is not None and self._teams is not None and current.end > now:
+                # The teammate's own decision joins (or leaves) the workspace meeting; who owns it decides.
+                row = self._teams.enlist(context.team, current, decision.will_join)
+                decision = teammate_decision(decision, row, current.user_id)
             if current.agent in LIVE and decision.withdraws_agent and current.end > now:
                 report.to_recall += 1
                 if self._recall is not None:

@@ -47,7 +47,12 @@ RECALL_MARK = timedelta(minutes=10)
 
 class RecallService:
     def __init__(self, *, meetings: MeetingStore, agents: AgentApi, jobs: RecallJobs, clock: Clock,
-                 retry_base_seconds: int = 15) -> None:
+                 retry_base_seconds: int = 15, workspace_of: Callable[[str], str | None] | None = None,
+                 on_recalled: Callable[[RecallJob], object] | None = None) -> None:
+        # A shared workspace agent's recall says so, and its completion frees the meeting for the next
+        # owner (shared/services/teams.py).
+        self._workspace_of = workspace_of
+        self._on_recalled = on_recalled
         self._meetings = meetings
         self._agents = agents
         self._jobs = jobs
@@ -73,7 +78,9 @@ class RecallService:
                 if self._meetings.get(meeting.user_id, meeting.key) is not None:
                     return False  # changed meanwhile: the next replan decides again on what is stored
         delay = REMOVAL_SETTLE if reason == REMOVED else timedelta(0)
-        self._jobs.enqueue(RecallJob(meeting.user_id, meeting.key, meeting.agent_id, meeting.end, reason), delay)
+        workspace = (self._workspace_of(meeting.user_id) if self._workspace_of is not None else None) or ""
+        self._jobs.enqueue(RecallJob(meeting.user_id, meeting.key, meeting.agent_id, meeting.end, reason,
+                                     workspace=workspace), delay)
         log.info("agent recall queued", extra=ctx)
         return True
 
@@ -107,6 +114,8 @@ class RecallService:
             log.error("agent recall failed: %s", result.detail, extra=ctx)
             return "failed"
         self._record(job)
+        if self._on_recalled is not None:
+            self._on_recalled(job)
         log.info("agent recalled", extra=ctx)
         return "recalled"
 

@@ -5,6 +5,7 @@ import logging
 import azure.functions as func
 
 from shared.adapters.identity import admin_consent_url
+from shared.autojoin import Why
 from shared.calendars import InvalidCalendarChoice, LastCalendar, UnknownCalendar, parse_choice
 from shared.connections import plan_limit
 from shared.platform_auth import User
@@ -107,8 +108,10 @@ def choose_calendar(req: func.HttpRequest, c: Container, user: User) -> func.Htt
 @bp.route(route="meetings/upcoming", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @authed
 def upcoming_meetings(req: func.HttpRequest, c: Container, user: User) -> func.HttpResponse:
-    return json_response({"meetings": [meeting_view(m, d, max_attempts=c.settings.agent_max_attempts)
-                                     for m, d in c.meeting_lifecycle.upcoming(user.id)]})
+    planned = c.meeting_lifecycle.upcoming(user.id)
+    shared = c.teams.shared_agents(user.id, [m for m, d in planned if d.why is Why.TEAMMATE_AGENT])
+    return json_response({"meetings": [meeting_view(m, d, shared.get(m.key), max_attempts=c.settings.agent_max_attempts)
+                                       for m, d in planned]})
 
 
 @bp.function_name("health")

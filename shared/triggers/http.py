@@ -64,6 +64,7 @@ def authed(handler: Callable[[func.HttpRequest, Container, User], func.HttpRespo
             if not fits_in_a_key(user.id):
                 raise Rejected(400, "unsupported_user_id", "This CoAgentor user id is too long to be stored "
                                "(over 512 UTF-16 code units once its reserved characters are escaped)")
+            c.teams.remember(user)  # background work goes by the latest request's workspace claims
             response = handler(req, c, user)
         except Unauthorized as exc:
             response = error(401, "unauthorized", str(exc))

@@ -6,13 +6,14 @@ from typing import Any
 import azure.functions as func
 
 from shared.agent_states import AgentState
-from shared.autojoin import Decision
+from shared.autojoin import Decision, Why
 from shared.connections import Connection, PlanLimitExceeded
 from shared.platform_auth import User
 from shared.ports import CalendarChoice, Meeting
 from shared.services.agent_progress import RISK_TEXT, Risk
 from shared.services.meeting_lifecycle import facts_of
 from shared.services.meetings import accounts_of
+from shared.services.teams import SharedAgent
 from shared.triggers.http import error
 
 
@@ -52,14 +53,18 @@ def calendar_view(choice: CalendarChoice) -> dict[str, Any]:
             "agent_name": choice.agent_name}
 
 
-def meeting_view(m: Meeting, decision: Decision, *, max_attempts: int = 3) -> dict[str, Any]:
+def meeting_view(m: Meeting, decision: Decision, shared: SharedAgent | None = None, *,
+                 max_attempts: int = 3) -> dict[str, Any]:
     """A meeting with its join decision and its agent's progress. An agent is shown as scheduled (and
-    `agent_at` as when it goes) only while the decision still says it joins."""
+    `agent_at` as when it goes) only while the decision still says it joins. A meeting whose agent a
+    teammate sends (`shared`, API.md "Teams") shows that agent's state and whose it is (`agent_owner`)."""
     facts = facts_of(m)
     agent = m.agent.public if m.agent else None
     if agent == AgentState.SCHEDULED.value and not decision.will_join:
         agent = None
     sent = m.agent_attempt > 0 and agent not in (None, AgentState.SCHEDULED.value)
+    if shared is not None and decision.why is Why.TEAMMATE_AGENT:
+        agent = shared.agent.public if shared.agent else None
     return {
         "id": m.key,
         "title": m.title,
@@ -84,6 +89,7 @@ def meeting_view(m: Meeting, decision: Decision, *, max_attempts: int = 3) -> di
         "why_text": decision.text,
         "choice": None if decision.choice is None else {"join": decision.choice.join,
                                                         "series": decision.choice.series},
+        "agent_owner": shared.owner_email if shared is not None and decision.why is Why.TEAMMATE_AGENT else None,
     }
 
 

@@ -38,8 +38,10 @@ class Client:
         self.ms.verify = str(stack.ca.bundle_pem)
 
     # ---- CoAgentor side
-    def token(self, user: str, plan: str = "free") -> str:
-        return platform_token(self.stack.devstack_dir, user, plan)
+    def token(self, user: str, plan: str = "free", *, email: str | None = None, workspace: str | None = None,
+              workspace_dedupe: bool = False) -> str:
+        return platform_token(self.stack.devstack_dir, user, plan, email=email, workspace=workspace,
+                              workspace_dedupe=workspace_dedupe)
 
     def call(self, method: str, path: str, token: str | None, **kw: Any) -> requests.Response:
         headers = kw.pop("headers", {})

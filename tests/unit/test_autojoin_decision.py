@@ -25,6 +25,8 @@ from shared.autojoin import (
     parse_rules,
 )
 from shared.meeting_links import Platform
+from shared.ports import Teammate, WorkspaceMeeting
+from shared.teams import teammate_decision
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 GRACE = timedelta(minutes=5)
@@ -112,6 +114,9 @@ def test_every_why_code_is_reachable_and_explained_in_its_own_words():
         run(facts(Response.NOT_RESPONDED, external=True)), run(facts(external=True), rules(external_invites="skip")),
         run(facts(platform="google_meet"), rules(platforms=["zoom"])), run(facts(), active=False),
         run(facts(start=NOW - timedelta(hours=1))),
+        # A workspace that shares agents: a teammate owns this meeting's agent (shared/teams.py).
+        teammate_decision(run(facts()), WorkspaceMeeting("ws", "k", owner="bob", members=(Teammate("bob", "b@x"),)),
+                          "me"),
     }
     assert {d.why for d in seen} == set(Why)
     assert len({d.text for d in seen}) == len(Why)
