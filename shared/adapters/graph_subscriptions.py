@@ -47,16 +47,18 @@ class GraphSubscriptions:
         self._sleep = sleep
 
     def create(self, access_token: str, *, notification_url: str, lifecycle_url: str, client_state: str,
-               expires_at: datetime) -> GraphSubscription:
+               expires_at: datetime, resource: str = RESOURCE) -> GraphSubscription:
         """201 -> the subscription. The validation handshake to both URLs happens inside this call,
-        so it takes as long as the app's own notification route needs to answer (Graph allows 10 s)."""
+        so it takes as long as the app's own notification route needs to answer (Graph allows 10 s).
+        `resource`: `/me/events` (the default calendar, as documented), or a calendar's
+        `/me/calendars/{id}/events` (reported to work for other calendars, not documented)."""
         if len(client_state) > 128:
             raise ValueError("clientState is at most 128 characters")
         body = {
             "changeType": CHANGE_TYPES,
             "notificationUrl": notification_url,
             "lifecycleNotificationUrl": lifecycle_url,
-            "resource": RESOURCE,
+            "resource": resource,
             "expirationDateTime": graph_time(expires_at),
             "clientState": client_state,
         }
