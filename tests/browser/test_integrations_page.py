@@ -30,7 +30,7 @@ def admin_consent_url(stack) -> re.Pattern[str]:
     configured authority's cloud, with our callback as the redirect URI and a `state` of this user's."""
     url = shared_admin_consent_url(f"{stack.sim_url}/common", OUTLOOK_CLIENT_ID,
                                    f"{stack.functions_url}/api/outlook/callback", "STATE")
-    return re.compile("^" + re.escape(url).replace("STATE", "[0-9a-f]{32}\\.[A-Za-z0-9_-]{43}") + "$")
+    return re.compile("^" + re.escape(url).replace("STATE", "[0-9a-f]{32}\\.[0-9]+\\.[A-Za-z0-9_-]{43}") + "$")
 
 pytestmark = pytest.mark.browser
 
