@@ -21,7 +21,7 @@ from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64Encod
 from shared.adapters.agent_status import StatusSignatures
 from shared.adapters.agents import AgentApiClient
 from shared.adapters.envelope import DataKeys, SealedSecrets
-from shared.adapters.graph import GraphCalendar
+from shared.adapters.graph import GraphCalendar, longest_request
 from shared.adapters.graph_subscriptions import GraphSubscriptions
 from shared.adapters.health import HealthCheck
 from shared.adapters.http import TimeoutSession
@@ -82,7 +82,7 @@ from shared.services.meeting_lifecycle import MeetingLifecycle
 from shared.services.notifications import ClientStates, NotificationService, SyncRequests
 from shared.services.recall import REMOVED, RecallOnRemoval, RecallService
 from shared.services.subscriptions import SubscribeOnClaim, SubscriptionService
-from shared.services.sync import SyncService
+from shared.services.sync import SyncService, sync_lease
 from shared.services.teams import TeamOnRemoval, TeamService
 
 
@@ -282,6 +282,7 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
             sync_state=sync_state, jobs=jobs, clock=clock, window_days=settings.sync_window_days,
             full_resync_seconds=settings.full_resync_seconds, lead_seconds=settings.agent_join_lead_seconds,
             lifecycle=lifecycle, health=connection_health, calendars=calendar_selections,
+            lease=sync_lease(longest_request(settings.http_timeout_seconds)),
         ),
         deploy=DeployService(meetings=meetings, connections=connections, agents=agents, jobs=jobs, clock=clock,
                              grace_seconds=settings.agent_join_grace_seconds,

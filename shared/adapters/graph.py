@@ -42,6 +42,13 @@ MAX_RETRY_AFTER = 3600.0  # seconds: a larger (or absurd) Retry-After is honoure
 _MAX_INSTANCE_PAGES = 20
 
 
+def longest_request(timeout: float) -> timedelta:
+    """The longest one Graph request made here may take: every attempt at its timeout (connect and
+    each read; Graph answers a page in one read) plus the inline waits between them. What a sync's
+    lease is sized from (services.sync.sync_lease)."""
+    return timedelta(seconds=_ATTEMPTS * timeout + _INLINE_BUDGET)
+
+
 class GraphCalendar:
     def __init__(
         self,

@@ -78,10 +78,20 @@ log = logging.getLogger(__name__)
 
 _MAX_PAGES = 500  # a runaway nextLink chain stops here (5,000+ events in the window)
 MAILBOX_CONCURRENCY = 4  # Outlook allows 4 concurrent requests per app per mailbox
-SYNC_LEASE = timedelta(minutes=5)  # a crashed sync blocks its connection at most this long
+SYNC_LEASE = timedelta(minutes=5)  # a crashed sync blocks its connection at most this long (the floor)
 # A requested sync that met a passing failure tries again after 30 s, 60 s, 120 s, 240 s, 300 s, then
 # gives up (about 12.5 minutes in all; the periodic scan goes on reading the calendar afterwards).
 SYNC_RETRY = Backoff(base=timedelta(seconds=30), cap=timedelta(minutes=5), attempts=6)
+
+
+def sync_lease(longest_request: timedelta) -> timedelta:
+    """How long a sync's lease lasts, from the longest one Graph request may take (the adapter's
+    attempts, timeouts and inline waits). The lease is renewed before every Graph request and after
+    every event once less than half of it is left, so half a lease must outlast any one request (and
+    the work of one event): a slow page never lets the lease lapse while the run still works."""
+    return max(SYNC_LEASE, 2 * longest_request + timedelta(seconds=30))
+
+
 # Outlook's subject limit is 255 characters; a stored title never exceeds it (Table Storage holds
 # 32K characters per property, so title, join link (meeting_links bound) and sources always fit).
 MAX_TITLE_CHARS = 255
@@ -180,7 +190,9 @@ class SyncService:
         mailbox_slots: MailboxSlots | None = None,
         health: ConnectionHealth,
         calendars: CalendarSelectionStore | None = None,
+        lease: timedelta = SYNC_LEASE,
     ) -> None:
+        self._lease = lease
         self._health = health
         self._calendars = calendars
         self._connections = connections
@@ -226,7 +238,7 @@ class SyncService:
             if job.reason not in ("scheduled", "deploy", "throttled"):
                 held = self._state.get(conn.id)
                 until = held.lease_until if held is not None and held.lease_until else self._clock.now()
-                wait = min(max(until - self._clock.now(), timedelta(0)) + timedelta(seconds=1), SYNC_LEASE)
+                wait = min(max(until - self._clock.now(), timedelta(0)) + timedelta(seconds=1), self._lease)
                 if job.reason in REQUESTED:
                     self._state.touch_queued(conn.id, self._clock.now())
                 self._jobs.enqueue_sync(replace(job, reason=BUSY), wait)
@@ -451,7 +463,7 @@ class SyncService:
             window = sync_window(now, self._window_days)
             current = SyncState(conn.id, window.start, window.end, delta_link=None, full_sync_at=None)
         try:
-            return self._state.put(replace(current, lease_owner=owner, lease_until=now + SYNC_LEASE))
+            return self._state.put(replace(current, lease_owner=owner, lease_until=now + self._lease))
         except Conflict:
             return None
 
@@ -463,8 +475,8 @@ class SyncService:
 
     def _renew(self, run: _Run) -> None:
         now = self._clock.now()
-        if run.state.lease_until is None or run.state.lease_until - now < SYNC_LEASE / 2:
-            self._save(run, replace(run.state, lease_until=now + SYNC_LEASE))
+        if run.state.lease_until is None or run.state.lease_until - now < self._lease / 2:
+            self._save(run, replace(run.state, lease_until=now + self._lease))
 
     def _release(self, state: SyncState) -> None:
         try:
@@ -527,6 +539,7 @@ class SyncService:
 
     def _pages(self, run: _Run, window: SyncWindow, link: str | None, generation: str, full: bool) -> str:
         for _ in range(_MAX_PAGES):
+            self._renew(run)  # half a lease outlasts the slowest request (sync_lease)
             try:
                 with self._slots.slot(run.conn.home_account_id):
                     run.report.requests += 1
@@ -535,6 +548,7 @@ class SyncService:
                         else self._calendar.delta_next(run.token, link)
                     )
                 for event in page.events:  # may read a series master: can be throttled too
+                    self._renew(run)  # a long page of slow events never outlives the lease
                     self._apply_isolated(run, event, generation, full)
             except Throttled:
                 # Keep our place: the next run continues from this page (applying it again is harmless),
@@ -548,7 +562,6 @@ class SyncService:
             run.report.pages += 1
             if page.next_link:
                 link = page.next_link
-                self._renew(run)
                 continue
             if page.delta_link:
                 return page.delta_link

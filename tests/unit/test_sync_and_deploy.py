@@ -317,6 +317,53 @@ def test_a_lapsed_sync_lease_is_taken_over(world):
     assert sync(world, conn).outcome == "synced"
 
 
+def test_a_page_read_as_slowly_as_graph_requests_may_take_keeps_the_connection_to_one_sync(world, monkeypatch):
+    """With HTTP_TIMEOUT_SECONDS=75 one Graph request may take 4 x 75 s + 15 s of waits: longer than
+    a 5-minute lease. The lease is sized from that (sync_lease), so a second sync starting as the slow
+    page arrives still finds the connection held, and the first run finishes its round."""
+    from shared.adapters.graph import longest_request
+    from shared.services.sync import sync_lease
+
+    slowest = longest_request(75.0)
+    assert slowest > timedelta(minutes=5)
+    monkeypatch.setattr(world.sync, "_lease", sync_lease(slowest))
+    conn = connected(world)
+    world.calendar.add(event(world, "e1"))
+    competitor = []
+    original = world.calendar.delta_first
+
+    def slow_first_page(token, window):
+        world.clock.advance(slowest.total_seconds())  # simulated latency: the slowest a request may be
+        competitor.append(world.sync.sync(SyncJob(ALICE.id, conn.id, reason="scheduled")))
+        return original(token, window)
+
+    world.calendar.delta_first = slow_first_page
+    assert sync(world, conn).outcome == "synced"
+    assert [r.outcome for r in competitor] == ["busy"]
+    assert world.states.get(conn.id).lease_owner == ""
+
+
+def test_a_long_page_of_slow_events_renews_the_lease_while_it_is_worked_through(world, monkeypatch):
+    """The lease was renewed only between pages: one page whose events take longer than the lease to
+    store (storage slow, a series master read each) let another run take the connection mid-page."""
+    conn = connected(world)
+    world.calendar.page_size = 10
+    for n in range(6):
+        world.calendar.add(event(world, f"e{n}", minutes_from_now=60 + n))
+    competitors = []
+    original = world.meetings.create
+
+    def slow_create(meeting):
+        world.clock.advance(90)  # 6 events x 90 s: 9 minutes on one page, against a 5-minute lease
+        competitors.append(world.sync.sync(SyncJob(ALICE.id, conn.id, reason="scheduled")).outcome)
+        return original(meeting)
+
+    monkeypatch.setattr(world.meetings, "create", slow_create)
+    assert sync(world, conn).outcome == "synced"
+    assert competitors and set(competitors) == {"busy"}
+    assert len(upcoming(world)) == 6
+
+
 def _series(world, eid, *, minutes_from_now=60, days=3, **master_fields):
     start = world.clock.now() + timedelta(minutes=minutes_from_now)
     master = event(world, eid, minutes_from_now=minutes_from_now, type="seriesMaster",
