@@ -179,7 +179,8 @@ def compile_route(template: str) -> RouteTemplate:
         else:
             regex += "/" + body
         precedence.append(1 if kinds == [1] else 2 if len(kinds) > 1 else kinds[0])
-    pattern = re.compile(regex + "/?", re.IGNORECASE)
+    # DOTALL: a catch-all takes every character, a decoded %0A too (ASP.NET Core's `{*path}` does).
+    pattern = re.compile(regex + "/?", re.IGNORECASE | re.DOTALL)
     return RouteTemplate(template, pattern, tuple(parameters), (*precedence, 9))
 
 

@@ -245,6 +245,9 @@ def test_real_responses_match_the_document(client, contract, stack):
     assert r.call("OPTIONS", "outlook/connections", None, headers={"Origin": WEB_APP, **ask}).status_code == 204
     assert r.call("OPTIONS", "outlook/connections", None,
                   headers={"Origin": "https://evil.example", **ask}).status_code == 403
+    # Any path, a control character in it too, gets the documented preflight answers (never a 404).
+    assert r.call("OPTIONS", "a%0Ab", None, headers={"Origin": WEB_APP, **ask}).status_code == 204
+    assert r.call("OPTIONS", "a%0Ab", None, headers={"Origin": "https://evil.example", **ask}).status_code == 403
 
     # Bodies too large or nested too deeply are refused before anything runs.
     huge = '{"pad": "' + "x" * 20_000 + '"}'

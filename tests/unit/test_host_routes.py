@@ -50,6 +50,14 @@ def test_catch_all_takes_the_rest_of_the_path() -> None:
     assert route.match("/api/static") == {}
 
 
+def test_catch_all_takes_control_characters_too() -> None:
+    """An OPTIONS preflight on `/api/a%0Ab` reaches the `{*path}` function (204/403 as documented),
+    as in Azure, where routing decodes the path and a catch-all takes whatever it holds."""
+    route = compile_route("api/{*path}")
+    for raw, value in [("/api/a%0Ab", "a\nb"), ("/api/%0D%0A", "\r\n"), ("/api/a%01b%7F", "a\x01b\x7f")]:
+        assert route.match(raw) == {"path": value}
+
+
 def test_parameters_inside_a_segment() -> None:
     assert compile_route("api/files/{name}.{ext:alpha}").match("/api/files/report.pdf") == {
         "name": "report",
