@@ -717,16 +717,14 @@ class TableTeamClaimsStore:
         self._t = table
 
     def get(self, user_id: str) -> TeamClaims | None:
-        if not _key_ok(user_id):
-            return None
         try:
-            e = self._t.get_entity(user_id, self._ROW)
+            e = self._t.get_entity(user_key(user_id), self._ROW)
         except ResourceNotFoundError:
             return None
         return TeamClaims(user_id, e.get("Workspace") or None, bool(e.get("Dedupe")), str(e.get("Email") or user_id))
 
     def put(self, claims: TeamClaims) -> None:
-        self._t.upsert_entity({"PartitionKey": claims.user_id, "RowKey": self._ROW,
+        self._t.upsert_entity({"PartitionKey": user_key(claims.user_id), "RowKey": self._ROW,
                                "Workspace": claims.workspace or "", "Dedupe": claims.dedupe, "Email": claims.email},
                               mode=UpdateMode.REPLACE)
 
