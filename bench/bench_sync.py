@@ -105,6 +105,10 @@ class Meetings(Partitioned):
         for part in list(self._parts.values()):
             yield from part.ended_before(cutoff)
 
+    def awaiting_verdict(self, due_before: datetime, ending_after: datetime) -> Iterator[Meeting]:
+        for part in list(self._parts.values()):
+            yield from part.awaiting_verdict(due_before, ending_after)
+
     def count(self) -> int:
         return sum(len(p.rows) for p in self._parts.values())
 

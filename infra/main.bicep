@@ -152,6 +152,9 @@ param reconcileSchedule string = '0 17 3 * * *'
 @description('NCRONTAB (6 fields, UTC) of the timer that prunes past meetings and long-dead connections. PRUNE_SCHEDULE.')
 param pruneSchedule string = '0 47 3 * * *'
 
+@description('NCRONTAB (6 fields, UTC) of the deployment watchdog: meetings whose deploy message should have surfaced 45 s ago without a verdict are queued again (one filtered Table Storage query per run). WATCHDOG_SCHEDULE.')
+param watchdogSchedule string = '*/15 * * * * *'
+
 @minValue(900)
 @description('A token cache no row names is deleted only once older than this (seconds). ORPHAN_CACHE_GRACE_SECONDS.')
 param orphanCacheGraceSeconds int = 3600
@@ -437,6 +440,7 @@ module functionApp 'modules/function-app.bicep' = {
       RENEW_SCHEDULE: renewSchedule
       RECONCILE_SCHEDULE: reconcileSchedule
       PRUNE_SCHEDULE: pruneSchedule
+      WATCHDOG_SCHEDULE: watchdogSchedule
       ORPHAN_CACHE_GRACE_SECONDS: string(orphanCacheGraceSeconds)
       MEETING_RETENTION_DAYS: string(meetingRetentionDays)
       ERROR_CONNECTION_RETENTION_DAYS: string(errorConnectionRetentionDays)

@@ -134,6 +134,7 @@ SETTINGS: dict[str, str | None] = {
     "SCAN_SCHEDULE": "0 */5 * * * *",
     "RECONCILE_SCHEDULE": "0 17 3 * * *",
     "PRUNE_SCHEDULE": "0 47 3 * * *",
+    "WATCHDOG_SCHEDULE": "*/15 * * * * *",
     "RENEW_SCHEDULE": "0 23 * * * *",
 }
 

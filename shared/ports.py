@@ -191,6 +191,10 @@ class MeetingStore(Protocol):
     def delete(self, meeting: Meeting) -> None:
         """Conditional on meeting.etag; raises Conflict when it changed."""
         ...
+    def awaiting_verdict(self, due_before: datetime, ending_after: datetime) -> Iterator[Meeting]:
+        """Every user's meetings whose agent is scheduled or being deployed, due (deploy time) before
+        `due_before` and ending after `ending_after`: what the deployment watchdog checks."""
+        ...
     def ended_before(self, cutoff: datetime) -> Iterator[Meeting]:
         """Every user's meetings that ended before `cutoff` (pruning)."""
         ...
@@ -638,6 +642,7 @@ class DeployJob:
     meeting_key: str
     deploy_at: datetime
     attempt: int = 1
+    backup: bool = False  # the copy sent a little after each deploy message (shared/adapters/queues.py)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.adapters.tables import TableMeetingStore
+from shared.agent_states import AgentState
 from shared.autojoin import JoinRules
 from shared.connections import Connection, Plan, PlanLimitExceeded, plan_limit
 from shared.ports import (
@@ -200,6 +201,11 @@ class Meetings:
 
     def ended_before(self, cutoff: datetime) -> Iterator[Meeting]:
         yield from [m for m in list(self.rows.values()) if m.end < cutoff]
+
+    def awaiting_verdict(self, due_before: datetime, ending_after: datetime) -> Iterator[Meeting]:
+        yield from [m for m in list(self.rows.values())
+                    if m.agent in (AgentState.SCHEDULED, AgentState.DEPLOYING) and m.deploy_at is not None
+                    and m.deploy_at <= due_before and m.end > ending_after]
 
     def _create(self, meeting: Meeting) -> Meeting:
         if (meeting.user_id, meeting.key) in self.rows:

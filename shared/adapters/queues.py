@@ -5,7 +5,7 @@ Messages are base64 text, as the Functions queue trigger expects."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timedelta
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -28,14 +28,16 @@ QUEUES = (SYNC_QUEUE, DEPLOY_QUEUE, REFRESH_QUEUE, STATUS_EVENTS_QUEUE, ERASURE_
 
 
 def encode_deploy(job: DeployJob) -> str:
-    return json.dumps({"user_id": job.user_id, "meeting_key": job.meeting_key,
-                       "deploy_at": job.deploy_at.isoformat(), "attempt": job.attempt})
+    body = {"user_id": job.user_id, "meeting_key": job.meeting_key, "deploy_at": job.deploy_at.isoformat(),
+            "attempt": job.attempt}
+    return json.dumps(body | {"backup": True} if job.backup else body)
 
 
 def decode_deploy(body: str) -> DeployJob:
     data = json.loads(body)
     return DeployJob(user_id=str(data["user_id"]), meeting_key=str(data["meeting_key"]),
-                     deploy_at=datetime.fromisoformat(data["deploy_at"]), attempt=int(data.get("attempt", 1)))
+                     deploy_at=datetime.fromisoformat(data["deploy_at"]), attempt=int(data.get("attempt", 1)),
+                     backup=data.get("backup") is True)
 
 
 def encode_sync(job: SyncJob) -> str:
@@ -86,7 +88,18 @@ class StorageQueues:
         self._refresh.send_message(traced(encode_refresh(job)), visibility_timeout=_seconds(delay))
 
     def schedule_deploy(self, job: DeployJob, delay: timedelta) -> None:
-        self._deploy.send_message(traced(encode_deploy(job)), visibility_timeout=_seconds(delay))
+        """The deploy message, hidden for `delay`, and (unless this is one) its backup copy hidden
+        DEPLOY_BACKUP_AFTER longer. An instance that takes a message and dies keeps it invisible for
+        up to 10 minutes (the Functions host's lease); the copy, taken by another instance, deploys
+        instead (or finds the meeting deployed and does nothing: the deployer claims the meeting row).
+        Neither expires before it is due: time-to-live -1 (never), since a message hidden near the
+        7-day limit would otherwise expire minutes after it surfaced."""
+        self._deploy.send_message(traced(encode_deploy(job)), visibility_timeout=_seconds(delay),
+                                  time_to_live=NEVER_EXPIRES)
+        if not job.backup:
+            self._deploy.send_message(traced(encode_deploy(replace(job, backup=True))),
+                                      visibility_timeout=_seconds(min(delay + DEPLOY_BACKUP_AFTER, MAX_DELAY)),
+                                      time_to_live=NEVER_EXPIRES)
 
     def schedule_progress(self, job: ProgressJob, delay: timedelta) -> None:
         if self._progress is None:
@@ -128,6 +141,12 @@ class StorageFanOutQueue:
 
     def enqueue_page(self, page: FanOutPage) -> None:
         self._queue.send_message(traced(encode_fanout(page)))
+
+
+# Queue Storage's "never expires" time-to-live (REST API version 2017-07-29 and later).
+NEVER_EXPIRES = -1
+DEPLOY_BACKUP_AFTER = timedelta(seconds=15)
+MAX_DELAY = timedelta(days=7)
 
 
 def _seconds(delay: timedelta) -> int:

@@ -496,6 +496,13 @@ class TableMeetingStore:
         except ResourceNotFoundError:
             pass
 
+    def awaiting_verdict(self, due_before: datetime, ending_after: datetime) -> Iterator[Meeting]:
+        # A filtered scan across partitions, a page (1,000 rows) per request: see docs/scale.md.
+        query = (f"DeployAt le '{_quote(_iso(due_before))}' and End gt '{_quote(_iso(ending_after))}' and "
+                 f"(Agent eq '{AgentState.SCHEDULED.value}' or Agent eq '{AgentState.DEPLOYING.value}')")
+        for e in self._t.query_entities(query, results_per_page=1000):
+            yield self._meeting(e)
+
     def ended_before(self, cutoff: datetime) -> Iterator[Meeting]:
         # End is stored as isoformat() in UTC, so string order is time order.
         for e in self._t.query_entities(f"End lt '{_quote(_iso(cutoff))}'"):

@@ -141,6 +141,7 @@ class Risk(StrEnum):
     EVENT_GONE = "event_gone"
     EVENT_MOVED = "event_moved"
     LINK_CHANGED = "link_changed"
+    LATE = "late"  # the deployment watchdog had to queue the agent again after its planned time
 
 
 RISK_TEXT: Mapping[Risk, str] = {
@@ -150,6 +151,8 @@ RISK_TEXT: Mapping[Risk, str] = {
     Risk.EVENT_MOVED: "This meeting was moved in Outlook: the agent follows the new time once the calendar is "
                       "read again.",
     Risk.LINK_CHANGED: "This meeting's join link changed in Outlook: the agent would go to the old link.",
+    Risk.LATE: "Running late: the service is catching up after a delay, so the agent joins after its planned "
+               "time, as soon as it can.",
 }
 
 

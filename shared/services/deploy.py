@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from shared.agent_states import AgentState, allowed, check
@@ -117,6 +117,8 @@ class DeployService:
                     log.info("deployment skipped: %s", join.why.value, extra=ctx)
                     return join.why.value
             if decision.verdict is Verdict.WAIT:
+                if job.backup:
+                    return "waiting"  # the copy of a message that surfaced early: the message itself waits
                 self._jobs.schedule_deploy(job, decision.wait)
                 return "waiting"
             if decision.verdict is Verdict.IN_PROGRESS:
@@ -208,7 +210,7 @@ class DeployService:
             if now + delay <= claimed.start + self._grace:
                 # The retry's message surfaces after `delay`: overdue counts from then, not from now.
                 self._record(claimed, AgentState.SCHEDULED, None, enqueued_at=now + delay)
-                self._jobs.schedule_deploy(replace(job, attempt=job.attempt + 1), delay)
+                self._jobs.schedule_deploy(replace(job, attempt=job.attempt + 1, backup=False), delay)
                 log.warning("agent API failed, retrying: %s", result.detail, extra=ctx)
                 return "retrying"
         reason = f"agent_api: {result.detail}"[:200]
@@ -226,32 +228,57 @@ class DeployService:
         the user told. Run after every sync of the user's calendars; safe to repeat (the deployer
         claims a meeting before calling the agent API). Returns how many meetings it acted on."""
         now = self._clock.now()
-        acted = 0
-        for meeting in self._meetings.list_for_user(user_id, ending_after=now):
-            if not _overdue(meeting, now):
-                continue
-            decision = self._lifecycle.decide(meeting)
-            if not decision.will_join and decision.why is not Why.TOO_LATE:
-                continue  # the join decision withdraws it; replan clears the SCHEDULED state
-            acted += 1
-            ctx = {"user_id": user_id, "meeting_id": meeting.key}
-            if now <= meeting.start + self._grace:
-                assert meeting.deploy_at is not None
-                self._jobs.schedule_deploy(DeployJob(user_id, meeting.key, meeting.deploy_at), timedelta(0))
-                try:  # counts from now: one re-queue per OVERDUE_AFTER, not one per sync
-                    self._meetings.replace(replace(meeting, enqueued_at=now))
-                except Conflict:
-                    pass
-                log.warning("deployment_overdue: no verdict since %s, queued again", meeting.deploy_at.isoformat(),
-                            extra={**ctx, "event": "deployment_overdue"})
-                continue
-            try:
-                self._record(meeting, AgentState.FAILED, "missed")
+        return sum(self._recover(meeting, now, OVERDUE_AFTER)
+                   for meeting in self._meetings.list_for_user(user_id, ending_after=now))
+
+    def watch(self) -> WatchReport:
+        """The deployment watchdog (a timer, every WATCHDOG_SCHEDULE): every user's meetings whose deploy
+        message should have surfaced `WATCHDOG_AFTER` ago without a verdict, found by the meetings
+        themselves (not by a sync of that user, not by waiting for a crashed instance's message to
+        reappear after its 10-minute invisibility), are queued again while they can still be joined,
+        else recorded missed and the user told. Each re-queue is claimed on the meeting row with its
+        ETag first, so two instances watching at once queue it once; the deployer's own claim and the
+        agent API's Idempotency-Key make a duplicate delivery harmless anyway."""
+        now = self._clock.now()
+        report = WatchReport()
+        for meeting in self._meetings.awaiting_verdict(due_before=now - WATCHDOG_AFTER, ending_after=now):
+            report.looked += 1
+            report.requeued += self._recover(meeting, now, WATCHDOG_AFTER)
+        if report.requeued:
+            log.warning("deployment watchdog queued %d overdue deployments again", report.requeued,
+                        extra={"looked": report.looked})
+        return report
+
+    def _recover(self, meeting: Meeting, now: datetime, after: timedelta) -> int:
+        """Queue an overdue meeting's deployment again (1), record it missed when it can no longer be
+        joined (1), or leave it (0: not overdue, no longer wanted, or another instance claimed it)."""
+        if not _overdue(meeting, now, after):
+            return 0
+        decision = self._lifecycle.decide(meeting)
+        if not decision.will_join and decision.why is not Why.TOO_LATE:
+            return 0  # the join decision withdraws it; replan clears the SCHEDULED state
+        ctx = {"user_id": meeting.user_id, "meeting_id": meeting.key}
+        if now <= meeting.start + self._grace:
+            assert meeting.deploy_at is not None
+            # Queued again after its planned time: it cannot be on time, and is shown and told as late.
+            late = now > meeting.deploy_at + LATE_AFTER
+            try:  # the claim: counts from now, so one re-queue per period whoever else looks
+                self._meetings.replace(replace(meeting, enqueued_at=now, at_risk=LATE if late else meeting.at_risk))
             except Conflict:
-                continue
-            log.error("deployment_missed: the meeting started without a verdict", extra={**ctx,
-                                                                                          "event": "deployment_missed"})
-        return acted
+                return 0  # another instance (or the deployer) touched it: theirs to handle
+            if late and meeting.at_risk != LATE:
+                self._health.agent_late(meeting)
+            self._jobs.schedule_deploy(DeployJob(meeting.user_id, meeting.key, meeting.deploy_at), timedelta(0))
+            log.warning("deployment_overdue: no verdict since %s, queued again", meeting.deploy_at.isoformat(),
+                        extra={**ctx, "event": "deployment_overdue"})
+            return 1
+        try:
+            self._record(meeting, AgentState.FAILED, "missed")
+        except Conflict:
+            return 0
+        log.error("deployment_missed: the meeting started without a verdict", extra={**ctx,
+                                                                                      "event": "deployment_missed"})
+        return 1
 
     def _record(self, meeting: Meeting, state: AgentState, reason: str | None, *, agent_id: str | None = None,
                 enqueued_at: datetime | None = None) -> None:
@@ -286,15 +313,29 @@ class DeployService:
 # A deployment is overdue when this long has passed since its deploy time without a verdict: longer
 # than a queue delivery's usual delay plus one agent API call, shorter than a scan period.
 OVERDUE_AFTER = timedelta(minutes=2)
+# The watchdog looks sooner: past the backup copy of every deploy message (queues.DEPLOY_BACKUP_AFTER,
+# 15 s) and a deployment's usual few seconds, so a meeting whose messages both went with a crashed
+# instance is queued again about 45-60 s after its deploy time (the watchdog runs every 15 s).
+WATCHDOG_AFTER = timedelta(seconds=45)
+# Queued again this long after its planned time, an agent is late: the page shows it (`at_risk`
+# reason `late`) and the user is told (`meeting.at_risk`), never "scheduled" as if all were well.
+LATE_AFTER = timedelta(seconds=30)
+LATE = "late"
 
 
-def _overdue(meeting: Meeting, now: datetime) -> bool:
-    """No verdict `OVERDUE_AFTER` after the message was due to surface: its deploy time, or when it
-    was queued for a meeting found only after its deploy time (a last-minute one)."""
+@dataclass
+class WatchReport:
+    looked: int = 0  # meetings awaiting a verdict past their due time
+    requeued: int = 0  # queued again, or recorded missed
+
+
+def _overdue(meeting: Meeting, now: datetime, after: timedelta = OVERDUE_AFTER) -> bool:
+    """No verdict `after` the message was due to surface: its deploy time, or when it was queued for
+    a meeting found only after its deploy time (a last-minute one), or last queued again."""
     if meeting.deploy_at is None:
         return False
     due = max(meeting.deploy_at, meeting.enqueued_at or meeting.deploy_at)
-    if now < due + OVERDUE_AFTER:
+    if now < due + after:
         return False
     if meeting.agent is AgentState.SCHEDULED:
         return True

@@ -79,6 +79,15 @@ class ConnectionHealth:
             "start": meeting.start.isoformat().replace("+00:00", "Z"), "reason": reason,
         }, f"agent-failed|{meeting.user_id}|{meeting.key}")
 
+    def agent_late(self, meeting: Meeting) -> None:
+        """The agent cannot be on time (its deployment had to be queued again after its planned time):
+        `meeting.at_risk` with reason `late`, once per planned time (the event id is fixed by it)."""
+        planned = (meeting.deploy_at or meeting.start).isoformat().replace("+00:00", "Z")
+        self._publish_raw(StatusEventType.MEETING_AT_RISK, meeting.user_id, {
+            "meeting_id": meeting.key, "title": meeting.title,
+            "start": meeting.start.isoformat().replace("+00:00", "Z"), "reason": "late",
+        }, f"at-risk|{meeting.user_id}|{meeting.key}|{planned}|late")
+
     def meetings_at_risk(self, conn: Connection) -> int:
         """Meetings starting in the next 24 h whose every calendar holding them is this connection or
         another connection that cannot serve them: they will get no agent because of this failure."""

@@ -100,6 +100,17 @@ def sync_calendar(msg: func.QueueMessage) -> None:
     log.info("sync_calendar %s", report.outcome, extra={"connection_id": job.connection_id})
 
 
+@bp.function_name("watch_deployments")
+@bp.timer_trigger(arg_name="timer", schedule=schedule("WATCHDOG_SCHEDULE"), run_on_startup=False, use_monitor=True)
+def watch_deployments(timer: func.TimerRequest) -> None:
+    """The deployment watchdog: overdue deployments of every user queued again (DeployService.watch)."""
+    c = container()
+    with c.telemetry.job("watch_deployments"):
+        report = c.deploy.watch()
+    log.info("watch_deployments looked at %d, queued again %d", report.looked, report.requeued,
+             extra={"looked": report.looked, "requeued": report.requeued})
+
+
 @bp.function_name("deploy_agent")
 @bp.queue_trigger(arg_name="msg", queue_name=DEPLOY_QUEUE, connection="AzureWebJobsStorage")
 def deploy_agent(msg: func.QueueMessage) -> None:

@@ -38,6 +38,7 @@ def progress_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "AGENT_JOIN_LEAD_SECONDS": str(LEAD), "TOKEN_REFRESH_MAX_AGE_SECONDS": "0",
         "REFRESH_SCHEDULE": "0 0 0 1 1 *", "SCAN_SCHEDULE": "0 0 0 1 1 *",
         "RECONCILE_SCHEDULE": "0 0 0 1 1 *", "PRUNE_SCHEDULE": "0 0 0 1 1 *",
+        "WATCHDOG_SCHEDULE": "0 0 0 1 1 *",
         "PAGE_TOKEN_FROM_URL": "false", "PLATFORM_EVENTS_RETRY_SECONDS": "1",
         "LOBBY_NUDGE_SECONDS": str(NUDGE), "AGENT_RETRY_DELAY_SECONDS": "2", "AGENT_MAX_ATTEMPTS": "3",
         "READINESS_CHECK_SECONDS": str(READINESS),

@@ -46,6 +46,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 def fuzz_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     overrides = {"REFRESH_SCHEDULE": "0 0 0 1 1 *", "SCAN_SCHEDULE": "0 0 0 1 1 *",
                  "RECONCILE_SCHEDULE": "0 0 0 1 1 *", "PRUNE_SCHEDULE": "0 0 0 1 1 *",
+                 "WATCHDOG_SCHEDULE": "0 0 0 1 1 *",
                  "PLATFORM_WEB_ORIGINS": "https://app.coagentor.test", "PAGE_TOKEN_FROM_URL": "false"}
     stack = Stack(devstack_dir=Path(tmp_path_factory.mktemp("fuzzstack")), ports=free_ports(), overrides=overrides)
     stack.start(timeout=120)
