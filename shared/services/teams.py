@@ -253,3 +253,6 @@ class TeamOnRemoval:
 
     def ended_before(self, cutoff: datetime) -> Iterator[Meeting]:
         return self._store.ended_before(cutoff)
+
+    def awaiting_verdict(self, due_before: datetime, ending_after: datetime) -> Iterator[Meeting]:
+        return self._store.awaiting_verdict(due_before, ending_after)
