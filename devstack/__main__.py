@@ -1,5 +1,6 @@
 """`python -m devstack up` runs the local stack until Ctrl-C; `python -m devstack token` prints a
-platform token the running stack accepts.
+platform token the running stack accepts; `python -m devstack demo` puts demo meetings into the
+running stack's simulated mailboxes and says where to look.
 
 The first SIGINT or SIGTERM stops everything (children get SIGTERM, then SIGKILL after a few
 seconds); a second one kills the children at once and exits with 128 + the signal number.
@@ -33,7 +34,19 @@ def main(argv: list[str] | None = None) -> int:
     tok.add_argument("--workspace-dedupe", action="store_true",
                      help="`workspace_dedupe: true`: teammates invited to one meeting share one agent")
     sub.add_parser("local-settings", help="write local.settings.json for `func start` against this stack")
+    sub.add_parser("demo", help="put demo meetings into the running stack's mailboxes and say where to look")
     args = parser.parse_args(argv)
+
+    if args.command == "demo":
+        from devstack.demo import DemoError, load_endpoints, seed, summary
+
+        try:
+            endpoints = load_endpoints(_dir())
+            print(summary(endpoints, seed(endpoints)))
+        except DemoError as exc:
+            print(f"devstack demo: {exc}", file=sys.stderr)
+            return 1
+        return 0
 
     if args.command == "local-settings":
         stack = Stack(devstack_dir=_dir(), ports=ports_from_env())
