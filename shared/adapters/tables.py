@@ -2,8 +2,8 @@
 Graph subscriptions, and the sealed per-connection secrets.
 
 What is stored, and what never is:
-- Plaintext rows never hold a token, code, key or secret. Rows name a connection's token cache and
-  its subscription's clientState (`SecretName`), never their values.
+- Rows name a connection's token cache and its subscription's clientState (`SecretName`), never
+  their values, and hold no token, authorization code, claim code or key in plaintext.
 - `sealedsecrets` holds those values **encrypted** (shared.adapters.envelope): one row per name, the
   AES-256-GCM ciphertext and tag (`Ciphertext`, binary), its 96-bit nonce (`Nonce`), the id of the
   data key that sealed it (`DataKeyId`) and when it was written (`UpdatedAt`). Without the data key
@@ -11,8 +11,14 @@ What is stored, and what never is:
 - `datakeys` holds the data keys **wrapped** by the Key Vault key (RSA-OAEP-256): `WrappedKey`
   (binary), the Key Vault key version that wrapped it (`KeyId`, a URL) and `CreatedAt`. Unwrapping
   needs the Key Vault key, which never leaves the vault.
-Neither table is keyed by user or connection: erasure and disconnects delete sealed rows through the
-secret names the user's rows hold."""
+- One secret is held outside `sealedsecrets`: a sign-in flow row (`authflows`, `Flow`) holds MSAL's
+  flow, which carries the PKCE `code_verifier` and the OIDC nonce, for the ten minutes a sign-in may
+  take. It is sealed with AES-GCM under a key derived from the sign-in's `state`
+  (shared.services.connect.seal_flow), which no row holds (only its SHA-256 names the row), so the
+  table alone never yields a verifier; a flow row written before sealing holds it in plain until it
+  expires. Pending claims (`pendingclaims`) are keyed by the claim code's hash, never the code.
+`sealedsecrets` and `datakeys` are keyed by neither user nor connection: erasure and disconnects
+delete sealed rows through the secret names the user's rows hold."""
 
 from __future__ import annotations
 
