@@ -431,7 +431,9 @@
     } else {
       when = "on " + formatDate(c.last_synced_at, DATE) + " at " + formatDate(c.last_synced_at, TIME);
     }
-    return "Calendar last read " + when;
+    const failing = c.sync_failing_since && c.status === "active"
+      ? " · reading it has failed since " + formatDate(c.sync_failing_since, TIME) + ", CoAgentor keeps trying" : "";
+    return "Calendar last read " + when + failing;
   }
 
   // Local calendar day of a date, for grouping meetings under Today, Tomorrow, ...

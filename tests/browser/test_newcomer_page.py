@@ -136,12 +136,14 @@ def test_refresh_says_whether_it_read_the_calendar_and_when_microsoft_is_failing
         refresh.click()
         expect(status).to_contain_text(f"Couldn't read {upn} just now", timeout=40_000)
         expect(spoken).to_contain_text(f"Couldn't read {upn}")
+        expect(card.locator(".synced")).to_contain_text("reading it has failed since")
         expect(refresh).to_be_enabled()
         person.shoot("34-refresh-while-graph-fails")
     finally:
         client.sim("DELETE", "/_sim/faults")  # later reads go through
     refresh.click()
     expect(status).to_have_text(re.compile(r"^Up to date"), timeout=40_000)
+    expect(card.locator(".synced")).not_to_contain_text("failed")
 
 
 # ---------------------------------------------------------------- plan limit in a stale tab
