@@ -1,30 +1,38 @@
-"""What one connection costs per day, measured on the real local stack. `make bench` runs this.
+"""What one connection costs per day at the shipped defaults, measured on the real local stack.
+`make bench` runs this.
 
     python -m bench.bench_cost [--connections 6] [--events 30]
 
 Starts the whole local stack with its storage traffic going through a counting proxy in front of
-Azurite, connects `--connections` CoAgentor users to calendars holding `--events` realistic events
-(two weeks, most with a Teams link), then runs each periodic operation once through the Functions
-host, exactly as the timers do, and counts what it cost per connection:
+Azurite and every cadence, refresh and cache setting at its shipped default (shared/config.py); only
+the timers are driven by this script instead of the clock, and the join lead is 5 s so a deployment
+is measured without waiting two minutes. It connects `--connections` CoAgentor users to one calendar
+holding `--events` realistic events (two weeks, most with a Teams link), then runs each periodic
+operation once, exactly as the timers and Graph would trigger it, and counts what it cost per
+connection:
 
-- a scan walk (scan_calendars -> fan_out_page -> sync_calendar per connection), nothing changed;
-- a scan walk after one event changed in every calendar;
-- a refresh walk (refresh_tokens -> fan_out_page -> refresh_connection per connection);
+- a safety scan walk (scan_calendars -> fan_out_page -> sync_calendar per connection);
+- a notified change (one event changed: Graph notifies every subscription, each queues a sync);
+- a reauthorization (Graph's `reauthorizationRequired` lifecycle notification for every subscription:
+  the subscription job PATCHes it with a fresh access token);
+- the refresh walk and the subscription renewal walk as they run at the defaults;
 - one agent deployment per connection (deploy_agent, with its pre-deployment delta round).
 
-Counted: Graph requests and token-endpoint requests (the simulator's request log), Key Vault secret
-reads and writes (the local vault's counters), queue and table transactions (the proxy: one HTTP
-request = one billed transaction; the host's idle queue polling is counted apart) and function
-executions (queue messages completed = queue deletes, plus the timer runs).
+Counted: Graph requests and token-endpoint requests (the simulator's request log), Key Vault
+operations of every kind (the local vault's counters: secret reads and writes, key gets, wraps,
+unwraps), queue and table transactions (the proxy: one HTTP request = one billed transaction; the
+host's idle queue polling is counted apart), function executions (queue messages completed, plus the
+HTTP notification deliveries the simulator made) and the Functions host's CPU seconds.
 
-The day is then composed from those measured unit costs and the schedule (SCAN_SCHEDULE every 5
-minutes = 288 walks; refreshes: the timer's ahead rule renews every access token ~40 minutes (Entra
-access tokens live 60-90 minutes), ~36 a day; 10 calendar changes and 4 meetings a day), with and
-without Graph change notifications. The "with" case is modelled (bench_notifications measures the
-Graph requests of the real thing: one per notified change) by the scan schedule they allow (a safety
-scan every 6 hours, one sync per change, a subscription renewal every ~2.9 days, one notification
-request per change) and says so.
-Monthly cost per 1,000 connections uses the prices in PRICES (estimates; see docs/scale.md).
+The day is composed from those unit costs and the default schedules read from shared/config.py
+(SCAN_SCHEDULE and the other NCRONTAB settings counted over a day, FULL_RESYNC_SECONDS), plus
+assumptions stated in DAY: 10 calendar changes and 4 meetings with an agent a day, and Graph's
+reauthorization challenge once per access-token lifetime (Entra access tokens live 60-90 minutes:
+~19 a day, each with the token redemption it needs). Monthly cost per 1,000 connections at a
+10,000-connection deployment uses PRICES (estimates; docs/scale.md) and the Flex Consumption billing
+model in `monthly_cost_per_1000`. The last line printed is one JSON object:
+{"usd_per_1000_connections_month", "graph_requests_per_connection_day",
+"key_vault_ops_per_connection_day", "defaults": true, ...}.
 """
 
 from __future__ import annotations
@@ -32,6 +40,9 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import math
+import os
+import re
 import sys
 import tempfile
 import threading
@@ -43,7 +54,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from devstack.ncrontab import next_occurrence
 from devstack.stack import AZURITE_ACCOUNT, AZURITE_KEY, Stack, free_port, free_ports
+from shared.config import SETTINGS
 from tests.e2e.client import Client, teams_link
 
 ALICE = "alice@contoso.com"
@@ -56,8 +69,14 @@ PRICES = {
     "executions_per_million": 0.40,  # Flex Consumption on demand executions
     "gb_second": 0.000026,  # Flex Consumption on demand execution time
 }
-SECONDS_PER_EXECUTION = 0.25  # assumed average billed time of one execution (mostly I/O waits)
-INSTANCE_GB = 2.048  # instanceMemoryMB in infra
+
+
+def instance_gb() -> float:
+    """Flex Consumption instance memory, GB: infra/main.bicep's `instanceMemoryMB` default."""
+    bicep = (Path(__file__).resolve().parents[1] / "infra" / "main.bicep").read_text()
+    found = re.search(r"^param instanceMemoryMB int = (\d+)$", bicep, re.M)
+    assert found, "infra/main.bicep declares instanceMemoryMB"
+    return int(found.group(1)) / 1000
 
 
 class Counting(ThreadingHTTPServer):
@@ -107,27 +126,57 @@ def _kind(service: str, method: str, path: str) -> str:
     return "table:batch" if "$batch" in path else f"table:{method.lower()}"
 
 
-def _snapshot(client: Client, counts: Counter[str]) -> dict[str, int]:
+KV_OPS = ("sets", "gets", "deletes", "key_creates", "key_gets", "wraps", "unwraps")
+
+
+def _host_cpu_seconds(stack: Stack) -> float:
+    """User + system CPU seconds of the Functions host processes so far (Linux /proc)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for proc in getattr(stack, "_hosts", []):
+        try:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def _host_peak_rss_mb(stack: Stack) -> float:
+    peak = 0.0
+    for proc in getattr(stack, "_hosts", []):
+        try:
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) / 1024)
+        except OSError:
+            continue
+    return peak
+
+
+def _snapshot(client: Client, counts: Counter[str]) -> dict[str, float]:
     requests_ = client.sim("GET", "/_sim/requests").json()
     kv = client.api.get(f"{client.stack.key_vault_url}/_kv/stats", verify=str(client.stack.ca.bundle_pem),  # type: ignore[union-attr]
                         timeout=30).json()
     graph = sum(1 for r in requests_ if r["path"].startswith("/v1.0/"))
     token = sum(1 for r in requests_ if r["path"].endswith("/oauth2/v2.0/token"))
-    return {"graph": graph, "token": token, "kv_get": kv.get("gets", 0), "kv_set": kv.get("sets", 0),
-            **dict(counts)}
+    deliveries = len(client.sim("GET", "/_sim/notifications").json())
+    return {"graph": graph, "token": token, "kv": sum(kv.get(k, 0) for k in KV_OPS), "http": deliveries,
+            "cpu": _host_cpu_seconds(client.stack), **dict(counts)}
 
 
-def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
     return {k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before)}
 
 
-def _settle(client: Client, counts: Counter[str], quiet: float = 2.5, limit: float = 60) -> None:
-    """Wait until no queue message is sent or completed for `quiet` seconds (the work has drained)."""
+def _settle(client: Client, counts: Counter[str], quiet: float = 2.5, limit: float = 120) -> None:
+    """Wait until no queue message is sent or completed and no notification is delivered for `quiet`
+    seconds (the work has drained)."""
     deadline = time.monotonic() + limit
-    last = (-1, -1)
+    last: tuple[int, ...] = ()
     stable_since = time.monotonic()
     while time.monotonic() < deadline:
-        now = (counts["queue:send"], counts["queue:delete"])
+        now = (counts["queue:send"], counts["queue:delete"], counts["table:put"] + counts["table:post"])
         if now != last:
             last, stable_since = now, time.monotonic()
         elif time.monotonic() - stable_since >= quiet:
@@ -147,12 +196,16 @@ def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
                f"BlobEndpoint=http://127.0.0.1:{ports['AZURITE_BLOB_PORT']}/{AZURITE_ACCOUNT};"
                f"QueueEndpoint=http://127.0.0.1:{proxy_queue}/{AZURITE_ACCOUNT};"
                f"TableEndpoint=http://127.0.0.1:{proxy_table}/{AZURITE_ACCOUNT};")
-    overrides = {"AzureWebJobsStorage": storage, "SCAN_SCHEDULE": "0 0 0 1 1 *", "REFRESH_SCHEDULE": "0 0 0 1 1 *",
-                 "TOKEN_REFRESH_MAX_AGE_SECONDS": "0", "AGENT_JOIN_LEAD_SECONDS": "5"}
+    never = "0 0 0 1 1 *"  # the script runs the timers itself; their defaults set the day's counts below
+    overrides = {"AzureWebJobsStorage": storage, "SCAN_SCHEDULE": never, "REFRESH_SCHEDULE": never,
+                 "RENEW_SCHEDULE": never, "RECONCILE_SCHEDULE": never, "PRUNE_SCHEDULE": never,
+                 "AGENT_JOIN_LEAD_SECONDS": "5"}
     stack = Stack(devstack_dir=directory, ports=ports, overrides=overrides)
     stack.start(timeout=120)
     try:
-        return _measure(Client(stack), counts, args)
+        measured = _measure(Client(stack), counts, args)
+        measured["peak_rss_mb"] = _host_peak_rss_mb(stack)
+        return measured
     finally:
         stack.stop()
         for p in proxies:
@@ -174,76 +227,156 @@ def _measure(client: Client, counts: Counter[str], args: argparse.Namespace) -> 
     time.sleep(5)
     idle_polls_per_s = (counts["queue:receive"] - idle_start.get("queue:receive", 0)) / (time.monotonic() - t0)
 
-    results: dict[str, dict[str, int]] = {}
+    results: dict[str, dict[str, float]] = {}
     before = _snapshot(client, counts)
     tokens = [client.token(f"cost-{uuid.uuid4().hex[:8]}", "pro") for _ in range(n)]
-    for token in tokens:
-        client.connect(token, ALICE)
+    connections = [client.connect(token, ALICE)["connection"]["id"] for token in tokens]
+    wait_for(lambda: len(_subscriptions(client, connections)) == n, "every connection's subscription")
     _settle(client, counts)
-    results["connect (sign-in, claim, first full sync)"] = _delta(_snapshot(client, counts), before)
+    results["connect"] = _delta(_snapshot(client, counts), before)
 
-    def walk(name: str, function: str) -> None:
+    def measured(name: str, act: Any) -> None:
         before = _snapshot(client, counts)
-        client.run_function(function)
+        act()
         _settle(client, counts)
         results[name] = _delta(_snapshot(client, counts), before)
 
-    walk("scan walk, nothing changed", "scan_calendars")
-    client.sim("PATCH", f"/_sim/users/{ALICE}/events/{events[1]['id']}", json={"subject": "Moved agenda"})
-    walk("scan walk, one event changed", "scan_calendars")
-    walk("refresh walk (every token renewed)", "refresh_tokens")
+    measured("scan", lambda: client.run_function("scan_calendars"))
+    measured("change", lambda: client.sim("PATCH", f"/_sim/users/{ALICE}/events/{events[1]['id']}",
+                                          json={"subject": "Moved agenda"}))
+
+    def challenge() -> None:
+        for sub in _subscriptions(client, connections):
+            client.sim("POST", f"/_sim/subscriptions/{sub['id']}/lifecycle",
+                       json={"lifecycleEvent": "reauthorizationRequired"}).raise_for_status()
+    measured("reauthorization", challenge)
+    measured("refresh walk", lambda: client.run_function("refresh_tokens"))
+    measured("renew walk", lambda: client.run_function("renew_subscriptions"))
 
     soon = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=20)
     client.add_event(ALICE, "Deploy me", soon, onlineMeeting={"joinUrl": teams_link(8999)}, isOnlineMeeting=True)
-    client.run_function("scan_calendars")
-    _settle(client, counts)
-    before = _snapshot(client, counts)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len([d for d in client.deployments() if "Deploy me" in json.dumps(d)]) < n:
-        time.sleep(0.5)
-    _settle(client, counts)
-    results["deployment (one meeting each)"] = _delta(_snapshot(client, counts), before)
-    return {"connections": n, "events": args.events, "idle_polls_per_second": idle_polls_per_s, "runs": results}
+    _settle(client, counts)  # the notified change that lists it (counted above as a change)
+
+    def deployed() -> None:
+        wait_for(lambda: len([d for d in client.deployments() if "Deploy me" in json.dumps(d)]) >= n,
+                 "every deployment", limit=120)
+    measured("deployment", deployed)
+    # The first deployment in a process reads the agent API key from Key Vault once (AppSecret keeps it
+    # for the process): a per-process cost, like the data key's unwrap at the first cache read.
+    hosts = len(getattr(client.stack, "_hosts", [])) or 1
+    per_process = min(results["deployment"]["kv"], hosts) + results["connect"]["kv"]
+    results["deployment"]["kv"] = max(0.0, results["deployment"]["kv"] - hosts)
+    return {"connections": n, "events": args.events, "idle_polls_per_second": idle_polls_per_s, "runs": results,
+            "kv_per_process_start": per_process / hosts}
 
 
-def per_connection(run: dict[str, int], n: int, idle_polls: float, seconds: float) -> dict[str, float]:
-    """Unit cost of one operation for one connection; the host's idle polling during it is removed."""
-    receive = max(run.get("queue:receive", 0) - idle_polls * seconds, 0)
-    queue = run.get("queue:send", 0) + run.get("queue:delete", 0) + run.get("queue:other", 0) + receive
+def _subscriptions(client: Client, connections: list[str]) -> list[dict[str, Any]]:
+    return [s for s in client.sim("GET", "/_sim/subscriptions").json()
+            if any(str(s.get("notificationUrl", "")).endswith(c) for c in connections)]
+
+
+def wait_for(probe: Any, what: str, limit: float = 60) -> None:
+    deadline = time.monotonic() + limit
+    while not probe():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: {what} did not happen in {limit:.0f} s")
+        time.sleep(0.2)
+
+
+KEYS = ("graph", "token", "kv", "queue", "table", "executions", "cpu")
+
+
+def per_connection(run: dict[str, float], n: int) -> dict[str, float]:
+    """Unit cost of one operation for one connection."""
+    queue = run.get("queue:send", 0) + run.get("queue:delete", 0) + run.get("queue:other", 0)
     table = sum(v for k, v in run.items() if k.startswith("table:"))
-    return {"graph": run.get("graph", 0) / n, "token": run.get("token", 0) / n, "kv_get": run.get("kv_get", 0) / n,
-            "kv_set": run.get("kv_set", 0) / n, "queue": queue / n, "table": table / n,
-            "executions": run.get("queue:delete", 0) / n}
+    executions = run.get("queue:delete", 0) + run.get("http", 0)
+    return {"graph": run.get("graph", 0) / n, "token": run.get("token", 0) / n, "kv": run.get("kv", 0) / n,
+            "queue": queue / n, "table": table / n, "executions": executions / n, "cpu": run.get("cpu", 0) / n}
 
 
-def day(units: dict[str, dict[str, float]], *, notifications: bool) -> dict[str, float]:
-    """One connection-day from unit costs (see the module docstring for the schedule)."""
-    scan, changed = units["scan walk, nothing changed"], units["scan walk, one event changed"]
-    refresh, deploy = units["refresh walk (every token renewed)"], units["deployment (one meeting each)"]
-    changes, meetings, refreshes = 10, 4, 36
-    scans = 4 if notifications else 288
+# What a connection-day holds besides the schedules (assumptions, stated in docs/scale.md).
+DAY = {
+    "changes": 10.0,  # calendar changes a day (3 meetings created, moved, answered...)
+    "meetings": 4.0,  # meetings with an agent a day
+    # Graph challenges a subscription once per access-token lifetime (60-90 minutes, 75 on average).
+    "reauthorizations": 86_400 / (75 * 60),
+}
+
+
+def runs_per_day(expression: str) -> float:
+    """How often an NCRONTAB schedule fires in a day (counted over a week, averaged)."""
+    start = datetime(2026, 1, 5, tzinfo=UTC)
+    count, moment = 0, start
+    while True:
+        moment = next_occurrence(expression, moment)
+        if moment >= start + timedelta(days=7):
+            return count / 7
+        count += 1
+
+
+def defaults() -> dict[str, float]:
+    settings = {k: v for k, v in SETTINGS.items() if v is not None}
+    return {"scans": runs_per_day(settings["SCAN_SCHEDULE"]),
+            "refresh_walks": runs_per_day(settings["REFRESH_SCHEDULE"]),
+            "renew_walks": runs_per_day(settings["RENEW_SCHEDULE"]),
+            "full_resyncs": 86_400 / int(settings["FULL_RESYNC_SECONDS"])}
+
+
+def day(units: dict[str, dict[str, float]], schedule: dict[str, float]) -> dict[str, float]:
+    """One connection-day at the defaults, from unit costs. A full resync (FULL_RESYNC_SECONDS) is
+    counted as one more first sync (the connect's Graph reads, an upper bound)."""
     total: dict[str, float] = {}
-    for key in scan:
-        extra_per_change = max(changed[key] - scan[key], 0)
-        value = scans * scan[key] + refreshes * refresh[key] + meetings * deploy[key]
-        if notifications:
-            value += changes * changed[key]  # one sync per notification
-            value += {"graph": 1 / 2.9, "executions": changes + 1 / 2.9}.get(key, 0)  # renewals, notification calls
-        else:
-            value += changes * extra_per_change
-        total[key] = value
+    for key in KEYS:
+        total[key] = (schedule["scans"] * units["scan"][key] + DAY["changes"] * units["change"][key]
+                      + DAY["reauthorizations"] * units["reauthorization"][key]
+                      + schedule["refresh_walks"] * units["refresh walk"][key]
+                      + schedule["renew_walks"] * units["renew walk"][key]
+                      + DAY["meetings"] * units["deployment"][key])
+    total["graph"] += schedule["full_resyncs"] * units["connect"]["graph"]
     return total
 
 
-def monthly_cost_per_1000(d: dict[str, float]) -> dict[str, float]:
-    month = 30.4 * 1000
-    executions = d["executions"] * month
+# Typical in-region latencies (seconds) that make an execution's billed wall time in Azure; the local
+# stack answers on loopback in a millisecond. Graph calendar reads 100-300 ms; Table and Queue storage
+# ~10 ms; the token endpoint ~150 ms; Key Vault ~20 ms.
+LATENCY = {"graph": 0.15, "token": 0.15, "kv": 0.02, "queue": 0.01, "table": 0.01}
+FIXED_MONTHLY_USD = {
+    # The Functions host's own queue polling: per queue and instance ~1.3 M receives a month when idle
+    # (maxPollingInterval 2 s); 12 queues, one instance.
+    "idle queue polling": 12 * 1.3e6 / 10_000 * PRICES["queue_per_10k"],
+}
+DEPLOYMENT = 10_000  # connections the per-1,000 figure is quoted at
+# Instances started a day across the deployment (Flex scales in and out; each start reads the app's
+# secrets and unwraps the data key once): Key Vault operations spread over the DEPLOYMENT.
+PROCESS_STARTS_PER_DAY = 24
+
+
+def monthly_cost_per_1000(d: dict[str, float], cpu_per_execution: float, memory_gb: float) -> dict[str, float]:
+    """USD a month per 1,000 connections at a DEPLOYMENT-connection deployment.
+
+    Flex Consumption bills on-demand execution time as instance memory x the time the instance is
+    executing at least one function (concurrent executions share it; learn.microsoft.com/azure/
+    azure-functions/functions-consumption-costs, "Flex Consumption plan"). Executions arrive at
+    rate r (per second, all connections) and last d seconds (latencies of what they call, plus CPU):
+    one instance is busy a fraction 1 - exp(-r d) of the time (M/G/infinity), and the deployment
+    needs more than one only when r d exceeds the per-instance concurrency (16). Fixed costs (idle
+    polling) are spread over the DEPLOYMENT's connections."""
+    month = 30.4
+    executions = d["executions"]
+    wall = sum(d[k] * LATENCY[k] for k in LATENCY) + executions * cpu_per_execution
+    mean_duration = wall / max(executions, 1e-9)
+    rate = DEPLOYMENT * executions / 86_400
+    busy = max(1 - math.exp(-rate * mean_duration), rate * mean_duration / 16)
+    gb_seconds = 86_400 * busy * memory_gb * month  # the whole deployment's month
+    per_1000 = 1000 / DEPLOYMENT
     return {
-        "key_vault": (d["kv_get"] + d["kv_set"]) * month / 10_000 * PRICES["key_vault_per_10k"],
-        "queues": d["queue"] * month / 10_000 * PRICES["queue_per_10k"],
-        "tables": d["table"] * month / 10_000 * PRICES["table_per_10k"],
-        "function_executions": executions / 1e6 * PRICES["executions_per_million"],
-        "function_time": executions * SECONDS_PER_EXECUTION * INSTANCE_GB * PRICES["gb_second"],
+        "key_vault": d["kv"] * month * 1000 / 10_000 * PRICES["key_vault_per_10k"],
+        "queues": d["queue"] * month * 1000 / 10_000 * PRICES["queue_per_10k"],
+        "tables": d["table"] * month * 1000 / 10_000 * PRICES["table_per_10k"],
+        "function_executions": executions * month * 1000 / 1e6 * PRICES["executions_per_million"],
+        "function_time": gb_seconds * PRICES["gb_second"] * per_1000,
+        "fixed": sum(FIXED_MONTHLY_USD.values()) * per_1000,
     }
 
 
@@ -256,26 +389,43 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         measured = run(args, Path(tmp))
     n = measured["connections"]
-    print(f"cost per connection, {n} connections, {measured['events']} events, "
-          f"{time.monotonic() - started:.0f} s on the local stack")
+    print(f"cost per connection at the shipped defaults, {n} connections, {measured['events']} events, "
+          f"{time.monotonic() - started:.0f} s on the local stack; host peak RSS {measured['peak_rss_mb']:.0f} MB")
     print(f"host idle queue polling: {measured['idle_polls_per_second']:.1f} receives/s (local host; not Azure's)")
     units = {}
-    keys = ("graph", "token", "kv_get", "kv_set", "queue", "table", "executions")
-    print(f"{'operation, per connection':44}" + "".join(f"{k:>11}" for k in keys))
+    print(f"{'operation, per connection':28}" + "".join(f"{k:>11}" for k in KEYS))
     for name, raw in measured["runs"].items():
-        unit = per_connection(raw, n, 0.0, 0.0)
+        unit = per_connection(raw, n)
         units[name] = unit
-        print(f"{name:44}" + "".join(f"{unit[k]:11.2f}" for k in keys))
-    for notifications in (False, True):
-        d = day(units, notifications=notifications)
-        label = "with change notifications (modelled)" if notifications else "without notifications"
-        print(f"{'connection-day, ' + label:44}" + "".join(f"{d[k]:11.1f}" for k in keys))
-        cost = monthly_cost_per_1000(d)
-        print("  monthly USD per 1,000 connections: " + ", ".join(f"{k} {v:.2f}" for k, v in cost.items())
-              + f"; total {sum(cost.values()):.2f}")
-        print(f"  Key Vault secret writes: {d['kv_set']:.1f} per connection-day = "
-              f"{d['kv_set'] / 86400:.5f}/s per connection -> the 300-per-10-s create limit (30/s) at "
-              f"{30 / (d['kv_set'] / 86400):,.0f} connections")
+        print(f"{name:28}" + "".join(f"{unit[k]:11.2f}" for k in KEYS))
+    schedule = defaults()
+    d = day(units, schedule)
+    print("defaults: " + ", ".join(f"{k} {v:g}/day" for k, v in schedule.items())
+          + ", " + ", ".join(f"{k} {v:.1f}/day" for k, v in DAY.items()) + " (assumed)")
+    print(f"{'connection-day':28}" + "".join(f"{d[k]:11.1f}" for k in KEYS))
+    cpu_per_execution = d["cpu"] / max(d["executions"], 1e-9)
+    process_kv = measured["kv_per_process_start"] * PROCESS_STARTS_PER_DAY / DEPLOYMENT
+    print(f"Key Vault: {d['kv']:.3f} operations per connection-day in steady state, plus "
+          f"{measured['kv_per_process_start']:.0f} per process start ({PROCESS_STARTS_PER_DAY} starts a day over "
+          f"{DEPLOYMENT:,} connections: {process_kv:.4f} per connection-day)")
+    d["kv"] += process_kv
+    memory = instance_gb()
+    cost = monthly_cost_per_1000(d, cpu_per_execution, memory)
+    total = sum(cost.values())
+    print(f"monthly USD per 1,000 connections at {DEPLOYMENT:,} connections, {memory * 1000:.0f} MB instances "
+          "(infra default): " + ", ".join(f"{k} {v:.2f}" for k, v in cost.items()) + f"; total {total:.2f}")
+    for other in (0.512, 2.048):
+        if other != memory:
+            alt = sum(monthly_cost_per_1000(d, cpu_per_execution, other).values())
+            print(f"  with {other * 1000:.0f} MB instances: total {alt:.2f}")
+    print(f"  host CPU {cpu_per_execution * 1000:.0f} ms per execution; Key Vault {d['kv']:.3f} operations per "
+          f"connection-day (goal <= 2), Graph {d['graph']:.0f} requests (goal <= 100), ${total:.2f} (goal <= $10)")
+    print(json.dumps({"usd_per_1000_connections_month": round(total, 2),
+                      "graph_requests_per_connection_day": round(d["graph"], 1),
+                      "key_vault_ops_per_connection_day": round(d["kv"], 3),
+                      "token_requests_per_connection_day": round(d["token"], 1),
+                      "executions_per_connection_day": round(d["executions"], 1),
+                      "connections_measured": n, "defaults": True}))
     return 0
 
 

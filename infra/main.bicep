@@ -81,12 +81,12 @@ param agentJoinLeadSeconds int = 120
 param agentJoinGraceSeconds int = 300
 
 @minValue(0)
-@description('Tokens older than this are refreshed proactively, keeping refresh tokens alive. TOKEN_REFRESH_MAX_AGE_SECONDS.')
+@description('A connection whose refresh token was not redeemed for this long is refreshed by the refresh timer: revocations surface and refresh tokens never near their 90-day inactivity expiry. Syncs (every notified change, every safety scan) redeem it whenever the access token has lapsed, so healthy connections rarely reach it. TOKEN_REFRESH_MAX_AGE_SECONDS.')
 param tokenRefreshMaxAgeSeconds int = 43200
 
 @minValue(0)
-@description('The refresh timer renews access tokens that expire within this many seconds. TOKEN_REFRESH_AHEAD_SECONDS.')
-param tokenRefreshAheadSeconds int = 1800
+@description('The refresh timer also renews access tokens that expire within this many seconds; 0 (default): never ahead of need, a sync renews its access token when it has lapsed (docs/scale.md). TOKEN_REFRESH_AHEAD_SECONDS.')
+param tokenRefreshAheadSeconds int = 0
 
 @minValue(1)
 @description('Token refreshes started per second at most; each writes one Key Vault secret version (a create: 300 per 10 s per vault). TOKEN_REFRESH_RATE_PER_SECOND.')
@@ -138,10 +138,10 @@ param agentMaxAttempts int = 3
 param readinessCheckSeconds int = 600
 
 @description('NCRONTAB (6 fields, UTC) of the token refresh timer. REFRESH_SCHEDULE.')
-param refreshSchedule string = '0 */15 * * * *'
+param refreshSchedule string = '0 7 * * * *'
 
-@description('NCRONTAB (6 fields, UTC) of the calendar scan timer, the safety net behind Graph change notifications: with notifications working it can run far less often (e.g. hourly). SCAN_SCHEDULE.')
-param scanSchedule string = '0 */5 * * * *'
+@description('NCRONTAB (6 fields, UTC) of the calendar scan timer, the safety net behind Graph change notifications (which bring each change within seconds): every 6 hours by default, chosen from measurements in docs/scale.md. SCAN_SCHEDULE.')
+param scanSchedule string = '0 13 */6 * * *'
 
 @description('NCRONTAB (6 fields, UTC) of the timer that renews Graph subscriptions before they expire and subscribes connections that have none. RENEW_SCHEDULE.')
 param renewSchedule string = '0 23 * * * *'

@@ -93,7 +93,8 @@ SETTINGS: dict[str, str | None] = {
     "AGENT_JOIN_LEAD_SECONDS": "120",
     "AGENT_JOIN_GRACE_SECONDS": "300",
     "TOKEN_REFRESH_MAX_AGE_SECONDS": "43200",
-    "TOKEN_REFRESH_AHEAD_SECONDS": "1800",
+    # 0: the refresh timer never renews an access token ahead of need; syncs renew it when it lapsed.
+    "TOKEN_REFRESH_AHEAD_SECONDS": "0",
     "TOKEN_REFRESH_RATE_PER_SECOND": "20",
     "TOKEN_WARNING_AFTER_SECONDS": "21600",
     "SYNC_WARNING_AFTER_SECONDS": "1800",
@@ -130,8 +131,10 @@ SETTINGS: dict[str, str | None] = {
     "AGENT_MAX_ATTEMPTS": "3",
     "READINESS_CHECK_SECONDS": "600",
     # Read by the Functions host through the trigger decorators (%NAME%), not by Settings.
-    "REFRESH_SCHEDULE": "0 */15 * * * *",
-    "SCAN_SCHEDULE": "0 */5 * * * *",
+    # Notification-first (docs/scale.md, "Defaults and why"): change notifications bring each change;
+    # the scan is the safety net every 6 hours; the refresh walk retries failing connections hourly.
+    "REFRESH_SCHEDULE": "0 7 * * * *",
+    "SCAN_SCHEDULE": "0 13 */6 * * *",
     "RECONCILE_SCHEDULE": "0 17 3 * * *",
     "PRUNE_SCHEDULE": "0 47 3 * * *",
     "WATCHDOG_SCHEDULE": "*/15 * * * * *",

@@ -280,9 +280,10 @@ class Connection:
 
 
 def refresh_due(conn: Connection, now: datetime, next_run_in_seconds: float, max_age_seconds: int) -> bool:
-    """Redeem the refresh token when the access token lapses before the next run, or when the last
-    redemption is older than the max age: refresh tokens never reach the 90-day inactivity expiry,
-    and a revocation surfaces within that age."""
+    """Redeem the refresh token when the last redemption is older than the max age (refresh tokens
+    never reach the 90-day inactivity expiry, and a revocation surfaces within that age), after a
+    transient failure, or, with `next_run_in_seconds` > 0, when the access token lapses before the
+    next run. With 0 (the default) access tokens are renewed by the syncs that need them."""
     if not conn.is_active:
         return False
     if conn.transient_failure_since is not None:
@@ -291,6 +292,8 @@ def refresh_due(conn: Connection, now: datetime, next_run_in_seconds: float, max
         return True
     if (now - conn.last_refreshed_at).total_seconds() >= max_age_seconds:
         return True
+    if next_run_in_seconds <= 0:
+        return False  # never ahead of need: the next sync renews a lapsed access token itself
     if conn.access_expires_at is None:
         return True
     return (conn.access_expires_at - now).total_seconds() <= next_run_in_seconds

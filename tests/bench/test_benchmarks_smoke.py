@@ -6,17 +6,19 @@ means the answers were right."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
 
-from bench import bench_meeting_links, bench_notifications, bench_punctuality, bench_sync
+from bench import bench_cost, bench_meeting_links, bench_notifications, bench_punctuality, bench_sync
 
 TINY: dict[str, tuple[Callable[[list[str] | None], int], list[str]]] = {
     "meeting_links": (bench_meeting_links.main, ["--events", "200", "--rounds", "1"]),
     "sync": (bench_sync.main, ["--connections", "4", "--workers", "4", "--per-day", "2", "--time-limit", "10"]),
     "punctuality": (bench_punctuality.main, ["--meetings", "12", "--span", "10", "--drain", "2"]),
     "notifications": (bench_notifications.main, ["--changes", "3", "--last-minute", "0", "--asap", "0"]),
+    "cost": (bench_cost.main, ["--connections", "2", "--events", "4"]),
 }
 
 
@@ -27,3 +29,9 @@ def test_the_benchmark_runs_at_a_tiny_size(name: str, capsys: pytest.CaptureFixt
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.strip(), "a benchmark prints its figures"
+    if name == "cost":  # its last line is the figures as JSON, measured at the shipped defaults
+        last = json.loads(out.strip().splitlines()[-1])
+        assert last["defaults"] is True
+        for key in ("usd_per_1000_connections_month", "graph_requests_per_connection_day",
+                    "key_vault_ops_per_connection_day"):
+            assert isinstance(last[key], int | float) and last[key] >= 0

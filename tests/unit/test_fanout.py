@@ -153,3 +153,21 @@ def test_connections_not_due_get_no_refresh() -> None:
     fanout.start(REFRESH)
     _walk(pages, fanout)
     assert jobs.refreshes == []
+
+
+def test_at_the_default_no_access_token_is_renewed_ahead_only_old_or_failing_connections_are() -> None:
+    """TOKEN_REFRESH_AHEAD_SECONDS=0 (the default): a lapsed access token is the next sync's business;
+    the refresh walk redeems only refresh tokens unused for the max age (revocation surfaces, the
+    90-day window never nears) and connections whose last refresh failed transiently."""
+    lapsed = [replace(_conn(n), access_expires_at=NOW - timedelta(minutes=5)) for n in range(10)]
+    old = replace(_conn(20, refreshed_hours_ago=13), access_expires_at=NOW + timedelta(minutes=50))
+    failing = replace(_conn(21), transient_failure_since=NOW - timedelta(minutes=30))
+    store = PagedConnections()
+    for c in [*lapsed, old, failing]:
+        store.rows[(c.user_id, c.id)] = c
+    pages, jobs = Pages(), fakes.Jobs()
+    fanout = FanOut(connections=store, pages=pages, jobs=jobs, clock=FixedClock(NOW), refresh_ahead_seconds=0,
+                    refresh_max_age_seconds=43200, refresh_rate_per_second=20)
+    fanout.start(REFRESH)
+    _walk(pages, fanout)
+    assert sorted(job.connection_id for job, _ in jobs.refreshes) == [old.id, failing.id]
