@@ -15,12 +15,13 @@ notResponded; `isOrganizer`; `organizer.emailAddress.address`; `seriesMasterId`
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
 from shared.meeting_links import Platform
+from shared.platforms import PLATFORM_NAMES
 
 # Microsoft's tenant id for personal accounts (Outlook.com, Hotmail, Live): every MSA's `tid`.
 # https://learn.microsoft.com/entra/identity-platform/id-token-claims-reference ("tid")
@@ -53,9 +54,6 @@ _RESPONSE_WORDS = {
     Response.NOT_RESPONDED: "you haven't answered this invitation",
     Response.DECLINED: "you declined this meeting",
 }
-PLATFORM_NAMES: dict[str, str] = {
-    Platform.TEAMS: "Microsoft Teams", Platform.ZOOM: "Zoom", Platform.GOOGLE_MEET: "Google Meet",
-}
 
 
 class ExternalInvites(StrEnum):
@@ -70,8 +68,30 @@ MAX_JOIN_LEAD_SECONDS = 900
 MAX_AGENT_NAME_CHARS = 64
 
 
+class EventChoice(StrEnum):
+    """What to do with one kind of event (private, solo, all-day, free)."""
+
+    JOIN = "join"
+    SKIP = "skip"
+
+
+# Rules added after the first three that choose per kind of event, each with its default: a PUT may
+# leave them out (they keep their stored value), and a row stored before they existed reads them as
+# the default.
+NEWER_RULES: Mapping[str, EventChoice] = {
+    "private_events": EventChoice.SKIP,
+    "solo_events": EventChoice.SKIP,
+    "all_day_events": EventChoice.SKIP,
+    "free_events": EventChoice.JOIN,
+}
+
+
 @dataclass(frozen=True)
 class JoinRules:
+    """The user's join rules (../shared/API.md, "Join rules"). `explicit` names the per-kind rules
+    (`NEWER_RULES`) the user has stored themselves; the others hold their defaults, and a default
+    never recalls an agent deployed before it existed (`Decision.withdraws_agent`)."""
+
     responses: frozenset[Response]
     external_invites: ExternalInvites
     platforms: frozenset[Platform]
@@ -79,6 +99,11 @@ class JoinRules:
     # the name it shows in the meeting (None: the agent platform's default).
     join_lead_seconds: int | None = None
     agent_name: str | None = None
+    private_events: EventChoice = EventChoice.SKIP
+    solo_events: EventChoice = EventChoice.SKIP
+    all_day_events: EventChoice = EventChoice.SKIP
+    free_events: EventChoice = EventChoice.JOIN
+    explicit: frozenset[str] = field(default=frozenset(), compare=False)
 
     def as_json(self) -> dict[str, Any]:
         """The API's shape, lists in a fixed order."""
@@ -88,6 +113,7 @@ class JoinRules:
             "platforms": [p.value for p in Platform if p in self.platforms],
             "join_lead_seconds": self.join_lead_seconds,
             "agent_name": self.agent_name,
+            **{name: getattr(self, name).value for name in NEWER_RULES},
         }
 
     def lead_seconds(self, default: int) -> int:
@@ -115,13 +141,13 @@ class InvalidRules(ValueError):
 
 _RULE_FIELDS = ("responses", "external_invites", "platforms")
 # Added later: a PUT from a client written before them may leave them out (they keep their value).
-_LATER_FIELDS = ("join_lead_seconds", "agent_name")
+_LATER_FIELDS = ("join_lead_seconds", "agent_name", *NEWER_RULES)
 
 
 def parse_rules(body: object, current: JoinRules | None = None) -> JoinRules:
     """The whole rules object as PUT: every original field present, nothing unknown, no repeated
-    values; fields added later (`_LATER_FIELDS`) may be left out and keep their value in `current`.
-    Raises InvalidRules naming the problem(s)."""
+    values; fields added later (`_LATER_FIELDS`) may be left out and keep their value in `current`
+    (else their default). Raises InvalidRules naming the problem(s)."""
     if not isinstance(body, Mapping):
         raise InvalidRules("Rules must be a JSON object with responses, external_invites and platforms")
     unknown = sorted(set(body) - set(_RULE_FIELDS) - set(_LATER_FIELDS))
@@ -145,10 +171,18 @@ def parse_rules(body: object, current: JoinRules | None = None) -> JoinRules:
     if name is not None and not _agent_name_ok(name):
         problems.append(f"agent_name must be 1 to {MAX_AGENT_NAME_CHARS} printable characters (not only spaces), "
                         "or null for the platform's default")
+    kinds: dict[str, EventChoice] = {}
+    for rule in NEWER_RULES:
+        value = body.get(rule, getattr(base, rule).value)
+        if not isinstance(value, str) or value not in EventChoice._value2member_map_:
+            problems.append(f"{rule} must be one of {_listed(EventChoice)}")
+            continue
+        kinds[rule] = EventChoice(value)
     if problems:
         raise InvalidRules("; ".join(problems), problems)
+    explicit = base.explicit | {rule for rule in NEWER_RULES if rule in body}
     return JoinRules(frozenset(responses), ExternalInvites(external), frozenset(platforms),
-                     join_lead_seconds=lead, agent_name=name)
+                     join_lead_seconds=lead, agent_name=name, explicit=frozenset(explicit), **kinds)
 
 
 def _agent_name_ok(name: object) -> bool:
@@ -259,6 +293,10 @@ class Why(StrEnum):
     EXTERNAL_UNANSWERED = "external_unanswered"
     EXTERNAL_SKIPPED = "external_skipped"
     PLATFORM_EXCLUDED = "platform_excluded"
+    PRIVATE_SKIPPED = "private_skipped"
+    NO_OTHER_ATTENDEES = "no_other_attendees"
+    ALL_DAY = "all_day"
+    FREE_SKIPPED = "free_skipped"
     TEAMMATE_AGENT = "teammate_agent"  # a teammate's shared agent joins for the user (shared/teams.py)
     CONNECTION_ERROR = "connection_error"
     TOO_LATE = "too_late"
@@ -271,6 +309,10 @@ class MeetingFacts:
     response: Response
     external: bool
     series: bool
+    private: bool = False  # Graph `sensitivity` private or confidential
+    all_day: bool = False
+    solo: bool = False  # the user's own event with no other attendee
+    free: bool = False  # Graph `showAs: free`
 
 
 @dataclass(frozen=True)
@@ -280,11 +322,19 @@ class Decision:
     text: str
     choice: Override | None = None  # the user's choice the decision weighed, if any
 
+    by_default: bool = False  # skipped by a newer rule the user never set (its default)
+
     @property
     def withdraws_agent(self) -> bool:
         """An agent already sent should leave: the user (or their rules) no longer wants it there.
-        A connection in error or a late start says nothing about the user's wish."""
-        return not self.will_join and self.why not in (Why.CONNECTION_ERROR, Why.TOO_LATE)
+        A connection in error or a late start says nothing about the user's wish, and a rule's default
+        never recalls an agent deployed before that rule existed (new defaults apply to decisions
+        made after the upgrade, ../shared/API.md)."""
+        return not self.will_join and not self.by_default and self.why not in (Why.CONNECTION_ERROR, Why.TOO_LATE)
+
+
+_RULE_OF = {Why.PRIVATE_SKIPPED: "private_events", Why.NO_OTHER_ATTENDEES: "solo_events",
+            Why.ALL_DAY: "all_day_events", Why.FREE_SKIPPED: "free_events"}
 
 
 def decide(
@@ -298,10 +348,14 @@ def decide(
     grace: timedelta,
 ) -> Decision:
     """The user's newest choice (joined_by_you / skipped_by_you / series_skipped_by_you), else the
-    rules in this order: platform, RSVP, external organiser. A meeting that would be joined still is
+    rules in this order: platform, private, all-day, no other attendees, free, RSVP, external
+    organiser (skipped, then unanswered) — the `why` order of ../shared/API.md. A meeting that would be joined still is
     not when no Active calendar holds it (connection_error) or when it started more than `grace` ago
     and no agent was sent (too_late); a meeting the user or the rules skip keeps that reason."""
     wanted = _wanted(facts, rules, override)
+    rule = _RULE_OF.get(wanted.why)
+    if rule is not None and rule not in rules.explicit:
+        wanted = replace(wanted, by_default=True)
     if wanted.will_join and not any_active_connection:
         wanted = Decision(False, Why.CONNECTION_ERROR, "No agent: the Outlook connection holding this meeting needs "
                           "attention. Reconnect it to resume auto-join.")
@@ -322,6 +376,18 @@ def _wanted(facts: MeetingFacts, rules: JoinRules, override: Override | None) ->
     platform = PLATFORM_NAMES.get(facts.platform, facts.platform)  # StrEnum keys match their values
     if facts.platform not in rules.platforms:
         return Decision(False, Why.PLATFORM_EXCLUDED, f"No agent: your join rules skip {platform} meetings.")
+    if facts.private and rules.private_events is EventChoice.SKIP:
+        return Decision(False, Why.PRIVATE_SKIPPED, "No agent: this event is marked private, and your join rules "
+                        "skip private events. Choose Join to send your agent anyway.")
+    if facts.all_day and rules.all_day_events is EventChoice.SKIP:
+        return Decision(False, Why.ALL_DAY, "No agent: this is an all-day event, and your join rules skip those. "
+                        "Choose Join to send your agent anyway.")
+    if facts.solo and rules.solo_events is EventChoice.SKIP:
+        return Decision(False, Why.NO_OTHER_ATTENDEES, "No agent: nobody else is invited to this event of yours "
+                        "(a focus block, a reminder), and your join rules skip those.")
+    if facts.free and rules.free_events is EventChoice.SKIP:
+        return Decision(False, Why.FREE_SKIPPED, "No agent: this event shows you as free, and your join rules "
+                        "skip events shown as free.")
     said = _RESPONSE_WORDS[facts.response]
     if facts.response not in rules.responses:
         return Decision(False, Why.RESPONSE_EXCLUDED,

@@ -144,10 +144,25 @@ class Source:
     external: bool = False
     series_id: str | None = None
     calendar_id: str | None = None  # None: the account's default calendar (all rows written before calendars)
+    # The copy's identity (shared.meeting_identity): `ical:...` and its link identities. Rows written
+    # before identities were kept have none: the meeting's `link_key` stands for their link.
+    ical: str | None = None
+    links: tuple[str, ...] = ()
+    # What the join rules read (rows written before they were kept read as False).
+    private: bool = False
+    solo: bool = False
+    all_day: bool = False
+    free: bool = False
 
 
 @dataclass(frozen=True)
 class Meeting:
+    """One meeting of a user, merged from every calendar copy (`sources`; the first is the copy that
+    holds the deployment). `key` is fixed when the row is created; `link_key` is the identity the
+    meeting was created and is deployed under (`MeetingIdentity.primary`: an `ical:` identity, or
+    the join link's key — all rows written before iCalUId was used), so neither changes under a
+    meeting that already has an agent."""
+
     user_id: str
     key: str
     link_key: str

@@ -28,19 +28,18 @@ from typing import Any, TextIO
 from shared.autojoin import (
     CONSUMER_TENANT_ID,
     DEFAULT_RULES,
-    PLATFORM_NAMES,
     Decision,
     InvalidRules,
     JoinRules,
     MeetingFacts,
     Override,
     decide,
-    event_facts,
     parse_rules,
 )
+from shared.calendar_events import NotAMeeting, Unlisted, UnusableEvent, copy_of
 from shared.config import SETTINGS
 from shared.meeting_links import Candidate, Explanation, Verdict, explain
-from shared.services.sync import parse_graph_time
+from shared.platforms import PLATFORM_NAMES
 
 FOUND, NOT_FOUND, BAD_INPUT = 0, 1, 2
 
@@ -118,18 +117,27 @@ def load_rules(text: str) -> JoinRules:
 
 def join_decision(event: Mapping[str, Any], story: Explanation, inputs: JoinInputs) -> Decision | None:
     """The service's decision for this event; None when it is no meeting at all (no link, cancelled,
-    all-day, a series master)."""
-    if story.link is None or event.get("isCancelled") is True or event.get("isAllDay") is True \
-            or event.get("type") == "seriesMaster":
+    an unsupported platform's own meeting, a series master). The event is read as the sync reads it
+    (`shared.calendar_events.copy_of`)."""
+    if event.get("type") == "seriesMaster":
         return None
     tenant = CONSUMER_TENANT_ID if inputs.personal else ""
-    facts = event_facts(event, inputs.account or "", tenant)
-    external = facts.external if inputs.account else False
     now = datetime.now(UTC)
-    start = parse_graph_time(event.get("start")) or now  # no start given: judge it as starting now
+    try:
+        copy = copy_of(event, account_email=inputs.account or "", tenant_id=tenant)
+    except UnusableEvent:  # no usable start given: judge it as starting now
+        timed = {**event, "start": {"dateTime": now.strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"},
+                 "end": {"dateTime": now.strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"}}
+        copy = copy_of(timed, account_email=inputs.account or "", tenant_id=tenant)
+    if isinstance(copy, NotAMeeting):
+        return None
+    facts = copy.facts
+    external = facts.response_facts.external if inputs.account else False
     choice = Override(join=inputs.choice[0], series=inputs.choice[1], set_at=now) if inputs.choice else None
-    meeting = MeetingFacts(platform=str(link_platform(story)), start=start, response=facts.response,
-                           external=external, series=facts.series_id is not None)
+    meeting = MeetingFacts(platform=str(getattr(copy.link.platform, "value", copy.link.platform)), start=copy.start,
+                           response=facts.response_facts.response, external=external,
+                           series=facts.response_facts.series_id is not None, private=facts.private,
+                           all_day=facts.all_day, solo=facts.solo, free=facts.free)
     return decide(meeting, inputs.rules, choice, any_active_connection=True, agent_sent=False, now=now,
                   grace=GRACE)
 
@@ -227,10 +235,22 @@ def scheduling_hints(event: Mapping[str, Any]) -> list[str]:
     if event.get("isCancelled") is True:
         hints.append("the event is cancelled; cancelled events get no agent")
     if event.get("isAllDay") is True:
-        hints.append("the event is all-day; all-day events get no agent")
+        hints.append("the event is all-day: listed, and joined only if the user's rules or choice say so")
+    unlisted = not_listed(event)
+    if unlisted is not None and unlisted.reason is Unlisted.UNSUPPORTED_PLATFORM:
+        hints.append(unlisted.text)
     if event.get("type") == "seriesMaster":
         hints.append("this is a recurring series itself; agents follow its occurrences (calendarView)")
     return hints
+
+
+def not_listed(event: Mapping[str, Any]) -> NotAMeeting | None:
+    """Why the event stays out of Upcoming Meetings, as GET /api/meetings/unlisted says it."""
+    try:
+        copy = copy_of(event, account_email="", tenant_id="")
+    except UnusableEvent:
+        return None
+    return copy if isinstance(copy, NotAMeeting) else None
 
 
 def as_json(event: Mapping[str, Any], story: Explanation, inputs: JoinInputs | None = None) -> dict[str, Any]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import copy
 import datetime as dt
-import hashlib
 import html
 import itertools
 import re
@@ -547,7 +546,7 @@ def _occurrence_instance(stored: StoredEvent, occurrence: Occurrence) -> Instanc
             "type": "exception" if override else "occurrence",
             "seriesMasterId": stored.id,
             "recurrence": None,
-            "iCalUId": master["iCalUId"][:-16] + hashlib.sha256(event_id.encode()).hexdigest()[:16].upper(),
+            "iCalUId": occurrence_ical_uid(master["iCalUId"], occurrence.day),
             "originalStart": iso_utc(occurrence.original_start),
             "start": {"dateTime": format_local(occurrence.start, zone), "timeZone": zone_name},
             "end": {"dateTime": format_local(occurrence.end, zone), "timeZone": zone_name},
@@ -560,6 +559,20 @@ def _occurrence_instance(stored: StoredEvent, occurrence: Occurrence) -> Instanc
         event["bodyPreview"] = html_to_text(str(body.get("content") or ""))[:255]
     version = max(stored.version, stored.override_versions.get(occurrence.day, 0))
     return Instance(event_id, occurrence.start, occurrence.end, version, event)
+
+
+_GLOBAL_OBJECT_ID = re.compile(r"(040000008200E00074C5B7101A82E008)([0-9A-F]{8})([0-9A-F]*)", re.IGNORECASE)
+
+
+def occurrence_ical_uid(series_uid: str, day: dt.date) -> str:
+    """An occurrence's `iCalUId`, the same in every attendee's mailbox: Exchange's GlobalObjectId of
+    the series with the occurrence's original date in its instance-date bytes (year: 2 bytes, month,
+    day; all zero for the series itself: [MS-OXOCAL] 2.2.1.27, PidLidGlobalObjectId). A UID not in
+    that form (an invitation from another calendar system) gets the date appended."""
+    match = _GLOBAL_OBJECT_ID.fullmatch(series_uid)
+    if match is None:
+        return f"{series_uid}-{day:%Y%m%d}"
+    return f"{match.group(1)}{day.year:04X}{day.month:02X}{day.day:02X}{match.group(3)}".upper()
 
 
 def _single_instance(stored: StoredEvent) -> Instance:

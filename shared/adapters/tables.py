@@ -42,7 +42,7 @@ from azure.data.tables import TableClient, TableServiceClient, TableTransactionE
 
 from shared.adapters.envelope import SealedRow, WrappedDataKey
 from shared.agent_states import AgentState
-from shared.autojoin import ExternalInvites, JoinRules, Response
+from shared.autojoin import NEWER_RULES, EventChoice, ExternalInvites, JoinRules, Response
 from shared.connections import Connection, ConnectionStatus, Plan, PlanLimitExceeded, plan_limit
 from shared.meeting_links import Platform
 from shared.ports import (
@@ -547,18 +547,29 @@ class TableMeetingStore:
         )
 
 
+def _column(rule: str) -> str:
+    """private_events -> PrivateEvents"""
+    return "".join(part.capitalize() for part in rule.split("_"))
+
+
 def _source_row(s: Source) -> list[Any]:
-    row = [s.connection_id, s.event_id, s.email, s.response.value, s.external, s.series_id]
-    return row if s.calendar_id is None else [*row, s.calendar_id]
+    return [s.connection_id, s.event_id, s.email, s.response.value, s.external, s.series_id, s.calendar_id,
+            s.ical, list(s.links), s.private, s.solo, s.all_day, s.free]
 
 
 def _source(row: list[Any]) -> Source:
     """Rows written before the join facts were kept hold [connection, event, email] only; rows written
-    before calendars could be chosen hold no calendar (the default one)."""
+    before calendars could be chosen hold no calendar (the default one); before meeting identities and
+    the privacy facts were kept, the first six or seven."""
     if len(row) < 6:
         return Source(*row[:3])
-    return Source(row[0], row[1], row[2], Response(row[3]), bool(row[4]), row[5] or None,
+    base = Source(row[0], row[1], row[2], Response(row[3]), bool(row[4]), row[5] or None,
                   (row[6] or None) if len(row) > 6 else None)
+    if len(row) < 13:
+        return base
+    links = tuple(str(x) for x in row[8]) if isinstance(row[8], list) else ()
+    return replace(base, ical=row[7] or None, links=links, private=bool(row[9]), solo=bool(row[10]),
+                   all_day=bool(row[11]), free=bool(row[12]))
 
 
 def _event_row(event_id: str) -> str:
@@ -789,12 +800,17 @@ class TableJoinRulesStore:
         except ResourceNotFoundError:
             return None
         lead = e.get("JoinLeadSeconds")
+        # A newer rule's column is written only once the user has set it: a row without it (stored
+        # before the rule existed, or never set) reads the default, and is not `explicit`.
+        newer = {name: EventChoice(e[_column(name)]) for name in NEWER_RULES
+                 if str(e.get(_column(name)) or "") in EventChoice._value2member_map_}
         return JoinRules(
             responses=frozenset(Response(v) for v in str(e["Responses"]).split(",") if v),
             external_invites=ExternalInvites(e["ExternalInvites"]),
             platforms=frozenset(Platform(v) for v in str(e["Platforms"]).split(",") if v),
             join_lead_seconds=int(lead) if lead is not None and lead != "" else None,
             agent_name=e.get("AgentName") or None,
+            explicit=frozenset(newer), **newer,
         )
 
     def put_rules(self, user_id: str, rules: JoinRules) -> None:
@@ -804,6 +820,7 @@ class TableJoinRulesStore:
             "ExternalInvites": shape["external_invites"], "Platforms": ",".join(shape["platforms"]),
             **({"JoinLeadSeconds": rules.join_lead_seconds} if rules.join_lead_seconds is not None else {}),
             **({"AgentName": rules.agent_name} if rules.agent_name is not None else {}),
+            **{_column(name): shape[name] for name in NEWER_RULES if name in rules.explicit},
         }, mode=UpdateMode.REPLACE)
 
     def overrides(self, user_id: str) -> list[StoredOverride]:

@@ -63,13 +63,20 @@ _KEEP_ENDED_CHOICES = timedelta(days=1)
 
 def facts_of(meeting: Meeting) -> MeetingFacts:
     """One meeting from all the calendars holding it: the user's most committed answer; external
-    only when every calendar sees an outside organiser; a series when any calendar has it as one."""
+    only when every calendar sees an outside organiser; a series when any calendar has it as one;
+    solo only when no calendar shows anyone else. Where copies disagree on sensitivity, free/busy
+    or all-day, the copy that holds the deployment (the first source) decides."""
+    holder = meeting.sources[0] if meeting.sources else None
     return MeetingFacts(
         platform=meeting.platform,
         start=meeting.start,
         response=combined_response(s.response for s in meeting.sources),
         external=all(s.external for s in meeting.sources),
         series=any(s.series_id for s in meeting.sources),
+        private=bool(holder and holder.private),
+        all_day=bool(holder and holder.all_day),
+        solo=bool(meeting.sources) and all(s.solo for s in meeting.sources),
+        free=bool(holder and holder.free),
     )
 
 

@@ -1,15 +1,17 @@
-"""Meetings as Upcoming Meetings shows them: one per (join link, start), merged across the user's
-connections and their calendars, each remembering which calendars' events feed it (a source is one
-connection's calendar: a meeting in two selected calendars of one account is one meeting with two
+"""Meetings as Upcoming Meetings shows them: one per real meeting (`shared.meeting_identity`: the same
+iCalUId, or the same meeting identity read from its link at overlapping times), merged across the
+user's connections and their calendars, each remembering which calendars' events feed it (a source is
+one connection's calendar: a meeting in two selected calendars of one account is one meeting with two
 sources)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
 
 from shared.agent_states import AgentState, check
+from shared.meeting_identity import MeetingIdentity, same_meeting
 from shared.ports import Conflict, DeployJob, EventIndex, JobQueue, Meeting, MeetingStore, ProgressJob, Source
 from shared.scheduling import enqueue_delay
 
@@ -22,15 +24,43 @@ def _held_by(source: Source, connection_id: str, calendar_id: str | None) -> boo
     return source.connection_id == connection_id and calendar_id in (ANY_CALENDAR, source.calendar_id)
 
 
+def copy_identity(source: Source, start: datetime, end: datetime, fallback_link: str) -> MeetingIdentity:
+    """One calendar copy's identity as stored (a row written before identities were kept stands for
+    its meeting's link key)."""
+    links = source.links or (fallback_link,)
+    return MeetingIdentity(ical=source.ical, link=links[0], start=start, end=end, aliases=frozenset(links[1:]))
+
+
+def identities(meeting: Meeting) -> list[MeetingIdentity]:
+    """Every copy's identity, at the meeting's times: what another copy (or a teammate's meeting,
+    for a shared workspace agent) is compared with (`meeting_identity.same_meeting`)."""
+    return [copy_identity(s, meeting.start, meeting.end, meeting.link_key) for s in meeting.sources]
+
+
+def holds(meeting: Meeting, identity: MeetingIdentity) -> bool:
+    """The stored meeting is the one this copy belongs to."""
+    return any(same_meeting(mine, identity) for mine in identities(meeting))
+
+
 def attach_source(meetings: MeetingStore, jobs: JobQueue, now: datetime, candidate: Meeting,
-                  will_join: Callable[[Meeting], bool], readiness_seconds: int | None = None) -> Meeting:
-    """Create or merge the meeting for one connection's event, and schedule its deployment when
+                  will_join: Callable[[Meeting], bool], readiness_seconds: int | None = None, *,
+                  previous: str | None = None, known: Callable[[], Iterable[Meeting]] | None = None) -> Meeting:
+    """Create or merge the meeting for one calendar's event, and schedule its deployment when
     `will_join` (the join decision, see services.meeting_lifecycle) says so, it is within the queue's horizon
     and not scheduled yet. The message is enqueued before the row records it: a crash in between can
-    only duplicate a message (the deployer dedupes), never lose one."""
+    only duplicate a message (the deployer dedupes), never lose one.
+
+    Which meeting: the one this event fed before (`previous`, from the event index), else the one
+    named by the candidate's key (`meeting_identity`: the same `iCalUId` or link at the same start
+    always names the same row, so two calendars synced at once meet on one row), else any of the
+    user's meetings (`known`) that holds the same meeting (`holds`); else a new one. A stored meeting
+    keeps its key and identity (`link_key`), so its idempotency key never changes under it. The copy
+    that holds the deployment (the first source) says the title, times and join link; another copy
+    only adds itself. The caller lets go of `previous` when the answer is another meeting."""
     (source,) = candidate.sources
+    mine = copy_identity(source, candidate.start, candidate.end, candidate.link_key)
     for _ in range(_ATTEMPTS):
-        current = meetings.get(candidate.user_id, candidate.key)
+        current = _target(meetings, candidate, mine, previous, known)
         if current is None:
             fresh = replace(candidate, agent=None, enqueued_for=None)
             fresh = planned(jobs, now, fresh, will_join(fresh), readiness_seconds)
@@ -38,17 +68,15 @@ def attach_source(meetings: MeetingStore, jobs: JobQueue, now: datetime, candida
                 return meetings.create(fresh)
             except Conflict:
                 continue
-        others = tuple(s for s in current.sources if not _held_by(s, source.connection_id, source.calendar_id))
-        merged = replace(
-            current,
-            title=candidate.title,
-            end=candidate.end,
-            join_url=candidate.join_url,
-            platform=candidate.platform,
-            sources=(*others, source),
-        )
-        if merged.deploy_at != candidate.deploy_at:
-            merged = replace(merged, deploy_at=candidate.deploy_at, enqueued_for=None)
+        mine_at = [i for i, s in enumerate(current.sources) if _held_by(s, source.connection_id, source.calendar_id)]
+        kept = [s for s in current.sources if not _held_by(s, source.connection_id, source.calendar_id)]
+        at = min(mine_at[0], len(kept)) if mine_at else len(kept)
+        merged = replace(current, sources=(*kept[:at], source, *kept[at:]))
+        if at == 0:
+            merged = replace(merged, title=candidate.title, start=candidate.start, end=candidate.end,
+                             join_url=candidate.join_url, platform=candidate.platform)
+            if merged.deploy_at != candidate.deploy_at:
+                merged = replace(merged, deploy_at=candidate.deploy_at, enqueued_for=None)
         merged = planned(jobs, now, merged, will_join(merged), readiness_seconds)
         if merged == current:
             return current
@@ -57,6 +85,20 @@ def attach_source(meetings: MeetingStore, jobs: JobQueue, now: datetime, candida
         except Conflict:
             continue
     raise Conflict(f"meeting {candidate.key} kept changing")
+
+
+def _target(meetings: MeetingStore, candidate: Meeting, mine: MeetingIdentity, previous: str | None,
+            known: Callable[[], Iterable[Meeting]] | None) -> Meeting | None:
+    for key in dict.fromkeys(k for k in (previous, candidate.key) if k):
+        row = meetings.get(candidate.user_id, key)
+        if row is not None and holds(row, mine):
+            return row
+    for row in known() if known is not None else ():
+        if row.key != candidate.key and holds(row, mine):
+            fresh = meetings.get(candidate.user_id, row.key)
+            if fresh is not None and holds(fresh, mine):
+                return fresh
+    return None
 
 
 def planned(jobs: JobQueue, now: datetime, meeting: Meeting, will_join: bool,

@@ -22,20 +22,26 @@ Requested syncs (a notification, "sync now") are level-triggered, bounded and ow
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from shared.autojoin import event_facts
+from shared.calendar_events import (
+    MAX_TITLE_CHARS,
+    NotAMeeting,
+    UnusableEvent,
+    copy_of,
+    is_series_master_or_removed,
+    parse_graph_time,
+    with_series,
+)
 from shared.calendars import without
 from shared.clock import Clock
 from shared.connections import REASONS, Connection
-from shared.meeting_links import find_meeting_link
 from shared.ports import (
     CalendarGone,
     CalendarReader,
@@ -92,12 +98,6 @@ def sync_lease(longest_request: timedelta) -> timedelta:
     return max(SYNC_LEASE, 2 * longest_request + timedelta(seconds=30))
 
 
-# Outlook's subject limit is 255 characters; a stored title never exceeds it (Table Storage holds
-# 32K characters per property, so title, join link (meeting_links bound) and sources always fit).
-MAX_TITLE_CHARS = 255
-# Dates outside these years are not meetings (Graph can hold year 0001 / 9999 placeholders, and
-# `start - lead` would overflow).
-_YEARS = range(1971, 9000)
 MANUAL = "manual"  # a sync job asked for with "sync now"
 NOTIFIED = "notified"  # asked for by a Graph change or lifecycle notification (shared/services/notifications.py)
 BUSY = "busy"  # a requested job looking again once a run that held the connection should be done
@@ -109,10 +109,6 @@ SYNC_NOW_MARK = timedelta(minutes=10)
 _PASSING = frozenset({SyncOutcome.NO_TOKEN_TRANSIENT, SyncOutcome.NO_TOKEN_SERVICE, SyncOutcome.RACED})
 # Occurrences in a delta round carry only these; everything else comes from their series master.
 _SPARSE_KEYS = frozenset({"@odata.type", "@odata.etag", "id", "seriesMasterId", "type", "start", "end"})
-
-
-class UnusableEvent(ValueError):
-    """An event with a meeting link whose data cannot make a meeting (skipped, counted, logged)."""
 
 
 # What one event's odd data can raise (shapes, values, a row the store refuses as too large).
@@ -169,6 +165,8 @@ class _Run:
     changed_masters: set[str] = field(default_factory=set)  # series masters an incremental round saw change
     joins: JoinContext | None = None  # the user's rules, choices and Active calendars, read once per run
     selection: CalendarSelection | None = None  # which calendars are read (None stored: the default one)
+    known: dict[str, Meeting] = field(default_factory=dict)  # the user's meetings by key (see _known)
+    known_loaded: bool = False
 
 
 class SyncService:
@@ -660,7 +658,7 @@ class SyncService:
 
     def _apply_other(self, run: _Run, event: dict[str, Any], calendar_id: str) -> str | None:
         """One event of a selected calendar other than the default one: the key of the meeting it feeds."""
-        if not isinstance(event.get("id"), str) or not event["id"] or _skipped(event):
+        if not isinstance(event.get("id"), str) or not event["id"] or is_series_master_or_removed(event):
             return None
         candidate = self._candidate(run.conn, event, calendar_id)
         if candidate is None:
@@ -669,9 +667,12 @@ class SyncService:
         if run.joins is None:
             run.joins = self._lifecycle.context(run.conn.user_id)
         joins = run.joins
-        attach_source(self._meetings, self._jobs, now, candidate, lambda m: joins.decide(m, now).will_join)
+        candidate = replace(candidate, deploy_at=joins.join_at(candidate.start))  # the user's join_lead_seconds
+        meeting = attach_source(self._meetings, self._jobs, now, candidate, lambda m: joins.decide(m, now).will_join,
+                                self._lifecycle.readiness_seconds, known=lambda: self._known(run))
+        run.known[meeting.key] = meeting
         run.report.upserted += 1
-        return candidate.key
+        return meeting.key
 
     def _calendar_gone(self, run: _Run, calendar_id: str) -> None:
         """A selected calendar deleted in Outlook falls out of the selection (the default one is selected
@@ -700,7 +701,8 @@ class SyncService:
             run.masters[event_id] = event  # its occurrences (same page: Graph never splits a series) need it
             return
         full_event = self._with_series(run, event)
-        candidate = None if full_event is None or _skipped(full_event) else self._candidate(conn, full_event)
+        candidate = None if full_event is None or is_series_master_or_removed(full_event) \
+            else self._candidate(conn, full_event)
         previous = self._index.get(conn.id, event_id)
         if candidate is None:
             if previous is not None:
@@ -708,18 +710,29 @@ class SyncService:
                 self._index.remove(conn.id, event_id)
                 run.report.removed += 1
             return
-        if previous is not None and previous != candidate.key:
-            # Rescheduled or link changed: the old meeting (and its pending deployment) lets go.
-            detach_source(self._meetings, conn.user_id, previous, conn.id, None)
         now = self._clock.now()
         if run.joins is None:
             run.joins = self._lifecycle.context(conn.user_id)
         joins = run.joins
         candidate = replace(candidate, deploy_at=joins.join_at(candidate.start))  # the user's join_lead_seconds
-        attach_source(self._meetings, self._jobs, now, candidate, lambda m: joins.decide(m, now).will_join,
-                      self._lifecycle.readiness_seconds)
-        self._index.put(conn.id, event_id, conn.user_id, candidate.key, generation)
+        meeting = attach_source(self._meetings, self._jobs, now, candidate, lambda m: joins.decide(m, now).will_join,
+                                self._lifecycle.readiness_seconds, previous=previous, known=lambda: self._known(run))
+        run.known[meeting.key] = meeting
+        if previous is not None and previous != meeting.key:
+            # Moved or its link changed: the old meeting (and its pending deployment) lets go.
+            detach_source(self._meetings, conn.user_id, previous, conn.id, None)
+            run.known.pop(previous, None)
+        self._index.put(conn.id, event_id, conn.user_id, meeting.key, generation)
         run.report.upserted += 1
+
+    def _known(self, run: _Run) -> list[Meeting]:
+        """The user's upcoming meetings, read once per run (and kept current by the run's own
+        attaches): where a copy with another key looks for its meeting."""
+        if not run.known_loaded:
+            for m in self._meetings.list_for_user(run.conn.user_id, ending_after=self._clock.now()):
+                run.known.setdefault(m.key, m)
+            run.known_loaded = True
+        return list(run.known.values())
 
     def _with_series(self, run: _Run, event: dict[str, Any]) -> dict[str, Any] | None:
         """An occurrence as a whole event: delta lists plain occurrences with only id, type,
@@ -738,36 +751,33 @@ class SyncService:
             run.masters[master_id] = master
         if master is None:
             return None if sparse else event
-        merged = {k: v for k, v in master.items() if k not in ("recurrence", "@odata.etag")}
-        merged.update({k: v for k, v in event.items() if v is not None})
-        merged["type"] = event.get("type") or "occurrence"
-        return merged
+        return with_series(event, master)
 
     def _candidate(self, conn: Connection, event: dict[str, Any], calendar_id: str | None = None) -> Meeting | None:
-        link = find_meeting_link(event)
-        if link is None:
+        """The meeting one calendar's event makes (shared.calendar_events), or None; raises
+        UnusableEvent for a meeting link without usable times (counted and logged by the caller)."""
+        copy = copy_of(event, account_email=conn.email, tenant_id=conn.tenant_id)
+        if isinstance(copy, NotAMeeting):
             return None
-        start = parse_graph_time(event.get("start"))
-        end = parse_graph_time(event.get("end"))
-        if start is None or end is None or end < start:
-            # A meeting link but no usable time (missing, year 0001, not UTC, ends before it starts):
-            # counted and logged as skipped by the caller, never guessed at.
-            raise UnusableEvent("no usable start/end")
-        if end <= self._clock.now():
+        if copy.end <= self._clock.now():
             return None
-        key = meeting_key(link.key, start)
+        facts = copy.facts
+        rf = facts.response_facts
+        identity = copy.identity
         return Meeting(
             user_id=conn.user_id,
-            key=key,
-            link_key=link.key,
-            title=str(event.get("subject") or "Untitled meeting")[:MAX_TITLE_CHARS],
-            start=start,
-            end=end,
-            platform=str(getattr(link.platform, "value", link.platform)),
-            join_url=link.url,
-            sources=(replace(Source(conn.id, str(event["id"]), conn.email, *_facts(event, conn)),
-                             calendar_id=calendar_id),),
-            deploy_at=deploy_at(start, self._lead),
+            key=meeting_key(identity.primary, copy.start),
+            link_key=identity.primary,
+            title=copy.title,
+            start=copy.start,
+            end=copy.end,
+            platform=str(getattr(copy.link.platform, "value", copy.link.platform)),
+            join_url=copy.link.url,
+            sources=(Source(conn.id, str(event["id"]), conn.email, rf.response, rf.external, rf.series_id,
+                            calendar_id=calendar_id, ical=identity.ical,
+                            links=(identity.link, *sorted(identity.aliases)), private=facts.private,
+                            solo=facts.solo, all_day=facts.all_day, free=facts.free),),
+            deploy_at=deploy_at(copy.start, self._lead),
         )
 
     def _schedule_due(self, user_id: str) -> None:
@@ -802,34 +812,4 @@ def _no_token(reason: str) -> SyncOutcome:
     return SyncOutcome.NO_TOKEN_USER
 
 
-def _skipped(event: dict[str, Any]) -> bool:
-    """Removed, cancelled, all-day events and series masters are no meetings. (A declined one is:
-    listed, and the join decision says whether it gets an agent.)"""
-    if "@removed" in event or event.get("isCancelled") or event.get("isAllDay"):
-        return True
-    return event.get("type") == "seriesMaster"
-
-
-def _facts(event: dict[str, Any], conn: Connection) -> tuple[Any, ...]:
-    facts = event_facts(event, conn.email, conn.tenant_id)
-    return facts.response, facts.external, facts.series_id
-
-
-_FRACTION = re.compile(r"(\.\d{1,6})\d*")
-
-
-def parse_graph_time(value: object) -> datetime | None:
-    """Graph `dateTimeTimeZone` (requested in UTC via Prefer: outlook.timezone="UTC")."""
-    if not isinstance(value, dict):
-        return None
-    raw = value.get("dateTime")
-    tz = str(value.get("timeZone") or "UTC")
-    if not isinstance(raw, str) or tz.upper() not in ("UTC", "ETC/UTC", "COORDINATED UNIVERSAL TIME"):
-        return None
-    try:
-        parsed = datetime.fromisoformat(_FRACTION.sub(r"\1", raw.rstrip("Z")))
-    except ValueError:
-        return None
-    if parsed.year not in _YEARS:
-        return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+__all__ = ["MAX_TITLE_CHARS", "SyncReport", "SyncService", "UnusableEvent", "parse_graph_time", "request_sync"]

@@ -105,6 +105,10 @@ class Client:
             "start": {"dateTime": start.strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"},
             "end": {"dateTime": (start + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S"),
                     "timeZone": "UTC"},
+            # A meeting has someone else in it: an event of the user's own with nobody else invited is a
+            # "solo" event, which the join rules skip by default (API.md, "Join rules").
+            "attendees": [{"type": "required", "emailAddress": {"name": "Pat Kim", "address": "pat@contoso.com"},
+                           "status": {"response": "none", "time": "0001-01-01T00:00:00Z"}}],
             **fields,
         }
         resp = self.ms.post(f"{self.stack.sim_url}/_sim/users/{upn}/events", json=event, timeout=30)

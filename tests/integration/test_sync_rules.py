@@ -204,7 +204,7 @@ def iso(moment: datetime) -> str:
 
 
 # ---------------------------------------------------------------- which meetings
-def test_events_with_a_link_that_are_not_cancelled_are_listed_and_a_declined_one_gets_no_agent(world):
+def test_events_with_a_link_that_are_not_cancelled_are_listed_and_declined_and_all_day_ones_get_no_agent(world):
     world.connect(ALICE)
     soon = world.clock.now() + timedelta(hours=2)
     world.teams_event(ALICE, "Kept", soon, 1)
@@ -215,7 +215,9 @@ def test_events_with_a_link_that_are_not_cancelled_are_listed_and_a_declined_one
     world.add_event(ALICE, "Lunch, no link", soon)
     world.sync(ALICE)
     listed = {m["title"]: m for m in world.upcoming()}
-    assert sorted(listed) == ["Declined", "Kept"]
+    assert sorted(listed) == ["All day", "Declined", "Kept"]
+    all_day = listed["All day"]
+    assert (all_day["will_join"], all_day["why"], all_day["agent"]) == (False, "all_day", None)  # the user may opt in
     meeting = listed["Kept"]
     assert (meeting["title"], meeting["platform"], meeting["accounts"]) == ("Kept", "teams", [ALICE])
     assert meeting["start"] == iso(soon) and meeting["agent"] == "scheduled"

@@ -34,8 +34,9 @@ WORK_TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 
 
 def facts(response: Response = Response.ACCEPTED, *, external: bool = False, platform: str = "teams",
-          start: datetime = NOW + timedelta(hours=1), series: bool = False) -> MeetingFacts:
-    return MeetingFacts(platform=platform, start=start, response=response, external=external, series=series)
+          start: datetime = NOW + timedelta(hours=1), series: bool = False, **kinds: bool) -> MeetingFacts:
+    return MeetingFacts(platform=platform, start=start, response=response, external=external, series=series,
+                        **kinds)
 
 
 def rules(**changes: object) -> JoinRules:
@@ -101,6 +102,37 @@ JOIN_SERIES = Override(join=True, series=True, set_at=NOW)
     ("started within the grace", run(facts(start=NOW - GRACE)), (True, Why.RULES)),
     ("started long ago but its agent was sent", run(facts(start=NOW - timedelta(minutes=20)), sent=True),
      (True, Why.RULES)),
+    ("a private appointment with a Teams link", run(facts(Response.ORGANIZER, private=True)),
+     (False, Why.PRIVATE_SKIPPED)),
+    ("a private appointment, private events joined", run(facts(private=True), rules(private_events="join")),
+     (True, Why.RULES)),
+    ("a private appointment joined by the user", run(facts(private=True), override=JOIN_ONE),
+     (True, Why.JOINED_BY_YOU)),
+    ("a focus block a policy gave a Teams link", run(facts(Response.ORGANIZER, solo=True)),
+     (False, Why.NO_OTHER_ATTENDEES)),
+    ("a focus block, solo events joined", run(facts(solo=True), rules(solo_events="join")), (True, Why.RULES)),
+    ("an all-day event with a link", run(facts(all_day=True)), (False, Why.ALL_DAY)),
+    ("an all-day event, all-day events joined", run(facts(all_day=True), rules(all_day_events="join")),
+     (True, Why.RULES)),
+    ("an event shown as free", run(facts(free=True)), (True, Why.RULES)),
+    ("an event shown as free, free events skipped", run(facts(free=True), rules(free_events="skip")),
+     (False, Why.FREE_SKIPPED)),
+    # When several rules skip a meeting, `why` names the first in the API's order.
+    ("a Zoom, private, all-day, solo, free, declined meeting, rules for Teams only",
+     run(facts(Response.DECLINED, platform="zoom", private=True, all_day=True, solo=True, free=True),
+         rules(platforms=["teams"], free_events="skip")), (False, Why.PLATFORM_EXCLUDED)),
+    ("private, all-day, solo, free and declined",
+     run(facts(Response.DECLINED, private=True, all_day=True, solo=True, free=True), rules(free_events="skip")),
+     (False, Why.PRIVATE_SKIPPED)),
+    ("all-day, solo, free and declined",
+     run(facts(Response.DECLINED, all_day=True, solo=True, free=True), rules(free_events="skip")),
+     (False, Why.ALL_DAY)),
+    ("solo, free and declined", run(facts(Response.DECLINED, solo=True, free=True), rules(free_events="skip")),
+     (False, Why.NO_OTHER_ATTENDEES)),
+    ("free, declined and external", run(facts(Response.DECLINED, external=True, free=True),
+                                        rules(free_events="skip", external_invites="skip")),
+     (False, Why.FREE_SKIPPED)),
+    ("private and in a calendar in error", run(facts(private=True), active=False), (False, Why.PRIVATE_SKIPPED)),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_the_decision_table(case, decision, expected):
     assert (decision.will_join, decision.why) == expected, case
@@ -117,6 +149,8 @@ def test_every_why_code_is_reachable_and_explained_in_its_own_words():
         # A workspace that shares agents: a teammate owns this meeting's agent (shared/teams.py).
         teammate_decision(run(facts()), WorkspaceMeeting("ws", "k", owner="bob", members=(Teammate("bob", "b@x"),)),
                           "me"),
+        run(facts(private=True)), run(facts(solo=True)), run(facts(all_day=True)),
+        run(facts(free=True), rules(free_events="skip")),
     }
     assert {d.why for d in seen} == set(Why)
     assert len({d.text for d in seen}) == len(Why)
@@ -135,6 +169,25 @@ def test_only_the_users_wish_withdraws_an_agent_already_sent():
     assert not run(facts(), active=False, sent=True).withdraws_agent
     assert not run(facts(start=NOW - timedelta(hours=1))).withdraws_agent
     assert not run(facts(), sent=True).withdraws_agent
+
+
+def test_a_newer_rules_default_never_withdraws_an_agent_but_the_users_own_setting_does():
+    assert not run(facts(private=True), sent=True).withdraws_agent
+    assert not run(facts(solo=True), sent=True).withdraws_agent
+    assert not run(facts(all_day=True), sent=True).withdraws_agent
+    assert run(facts(private=True), rules(private_events="skip"), sent=True).withdraws_agent
+    assert run(facts(free=True), rules(free_events="skip"), sent=True).withdraws_agent
+
+
+def test_a_put_from_an_older_client_keeps_the_newer_rules_stored_values():
+    stored = parse_rules({**DEFAULT_RULES.as_json(), "private_events": "join", "free_events": "skip"})
+    older_client = {"responses": ["accepted"], "external_invites": "join", "platforms": ["teams"]}
+    kept = parse_rules(older_client, stored)
+    assert (kept.private_events.value, kept.free_events.value, kept.solo_events.value) == ("join", "skip", "skip")
+    assert kept.explicit == {"private_events", "free_events", "solo_events", "all_day_events"}
+    assert parse_rules(older_client).explicit == frozenset()
+    with pytest.raises(InvalidRules, match="private_events must be one of join, skip"):
+        parse_rules({**older_client, "private_events": "maybe"})
 
 
 def test_the_newest_choice_wins_and_an_occurrences_own_wins_a_tie():
@@ -160,6 +213,7 @@ def test_the_defaults_are_the_contracts():
         "platforms": ["teams", "zoom", "google_meet"],
         "join_lead_seconds": None,  # the API shows the service's AGENT_JOIN_LEAD_SECONDS
         "agent_name": None,
+        "private_events": "skip", "solo_events": "skip", "all_day_events": "skip", "free_events": "join",
     }
     assert parse_rules(DEFAULT_RULES.as_json()) == DEFAULT_RULES
 
@@ -170,7 +224,9 @@ def test_rules_round_trip_in_a_fixed_order_whatever_order_they_came_in():
     assert r == JoinRules(frozenset({Response.DECLINED, Response.ORGANIZER}), ExternalInvites.JOIN,
                           frozenset({Platform.ZOOM, Platform.TEAMS}))
     assert r.as_json() == {"responses": ["organizer", "declined"], "external_invites": "join",
-                           "platforms": ["teams", "zoom"], "join_lead_seconds": None, "agent_name": None}
+                           "platforms": ["teams", "zoom"], "join_lead_seconds": None, "agent_name": None,
+                           "private_events": "skip", "solo_events": "skip", "all_day_events": "skip",
+                           "free_events": "join"}
     assert parse_rules({"responses": [], "external_invites": "skip", "platforms": []}).as_json()["responses"] == []
 
 

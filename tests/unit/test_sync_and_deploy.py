@@ -120,7 +120,7 @@ def test_rescheduling_moves_the_agent_to_the_new_time(world):
     assert world.deploy.deploy(new[0]) == "deployed"
 
 
-def test_cancelled_and_all_day_events_are_not_listed_and_declined_ones_are_listed_without_an_agent(world):
+def test_cancelled_events_are_not_listed_and_declined_and_all_day_ones_are_listed_without_an_agent(world):
     conn = connected(world)
     world.calendar.add(event(world, "c", isCancelled=True))
     world.calendar.add(event(world, "d", isOrganizer=False, responseStatus={"response": "declined"}))
@@ -128,12 +128,13 @@ def test_cancelled_and_all_day_events_are_not_listed_and_declined_ones_are_liste
     world.calendar.add(event(world, "keep"))
     sync(world, conn)
     shown = {m.title: (m.agent, world.meeting_lifecycle.decide(m).why) for m in upcoming(world)}
-    assert shown == {"Meeting d": (None, Why.RESPONSE_EXCLUDED), "Meeting keep": (AgentState.SCHEDULED, Why.RULES)}
+    assert shown == {"Meeting d": (None, Why.RESPONSE_EXCLUDED), "Meeting a": (None, Why.ALL_DAY),
+                     "Meeting keep": (AgentState.SCHEDULED, Why.RULES)}
     [keep] = [m.key for m in upcoming(world) if m.title == "Meeting keep"]
     assert [j.meeting_key for j, _ in world.jobs.deploys] == [keep]
     world.calendar.add(event(world, "keep", isCancelled=True))
     sync(world, conn)
-    assert [m.title for m in upcoming(world)] == ["Meeting d"]
+    assert [m.title for m in upcoming(world)] == ["Meeting d", "Meeting a"]
     assert all(world.deploy.deploy(j) == "meeting_gone" for j, _ in world.jobs.deploys)
 
 
