@@ -185,7 +185,9 @@ def _supported_platform_link(url: str, reason: str) -> bool:
         host = (urlsplit(url if "://" in url else "https://" + url).hostname or "").lower()
     except ValueError:
         return False
-    return is_supported_host(host) and "download" not in reason.lower()
+    teams_page = host.endswith(".teams.microsoft.com")  # a town hall's or webinar's event page
+    lowered = reason.lower()
+    return (is_supported_host(host) or teams_page) and "download" not in lowered and "dial-in" not in lowered
 
 
 def _unsupported(platform: UnsupportedPlatform) -> NotAMeeting:

@@ -296,8 +296,8 @@ def explain(event: Mapping[str, object]) -> Explanation:
         shown.append(
             Candidate(
                 source=seen.source,
-                found=_clip(seen.found),
-                url=_clip(seen.url),
+                found=_clip(_masked(seen.found)),
+                url=_clip(_masked(seen.url)),
                 wrappers=seen.wrappers,
                 verdict=verdict,
                 reason=reason,
@@ -734,7 +734,7 @@ def _bare_host_start(text: str, floor: int, start: int) -> int:
     limit = max(floor, start - 253)
     run = _HOST_RUN.match(text[limit:start][::-1])
     s = start - (run.end() if run else 0)
-    if s > 0 and text[s - 1] in _NOT_BEFORE_BARE_HOST:
+    if s > 0 and text[s - 1] in _NOT_BEFORE_BARE_HOST and not text[max(0, s - 10) : s].lower().endswith(_APP_SCHEMES):
         return -1
     return s
 
@@ -825,6 +825,8 @@ def _strip_trailing(text: str) -> str:
 
 def _evaluate(raw: str) -> _Outcome:
     url = _tidy(raw)
+    if url[:10].lower().startswith(_APP_SCHEMES):  # the Zoom app's own link: its host and path are Zoom's
+        url = "https://" + url.split("://", 1)[1]
     if not _SCHEME.match(url):
         url = "https://" + url
     wrappers: list[str] = []
@@ -1024,6 +1026,8 @@ def _proofpoint_v3(url: str) -> str | None:
 
 _OTHER_HOSTS: dict[str, str] = {
     "dialin.teams.microsoft.com": "Teams dial-in numbers page, not a join link",
+    "events.teams.microsoft.com": "Teams town hall or webinar event page (registration and details), not a join "
+                                  "link: the join link is the meeting's own Teams link",
     "aka.ms": "Microsoft help link, not a meeting",
     "microsoft.com": "Microsoft web page (help or download), not a meeting",
     "microsoft.us": "Microsoft web page, not a meeting",
@@ -1169,6 +1173,10 @@ def _teams_meetup_join(url: str, host: str) -> tuple[_Join | None, str]:
 
 
 def _meetup_link(host: str, thread: str, message_id: str, context: dict[str, object] | None) -> tuple[_Join, str]:
+    """A Teams town hall (or live event) is a meetup-join link whose context says
+    `IsBroadcastMeeting: true`: joined like any meeting in every form it comes in (plain, launcher,
+    web-app fragment, light-meetings coordinates), the flag kept in the join URL so the agent joins
+    as an attendee of the broadcast. Its event page (events.teams.microsoft.com) is no join link."""
     # The thread id passed _THREAD_ID, so ":" and "@" are its only characters to escape.
     address = f"https://{host}/l/meetup-join/{thread.replace(':', '%3a').replace('@', '%40')}/{message_id}"
     key = f"teams:{thread}" if message_id == "0" else f"teams:{thread}/{message_id}"
@@ -1278,6 +1286,8 @@ def _teams_light_meeting(url: str, host: str) -> tuple[_Join | None, str]:
             context["Tid"] = data["tenantId"]
         if isinstance(data.get("organizerId"), str):
             context["Oid"] = data["organizerId"]
+        if data.get("isBroadcastMeeting") is True or data.get("IsBroadcastMeeting") is True:
+            context["IsBroadcastMeeting"] = True  # a town hall stays one in this form too
         message = data.get("messageId")
         message_id = message if isinstance(message, str) and message.isdigit() and len(message) <= 20 else "0"
         return _meetup_link(host, thread, message_id, context or None)
@@ -1294,7 +1304,14 @@ _ZOOM_JOIN = re.compile(r"/(j|w)/([0-9]{9,11})(?=[/;,]|$)", re.IGNORECASE)
 _ZOOM_WEB_CLIENT = re.compile(r"/wc/(?:join/([0-9]{9,11})|([0-9]{9,11})/join)(?=[/;,]|$)", re.IGNORECASE)
 _ZOOM_PERSONAL = re.compile(r"/my/([A-Za-z0-9._-]{0,63}[A-Za-z0-9_-])/?", re.IGNORECASE | re.ASCII)
 _ZOOM_HOST = re.compile(r"[a-z0-9.-]{1,253}")
-_ZOOM_MEETING_PATHS = ("/j/", "/w/", "/wc/", "/my/")  # what _ZOOM_JOIN, _ZOOM_WEB_CLIENT, _ZOOM_PERSONAL start with
+# What _ZOOM_JOIN, _ZOOM_WEB_CLIENT, _ZOOM_PERSONAL, _ZOOM_START and the app link's /join start with.
+_ZOOM_MEETING_PATHS = ("/j/", "/w/", "/wc/", "/my/", "/s/", "/join")
+# The host's start link `/s/<number>?zak=<host token>`: the meeting number makes its join link; the
+# token (the host's own sign-in) is dropped and never shown (`explain` masks it).
+_ZOOM_START = re.compile(r"/s/([0-9]{9,11})(?=[/;,]|$)", re.IGNORECASE)
+# The app's protocol link `zoommtg://zoom.us/join?action=join&confno=<number>&pwd=...`.
+_ZOOM_CONFNO = re.compile(r"(?:^|&)confno=([0-9]{9,11})(?=&|$)", re.IGNORECASE)
+_APP_SCHEMES = ("zoommtg://", "zoomus://")
 _ZOOM_CREDENTIALS = ("pwd", "tk")
 _ZOOM_NOT_MEETINGS: tuple[tuple[str, str], ...] = (
     ("/rec/", "Zoom recording, not a meeting"),
@@ -1304,7 +1321,7 @@ _ZOOM_NOT_MEETINGS: tuple[tuple[str, str], ...] = (
     ("/support/download", "Zoom download page, not a meeting"),
     ("/u/", "Zoom dial-in numbers page, not a join link"),
     ("/zoomconference", "Zoom dial-in numbers page, not a join link"),
-    ("/s/", "Zoom host start link (needs the host's sign-in), not a join link"),
+    ("/s/", "Zoom host start link without a meeting number: no join link can be made from it"),
     ("/wc/", "Zoom web client link that is not a join link"),
     ("/meeting/register", "Zoom registration page: registering gives each attendee their own join link"),
     ("/webinar/register", "Zoom webinar registration page: registering gives each attendee their own join link"),
@@ -1376,6 +1393,16 @@ def _zoom(parts: SplitResult, host: str, cloud: str) -> tuple[_Join | None, str]
     if web is not None:
         digits = web.group(1) or web.group(2)
         return join(f"/j/{digits}", digits), f"Zoom meeting{on} (web client link)"
+    start = _ZOOM_START.match(path)
+    if start is not None:
+        digits = start.group(1)
+        return join(f"/j/{digits}", digits), f"Zoom meeting{on} (from the host's start link; its token dropped)"
+    if lowered.rstrip("/") == "/join":
+        confno = _ZOOM_CONFNO.search(parts.query)
+        if confno is None:
+            return None, "Zoom app link without a meeting number"
+        digits = confno.group(1)
+        return join(f"/j/{digits}", digits), f"Zoom meeting{on} (Zoom app link)"
     personal = _ZOOM_PERSONAL.fullmatch(path)
     if personal is not None:
         name = personal.group(1).lower()
@@ -1419,6 +1446,14 @@ def _quote_value(value: str) -> str:
     """Percent-encode a query value; a final "." is escaped so that no reader trims it as punctuation."""
     quoted = value if _UNRESERVED.fullmatch(value) else quote(value, safe="")
     return quoted[:-1] + "%2E" if quoted.endswith(".") else quoted
+
+
+_HOST_TOKEN = re.compile(r"((?:[?&#]|%3f|%26)zak(?:=|%3d))[^&#\s\"'<>%]*", re.IGNORECASE)
+
+
+def _masked(text: str) -> str:
+    """A Zoom host token (`zak`, the host's own sign-in) is never shown, plain or percent-encoded."""
+    return _HOST_TOKEN.sub(r"\1[removed]", text) if "zak" in text.lower() else text
 
 
 def _clip(text: str) -> str:

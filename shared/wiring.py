@@ -84,6 +84,7 @@ from shared.services.recall import REMOVED, RecallOnRemoval, RecallService
 from shared.services.subscriptions import SubscribeOnClaim, SubscriptionService
 from shared.services.sync import SyncService, sync_lease
 from shared.services.teams import TeamOnRemoval, TeamService
+from shared.services.unlisted import UnlistedService
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ class Container:
     agent_tries: TableAgentTries
     agent_status_signatures: StatusSignatures
     teams: TeamService  # one agent per meeting for a workspace (shared/services/teams.py)
+    unlisted: UnlistedService  # "why isn't my meeting here?" (read from Graph on demand, nothing kept)
 
 
 def azure_credential() -> TokenCredential:
@@ -326,6 +328,8 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
         ),
         agent_tries=agent_tries,
         agent_status_signatures=StatusSignatures(AppSecret(vault, settings.agent_status_secret_name)),
+        unlisted=UnlistedService(connections=connections, tokens=tokens, calendar=graph, clock=clock,
+                                 selections=calendar_selections),
     )
 
 

@@ -16,6 +16,7 @@ from shared.connections import Connection, Plan, PlanLimitExceeded, plan_limit
 from shared.ports import (
     AccessToken,
     AdminConsent,
+    CalendarInfo,
     CalendarUnavailable,
     Conflict,
     ConnectionPage,
@@ -407,6 +408,17 @@ class Calendar:
         self.calls.append(f"event:{event_id}")
         return self.events.get(event_id)
 
+    def calendars(self, access_token: str) -> list[CalendarInfo]:
+        self._mailbox()
+        return [CalendarInfo(id="default-calendar", name="Calendar", is_default=True)]
+
+    def calendar_view(self, access_token: str, calendar_id: str,
+                      window: SyncWindow) -> tuple[list[dict[str, Any]], int]:
+        """The events in the window (one calendar: the account's), series masters left out."""
+        self._mailbox()
+        self.calls.append(f"calendarView:{calendar_id}")
+        return [e for e in self.events.values() if e.get("type") != "seriesMaster" and _within(e, window)], 1
+
     def delta_next(self, access_token: str, link: str) -> DeltaPage:
         self._mailbox()
         if self.refuse_token:
@@ -573,3 +585,10 @@ class ErasureJobs:
 
     def enqueue(self, user_id: str, delay: timedelta) -> None:
         self.jobs.append((user_id, delay))
+
+
+def _within(event: dict[str, Any], window: SyncWindow) -> bool:
+    from shared.calendar_events import parse_graph_time
+
+    start, end = parse_graph_time(event.get("start")), parse_graph_time(event.get("end"))
+    return start is not None and end is not None and start < window.end and end > window.start

@@ -10,8 +10,9 @@ from shared.calendars import InvalidCalendarChoice, LastCalendar, UnknownCalenda
 from shared.connections import plan_limit
 from shared.platform_auth import User
 from shared.services.calendars import ConnectionNotReadable
+from shared.services.unlisted import MAX_QUERY_CHARS
 from shared.triggers.http import SECURITY_HEADERS, authed, error, json_body, json_response
-from shared.triggers.views import account_view, calendar_view, connection_view, iso, meeting_view
+from shared.triggers.views import account_view, calendar_view, connection_view, iso, meeting_view, unlisted_view
 from shared.wiring import Container, container
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,18 @@ def upcoming_meetings(req: func.HttpRequest, c: Container, user: User) -> func.H
     shared = c.teams.shared_agents(user.id, [m for m, d in planned if d.why is Why.TEAMMATE_AGENT])
     return json_response({"meetings": [meeting_view(m, d, shared.get(m.key), max_attempts=c.settings.agent_max_attempts)
                                        for m, d in planned]})
+
+
+@bp.function_name("unlisted_meetings")
+@bp.route(route="meetings/unlisted", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@authed
+def unlisted_meetings(req: func.HttpRequest, c: Container, user: User) -> func.HttpResponse:
+    """"Why isn't my meeting here?": the next 7 days' events not in Upcoming Meetings, with reasons."""
+    query = req.params.get("q")
+    if query is not None and len(query) > MAX_QUERY_CHARS:
+        return error(400, "invalid_query", f"q is at most {MAX_QUERY_CHARS} characters")
+    report = c.unlisted.unlisted(user.id, query)
+    return json_response({"events": [unlisted_view(e) for e in report.events], "unread_accounts": report.unread})
 
 
 @bp.function_name("health")

@@ -14,6 +14,7 @@ from shared.services.agent_progress import RISK_TEXT, Risk
 from shared.services.meeting_lifecycle import facts_of
 from shared.services.meetings import accounts_of
 from shared.services.teams import SharedAgent
+from shared.services.unlisted import UnlistedEvent
 from shared.triggers.http import error
 
 
@@ -131,6 +132,11 @@ def agent_detail(m: Meeting, max_attempts: int) -> str | None:
     else:
         return None
     return f"{text} ({tries})" if tries else text
+
+
+def unlisted_view(e: UnlistedEvent) -> dict[str, Any]:
+    return {"title": e.title, "start": iso(e.start), "accounts": list(e.accounts), "reason": e.reason,
+            "reason_text": e.reason_text}
 
 
 def plan_limit_error(exc: PlanLimitExceeded) -> func.HttpResponse:

@@ -740,7 +740,7 @@
       $("meetings-empty-text").textContent = state.connections.length === 0
         ? "Connect an Outlook calendar to see its upcoming meetings here."
         : "No upcoming meetings with a Teams, Zoom or Google Meet link. Events without a supported meeting " +
-          "link are not listed — see “Why isn't a meeting listed?” below.";
+          "link are not listed — see “Why isn't my meeting here?” below.";
     }
     const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
     $("timezone").textContent = zone ? "Times are in your time zone (" + zone + ")." : "";
@@ -753,6 +753,37 @@
     state.clientId = (data.app && data.app.client_id) || state.clientId;
     state.adminConsentUrl = (data.app && data.app.admin_consent_url) || state.adminConsentUrl;
     state.adminConsentedAt = (data.app && data.app.admin_consented_at) || null;
+  // ---- "Why isn't my meeting here?" (GET meetings/unlisted): the next 7 days' events left out of
+  // Upcoming Meetings, each with its reason; read when the panel opens and on each search.
+  async function lookUpUnlisted(event) {
+    if (event) { event.preventDefault(); }
+    const q = $("unlisted-q").value.trim();
+    const status = $("unlisted-status");
+    const button = $("unlisted-go");
+    button.disabled = true;
+    status.textContent = "Looking at your calendars…";
+    const res = await api("GET", "meetings/unlisted" + (q ? "?q=" + encodeURIComponent(q) : ""));
+    button.disabled = false;
+    if (!res.ok) {
+      $("unlisted").replaceChildren();
+      if (res.status === 401) { signedOut(); return; }
+      status.textContent = res.status === 400 && res.data.message ? res.data.message
+        : "Your calendars could not be read just now. Try again in a minute.";
+      return;
+    }
+    const events = res.data.events || [];
+    $("unlisted").replaceChildren(...events.map((e) => el("li", { class: "unlisted-item" },
+      el("p", { class: "meeting-title", text: e.title }),
+      el("p", { class: "muted small", text: formatDate(e.start, { weekday: "short", day: "numeric", month: "short",
+        hour: "2-digit", minute: "2-digit" }) + " · " + (e.accounts || []).join(", ") }),
+      el("p", { class: "unlisted-reason", text: e.reason_text }))));
+    const unread = res.data.unread_accounts || [];
+    const found = events.length
+      ? events.length + (events.length === 1 ? " event" : " events") + " of the next 7 days " +
+        (events.length === 1 ? "is" : "are") + " not in Upcoming Meetings" + (q ? " (matching “" + q + "”)" : "") + "."
+      : (q ? "No event of the next 7 days matching “" + q + "” is left out of Upcoming Meetings."
+        : "Every event of the next 7 days with a meeting link is in Upcoming Meetings.");
+    status.textContent = found + (unread.length ? " Not read just now: " + unread.join(", ") + "." : "");
   }
 
   async function refreshAll() {
@@ -888,6 +919,8 @@
     });
     $("disconnect-dialog").addEventListener("close", onDialogClose);
     $("rules-form").addEventListener("submit", saveRules);
+    $("unlisted-form").addEventListener("submit", lookUpUnlisted);
+    $("why-missing").addEventListener("toggle", () => { if ($("why-missing").open && state.signedIn) { lookUpUnlisted(); } });
     window.addEventListener("message", onMessage);
     const askedOpener = sayHello();
     if (TOKEN_FROM_URL) {

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from shared.autojoin import ExternalInvites, Response, Why
+from shared.calendar_events import Unlisted
 from shared.meeting_links import Platform
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,6 +27,7 @@ def test_the_openapi_document_lists_what_the_domain_defines():
     assert SCHEMAS["JoinRules"]["properties"]["external_invites"]["enum"] == [e.value for e in ExternalInvites]
     for code in Why:
         assert f"`{code.value}`" in SCHEMAS["Why"]["description"], code
+    assert SCHEMAS["UnlistedReason"]["enum"] == [u.value for u in Unlisted]
 
 
 def test_the_pages_rules_form_offers_every_choice_the_api_takes():
