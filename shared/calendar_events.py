@@ -49,6 +49,9 @@ class Unlisted(StrEnum):
     CANCELLED = "cancelled"
 
 
+_NO_LINK = "It has no Teams, Zoom or Google Meet link."
+
+
 class UnusableEvent(ValueError):
     """An event with a meeting link whose data cannot make a meeting (no usable start or end)."""
 
@@ -97,14 +100,17 @@ def is_series_master_or_removed(event: Mapping[str, Any]) -> bool:
     return "@removed" in event or event.get("type") == "seriesMaster"
 
 
-def copy_of(event: Mapping[str, Any], *, account_email: str, tenant_id: str) -> MeetingCopy | NotAMeeting:
+def copy_of(event: Mapping[str, Any], *, account_email: str, tenant_id: str,
+            why_not: bool = False) -> MeetingCopy | NotAMeeting:
     """One calendar copy of a meeting, or why the event is none. Raises UnusableEvent when it has a
     meeting link but no usable times (counted and logged by the sync, never guessed at).
 
     Reasons, first that applies: cancelled; the event's own meeting is on an unsupported platform
     (`platforms.own_unsupported_platform`) and no Teams/Zoom/Meet link sits in its own online-meeting
     fields; no supported link (a link that looks like a meeting but cannot be joined — a registration
-    page, a recording, a host-only link, meeting options — is `link_not_joinable`)."""
+    page, a recording, a host-only link, meeting options — is `link_not_joinable`: telling it from
+    `no_meeting_link` parses every link of the event, so only with `why_not`; the sync, which only
+    needs to know that it is none, gets `no_meeting_link` for both)."""
     if event.get("isCancelled") is True:
         return NotAMeeting(Unlisted.CANCELLED, "The meeting is cancelled.")
     own = own_unsupported_platform(event)
@@ -115,7 +121,7 @@ def copy_of(event: Mapping[str, Any], *, account_email: str, tenant_id: str) -> 
     else:
         link = find_meeting_link(event)
     if link is None:
-        return not_a_meeting(event)
+        return not_a_meeting(event) if why_not else NotAMeeting(Unlisted.NO_MEETING_LINK, _NO_LINK)
     start = parse_graph_time(event.get("start"))
     end = parse_graph_time(event.get("end"))
     if start is None or end is None or end < start:
@@ -176,7 +182,7 @@ def not_a_meeting(event: Mapping[str, Any]) -> NotAMeeting:
             return NotAMeeting(Unlisted.UNSUPPORTED_PLATFORM,
                                f"It is a {name}: CoAgentor agents join Teams, Zoom and Google Meet meetings.",
                                platform=name)
-    return NotAMeeting(Unlisted.NO_MEETING_LINK, "It has no Teams, Zoom or Google Meet link.")
+    return NotAMeeting(Unlisted.NO_MEETING_LINK, _NO_LINK)
 
 
 def _supported_platform_link(url: str, reason: str) -> bool:

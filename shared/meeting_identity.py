@@ -41,6 +41,7 @@ ICAL = "ical:"
 # `https://teams.microsoft.com/meet/25412345678901?p=...`. Bounded, no nested quantifiers.
 _PRINTED_TEAMS_ID = re.compile(r"Meeting ID:\s{0,4}(?:<[^<>]{0,200}>\s{0,4}){0,4}([0-9][0-9 \u00a0]{5,30}[0-9])",
                                re.IGNORECASE)
+_ID_MARKERS = ("Meeting ID", "MEETING ID", "meeting ID", "Meeting Id", "meeting id")
 _TEAMS_SHORT_LINK = re.compile(
     r"teams\.(?:microsoft\.com|live\.com|cloud\.microsoft|microsoft\.us)/meet/([0-9]{6,20})(?![0-9])",
     re.IGNORECASE,
@@ -109,11 +110,19 @@ def printed_aliases(platform: str, texts: Iterable[str]) -> frozenset[str]:
     found: set[str] = set()
     for text in texts:
         text = text[:_MAX_SCANNED]
-        for match in _PRINTED_TEAMS_ID.finditer(text):
-            digits = re.sub(r"[^0-9]", "", match.group(1))
-            if 6 <= len(digits) <= 20:
-                found.add(f"teams:meet:{digits}")
-        found.update(f"teams:meet:{m.group(1)}" for m in _TEAMS_SHORT_LINK.finditer(text))
+        # Literal checks first (str.find speed): most bodies hold neither, and the regexes run only
+        # where they can match.
+        for marker in _ID_MARKERS:  # str.find, then the regex only where a marker stands
+            at = text.find(marker)
+            while at >= 0:
+                match = _PRINTED_TEAMS_ID.match(text, at)
+                if match is not None:
+                    digits = re.sub(r"[^0-9]", "", match.group(1))
+                    if 6 <= len(digits) <= 20:
+                        found.add(f"teams:meet:{digits}")
+                at = text.find(marker, at + len(marker))
+        if "/meet/" in text or "/Meet/" in text or "/MEET/" in text:
+            found.update(f"teams:meet:{m.group(1)}" for m in _TEAMS_SHORT_LINK.finditer(text))
     return frozenset(found)
 
 

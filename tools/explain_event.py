@@ -247,7 +247,7 @@ def scheduling_hints(event: Mapping[str, Any]) -> list[str]:
 def not_listed(event: Mapping[str, Any]) -> NotAMeeting | None:
     """Why the event stays out of Upcoming Meetings, as GET /api/meetings/unlisted says it."""
     try:
-        copy = copy_of(event, account_email="", tenant_id="")
+        copy = copy_of(event, account_email="", tenant_id="", why_not=True)
     except UnusableEvent:
         return None
     return copy if isinstance(copy, NotAMeeting) else None

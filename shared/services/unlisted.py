@@ -113,7 +113,7 @@ def _entry(event: dict[str, object], email: str, tenant_id: str, now: datetime
     if event.get("type") == "seriesMaster":
         return None
     try:
-        copy = copy_of(event, account_email=email, tenant_id=tenant_id)
+        copy = copy_of(event, account_email=email, tenant_id=tenant_id, why_not=True)
     except UnusableEvent:
         return None
     if isinstance(copy, MeetingCopy):

@@ -131,4 +131,5 @@ def test_private_solo_all_day_and_free_events_follow_their_rules_and_a_put_from_
                             "Optional office hours": (False, "free_skipped", None)}
     older_client = {k: everything[k] for k in ("responses", "external_invites", "platforms")}
     kept = world.c.autojoin.set_rules(world.user.id, older_client)
-    assert world.c.autojoin.rules(world.user.id).as_json() == kept.as_json() == everything  # read from the table
+    shown_rules = {**everything, "join_lead_seconds": LEAD}  # the API fills in the service's lead
+    assert world.c.autojoin.rules(world.user.id).as_json() == kept.as_json() == shown_rules  # read from the table

@@ -38,7 +38,7 @@ def event(**fields: Any) -> dict[str, Any]:
 
 
 def copy(ev: dict[str, Any]) -> MeetingCopy | NotAMeeting:
-    return copy_of(ev, account_email=ME, tenant_id="contoso")
+    return copy_of(ev, account_email=ME, tenant_id="contoso", why_not=True)
 
 
 # ---------------------------------------------------------------- the event's own platform first
