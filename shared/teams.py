@@ -20,8 +20,10 @@ from shared.ports import Meeting, Teammate, WorkspaceMeeting
 
 
 def workspace_meeting_key(meeting: Meeting) -> str:
-    """The same meeting in teammates' calendars: today the user-independent meeting key (join link
-    identity and start). The one seam to change when meetings are keyed by iCalUId."""
+    """The same meeting in teammates' calendars: the user-independent meeting key, made of the
+    meeting's primary identity (its iCalUId when Graph gives one, which every attendee's mailbox
+    shares whatever link form it shows; else its join link's identity) and its start
+    (shared.meeting_identity)."""
     return meeting.key
 
 

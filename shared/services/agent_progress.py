@@ -69,6 +69,7 @@ from shared.ports import (
     Throttled,
 )
 from shared.services.accounts import ConnectionUnusable, TokenKeeper
+from shared.services.meetings import identities
 from shared.services.sync import parse_graph_time
 
 log = logging.getLogger(__name__)
@@ -388,9 +389,15 @@ def _event_risk(meeting: Meeting, event: dict[str, Any] | None) -> Risk | None:
     if parse_graph_time(event.get("start")) != meeting.start:
         return Risk.EVENT_MOVED
     link = find_meeting_link(event)
-    if link is None or link.key != meeting.link_key:
+    if link is None or link.key not in _link_identities(meeting):
         return Risk.LINK_CHANGED
     return None
+
+
+def _link_identities(meeting: Meeting) -> set[str]:
+    """The link identities the meeting's copies were read with (services.meetings.identities): the
+    meeting's `link_key` is an `ical:` identity for meetings keyed by iCalUId, not a link."""
+    return {i.link for i in identities(meeting)} | {meeting.link_key}
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -753,6 +753,8 @@
     state.clientId = (data.app && data.app.client_id) || state.clientId;
     state.adminConsentUrl = (data.app && data.app.admin_consent_url) || state.adminConsentUrl;
     state.adminConsentedAt = (data.app && data.app.admin_consented_at) || null;
+  }
+
   // ---- "Why isn't my meeting here?" (GET meetings/unlisted): the next 7 days' events left out of
   // Upcoming Meetings, each with its reason; read when the panel opens and on each search.
   async function lookUpUnlisted(event) {

@@ -221,9 +221,12 @@ def test_real_responses_match_the_document(client, contract, stack):
                          ("GET", "autojoin/rules"), ("PUT", "autojoin/rules"), ("PUT", "meetings/x/autojoin"),
                          ("GET", "outlook/claim?claim=x"), ("POST", "outlook/connections/x/sync"),
                          ("DELETE", "outlook/data"), ("GET", "outlook/connections/x/calendars"),
-                         ("PUT", "outlook/connections/x/calendars/y")]:
+                         ("PUT", "outlook/connections/x/calendars/y"), ("GET", "meetings/unlisted")]:
         assert r.call(method, path, None).status_code == 401
     assert r.call("GET", "outlook/connections", "not-a-jwt").status_code == 401
+    # "Why isn't my meeting here?": a search, and one too long to be a title's words.
+    assert r.call("GET", "meetings/unlisted", me, params={"q": "standup"}).status_code == 200
+    assert r.call("GET", "meetings/unlisted", me, params={"q": "x" * 201}).json()["error"] == "invalid_query"
     # A user id too long for a storage key even once escaped: 400 on every authed route, nothing run.
     too_long = client.token("\x85" * 100)
     for method, path in [("POST", "outlook/connect"), ("POST", "outlook/claim"), ("GET", "outlook/connections"),

@@ -207,3 +207,19 @@ def test_the_teams_meeting_id_printed_in_an_invitation_reads_as_the_short_links_
     assert printed_aliases("teams", [f"Join: {SHORT}"]) == {"teams:meet:25481533847127"}
     assert printed_aliases("zoom", [INVITATION]) == frozenset()
     assert printed_aliases("teams", ["Meeting ID: 12"]) == frozenset()
+
+
+def test_the_readiness_check_knows_a_meeting_keyed_by_icaluid_by_its_copies_links(world):
+    """The check before an agent goes compares the event's link with the links the meeting's copies
+    were read with: a meeting keyed by iCalUId is not "link changed" for that, a new link still is."""
+    from shared.services.agent_progress import Risk, _event_risk
+
+    conn = connected(world, WORK)
+    ev = graph_event(world, "w", join=LONG)
+    in_calendar(world, WORK[2], ev)
+    sync(world, conn)
+    [meeting] = upcoming(world)
+    assert meeting.link_key == f"ical:{UID}"
+    assert _event_risk(meeting, ev) is None
+    moved_room = {**ev, "onlineMeeting": {"joinUrl": "https://us02web.zoom.us/j/85551234567"}}
+    assert _event_risk(meeting, moved_room) is Risk.LINK_CHANGED
