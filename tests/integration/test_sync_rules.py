@@ -594,3 +594,33 @@ def test_a_connection_in_error_gets_no_agent(world):
         world.c.tokens.access_token(conn, force_refresh=True)
     world.at(start - timedelta(seconds=LEAD))
     assert world.deliver_due() == ["connection_error"] and world.attempts() == []
+
+
+def test_a_delta_page_as_slow_as_graph_requests_may_be_keeps_the_connection_to_one_sync(world, stack, monkeypatch):
+    """The simulator holds the delta request (latency); meanwhile the service's clock moves on by the
+    longest one request may take with HTTP_TIMEOUT_SECONDS=90 (4 attempts and the inline waits: over
+    six minutes, more than the old five-minute lease). A second sync starting then still finds the
+    connection held, and the first finishes its round: the lease is sized from that request time."""
+    from shared.adapters.graph import longest_request
+    from tests.e2e.client import eventually
+
+    slow = build(load_settings({**stack.app_settings(), "AGENT_JOIN_LEAD_SECONDS": str(LEAD),
+                                "HTTP_TIMEOUT_SECONDS": "90"}), clock=world.clock)
+    monkeypatch.setattr(slow.sync, "_jobs", world.env.jobs)
+    conn = world.connect(ALICE)
+    world.teams_event(ALICE, "Read slowly", world.clock.now() + timedelta(hours=3), 77)
+    assert world.env.http.sim("POST", "/_sim/faults", json={
+        "path_prefix": "/v1.0/me/calendarView", "latency_ms": 3000, "count": 1}).status_code in (200, 201)
+    reports: dict[str, SyncReport] = {}
+    first = threading.Thread(target=lambda: reports.setdefault(
+        "first", slow.sync.sync(SyncJob(world.user.id, conn.id, reason="scheduled"))))
+    first.start()
+    try:
+        eventually(lambda: world.env.http.sim("GET", "/_sim/faults").json() == [])  # the page is in flight
+        world.clock.advance(longest_request(90).total_seconds())
+        competitor = slow.sync.sync(SyncJob(world.user.id, conn.id, reason="scheduled"))
+    finally:
+        first.join(60)
+    assert competitor.outcome == "busy"
+    assert reports["first"].outcome == "synced"
+    assert [m["title"] for m in world.upcoming()] == ["Read slowly"]
