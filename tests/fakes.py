@@ -65,6 +65,18 @@ class Flows:
         return len(expired)
 
 
+@dataclass
+class RotatingSecret:
+    value: str = "whsec_test-consent-secret"
+    reloads: int = 0
+
+    def __call__(self) -> str:
+        return self.value
+
+    def reload(self) -> None:
+        self.reloads += 1
+
+
 class AdminConsents:
     def __init__(self) -> None:
         self.rows: dict[str, AdminConsent] = {}

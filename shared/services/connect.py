@@ -14,7 +14,7 @@ import logging
 import re
 import secrets
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -51,6 +51,7 @@ from shared.ports import (
     JobQueue,
     PendingClaim,
     PendingFlow,
+    RotatingSecret,
     SecretStore,
     SignedIn,
     SyncJob,
@@ -201,7 +202,7 @@ class ConnectService:
         clock: Clock,
         health: ConnectionHealth,
         consents: AdminConsents,
-        consent_secret: Callable[[], str],
+        consent_secret: RotatingSecret,
     ) -> None:
         self._consents = consents
         self._consent_secret = consent_secret
@@ -290,12 +291,17 @@ class ConnectService:
         now = self._clock.now()
         valid = False
         if owner and expiry_text.isdigit() and signature and int(expiry_text) > now.timestamp():
-            try:
-                expected = self._consent_signature(owner, int(expiry_text))
-            except Exception as exc:
-                log.error("admin consent state cannot be checked: %s", type(exc).__name__)
-                return CallbackResult(Outcome.FAILED, "temporary_error")
-            valid = hmac.compare_digest(expected.encode(), signature.encode())
+            for fresh in (False, True):  # a mismatch may be a rotated secret: read it once more
+                try:
+                    if fresh:
+                        self._consent_secret.reload()
+                    expected = self._consent_signature(owner, int(expiry_text))
+                except Exception as exc:
+                    log.error("admin consent state cannot be checked: %s", type(exc).__name__)
+                    return CallbackResult(Outcome.FAILED, "temporary_error")
+                valid = hmac.compare_digest(expected.encode(), signature.encode())
+                if valid:
+                    break
         if not valid:
             log.warning("admin consent return with an unknown or expired state")
             return CallbackResult(Outcome.EXPIRED, "unknown_state" if state else "missing_state")

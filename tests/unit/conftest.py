@@ -80,7 +80,7 @@ def world() -> World:
         connect=ConnectService(flows=w["flows"], claims=w["claims"], connections=w["connections"],
                                identity=w["identity"], calendar=w["calendar"], secrets_store=w["secrets"],
                                jobs=w["jobs"], clock=clock, health=health, consents=w["consents"],
-                               consent_secret=lambda: "whsec_test-consent-secret"),
+                               consent_secret=fakes.RotatingSecret()),
         accounts=AccountsService(connections=w["connections"], meetings=w["meetings"], index=w["index"],
                                  sync_state=w["states"], secrets_store=w["secrets"], clock=clock, health=health),
         tokens=tokens,

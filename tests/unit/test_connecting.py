@@ -352,3 +352,24 @@ def test_a_sign_in_and_a_claim_from_before_owner_tags_still_complete(world):
     old_key = hashlib.sha256(old_code.encode()).hexdigest()
     world.claims.rows = {old_key: replace(pending, code_hash=old_key)}
     assert world.connect.claim(ALICE, old_code).outcome == "connected"
+
+
+def test_an_admin_consent_link_signed_after_the_secret_rotated_is_accepted_by_an_instance_still_holding_the_old(
+        world):
+    """Another instance issued the link with the new signing secret; this one checks it, finds a
+    mismatch, reads the secret again (rotated) and accepts it."""
+    from tests import fakes
+
+    secret = world.connect._consent_secret
+    assert isinstance(secret, fakes.RotatingSecret)
+    secret.value = "whsec_rotated"
+    state = _consent_state(world, ALICE)  # signed with the new secret
+    secret.value = "whsec_old"  # this instance's cached copy
+
+    def reload() -> None:
+        secret.reloads += 1
+        secret.value = "whsec_rotated"
+
+    secret.reload = reload  # type: ignore[method-assign]
+    result = world.connect.complete({"admin_consent": "True", "tenant": "t", "state": state})
+    assert result.outcome is Outcome.ADMIN_CONSENTED and secret.reloads == 1

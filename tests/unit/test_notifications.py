@@ -71,7 +71,7 @@ def rt(world) -> RealTime:
                              identity=world.identity, calendar=world.calendar, secrets_store=world.secrets,
                              jobs=SubscribeOnClaim(world.jobs, sub_jobs), clock=world.clock, health=world.health,
                              consents=world.consents,
-                             consent_secret=lambda: "whsec_test-consent-secret")
+                             consent_secret=fakes.RotatingSecret())
     accounts = AccountsService(connections=world.connections, meetings=world.meetings, index=world.index,
                                sync_state=world.states, secrets_store=world.secrets, clock=world.clock,
                                health=world.health, before_release=subscriptions.release)
