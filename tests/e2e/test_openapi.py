@@ -235,7 +235,8 @@ def test_real_responses_match_the_document(client, contract, stack):
                          ("GET", "outlook/claim?claim=x"), ("POST", "outlook/connections/x/sync"),
                          ("DELETE", "outlook/data")]:
         assert r.call(method, path, too_long).json()["error"] == "unsupported_user_id"
-    for method, path in [("GET", "outlook/connections/x/calendars"), ("PUT", "outlook/connections/x/calendars/y")]:
+    for method, path in [("GET", "outlook/connections/x/calendars"), ("PUT", "outlook/connections/x/calendars/y"),
+                         ("GET", "meetings/unlisted")]:
         assert r.call(method, path, too_long).json()["error"] == "unsupported_user_id"
     # Too many sign-ins open at once: 429 with Retry-After.
     busy = client.token(f"openapi-busy-{uuid.uuid4().hex[:8]}", "pro")
