@@ -206,7 +206,9 @@ def test_no_code_or_token_reaches_tables_or_logs(client, stack):
     page = client.follow_callback(location)
     client.call("POST", "outlook/claim", token, json={"claim": page["claim"]})
     tables = TableServiceClient.from_connection_string(stack.storage_connection_string())
-    dump = "".join(str(dict(e)) for t in tables.list_tables() for e in tables.get_table_client(t.name).list_entities())
+    # Every table but the local host's timer leases (rows named after functions such as refresh_tokens).
+    dump = "".join(str(dict(e)) for t in tables.list_tables() if t.name != "AzureWebJobsHostLocks"
+                   for e in tables.get_table_client(t.name).list_entities())
     assert code not in dump and "refresh_token" not in dump and "access_token" not in dump
     assert "secret" not in dump.lower().replace("secretname", "")
     log = (stack.devstack_dir / "functions.log").read_text(errors="replace")
