@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: dev test lint unit bench faults deps clean
+.PHONY: dev test lint unit bench faults chaos deps clean
 
 deps: $(VENV)/.installed node_modules/.installed
 
@@ -52,3 +52,8 @@ faults: deps
 
 clean:
 	rm -rf .devstack .pytest_cache .mypy_cache .ruff_cache $(CHECKOV_VENV)
+
+# Not part of `make test`: the whole stack, two instances, Graph's field behaviour and a crash every
+# ~25 s, for about six minutes; results in docs/reliability.md ("Chaos").
+chaos: deps
+	$(PY) -m bench.chaos --write docs/reliability.md

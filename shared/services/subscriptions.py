@@ -129,7 +129,11 @@ class SubscriptionService:
             log.info("subscription job without a token: %s", exc, extra={"connection_id": conn.id})
             return "no_token"
         except Conflict:
-            return "skipped"  # disconnected or reconnected meanwhile: the reconnect subscribes again
+            # The row changed while the token was taken: a concurrent sync on another instance wrote
+            # the renewed token, or a disconnect or reconnect happened. Raised, so the queue runs the
+            # job again (10 s later) on what is stored then; "skipped" here left the connection
+            # without a subscription until the renew timer.
+            raise
         ctx = {"connection_id": conn.id, "user_id": conn.user_id}
         try:
             if record is not None and job.action != RECREATE:

@@ -13,7 +13,7 @@ import pytest
 
 from shared.connections import REASONS, Connection, ConnectionStatus, Plan
 from shared.platform_auth import User
-from shared.ports import SubscriptionJob, SyncJob
+from shared.ports import Conflict, SubscriptionJob, SyncJob
 from shared.services import notifications as notifications_module
 from shared.services.accounts import AccountsService
 from shared.services.connect import ConnectService
@@ -458,3 +458,26 @@ def test_a_flood_of_forged_notifications_logs_one_line_and_forges_none(caplog):
     refused = [r for r in caplog.records if "refused" in r.getMessage()]
     assert len(refused) == 1
     assert all("\n" not in str(v) for r in caplog.records for v in vars(r).values() if isinstance(v, str))
+
+
+def test_a_subscribe_job_that_races_a_token_write_on_another_instance_is_retried_not_dropped(rt, monkeypatch):
+    w = rt.world
+    w.identity.next_account = WORK
+    url = rt.connect.start(ALICE, None)
+    result = rt.connect.complete({"code": "c", "state": url.split("state=")[1]})
+    conn = rt.connect.claim(ALICE, result.claim).connection
+    [(job, _)] = rt.sub_jobs.jobs
+    taken = rt.world.tokens.access_token
+    raced = []
+
+    def a_sync_renewed_the_token_meanwhile(c, **kw):
+        if not raced:
+            raced.append(True)
+            raise Conflict(c.id)
+        return taken(c, **kw)
+
+    monkeypatch.setattr(rt.world.tokens, "access_token", a_sync_renewed_the_token_meanwhile)
+    with pytest.raises(Conflict):
+        rt.subscriptions.run(job)  # the queue delivers it again
+    assert rt.subscriptions.run(job) == "created"
+    assert rt.table.get(conn.id) is not None
