@@ -240,6 +240,7 @@ class Stack:
             "KEY_VAULT_URI": self.key_vault_url,
             "OUTLOOK_CLIENT_ID": OUTLOOK_CLIENT_ID,
             "OUTLOOK_AUTHORITY": f"{self.sim_url}/common",
+            "OUTLOOK_APP_TENANT_ID": APP_HOME_TENANT_ID,
             "OUTLOOK_REDIRECT_URI": f"{self.functions_url}/api/outlook/callback",
             # Graph (the simulator) POSTs change notifications here; http is accepted for loopback only.
             "NOTIFICATION_URL": f"{self.functions_url}/api/outlook/notifications",

@@ -41,6 +41,9 @@ param principalType string = 'User'
 @description('Application (client) id of the Outlook Calendar app registration, a separate registration from any Teams one. Not a secret. OUTLOOK_CLIENT_ID.')
 param outlookClientId string
 
+@description('Directory (tenant) id the Outlook Calendar app registration lives in: the app disabled or missing there (AADSTS7000112 / 700016) is the service\'s own failure, in one customer tenant that tenant admin\'s. Empty: only personal accounts and many tenants at once count as the service\'s. OUTLOOK_APP_TENANT_ID.')
+param outlookAppTenantId string = ''
+
 @description('Microsoft identity platform authority. /common takes work, school and personal Microsoft accounts. OUTLOOK_AUTHORITY.')
 param outlookAuthority string = 'https://login.microsoftonline.com/common'
 
@@ -260,6 +263,7 @@ var tableNames = [
   'datakeys'
   'agenttries'
   'workspacemeetings'
+  'apprefusals'
 ]
 var queueNames = [
   'sync-jobs'
@@ -404,6 +408,7 @@ module functionApp 'modules/function-app.bicep' = {
       OUTLOOK_CLIENT_ID: outlookClientId
       OUTLOOK_CLIENT_SECRET_NAME: outlookClientSecretName
       OUTLOOK_AUTHORITY: outlookAuthority
+      OUTLOOK_APP_TENANT_ID: outlookAppTenantId
       OUTLOOK_REDIRECT_URI: outlookRedirectUri
       NOTIFICATION_URL: notificationRoute
       GRAPH_BASE_URL: graphBaseUrl

@@ -31,6 +31,9 @@ class Settings:
     outlook_client_secret_name: str
     outlook_authority: str
     outlook_redirect_uri: str
+    # The directory (tenant) id the app registration lives in: AADSTS7000112 / 700016 there are the
+    # service's own failure, elsewhere (in one tenant) that tenant admin's. "" when not configured.
+    outlook_app_tenant_id: str
     graph_base_url: str
     integrations_page_url: str
     agent_api_url: str
@@ -82,6 +85,7 @@ SETTINGS: dict[str, str | None] = {
     "OUTLOOK_CLIENT_ID": None,
     "OUTLOOK_CLIENT_SECRET_NAME": "outlook-client-secret",
     "OUTLOOK_AUTHORITY": "https://login.microsoftonline.com/common",
+    "OUTLOOK_APP_TENANT_ID": "",
     "OUTLOOK_REDIRECT_URI": None,
     "GRAPH_BASE_URL": "https://graph.microsoft.com/v1.0",
     "INTEGRATIONS_PAGE_URL": None,
@@ -274,6 +278,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         outlook_client_id=_get(env, "OUTLOOK_CLIENT_ID"),
         outlook_client_secret_name=_get(env, "OUTLOOK_CLIENT_SECRET_NAME"),
         outlook_authority=_url(env, "OUTLOOK_AUTHORITY", https=True),
+        outlook_app_tenant_id=_get(env, "OUTLOOK_APP_TENANT_ID").lower(),
         outlook_redirect_uri=_url(env, "OUTLOOK_REDIRECT_URI"),
         graph_base_url=_url(env, "GRAPH_BASE_URL", https=True),
         integrations_page_url=_url(env, "INTEGRATIONS_PAGE_URL"),

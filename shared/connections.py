@@ -67,6 +67,10 @@ REASONS: dict[str, Reason] = {
                "your IT admin to allow CoAgentor's Outlook Calendar app.", Action.CONTACT_ADMIN),
         Reason("refresh_failed", "Microsoft refused to renew access to this calendar. Reconnect to resume "
                "auto-join.", Action.RECONNECT),
+        Reason("app_blocked_in_tenant", "Your organisation's admin disabled or removed CoAgentor's enterprise "
+               "app (\"CoAgentor Outlook Calendar\") in your Microsoft tenant, so Microsoft no longer lets it "
+               "read this calendar. Ask your IT admin to enable it again in the Microsoft Entra admin center "
+               "(Enterprise applications), then reconnect.", Action.CONTACT_ADMIN),
         Reason("calendar_unavailable", "This account signs in, but Microsoft Graph cannot read its calendar "
                "(the mailbox is on-premises, unlicensed or not yet set up). Ask your IT admin to give the "
                "account an Exchange Online mailbox that Microsoft Graph can read, then reconnect.",
@@ -154,6 +158,33 @@ _USER_ERRORS: dict[str, str] = {
     "cache_missing": "refresh_failed",
 }
 _AADSTS = re.compile(r"AADSTS(\d{4,7})")
+# The app's service principal disabled (7000112) or absent (700016) in the tenant the request was for.
+# In one customer tenant that is its admin's doing; in the app's home tenant, for personal accounts
+# (`consumers`, whose "tenant" no customer administers) or in many tenants at once, the service's own
+# registration is broken (FACTS, round three; learn.microsoft.com/entra/identity-platform/reference-error-codes).
+TENANT_SCOPED_APP_CODES = frozenset({7000112, 700016})
+CONSUMERS_TENANT_ID = "9188040d-6c67-4c5b-b112-36a304b66dad"
+MANY_TENANTS = 3  # this many distinct tenants refusing the app within the window: the service's failure
+
+
+@dataclass(frozen=True)
+class TenantScope:
+    """Where a refused token request came from, for the codes whose owner depends on it.
+
+    - tenant_id: the connection's tenant (the `utid` of its home account id);
+    - home_tenant_id: the tenant the app registration lives in ("" when not configured);
+    - tenants_refusing: distinct tenants whose token requests were refused with these codes lately,
+      this one included (shared.ports.AppRefusals)."""
+
+    tenant_id: str
+    home_tenant_id: str = ""
+    tenants_refusing: int = 1
+
+    @property
+    def one_customer_tenant(self) -> bool:
+        tenant = self.tenant_id.lower()
+        return (bool(tenant) and tenant not in (CONSUMERS_TENANT_ID, "consumers", self.home_tenant_id.lower())
+                and self.tenants_refusing < MANY_TENANTS)
 
 
 def aadsts_code(description: str | None) -> str | None:
@@ -167,11 +198,18 @@ def classify_token_error(
     description: str | None = None,
     error_codes: tuple[int, ...] = (),
     suberror: str | None = None,
+    *,
+    scope: TenantScope | None = None,
 ) -> Failure:
     """Who can fix a token-endpoint failure, from `error`, `error_codes` (ints) and `suberror`; the
-    AADSTS number in `error_description` is read only when `error_codes` is missing."""
+    AADSTS number in `error_description` is read only when `error_codes` is missing. `scope` says where
+    the request came from: AADSTS7000112 / 700016 in one customer tenant are that tenant admin's to
+    fix (`app_blocked_in_tenant`); without a scope, or in the home tenant, `consumers` or many
+    tenants at once, they are the service's."""
     codes = tuple(error_codes) or tuple(int(c) for c in [aadsts_code(description)] if c)
     label = f"AADSTS{codes[0]}" if codes else (error or "unknown_error")
+    if scope is not None and scope.one_customer_tenant and any(c in TENANT_SCOPED_APP_CODES for c in codes):
+        return _failure(REASONS["app_blocked_in_tenant"], label)
     if error in _APP_IDENTITY_ERRORS or any(c in APP_IDENTITY_CODES for c in codes):
         return Failure(FixedBy.SERVICE, None, label)
     for c in codes:

@@ -762,6 +762,16 @@ class FanOutQueue(Protocol):
 
 
 # ---------------------------------------------------------------- change notifications and recalls
+class AppRefusals(Protocol):
+    """Which tenants' token requests Microsoft lately refused because the app is disabled or missing
+    there (AADSTS7000112 / 700016): one tenant is its admin's doing, many at once are the service's."""
+
+    def record(self, tenant_id: str, code: str, now: datetime) -> int:
+        """Remember this tenant's refusal; return how many distinct tenants were refused within the
+        last hour, this one included."""
+        ...
+
+
 @dataclass(frozen=True)
 class GraphSubscription:
     """A Graph subscription as Graph answered it (learn.microsoft.com/graph/api/resources/subscription)."""

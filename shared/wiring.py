@@ -47,6 +47,7 @@ from shared.adapters.queues import (
 from shared.adapters.tables import (
     TableAdminConsents,
     TableAgentTries,
+    TableAppRefusals,
     TableCalendarSelectionStore,
     TableClaimStore,
     TableConnectionStore,
@@ -205,7 +206,8 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
     connection_health = ConnectionHealth(connections=connections, meetings=meetings, events=status_events,
                                          clock=clock)
     tokens = TokenKeeper(connections=connections, identity=identity, secrets_store=sealed, clock=clock,
-                         health=connection_health)
+                         health=connection_health, refusals=TableAppRefusals(tables.get_table_client("apprefusals")),
+                         home_tenant_id=settings.outlook_app_tenant_id)
     join_rules = TableJoinRulesStore(tables.get_table_client("autojoin"))
     calendar_selections = TableCalendarSelectionStore(tables.get_table_client("calendars"))
     # A deployed agent is recalled when the decision withdraws it (the lifecycle's seam) or the calendar

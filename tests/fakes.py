@@ -346,6 +346,21 @@ class Secrets:
                 yield StoredSecret(name, self.created.get(name))
 
 
+APP_HOME_TENANT = "tid-coagentor"  # the tenant the app registration lives in
+
+
+@dataclass
+class AppRefusals:
+    """Tenants refused with AADSTS7000112 / 700016, and when (the `apprefusals` table in memory)."""
+
+    seen: dict[str, datetime] = field(default_factory=dict)
+    window: timedelta = timedelta(hours=1)
+
+    def record(self, tenant_id: str, code: str, now: datetime) -> int:
+        self.seen[tenant_id] = now
+        return len({t for t, at in self.seen.items() if at >= now - self.window})
+
+
 @dataclass
 class Identity:
     """A fake identity platform: sign-ins by account, refresh outcomes scripted per account."""

@@ -66,7 +66,7 @@ from shared.ports import (
 )
 
 TABLES = ("authflows", "pendingclaims", "connections", "meetings", "eventindex", "syncstate", "autojoin",
-          "subscriptions", "calendars", "agenttries", "workspacemeetings")
+          "subscriptions", "calendars", "agenttries", "workspacemeetings", "apprefusals")
 # Sealed secrets and wrapped data keys: not per-user rows (erasure deletes sealed rows by name).
 KEY_TABLES = ("sealedsecrets", "datakeys")
 _SLOT_PREFIX = "~slot-"  # sorts after every connection id (hex), so listing connections skips slots
@@ -782,6 +782,29 @@ class TableWorkspaceMeetingStore:
                   "Owner": meeting.owner, "Members": json.dumps([[m.user_id, m.email] for m in meeting.members]),
                   "LiveUser": meeting.live_user, "LiveAgent": meeting.live_agent, "Handovers": meeting.handovers}
         return replace(meeting, etag=_put_conditional(self._t, entity, meeting.etag))
+
+
+class TableAppRefusals:
+    """The `apprefusals` table: one row per tenant whose token requests Microsoft refused because the
+    app is disabled or missing there (PartitionKey "tenant", RowKey the tenant id), with the code and
+    when it was last seen. Rows older than the window no longer count; they are overwritten when the
+    tenant is refused again (a handful of rows: one per refusing tenant)."""
+
+    _PARTITION = "tenant"
+    WINDOW = timedelta(hours=1)
+
+    def __init__(self, table: TableClient) -> None:
+        self._t = table
+
+    def record(self, tenant_id: str, code: str, now: datetime) -> int:
+        if not tenant_id or _BAD_KEY.search(tenant_id):
+            return 1
+        self._t.upsert_entity({"PartitionKey": self._PARTITION, "RowKey": tenant_id, "Code": code[:40],
+                               "LastSeen": _iso(now)}, mode=UpdateMode.REPLACE)
+        since = now - self.WINDOW
+        rows = self._t.query_entities(f"PartitionKey eq '{self._PARTITION}'", select=["RowKey", "LastSeen"])
+        recent = {e["RowKey"] for e in rows if (seen := _dt(e.get("LastSeen"))) is not None and seen >= since}
+        return len(recent | {tenant_id})
 
 
 class TableJoinRulesStore:

@@ -7,9 +7,18 @@ from collections.abc import Callable
 from datetime import datetime
 
 from shared.clock import Clock
-from shared.connections import REASONS, Connection, FixedBy, Reason, classify_token_error
+from shared.connections import (
+    REASONS,
+    TENANT_SCOPED_APP_CODES,
+    Connection,
+    FixedBy,
+    Reason,
+    TenantScope,
+    classify_token_error,
+)
 from shared.ports import (
     AccessToken,
+    AppRefusals,
     CalendarSelectionStore,
     Conflict,
     ConnectionStore,
@@ -43,13 +52,15 @@ class TokenKeeper:
 
     def __init__(
         self, *, connections: ConnectionStore, identity: IdentityProvider, secrets_store: SecretStore, clock: Clock,
-        health: ConnectionHealth,
+        health: ConnectionHealth, refusals: AppRefusals | None = None, home_tenant_id: str = "",
     ) -> None:
         self._connections = connections
         self._identity = identity
         self._secrets = secrets_store
         self._clock = clock
         self._health = health
+        self._refusals = refusals
+        self._home_tenant_id = home_tenant_id
 
     def access_token(self, conn: Connection, *, force_refresh: bool = False) -> tuple[Connection, AccessToken]:
         """Raises ConnectionUnusable with the failure class ("service", "transient") or the reason code."""
@@ -65,7 +76,8 @@ class TokenKeeper:
         result = self._identity.acquire(cache, conn.home_account_id, force_refresh=force_refresh)
         now = self._clock.now()
         if isinstance(result, TokenError):
-            failure = classify_token_error(result.error, result.description, result.error_codes, result.suberror)
+            failure = classify_token_error(result.error, result.description, result.error_codes, result.suberror,
+                                           scope=self._scope(conn, result, now))
             if failure.reason is None:
                 # Not the user's: stay active, keep the cache, try again at the next run.
                 self._connections.update(conn.transiently_failed(now, failure))
@@ -92,6 +104,19 @@ class TokenKeeper:
         if force_refresh or result.cache is not None:
             updated = self._connections.update(conn.refreshed(now, result.expires_at))  # with its new ETag
         return updated, result
+
+    def _scope(self, conn: Connection, error: TokenError, now: datetime) -> TenantScope | None:
+        """Where the refusal came from, for the codes whose owner depends on it (the app disabled or
+        missing in a tenant): this tenant's refusal is remembered, and counted with the others'."""
+        code = next((c for c in error.error_codes if c in TENANT_SCOPED_APP_CODES), None)
+        if code is None or self._refusals is None:
+            return None
+        try:
+            refusing = self._refusals.record(conn.tenant_id, f"AADSTS{code}", now)
+        except Exception as exc:  # not knowing how widespread it is: the service's failure, as before
+            log.warning("app refusals not recorded: %s", type(exc).__name__, extra={"connection_id": conn.id})
+            return None
+        return TenantScope(conn.tenant_id, self._home_tenant_id, refusing)
 
     def parting_token(self, conn: Connection) -> str | None:
         """An access token for one last call on the connection's behalf as it goes (deleting its Graph

@@ -99,6 +99,32 @@ def test_a_revoked_grant_turns_error_and_the_user_is_told_by_a_signed_status_eve
     assert len({json.loads(e["raw_body"])["id"] for e in events_for(client, owner)}) == 1
 
 
+def test_a_tenant_whose_admin_disables_the_app_asks_its_users_to_contact_the_admin(client, stack):
+    """AADSTS7000112 for one customer tenant only: that tenant's connection goes to Error
+    app_blocked_in_tenant (contact_admin) and its user is told; another tenant's stays Active."""
+    owner, other = user(), user()
+    token, other_token = client.token(owner, "solo"), client.token(other, "solo")
+    conn = client.connect(token, "erin@northwind.com")["connection"]
+    fine = client.connect(other_token, "dave@contoso.com")["connection"]
+    client.sim("POST", "/_sim/tenants/northwind/app", json={"disabled": True}).raise_for_status()
+    try:
+        refresh(client, token, conn["id"])
+        refresh(client, other_token, fine["id"])
+        told = eventually(lambda: events_for(client, owner))
+        body = Webhook(stack.dev.platform_events_secret).verify(told[0]["raw_body"], told[0]["headers"])
+        assert body["type"] == "com.coagentor.outlook.connection.error"
+        assert (body["data"]["reason_code"], body["data"]["action"]) == ("app_blocked_in_tenant", "contact_admin")
+        [shown] = client.connections(token)["connections"]
+        assert (shown["status"], shown["reason_code"], shown["action"]) == ("error", "app_blocked_in_tenant",
+                                                                            "contact_admin")
+        assert "enterprise app" in shown["reason"]
+        [unaffected] = client.connections(other_token)["connections"]
+        assert unaffected["status"] == "active" and unaffected["warning"] is None
+        assert events_for(client, other) == []
+    finally:
+        client.sim("POST", "/_sim/tenants/northwind/app", json={})
+
+
 def test_a_deleted_occurrence_leaves_upcoming_meetings_although_graph_sends_no_removed(client):
     """(That it gets no agent either is shown with a meeting due now in tests/unit/test_reliability.py
     and `make faults`.)"""

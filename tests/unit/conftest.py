@@ -33,6 +33,7 @@ class World:
     calendar: fakes.Calendar
     jobs: fakes.Jobs
     agents: fakes.Agents
+    refusals: fakes.AppRefusals
     connect: ConnectService
     accounts: AccountsService
     tokens: TokenKeeper
@@ -67,14 +68,14 @@ def world() -> World:
         connections=fakes.Connections(), meetings=fakes.Meetings(),
         index=fakes.Index(), states=fakes.SyncStates(), secrets=fakes.Secrets(),
         identity=fakes.Identity(now=clock.now), calendar=fakes.Calendar(), jobs=fakes.Jobs(), agents=fakes.Agents(),
-        rules=fakes.JoinRulesStore(),
+        rules=fakes.JoinRulesStore(), refusals=fakes.AppRefusals(),
     )
     lifecycle = MeetingLifecycle(meetings=w["meetings"], connections=w["connections"], rules=w["rules"],
                                  jobs=w["jobs"], clock=clock, grace_seconds=300)
     events = fakes.RecordingStatusEvents()
     health = ConnectionHealth(connections=w["connections"], meetings=w["meetings"], events=events, clock=clock)
     tokens = TokenKeeper(connections=w["connections"], identity=w["identity"], secrets_store=w["secrets"],
-                         clock=clock, health=health)
+                         clock=clock, health=health, refusals=w["refusals"], home_tenant_id=fakes.APP_HOME_TENANT)
     return World(
         clock=clock, **w,
         connect=ConnectService(flows=w["flows"], claims=w["claims"], connections=w["connections"],
