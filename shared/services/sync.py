@@ -360,54 +360,95 @@ class SyncService:
 
     def freshen(self, meeting: Meeting) -> None:
         """Right before an agent is deployed: read the latest changes of each calendar holding the
-        meeting (a delta round: usually one Graph request), so one cancelled, declined, moved or
-        deleted since the last scan gets no agent. A failure here never stops the deployment: the
-        stored state is then what the deployer goes by."""
+        meeting (a delta round: usually one Graph request), then the event itself by id, so one
+        cancelled, declined, moved or deleted since the last scan gets no agent.
+
+        Fails closed on an answer that the event is gone: 404 `ErrorItemNotFound`, 400
+        `ErrorCalendarOccurrenceIsDeletedFromRecurrence`, any other refusal of that id, or anything
+        but the event itself (FACTS, "Deleted occurrences, again": neither answer is documented) — the
+        meeting lets go of that calendar's copy, and when none is left the user is told why (status
+        event agent.failed, reason `event_deleted`). Fails open when Graph cannot be reached
+        (throttled, 5xx, timeout, a token that cannot be had now): the agent goes, and operators are
+        told (`deploy_unverified`), so an outage never strands every recurring meeting."""
+        let_go = False
         for source in meeting.sources:
             try:
                 self.sync(SyncJob(meeting.user_id, source.connection_id, reason="deploy"))
-                self._confirm(meeting.user_id, source.connection_id, source.event_id, source.calendar_id,
-                              meeting.key)
             except Exception as exc:
                 log.warning("pre-deployment sync failed: %s", type(exc).__name__,
                             extra={"connection_id": source.connection_id, "meeting_id": meeting.key})
+            try:
+                let_go |= self._confirm(meeting.user_id, source.connection_id, source.event_id,
+                                        source.calendar_id, meeting.key)
+            except Exception as exc:
+                log.error("deploy_unverified: the event behind the meeting could not be read (%s); the agent "
+                          "goes on what was stored", type(exc).__name__,
+                          extra={"connection_id": source.connection_id, "meeting_id": meeting.key,
+                                 "event": "deploy_unverified"})
+        if let_go and self._meetings.get(meeting.user_id, meeting.key) is None:
+            # Graph did not give the event back and no other calendar holds the meeting: no agent, and
+            # the user hears why (a delta round's own removal is an ordinary cancellation: not told).
+            self._health.agent_failed(meeting, "event_deleted")
 
     def _confirm(self, user_id: str, connection_id: str, event_id: str, calendar_id: str | None = None,
-                 meeting_key: str = "") -> None:
+                 meeting_key: str = "") -> bool:
         """Read the one event behind the meeting by id: a delta round can miss a deleted occurrence
-        (no `@removed`), and `GET /me/events/{id}` of one answers 404 ErrorItemNotFound (FACTS,
-        "Deleted occurrences"). Gone → the meeting lets go of it; present → applied as delta would
-        (cancelled, declined, moved). One Graph request per calendar holding the meeting."""
+        (no `@removed`), and `GET /me/events/{id}` of one answers 404 ErrorItemNotFound or 400
+        ErrorCalendarOccurrenceIsDeletedFromRecurrence (FACTS, "Deleted occurrences"). Gone (or an
+        answer that is not this event) → the meeting lets go of it; present → applied as delta would
+        (cancelled, declined, moved). One Graph request per calendar holding the meeting. Raises
+        when Graph cannot be reached (Throttled, GraphError 5xx, GraphUnauthorized...). True when the
+        meeting let go of the event."""
         conn = self._connections.get(user_id, connection_id)
         if conn is None or not conn.is_active:
-            return
+            return False
         conn, token = self._tokens.access_token(conn)
         with self._slots.slot(conn.home_account_id):
-            event = self._calendar.event(token.token, event_id)
+            try:
+                event = self._calendar.event(token.token, event_id)
+            except GraphError as exc:
+                if not _refuses_the_id(exc):
+                    raise
+                log.info("Graph refused the event's id: %s", exc.code or exc.status, extra={"connection_id": conn.id})
+                event = None
+        if event is not None and (event.get("id") != event_id or "@removed" in event):
+            log.warning("Graph answered something else for the event's id: taken as gone",
+                        extra={"connection_id": conn.id})
+            event = None
         if event is None:
             # Gone: the meeting lets go of it whoever holds the calendar (removing is always safe).
             log.info("event behind a meeting is gone", extra={"connection_id": conn.id})
+            held = self._holds(conn.user_id, meeting_key, conn.id, event_id)
             if calendar_id is not None:
                 # A selected calendar other than the default one (not indexed: read whole each sync).
                 detach_one(self._meetings, conn.user_id, meeting_key, Source(conn.id, event_id, conn.email))
-                return
+                return held
             indexed = self._index.get(conn.id, event_id)
             if indexed is not None:
                 forget_events(self._meetings, self._index, conn.user_id, conn.id, {event_id: indexed}, None)
-            return
+            elif meeting_key:
+                detach_one(self._meetings, conn.user_id, meeting_key, Source(conn.id, event_id, conn.email))
+            return held
         if calendar_id is not None:
-            return  # present: the sync just above read that calendar whole
+            return False  # present: the sync just above read that calendar whole
         # Still there: apply it as delta would, but only while holding the connection's lease, so the
         # index entry carries the generation a concurrent full round would otherwise sweep away.
         owner = uuid.uuid4().hex
         state = self._claim(conn, owner)
         if state is None:
-            return  # a sync is reading this calendar right now: it applies the latest itself
+            return False  # a sync is reading this calendar right now: it applies the latest itself
         run = _Run(conn=conn, token=token.token, owner=owner, state=state, report=SyncReport())
         try:
             self._apply(run, event, state.generation)
         finally:
             self._release(run.state)
+        return False
+
+    def _holds(self, user_id: str, meeting_key: str, connection_id: str, event_id: str) -> bool:
+        """Whether the meeting still takes this calendar event as one of its copies."""
+        meeting = self._meetings.get(user_id, meeting_key) if meeting_key else None
+        return meeting is not None and any(s.connection_id == connection_id and s.event_id == event_id
+                                           for s in meeting.sources)
 
     def _reclassify(self, conn: Connection) -> None:
         current = self._connections.get(conn.user_id, conn.id)
@@ -810,6 +851,11 @@ def _no_token(reason: str) -> SyncOutcome:
     if reason == "disconnected":
         return SyncOutcome.DISCONNECTED
     return SyncOutcome.NO_TOKEN_USER
+
+
+def _refuses_the_id(exc: GraphError) -> bool:
+    """A 4xx about the event's id (not the token, not throttling): Graph says it is not there."""
+    return 400 <= exc.status < 500 and exc.status not in (401, 403, 408, 429)
 
 
 __all__ = ["MAX_TITLE_CHARS", "SyncReport", "SyncService", "UnusableEvent", "parse_graph_time", "request_sync"]
