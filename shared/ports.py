@@ -778,6 +778,7 @@ class GraphSubscription:
 
     id: str
     expires_at: datetime
+    notification_url: str = ""  # as Graph lists it (a listed subscription tells whose it is by this)
 
 
 class SubscriptionGone(Exception):
@@ -802,6 +803,9 @@ class CalendarSubscriptions(Protocol):
     def delete(self, access_token: str, subscription_id: str) -> None:
         """Nothing when it is already gone."""
         ...
+    def list(self, access_token: str) -> list[GraphSubscription]:
+        """Every subscription this app holds for the signed-in user (`GET /subscriptions`)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -816,6 +820,9 @@ class Subscription:
     secret_name: str
     created_at: datetime
     etag: str | None = None
+    # When the access token that last authorized it (create, PATCH) expires: Graph pauses its
+    # notifications some time before (reauthorizationRequired; personal accounts without a word).
+    authorized_until: datetime | None = None
 
 
 class SubscriptionStore(Protocol):
@@ -836,7 +843,7 @@ class SubscriptionStore(Protocol):
 class SubscriptionJob:
     user_id: str
     connection_id: str
-    action: str  # "subscribe" | "renew" | "recreate" (shared.services.subscriptions)
+    action: str  # "subscribe" | "renew" | "recreate" | "reauthorize" | "verify" (shared.services.subscriptions)
 
 
 class SubscriptionJobs(Protocol):

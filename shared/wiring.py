@@ -303,7 +303,8 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
         fanout=FanOut(connections=connections, pages=StorageFanOutQueue(queue(FANOUT_QUEUE)), jobs=jobs, clock=clock,
                       refresh_ahead_seconds=settings.token_refresh_ahead_seconds,
                       refresh_max_age_seconds=settings.token_refresh_max_age_seconds,
-                      refresh_rate_per_second=settings.token_refresh_rate_per_second),
+                      refresh_rate_per_second=settings.token_refresh_rate_per_second,
+                      subscriptions=subscription_jobs),
         queue_depths=QueueDepths(queues),
         health=HealthCheck({
             "storage": lambda: next(iter(tables.list_tables(results_per_page=1)), None),

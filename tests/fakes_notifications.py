@@ -37,6 +37,7 @@ class GraphSubscriptionsFake:
     refuse_creates: int = 0  # the next creates answer 400 (validation failed)
     fail_creates: list[Exception] = field(default_factory=list)
     clock: Any = None  # with max_lifetime: the clock a lifetime is measured from
+    listed: int = 0  # GET /subscriptions calls
 
     def create(self, access_token: str, *, notification_url: str, lifecycle_url: str, client_state: str,
                expires_at: datetime) -> GraphSubscription:
@@ -66,6 +67,10 @@ class GraphSubscriptionsFake:
     def delete(self, access_token: str, subscription_id: str) -> None:
         self.live.pop(subscription_id, None)
         self.deleted.append(subscription_id)
+
+    def list(self, access_token: str) -> list[GraphSubscription]:
+        self.listed += 1
+        return [replace(s, notification_url=self.urls[s.id][0]) for s in self.live.values()]
 
     def remove_behind_our_back(self, subscription_id: str) -> None:
         """Graph removed it (subscriptionRemoved, or it lapsed)."""

@@ -10,6 +10,7 @@ delete (https://learn.microsoft.com/graph/api/resources/subscription).
   subscription that asked for it (`reauthorizationRequired`,
   https://learn.microsoft.com/graph/change-notifications-lifecycle-events).
 - Delete: `DELETE /subscriptions/{id}` -> 204.
+- List: `GET /subscriptions` -> the app's subscriptions for the signed-in user (delegated token).
 
 A subscription Graph no longer knows answers 404: `SubscriptionGone`. 401/403 raise
 `GraphUnauthorized`; 429 and 5xx are retried inline with Graph's `Retry-After` (or a back-off), then
@@ -70,6 +71,25 @@ class GraphSubscriptions:
                             {"expirationDateTime": graph_time(expires_at)})
         return _subscription(answer)
 
+    def list(self, access_token: str) -> list[GraphSubscription]:
+        """`GET /subscriptions`: with a delegated token, the subscriptions this app holds for the
+        signed-in user (https://learn.microsoft.com/graph/api/subscription-list). At most 10 pages."""
+        found: list[GraphSubscription] = []
+        url: str | None = f"{self._base}/subscriptions"
+        for _ in range(10):
+            if url is None:
+                break
+            answer = self._call("GET", url, access_token, None)
+            for item in answer.get("value") or []:
+                if isinstance(item, dict):
+                    try:
+                        found.append(_subscription(item))
+                    except SubscriptionRefused:
+                        continue
+            link = answer.get("@odata.nextLink")
+            url = link if isinstance(link, str) and link.startswith(self._base + "/") else None
+        return found
+
     def delete(self, access_token: str, subscription_id: str) -> None:
         """Deleted, or already gone (404): either way Graph sends no more notifications for it."""
         try:
@@ -123,7 +143,9 @@ def _subscription(answer: dict[str, Any]) -> GraphSubscription:
     raw = answer.get("expirationDateTime")
     if not isinstance(sid, str) or not sid or not isinstance(raw, str):
         raise SubscriptionRefused(200, "no_subscription_in_answer")
-    return GraphSubscription(id=sid, expires_at=parse_graph_datetime(raw))
+    url = answer.get("notificationUrl")
+    return GraphSubscription(id=sid, expires_at=parse_graph_datetime(raw),
+                             notification_url=url if isinstance(url, str) else "")
 
 
 def parse_graph_datetime(raw: str) -> datetime:

@@ -901,6 +901,7 @@ class TableSubscriptionStore:
             "PartitionKey": subscription.connection_id, "RowKey": self._ROW, "UserId": subscription.user_id,
             "SubscriptionId": subscription.subscription_id, "ExpiresAt": _iso(subscription.expires_at),
             "SecretName": subscription.secret_name, "CreatedAt": _iso(subscription.created_at),
+            "AuthorizedUntil": _iso(subscription.authorized_until),
         }
         return replace(subscription, etag=_put_conditional(self._t, entity, subscription.etag))
 
@@ -920,6 +921,7 @@ class TableSubscriptionStore:
             connection_id=e["PartitionKey"], user_id=e["UserId"], subscription_id=e["SubscriptionId"],
             expires_at=_required_dt(e["ExpiresAt"]), secret_name=e["SecretName"],
             created_at=_required_dt(e["CreatedAt"]), etag=e.metadata.get("etag"),
+            authorized_until=_dt(e.get("AuthorizedUntil")),
         )
 
 

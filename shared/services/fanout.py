@@ -22,7 +22,17 @@ from datetime import timedelta
 
 from shared.clock import Clock
 from shared.connections import refresh_due
-from shared.ports import ConnectionPages, FanOutPage, FanOutQueue, JobQueue, RefreshJob, SyncJob
+from shared.ports import (
+    ConnectionPages,
+    FanOutPage,
+    FanOutQueue,
+    JobQueue,
+    RefreshJob,
+    SubscriptionJob,
+    SubscriptionJobs,
+    SyncJob,
+)
+from shared.services.subscriptions import VERIFY
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +55,8 @@ class PageOutcome:
 class FanOut:
     def __init__(self, *, connections: ConnectionPages, pages: FanOutQueue, jobs: JobQueue, clock: Clock,
                  refresh_ahead_seconds: float, refresh_max_age_seconds: int, refresh_rate_per_second: int,
-                 page_size: int = PAGE_SIZE) -> None:
+                 page_size: int = PAGE_SIZE, subscriptions: SubscriptionJobs | None = None) -> None:
+        self._subscriptions = subscriptions  # the scan also checks each connection's Graph subscription
         self._connections = connections
         self._pages = pages
         self._jobs = jobs
@@ -75,6 +86,9 @@ class FanOut:
         for n, conn in enumerate(due[:paced]):
             if page.kind == SYNC:
                 self._jobs.enqueue_sync(SyncJob(conn.user_id, conn.id))
+                if self._subscriptions is not None:
+                    # Still at Graph, one of a kind, authorized for a while yet (SubscriptionService VERIFY).
+                    self._subscriptions.enqueue(SubscriptionJob(conn.user_id, conn.id, VERIFY))
             else:
                 starts = page.started_at + timedelta(seconds=(page.enqueued_before + n) / self._rate)
                 self._jobs.enqueue_refresh(RefreshJob(conn.user_id, conn.id), max(starts - now, timedelta(0)))

@@ -22,11 +22,12 @@ import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from shared.clock import Clock
 from shared.connections import Connection
 from shared.ports import (
+    AccessToken,
     CalendarSubscriptions,
     Conflict,
     ConnectionStore,
@@ -62,7 +63,19 @@ RECREATE = "recreate"  # Graph removed it: a new one, then a resync
 # (learn.microsoft.com/graph/change-notifications-lifecycle-events). So: a token refreshed now, the
 # PATCH, then a resync that reads what the pause lost.
 REAUTHORIZE = "reauthorize"
-ACTIONS = frozenset({SUBSCRIBE, RENEW, RECREATE, REAUTHORIZE})
+# Queued by the scan for every Active connection: a subscription row is not proof that Graph still
+# has it (removed on password reset or account changes, without a word for personal accounts), that
+# it is the only one (a create retried after a timeout can leave a second), or that its notifications
+# flow (Graph pauses them near the end of the authorizing token's life; a personal account is never
+# told). One `GET /subscriptions` per connection and scan period checks the first two; a
+# reauthorization when less than REAUTHORIZE_AHEAD of that token's life is left, then a resync,
+# keeps the third.
+VERIFY = "verify"
+ACTIONS = frozenset({SUBSCRIBE, RENEW, RECREATE, REAUTHORIZE, VERIFY})
+# Graph challenges `reauthorization_lead` before the authorizing token expires (the simulator's
+# default: 10 minutes); reauthorizing this far ahead, at a 5-minute scan, answers before the pause.
+REAUTHORIZE_AHEAD = timedelta(minutes=15)
+ASSUMED_TOKEN_LIFETIME = timedelta(minutes=60)  # when MSAL did not say when the access token expires
 
 
 def notification_urls(base_url: str, connection_id: str) -> tuple[str, str]:
@@ -136,42 +149,80 @@ class SubscriptionService:
             raise
         ctx = {"connection_id": conn.id, "user_id": conn.user_id}
         try:
-            if record is not None and job.action != RECREATE:
-                outcome = self._renew(conn, token.token, record)
+            if job.action == VERIFY and record is not None:
+                outcome = self._verify(conn, token, record)
+            elif record is not None and job.action != RECREATE:
+                outcome = self._renew(conn, token, record)
             else:
-                outcome = self._create(conn, token.token, record)
+                outcome = self._create(conn, token, record)
         except SubscriptionRefused as exc:
             log.warning("Graph refused the subscription: HTTP %d %s", exc.status, exc.code, extra=ctx)
             return f"refused:{exc.code or exc.status}"
         except GraphUnauthorized:
             log.warning("Graph refused the connection's token for a subscription", extra=ctx)
             return "unauthorized"
-        if outcome in ("created", "recreated") or job.action == REAUTHORIZE:
+        if outcome in ("created", "recreated", "reauthorized") or job.action == REAUTHORIZE:
             # Changes made while no subscription (or the new one's row) existed, or while Graph held
             # delivery back for a reauthorization, were not notified: read the calendar.
             self._resync(conn)
         return outcome
 
-    def _renew(self, conn: Connection, token: str, record: Subscription) -> str:
+    def _verify(self, conn: Connection, token: AccessToken, record: Subscription) -> str:
+        """The scan's check (VERIFY): "verified", "recreated" (Graph no longer had it: removed without a
+        word), "reauthorized" (its authorizing token was about to run out), or "no_token"."""
+        listed = self._graph.list(token.token)
+        change_url, _ = notification_urls(self._url, conn.id)
+        ours = {s.id for s in listed if s.notification_url == change_url}
+        if record.subscription_id not in ours:
+            log.warning("subscription_missing: Graph no longer has the connection's subscription; a new one",
+                        extra={"connection_id": conn.id, "event": "subscription_missing"})
+            return self._create(conn, token, record)
+        self._delete_extras(conn, token.token, listed, keep=record.subscription_id)
+        now = self._clock.now()
+        if record.authorized_until is not None and record.authorized_until - now >= REAUTHORIZE_AHEAD:
+            return "verified"
+        try:
+            conn, fresh = self._tokens.access_token(conn, force_refresh=True)
+        except (ConnectionUnusable, Conflict) as exc:
+            log.info("subscription not reauthorized: %s", exc, extra={"connection_id": conn.id})
+            return "no_token"
+        self._renew(conn, fresh, record)
+        log.info("subscription reauthorized ahead of its token's end", extra={"connection_id": conn.id})
+        return "reauthorized"
+
+    def _delete_extras(self, conn: Connection, token: str, listed: list[GraphSubscription], keep: str) -> None:
+        """Other subscriptions of this connection at Graph (a create retried after a timeout, or one
+        whose row was lost) notify twice and lapse only in days: deleted."""
+        change_url, _ = notification_urls(self._url, conn.id)
+        for extra in [s for s in listed if s.notification_url == change_url and s.id != keep]:
+            log.warning("duplicate subscription deleted", extra={"connection_id": conn.id})
+            self._delete_in_graph(conn, token, extra.id)
+
+    def _authorized_until(self, token: AccessToken) -> datetime:
+        return token.expires_at or self._clock.now() + ASSUMED_TOKEN_LIFETIME
+
+    def _renew(self, conn: Connection, token: AccessToken, record: Subscription) -> str:
         """PATCH its expiry (which also reauthorizes it); a subscription Graph no longer has (expired,
         removed) is created anew."""
         try:
             try:
-                renewed = self._graph.renew(token, record.subscription_id, self._clock.now() + LIFETIMES[0])
+                renewed = self._graph.renew(token.token, record.subscription_id, self._clock.now() + LIFETIMES[0])
             except SubscriptionRefused:
-                renewed = self._graph.renew(token, record.subscription_id, self._clock.now() + LIFETIMES[1])
+                renewed = self._graph.renew(token.token, record.subscription_id, self._clock.now() + LIFETIMES[1])
         except SubscriptionGone:
             log.info("subscription gone at Graph: creating a new one", extra={"connection_id": conn.id})
             return self._create(conn, token, record)
         try:
-            self._store.put(replace(record, expires_at=renewed.expires_at))
+            self._store.put(replace(record, expires_at=renewed.expires_at,
+                                    authorized_until=self._authorized_until(token)))
         except Conflict:
             pass  # recreated meanwhile by another job: that row is newer
         log.info("subscription renewed", extra={"connection_id": conn.id,
                                                 "expires_at": renewed.expires_at.isoformat()})
         return "renewed"
 
-    def _create(self, conn: Connection, token: str, replacing: Subscription | None) -> str:
+    def _create(self, conn: Connection, access: AccessToken, replacing: Subscription | None) -> str:
+        token = access.token
         secret_name = f"{CLIENT_STATE_PREFIX}{uuid.uuid4().hex}"
         client_state = secrets.token_urlsafe(48)  # 64 characters; Graph allows 128
         self._secrets.set(secret_name, client_state)
@@ -182,7 +233,8 @@ class SubscriptionService:
             raise
         record = Subscription(connection_id=conn.id, user_id=conn.user_id, subscription_id=created.id,
                               expires_at=created.expires_at, secret_name=secret_name, created_at=self._clock.now(),
-                              etag=replacing.etag if replacing is not None else None)
+                              etag=replacing.etag if replacing is not None else None,
+                              authorized_until=self._authorized_until(access))
         try:
             stored = self._store.put(record)
         except Conflict:
@@ -200,6 +252,12 @@ class SubscriptionService:
             self._drop(stored)
             log.info("subscription made for a connection removed meanwhile: deleted", extra={"connection_id": conn.id})
             return "raced"
+        try:
+            # A POST that timed out and was sent again may have left a second live subscription.
+            self._delete_extras(conn, token, self._graph.list(token), keep=created.id)
+        except (Throttled, GraphUnauthorized, SubscriptionRefused, SubscriptionGone, OSError) as exc:
+            log.info("subscriptions not listed after a create: %s", type(exc).__name__,
+                     extra={"connection_id": conn.id})
         log.info("subscription %s", "recreated" if replacing else "created",
                  extra={"connection_id": conn.id, "expires_at": created.expires_at.isoformat()})
         return "recreated" if replacing is not None else "created"

@@ -178,6 +178,22 @@ def test_reauthorization_required_renews_the_subscription_and_reads_what_the_pau
     assert delivered == []  # it came by reading the calendar, not by a notification
 
 
+def test_a_subscription_graph_removes_without_a_word_is_replaced_at_the_next_scan(client, dave):
+    token, connection, subscription = dave
+    resp = client.sim("POST", f"/_sim/subscriptions/{subscription['id']}/remove", json={"notify": False})
+    assert resp.status_code == 200 and resp.json()["announced"] is False
+    client.run_function("scan_calendars")  # the scan checks each connection's subscription at Graph
+    replaced = eventually(lambda: (s := subscription_of(client, connection["id"])) and s["id"] != subscription["id"]
+                          and s)
+    assert len([s for s in client.sim("GET", "/_sim/subscriptions").json()
+                if s["notificationUrl"].endswith(f"connection={connection['id']}")]) == 1
+    # Notifications flow again: a change now reaches Upcoming Meetings without another scan.
+    subject = f"After silent removal {uuid.uuid4().hex[:6]}"
+    event_at(client, subject, now_utc() + timedelta(hours=7), 7106)
+    eventually(lambda: listed(client, token, subject))
+    assert replaced["clientState"] != subscription["clientState"]
+
+
 def test_disconnecting_deletes_the_subscription(client):
     token = client.token(f"notified-{uuid.uuid4().hex[:8]}", "pro")
     connection = client.connect(token, UPN)["connection"]

@@ -171,3 +171,24 @@ def test_at_the_default_no_access_token_is_renewed_ahead_only_old_or_failing_con
     fanout.start(REFRESH)
     _walk(pages, fanout)
     assert sorted(job.connection_id for job, _ in jobs.refreshes) == [old.id, failing.id]
+
+
+def test_a_scan_also_has_every_active_connections_graph_subscription_checked_once() -> None:
+    """A subscription Graph removed without a word is noticed within one scan period (VERIFY)."""
+    from shared.services.subscriptions import VERIFY
+    from tests.fakes_notifications import SubscriptionJobsFake
+
+    connections = [_conn(n, active=n % 4 != 0) for n in range(300)]
+    store = PagedConnections()
+    for c in connections:
+        store.rows[(c.user_id, c.id)] = c
+    pages, jobs, checks = Pages(), fakes.Jobs(), SubscriptionJobsFake()
+    fanout = FanOut(connections=store, pages=pages, jobs=jobs, clock=FixedClock(NOW), refresh_ahead_seconds=1800,
+                    refresh_max_age_seconds=43200, refresh_rate_per_second=20, page_size=100, subscriptions=checks)
+    fanout.start(SYNC)
+    _walk(pages, fanout)
+    assert sorted(j.connection_id for j, _ in checks.jobs) == sorted(c.id for c in connections if c.is_active)
+    assert {j.action for j, _ in checks.jobs} == {VERIFY}
+    fanout.start(REFRESH)
+    _walk(pages, fanout)
+    assert len(checks.jobs) == len([c for c in connections if c.is_active])  # the refresh walk checks nothing

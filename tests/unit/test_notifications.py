@@ -31,6 +31,7 @@ from shared.services.subscriptions import (
     RECREATE,
     RENEW,
     SUBSCRIBE,
+    VERIFY,
     SubscribeOnClaim,
     SubscriptionService,
 )
@@ -481,3 +482,61 @@ def test_a_subscribe_job_that_races_a_token_write_on_another_instance_is_retried
         rt.subscriptions.run(job)  # the queue delivers it again
     assert rt.subscriptions.run(job) == "created"
     assert rt.table.get(conn.id) is not None
+
+
+# ------------------------------------------------------------------ verified, not assumed
+def test_the_scan_finds_a_subscription_graph_removed_without_a_word_and_makes_a_new_one(rt, world, caplog):
+    conn = connected(rt)
+    old = rt.table.get(conn.id)
+    rt.graph.remove_behind_our_back(old.subscription_id)  # no subscriptionRemoved ever came
+    with caplog.at_level(logging.WARNING):
+        assert rt.subscriptions.run(SubscriptionJob(ALICE.id, conn.id, VERIFY)) == "recreated"
+    assert rt.table.get(conn.id).subscription_id != old.subscription_id
+    assert [(j.connection_id, j.reason) for j, _ in world.jobs.syncs] == [(conn.id, NOTIFIED)]  # what it missed
+    assert any(getattr(r, "event", None) == "subscription_missing" for r in caplog.records)
+
+
+def test_the_scan_leaves_a_live_authorized_subscription_alone_with_one_graph_call(rt, world):
+    conn = connected(rt)
+    listed, refreshes = rt.graph.listed, world.identity.refreshes
+    assert rt.subscriptions.run(SubscriptionJob(ALICE.id, conn.id, VERIFY)) == "verified"
+    assert rt.graph.listed == listed + 1 and rt.graph.renewed == [] and world.identity.refreshes == refreshes
+    assert world.jobs.syncs == []
+
+
+def test_a_second_subscription_left_by_a_retried_create_is_deleted(rt, world):
+    conn = connected(rt)
+    kept = rt.table.get(conn.id).subscription_id
+    # A POST /subscriptions that timed out at our end but succeeded at Graph, then was sent again.
+    stray = rt.graph.create("at", notification_url=f"{URL}?connection={conn.id}",
+                            lifecycle_url=f"{URL}/lifecycle?connection={conn.id}", client_state="x" * 64,
+                            expires_at=world.clock.now() + timedelta(days=1))
+    other = rt.graph.create("at", notification_url=f"{URL}?connection=someone-else", lifecycle_url="l",
+                            client_state="y" * 64, expires_at=world.clock.now() + timedelta(days=1))
+    assert rt.subscriptions.run(SubscriptionJob(ALICE.id, conn.id, VERIFY)) == "verified"
+    assert stray.id in rt.graph.deleted and kept not in rt.graph.deleted and other.id not in rt.graph.deleted
+
+
+def test_a_create_deletes_the_duplicate_its_own_retried_post_left(rt, world):
+    world.identity.next_account = WORK
+    url = rt.connect.start(ALICE, None)
+    conn = rt.connect.claim(ALICE, rt.connect.complete({"code": "c", "state": url.split("state=")[1]}).claim).connection
+    [(job, _)] = rt.sub_jobs.jobs
+    stray = rt.graph.create("at", notification_url=f"{URL}?connection={conn.id}",
+                            lifecycle_url=f"{URL}/lifecycle?connection={conn.id}", client_state="x" * 64,
+                            expires_at=world.clock.now() + timedelta(days=1))
+    assert rt.subscriptions.run(job) == "created"
+    assert list(rt.graph.live) == [rt.table.get(conn.id).subscription_id] and stray.id in rt.graph.deleted
+
+
+def test_a_subscription_near_the_end_of_its_authorizing_token_is_reauthorized_ahead_and_the_calendar_read(
+        rt, world):
+    """Personal accounts are never challenged: their notifications pause without a word."""
+    conn = connected(rt)
+    record = rt.table.get(conn.id)
+    world.clock.advance(3600 - 10 * 60)  # the access token that authorized it has 10 minutes left
+    refreshes = world.identity.refreshes
+    assert rt.subscriptions.run(SubscriptionJob(ALICE.id, conn.id, VERIFY)) == "reauthorized"
+    assert world.identity.refreshes == refreshes + 1 and rt.graph.renewed == [record.subscription_id]
+    assert rt.table.get(conn.id).authorized_until == world.clock.now() + timedelta(hours=1)
+    assert [(j.connection_id, j.reason) for j, _ in world.jobs.syncs] == [(conn.id, NOTIFIED)]
