@@ -125,13 +125,17 @@ class UserRows(Protocol):
     the user's connection ids, and rows that carry the user id (`UserId`). Erasure is generic over the
     tables, so a table added later is erased as long as its rows follow one of these conventions."""
 
-    def connection_ids(self, user_id: str) -> list[str]: ...
-    def secret_names(self, user_id: str, connection_ids: Sequence[str]) -> set[str]:
-        """Key Vault secrets those rows name (`SecretName`): to delete before the rows that name them."""
+    def connection_ids(self, user_id: str, made_after: datetime | None = None) -> list[str]:
+        """The user's connections (only those connected after `made_after`, when given)."""
         ...
-    def erase(self, user_id: str, connection_ids: Sequence[str]) -> int:
+    def secret_names(self, user_id: str, connection_ids: Sequence[str], *, only_connections: bool = False) -> set[str]:
+        """Key Vault secrets those rows name (`SecretName`): to delete before the rows that name them.
+        `only_connections`: of those connections' rows only, nothing else of the user's."""
+        ...
+    def erase(self, user_id: str, connection_ids: Sequence[str], *, only_connections: bool = False) -> int:
         """Delete the rows, the user's connection rows last (so a retry still knows the connection
-        ids); returns how many went. Safe to repeat."""
+        ids); returns how many went. Safe to repeat. `only_connections`: those connections' rows only
+        (their own partitions and connection rows), nothing else of the user's."""
         ...
     def connection_partitions(self) -> dict[str, str]:
         """connection id -> user id ("" when no row says) of every connection-keyed row (event index,
@@ -704,8 +708,9 @@ class SyncOutcome(StrEnum):
 
 
 class ErasureJobs(Protocol):
-    def enqueue(self, user_id: str, delay: timedelta) -> None:
-        """Erase this user's data once the delay has passed (retried by the queue until it succeeds)."""
+    def enqueue(self, user_id: str, delay: timedelta, before: datetime | None = None) -> None:
+        """Erase this user's data once the delay has passed (retried by the queue until it succeeds);
+        `before`: when the erasure was asked for (a connection made after it is the user's new start)."""
         ...
 
 

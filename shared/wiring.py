@@ -271,7 +271,7 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
             consent_secret=AppSecret(vault, settings.platform_events_secret_name),
         ),
         accounts=accounts,
-        erasure=Erasure(rows=user_rows, secrets_store=sealed, jobs=ErasureQueue(queue(ERASURE_QUEUE)),
+        erasure=Erasure(rows=user_rows, secrets_store=sealed, jobs=ErasureQueue(queue(ERASURE_QUEUE)), clock=clock,
                         before_erase=_first_hand_over(teams, subscriptions.forget_user)),
         reconciler=SecretReconciler(secrets_store=sealed, connections=connections, claims=claims, clock=clock,
                                     grace=timedelta(seconds=settings.orphan_cache_grace_seconds)),

@@ -532,27 +532,32 @@ class UserRows:
         self.meetings, self.index, self.states = meetings, index, states
         self.fail_after: int | None = None  # raise after deleting this many rows (a crash mid-way)
 
-    def connection_ids(self, user_id: str) -> list[str]:
-        return [c.id for c in self.connections.list_for_user(user_id)]
+    def connection_ids(self, user_id: str, made_after: datetime | None = None) -> list[str]:
+        return [c.id for c in self.connections.list_for_user(user_id)
+                if made_after is None or c.connected_at > made_after]
 
     def connection_partitions(self) -> dict[str, str]:
         found = {c: "" for c in self.states.rows}
         found.update({c: self.index.users.get((c, e), "") for (c, e) in self.index.rows})
         return found
 
-    def secret_names(self, user_id: str, connection_ids: Sequence[str]) -> set[str]:
+    def secret_names(self, user_id: str, connection_ids: Sequence[str], *, only_connections: bool = False) -> set[str]:
+        if only_connections:
+            return {c.secret_name for c in self.connections.list_for_user(user_id) if c.id in connection_ids}
         return ({c.secret_name for c in self.connections.list_for_user(user_id)}
                 | {c.secret_name for c in self.claims.rows.values() if c.user_id == user_id})
 
-    def erase(self, user_id: str, connection_ids: Sequence[str]) -> int:
+    def erase(self, user_id: str, connection_ids: Sequence[str], *, only_connections: bool = False) -> int:
         doomed: list[tuple[dict[Any, Any], Any]] = []
-        doomed += [(self.flows.rows, k) for k, f in self.flows.rows.items() if f.user_id == user_id]
-        doomed += [(self.claims.rows, k) for k, c in self.claims.rows.items() if c.user_id == user_id]
-        doomed += [(self.meetings.rows, k) for k in self.meetings.rows if k[0] == user_id]
+        if not only_connections:
+            doomed += [(self.flows.rows, k) for k, f in self.flows.rows.items() if f.user_id == user_id]
+            doomed += [(self.claims.rows, k) for k, c in self.claims.rows.items() if c.user_id == user_id]
+            doomed += [(self.meetings.rows, k) for k in self.meetings.rows if k[0] == user_id]
         doomed += [(self.index.rows, k) for k in self.index.rows if k[0] in connection_ids]
         doomed += [(self.states.rows, k) for k in self.states.rows if k in connection_ids]
         doomed += [(self.states.queued, k) for k in self.states.queued if k in connection_ids]
-        doomed += [(self.connections.rows, k) for k in self.connections.rows if k[0] == user_id]  # last
+        doomed += [(self.connections.rows, k) for k in self.connections.rows  # last
+                   if k[0] == user_id and (not only_connections or k[1] in connection_ids)]
         for n, (rows, key) in enumerate(doomed):
             if self.fail_after is not None and n >= self.fail_after:
                 self.fail_after = None
@@ -609,9 +614,11 @@ class JoinRulesStore:
 class ErasureJobs:
     def __init__(self) -> None:
         self.jobs: list[tuple[str, timedelta]] = []
+        self.before: list[datetime | None] = []
 
-    def enqueue(self, user_id: str, delay: timedelta) -> None:
+    def enqueue(self, user_id: str, delay: timedelta, before: datetime | None = None) -> None:
         self.jobs.append((user_id, delay))
+        self.before.append(before)
 
 
 def _within(event: dict[str, Any], window: SyncWindow) -> bool:

@@ -153,20 +153,23 @@ def _seconds(delay: timedelta) -> int:
     return max(0, min(int(delay.total_seconds() + 0.999), 7 * 24 * 3600))
 
 
-def decode_erasure(body: str) -> str:
-    """The user id of an erasure job."""
-    user_id = json.loads(body)["user_id"]
+def decode_erasure(body: str) -> tuple[str, datetime | None]:
+    """The user id of an erasure job, and when the erasure was asked for (None in older messages)."""
+    data = json.loads(body)
+    user_id = data["user_id"]
     if not isinstance(user_id, str) or not user_id:
         raise ValueError("erasure job without a user id")
-    return user_id
+    before = data.get("before")
+    return user_id, datetime.fromisoformat(before) if isinstance(before, str) and before else None
 
 
 class ErasureQueue:
     def __init__(self, queue: QueueClient) -> None:
         self._queue = queue
 
-    def enqueue(self, user_id: str, delay: timedelta) -> None:
-        self._queue.send_message(json.dumps({"user_id": user_id}), visibility_timeout=_seconds(delay))
+    def enqueue(self, user_id: str, delay: timedelta, before: datetime | None = None) -> None:
+        body = {"user_id": user_id, **({"before": before.isoformat()} if before is not None else {})}
+        self._queue.send_message(json.dumps(body), visibility_timeout=_seconds(delay))
 
 
 class QueueDepths:

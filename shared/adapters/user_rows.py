@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any, Literal
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -49,20 +50,27 @@ def _q(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def _after(raw: Any, moment: datetime) -> bool:
+    """Whether a stored ISO timestamp (or a datetime) is later than `moment`."""
+    when = raw if isinstance(raw, datetime) else datetime.fromisoformat(raw) if isinstance(raw, str) and raw else None
+    return when is not None and when > moment
+
+
 class TableUserRows:
     def __init__(self, service: TableServiceClient) -> None:
         self._service = service
 
-    def connection_ids(self, user_id: str) -> list[str]:
+    def connection_ids(self, user_id: str, made_after: datetime | None = None) -> list[str]:
         rows = self._service.get_table_client(CONNECTIONS_TABLE).query_entities(
-            f"PartitionKey eq {_q(tables.user_key(user_id))} and RowKey lt '~'", select=["RowKey"])
-        return [str(e["RowKey"]) for e in rows]
+            f"PartitionKey eq {_q(tables.user_key(user_id))} and RowKey lt '~'", select=["RowKey", "ConnectedAt"])
+        return [str(e["RowKey"]) for e in rows if made_after is None or _after(e.get("ConnectedAt"), made_after)]
 
-    def secret_names(self, user_id: str, connection_ids: Sequence[str]) -> set[str]:
-        return {str(e["SecretName"]) for _, e in self._rows(user_id, connection_ids) if e.get("SecretName")}
+    def secret_names(self, user_id: str, connection_ids: Sequence[str], *, only_connections: bool = False) -> set[str]:
+        return {str(e["SecretName"]) for _, e in self._rows(user_id, connection_ids, only_connections)
+                if e.get("SecretName")}
 
-    def erase(self, user_id: str, connection_ids: Sequence[str]) -> int:
-        found = list(self._rows(user_id, connection_ids))
+    def erase(self, user_id: str, connection_ids: Sequence[str], *, only_connections: bool = False) -> int:
+        found = list(self._rows(user_id, connection_ids, only_connections))
         last = [(t, e) for t, e in found if t == CONNECTIONS_TABLE]
         first = [(t, e) for t, e in found if t != CONNECTIONS_TABLE]
         return self._delete(first) + self._delete(last)
@@ -77,19 +85,29 @@ class TableUserRows:
                 found[partition] = found.get(partition) or str(e.get("UserId") or "")
         return found
 
-    def _rows(self, user_id: str, connection_ids: Sequence[str]) -> Iterator[tuple[str, Any]]:
+    def _rows(self, user_id: str, connection_ids: Sequence[str],
+              only_connections: bool = False) -> Iterator[tuple[str, Any]]:
         seen: set[tuple[str, str, str]] = set()
         for table in tables.TABLES:
             keyed = KEYED_BY.get(table)
             filters: list[str] = []
-            if keyed in (None, "user"):
-                filters.append(f"PartitionKey eq {_q(tables.user_key(user_id))}")
-            if keyed in (None, "connection"):
-                filters += [f"PartitionKey eq {_q(c)}" for c in connection_ids]
-            if keyed == "owner":
-                filters.append(f"PartitionKey eq {_q(owner_tag(user_id))}")
-            if keyed in (None, "other"):
-                filters.append(f"UserId eq {_q(user_id)}")
+            if only_connections:
+                # Those connections' own partitions, and their rows in the connections table; nothing
+                # else of the user's (a connection made since keeps its meetings, rules and sign-ins).
+                if table == CONNECTIONS_TABLE:
+                    filters += [f"PartitionKey eq {_q(tables.user_key(user_id))} and RowKey eq {_q(c)}"
+                                for c in connection_ids]
+                elif keyed in (None, "connection"):
+                    filters += [f"PartitionKey eq {_q(c)}" for c in connection_ids]
+            else:
+                if keyed in (None, "user"):
+                    filters.append(f"PartitionKey eq {_q(tables.user_key(user_id))}")
+                if keyed in (None, "connection"):
+                    filters += [f"PartitionKey eq {_q(c)}" for c in connection_ids]
+                if keyed == "owner":
+                    filters.append(f"PartitionKey eq {_q(owner_tag(user_id))}")
+                if keyed in (None, "other"):
+                    filters.append(f"UserId eq {_q(user_id)}")
             client = self._service.get_table_client(table)
             for query in filters:
                 for e in client.query_entities(query):

@@ -508,14 +508,21 @@ class ConnectService:
         now = self._clock.now()
         expired = self._claims.expired(now)
         for pending in expired:
-            self._secrets.delete(pending.secret_name)
+            if not self._in_use(pending):
+                self._secrets.delete(pending.secret_name)
             self._claims.remove(pending.code_hash)
         return len(expired) + self._flows.purge_expired(now)
+
+    def _in_use(self, pending: PendingClaim) -> bool:
+        """Whether a connection already names this claim's token cache: a claim interrupted after it
+        stored the connection and before it used the claim up leaves the claim row behind, and that
+        cache is now the connection's live one (only the row may go)."""
+        return any(c.secret_name == pending.secret_name for c in self._connections.list_for_user(pending.user_id))
 
     def _discard(self, pending: PendingClaim) -> None:
         """Use up the claim, then delete its cache (should that fail, no row names the cache any more
         and the reconciler deletes it). Only the caller that took the row deletes the cache."""
-        if self._claims.take(pending.code_hash) is not None:
+        if self._claims.take(pending.code_hash) is not None and not self._in_use(pending):
             self._secrets.delete(pending.secret_name)
 
 

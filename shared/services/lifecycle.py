@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from shared.clock import Clock
 from shared.ports import (
@@ -46,17 +46,18 @@ class Erasure:
     """`DELETE /api/outlook/data`: everything this service holds for one user (../shared/API.md)."""
 
     def __init__(self, *, rows: UserRows, secrets_store: SecretStore, jobs: ErasureJobs,
-                 before_erase: Callable[[str, list[str]], None] | None = None) -> None:
+                 before_erase: Callable[[str, list[str]], None] | None = None, clock: Clock | None = None) -> None:
         self._rows = rows
         self._secrets = secrets_store
         self._jobs = jobs
         self._before_erase = before_erase  # (user id, connection ids): let go of what lives outside
+        self._clock = clock
 
     def request(self, user_id: str) -> Erased | None:
         """The erasure job is queued first (durable: the queue retries it until it succeeds), then
         the erasure runs at once, so the user's next request already finds nothing. None when that
         first run failed part-way: the queued job finishes it (and says so in the log)."""
-        self._jobs.enqueue(user_id, SECOND_PASS)
+        self._jobs.enqueue(user_id, SECOND_PASS, self._clock.now() if self._clock is not None else None)
         try:
             return self.erase(user_id)
         except Exception:
@@ -64,17 +65,27 @@ class Erasure:
                         extra={"user_id": user_id})
             return None
 
-    def erase(self, user_id: str) -> Erased:
+    def erase(self, user_id: str, before: datetime | None = None) -> Erased:
         """Token caches first (deleted, and purged where the vault allows), then every row, the
         connection rows last: a failure part-way leaves the connections listed, so the retry (the
-        queued erasure job) finds what is left. Safe to repeat; the second run finds nothing."""
+        queued erasure job) finds what is left. Safe to repeat; the second run finds nothing.
+
+        `before` (the queued pass): when the erasure was asked for. A connection made after it is the
+        user starting over, not something that raced the erasure: it stays, with everything of the
+        user's that is not another connection's own, and only the connections from before go."""
         connection_ids = self._rows.connection_ids(user_id)
+        newer = set(self._rows.connection_ids(user_id, made_after=before)) if before is not None else set()
+        only_connections = bool(newer)
+        if newer:
+            connection_ids = [c for c in connection_ids if c not in newer]
+            log.info("erasure pass keeps connections made after the request", extra={"user_id": user_id,
+                                                                                     "kept": len(newer)})
         if self._before_erase is not None:
             self._before_erase(user_id, connection_ids)  # Graph subscriptions, while the tokens still work
-        names = sorted(self._rows.secret_names(user_id, connection_ids))
+        names = sorted(self._rows.secret_names(user_id, connection_ids, only_connections=only_connections))
         for name in names:
             self._secrets.delete(name)
-        rows = self._rows.erase(user_id, connection_ids)
+        rows = self._rows.erase(user_id, connection_ids, only_connections=only_connections)
         log.info("user data erased", extra={"user_id": user_id, "connections": len(connection_ids),
                                             "secrets": len(names), "rows": rows})
         return Erased(len(connection_ids), len(names), rows)

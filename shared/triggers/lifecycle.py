@@ -36,8 +36,8 @@ def erase_my_data(req: func.HttpRequest, c: Container, user: User) -> func.HttpR
 @bp.queue_trigger(arg_name="msg", queue_name=ERASURE_QUEUE, connection="AzureWebJobsStorage")
 def erase_user_data(msg: func.QueueMessage) -> None:
     """The durable pass of an erasure (retried by the host, then `user-erasures-poison`)."""
-    user_id = decode_erasure(msg.get_body().decode("utf-8"))
-    erased = container().erasure.erase(user_id)
+    user_id, before = decode_erasure(msg.get_body().decode("utf-8"))
+    erased = container().erasure.erase(user_id, before=before)
     log.info("erasure job done", extra={"user_id": user_id, "rows": erased.rows, "secrets": erased.secrets})
 
 

@@ -195,6 +195,26 @@ def test_sign_in_rows_from_before_owner_tags_are_still_taken_and_purged(tables):
         assert claims.get(ref) is None
 
 
+def test_user_rows_can_erase_old_connections_only_and_keep_one_made_since(tables):
+    user = f"rows-{uuid.uuid4().hex[:8]}"
+    old, new = uuid.uuid4().hex, uuid.uuid4().hex
+    connections = tables.get_table_client("connections")
+    connections.create_entity({"PartitionKey": user, "RowKey": old, "SecretName": "outlook-cache-old",
+                               "ConnectedAt": NOW.isoformat()})
+    connections.create_entity({"PartitionKey": user, "RowKey": new, "SecretName": "outlook-cache-new",
+                               "ConnectedAt": (NOW + timedelta(seconds=5)).isoformat()})
+    tables.get_table_client("meetings").create_entity({"PartitionKey": user, "RowKey": "m1"})
+    for conn in (old, new):
+        tables.get_table_client("syncstate").create_entity({"PartitionKey": conn, "RowKey": "state"})
+    rows = TableUserRows(tables)
+    assert rows.connection_ids(user, made_after=NOW) == [new]
+    assert rows.secret_names(user, [old], only_connections=True) == {"outlook-cache-old"}
+    assert rows.erase(user, [old], only_connections=True) == 2  # its sync state and its connection row
+    assert rows.connection_ids(user) == [new]
+    assert list(tables.get_table_client("meetings").query_entities(f"PartitionKey eq '{user}'"))
+    assert rows.erase(user, [new]) == 3
+
+
 @pytest.fixture(scope="module")
 def ca(tmp_path_factory: pytest.TempPathFactory) -> tls.TestCA:
     return tls.ensure_ca(tmp_path_factory.mktemp("kv"))

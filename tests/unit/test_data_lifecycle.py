@@ -184,6 +184,48 @@ def test_an_erasure_that_fails_part_way_is_finished_by_its_queued_job(world, fai
     assert world.meetings.rows == {} and world.claims.rows == {} and world.flows.rows == {}
 
 
+def test_the_queued_pass_keeps_a_connection_made_right_after_the_erasure(world):
+    _lots_of_data(world)
+    jobs, user_rows = fakes.ErasureJobs(), rows(world)
+    service = Erasure(rows=user_rows, secrets_store=world.secrets, jobs=jobs, clock=world.clock)
+    assert service.request(ALICE.id) is not None
+    [before] = jobs.before
+    assert before == world.clock.now()
+    world.clock.advance(5)  # within the 20 s before the queued pass: the user connects again
+    again = world.connect_account(ALICE, WORK).connection
+    world.calendar.add(event(world, "e-again"))
+    world.sync.sync(SyncJob(ALICE.id, again.id))
+    service.erase(ALICE.id, before=before)  # the queued pass
+    assert [c.id for c in world.accounts.list(ALICE.id)] == [again.id]
+    assert again.secret_name in world.secrets.values  # its token cache is untouched
+    assert [m for (u, _), m in world.meetings.rows.items() if u == ALICE.id]  # and its meetings
+
+
+def test_the_queued_pass_still_erases_what_raced_the_first_one(world):
+    jobs, user_rows = fakes.ErasureJobs(), rows(world)
+    service = Erasure(rows=user_rows, secrets_store=world.secrets, jobs=jobs, clock=world.clock)
+    service.request(ALICE.id)
+    [before] = jobs.before
+    # A claim in flight as the erasure ran stored its connection in the same instant.
+    raced = world.connect_account(ALICE, WORK).connection
+    service.erase(ALICE.id, before=before)
+    assert world.accounts.list(ALICE.id) == [] and raced.secret_name not in world.secrets.values
+
+
+# ---------------------------------------------------------------- claims cut short
+def test_a_claim_interrupted_after_storing_its_connection_keeps_the_live_token_cache(world, monkeypatch):
+    code = signed_in(world)
+    monkeypatch.setattr(world.claims, "take", lambda code_hash: (_ for _ in ()).throw(RuntimeError("crash")))
+    with pytest.raises(RuntimeError):
+        world.connect.claim(ALICE, code)  # stored the connection, then died before using the claim up
+    monkeypatch.undo()
+    [conn] = world.accounts.list(ALICE.id)
+    world.clock.advance(3600)  # the claim row expires and the cleanup comes by
+    assert world.connect.purge_expired() >= 1
+    assert conn.secret_name in world.secrets.values and world.claims.rows == {}
+    assert world.tokens.access_token(conn)[1].token  # the connection still works
+
+
 # ---------------------------------------------------------------- the reconciler
 def reconciler(world, grace=3600):
     world.secrets._now = world.clock.now
