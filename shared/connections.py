@@ -317,13 +317,20 @@ class Connection:
         return None
 
 
+# `failure_class` of an Error row whose user has not been told yet: the row is written first (so a
+# write that loses to a reconnect tells nobody), the status event next; the refresh walk finishes a
+# telling that a crash cut short (shared/services/health.py).
+UNTOLD = "untold"
+
+
 def refresh_due(conn: Connection, now: datetime, next_run_in_seconds: float, max_age_seconds: int) -> bool:
     """Redeem the refresh token when the last redemption is older than the max age (refresh tokens
     never reach the 90-day inactivity expiry, and a revocation surfaces within that age), after a
     transient failure, or, with `next_run_in_seconds` > 0, when the access token lapses before the
-    next run. With 0 (the default) access tokens are renewed by the syncs that need them."""
+    next run. With 0 (the default) access tokens are renewed by the syncs that need them. An Error
+    row is due only while its user is untold."""
     if not conn.is_active:
-        return False
+        return conn.failure_class == UNTOLD
     if conn.transient_failure_since is not None:
         return True
     if conn.last_refreshed_at is None or max_age_seconds == 0:

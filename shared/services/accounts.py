@@ -133,7 +133,12 @@ class TokenKeeper:
 
     def refresh_one(self, job: RefreshJob) -> str:
         conn = self._connections.get(job.user_id, job.connection_id)
-        if conn is None or not conn.is_active:
+        if conn is not None and not conn.is_active:
+            try:
+                return "told" if self._health.retell(conn) else "skipped"
+            except Conflict:
+                return "raced"
+        if conn is None:
             return "skipped"
         try:
             self.access_token(conn, force_refresh=True)

@@ -7,7 +7,8 @@ platform (../shared/API.md, "Status events") through an outbox; their `id` is de
 transition (the connection and the state it leaves: its last successful refresh and reason), never
 from a row version, so a retried job that repeats the transition sends the same id (the platform
 dedupes). Events are queued before the row records the transition: a crash in between repeats it
-rather than losing it.
+rather than losing it — except connection.error, which must not be sent for an Error write that then
+loses to a reconnect: its row goes first, marked until the event is queued (see `fail`).
 A failure of the service itself (its own credentials, Microsoft outages) never reaches this module:
 it sends no per-user event, it alerts the operators (see shared/services/accounts.py)."""
 
@@ -15,12 +16,21 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from shared.clock import Clock
-from shared.connections import Connection, Reason
-from shared.ports import ConnectionStore, Meeting, MeetingStore, StatusEvent, StatusEvents, StatusEventType
+from shared.connections import UNTOLD, Connection, Reason
+from shared.ports import (
+    Conflict,
+    ConnectionStore,
+    Meeting,
+    MeetingStore,
+    StatusEvent,
+    StatusEvents,
+    StatusEventType,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,21 +55,47 @@ class ConnectionHealth:
     def fail(self, conn: Connection, reason: Reason, *, code: str = "") -> Connection:
         """Error with `reason` (what the user sees); the user is told once per transition, with the
         number of meetings in the next 24 h that will now get no agent. Raises Conflict (from the
-        store) when the row changed since it was read; retrying the caller is safe."""
+        store) when the row changed since it was read — a reconnect, a disconnect, another refresh —
+        and then nobody is told: the row is written first (ETag-conditional), marked UNTOLD, the event
+        queued next, the mark cleared last; a crash in between is finished by the refresh walk
+        (`retell`, same event id). Retrying the caller is safe."""
         failed = conn.failed(reason)
-        was_active = conn.is_active or conn.reason_code != reason.code
-        if was_active:
-            # Queue the event before the row says Error: a crash in between repeats the transition on
-            # retry (same id), never loses it.
-            self._publish(StatusEventType.CONNECTION_ERROR, conn, {
-                "connection_id": conn.id, "email": conn.email, "reason_code": reason.code,
-                "action": reason.action.value if reason.action else None,
-                "meetings_at_risk": self.meetings_at_risk(conn),
-            }, reason.code)
-        self._connections.update(failed)
+        if not (conn.is_active or conn.reason_code != reason.code):
+            stored = self._connections.update(failed)  # already told of this very state
+        else:
+            stored = self._connections.update(replace(failed, failure_class=UNTOLD))
+            self._tell_error(stored)
+            try:
+                stored = self._connections.update(replace(stored, failure_class=None))
+            except Conflict:
+                pass  # a newer write replaced the row; still UNTOLD there, the refresh walk re-tells it
         log.warning("connection needs the user: %s", reason.code,
                     extra={"connection_id": conn.id, "user_id": conn.user_id, "failure_code": code})
-        return failed
+        return stored
+
+    def retell(self, conn: Connection) -> bool:
+        """An Error row still marked UNTOLD (the process ended between writing it and queueing its
+        event): queue the event now (the same id as the first try), then clear the mark. Raises
+        Conflict when the row changed meanwhile. False when there was nothing to tell."""
+        if conn.is_active or conn.failure_class != UNTOLD or conn.reason is None:
+            return False
+        self._tell_error(conn)
+        self._connections.update(replace(conn, failure_class=None))
+        return True
+
+    def _tell_error(self, failed: Connection) -> None:
+        reason = failed.reason
+        assert reason is not None
+        # The transition makes the id: the connection, the sign-in and refresh it had, and the reason.
+        # A retry (or a re-tell) of the same transition repeats it; a failure after a reconnect or a
+        # successful refresh is a new one.
+        identity = (f"{StatusEventType.CONNECTION_ERROR.value}|{failed.id}|{_iso(failed.connected_at)}|"
+                    f"{_iso(failed.last_refreshed_at)}|{reason.code}")
+        self._publish_raw(StatusEventType.CONNECTION_ERROR, failed.user_id, {
+            "connection_id": failed.id, "email": failed.email, "reason_code": reason.code,
+            "action": reason.action.value if reason.action else None,
+            "meetings_at_risk": self.meetings_at_risk(failed),
+        }, identity)
 
     def restored(self, before: Connection) -> None:
         """A connection in Error (`before`) is being made Active again (reconnected)."""

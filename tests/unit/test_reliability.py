@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from shared.connections import ConnectionStatus
+from shared.connections import REASONS, UNTOLD, ConnectionStatus, refresh_due
 from shared.ports import Conflict, DeployResult, RefreshJob, RowTooLarge, SyncJob, TokenError
 from shared.services.sync import MAX_TITLE_CHARS
 from tests.unit.conftest import LEAD
@@ -294,7 +294,8 @@ def test_an_agent_api_retry_backing_off_is_not_taken_for_a_lost_message(world):
 
 
 def test_one_failure_retried_after_a_conflicting_write_tells_the_user_once(world, monkeypatch):
-    """The status event's id comes from the transition, not from the row's version."""
+    """The Error write goes first: the one that lost to the conflicting write told nobody; the retry
+    tells once."""
     conn = connected(world)
     update = world.connections.update
     calls = {"n": 0}
@@ -309,8 +310,39 @@ def test_one_failure_retried_after_a_conflicting_write_tells_the_user_once(world
     monkeypatch.setattr(world.connections, "update", conflict_once)
     world.calendar.mailbox_unavailable = "MailboxNotEnabledForRESTAPI"
     sync(world, conn)
-    ids = {e.id for e in world.events.published}
-    assert len(world.events.published) == 2 and len(ids) == 1
+    assert len(world.events.published) == 1
+    [c] = world.accounts.list(conn.user_id)
+    assert c.reason_code == "calendar_unavailable" and c.failure_class is None
+
+
+def test_no_connection_error_is_sent_for_an_error_write_that_lost_to_a_reconnect(world):
+    conn = connected(world)
+    # The refresh read the row; meanwhile the user reconnected (a new sign-in, a new token cache).
+    world.connect_account(ALICE, WORK)
+    with pytest.raises(Conflict):
+        world.health.fail(conn, REASONS["access_revoked"])
+    assert world.events.published == []
+    [c] = world.accounts.list(ALICE.id)
+    assert c.is_active and c.secret_name != conn.secret_name
+
+
+def test_a_crash_between_the_error_write_and_its_event_is_finished_by_the_refresh_walk(world, monkeypatch):
+    conn = connected(world)
+    publish = world.events.publish
+    monkeypatch.setattr(world.events, "publish", lambda event: (_ for _ in ()).throw(RuntimeError("crash")))
+    world.identity.refresh_errors[WORK[0]] = TokenError("invalid_grant", "AADSTS50173: revoked", (50173,))
+    with pytest.raises(RuntimeError):
+        world.tokens.refresh_one(RefreshJob(ALICE.id, conn.id))
+    monkeypatch.setattr(world.events, "publish", publish)
+    [c] = world.accounts.list(ALICE.id)
+    assert (c.status, c.failure_class) == (ConnectionStatus.ERROR, UNTOLD)  # in Error, the user not told yet
+    assert refresh_due(c, world.clock.now(), 900, 43200)  # the refresh walk comes by for it
+    assert world.tokens.refresh_one(RefreshJob(ALICE.id, conn.id)) == "told"
+    [told] = world.events.published
+    assert told.type.value == "com.coagentor.outlook.connection.error" and told.data["reason_code"] == "access_revoked"
+    assert world.accounts.list(ALICE.id)[0].failure_class is None
+    assert world.tokens.refresh_one(RefreshJob(ALICE.id, conn.id)) == "skipped"  # told once
+    assert len(world.events.published) == 1
 
 
 def test_a_refresh_that_races_a_disconnect_never_brings_the_token_cache_back(world, monkeypatch):
