@@ -490,10 +490,113 @@ def platform_events_down(lab: Lab) -> Row:
     return row
 
 
+def tenant_blocks_app(lab: Lab) -> Row:
+    """Issue 19: one customer tenant's admin disables the enterprise app; another tenant is untouched."""
+    row = Row("A customer tenant's admin disables the app (AADSTS7000112 for that tenant only)", "their admin")
+    other_uid, other_tok = lab.user()
+    other = lab.connect(other_tok, "dave@contoso.com")
+
+    def restore_after(uid: str, conn: dict[str, Any]) -> None:
+        lab.refresh(uid, conn["id"])
+        lab.refresh(other_uid, other["id"])
+
+    try:
+        _in_error_and_told(lab, row, "erin@northwind.com", lambda uid, tok, conn: None,
+                           lambda: lab.sim("POST", "/_sim/tenants/northwind/app", {"disabled": True}),
+                           restore_after)
+    finally:
+        lab.sim("POST", "/_sim/tenants/northwind/app", {})
+    others = lab.cards(other_tok)
+    row.wrongly_flipped = sum(c["status"] == "error" for c in others)
+    row.user_sees += f"; the other tenant's card: {card_text(others)}"
+    row.silent = row.silent or bool(lab.events(other_uid))
+    return row
+
+
+def occurrence_deleted_400(lab: Lab) -> Row:
+    """Issue 19: Graph re-emits nothing and answers 400 ErrorCalendarOccurrenceIsDeletedFromRecurrence."""
+    row = Row("An occurrence is deleted; delta says nothing, by id 400 ErrorCalendarOccurrenceIsDeletedFromRecurrence",
+              "nobody (Graph)")
+    uid, tok = lab.user()
+    rules = lab.c.call("GET", "autojoin/rules", tok).json()
+    lab.c.call("PUT", "autojoin/rules", tok, json={**rules, "platforms": ["zoom"]})
+    lab.sim("POST", "/_sim/config", {"occurrence_delete": {"master_reemitted": False, "get_by_id": 400}})
+    start = soon(5)
+    lab.add_event("dave@contoso.com", "Standup (gone today)", start, onlineMeeting={"joinUrl": teams_link(8901)},
+                  recurrence={"pattern": {"type": "daily", "interval": 1},
+                              "range": {"type": "numbered", "numberOfOccurrences": 2,
+                                        "startDate": start.strftime("%Y-%m-%d")}})
+    conn = lab.connect(tok, "dave@contoso.com")
+    lab.sync(uid, conn["id"])
+    until(lambda: lab.meeting(tok, "Standup (gone today)"))
+    window = {"startDateTime": (start - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+              "endDateTime": (start + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    [today] = lab.c.sim("GET", "/_sim/users/dave@contoso.com/calendarView", params=window).json()["value"]
+    mark = lab.mark()
+    lab.sim("DELETE", f"/_sim/users/dave@contoso.com/events/{today['id']}")
+    lab.c.call("PUT", "autojoin/rules", tok, json=rules)  # Teams joined again: the deploy is due now
+    told = until(lambda: "agent.failed" in lab.events(uid)) and lab.events(uid)
+    wrong = [d for d in lab.deployed(uid) if d["body"]["title"] == "Standup (gone today)"]
+    row.user_sees = f"no agent sent ({len(wrong)} sent); status events: {', '.join(told or []) or 'none'}"
+    row.lost = 0
+    row.silent = bool(wrong) or not told
+    row.notes.append("fails closed: the deployer reads the occurrence by id right before the agent API call")
+    row.operator_sees = lab.operator(mark)
+    return row
+
+
+def subscription_removed_silently(lab: Lab) -> Row:
+    """Issue 19: Graph removes the subscription without a word; the scan notices within one period."""
+    row = Row("Graph removes a subscription without a word (no subscriptionRemoved)", "nobody (Graph)")
+    _, tok = lab.user()
+    conn = lab.connect(tok, "alice@contoso.com")
+    sub = until(lambda: next((s for s in lab.sim("GET", "/_sim/subscriptions")
+                              if s["notificationUrl"].endswith(f"connection={conn['id']}")), None))
+    mark = lab.mark()
+    lab.sim("POST", f"/_sim/subscriptions/{sub['id']}/remove", {"notify": False})
+    lab.add_event("alice@contoso.com", "Made while unsubscribed", soon(300),
+                  onlineMeeting={"joinUrl": teams_link(8902)})
+    lab.c.run_function("scan_calendars")
+    new = until(lambda: next((s for s in lab.sim("GET", "/_sim/subscriptions")
+                              if s["notificationUrl"].endswith(f"connection={conn['id']}") and s["id"] != sub["id"]),
+                             None))
+    listed = until(lambda: lab.meeting(tok, "Made while unsubscribed"))
+    lab.add_event("alice@contoso.com", "Made after", soon(301), onlineMeeting={"joinUrl": teams_link(8903)})
+    notified = until(lambda: lab.meeting(tok, "Made after"))
+    row.user_sees = (f"meeting made meanwhile {'listed' if listed else 'NOT listed'} after the scan; "
+                     f"a later change {'notified' if notified else 'NOT notified'}")
+    row.silent = not (new and listed and notified)
+    row.notes.append("one GET /subscriptions per connection and scan period; a new subscription, then a resync")
+    row.operator_sees = lab.operator(mark)
+    return row
+
+
+def reauthorization_pause(lab: Lab) -> Row:
+    """Issue 19: Graph challenges the subscription and holds notifications back until reauthorized."""
+    row = Row("Graph pauses notifications for reauthorization (reauthorizationRequired)", "nobody (Graph)")
+    _, tok = lab.user()
+    conn = lab.connect(tok, "alice@contoso.com")
+    sub = until(lambda: next((s for s in lab.sim("GET", "/_sim/subscriptions")
+                              if s["notificationUrl"].endswith(f"connection={conn['id']}")), None))
+    mark = lab.mark()
+    lab.token_fault(latency_ms=3000, count=1)  # the fresh token takes a while: the change lands in the pause
+    lab.sim("POST", f"/_sim/subscriptions/{sub['id']}/lifecycle", {"lifecycleEvent": "reauthorizationRequired"})
+    lab.add_event("alice@contoso.com", "Made during the pause", soon(302), onlineMeeting={"joinUrl": teams_link(8904)})
+    resumed = until(lambda: any(s["id"] == sub["id"] and not s["paused"]
+                                for s in lab.sim("GET", "/_sim/subscriptions")))
+    listed = until(lambda: lab.meeting(tok, "Made during the pause"))
+    row.user_sees = f"meeting made during the pause {'listed' if listed else 'NOT listed'}"
+    row.silent = not (resumed and listed)
+    row.notes.append("reauthorized with a token issued after the challenge, then the calendar read")
+    row.operator_sees = lab.operator(mark)
+    return row
+
+
 SCENARIOS: list[Callable[[Lab], Row]] = [
     token_outage, token_timeout, app_secret_expired, app_disabled, grant_revoked, conditional_access,
     mailbox_on_premises, mailbox_lost_later, graph_throttled, graph_down, bad_events, deleted_occurrence,
     delta_expired, agent_api_flaky, deploy_message_lost, platform_events_down,
+    tenant_blocks_app, occurrence_deleted_400, subscription_removed_silently, reauthorization_pause,
 ]
 
 

@@ -227,6 +227,11 @@ param instanceMemoryMB int = 2048
 @maxValue(1000)
 param maximumInstanceCount int = 100
 
+@description('Always-ready instances for the HTTP function group. Graph validates the notification URL within 10 s when a subscription is created and wants each notification answered within 3 s; a cold instance can miss both. 1 instance of 2,048 MB is about 5.2 million GB-s of baseline a month (docs/reliability.md states the cost); 0 scales from zero.')
+@minValue(0)
+@maxValue(10)
+param httpAlwaysReady int = 1
+
 // ----------------------------------------------------------------------------------------------------
 // Names
 // ----------------------------------------------------------------------------------------------------
@@ -402,6 +407,7 @@ module functionApp 'modules/function-app.bicep' = {
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
+    httpAlwaysReady: httpAlwaysReady
     // Every setting shared/config.py reads, except the storage and credential ones the module adds.
     appSettings: {
       KEY_VAULT_URI: keyVault.outputs.uri

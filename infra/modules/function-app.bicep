@@ -52,6 +52,11 @@ param instanceMemoryMB int = 2048
 @maxValue(1000)
 param maximumInstanceCount int = 100
 
+@description('Always-ready instances for the HTTP function group (0 = scale from zero).')
+@minValue(0)
+@maxValue(10)
+param httpAlwaysReady int = 1
+
 @description('App settings the code reads (see shared/config.py), merged with the host settings below.')
 param appSettings object
 
@@ -124,6 +129,14 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         }
       }
       scaleAndConcurrency: {
+        // HTTP functions scale as one group on Flex Consumption; instances kept running for it answer
+        // Graph's validation handshake (10 s) and notifications (3 s) without a cold start.
+        alwaysReady: httpAlwaysReady > 0 ? [
+          {
+            name: 'http'
+            instanceCount: httpAlwaysReady
+          }
+        ] : []
         instanceMemoryMB: instanceMemoryMB
         maximumInstanceCount: maximumInstanceCount
       }

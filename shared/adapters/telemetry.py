@@ -35,7 +35,7 @@ from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from shared.connections import classify_token_error
+from shared.connections import TENANT_SCOPED_APP_CODES, classify_token_error
 from shared.ports import AccessToken, IdentityProvider, SignedIn, SyncOutcome, TokenError
 from shared.redaction import scrub
 
@@ -339,5 +339,8 @@ class ObservedIdentity:
         failure = classify_token_error(error.error, error.description, error.error_codes, error.suberror)
         fixed_by = str(failure.fixed_by)
         self._telemetry.token(kind, fixed_by, cache_written=False)
-        if fixed_by == SERVICE:
+        # The app disabled or missing in a tenant is the service's only when it is not one customer
+        # tenant's doing: the token keeper decides (with the tenant) and alerts operators itself.
+        tenant_scoped = any(c in TENANT_SCOPED_APP_CODES for c in error.error_codes)
+        if fixed_by == SERVICE and not tenant_scoped:
             log.error(APP_IDENTITY_FAILURE, extra={"failure_code": failure.code, "call": kind})
