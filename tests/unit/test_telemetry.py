@@ -210,6 +210,17 @@ def test_token_acquisitions_are_counted_by_who_can_fix_them_and_an_app_failure_i
     assert len(failures) == 1 and failures[0]["failure_code"] == "AADSTS7000222"
 
 
+def test_the_app_refused_in_a_tenant_is_left_to_the_token_keeper_to_page_operators(world, exported):
+    """AADSTS7000112 / 700016 may be one customer tenant's doing: only the token keeper, which knows the
+    tenant, decides whether it is the service's (and then logs app_identity_failure itself)."""
+    observed = t.ObservedIdentity(world.identity, exported.telemetry)
+    home = world.identity.next_account[0]
+    world.identity.refresh_errors[home] = TokenError("unauthorized_client", "AADSTS7000112: disabled",
+                                                     error_codes=(7000112,))
+    observed.acquire("cache", home, force_refresh=True)
+    assert [a for a in exported.log_attributes() if a["body"] == t.APP_IDENTITY_FAILURE] == []
+
+
 def test_credentials_and_query_strings_are_stripped_before_export(exported):
     with exported.tracer.start_as_current_span("GET", attributes={
             "url.full": "https://graph.microsoft.com/v1.0/me/calendarView/delta?$deltatoken=SECRETDELTA",
