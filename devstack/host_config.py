@@ -90,6 +90,11 @@ def apply_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str
     return raw
 
 
+def _get(section: dict[str, Any], key: str, default: Any) -> Any:
+    """A host.json value, its name matched without regard to case (as the Functions host does)."""
+    return next((v for k, v in section.items() if k.lower() == key.lower()), default)
+
+
 def load_host_config(script_root: Path, environ: Mapping[str, str] | None = None) -> HostConfig:
     path = script_root / "host.json"
     raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
@@ -119,13 +124,13 @@ def load_host_config(script_root: Path, environ: Mapping[str, str] | None = None
     timeout = None
     if timeout_raw is not None and str(timeout_raw).strip() != "-1":
         timeout = parse_timespan(timeout_raw, what="functionTimeout")
-    singleton_raw = raw.get("singleton") or {}
+    singleton_raw = _get(raw, "singleton", None) or {}
     singleton = SingletonOptions(
         listener_lock_period=parse_timespan(
-            singleton_raw.get("listenerLockPeriod", "00:01:00"), what="singleton.listenerLockPeriod"
+            _get(singleton_raw, "listenerLockPeriod", "00:01:00"), what="singleton.listenerLockPeriod"
         ),
         listener_lock_recovery_polling_interval=parse_timespan(
-            singleton_raw.get("listenerLockRecoveryPollingInterval", "00:01:00"),
+            _get(singleton_raw, "listenerLockRecoveryPollingInterval", "00:01:00"),
             what="singleton.listenerLockRecoveryPollingInterval",
         ),
     )

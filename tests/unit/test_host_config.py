@@ -140,3 +140,31 @@ def test_blueprint_functions_are_found_and_unsupported_bindings_refused() -> Non
         load_functions(other)
     assert "on_blob: trigger 'blobTrigger' is not supported" in str(raised.value)
     assert "needs_more: parameter 'extra' is bound to nothing" in str(raised.value)
+
+
+def test_timer_locks_and_message_leases_default_to_the_azure_hosts_figures(tmp_path: Path) -> None:
+    from devstack.host_queues import lease_seconds
+
+    config = load_host_config(tmp_path, {})
+    assert (config.singleton.listener_lock_period, config.singleton.listener_lock_recovery_polling_interval) == (
+        60.0, 60.0)
+    assert lease_seconds({}) == 600  # a taken message stays hidden 10 minutes (renewed while it runs)
+    assert lease_seconds({"DEVSTACK_QUEUE_LEASE_SECONDS": "4"}) == 4
+
+
+def test_app_settings_override_host_json_as_in_azure(tmp_path: Path) -> None:
+    (tmp_path / "host.json").write_text(json.dumps({"version": "2.0", "extensions": {"queues": {"batchSize": 8}}}))
+    env = {
+        "AzureFunctionsJobHost__singleton__listenerLockPeriod": "00:00:15",
+        "AzureFunctionsJobHost__Singleton__ListenerLockRecoveryPollingInterval": "00:00:01",
+        "AzureFunctionsJobHost__extensions__queues__batchSize": "4",
+    }
+    config = load_host_config(tmp_path, env)
+    assert config.singleton.listener_lock_period == 15.0
+    assert config.singleton.listener_lock_recovery_polling_interval == 1.0
+    assert config.queues.batch_size == 4
+
+
+def test_a_timer_lock_period_a_blob_lease_cannot_hold_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="listenerLockPeriod"):
+        load_host_config(tmp_path, {"AzureFunctionsJobHost__singleton__listenerLockPeriod": "00:05:00"})
