@@ -198,6 +198,12 @@ def test_an_occurrence_is_identified_by_its_series_icaluid_and_original_start():
     assert ical_identity(exception, "SERIES", start) == "ical:SERIES@2026-12-08T09:00:00Z"
     assert ical_identity({"seriesMasterId": "m"}, "SERIES", T0) == "ical:SERIES@2026-12-08T09:00:00Z"
     assert ical_identity({"seriesMasterId": "m", "iCalUId": "own"}, None, T0) == "ical:own"
+    # Listed in full without its master (a secondary calendar's calendarView): the series' iCalUId is
+    # read from the occurrence's own (Exchange puts the instance date in bytes 16-19 of the series').
+    series = "040000008200E00074C5B7101A82E00800000000A1B2C3D4E5F6"
+    occurrence = "040000008200E00074C5B7101A82E00807EA0C08A1B2C3D4E5F6"
+    listed_in_full = {"seriesMasterId": "m", "iCalUId": occurrence, "originalStart": "2026-12-08T09:00:00Z"}
+    assert ical_identity(listed_in_full, None, T0) == ical_identity({"seriesMasterId": "m"}, series, T0)
     assert ical_identity({"iCalUId": "single"}, None, T0) == "ical:single"
     assert ical_identity({}, None, T0) is None
 
