@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from shared.meeting_identity import MeetingIdentity, ical_identity, printed_aliases, same_meeting
 from shared.meeting_links import find_meeting_link
-from shared.ports import Meeting, Source
+from shared.ports import DeployJob, Meeting, Source
 from shared.scheduling import AgentState, idempotency_key, meeting_key
 from shared.services.autojoin import Choice
 from tests.unit.test_sync_and_deploy import ALICE, PERSONAL, WORK, connected, run_due_deploys, sync, upcoming
@@ -229,3 +229,33 @@ def test_the_readiness_check_knows_a_meeting_keyed_by_icaluid_by_its_copies_link
     assert _event_risk(meeting, ev) is None
     moved_room = {**ev, "onlineMeeting": {"joinUrl": "https://us02web.zoom.us/j/85551234567"}}
     assert _event_risk(meeting, moved_room) is Risk.LINK_CHANGED
+
+
+def test_two_rows_written_before_the_upgrade_for_one_meeting_become_one_and_send_one_agent(world):
+    """The old bug's aftermath: the long-link copy and the short-link copy of one meeting in two rows,
+    both scheduled, neither sent. Once the upgraded syncs read their iCalUId, they are one meeting
+    with one agent; the row that goes had its own deploy message, which then finds nothing to do."""
+    a, b = two_accounts(world)
+    start = world.clock.now() + timedelta(minutes=60)
+    rows = {}
+    for conn, email, eid, link_url in ((a, WORK[2], "w", LONG), (b, PERSONAL[2], "p", SHORT)):
+        link = find_meeting_link({"body": {"contentType": "text", "content": link_url}})
+        assert link is not None
+        key = meeting_key(link.key, start)
+        rows[eid] = world.meetings.create(Meeting(
+            user_id=ALICE.id, key=key, link_key=link.key, title="Quarterly review", start=start,
+            end=start + timedelta(minutes=30), platform="teams", join_url=link.url,
+            sources=(Source(conn.id, eid, email),), agent=AgentState.SCHEDULED,
+            deploy_at=start - timedelta(minutes=2), enqueued_for=start - timedelta(minutes=2)))
+        world.index.put(conn.id, eid, ALICE.id, key, "g0")
+        world.jobs.deploys.append((DeployJob(ALICE.id, key, start - timedelta(minutes=2)), timedelta(minutes=58)))
+    in_calendar(world, WORK[2], graph_event(world, "w", join=LONG))
+    sync(world, a)
+    in_calendar(world, PERSONAL[2], graph_event(world, "p", body=SHORT))
+    sync(world, b)
+    [meeting] = upcoming(world)
+    assert {s.connection_id for s in meeting.sources} == {a.id, b.id}
+    assert meeting.key in {r.key for r in rows.values()} and meeting.agent is AgentState.SCHEDULED
+    world.clock.set(start - timedelta(minutes=2))
+    run_due_deploys(world)
+    assert len(world.agents.calls) == 1
