@@ -23,9 +23,10 @@ same, the meetings are not. Back-to-back meetings in one room (10:00-10:30, 10:3
 overlap. A copy moved to a time that no longer overlaps is a moved meeting (a new entry; the old one
 lets go of it), as before.
 
-`primary` is the identity a new meeting is named and deployed under (the `iCalUId` when the event
-has one, else its link's key); a stored meeting keeps the identity it was created with, so a change
-of these rules never renames a meeting that already has an agent (see `services.meetings`).
+`primary` is the identity a new meeting is named and deployed under: its join link's key, as before
+(stable across the upgrade, equal across teammates holding the same link); a stored meeting keeps the
+identity it was created with, so a change of these rules never renames a meeting that already has an
+agent (see `services.meetings`).
 """
 
 from __future__ import annotations
@@ -67,8 +68,11 @@ class MeetingIdentity:
 
     @property
     def primary(self) -> str:
-        """The identity a new meeting is created (and its agent deployed) under."""
-        return self.ical or self.link
+        """The identity a new meeting is named (`scheduling.meeting_key`) and its agent deployed under:
+        the join link's, as before iCalUId was used, so keys stay stable across the upgrade and equal
+        across teammates holding the same link. Copies with another link but the same iCalUId find
+        the meeting by `same_meeting` (and rows two syncs made at once are merged at the next replan)."""
+        return self.link
 
     @property
     def links(self) -> frozenset[str]:

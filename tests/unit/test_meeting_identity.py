@@ -215,19 +215,22 @@ def test_the_teams_meeting_id_printed_in_an_invitation_reads_as_the_short_links_
     assert printed_aliases("teams", ["Meeting ID: 12"]) == frozenset()
 
 
-def test_the_readiness_check_knows_a_meeting_keyed_by_icaluid_by_its_copies_links(world):
-    """The check before an agent goes compares the event's link with the links the meeting's copies
-    were read with: a meeting keyed by iCalUId is not "link changed" for that, a new link still is."""
+def test_the_readiness_check_knows_a_merged_meeting_by_each_of_its_copies_links(world):
+    """The check before an agent goes compares an event's link with the links the meeting's copies
+    were read with: the short-link copy of a meeting named by its long link is not "link changed"
+    for that; a new link still is."""
     from shared.services.agent_progress import Risk, _event_risk
 
-    conn = connected(world, WORK)
-    ev = graph_event(world, "w", join=LONG)
-    in_calendar(world, WORK[2], ev)
-    sync(world, conn)
+    a, b = two_accounts(world)
+    in_calendar(world, WORK[2], graph_event(world, "w", join=LONG))
+    sync(world, a)
+    short_copy = graph_event(world, "p", body=SHORT)
+    in_calendar(world, PERSONAL[2], short_copy)
+    sync(world, b)
     [meeting] = upcoming(world)
-    assert meeting.link_key == f"ical:{UID}"
-    assert _event_risk(meeting, ev) is None
-    moved_room = {**ev, "onlineMeeting": {"joinUrl": "https://us02web.zoom.us/j/85551234567"}}
+    assert meeting.link_key.startswith("teams:19:")  # named by the first copy's (long) link
+    assert _event_risk(meeting, short_copy) is None
+    moved_room = {**short_copy, "body": {"contentType": "text", "content": "https://us02web.zoom.us/j/85551234567"}}
     assert _event_risk(meeting, moved_room) is Risk.LINK_CHANGED
 
 
