@@ -23,9 +23,10 @@ same, the meetings are not. Back-to-back meetings in one room (10:00-10:30, 10:3
 overlap. A copy moved to a time that no longer overlaps is a moved meeting (a new entry; the old one
 lets go of it), as before.
 
-`primary` is the identity a new meeting is named and deployed under (the `iCalUId` when the event
-has one, else its link's key); a stored meeting keeps the identity it was created with, so a change
-of these rules never renames a meeting that already has an agent (see `services.meetings`).
+`primary` is the identity a new meeting is named and deployed under: its join link's key, as before
+(stable across the upgrade, equal across teammates holding the same link); a stored meeting keeps the
+identity it was created with, so a change of these rules never renames a meeting that already has an
+agent (see `services.meetings`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ _TEAMS_SHORT_LINK = re.compile(
     r"teams\.(?:microsoft\.com|live\.com|cloud\.microsoft|microsoft\.us)/meet/([0-9]{6,20})(?![0-9])",
     re.IGNORECASE,
 )
+_GLOBAL_OBJECT_ID = re.compile(r"(040000008200E00074C5B7101A82E008)([0-9A-F]{8})([0-9A-F]*)", re.IGNORECASE)
 _MAX_SCANNED = 200_000  # characters of a body looked at for a printed meeting id
 
 
@@ -66,8 +68,11 @@ class MeetingIdentity:
 
     @property
     def primary(self) -> str:
-        """The identity a new meeting is created (and its agent deployed) under."""
-        return self.ical or self.link
+        """The identity a new meeting is named (`scheduling.meeting_key`) and its agent deployed under:
+        the join link's, as before iCalUId was used, so keys stay stable across the upgrade and equal
+        across teammates holding the same link. Copies with another link but the same iCalUId find
+        the meeting by `same_meeting` (and rows two syncs made at once are merged at the next replan)."""
+        return self.link
 
     @property
     def links(self) -> frozenset[str]:
@@ -95,11 +100,23 @@ def ical_identity(event: Mapping[str, object], series_ical_uid: str | None, star
     own = _text(event.get("iCalUId"))
     if not _text(event.get("seriesMasterId")):
         return f"{ICAL}{own}" if own else None
-    series = _text(series_ical_uid)
+    series = _text(series_ical_uid) or series_of(own)
     if not series:
         return f"{ICAL}{own}" if own else None
     original = _utc(event.get("originalStart")) or start
     return f"{ICAL}{series}@{original:%Y-%m-%dT%H:%M:%SZ}"
+
+
+def series_of(occurrence_uid: str) -> str:
+    """The series' `iCalUId` read from an occurrence's own, when it is an Exchange GlobalObjectId:
+    an occurrence's is its series' with the instance date (year: 2 bytes, month, day) in bytes
+    16-19, which are zero for the series ([MS-OXOCAL] 2.2.1.27, PidLidGlobalObjectId). An occurrence
+    listed in full (calendarView, no series master at hand) then has the same identity as one
+    completed from its master. "" for any other form."""
+    match = _GLOBAL_OBJECT_ID.fullmatch(occurrence_uid)
+    if match is None:
+        return ""
+    return f"{match.group(1)}00000000{match.group(3)}"
 
 
 def printed_aliases(platform: str, texts: Iterable[str]) -> frozenset[str]:

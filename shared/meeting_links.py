@@ -125,16 +125,19 @@ __all__ = [
     "MAX_JOIN_URL_CHARS",
     "MAX_UNWRAP_DEPTH",
     "MAX_URL_CHARS",
+    "PLATFORMS",
     "TEAMS_HOSTS",
     "ZOOM_CLOUDS",
     "Candidate",
     "Explanation",
     "MeetingLink",
     "Platform",
+    "PlatformRow",
     "Verdict",
     "explain",
     "find_meeting_link",
     "parse_join_url",
+    "platform_of_host",
 ]
 
 MAX_URL_CHARS = 8192
@@ -156,9 +159,8 @@ class Platform(StrEnum):
     GOOGLE_MEET = "google_meet"
 
 
-_SUPPORTED = "Teams, Zoom or Google Meet"
 
-# Where meetings live. Everything below that knows a host (the scan, the recognisers) reads these.
+# Where meetings live: the hosts of PLATFORMS' rows (at the end of the module, with the recognisers).
 TEAMS_HOSTS = frozenset(
     {
         "teams.microsoft.com",
@@ -175,7 +177,6 @@ ZOOM_CLOUDS: Mapping[str, str] = MappingProxyType(
 )
 """Zoom's official domains (each with all its subdomains) -> the cloud's part of the key ("" = commercial)."""
 GOOGLE_MEET_HOST = "meet.google.com"
-_ZOOM_SUFFIXES = tuple("." + domain for domain in ZOOM_CLOUDS)
 _ZOOM_CLOUD_NAMES = {"": "Zoom", "gov": "ZoomGov", "x": "Zoom X", "cn": "Zoom China"}
 
 
@@ -189,6 +190,33 @@ class MeetingLink:
     platform: Platform
     url: str
     key: str
+
+
+@dataclass(frozen=True)
+class PlatformRow:
+    """Everything the recogniser knows of one supported platform; `PLATFORMS` holds one per platform.
+
+    - ``hosts``: the exact hosts of its join links; ``domains``: domains whose every subdomain is the
+      platform's, each with its variant (Zoom's clouds number their meetings apart: the variant is
+      part of the key). The scan looks for these hosts written without a scheme too.
+    - ``meeting_paths``: the paths a meeting link starts with, so a link to anything else on the
+      host is stepped over unparsed (None: any path may be one); ``meeting_in_fragment``: a bare
+      host or "/" may carry the meeting in its #fragment (Teams' web app).
+    - ``recognise(parts, url, host, variant)``: the join link (its URL, and its key, the same for
+      every form of one meeting's link) or the reason it is none (a registration page, a recording,
+      meeting options...: each not-joinable path with its reason).
+    - ``as_written(url)``: the link in the exact shape the platform writes it, read in one regex
+      (a shortcut the property tests hold to ``recognise``), or None to take the general path."""
+
+    platform: Platform
+    name: str
+    short_name: str
+    recognise: Callable[[SplitResult, str, str, str], tuple[_Join | None, str]]
+    hosts: frozenset[str] = frozenset()
+    domains: Mapping[str, str] = field(default_factory=dict)
+    meeting_paths: tuple[str, ...] | None = None
+    meeting_in_fragment: bool = False
+    as_written: Callable[[str], tuple[_Join, str] | None] | None = None
 
 
 class Verdict(StrEnum):
@@ -543,10 +571,9 @@ _URL_CHARS = f"""[^{_WHITESPACE}\\\\"'<>`|()\\[\\]{{}}]"""
 # Matched against the lower-cased text: a link with a scheme (its host as far as it is plain name
 # characters, then the rest of its run), and the three families of scheme-less hosts.
 _SCHEME_LINK = re.compile(r"https?://([a-z0-9.-]*)" + _URL_CHARS + "*")
-_BARE_HOSTS = tuple(re.compile(_literal_led(hosts)) for hosts in (tuple(ZOOM_CLOUDS), TEAMS_HOSTS, (GOOGLE_MEET_HOST,)))
 # The same, on the original text, where lower-casing moves positions.
 _SCHEME_LINK_ANY_CASE = re.compile(_SCHEME_LINK.pattern, re.IGNORECASE)
-_BARE_HOSTS_ANY_CASE = tuple(re.compile(p.pattern, re.IGNORECASE) for p in _BARE_HOSTS)
+# (_BARE_HOSTS and _BARE_HOSTS_ANY_CASE, one per platform, are made from PLATFORMS at the end.)
 _URL_RUN = re.compile(_URL_CHARS + "*")
 _RUN_REST = re.compile(f"""[^{_WHITESPACE}\\\\"'<>`|]*""")
 _OPENERS = {"(": 0, "[": 1, "{": 2}
@@ -592,20 +619,20 @@ def _plain_other_host(text: str, haystack: str, link: re.Match[str]) -> bool:
     return False
 
 
-def _may_be_meeting_path(platform: Platform, haystack: str, start: int) -> bool:
+def _may_be_meeting_path(row: PlatformRow, haystack: str, start: int) -> bool:
     """Whether the path written at ``start`` could, once decoded, be one the platform's recogniser reads."""
+    if row.meeting_paths is None:
+        return True
     window = haystack[start : start + 16].lower()
     if not window.isascii() or "%" in window or "&" in window or "<" in window:
         return True  # escapes, entities and <wbr> can change the path: let _evaluate decide
-    if platform is Platform.ZOOM:
-        return window.startswith(_ZOOM_MEETING_PATHS)
-    if platform is Platform.TEAMS:  # a bare host or "/" may carry the meeting in its #fragment
-        return not window.startswith("/") or not window[1:2].isalnum() or window.startswith(_TEAMS_MEETING_PATHS)
-    return True
+    if row.meeting_in_fragment:  # a bare host or "/" may carry the meeting in its #fragment
+        return not window.startswith("/") or not window[1:2].isalnum() or window.startswith(row.meeting_paths)
+    return window.startswith(row.meeting_paths)
 
 
 @lru_cache(maxsize=4096)  # hosts repeat all through a calendar (aka.ms, the tenant's SharePoint...)
-def _host_that_may_matter(name: str) -> tuple[str, tuple[Platform, str] | None] | None:
+def _host_that_may_matter(name: str) -> tuple[str, tuple[PlatformRow, str] | None] | None:
     """The host as ``_split`` gives it and its platform, if it is a meeting host or a wrapper; else None."""
     host = name.lower().rstrip(".")
     return (host, _platform_of(host)) if _may_matter(host) else None
@@ -613,7 +640,7 @@ def _host_that_may_matter(name: str) -> tuple[str, tuple[Platform, str] | None] 
 
 def _may_matter(host: str) -> bool:
     """The host is a meeting host or a wrapper (what ``_unwrap_once`` and ``_platform_of`` accept)."""
-    return host in _HOSTS_THAT_MATTER or host.endswith(_ZOOM_SUFFIXES) or _SAFELINKS in "." + host
+    return host in _HOSTS_THAT_MATTER or host.endswith(_DOMAIN_SUFFIXES) or _SAFELINKS in "." + host
 
 
 def _scan(text: str, all_links: bool = True, capped: list[bool] | None = None) -> Iterator[tuple[str, bool]]:
@@ -831,13 +858,9 @@ def _evaluate(raw: str) -> _Outcome:
         url = "https://" + url
     wrappers: list[str] = []
     for _ in range(MAX_UNWRAP_DEPTH + 1):
-        if (written := _TEAMS_JOIN_URL.fullmatch(url)) is not None:
-            return _Outcome(url, tuple(wrappers), _teams_join_url(written), "Teams meeting")
-        if (written := _ZOOM_JOIN_URL.fullmatch(url)) is not None and (zoom := _zoom_join_url(written)) is not None:
-            return _Outcome(url, tuple(wrappers), *zoom)
-        if (written := _MEET_JOIN_URL.fullmatch(url)) is not None:
-            meet = _join(Platform.GOOGLE_MEET, f"google_meet:{written.group(1)}", url)
-            return _Outcome(url, tuple(wrappers), meet, "Google Meet")
+        for as_written in _AS_WRITTEN:  # the exact shapes the platforms write, one regex each
+            if (read := as_written(url)) is not None:
+                return _Outcome(url, tuple(wrappers), *read)
         split = _split(url)
         if split is None:
             return _Outcome(url, tuple(wrappers), None, "not a valid web address")
@@ -914,7 +937,7 @@ _OWA_HOSTS = frozenset({"outlook.office.com", "outlook.office365.com", "outlook.
 _PROOFPOINT_HOSTS = frozenset({"urldefense.proofpoint.com", "urldefense.com"})
 _BARRACUDA_HOST = "linkprotect.cudasvc.com"
 _WRAPPER_HOSTS = _GOOGLE_HOSTS | _TEAMS_SAFELINKS_HOSTS | _OWA_HOSTS | _PROOFPOINT_HOSTS | {_BARRACUDA_HOST}
-_HOSTS_THAT_MATTER = _WRAPPER_HOSTS | TEAMS_HOSTS | set(ZOOM_CLOUDS) | {GOOGLE_MEET_HOST}
+# (_HOSTS_THAT_MATTER: the wrappers' and every platform's hosts, made from PLATFORMS at the end.)
 # Wrappers whose target's host can be read where it is written: Safe Links and Google redirects
 # when the target is the first query parameter (percent-encoded), Proofpoint v2 (-XX for %XX, _ for
 # /) and v3 (the target as is). With what may follow that host: only an unambiguous "/", "?", "#".
@@ -1048,25 +1071,30 @@ _OTHER_HOSTS: dict[str, str] = {
 }
 
 
-def _platform_of(host: str) -> tuple[Platform, str] | None:
-    """The platform a host belongs to and, for Zoom, its cloud; None for any other host."""
-    if host in TEAMS_HOSTS:
-        return Platform.TEAMS, ""
-    if host == GOOGLE_MEET_HOST:
-        return Platform.GOOGLE_MEET, ""
-    if not host.endswith(_ZOOM_SUFFIXES) and host not in ZOOM_CLOUDS:
+@lru_cache(maxsize=4096)
+def _platform_of(host: str) -> tuple[PlatformRow, str] | None:
+    """The platform a host belongs to and its variant (Zoom's cloud: part of the key); None for any
+    other host. Exact hosts first, then domains with all their subdomains, longest domain first."""
+    row = _BY_HOST.get(host)
+    if row is not None:
+        return row, ""
+    if not host.endswith(_DOMAIN_SUFFIXES) and host not in _BY_DOMAIN:
         return None
-    last = host.rfind(".")
-    two = host.rfind(".", 0, last)  # Zoom's domains have two labels (zoom.us) or three (zoom.com.cn)
-    cloud = ZOOM_CLOUDS.get(host[two + 1 :])
-    if cloud is None:
-        cloud = ZOOM_CLOUDS.get(host[host.rfind(".", 0, two) + 1 :]) if two > 0 else None
-    return (Platform.ZOOM, cloud) if cloud is not None else None
+    for domain, (row, variant) in _BY_DOMAIN.items():  # longest first: zoom.com.cn before zoom.com
+        if host == domain or host.endswith("." + domain):
+            return row, variant
+    return None
+
+
+def platform_of_host(host: str) -> Platform | None:
+    """The supported platform whose join links use this host (any case, a final dot ignored)."""
+    found = _platform_of(host.lower().rstrip("."))
+    return found[0].platform if found is not None else None
 
 
 def _recognise(parts: SplitResult, host: str, url: str) -> tuple[_Join | None, str]:
-    platform = _platform_of(host)
-    if platform is None:
+    found = _platform_of(host)
+    if found is None:
         # The host and each parent domain, most specific first: www.microsoft.com, microsoft.com, com.
         labels = host.split(".")
         for i in range(len(labels)):
@@ -1074,12 +1102,8 @@ def _recognise(parts: SplitResult, host: str, url: str) -> tuple[_Join | None, s
             if reason is not None:
                 return None, reason
         return None, f"not a {_SUPPORTED} address"
-    kind, cloud = platform
-    if kind is Platform.TEAMS:
-        return _teams(parts, url, host)
-    if kind is Platform.ZOOM:
-        return _zoom(parts, host, cloud)
-    return _google_meet(parts)
+    row, variant = found
+    return row.recognise(parts, url, host, variant)
 
 
 # Teams ----------------------------------------------------------------------------------------
@@ -1122,7 +1146,7 @@ _TEAMS_NOT_MEETINGS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _teams(parts: SplitResult, url: str, host: str) -> tuple[_Join | None, str]:
+def _teams(parts: SplitResult, url: str, host: str, variant: str = "") -> tuple[_Join | None, str]:
     path = parts.path.lower()
     if "%" in path and not path.startswith("/l/meetup-join/"):
         path = unquote(path)
@@ -1344,7 +1368,7 @@ def _zoom_join_url(written: re.Match[str]) -> tuple[_Join, str] | None:
         return None  # a registrant token, or a name that decodes to one: the general path reads it
     known = _host_that_may_matter(host)
     platform = known[1] if known is not None else None
-    if platform is None or platform[0] is not Platform.ZOOM:
+    if platform is None or platform[0].platform is not Platform.ZOOM:
         return None
     cloud = platform[1]
     key = f"zoom:{cloud}:{number}" if cloud else f"zoom:{number}"
@@ -1370,7 +1394,7 @@ def _query_values(query: str, names: tuple[str, ...]) -> tuple[tuple[str, object
     return tuple((name, found[name]) for name in names if name in found)
 
 
-def _zoom(parts: SplitResult, host: str, cloud: str) -> tuple[_Join | None, str]:
+def _zoom(parts: SplitResult, url: str, host: str, cloud: str) -> tuple[_Join | None, str]:
     if not _ZOOM_HOST.fullmatch(host):
         return None, "Zoom address with an invalid host name"
     path = unquote(parts.path)
@@ -1426,7 +1450,7 @@ _MEET_JOIN_URL = re.compile(r"https://meet\.google\.com/([a-z]{3}-[a-z]{4}-[a-z]
 _MEET_CODE = re.compile(r"/([a-z]{3})-?([a-z]{4})-?([a-z]{3})/?", re.IGNORECASE | re.ASCII)
 
 
-def _google_meet(parts: SplitResult) -> tuple[_Join | None, str]:
+def _google_meet(parts: SplitResult, url: str = "", host: str = "", variant: str = "") -> tuple[_Join | None, str]:
     path = unquote(parts.path)
     match = _MEET_CODE.fullmatch(path)
     if match is not None:
@@ -1458,3 +1482,47 @@ def _masked(text: str) -> str:
 
 def _clip(text: str) -> str:
     return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
+
+
+# --------------------------------------------------------------------------------------------
+# The platforms, one row each (see PlatformRow); everything above that knows a host reads these.
+
+
+def _teams_as_written(url: str) -> tuple[_Join, str] | None:
+    written = _TEAMS_JOIN_URL.fullmatch(url)
+    return (_teams_join_url(written), "Teams meeting") if written is not None else None
+
+
+def _zoom_as_written(url: str) -> tuple[_Join, str] | None:
+    written = _ZOOM_JOIN_URL.fullmatch(url)
+    return _zoom_join_url(written) if written is not None else None
+
+
+def _meet_as_written(url: str) -> tuple[_Join, str] | None:
+    written = _MEET_JOIN_URL.fullmatch(url)
+    if written is None:
+        return None
+    return _join(Platform.GOOGLE_MEET, f"google_meet:{written.group(1)}", url), "Google Meet"
+
+
+PLATFORMS: tuple[PlatformRow, ...] = (
+    PlatformRow(Platform.TEAMS, "Microsoft Teams", "Teams", _teams, hosts=TEAMS_HOSTS,
+                meeting_paths=_TEAMS_MEETING_PATHS, meeting_in_fragment=True, as_written=_teams_as_written),
+    PlatformRow(Platform.ZOOM, "Zoom", "Zoom", _zoom, domains=ZOOM_CLOUDS, meeting_paths=_ZOOM_MEETING_PATHS,
+                as_written=_zoom_as_written),
+    PlatformRow(Platform.GOOGLE_MEET, "Google Meet", "Google Meet", _google_meet,
+                hosts=frozenset({GOOGLE_MEET_HOST}), as_written=_meet_as_written),
+)
+"""The supported platforms, in the API's order. A new platform is one row here, its `Platform`
+member and its recogniser (docs/meetings.md, "Adding a platform")."""
+
+_BY_HOST: Mapping[str, PlatformRow] = MappingProxyType({h: row for row in PLATFORMS for h in row.hosts})
+_BY_DOMAIN: Mapping[str, tuple[PlatformRow, str]] = MappingProxyType(dict(sorted(
+    ((d, (row, variant)) for row in PLATFORMS for d, variant in row.domains.items()), key=lambda i: -len(i[0]))))
+_DOMAIN_SUFFIXES = tuple("." + domain for domain in _BY_DOMAIN)
+_HOSTS_THAT_MATTER = _WRAPPER_HOSTS | set(_BY_HOST) | set(_BY_DOMAIN)
+# The scheme-less hosts the scan looks for, one literal-led pattern per platform.
+_BARE_HOSTS = tuple(re.compile(_literal_led(tuple(row.hosts | set(row.domains)))) for row in PLATFORMS)
+_BARE_HOSTS_ANY_CASE = tuple(re.compile(p.pattern, re.IGNORECASE) for p in _BARE_HOSTS)
+_AS_WRITTEN = tuple(row.as_written for row in PLATFORMS if row.as_written is not None)
+_SUPPORTED = ", ".join(row.short_name for row in PLATFORMS[:-1]) + " or " + PLATFORMS[-1].short_name

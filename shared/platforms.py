@@ -1,14 +1,14 @@
 """The meeting platforms the service knows, as rows. Pure domain.
 
-Supported platforms (Teams, Zoom, Google Meet) are recognised link by link in `shared.meeting_links`
-(hosts, link shapes, identity, what is not joinable); their display names live here, once, for the
-decision texts, the support tool and the page. Unsupported platforms are listed so that an event
+Supported platforms (Teams, Zoom, Google Meet) are rows of `shared.meeting_links.PLATFORMS` (hosts,
+link shapes, identity, what is not joinable, display name); their names are read from there for the
+decision texts and the support tool. Unsupported platforms are listed so that an event
 whose *own* meeting is on one of them is not mistaken for a Teams, Zoom or Meet meeting because such
 a link turns up further down its text (an organiser's signature, "other ways to join"): see
 `own_unsupported_platform`.
 
 To add an unsupported platform: one `UnsupportedPlatform` row (its name and the hosts of its join
-links). To add a supported one: its `Platform` member and display name here, and its recogniser in
+links). To add a supported one: its `Platform` member, and its row and recogniser in
 `shared.meeting_links` (docs/meetings.md, "Adding a platform").
 
 Graph shapes relied on: `onlineMeetingProvider` is one of unknown, teamsForBusiness,
@@ -21,12 +21,11 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from shared.meeting_links import GOOGLE_MEET_HOST, TEAMS_HOSTS, ZOOM_CLOUDS, Platform
+from shared.meeting_links import PLATFORMS
+from shared.meeting_links import platform_of_host as supported_platform_of
 
-PLATFORM_NAMES: Mapping[str, str] = {
-    Platform.TEAMS: "Microsoft Teams", Platform.ZOOM: "Zoom", Platform.GOOGLE_MEET: "Google Meet",
-}
-"""Every supported platform's display name, in the API's order."""
+PLATFORM_NAMES: Mapping[str, str] = {row.platform: row.name for row in PLATFORMS}
+"""Every supported platform's display name, in the API's order (from `meeting_links.PLATFORMS`)."""
 
 
 @dataclass(frozen=True)
@@ -54,13 +53,11 @@ _MAX_LOCATIONS = 50
 
 
 def is_supported_host(host: str) -> bool:
-    """A Teams, Zoom (any of its clouds, any subdomain) or Google Meet host."""
-    host = host.lower().rstrip(".")
-    return host in TEAMS_HOSTS or host == GOOGLE_MEET_HOST or any(
-        host == d or host.endswith("." + d) for d in ZOOM_CLOUDS)
+    """A host of a supported platform's join links (Teams, Zoom in any of its clouds, Google Meet)."""
+    return supported_platform_of(host) is not None
 
 
-def platform_of_host(host: str) -> UnsupportedPlatform | None:
+def unsupported_platform_of(host: str) -> UnsupportedPlatform | None:
     host = host.lower().rstrip(".")
     for platform in UNSUPPORTED_PLATFORMS:
         if any(host == d or host.endswith("." + d) for d in platform.domains):
@@ -85,7 +82,7 @@ def own_unsupported_platform(event: Mapping[str, object]) -> UnsupportedPlatform
             start = match.start()
             if start and text[start - 1] not in " \t\r\n;,(<[\"'":
                 continue  # inside a word or an e-mail address (room@webex.com is no URL)
-            found = platform_of_host(match.group(1))
+            found = unsupported_platform_of(match.group(1))
             if found is not None and ("/" in text[match.end(): match.end() + 1] or match.group(0).lower()
                                       .startswith("http")):
                 return found

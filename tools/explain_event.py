@@ -12,7 +12,8 @@ takes, on the user's join rules (`--rules`, as GET /api/autojoin/rules returns t
 otherwise), the connected account (`--account`, `--personal`: who counts as external) and a choice
 made in Upcoming Meetings (`--choice`). The tool assumes the connection is Active.
 
-Exit status: 0 every event has a meeting link, 1 at least one has none, 2 the input is unusable.
+Exit status: 0 every event has a meeting link, 1 at least one has none (or is another platform's
+meeting: Webex, GoTo...), 2 the input is unusable.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def main(
         stdout.write("\n")
     else:
         stdout.write("\n\n".join(describe(event, story, ctx) for event, story, ctx in stories) + "\n")
-    return FOUND if all(story.link is not None for _, story, _ in stories) else NOT_FOUND
+    return FOUND if all(listed(event, story) for event, story, _ in stories) else NOT_FOUND
 
 
 # --choice: what the per-meeting toggle in Upcoming Meetings stored (join, series)
@@ -189,6 +190,10 @@ def describe(event: Mapping[str, Any], story: Explanation, inputs: JoinInputs | 
     if isinstance(event.get("id"), str):
         title += f" [{event['id']}]"
     lines = [title]
+    own = not_listed(event)
+    if story.link is not None and own is not None and own.reason is Unlisted.UNSUPPORTED_PLATFORM:
+        lines.append(f"  NOT LISTED: {own.text} The {PLATFORM_NAMES.get(str(story.link.platform))} link below is "
+                     "not its meeting (the event's own location or online-meeting provider says so).")
     if story.link is not None:
         link = story.link
         lines.append(f"  FOUND a {PLATFORM_NAMES.get(str(link.platform), link.platform)} meeting in {story.source}")
@@ -242,6 +247,12 @@ def scheduling_hints(event: Mapping[str, Any]) -> list[str]:
     if event.get("type") == "seriesMaster":
         hints.append("this is a recurring series itself; agents follow its occurrences (calendarView)")
     return hints
+
+
+def listed(event: Mapping[str, Any], story: Explanation) -> bool:
+    """A meeting link, and not an event whose own meeting is on another platform."""
+    own = not_listed(event)
+    return story.link is not None and not (own is not None and own.reason is Unlisted.UNSUPPORTED_PLATFORM)
 
 
 def not_listed(event: Mapping[str, Any]) -> NotAMeeting | None:

@@ -37,6 +37,7 @@ from shared.autojoin import (
     newest,
 )
 from shared.clock import Clock
+from shared.meeting_identity import same_meeting
 from shared.ports import (
     Conflict,
     ConnectionStore,
@@ -48,7 +49,7 @@ from shared.ports import (
     TeamClaims,
 )
 from shared.scheduling import deploy_at
-from shared.services.meetings import planned
+from shared.services.meetings import identities, planned
 from shared.teams import teammate_decision
 
 if TYPE_CHECKING:
@@ -204,11 +205,55 @@ class MeetingLifecycle:
         now = self._clock.now()
         context = self.context(user_id)
         report = ReplanReport()
+        self._coalesce(user_id, now)
         for meeting in self._meetings.list_for_user(user_id, ending_after=now):
             report.meetings += 1
             self._apply(context, meeting, now, report)
         self._purge_ended_choices(user_id, context, now)
         return report
+
+    def _coalesce(self, user_id: str, now: datetime) -> int:
+        """Rows that turn out to hold one real meeting (`meeting_identity.same_meeting` between their
+        copies) become one: written before meeting identities were kept (the Teams long and short
+        links in two rows), or by two calendars' syncs at the same moment that found no row to share.
+        The row whose agent was sent (else the first by key) keeps its key, agent and idempotency
+        key and takes the other's calendar copies; the other, which had no agent sent (a SCHEDULED
+        one's message finds no row and does nothing), goes. Two rows that each sent an agent are
+        left as they are: one never recalls an agent to merge. Conditional writes; a race is left to
+        the next replan. Returns how many rows went."""
+        rows = self._meetings.list_for_user(user_id, ending_after=now)
+        if len(rows) < 2:
+            return 0
+        known = {m.key: identities(m) for m in rows}
+        ordered = sorted(rows, key=lambda m: (m.agent in (None, AgentState.SCHEDULED), m.key))
+        gone: set[str] = set()
+        for i, keep in enumerate(ordered):
+            if keep.key in gone:
+                continue
+            for other in ordered[i + 1:]:
+                if other.key in gone or other.agent not in (None, AgentState.SCHEDULED):
+                    continue
+                if not any(same_meeting(a, b) for a in known[keep.key] for b in known[other.key]):
+                    continue
+                kept = self._fold(keep, other)
+                if kept is None:
+                    break  # a row changed meanwhile: the next replan looks again
+                keep = kept
+                gone.add(other.key)
+        return len(gone)
+
+    def _fold(self, keep: Meeting, other: Meeting) -> Meeting | None:
+        held = {(s.connection_id, s.calendar_id) for s in keep.sources}
+        extra = tuple(s for s in other.sources if (s.connection_id, s.calendar_id) not in held)
+        try:
+            kept = self._meetings.replace(replace(keep, sources=(*keep.sources, *extra))) if extra else keep
+            self._meetings.delete(other)
+        except Conflict:
+            return None
+        if self._teams is not None:
+            self._teams.leave(other)  # its place in a shared workspace meeting goes with it
+        log.info("two rows of one meeting merged", extra={"meeting_id": kept.key, "merged_meeting_id": other.key})
+        return kept
 
     def replan_one(self, user_id: str, key: str) -> None:
         """Apply the decision to one meeting of the user (a shared agent handed over to them)."""

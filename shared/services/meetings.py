@@ -51,9 +51,11 @@ def attach_source(meetings: MeetingStore, jobs: JobQueue, now: datetime, candida
     only duplicate a message (the deployer dedupes), never lose one.
 
     Which meeting: the one this event fed before (`previous`, from the event index), else the one
-    named by the candidate's key (`meeting_identity`: the same `iCalUId` or link at the same start
-    always names the same row, so two calendars synced at once meet on one row), else any of the
-    user's meetings (`known`) that holds the same meeting (`holds`); else a new one. A stored meeting
+    named by the candidate's key (the same link at the same start always names the same row, so two
+    calendars synced at once meet on one row), else any of the user's meetings (`known`) that holds
+    the same meeting (`holds`: the same iCalUId with another link form, the same link at an
+    overlapping time); else a new one (two rows two syncs made at once for one meeting are merged
+    at the next replan: `MeetingLifecycle._coalesce`). A stored meeting
     keeps its key and identity (`link_key`), so its idempotency key never changes under it. The copy
     that holds the deployment (the first source) says the title, times and join link; another copy
     only adds itself. The caller lets go of `previous` when the answer is another meeting."""

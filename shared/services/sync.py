@@ -808,7 +808,7 @@ class SyncService:
         return Meeting(
             user_id=conn.user_id,
             key=meeting_key(identity.primary, copy.start),
-            link_key=identity.primary,
+            link_key=identity.primary,  # the join link's identity: keys as before iCalUId was used
             title=copy.title,
             start=copy.start,
             end=copy.end,

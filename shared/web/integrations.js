@@ -658,15 +658,26 @@
     for (const radio of form.querySelectorAll('input[name="external_invites"]')) {
       radio.checked = radio.value === rules.external_invites;
     }
+    // Kinds of events: each box stands for the choice that is not the default (join, or skip for free).
+    for (const name of KIND_RULES) {
+      const box = form.querySelector('input[name="' + name + '"]');
+      if (box) { box.checked = rules[name] === box.value; }
+    }
   }
 
   function rulesFromForm() {
     const form = $("rules-form");
     const picked = (name) => Array.from(form.querySelectorAll('input[name="' + name + '"]:checked')).map((i) => i.value);
     const external = form.querySelector('input[name="external_invites"]:checked');
-    return { responses: picked("responses"), external_invites: external ? external.value : "skip_unanswered",
+    const rules = { responses: picked("responses"), external_invites: external ? external.value : "skip_unanswered",
       platforms: picked("platforms") };
+    for (const name of KIND_RULES) {
+      const box = form.querySelector('input[name="' + name + '"]');
+      if (box) { rules[name] = box.checked ? box.value : (box.value === "join" ? "skip" : "join"); }
+    }
+    return rules;
   }
+  const KIND_RULES = ["private_events", "solo_events", "all_day_events", "free_events"];
 
   async function saveRules(event) {
     event.preventDefault();

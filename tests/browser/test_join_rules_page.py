@@ -132,9 +132,13 @@ def test_the_rules_panel_shows_the_defaults_and_saves_a_change_that_meetings_fol
         expect(rules.get_by_label("Microsoft Teams")).not_to_be_checked()
         expect(rules.get_by_label("Zoom")).to_be_checked()
         expect(rules.get_by_label("Join them like any other")).to_be_checked()
-        assert client.call("GET", "autojoin/rules", person.token).json() == {
+        stored = client.call("GET", "autojoin/rules", person.token).json()
+        assert {name: stored[name] for name in ("responses", "external_invites", "platforms")} == {
             "responses": ["organizer", "accepted", "tentative", "not_responded"],
             "external_invites": "join", "platforms": ["zoom", "google_meet"]}
+        # The kinds-of-events rules the form sent with them kept their defaults.
+        assert (stored["private_events"], stored["solo_events"], stored["all_day_events"], stored["free_events"]) == (
+            "skip", "skip", "skip", "join")
     finally:
         for event in events:
             client.sim("DELETE", f"/_sim/users/{ACCOUNT}/events/{event['id']}")

@@ -41,8 +41,12 @@ def test_the_panel_says_why_each_event_is_missing_and_searches_by_title(person: 
     try:
         panel = page.locator("#why-missing")
         expect(panel.locator("summary")).to_have_text("Why isn't my meeting here?")
-        if panel.get_attribute("open") is None:  # with nothing listed the page has opened it already
+        # With nothing listed the page opens the panel itself once it has shown Upcoming Meetings
+        # (its last step writes the time-zone line): wait for that, then open it if it is not.
+        expect(page.locator("#timezone")).not_to_be_empty()
+        if panel.get_attribute("open") is None:
             panel.locator("summary").click()
+        expect(panel).to_have_attribute("open", "")
         page.get_by_label("Find an event of the next 7 days").fill(tag)
         page.get_by_role("button", name="Look it up").click()
         items = page.locator("#unlisted li")

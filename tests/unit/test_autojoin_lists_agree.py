@@ -34,3 +34,12 @@ def test_the_pages_rules_form_offers_every_choice_the_api_takes():
     assert form_values("responses") == [r.value for r in Response]
     assert form_values("external_invites") == [e.value for e in ExternalInvites]
     assert form_values("platforms") == [p.value for p in Platform]
+
+
+def test_the_pages_rules_form_offers_each_kind_of_event_rule_against_its_default():
+    from shared.autojoin import NEWER_RULES, EventChoice
+
+    for rule, default in NEWER_RULES.items():
+        other = EventChoice.SKIP if default is EventChoice.JOIN else EventChoice.JOIN
+        assert form_values(rule) == [other.value], rule
+

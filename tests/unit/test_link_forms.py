@@ -110,3 +110,12 @@ def test_a_town_halls_event_page_is_no_join_link_and_says_so():
     assert "event page" in found.text
     both = find_meeting_link(body(f"Event details: {page}\nJoin: {TOWN_HALL_LONG}"))
     assert both is not None and both.url == TOWN_HALL_JOIN
+
+
+def test_the_support_tool_says_an_event_on_webex_is_not_listed_for_the_zoom_link_in_its_signature():
+    ev = {**body("Best, Jane | My Zoom: https://acme.zoom.us/j/85551234567"),
+          "location": {"displayName": "https://acme.webex.com/acme/j.php?MTID=m2f7c1d"}}
+    out = io.StringIO()
+    status = explain_event(["-"], stdin=io.StringIO(json.dumps(ev)), stdout=out, stderr=io.StringIO())
+    assert status == 1
+    assert "NOT LISTED: It is a Webex meeting" in out.getvalue()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from shared.meeting_identity import MeetingIdentity, ical_identity, printed_aliases, same_meeting
 from shared.meeting_links import find_meeting_link
-from shared.ports import Meeting, Source
+from shared.ports import DeployJob, Meeting, Source
 from shared.scheduling import AgentState, idempotency_key, meeting_key
 from shared.services.autojoin import Choice
 from tests.unit.test_sync_and_deploy import ALICE, PERSONAL, WORK, connected, run_due_deploys, sync, upcoming
@@ -198,6 +198,12 @@ def test_an_occurrence_is_identified_by_its_series_icaluid_and_original_start():
     assert ical_identity(exception, "SERIES", start) == "ical:SERIES@2026-12-08T09:00:00Z"
     assert ical_identity({"seriesMasterId": "m"}, "SERIES", T0) == "ical:SERIES@2026-12-08T09:00:00Z"
     assert ical_identity({"seriesMasterId": "m", "iCalUId": "own"}, None, T0) == "ical:own"
+    # Listed in full without its master (a secondary calendar's calendarView): the series' iCalUId is
+    # read from the occurrence's own (Exchange puts the instance date in bytes 16-19 of the series').
+    series = "040000008200E00074C5B7101A82E00800000000A1B2C3D4E5F6"
+    occurrence = "040000008200E00074C5B7101A82E00807EA0C08A1B2C3D4E5F6"
+    listed_in_full = {"seriesMasterId": "m", "iCalUId": occurrence, "originalStart": "2026-12-08T09:00:00Z"}
+    assert ical_identity(listed_in_full, None, T0) == ical_identity({"seriesMasterId": "m"}, series, T0)
     assert ical_identity({"iCalUId": "single"}, None, T0) == "ical:single"
     assert ical_identity({}, None, T0) is None
 
@@ -209,17 +215,50 @@ def test_the_teams_meeting_id_printed_in_an_invitation_reads_as_the_short_links_
     assert printed_aliases("teams", ["Meeting ID: 12"]) == frozenset()
 
 
-def test_the_readiness_check_knows_a_meeting_keyed_by_icaluid_by_its_copies_links(world):
-    """The check before an agent goes compares the event's link with the links the meeting's copies
-    were read with: a meeting keyed by iCalUId is not "link changed" for that, a new link still is."""
+def test_the_readiness_check_knows_a_merged_meeting_by_each_of_its_copies_links(world):
+    """The check before an agent goes compares an event's link with the links the meeting's copies
+    were read with: the short-link copy of a meeting named by its long link is not "link changed"
+    for that; a new link still is."""
     from shared.services.agent_progress import Risk, _event_risk
 
-    conn = connected(world, WORK)
-    ev = graph_event(world, "w", join=LONG)
-    in_calendar(world, WORK[2], ev)
-    sync(world, conn)
+    a, b = two_accounts(world)
+    in_calendar(world, WORK[2], graph_event(world, "w", join=LONG))
+    sync(world, a)
+    short_copy = graph_event(world, "p", body=SHORT)
+    in_calendar(world, PERSONAL[2], short_copy)
+    sync(world, b)
     [meeting] = upcoming(world)
-    assert meeting.link_key == f"ical:{UID}"
-    assert _event_risk(meeting, ev) is None
-    moved_room = {**ev, "onlineMeeting": {"joinUrl": "https://us02web.zoom.us/j/85551234567"}}
+    assert meeting.link_key.startswith("teams:19:")  # named by the first copy's (long) link
+    assert _event_risk(meeting, short_copy) is None
+    moved_room = {**short_copy, "body": {"contentType": "text", "content": "https://us02web.zoom.us/j/85551234567"}}
     assert _event_risk(meeting, moved_room) is Risk.LINK_CHANGED
+
+
+def test_two_rows_written_before_the_upgrade_for_one_meeting_become_one_and_send_one_agent(world):
+    """The old bug's aftermath: the long-link copy and the short-link copy of one meeting in two rows,
+    both scheduled, neither sent. Once the upgraded syncs read their iCalUId, they are one meeting
+    with one agent; the row that goes had its own deploy message, which then finds nothing to do."""
+    a, b = two_accounts(world)
+    start = world.clock.now() + timedelta(minutes=60)
+    rows = {}
+    for conn, email, eid, link_url in ((a, WORK[2], "w", LONG), (b, PERSONAL[2], "p", SHORT)):
+        link = find_meeting_link({"body": {"contentType": "text", "content": link_url}})
+        assert link is not None
+        key = meeting_key(link.key, start)
+        rows[eid] = world.meetings.create(Meeting(
+            user_id=ALICE.id, key=key, link_key=link.key, title="Quarterly review", start=start,
+            end=start + timedelta(minutes=30), platform="teams", join_url=link.url,
+            sources=(Source(conn.id, eid, email),), agent=AgentState.SCHEDULED,
+            deploy_at=start - timedelta(minutes=2), enqueued_for=start - timedelta(minutes=2)))
+        world.index.put(conn.id, eid, ALICE.id, key, "g0")
+        world.jobs.deploys.append((DeployJob(ALICE.id, key, start - timedelta(minutes=2)), timedelta(minutes=58)))
+    in_calendar(world, WORK[2], graph_event(world, "w", join=LONG))
+    sync(world, a)
+    in_calendar(world, PERSONAL[2], graph_event(world, "p", body=SHORT))
+    sync(world, b)
+    [meeting] = upcoming(world)
+    assert {s.connection_id for s in meeting.sources} == {a.id, b.id}
+    assert meeting.key in {r.key for r in rows.values()} and meeting.agent is AgentState.SCHEDULED
+    world.clock.set(start - timedelta(minutes=2))
+    run_due_deploys(world)
+    assert len(world.agents.calls) == 1
