@@ -253,6 +253,17 @@ def test_no_new_try_once_the_user_skips_the_meeting(w):
     assert len(w.agents.calls) == 1
 
 
+def test_a_new_try_whose_message_was_lost_is_queued_again_by_the_watchdog(w):
+    sent(w, minutes=-3)  # started: its first try went within the grace
+    status(w, "admission_timeout")
+    w.world.jobs.deploys.clear()  # the retry's message is lost
+    w.world.clock.advance(RETRY + 60)
+    assert w.deploy.recover_overdue(ALICE.id) == 0  # not overdue yet
+    w.world.clock.advance(60)
+    assert w.deploy.recover_overdue(ALICE.id) == 1
+    assert deliver(w) == ["deployed"] and only(w).agent_attempt == 2  # after the grace, while the meeting is on
+
+
 def test_a_removed_agent_is_not_sent_again_and_the_user_is_told(w):
     sent(w)
     status(w, "in_call")
