@@ -255,3 +255,29 @@ def test_the_readiness_check_warns_of_a_connection_in_error_and_stays_quiet_for_
     eventually(read_by_id, timeout=60)
     assert events_about(client, fine) == []
     assert shown(client, fine_token, fine)["at_risk"] is None  # type: ignore[index]
+
+
+# ---------------------------------------------------------------- the user's own settings
+def test_the_users_join_lead_and_agent_name_reach_the_agent_api_and_bad_values_are_refused(client):
+    me = user()
+    token = client.token(me, "pro")
+    rules = client.call("GET", "autojoin/rules", token).json()
+    assert rules["join_lead_seconds"] == LEAD and rules["agent_name"] is None  # the service's defaults
+
+    refused = client.call("PUT", "autojoin/rules", token, json={**rules, "join_lead_seconds": 901,
+                                                                 "agent_name": "\u0000"})
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_rules"
+    assert len(refused.json()["reasons"]) == 2
+    mine = {**rules, "join_lead_seconds": 900, "agent_name": "Ada's notes"}
+    assert client.call("PUT", "autojoin/rules", token, json=mine).json() == mine
+    # A client written before these fields existed leaves them out: they keep their value.
+    older = {k: rules[k] for k in ("responses", "external_invites", "platforms")}
+    assert client.call("PUT", "autojoin/rules", token, json=older).json() == mine
+
+    start = now_utc() + timedelta(minutes=14)  # inside a 900 s lead (not inside the service's 600 s)
+    key = meeting_of(client, "bob@outlook.com", f"Named {me}", start, 7010)
+    client.connect(token, "bob@outlook.com")
+    [deployment] = eventually(lambda: deployments_of(client, key) or None)
+    body = deployment["body"]
+    assert body["agent_name"] == "Ada's notes" and body["user_ids"] == [me] and body["attempt"] == 1
+    assert datetime.fromisoformat(body["join_at"]) == start - timedelta(seconds=900)
