@@ -34,8 +34,6 @@ from typing import Any
 
 from bench.bench_punctuality import percentile
 from devstack.stack import Stack, free_ports
-from shared.meeting_links import find_meeting_link
-from shared.scheduling import meeting_key
 from tests.e2e.client import Client, now_utc, teams_link
 
 UPN = "alice@contoso.com"
@@ -61,14 +59,18 @@ def run(client: Client, n: int) -> int:
     user = f"bench-progress-{uuid.uuid4().hex[:8]}"
     token = client.token(user, "pro")
     start = now_utc() + timedelta(minutes=5)
-    keys = []
-    for i in range(2 * n):
-        created = client.add_event(UPN, f"Progress bench {user} {i}", start + timedelta(seconds=i),
-                                 onlineMeeting={"joinUrl": teams_link(8000 + i)})
-        link = find_meeting_link(created)
-        assert link is not None
-        keys.append(meeting_key(link.key, start + timedelta(seconds=i)))
+    titles = [f"Progress bench {user} {i}" for i in range(2 * n)]
+    for i, title in enumerate(titles):
+        client.add_event(UPN, title, start + timedelta(seconds=i), onlineMeeting={"joinUrl": teams_link(8000 + i)})
     client.connect(token, UPN)
+    ids: dict[str, str] = {}
+
+    def all_listed() -> bool:
+        ids.update({m["title"]: m["id"] for m in client.upcoming(token) if m["title"] in titles})
+        return len(ids) == len(titles)
+
+    wait(all_listed, 60, "every meeting listed")
+    keys = [ids[t] for t in titles]
     agents: dict[str, str] = {}
 
     def all_deployed() -> bool:
