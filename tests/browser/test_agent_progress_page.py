@@ -30,8 +30,8 @@ STATES = [
 def test_every_agent_state_is_shown_with_what_to_do(person: Person, client):
     person.open("pro")
     tag = uuid.uuid4().hex[:6]
-    start = now_utc() + timedelta(minutes=5)  # inside the lead: each agent is sent at once
-    events = [client.add_event(UPN, f"Progress {tag} {i}", start + timedelta(minutes=i),
+    start = now_utc() + timedelta(minutes=4)  # every one inside the 10-minute lead: each agent is sent at once
+    events = [client.add_event(UPN, f"Progress {tag} {i}", start + timedelta(seconds=30 * i),
                                onlineMeeting={"joinUrl": teams_link(970 + i)}) for i in range(len(STATES))]
     try:
         person.connect(UPN)
