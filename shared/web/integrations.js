@@ -683,14 +683,27 @@
     for (const radio of form.querySelectorAll('input[name="external_invites"]')) {
       radio.checked = radio.value === rules.external_invites;
     }
+    if (typeof rules.join_lead_seconds === "number") { $("rules-lead").value = String(Math.round(rules.join_lead_seconds / 60)); }
+    $("rules-agent-name").value = rules.agent_name || "";
   }
 
   function rulesFromForm() {
     const form = $("rules-form");
     const picked = (name) => Array.from(form.querySelectorAll('input[name="' + name + '"]:checked')).map((i) => i.value);
     const external = form.querySelector('input[name="external_invites"]:checked');
-    return { responses: picked("responses"), external_invites: external ? external.value : "skip_unanswered",
+    const rules = { responses: picked("responses"), external_invites: external ? external.value : "skip_unanswered",
       platforms: picked("platforms") };
+    // The join lead is shown in whole minutes; a stored value in seconds is kept when left as shown.
+    const stored = state.rules && state.rules.join_lead_seconds;
+    const minutes = $("rules-lead").value.trim();
+    if (minutes !== "") {
+      const seconds = Number(minutes) * 60;
+      rules.join_lead_seconds = typeof stored === "number" && Math.round(stored / 60) === Number(minutes) ? stored
+        : (Number.isInteger(seconds) ? seconds : -1);
+    }
+    const name = $("rules-agent-name").value;
+    rules.agent_name = name.trim() ? name : null;
+    return rules;
   }
 
   async function saveRules(event) {
@@ -699,8 +712,16 @@
     const status = $("rules-status");
     button.disabled = true;
     status.className = "rules-status";
+    const wanted = rulesFromForm();
+    const lead = wanted.join_lead_seconds;
+    if (lead !== undefined && !(Number.isInteger(lead) && lead >= 0 && lead <= 900)) {
+      button.disabled = false;
+      status.className = "rules-status error";
+      status.textContent = "Not saved: send the agent a whole number of minutes, from 0 to 15, before the start.";
+      return;
+    }
     status.textContent = "Saving…";
-    const res = await api("PUT", "autojoin/rules", rulesFromForm());
+    const res = await api("PUT", "autojoin/rules", wanted);
     button.disabled = false;
     if (res.ok) {
       state.rules = res.data;
@@ -712,7 +733,8 @@
     status.textContent = "";
     if (res.status === 400) {
       status.className = "rules-status error";
-      status.textContent = "Not saved: " + ((res.data && res.data.message) || "these rules are not valid.");
+      const reasons = res.data && Array.isArray(res.data.reasons) ? res.data.reasons.join("; ") : "";
+      status.textContent = "Not saved: " + (reasons || (res.data && res.data.message) || "these rules are not valid.");
       return;
     }
     explainError(res, "rules");

@@ -56,3 +56,27 @@ def test_every_agent_state_is_shown_with_what_to_do(person: Person, client):
     finally:
         for e in events:
             client.sim("DELETE", f"/_sim/users/{UPN}/events/{e['id']}")
+
+
+def test_the_agent_is_named_and_sent_early_as_the_person_sets_it_and_a_bad_value_says_why(person: Person, client):
+    person.open("solo")
+    person.connect("erin@northwind.com")
+    rules = person.page.get_by_role("region", name="Auto-join rules")
+    lead = rules.get_by_label("Send it this many minutes before the start (0-15)")
+    name = rules.get_by_label("The name it shows in the meeting")
+    expect(lead).to_have_value("10")  # the service's default (AGENT_JOIN_LEAD_SECONDS=600 in the test stack)
+    expect(name).to_have_value("")
+
+    lead.fill("20")
+    rules.get_by_role("button", name="Save rules").click()
+    expect(rules.get_by_role("status")).to_have_text(
+        "Not saved: send the agent a whole number of minutes, from 0 to 15, before the start.")
+    assert client.call("GET", "autojoin/rules", person.token).json()["join_lead_seconds"] == 600  # unchanged
+
+    lead.fill("5")
+    name.fill("Ada's notes")
+    rules.get_by_role("button", name="Save rules").click()
+    expect(rules.get_by_role("status")).to_have_text("Rules saved. Upcoming Meetings follow them now.")
+    saved = client.call("GET", "autojoin/rules", person.token).json()
+    assert (saved["join_lead_seconds"], saved["agent_name"]) == (300, "Ada's notes")
+    person.shoot("31-agent-settings")
