@@ -45,6 +45,7 @@ bench: deps
 	$(PY) -m bench.bench_sync
 	$(PY) -m bench.bench_punctuality
 	$(PY) -m bench.bench_notifications
+	$(PY) -m bench.bench_agent_progress
 	$(PY) -m bench.bench_cost
 
 faults: deps

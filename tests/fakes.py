@@ -626,3 +626,34 @@ def _within(event: dict[str, Any], window: SyncWindow) -> bool:
 
     start, end = parse_graph_time(event.get("start")), parse_graph_time(event.get("end"))
     return start is not None and end is not None and start < window.end and end > window.start
+
+
+class AgentTries:
+    """Each agent try by idempotency key and agent id, and the webhook ids taken, in memory."""
+
+    def __init__(self) -> None:
+        from shared.ports import AgentTry
+
+        self.by_keys: dict[str, AgentTry] = {}
+        self.by_agents: dict[str, AgentTry] = {}
+        self.webhooks: set[str] = set()
+
+    def put(self, entry: Any) -> None:
+        self.by_keys[entry.idempotency_key] = entry
+        if entry.agent_id:
+            self.by_agents[entry.agent_id] = entry
+
+    def by_key(self, idempotency_key: str) -> Any:
+        return self.by_keys.get(idempotency_key)
+
+    def by_agent(self, agent_id: str) -> Any:
+        return self.by_agents.get(agent_id)
+
+    def remember_webhook(self, webhook_id: str, at: datetime) -> bool:
+        if webhook_id in self.webhooks:
+            return False
+        self.webhooks.add(webhook_id)
+        return True
+
+    def webhook_seen(self, webhook_id: str) -> bool:
+        return webhook_id in self.webhooks

@@ -27,7 +27,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
 
@@ -1024,7 +1024,8 @@ class TableAgentTries:
 
     def put(self, entry: AgentTry) -> None:
         row = {"RowKey": "try", "UserId": entry.user_id, "MeetingKey": entry.meeting_key, "Attempt": entry.attempt,
-               "IdempotencyKey": entry.idempotency_key, "AgentId": entry.agent_id or ""}
+               "IdempotencyKey": entry.idempotency_key, "AgentId": entry.agent_id or "",
+               "SeenAt": _iso(datetime.now(UTC))}
         self._t.upsert_entity({**row, "PartitionKey": _hashed("k", entry.idempotency_key)}, mode=UpdateMode.REPLACE)
         if entry.agent_id:
             self._t.upsert_entity({**row, "PartitionKey": _hashed("a", entry.agent_id)}, mode=UpdateMode.REPLACE)
@@ -1041,6 +1042,20 @@ class TableAgentTries:
         except ResourceExistsError:
             return False
         return True
+
+    def prune(self, tries_before: datetime, webhooks_before: datetime) -> int:
+        """Forget tries stored before `tries_before` (their meetings are long over) and webhook ids
+        seen before `webhooks_before` (a replay that old fails its timestamp check anyway). One scan of
+        the table; returns how many rows went."""
+        gone = 0
+        for e in self._t.query_entities(f"SeenAt lt '{_quote(_iso(max(tries_before, webhooks_before)))}'",
+                                        select=["PartitionKey", "RowKey", "SeenAt"]):
+            seen = _dt(e.get("SeenAt"))
+            cutoff = webhooks_before if str(e["PartitionKey"]).startswith("w~") else tries_before
+            if seen is not None and seen < cutoff:
+                self._t.delete_entity(e["PartitionKey"], e["RowKey"])
+                gone += 1
+        return gone
 
     def webhook_seen(self, webhook_id: str) -> bool:
         try:

@@ -252,13 +252,17 @@ class DeployService:
     def _recover(self, meeting: Meeting, now: datetime, after: timedelta) -> int:
         """Queue an overdue meeting's deployment again (1), record it missed when it can no longer be
         joined (1), or leave it (0: not overdue, no longer wanted, or another instance claimed it)."""
+        if meeting.agent is AgentState.NOT_ADMITTED and meeting.retry_at is not None:
+            return self._recover_retry(meeting, now, after)
         if not _overdue(meeting, now, after):
             return 0
         decision = self._lifecycle.decide(meeting)
         if not decision.will_join and decision.why is not Why.TOO_LATE:
             return 0  # the join decision withdraws it; replan clears the SCHEDULED state
         ctx = {"user_id": meeting.user_id, "meeting_id": meeting.key}
-        if now <= meeting.start + self._grace:
+        # A later try (after the lobby) may go until the meeting ends; a first one within the grace.
+        joinable_until = meeting.end if meeting.agent_attempt > 1 else meeting.start + self._grace
+        if now <= joinable_until:
             assert meeting.deploy_at is not None
             # Queued again after its planned time: it cannot be on time, and is shown and told as late.
             late = now > meeting.deploy_at + LATE_AFTER
@@ -278,6 +282,23 @@ class DeployService:
             return 0
         log.error("deployment_missed: the meeting started without a verdict", extra={**ctx,
                                                                                       "event": "deployment_missed"})
+        return 1
+
+    def _recover_retry(self, meeting: Meeting, now: datetime, after: timedelta) -> int:
+        """A new try after the lobby whose message was lost: queued again while the meeting is on,
+        claimed on the row first (its `enqueued_at`), as a first deployment's re-queue is."""
+        assert meeting.retry_at is not None
+        due = max(meeting.retry_at, meeting.enqueued_at or meeting.retry_at)
+        if not due + after <= now < meeting.end:
+            return 0
+        try:
+            self._meetings.replace(replace(meeting, enqueued_at=now))
+        except Conflict:
+            return 0
+        self._jobs.schedule_deploy(DeployJob(meeting.user_id, meeting.key, meeting.retry_at), timedelta(0))
+        log.warning("retry_overdue: try %d not sent since %s, queued again", meeting.agent_attempt + 1,
+                    meeting.retry_at.isoformat(), extra={"user_id": meeting.user_id, "meeting_id": meeting.key,
+                                                         "event": "deployment_overdue"})
         return 1
 
     def _record(self, meeting: Meeting, state: AgentState, reason: str | None, *, agent_id: str | None = None,

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from shared.agent_states import LIVE, SENT, AgentState
+from shared.agent_states import LIVE, SENT, AgentState, check
 from shared.autojoin import (
     DEFAULT_RULES,
     Decision,
@@ -268,7 +268,8 @@ class MeetingLifecycle:
         changed since it was read (decide again)."""
         if meeting.agent is AgentState.NOT_ADMITTED:
             return self._meetings.replace(replace(meeting, retry_at=None))
-        return self._meetings.replace(replace(meeting, agent=None, enqueued_for=None, lease_until=None))
+        return self._meetings.replace(replace(meeting, agent=check(meeting.agent, None), enqueued_for=None,
+                                              lease_until=None))
 
     def _apply(self, context: JoinContext, meeting: Meeting, now: datetime, report: ReplanReport) -> None:
         current: Meeting | None = meeting

@@ -120,7 +120,8 @@ def planned(jobs: JobQueue, now: datetime, meeting: Meeting, will_join: bool,
     if not will_join:
         return meeting if meeting.agent is None else replace(meeting, agent=check(meeting.agent, None))
     if meeting.enqueued_for == meeting.deploy_at:
-        return meeting if meeting.agent is AgentState.SCHEDULED else replace(meeting, agent=AgentState.SCHEDULED)
+        scheduled = check(meeting.agent, AgentState.SCHEDULED)
+        return meeting if meeting.agent is scheduled else replace(meeting, agent=scheduled)
     delay = enqueue_delay(now, meeting.deploy_at)
     if delay is None:
         return meeting

@@ -2,6 +2,7 @@
 is long past (shared/services/lifecycle.py)."""
 
 import logging
+from datetime import timedelta
 
 import azure.functions as func
 
@@ -60,6 +61,12 @@ def reconcile_secrets(timer: func.TimerRequest) -> None:
 @bp.function_name("prune_data")
 @bp.timer_trigger(arg_name="timer", schedule=schedule("PRUNE_SCHEDULE"), run_on_startup=False, use_monitor=True)
 def prune_data(timer: func.TimerRequest) -> None:
-    pruned = container().pruner.run()
+    c = container()
+    pruned = c.pruner.run()
+    now = c.clock.now()
+    # Agent tries outlive their meetings' retention no longer; replayed status ids matter for minutes.
+    tries = c.agent_tries.prune(tries_before=now - timedelta(days=c.settings.meeting_retention_days),
+                                webhooks_before=now - timedelta(days=1))
+    log.info("prune_data: %d agent tries and status ids", tries)
     log.info("prune_data: %d meetings, %d dead connections, %d orphaned sync rows", pruned.meetings,
              pruned.dead_connections, pruned.orphaned_connections)

@@ -538,18 +538,25 @@
     li.append(what);
 
     const agent = el("div", { class: "agent" });
-    const labels = { scheduled: "Agent scheduled", deployed: "Agent deployed", failed: "Agent failed",
-      recalled: "Agent recalled" };
+    const labels = { scheduled: "Agent scheduled", deployed: "Agent deployed", joining: "Agent joining",
+      waiting_for_admission: "Agent in the lobby", in_call: "Agent in the call", not_admitted: "Agent not admitted",
+      ended: "Agent left", failed: "Agent failed", recalled: "Agent recalled" };
     const callingBack = isOut(m) && m.will_join === false;
     const label = callingBack ? "Calling the agent back…"
       : labels[m.agent] || (m.will_join === false ? "No agent" : "Agent not scheduled yet");
     // A meeting the person (or their rules) skipped is a choice, not a failure: shown neutral ("off").
     const kind = callingBack ? "recalling" : m.agent || (m.will_join === false ? "off" : "pending");
     agent.append(el("span", { class: "status " + kind, text: label }));
-    if (m.agent_at && !callingBack && !["deployed", "failed", "recalled"].includes(m.agent)) {
+    if (m.agent_at && !callingBack && (!m.agent || m.agent === "scheduled")) {
       agent.append(el("span", { class: "muted small", text: "Joins " + formatDate(m.agent_at, TIME) }));
-    } else if (m.agent === "failed") {
-      agent.append(el("span", { class: "muted small", text: "The agent could not join" }));
+    }
+    if (m.agent_attempt > 1 && m.agent_attempts) {
+      agent.append(el("span", { class: "muted small attempt", text: "Try " + m.agent_attempt + " of " + m.agent_attempts }));
+    }
+    const detail = agentDetail(m);
+    if (detail) { agent.append(el("p", { class: "agent-detail small", text: detail })); }
+    if (m.at_risk && m.at_risk.text) {
+      agent.append(el("p", { class: "at-risk small", text: "At risk: " + m.at_risk.text }));
     }
     if (m.why_text) { agent.append(el("p", { class: "why small", text: m.why_text })); }
     agent.append(meetingControls(m));
@@ -560,6 +567,22 @@
   // An agent that has gone to the meeting (or is on its way in): the one thing left is to call it back.
   const OUT_STATES = ["deployed", "joining", "waiting_for_admission", "in_call"];
   function isOut(m) { return OUT_STATES.includes(m.agent); }
+
+  // What the agent is doing, in the viewer's own time (the API's agent_detail says it in UTC).
+  function agentDetail(m) {
+    const since = m.agent_since ? formatDate(m.agent_since, TIME) : "";
+    if (m.agent === "waiting_for_admission" && since) {
+      return "Waiting in the lobby since " + since + " — ask the organiser to admit it";
+    }
+    if (m.agent === "in_call" && since) { return "In the call since " + since; }
+    if (m.agent === "not_admitted" && m.agent_retry_at && m.agent_attempt) {
+      const why = (m.agent_detail || "The agent was not let in").split(" — ")[0];
+      return why + " — try " + (m.agent_attempt + 1) + " of " + m.agent_attempts + " goes at " +
+        formatDate(m.agent_retry_at, TIME);
+    }
+    if (m.agent === "failed" && !m.agent_detail) { return "The agent could not join"; }
+    return m.agent_detail ? m.agent_detail.replace(/ \(Try \d+ of \d+\)$/, "") : "";
+  }
 
   // ---- per-meeting join/skip (PUT meetings/{id}/autojoin), and going back to the rules
   function meetingControls(m) {
@@ -573,7 +596,9 @@
       }
       return box;
     }
-    const fixed = m.why === "connection_error" || m.why === "too_late" || m.agent === "failed";
+    // Refused from the lobby or the call is over: nothing left to choose for this meeting.
+    const fixed = m.why === "connection_error" || m.why === "too_late" ||
+      ["failed", "not_admitted", "ended"].includes(m.agent);
     if (!fixed) {
       const join = !m.will_join;
       box.append(choiceButton(m, { join, series: false }, join ? "Join" : "Skip",
@@ -663,6 +688,8 @@
       const box = form.querySelector('input[name="' + name + '"]');
       if (box) { box.checked = rules[name] === box.value; }
     }
+    if (typeof rules.join_lead_seconds === "number") { $("rules-lead").value = String(Math.round(rules.join_lead_seconds / 60)); }
+    $("rules-agent-name").value = rules.agent_name || "";
   }
 
   function rulesFromForm() {
@@ -675,6 +702,16 @@
       const box = form.querySelector('input[name="' + name + '"]');
       if (box) { rules[name] = box.checked ? box.value : (box.value === "join" ? "skip" : "join"); }
     }
+    // The join lead is shown in whole minutes; a stored value in seconds is kept when left as shown.
+    const stored = state.rules && state.rules.join_lead_seconds;
+    const minutes = $("rules-lead").value.trim();
+    if (minutes !== "") {
+      const seconds = Number(minutes) * 60;
+      rules.join_lead_seconds = typeof stored === "number" && Math.round(stored / 60) === Number(minutes) ? stored
+        : (Number.isInteger(seconds) ? seconds : -1);
+    }
+    const name = $("rules-agent-name").value;
+    rules.agent_name = name.trim() ? name : null;
     return rules;
   }
   const KIND_RULES = ["private_events", "solo_events", "all_day_events", "free_events"];
@@ -685,8 +722,16 @@
     const status = $("rules-status");
     button.disabled = true;
     status.className = "rules-status";
+    const wanted = rulesFromForm();
+    const lead = wanted.join_lead_seconds;
+    if (lead !== undefined && !(Number.isInteger(lead) && lead >= 0 && lead <= 900)) {
+      button.disabled = false;
+      status.className = "rules-status error";
+      status.textContent = "Not saved: send the agent a whole number of minutes, from 0 to 15, before the start.";
+      return;
+    }
     status.textContent = "Saving…";
-    const res = await api("PUT", "autojoin/rules", rulesFromForm());
+    const res = await api("PUT", "autojoin/rules", wanted);
     button.disabled = false;
     if (res.ok) {
       state.rules = res.data;
@@ -698,7 +743,8 @@
     status.textContent = "";
     if (res.status === 400) {
       status.className = "rules-status error";
-      status.textContent = "Not saved: " + ((res.data && res.data.message) || "these rules are not valid.");
+      const reasons = res.data && Array.isArray(res.data.reasons) ? res.data.reasons.join("; ") : "";
+      status.textContent = "Not saved: " + (reasons || (res.data && res.data.message) || "these rules are not valid.");
       return;
     }
     explainError(res, "rules");

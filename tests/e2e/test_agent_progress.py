@@ -18,8 +18,6 @@ import requests
 from standardwebhooks import Webhook
 
 from devstack.stack import Stack, free_ports
-from shared.meeting_links import find_meeting_link
-from shared.scheduling import meeting_key
 from tests.e2e.client import Client, eventually, now_utc, teams_link
 
 pytestmark = pytest.mark.e2e
@@ -67,10 +65,16 @@ def user() -> str:
 
 
 def meeting_of(client: Client, upn: str, subject: str, start: datetime, n: int) -> str:
-    event = client.add_event(upn, subject, start, onlineMeeting={"joinUrl": teams_link(n)}, isOnlineMeeting=True)
-    link = find_meeting_link(event)
-    assert link is not None
-    return meeting_key(link.key, start)
+    """A Teams meeting in the account's calendar; its subject (the meeting's id is the service's)."""
+    client.add_event(upn, subject, start, onlineMeeting={"joinUrl": teams_link(n)}, isOnlineMeeting=True)
+    return subject
+
+
+def key_of(client: Client, token: str, subject: str) -> str:
+    """The id Upcoming Meetings gives the meeting with this subject, once it is listed."""
+    listed: dict[str, Any] = eventually(
+        lambda: next((m for m in client.upcoming(token) if m["title"] == subject), None))
+    return str(listed["id"])
 
 
 def shown(client: Client, token: str, key: str) -> dict[str, Any] | None:
@@ -96,8 +100,9 @@ def deployed_agent(client: Client, upn: str, n: int) -> tuple[str, str, str]:
     """A meeting of `upn` within the lead, so its agent is deployed at once: (token, meeting id, agent id)."""
     me = user()
     token = client.token(me, "pro")
-    key = meeting_of(client, upn, f"Call {me}", now_utc() + timedelta(minutes=5), n)
+    subject = meeting_of(client, upn, f"Call {me}", now_utc() + timedelta(minutes=5), n)
     client.connect(token, upn)
+    key = key_of(client, token, subject)
     [deployment] = eventually(lambda: deployments_of(client, key) or None)
     eventually(lambda: (m := shown(client, token, key)) is not None and m["agent"] == "deployed")
     return token, key, deployment["id"]
@@ -109,8 +114,9 @@ def test_a_lobby_that_never_admits_nudges_once_per_try_retries_then_tells_the_us
     assert client.api.post(f"{client.stack.agents_url}/_behaviour", json=script, timeout=5).status_code == 200
     me = user()
     token = client.token(me, "pro")
-    key = meeting_of(client, "alice@contoso.com", f"Standup {me}", now_utc() + timedelta(minutes=5), 7001)
+    subject = meeting_of(client, "alice@contoso.com", f"Standup {me}", now_utc() + timedelta(minutes=5), 7001)
     client.connect(token, "alice@contoso.com")
+    key = key_of(client, token, subject)
 
     waiting = eventually(lambda: (m := shown(client, token, key)) and m["agent"] == "waiting_for_admission" and m,
                          timeout=60)
@@ -146,8 +152,9 @@ def test_an_agent_admitted_after_a_short_wait_is_in_the_call_and_nobody_is_nudge
     client.api.post(f"{client.stack.agents_url}/_behaviour", json=script, timeout=5)
     me = user()
     token = client.token(me, "pro")
-    key = meeting_of(client, "dave@contoso.com", f"Review {me}", now_utc() + timedelta(minutes=5), 7002)
+    subject = meeting_of(client, "dave@contoso.com", f"Review {me}", now_utc() + timedelta(minutes=5), 7002)
     client.connect(token, "dave@contoso.com")
+    key = key_of(client, token, subject)
 
     in_call = eventually(lambda: (m := shown(client, token, key)) and m["agent"] == "in_call" and m, timeout=60)
     assert in_call["agent_detail"].startswith("In the call") and in_call["agent_attempt"] == 1
@@ -227,11 +234,10 @@ def test_the_readiness_check_warns_of_a_connection_in_error_and_stays_quiet_for_
     start = now_utc() + timedelta(seconds=LEAD + READINESS + 30)
     fine_event = client.add_event("dave@contoso.com", f"Fine {fine_user}", start, isOnlineMeeting=True,
                                   onlineMeeting={"joinUrl": teams_link(7005)})
-    fine = meeting_key(find_meeting_link(fine_event).key, start)  # type: ignore[union-attr]
-    risky = meeting_of(client, "alice@contoso.com", f"Risky {risky_user}", start, 7006)
+    risky_subject = meeting_of(client, "alice@contoso.com", f"Risky {risky_user}", start, 7006)
     client.connect(fine_token, "dave@contoso.com")
     conn = client.connect(risky_token, "alice@contoso.com")["connection"]
-    eventually(lambda: shown(client, fine_token, fine) and shown(client, risky_token, risky))
+    fine, risky = key_of(client, fine_token, f"Fine {fine_user}"), key_of(client, risky_token, risky_subject)
     assert shown(client, fine_token, fine)["agent"] == "scheduled"  # type: ignore[index]
 
     # Alice's connection goes to Error before the check (her refresh token is refused).
@@ -255,3 +261,30 @@ def test_the_readiness_check_warns_of_a_connection_in_error_and_stays_quiet_for_
     eventually(read_by_id, timeout=60)
     assert events_about(client, fine) == []
     assert shown(client, fine_token, fine)["at_risk"] is None  # type: ignore[index]
+
+
+# ---------------------------------------------------------------- the user's own settings
+def test_the_users_join_lead_and_agent_name_reach_the_agent_api_and_bad_values_are_refused(client):
+    me = user()
+    token = client.token(me, "pro")
+    rules = client.call("GET", "autojoin/rules", token).json()
+    assert rules["join_lead_seconds"] == LEAD and rules["agent_name"] is None  # the service's defaults
+
+    refused = client.call("PUT", "autojoin/rules", token, json={**rules, "join_lead_seconds": 901,
+                                                                 "agent_name": "\u0000"})
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_rules"
+    assert len(refused.json()["reasons"]) == 2
+    mine = {**rules, "join_lead_seconds": 900, "agent_name": "Ada's notes"}
+    assert client.call("PUT", "autojoin/rules", token, json=mine).json() == mine
+    # A client written before these fields existed leaves them out: they keep their value.
+    older = {k: rules[k] for k in ("responses", "external_invites", "platforms")}
+    assert client.call("PUT", "autojoin/rules", token, json=older).json() == mine
+
+    start = now_utc() + timedelta(minutes=14)  # inside a 900 s lead (not inside the service's 600 s)
+    subject = meeting_of(client, "bob@outlook.com", f"Named {me}", start, 7010)
+    client.connect(token, "bob@outlook.com")
+    key = key_of(client, token, subject)
+    [deployment] = eventually(lambda: deployments_of(client, key) or None)
+    body = deployment["body"]
+    assert body["agent_name"] == "Ada's notes" and body["user_ids"] == [me] and body["attempt"] == 1
+    assert datetime.fromisoformat(body["join_at"]) == start - timedelta(seconds=900)
