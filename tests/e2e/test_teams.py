@@ -189,6 +189,21 @@ def test_erasing_the_owner_hands_the_agent_over_first(client):
     assert client.connections(owner["token"])["connections"] == []
 
 
+def test_when_the_owner_disconnects_the_agent_passes_to_the_teammate(client):
+    a, b = teammates(client)
+    subject = f"Disconnected owner {uuid.uuid4().hex[:6]}"
+    n = int(uuid.uuid4().int % 900_000)
+    owner, teammate, first = shared_meeting(client, a, b, subject, n)
+    assert client.call("DELETE", f"outlook/connections/{owner['connection']}", owner["token"]).status_code == 204
+    second = eventually(lambda: (d := [x for x in recorded(client, n, a, b) if x["id"] != first["id"]]) and d[0],
+                        timeout=90)
+    recalled = next(x for x in recorded(client, n, a, b) if x["id"] == first["id"])["recalled_at"]
+    assert recalled and recalled <= second["received_at"]
+    assert second["body"]["user_ids"] == [teammate["user"]]
+    eventually(lambda: (m := meeting(client, teammate, subject)) and m["agent"] == "deployed"
+               and m["agent_owner"] is None)
+
+
 def test_without_the_claim_each_user_gets_their_own_agent(client):
     a, b = teammates(client, dedupe=False)
     subject = f"Two agents {uuid.uuid4().hex[:6]}"
