@@ -62,15 +62,16 @@ def test_a_teammates_agent_is_shown_as_theirs(person: Person, client):
     subject = f"Shared agent {uuid.uuid4().hex[:6]}"
     n = int(uuid.uuid4().int % 900_000)
     start = now_utc() + timedelta(minutes=5)  # within the lead: the teammate's agent goes at once
+    ical = f"040000008200E00074C5B7101A82E008{uuid.uuid4().hex}"  # one meeting: one iCalUId in every mailbox
     try:
-        client.add_event("dave@contoso.com", subject, start, onlineMeeting={"joinUrl": teams_link(n)})
+        client.add_event("dave@contoso.com", subject, start, onlineMeeting={"joinUrl": teams_link(n)}, iCalUId=ical)
         eventually(lambda: [d for d in client.deployments() if d["body"]["user_id"] == mate
                             and d["body"]["meeting_url"] == teams_link(n)], timeout=60)
 
         person.workspace, person.workspace_dedupe = workspace, True
         person.open("pro")
         person.connect("alice@contoso.com")
-        client.add_event("alice@contoso.com", subject, start, onlineMeeting={"joinUrl": teams_link(n)})
+        client.add_event("alice@contoso.com", subject, start, onlineMeeting={"joinUrl": teams_link(n)}, iCalUId=ical)
         meeting = person.page.locator("li.meeting").filter(has_text=subject)
         person.refresh_until(lambda: meeting.filter(has_text="Teammate's agent").count() == 1, timeout=60)
         expect(meeting.locator(".status")).to_have_text("Teammate's agent · deployed")

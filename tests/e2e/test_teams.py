@@ -78,9 +78,12 @@ def teammates(client: Client, *, dedupe: bool = True) -> tuple[dict[str, str], d
 
 
 def invite_both(client: Client, subject: str, start, n: int) -> None:
-    """The same meeting in both mailboxes (one join link, one start), not notified: the test syncs."""
+    """The same meeting in both mailboxes (one join link, one start, one iCalUId as Exchange gives every
+    attendee's copy), not notified: the test syncs."""
+    ical = f"040000008200E00074C5B7101A82E008000000000000000000000000000000{uuid.uuid4().hex}"
     for upn in (ALICE, DAVE):
-        event = {"subject": subject, "onlineMeeting": {"joinUrl": teams_link(n)},
+        event = {"subject": subject, "onlineMeeting": {"joinUrl": teams_link(n)}, "iCalUId": ical,
+                 "attendees": [{"type": "required", "emailAddress": {"address": a}} for a in (ALICE, DAVE)],
                  "start": {"dateTime": start.strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"},
                  "end": {"dateTime": (start + timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%S"),
                          "timeZone": "UTC"}}
@@ -125,7 +128,10 @@ def shared_meeting(client: Client, a: dict[str, str], b: dict[str, str], subject
     start = now_utc() + timedelta(seconds=LEAD + 25)  # deployed 25 s from now: both syncs are done by then
     invite_both(client, subject, start, n)
     sync_at_once(client, a, b)
-    seen = eventually(lambda: (x := meeting(client, a, subject)) and (y := meeting(client, b, subject)) and (x, y))
+    # Listed for both, and one of them told a teammate's agent joins (once either's calendar was planned).
+    seen = eventually(lambda: (x := meeting(client, a, subject)) and (y := meeting(client, b, subject))
+                      and "teammate_agent" in (x["why"], y["why"]) and (x, y))
+    assert [m["why"] for m in seen].count("teammate_agent") == 1
     owner, teammate = (a, b) if seen[1]["why"] == "teammate_agent" else (b, a)
     [deployment] = eventually(lambda: recorded(client, n, a, b), timeout=90)
     return owner, teammate, deployment
