@@ -488,12 +488,71 @@
       card.append(el("p", { class: "warning", text: c.warning }));
       actions.append(reconnect());
     }
+    if (active) { card.append(calendarChooser(c)); }
     const disconnect = el("button", { type: "button", class: "button disconnect", "aria-label": "Disconnect " + c.email,
       text: "Disconnect" });
     disconnect.addEventListener("click", () => askDisconnect(c, disconnect));
     actions.append(disconnect);
     card.append(actions);
     return card;
+  }
+
+  // ---- which of an account's calendars are read, and the agent's name per calendar (loaded when opened)
+  function calendarChooser(c) {
+    const box = el("details", { class: "calendars" });
+    const summary = el("summary", { text: "Calendars" });
+    const list = el("ul", { class: "calendar-list", "aria-label": "Calendars of " + c.email });
+    const status = el("p", { class: "calendar-status small", role: "status" });
+    box.append(summary, list, status);
+    box.addEventListener("toggle", () => { if (box.open && !list.childElementCount) { loadCalendars(c, list, status); } });
+    return box;
+  }
+
+  async function loadCalendars(c, list, status) {
+    status.textContent = "Loading calendars…";
+    const res = await api("GET", "outlook/connections/" + encodeURIComponent(c.id) + "/calendars");
+    if (!res.ok) {
+      status.textContent = res.status === 409 ? "Reconnect this account to choose its calendars."
+        : "The calendars could not be loaded. Try again in a moment.";
+      return;
+    }
+    status.textContent = "Meetings are read from the ticked calendars. Calendars never count against your plan.";
+    list.replaceChildren(...(res.data.calendars || []).map((cal) => calendarRow(c, cal, status)));
+  }
+
+  function calendarRow(c, cal, status) {
+    const id = "cal-" + c.id + "-" + Math.random().toString(36).slice(2, 8);
+    const tick = el("input", { type: "checkbox", id: id + "-on", class: "calendar-selected" });
+    tick.checked = !!cal.selected;
+    const name = el("input", { type: "text", id: id + "-name", class: "agent-name", maxlength: "64",
+      placeholder: "Agent name (optional)", "aria-label": "Agent name for " + cal.name });
+    name.value = cal.agent_name || "";
+    const save = el("button", { type: "button", class: "button small-button", text: "Save name",
+      "aria-label": "Save the agent name for " + cal.name });
+    const row = el("li", { class: "calendar", "data-calendar-id": cal.id },
+      el("label", { for: id + "-on" }, tick, " " + cal.name + (cal.is_default ? " (default)" : "")),
+      el("span", { class: "calendar-name" }, name, save));
+    const put = async () => {
+      const agentName = name.value.trim();
+      tick.disabled = save.disabled = true;
+      const res = await api("PUT", "outlook/connections/" + encodeURIComponent(c.id) + "/calendars/" +
+        encodeURIComponent(cal.id), { selected: tick.checked, agent_name: agentName || null });
+      tick.disabled = save.disabled = false;
+      if (res.ok) {
+        status.textContent = (res.data.selected ? "Reading " : "Not reading ") + cal.name +
+          (res.data.agent_name ? "; the agent joins its meetings as “" + res.data.agent_name + "”." : ".");
+        await loadMeetings();
+        return;
+      }
+      tick.checked = !!cal.selected;
+      status.textContent = res.data.error === "last_calendar"
+        ? "Keep at least one calendar ticked: tick another one first."
+        : res.data.error === "invalid_calendar" ? "The agent name must be 1 to 64 printable characters."
+          : "That change could not be saved. Try again in a moment.";
+    };
+    tick.addEventListener("change", async () => { await put(); cal.selected = tick.checked; });
+    save.addEventListener("click", put);
+    return row;
   }
 
   function renderConnections() {
@@ -541,12 +600,19 @@
     const labels = { scheduled: "Agent scheduled", deployed: "Agent deployed", joining: "Agent joining",
       waiting_for_admission: "Agent in the lobby", in_call: "Agent in the call", not_admitted: "Agent not admitted",
       ended: "Agent left", failed: "Agent failed", recalled: "Agent recalled" };
-    const callingBack = isOut(m) && m.will_join === false;
-    const label = callingBack ? "Calling the agent back…"
-      : labels[m.agent] || (m.will_join === false ? "No agent" : "Agent not scheduled yet");
+    // A teammate's shared agent (API.md "Teams") joins for this person: shown as theirs, not as a recall.
+    const teammate = m.why === "teammate_agent";
+    const callingBack = !teammate && isOut(m) && m.will_join === false;
+    const label = teammate ? "Teammate's agent" + (m.agent && m.agent !== "scheduled" ? " · " + m.agent.replace(/_/g, " ")
+      : " scheduled")
+      : callingBack ? "Calling the agent back…"
+        : labels[m.agent] || (m.will_join === false ? "No agent" : "Agent not scheduled yet");
     // A meeting the person (or their rules) skipped is a choice, not a failure: shown neutral ("off").
-    const kind = callingBack ? "recalling" : m.agent || (m.will_join === false ? "off" : "pending");
+    const kind = teammate ? "teammate" : callingBack ? "recalling" : m.agent || (m.will_join === false ? "off" : "pending");
     agent.append(el("span", { class: "status " + kind, text: label }));
+    if (teammate && m.agent_owner) {
+      agent.append(el("span", { class: "muted small agent-owner", text: "Sent by " + m.agent_owner }));
+    }
     if (m.agent_at && !callingBack && (!m.agent || m.agent === "scheduled")) {
       agent.append(el("span", { class: "muted small", text: "Joins " + formatDate(m.agent_at, TIME) }));
     }

@@ -90,6 +90,8 @@ class Person:
     hosts: set[str] = field(default_factory=set)
 
     web: Page | None = None  # the CoAgentor web app's tab, which opened the Integrations page
+    workspace: str | None = None  # the token's `workspace` claim (API.md "Teams")
+    workspace_dedupe: bool = False
 
     def __post_init__(self) -> None:
         self.watch(self.page)
@@ -103,7 +105,8 @@ class Person:
 
     @property
     def token(self) -> str:
-        return self.client.token(self.user_id, self.plan)
+        return self.client.token(self.user_id, self.plan, workspace=self.workspace,
+                                 workspace_dedupe=self.workspace_dedupe)
 
     @property
     def page_url(self) -> str:

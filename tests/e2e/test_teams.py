@@ -78,13 +78,12 @@ def teammates(client: Client, *, dedupe: bool = True) -> tuple[dict[str, str], d
 
 
 def invite_both(client: Client, subject: str, start, n: int) -> None:
-    """The same meeting in both mailboxes (one join link, one start), not notified: the test syncs."""
+    """The same meeting in both mailboxes (one join link, one start, one iCalUId as Exchange gives every
+    attendee's copy), not notified: the test syncs."""
+    ical = f"040000008200E00074C5B7101A82E008000000000000000000000000000000{uuid.uuid4().hex}"
     for upn in (ALICE, DAVE):
-        # Both teammates invited (a meeting has other attendees: an event with nobody else invited is
-        # one the join rules skip by default, API.md "Join rules").
-        event = {"subject": subject, "onlineMeeting": {"joinUrl": teams_link(n)},
-                 "attendees": [{"type": "required", "emailAddress": {"address": other}}
-                               for other in (ALICE, DAVE) if other != upn],
+        event = {"subject": subject, "onlineMeeting": {"joinUrl": teams_link(n)}, "iCalUId": ical,
+                 "attendees": [{"type": "required", "emailAddress": {"address": a}} for a in (ALICE, DAVE)],
                  "start": {"dateTime": start.strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"},
                  "end": {"dateTime": (start + timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%S"),
                          "timeZone": "UTC"}}
@@ -129,7 +128,10 @@ def shared_meeting(client: Client, a: dict[str, str], b: dict[str, str], subject
     start = now_utc() + timedelta(seconds=LEAD + 25)  # deployed 25 s from now: both syncs are done by then
     invite_both(client, subject, start, n)
     sync_at_once(client, a, b)
-    seen = eventually(lambda: (x := meeting(client, a, subject)) and (y := meeting(client, b, subject)) and (x, y))
+    # Listed for both, and one of them told a teammate's agent joins (once either's calendar was planned).
+    seen = eventually(lambda: (x := meeting(client, a, subject)) and (y := meeting(client, b, subject))
+                      and "teammate_agent" in (x["why"], y["why"]) and (x, y))
+    assert [m["why"] for m in seen].count("teammate_agent") == 1
     owner, teammate = (a, b) if seen[1]["why"] == "teammate_agent" else (b, a)
     [deployment] = eventually(lambda: recorded(client, n, a, b), timeout=90)
     return owner, teammate, deployment
@@ -191,6 +193,21 @@ def test_erasing_the_owner_hands_the_agent_over_first(client):
     assert recalled and recalled <= second["received_at"]
     assert second["body"]["user_ids"] == [teammate["user"]]
     assert client.connections(owner["token"])["connections"] == []
+
+
+def test_when_the_owner_disconnects_the_agent_passes_to_the_teammate(client):
+    a, b = teammates(client)
+    subject = f"Disconnected owner {uuid.uuid4().hex[:6]}"
+    n = int(uuid.uuid4().int % 900_000)
+    owner, teammate, first = shared_meeting(client, a, b, subject, n)
+    assert client.call("DELETE", f"outlook/connections/{owner['connection']}", owner["token"]).status_code == 204
+    second = eventually(lambda: (d := [x for x in recorded(client, n, a, b) if x["id"] != first["id"]]) and d[0],
+                        timeout=90)
+    recalled = next(x for x in recorded(client, n, a, b) if x["id"] == first["id"])["recalled_at"]
+    assert recalled and recalled <= second["received_at"]
+    assert second["body"]["user_ids"] == [teammate["user"]]
+    eventually(lambda: (m := meeting(client, teammate, subject)) and m["agent"] == "deployed"
+               and m["agent_owner"] is None)
 
 
 def test_without_the_claim_each_user_gets_their_own_agent(client):
