@@ -85,6 +85,26 @@ def test_a_mailbox_graph_cannot_read_is_not_announced_as_connected_and_gets_advi
     person.shoot("31-mailbox-graph-cannot-read")
 
 
+# ---------------------------------------------------------------- the first read after connecting
+def test_after_connecting_the_calendars_meetings_appear_without_pressing_refresh(person: Person, client):
+    upn = "bob@outlook.com"
+    tag = uuid.uuid4().hex[:6]
+    event = client.add_event(upn, f"Already booked {tag}", now_utc() + timedelta(hours=4),
+                             onlineMeeting={"joinUrl": teams_link(990)})
+    try:
+        person.open("solo")
+        page = person.page
+        person.connect(upn)
+        expect(person.notice()).to_contain_text(f"Connected {upn}")
+        # The page follows the calendar's first read (queued by the claim) and then lists what it found.
+        expect(page.locator("li.meeting").filter(has_text=f"Already booked {tag}")).to_have_count(1, timeout=30_000)
+        expect(page.locator("#sync-status")).to_have_text(re.compile(r"^Up to date"))
+        expect(person.card(upn).locator(".synced")).to_have_text(re.compile(r"Calendar last read"))
+        person.shoot("38-first-read-after-connecting")
+    finally:
+        client.sim("DELETE", f"/_sim/users/{upn}/events/{event['id']}")
+
+
 # ---------------------------------------------------------------- hostile titles, days, Refresh
 def test_long_titles_never_push_the_page_sideways_and_meetings_are_grouped_by_day(person: Person, client):
     upn = "bob@outlook.com"
