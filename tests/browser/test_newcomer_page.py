@@ -186,6 +186,18 @@ def test_a_stale_tab_at_the_plan_limit_shows_the_plan_as_it_is_with_a_working_up
     person.shoot("35-stale-tab-at-plan-limit")
 
 
+def test_a_tab_looked_at_again_reads_what_changed_elsewhere(person: Person, client):
+    person.open("solo")
+    page = person.page
+    expect(page.locator("#plan-usage")).to_have_text("0 of 2 accounts on Solo")
+    expect(page.get_by_role("region", name="Auto-join rules")).to_be_visible()  # loaded to the end
+    client.connect(person.token, "bob@outlook.com")  # in another tab, while this one sits in the background
+    # The person comes back to this tab (the browser says so with visibilitychange).
+    page.evaluate("() => document.dispatchEvent(new Event('visibilitychange'))")
+    expect(person.card("bob@outlook.com").locator(".badge")).to_have_text("Active")
+    expect(page.locator("#plan-usage")).to_have_text("1 of 2 accounts on Solo")
+
+
 # ---------------------------------------------------------------- the confirmation
 def test_reloading_at_the_confirmation_asks_again_and_keeps_the_sign_in(person: Person, client):
     person.open("solo")
