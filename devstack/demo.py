@@ -35,18 +35,26 @@ class DemoEvent:
     note: str  # what the newcomer should notice about it
 
 
+def _with(*emails: str) -> dict[str, Any]:
+    """Other people invited (the join rules skip a meeting with nobody else in it by default)."""
+    return {"attendees": [{"type": "required", "emailAddress": {"address": e, "name": e.split("@")[0].title()},
+                           "status": {"response": "accepted"}} for e in emails]}
+
+
 def demo_events() -> list[DemoEvent]:
     """What the demo puts in alice@contoso.com's and bob@outlook.com's calendars."""
     return [
         DemoEvent("alice@contoso.com", "Design review", timedelta(minutes=20),
                   {"onlineMeeting": {"joinUrl": TEAMS.format(n=1)}, "isOnlineMeeting": True,
-                   "onlineMeetingProvider": "teamsForBusiness"},
+                   "onlineMeetingProvider": "teamsForBusiness", **_with("dave@contoso.com")},
                   True, "Teams, organised by Alice: the agent is sent shortly before it starts"),
         DemoEvent("alice@contoso.com", "Customer call", timedelta(hours=3),
-                  {"location": {"displayName": "https://contoso.zoom.us/j/81234567890?pwd=abcDEF123"}},
+                  {"location": {"displayName": "https://contoso.zoom.us/j/81234567890?pwd=abcDEF123"},
+                   **_with("kim@fabrikam.com")},
                   True, "Zoom link in the location"),
         DemoEvent("alice@contoso.com", "Weekly sync", timedelta(days=1, hours=1),
-                  {"body": {"contentType": "text", "content": "Join: https://meet.google.com/abc-defg-hij"}},
+                  {"body": {"contentType": "text", "content": "Join: https://meet.google.com/abc-defg-hij"},
+                   **_with("dave@contoso.com", "erin@northwind.com")},
                   True, "Google Meet link in the invitation text (listed under Tomorrow)"),
         DemoEvent("alice@contoso.com", "Vendor pitch", timedelta(days=1, hours=3),
                   {"onlineMeeting": {"joinUrl": TEAMS.format(n=2)}, "isOrganizer": False,
@@ -56,7 +64,7 @@ def demo_events() -> list[DemoEvent]:
         DemoEvent("alice@contoso.com", "Lunch", timedelta(hours=2), {}, False,
                   "no meeting link: not listed (see 'Why isn't a meeting listed?')"),
         DemoEvent("bob@outlook.com", "Book club", timedelta(hours=5),
-                  {"location": {"displayName": "https://us02web.zoom.us/j/89876543210"}},
+                  {"location": {"displayName": "https://us02web.zoom.us/j/89876543210"}, **_with("ann@example.org")},
                   True, "a personal account's meeting, once bob@outlook.com is connected too"),
     ]
 

@@ -324,7 +324,7 @@
         } else {
           notice("success", "Connected " + (c.email || "your Outlook account"),
             ["CoAgentor will join its Teams, Zoom and Google Meet meetings. They appear under Upcoming " +
-              "Meetings within a few minutes."], null, true);
+              "Meetings as soon as its calendar has been read."], null, true);
         }
       } else {
         explainError(claimed, "claim");
@@ -954,10 +954,15 @@
       (c) => api("POST", "outlook/connections/" + encodeURIComponent(c.id) + "/sync").then((r) => ({ c, r }))));
     if (asked.some(({ r }) => r.status === 401)) { signedOut(); return; }
     if (asked.every(({ r }) => r.status === 0)) { syncStatus("failed", "CoAgentor could not be reached. Try again."); return; }
-    const done = new Map();  // connection id → "ok" | "failed" | "gone" | reason text
+    const done = new Map();  // connection id → "ok" | "failed" | "gone"
     for (const { c, r } of asked) {
       if (!r.ok) { done.set(c.id, r.status === 404 ? "gone" : "failed"); }
     }
+    await watchReads(asked, before, done);
+  }
+
+  // Waits (up to SYNC_WAIT_MS) for each asked connection's read to complete or fail, then says how it went.
+  async function watchReads(asked, before, done) {
     const deadline = Date.now() + SYNC_WAIT_MS;
     let wait = 400;
     while (done.size < asked.length && Date.now() < deadline) {
@@ -967,6 +972,7 @@
       if (conns.status === 401) { signedOut(); return; }
       if (!conns.ok) { continue; }
       applyConnections(conns.data);
+      renderConnections();
       for (const { c } of asked) {
         if (done.has(c.id)) { continue; }
         const now = state.connections.find((x) => x.id === c.id);
@@ -1004,6 +1010,16 @@
     } else {
       syncStatus("idle", "");
     }
+  }
+
+  // Right after connecting: the first read of the new calendar is under way (queued by the claim).
+  // Follow it, so its meetings appear without the person having to press Refresh.
+  async function followFirstRead(c) {
+    if (!c || !c.id || c.status !== "active" || c.last_synced_at) { return; }
+    syncStatus("busy", "Reading " + c.email + "'s calendar for the first time…");
+    await watchReads([{ c }], new Map([[c.id, c]]), new Map());
+    if (state.signedIn) { await loadMeetings(); }
+    $("meetings-status").textContent = $("sync-status").textContent;
   }
 
   async function main() {
@@ -1079,6 +1095,7 @@
         "is discarded within 10 minutes."], null, true);
     } else if (returning && (loaded || claimed)) {
       showReturnOutcome(returning, claimed);
+      if (claimed && claimed.ok) { await followFirstRead(claimed.data.connection); }
     }
   }
 

@@ -85,6 +85,26 @@ def test_a_mailbox_graph_cannot_read_is_not_announced_as_connected_and_gets_advi
     person.shoot("31-mailbox-graph-cannot-read")
 
 
+# ---------------------------------------------------------------- the first read after connecting
+def test_after_connecting_the_calendars_meetings_appear_without_pressing_refresh(person: Person, client):
+    upn = "bob@outlook.com"
+    tag = uuid.uuid4().hex[:6]
+    event = client.add_event(upn, f"Already booked {tag}", now_utc() + timedelta(hours=4),
+                             onlineMeeting={"joinUrl": teams_link(990)})
+    try:
+        person.open("solo")
+        page = person.page
+        person.connect(upn)
+        expect(person.notice()).to_contain_text(f"Connected {upn}")
+        # The page follows the calendar's first read (queued by the claim) and then lists what it found.
+        expect(page.locator("li.meeting").filter(has_text=f"Already booked {tag}")).to_have_count(1, timeout=30_000)
+        expect(page.locator("#sync-status")).to_have_text(re.compile(r"^Up to date"))
+        expect(person.card(upn).locator(".synced")).to_have_text(re.compile(r"Calendar last read"))
+        person.shoot("38-first-read-after-connecting")
+    finally:
+        client.sim("DELETE", f"/_sim/users/{upn}/events/{event['id']}")
+
+
 # ---------------------------------------------------------------- hostile titles, days, Refresh
 def test_long_titles_never_push_the_page_sideways_and_meetings_are_grouped_by_day(person: Person, client):
     upn = "bob@outlook.com"
@@ -164,6 +184,18 @@ def test_a_stale_tab_at_the_plan_limit_shows_the_plan_as_it_is_with_a_working_up
     for link in page.get_by_role("link", name="Upgrade your plan").all():
         expect(link).to_have_attribute("href", UPGRADE)
     person.shoot("35-stale-tab-at-plan-limit")
+
+
+def test_a_tab_looked_at_again_reads_what_changed_elsewhere(person: Person, client):
+    person.open("solo")
+    page = person.page
+    expect(page.locator("#plan-usage")).to_have_text("0 of 2 accounts on Solo")
+    expect(page.get_by_role("region", name="Auto-join rules")).to_be_visible()  # loaded to the end
+    client.connect(person.token, "bob@outlook.com")  # in another tab, while this one sits in the background
+    # The person comes back to this tab (the browser says so with visibilitychange).
+    page.evaluate("() => document.dispatchEvent(new Event('visibilitychange'))")
+    expect(person.card("bob@outlook.com").locator(".badge")).to_have_text("Active")
+    expect(page.locator("#plan-usage")).to_have_text("1 of 2 accounts on Solo")
 
 
 # ---------------------------------------------------------------- the confirmation
