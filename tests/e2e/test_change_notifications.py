@@ -68,7 +68,10 @@ def subscription_of(client: Client, connection_id: str) -> dict[str, Any] | None
 
 
 def event_at(client: Client, subject: str, start, n: int, notify: bool = True) -> dict[str, Any]:
+    # With a colleague invited: the join rules skip events of the user's own with nobody else (solo_events).
     body = {"subject": subject, "onlineMeeting": {"joinUrl": teams_link(n)},
+            "attendees": [{"type": "required", "emailAddress": {"address": "colleague@contoso.com",
+                                                                "name": "Colleague"}}],
             "start": {"dateTime": start.strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"},
             "end": {"dateTime": (start + timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"}}
     resp = client.sim("POST", f"/_sim/users/{UPN}/events", params={} if notify else {"notify": "false"}, json=body)
