@@ -168,9 +168,10 @@ def parse_rules(body: object, current: JoinRules | None = None) -> JoinRules:
                              or not 0 <= lead <= MAX_JOIN_LEAD_SECONDS):
         problems.append(f"join_lead_seconds must be a whole number of seconds from 0 to {MAX_JOIN_LEAD_SECONDS}")
     name = body.get("agent_name", base.agent_name)
-    if name is not None and not _agent_name_ok(name):
-        problems.append(f"agent_name must be 1 to {MAX_AGENT_NAME_CHARS} printable characters (not only spaces), "
-                        "or null for the platform's default")
+    if name is not None:
+        name = agent_name(name)
+        if name is None:
+            problems.append(AGENT_NAME_RULE)
     kinds: dict[str, EventChoice] = {}
     for rule in NEWER_RULES:
         value = body.get(rule, getattr(base, rule).value)
@@ -185,9 +186,18 @@ def parse_rules(body: object, current: JoinRules | None = None) -> JoinRules:
                      join_lead_seconds=lead, agent_name=name, explicit=frozenset(explicit), **kinds)
 
 
-def _agent_name_ok(name: object) -> bool:
-    return (isinstance(name, str) and 1 <= len(name) <= MAX_AGENT_NAME_CHARS and name.isprintable()
-            and bool(name.strip()))
+AGENT_NAME_RULE = (f"agent_name must be 1 to {MAX_AGENT_NAME_CHARS} printable characters (not only spaces), "
+                   "or null for the platform's default")
+
+
+def agent_name(value: object) -> str | None:
+    """The one rule for a name the agent shows in a meeting (the join rules' and a calendar's): 1 to
+    64 printable characters once leading and trailing spaces are dropped. Returns the name without
+    those spaces, or None when `value` is not such a name."""
+    if not isinstance(value, str) or not value.isprintable():
+        return None
+    name = value.strip()
+    return name if 1 <= len(name) <= MAX_AGENT_NAME_CHARS else None
 
 
 def _values(raw: object, name: str, kind: type[_E]) -> list[_E]:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from shared.autojoin import AGENT_NAME_RULE, agent_name
 from shared.ports import CalendarChoice, CalendarInfo, CalendarSelection
-
-MAX_AGENT_NAME = 64
 
 
 class UnknownCalendar(LookupError):
@@ -65,20 +64,24 @@ def without(selection: CalendarSelection, calendar_id: str) -> CalendarSelection
     return with_a_calendar(replace(selection, calendars=tuple(c for c in selection.calendars if c.id != calendar_id)))
 
 
-def choose(selection: CalendarSelection, calendar_id: str, selected: bool, agent_name: str | None) -> CalendarSelection:
-    """The user's choice for one calendar. Raises UnknownCalendar, LastCalendar."""
+def choose(selection: CalendarSelection, calendar_id: str, selected: bool, name: str | None,
+           *, keep_name: bool = False) -> CalendarSelection:
+    """The user's choice for one calendar (`keep_name`: the choice left the agent's name out, so the
+    stored one stays). Raises UnknownCalendar, LastCalendar."""
     if not any(c.id == calendar_id for c in selection.calendars):
         raise UnknownCalendar(calendar_id)
-    calendars = tuple(replace(c, selected=selected, agent_name=agent_name) if c.id == calendar_id else c
-                      for c in selection.calendars)
+    calendars = tuple(replace(c, selected=selected, agent_name=c.agent_name if keep_name else name)
+                      if c.id == calendar_id else c for c in selection.calendars)
     if not any(c.selected for c in calendars):
         raise LastCalendar(calendar_id)
     return replace(selection, calendars=calendars)
 
 
-def parse_choice(body: object) -> tuple[bool, str | None]:
-    """`{"selected": bool, "agent_name": null|str}` (agent_name 1-64 printable characters; may be left
-    out: null). Raises InvalidCalendarChoice naming the problem."""
+def parse_choice(body: object) -> tuple[bool, str | None, bool]:
+    """`{"selected": bool, "agent_name": null|str}` → (selected, agent_name, whether agent_name was
+    given). agent_name follows the join rules' one rule (`shared.autojoin.agent_name`); left out, the
+    stored name stays (as a join rules PUT keeps fields it leaves out). Raises InvalidCalendarChoice
+    naming the problem."""
     if not isinstance(body, dict):
         raise InvalidCalendarChoice("Send a JSON object: {\"selected\": true|false, \"agent_name\": null|\"...\"}")
     unknown = sorted(set(body) - {"selected", "agent_name"})
@@ -87,10 +90,13 @@ def parse_choice(body: object) -> tuple[bool, str | None]:
     selected = body.get("selected")
     if not isinstance(selected, bool):
         raise InvalidCalendarChoice("selected must be true or false")
-    name = body.get("agent_name")
+    if "agent_name" not in body:
+        return selected, None, False
+    raw = body["agent_name"]
+    if raw is None:
+        return selected, None, True
+    name = agent_name(raw)
     if name is None:
-        return selected, None
-    if not isinstance(name, str) or not name.strip() or len(name) > MAX_AGENT_NAME or not name.isprintable():
-        raise InvalidCalendarChoice(f"agent_name must be null or 1-{MAX_AGENT_NAME} printable characters")
-    return selected, name.strip()
+        raise InvalidCalendarChoice(AGENT_NAME_RULE)
+    return selected, name, True
 

@@ -56,8 +56,9 @@ class CalendarService:
         return None if selection is None else list(selection.calendars)
 
     def choose(self, user_id: str, connection_id: str, calendar_id: str, selected: bool,
-               agent_name: str | None) -> CalendarChoice | None:
-        """Apply one calendar's choice; None when the connection is not this user's. Raises
+               agent_name: str | None, *, keep_name: bool = False) -> CalendarChoice | None:
+        """Apply one calendar's choice (`keep_name`: leave its stored agent name as it is); None when
+        the connection is not this user's. Raises
         UnknownCalendar (no such calendar in the account), LastCalendar (none would be left selected),
         ConnectionNotReadable."""
         for _ in range(_ATTEMPTS):
@@ -65,7 +66,7 @@ class CalendarService:
             if current is None:
                 return None
             before = next((c for c in current.calendars if c.id == calendar_id), None)
-            chosen = choose(current, calendar_id, selected, agent_name)
+            chosen = choose(current, calendar_id, selected, agent_name, keep_name=keep_name)
             try:
                 stored = self._selections.put(chosen)
             except Conflict:

@@ -88,12 +88,12 @@ def choose_calendar(req: func.HttpRequest, c: Container, user: User) -> func.Htt
     """Read this calendar or not, and the agent's name in its meetings. 409 `last_calendar` when it
     would leave no calendar read."""
     try:
-        selected, agent_name = parse_choice(json_body(req))
+        selected, agent_name, name_given = parse_choice(json_body(req))
     except InvalidCalendarChoice as exc:
         return error(400, "invalid_calendar", str(exc))
     try:
         chosen = c.calendars.choose(user.id, req.route_params.get("id", ""), req.route_params.get("calendar_id", ""),
-                                    selected, agent_name)
+                                    selected, agent_name, keep_name=not name_given)
     except UnknownCalendar:
         return error(404, "not_found", "No such calendar in this Outlook account")
     except LastCalendar:

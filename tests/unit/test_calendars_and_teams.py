@@ -65,8 +65,23 @@ def test_a_calendar_choice_the_api_refuses(body):
 
 
 def test_a_calendar_choice_the_api_takes():
-    assert parse_choice({"selected": False}) == (False, None)
-    assert parse_choice({"selected": True, "agent_name": " Notes "}) == (True, "Notes")
+    assert parse_choice({"selected": False}) == (False, None, False)
+    assert parse_choice({"selected": True, "agent_name": None}) == (True, None, True)
+    assert parse_choice({"selected": True, "agent_name": " Notes "}) == (True, "Notes", True)
+
+
+def test_a_calendar_choice_that_leaves_the_agent_name_out_keeps_the_name_already_chosen():
+    named = choose(merged(None, [DEFAULT, TEAM], user_id="u", connection_id="c"), "t", True, "Team bot")
+    selected_again, name, given = parse_choice({"selected": True})
+    assert choose(named, "t", selected_again, name, keep_name=not given).agent_name("t") == "Team bot"
+    assert choose(named, "t", True, None).agent_name("t") is None  # an explicit null clears it
+
+
+def test_the_join_rules_and_a_calendar_take_an_agent_name_by_the_same_rule():
+    from shared.autojoin import parse_rules
+    base = {"responses": ["organizer"], "external_invites": "join", "platforms": ["teams"]}
+    assert parse_rules({**base, "agent_name": " Notes "}).agent_name == parse_choice(
+        {"selected": True, "agent_name": " Notes "})[1] == "Notes"
 
 
 def test_the_first_teammate_whose_rules_join_owns_the_agent_and_later_ones_are_served():
