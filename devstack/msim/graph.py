@@ -36,7 +36,7 @@ from devstack.msim.calendar import (
     resolve_zone,
 )
 from devstack.msim.directory import Account
-from devstack.msim.state import Fault, SimState
+from devstack.msim.state import ACTING_UPN, Fault, SimState
 from devstack.msim.tokens import GRAPH_APP_ID, GRAPH_AUDIENCES, pairwise_subject
 from devstack.msim.web import Request, Response, json_response, outage_response
 
@@ -174,6 +174,7 @@ def authenticate(state: SimState, req: Request) -> Principal | Response:
     account = state.directory.account_by_oid(str(claims.get("tid")), str(claims.get("oid")))
     if account is None:
         return _unauthorized(state, req, "Access token validation failure. The user does not exist.")
+    ACTING_UPN.set(account.upn)
     return Principal(client_id, account, frozenset(str(claims.get("scp", "")).split()),
                      issued_at=float(claims.get("iat") or 0), expires_at=float(claims.get("exp") or float("inf")))
 

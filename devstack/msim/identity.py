@@ -42,7 +42,7 @@ from devstack.msim.directory import (
     AppRegistration,
     sign_in_refusal,
 )
-from devstack.msim.state import AppState, AuthCode, ClientSecret, Fault, RefreshGrant, SimState
+from devstack.msim.state import ACTING_UPN, AppState, AuthCode, ClientSecret, Fault, RefreshGrant, SimState
 from devstack.msim.tokens import (
     GRAPH_APP_ID,
     b64url,
@@ -546,6 +546,7 @@ def authorize(state: SimState, req: Request, tenant: str) -> Response:
         return back("access_denied", 65004, "User declined to consent to access the app.")
     if action != "accept":
         return _sign_in_page(app, requested, login, "Choose Accept or Cancel.")
+    ACTING_UPN.set(login or None)
     account = state.directory.account(login)
     if account is None:
         message = (
@@ -639,6 +640,7 @@ def admin_consent(state: SimState, req: Request, tenant: str) -> Response:
         return back("access_denied", 65004, KNOWN_ERRORS[65004], "cancel")
     if action != "accept":
         return _sign_in_page(app, requested, login, "Choose Accept or Cancel.", organization=True)
+    ACTING_UPN.set(login or None)
     account = state.directory.account(login)
     if account is None:
         message = f"AADSTS50034: The user account {login or '(empty)'} does not exist in the directory."
@@ -893,6 +895,7 @@ def _redeem_code(state: SimState, req: Request, authority: str, app: AppRegistra
                 501481,
                 "The Code_Verifier does not match the code_challenge supplied in the authorization request.",
             )
+        ACTING_UPN.set(grant.upn)
         if state.is_revoked(grant.upn, grant.seq):
             return aad_error(state, req, 400, "invalid_grant", 50173, KNOWN_ERRORS[50173], suberror="bad_token")
         account = state.directory.account(grant.upn)
@@ -923,6 +926,7 @@ def _redeem_refresh_token(state: SimState, req: Request, app: AppRegistration, f
                 70000,
                 "Provided grant is invalid or malformed. The refresh token was issued to a different client.",
             )
+        ACTING_UPN.set(grant.upn)
         if state.is_revoked(grant.upn, grant.seq):
             revoked = state.revoked_at_time.get(grant.upn.lower(), _now())
             return aad_error(

@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 from devstack._httpserver import BackgroundServer, BodyTooLarge, LocalHTTPServer, QuietHandler
 from devstack.msim import admin, graph, identity, subscriptions
 from devstack.msim.directory import AppRegistration
-from devstack.msim.state import MAILBOX_CONCURRENCY_LIMIT, Config, SimState
+from devstack.msim.state import ACTING_UPN, MAILBOX_CONCURRENCY_LIMIT, Config, SimState
 from devstack.msim.web import Request, Response, json_response
 
 log = logging.getLogger("devstack.msim")
@@ -71,6 +71,7 @@ class MicrosoftSimulator:
         if path.startswith("/_sim/"):
             return admin.handle(self.state, req)
         entry = self.state.record(req.method, unquote(path), req.raw_query, req.form())
+        acting = ACTING_UPN.set(None)
         try:
             response = self._route(req)
         except Exception:
@@ -78,6 +79,8 @@ class MicrosoftSimulator:
             response = json_response(500, {"error": {"code": "InternalServerError", "message": "Simulator bug."}})
         with self.state.lock:
             entry["status"] = response.status
+            entry["upn"] = ACTING_UPN.get()
+        ACTING_UPN.reset(acting)
         log.debug("%s %s -> %d", req.method, path, response.status)  # never the query: it may hold codes
         return response
 

@@ -14,6 +14,7 @@ import itertools
 import threading
 import time
 from collections import deque
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
@@ -295,6 +296,11 @@ def _occurrence_delete(current: dict[str, Any], value: Any) -> dict[str, Any]:
     return merged
 
 
+# The account the request being handled acts for, once the simulator knows it (a bearer token's
+# user, a grant's user, the login of a sign-in form): `GET /_sim/requests` reports it as `upn`.
+ACTING_UPN: ContextVar[str | None] = ContextVar("acting_upn", default=None)
+
+
 @dataclass
 class SimState:
     base_url: str
@@ -400,6 +406,7 @@ class SimState:
             "params": _redact(dict(parse_qsl(raw_query, keep_blank_values=True))),
             "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
             "status": None,
+            "upn": None,
         }
         if form:
             entry["form"] = _redact(form)

@@ -782,6 +782,23 @@ def test_request_log_keeps_no_secrets(sim, session):
     assert {"method", "path", "query", "time"} <= log[-1].keys()
 
 
+def test_request_log_names_the_account_each_request_acted_for(sim, session):
+    """DEVSTACK.md: `upn` = the account the request acted for when the simulator knows it, else
+    null: so a check can count token and Graph requests per connection."""
+    app = new_app(sim, session)
+    flow, answer = sign_in(session, app, "alice@contoso.com")
+    result = app.acquire_token_by_auth_code_flow(flow, redirect_params(answer))
+    graph(sim, session, result["access_token"], "/me")
+    app.acquire_token_by_refresh_token(result["refresh_token"], ["https://graph.microsoft.com/Calendars.Read"])
+    log = session.get(f"{sim.base_url}/_sim/requests").json()
+    acted = [(r["method"], r["path"], r["upn"]) for r in log if r["upn"] is not None]
+    assert ("GET", "/v1.0/me", "alice@contoso.com") in acted
+    tokens = [r for r in log if r["path"] == "/common/oauth2/v2.0/token"]
+    assert len(tokens) == 2 and {r["upn"] for r in tokens} == {"alice@contoso.com"}
+    discovery = [r for r in log if r["path"].endswith("openid-configuration")]
+    assert discovery and all(r["upn"] is None for r in discovery)
+
+
 def test_admin_events_and_reset(sim, session):
     upn = "erin@northwind.com"
     [stored] = add_events(sim, session, upn, event("Board", "2026-11-24T09:00:00", id="AAMkADcustom="))
