@@ -76,7 +76,7 @@ from shared.services.autojoin import AutojoinService
 from shared.services.calendars import CalendarService, calendar_agent_name
 from shared.services.connect import ConnectService
 from shared.services.deploy import DeployService
-from shared.services.fanout import FanOut
+from shared.services.fanout import PRUNE, RENEW, FanOut
 from shared.services.health import ConnectionHealth
 from shared.services.lifecycle import Erasure, Pruner, SecretReconciler
 from shared.services.meeting_lifecycle import MeetingLifecycle
@@ -255,6 +255,10 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
                                calendars=calendar_selections)
     claims = TableClaimStore(tables.get_table_client("pendingclaims"))
     user_rows = TableUserRows(tables)
+    pruner = Pruner(meetings=meetings, connections=connections, accounts=accounts, rows=user_rows, index=index,
+                    sync_state=sync_state, clock=clock,
+                    meeting_retention=timedelta(days=settings.meeting_retention_days),
+                    error_retention=timedelta(days=settings.error_connection_retention_days))
     return Container(
         settings=settings,
         clock=clock,
@@ -275,10 +279,7 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
                         before_erase=_first_hand_over(teams, subscriptions.forget_user)),
         reconciler=SecretReconciler(secrets_store=sealed, connections=connections, claims=claims, clock=clock,
                                     grace=timedelta(seconds=settings.orphan_cache_grace_seconds)),
-        pruner=Pruner(meetings=meetings, connections=connections, accounts=accounts, rows=user_rows, index=index,
-                      sync_state=sync_state, clock=clock,
-                      meeting_retention=timedelta(days=settings.meeting_retention_days),
-                      error_retention=timedelta(days=settings.error_connection_retention_days)),
+        pruner=pruner,
         tokens=tokens,
         sync=SyncService(
             connections=connections, tokens=tokens, calendar=graph, meetings=removing,
@@ -304,7 +305,9 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
                       refresh_ahead_seconds=settings.token_refresh_ahead_seconds,
                       refresh_max_age_seconds=settings.token_refresh_max_age_seconds,
                       refresh_rate_per_second=settings.token_refresh_rate_per_second,
-                      subscriptions=subscription_jobs),
+                      subscriptions=subscription_jobs,
+                      handlers={RENEW: lambda conns, page: subscriptions.renew_page(conns, page.enqueued_before),
+                                PRUNE: lambda conns, page: pruner.prune_connections(conns)}),
         queue_depths=QueueDepths(queues),
         health=HealthCheck({
             "storage": lambda: next(iter(tables.list_tables(results_per_page=1)), None),

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import replace
@@ -64,6 +65,8 @@ from shared.ports import (
     Teammate,
     WorkspaceMeeting,
 )
+
+log = logging.getLogger(__name__)
 
 TABLES = ("authflows", "pendingclaims", "connections", "meetings", "eventindex", "syncstate", "autojoin",
           "subscriptions", "calendars", "agenttries", "workspacemeetings", "apprefusals")
@@ -424,7 +427,13 @@ class TableConnectionStore:
         token = json.loads(continuation) if continuation else None
         pages = self._t.query_entities("RowKey lt '~'", results_per_page=min(size, 1000)).by_page(
             continuation_token=token)
-        rows = [self._conn(e) for e in next(pages, [])]
+        rows = []
+        for e in next(pages, []):
+            try:
+                rows.append(self._conn(e))
+            except (KeyError, ValueError, TypeError) as exc:  # one unreadable row never stops a walk
+                log.error("connection row unreadable, skipped by the walk: %s", type(exc).__name__,
+                          extra={"connection_id": str(e.get("RowKey", "")), "event": "walk_row_failed"})
         following = pages.continuation_token  # type: ignore[attr-defined]
         return ConnectionPage(rows, json.dumps(following) if following else None)
 

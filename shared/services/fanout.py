@@ -17,11 +17,12 @@ it is still due, so two runs never queue the same refresh twice and the rate is 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from shared.clock import Clock
-from shared.connections import refresh_due
+from shared.connections import Connection, refresh_due
 from shared.ports import (
     ConnectionPages,
     FanOutPage,
@@ -37,7 +38,11 @@ from shared.services.subscriptions import VERIFY
 log = logging.getLogger(__name__)
 
 SYNC, REFRESH = "sync", "refresh"
-KINDS = (SYNC, REFRESH)
+# Walks whose page work is another service's (subscription renewals, pruning dead connections):
+# handed the page's connections and the page, they return the jobs or changes they made.
+RENEW, PRUNE = "renew", "prune"
+KINDS = (SYNC, REFRESH, RENEW, PRUNE)
+PageHandler = Callable[[list[Connection], FanOutPage], int]
 PAGE_SIZE = 500  # connections per page: one Table query (max 1,000), ~500 queue sends per run
 # Shorter than the refresh timer's period (REFRESH_SCHEDULE, 15 minutes): every job of a run has
 # started before the next run looks at the connections again.
@@ -55,9 +60,11 @@ class PageOutcome:
 class FanOut:
     def __init__(self, *, connections: ConnectionPages, pages: FanOutQueue, jobs: JobQueue, clock: Clock,
                  refresh_ahead_seconds: float, refresh_max_age_seconds: int, refresh_rate_per_second: int,
-                 page_size: int = PAGE_SIZE, subscriptions: SubscriptionJobs | None = None) -> None:
+                 page_size: int = PAGE_SIZE, subscriptions: SubscriptionJobs | None = None,
+                 handlers: Mapping[str, PageHandler] | None = None) -> None:
         self._subscriptions = subscriptions  # the scan also checks each connection's Graph subscription
         self._connections = connections
+        self._handlers = dict(handlers or {})
         self._pages = pages
         self._jobs = jobs
         self._clock = clock
@@ -68,7 +75,7 @@ class FanOut:
 
     def start(self, kind: str) -> None:
         """Begin a walk (the timer's whole run): one message, whatever the number of connections."""
-        if kind not in KINDS:
+        if kind not in KINDS or (kind not in (SYNC, REFRESH) and kind not in self._handlers):
             raise ValueError(f"unknown fan-out kind {kind!r}")
         self._pages.enqueue_page(FanOutPage(kind=kind, continuation=None, started_at=self._clock.now()))
 
@@ -78,6 +85,12 @@ class FanOut:
             raise ValueError(f"unknown fan-out kind {page.kind!r}")
         found = self._connections.page(page.continuation, self._page_size)
         now = self._clock.now()
+        if page.kind in self._handlers:
+            done = self._handlers[page.kind](found.connections, page)
+            if found.continuation is not None:
+                self._pages.enqueue_page(replace(page, continuation=found.continuation, number=page.number + 1,
+                                                 enqueued_before=page.enqueued_before + done))
+            return PageOutcome(connections=len(found.connections), enqueued=done, last=found.continuation is None)
         if page.kind == SYNC:
             due = [c for c in found.connections if c.is_active]
         else:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from shared.clock import Clock
+from shared.connections import Connection
 from shared.ports import (
     ClaimStore,
     Conflict,
@@ -143,6 +144,33 @@ class Pruner:
         self._error_retention = error_retention
 
     def run(self) -> Pruned:
+        """Everything in one run (tests, small deployments): `prune_connections` over every
+        connection, then `run_tables`. The `prune_data` timer walks the connections a page per queue
+        message instead (shared/services/fanout.py)."""
+        dead = self.prune_connections(list(self._connections.all()))
+        return replace(self.run_tables(), dead_connections=dead)
+
+    def prune_connections(self, connections: list[Connection]) -> int:
+        """One page of the pruning walk: connections in Error for longer than the retention are
+        released (their rows, meetings' sources, token cache and subscription go). A connection that
+        fails is logged and skipped; the walk goes on. Returns how many were released."""
+        now = self._clock.now()
+        dead = 0
+        for conn in connections:
+            last_good = conn.last_refreshed_at or conn.connected_at
+            if conn.is_active or last_good >= now - self._error_retention:
+                continue
+            try:
+                self._accounts.release(conn)
+                dead += 1
+                log.info("connection in error since long pruned", extra={"connection_id": conn.id})
+            except Exception as exc:  # one unreadable or stuck row never stops the walk
+                log.error("pruning skipped a connection: %s", type(exc).__name__,
+                          extra={"connection_id": conn.id, "event": "walk_row_failed"})
+        return dead
+
+    def run_tables(self) -> Pruned:
+        """Meetings that ended long ago, and sync rows of connections that no longer exist."""
         now = self._clock.now()
         meetings = 0
         for meeting in list(self._meetings.ended_before(now - self._meeting_retention)):
@@ -151,25 +179,23 @@ class Pruner:
                 meetings += 1
             except Conflict:
                 pass  # changed meanwhile: the next run looks again
-        dead = 0
-        for conn in list(self._connections.all()):
-            last_good = conn.last_refreshed_at or conn.connected_at
-            if not conn.is_active and last_good < now - self._error_retention:
-                self._accounts.release(conn)
-                dead += 1
-                log.info("connection in error since long pruned", extra={"connection_id": conn.id})
         # Read the partitions before the connections: a connection created after this read has no
         # rows in it, so it can never be taken for an orphan.
         partitions = self._rows.connection_partitions()
-        live = {c.id for c in self._connections.all()}
+        live: set[str] | None = None  # read only for rows that do not say whose they are
         orphaned = 0
         for connection_id, user_id in partitions.items():
-            if connection_id in live:
-                continue
+            if user_id:
+                if self._connections.get(user_id, connection_id) is not None:
+                    continue
+            else:
+                live = live if live is not None else {c.id for c in self._connections.all()}
+                if connection_id in live:
+                    continue
             if user_id:
                 forget_events(self._meetings, self._index, user_id, connection_id,
                               self._index.all_for(connection_id))
             self._sync_state.remove(connection_id)
             orphaned += 1
-        log.info("pruned", extra={"meetings": meetings, "dead_connections": dead, "orphaned_connections": orphaned})
-        return Pruned(meetings, dead, orphaned)
+        log.info("pruned", extra={"meetings": meetings, "orphaned_connections": orphaned})
+        return Pruned(meetings, 0, orphaned)

@@ -324,37 +324,62 @@ class SubscriptionService:
 
     # ------------------------------------------------------------------ timer
     def maintain(self) -> Maintained:
-        """The `renew_subscriptions` timer: a renewal for every subscription with less than
-        RENEW_BEFORE left, a subscription for every Active connection without one (created before
-        this feature, or whose creation failed), rows of connections that are gone dropped, and
-        clientState secrets no row names deleted. Jobs are spaced at `rate_per_second`: each may
-        refresh a token, and every refresh writes a Key Vault secret version."""
-        now = self._clock.now()
-        listed = list(self._secrets.list(CLIENT_STATE_PREFIX))  # before the rows: a newer secret is not judged
-        records = {r.connection_id: r for r in self._store.all()}
+        """Everything in one run: `renew_page` over every connection, then `sweep`. For tests and
+        small deployments; the `renew_subscriptions` timer walks the connections a page per queue
+        message instead (shared/services/fanout.py) and `reconcile_secrets` sweeps daily."""
         done = Maintained()
-        seen: set[str] = set()
+        self.renew_page(list(self._connections.all()), 0, done)
+        self.sweep(done)
+        return done
+
+    def renew_page(self, connections: list[Connection], enqueued_before: int, done: Maintained | None = None) -> int:
+        """One page of the renewal walk: a renewal for every Active connection's subscription with
+        less than RENEW_BEFORE left, a subscription for every Active connection without one (created
+        before this feature, or whose creation failed). Jobs are spaced at `rate_per_second` across
+        the whole walk (`enqueued_before` jobs came before this page): each may redeem a refresh
+        token. A connection whose row cannot be read is logged and skipped; the walk goes on.
+        Returns the jobs enqueued."""
+        done = done if done is not None else Maintained()
+        now = self._clock.now()
         queued = 0
-        for conn in self._connections.all():
-            seen.add(conn.id)
+        for conn in connections:
             if not conn.is_active:
                 continue
-            record = records.get(conn.id)
-            if record is None:
-                action = SUBSCRIBE
-                done.subscribing += 1
-            elif record.expires_at - now < RENEW_BEFORE:
-                action = RENEW
-                done.renewing += 1
-            else:
-                continue
-            self._jobs.enqueue(SubscriptionJob(conn.user_id, conn.id, action), timedelta(seconds=queued / self._rate))
-            queued += 1
-        for connection_id, record in records.items():
-            if connection_id not in seen and self._connections.get(record.user_id, connection_id) is None:
-                self._drop(record)
-                done.dropped += 1
-        named = {r.secret_name for r in records.values()} | {r.secret_name for r in self._store.all()}
+            try:
+                record = self._store.get(conn.id)
+                if record is None:
+                    action = SUBSCRIBE
+                    done.subscribing += 1
+                elif record.expires_at - now < RENEW_BEFORE:
+                    action = RENEW
+                    done.renewing += 1
+                else:
+                    continue
+                delay = timedelta(seconds=(enqueued_before + queued) / self._rate)
+                self._jobs.enqueue(SubscriptionJob(conn.user_id, conn.id, action), delay)
+                queued += 1
+            except Exception as exc:  # one unreadable row never stops the walk
+                log.error("subscription renewal skipped a connection: %s", type(exc).__name__,
+                          extra={"connection_id": conn.id, "event": "walk_row_failed"})
+        return queued
+
+    def sweep(self, done: Maintained | None = None) -> Maintained:
+        """Rows of connections that are gone dropped, and clientState secrets no row names deleted
+        (older than ORPHAN_SECRET_GRACE). Reads the subscription rows and the clientState names once
+        (daily, from `reconcile_secrets`)."""
+        done = done if done is not None else Maintained()
+        now = self._clock.now()
+        listed = list(self._secrets.list(CLIENT_STATE_PREFIX))  # before the rows: a newer secret is not judged
+        records = list(self._store.all())
+        for record in records:
+            try:
+                if self._connections.get(record.user_id, record.connection_id) is None:
+                    self._drop(record)
+                    done.dropped += 1
+            except Exception as exc:  # one unreadable row never stops the sweep
+                log.error("subscription sweep skipped a row: %s", type(exc).__name__,
+                          extra={"connection_id": record.connection_id, "event": "walk_row_failed"})
+        named = {r.secret_name for r in records} | {r.secret_name for r in self._store.all()}
         for stored in listed:
             if stored.name in named or stored.created_at is None or stored.created_at > now - ORPHAN_SECRET_GRACE:
                 continue

@@ -10,6 +10,7 @@ from shared.adapters.queues import ERASURE_QUEUE, decode_erasure
 from shared.config import schedule
 from shared.platform_auth import User
 from shared.services.connect import TOKEN_CACHE_PREFIX
+from shared.services.fanout import PRUNE
 from shared.services.subscriptions import CLIENT_STATE_PREFIX
 from shared.triggers.http import authed, json_response
 from shared.wiring import Container, container
@@ -54,19 +55,24 @@ def reconcile_secrets(timer: func.TimerRequest) -> None:
     if c.settings.migrate_vault_token_caches:
         moved = c.sealed.migrate_legacy(LEGACY_PREFIXES, limit=MIGRATION_PAGE)
     deleted = c.reconciler.run()
+    swept = c.subscriptions.sweep()  # subscription rows of gone connections, orphaned clientStates
     log.info("reconcile_secrets deleted %d orphaned token caches", deleted,
-             extra={"data_keys_rewrapped": rewrapped, "legacy_secrets_moved": moved})
+             extra={"data_keys_rewrapped": rewrapped, "legacy_secrets_moved": moved,
+                    "subscription_rows_dropped": swept.dropped, "orphan_client_states": swept.orphan_secrets})
 
 
 @bp.function_name("prune_data")
 @bp.timer_trigger(arg_name="timer", schedule=schedule("PRUNE_SCHEDULE"), run_on_startup=False, use_monitor=True)
 def prune_data(timer: func.TimerRequest) -> None:
+    """Daily: connections long in Error released, a page of connections per queue message
+    (fan_out_page); meetings long past, sync rows of gone connections and old agent tries deleted."""
     c = container()
-    pruned = c.pruner.run()
+    c.fanout.start(PRUNE)
+    pruned = c.pruner.run_tables()
     now = c.clock.now()
     # Agent tries outlive their meetings' retention no longer; replayed status ids matter for minutes.
     tries = c.agent_tries.prune(tries_before=now - timedelta(days=c.settings.meeting_retention_days),
                                 webhooks_before=now - timedelta(days=1))
     log.info("prune_data: %d agent tries and status ids", tries)
-    log.info("prune_data: %d meetings, %d dead connections, %d orphaned sync rows", pruned.meetings,
-             pruned.dead_connections, pruned.orphaned_connections)
+    log.info("prune_data: %d meetings, %d orphaned sync rows; dead connections by the prune walk", pruned.meetings,
+             pruned.orphaned_connections)

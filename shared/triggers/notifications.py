@@ -17,6 +17,7 @@ import azure.functions as func
 
 from shared.adapters.queues import RECALL_QUEUE, SUBSCRIPTION_QUEUE, decode_recall, decode_subscription_job
 from shared.config import schedule
+from shared.services.fanout import RENEW
 from shared.services.notifications import MalformedNotification, validation_echo
 from shared.triggers.http import SECURITY_HEADERS, error
 from shared.wiring import container
@@ -81,8 +82,8 @@ def manage_subscription(msg: func.QueueMessage) -> None:
 def renew_subscriptions(timer: func.TimerRequest) -> None:
     c = container()
     with c.telemetry.job("renew_subscriptions"):
-        done = c.subscriptions.maintain()
-    log.info("renew_subscriptions: %d renewing, %d subscribing", done.renewing, done.subscribing)
+        c.fanout.start(RENEW)  # the walk goes on in fan_out_page, a page of connections per run
+    log.info("renew_subscriptions started a renewal walk")
 
 
 @bp.function_name("recall_agent")

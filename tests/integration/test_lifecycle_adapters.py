@@ -248,3 +248,22 @@ def test_listing_token_caches_pages_through_the_vault_with_creation_times(vault)
     listed = list(secrets.list("outlook-cache-"))
     assert sorted(s.name for s in listed) == [f"outlook-cache-{n:02d}" for n in range(30)]
     assert all(s.created_at is not None for s in listed)
+
+
+def test_a_walk_page_skips_a_connection_row_it_cannot_read_and_reads_the_rest(tables, caplog):
+    table = tables.get_table_client("connections")
+    store = TableConnectionStore(table)
+    user = f"walk-{uuid.uuid4().hex[:8]}"
+    good = store.add(connection(user), Plan.PRO)
+    table.create_entity({"PartitionKey": user, "RowKey": "0" * 32, "Email": "half-written"})  # no timestamps
+    found, continuation = [], None
+    while True:
+        page = store.page(continuation, 1000)
+        found += [c.id for c in page.connections]
+        continuation = page.continuation
+        if continuation is None:
+            break
+    assert good.id in found and "0" * 32 not in found
+    assert any(getattr(r, "event", "") == "walk_row_failed" for r in caplog.records)
+    table.delete_entity(user, "0" * 32)
+    store.remove(store.get(user, good.id))

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from shared.clock import FixedClock
 from shared.connections import Connection, ConnectionStatus
 from shared.ports import ConnectionPage, FanOutPage, SyncJob
-from shared.services.fanout import REFRESH, REFRESH_HORIZON, SYNC, FanOut
+from shared.services.fanout import PRUNE, REFRESH, REFRESH_HORIZON, RENEW, SYNC, FanOut
 from tests import fakes
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
@@ -192,3 +192,38 @@ def test_a_scan_also_has_every_active_connections_graph_subscription_checked_onc
     fanout.start(REFRESH)
     _walk(pages, fanout)
     assert len(checks.jobs) == len([c for c in connections if c.is_active])  # the refresh walk checks nothing
+
+
+def test_renewal_and_pruning_walks_take_a_page_per_message_and_carry_the_pace_across_pages() -> None:
+    """renew_subscriptions and prune_data start walks like the scan: one message, then a page of
+    connections per fan_out_page run, each page handed to its service with the jobs before it."""
+    connections = [_conn(n) for n in range(23)]
+    store = PagedConnections()
+    for c in connections:
+        store.rows[(c.user_id, c.id)] = c
+    seen: list[tuple[int, int]] = []  # (connections in the page, jobs enqueued before it)
+
+    def renew(conns: list[Connection], page: FanOutPage) -> int:
+        seen.append((len(conns), page.enqueued_before))
+        return len(conns)  # one job per connection
+
+    pages, jobs = Pages(), fakes.Jobs()
+    fanout = FanOut(connections=store, pages=pages, jobs=jobs, clock=FixedClock(NOW), refresh_ahead_seconds=0,
+                    refresh_max_age_seconds=43200, refresh_rate_per_second=20, page_size=10,
+                    handlers={RENEW: renew, PRUNE: lambda conns, page: 0})
+    fanout.start(RENEW)
+    assert len(pages.queued) == 1 and store.queries == 0  # the timer's run: one message, no query
+    assert _walk(pages, fanout) == 3 and store.largest_page == 10
+    assert seen == [(10, 0), (10, 10), (3, 20)]
+    fanout.start(PRUNE)
+    assert _walk(pages, fanout) == 3
+
+
+def test_a_walk_started_without_its_handler_is_refused() -> None:
+    _, _, _, _, fanout = _world([])
+    for kind in (RENEW, PRUNE, "nonsense"):
+        try:
+            fanout.start(kind)
+        except ValueError:
+            continue
+        raise AssertionError(f"{kind} started without a handler")

@@ -540,3 +540,18 @@ def test_a_subscription_near_the_end_of_its_authorizing_token_is_reauthorized_ah
     assert world.identity.refreshes == refreshes + 1 and rt.graph.renewed == [record.subscription_id]
     assert rt.table.get(conn.id).authorized_until == world.clock.now() + timedelta(hours=1)
     assert [(j.connection_id, j.reason) for j, _ in world.jobs.syncs] == [(conn.id, NOTIFIED)]
+
+
+def test_a_renewal_page_paces_its_jobs_after_the_pages_before_it_and_skips_a_row_it_cannot_read(rt, world):
+    conns = [world.connections.add(fakes_connection(f"p{n}", world), Plan.BUSINESS) for n in range(3)]
+    original = rt.table.get
+
+    def unreadable(connection_id: str):
+        if connection_id == conns[1].id:
+            raise ValueError("missing timestamp in stored row")
+        return original(connection_id)
+
+    rt.table.get = unreadable
+    assert rt.subscriptions.renew_page(conns, enqueued_before=40) == 2  # the walk goes on past the bad row
+    assert [(j.connection_id, d) for j, d in rt.sub_jobs.jobs] == [
+        (conns[0].id, timedelta(seconds=40 / 20)), (conns[2].id, timedelta(seconds=41 / 20))]
