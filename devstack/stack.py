@@ -375,6 +375,8 @@ class Stack:
             client.set_secret(settings.get("OUTLOOK_CLIENT_SECRET_NAME", "outlook-client-secret"),
                               self.dev.outlook_client_secret)
             client.set_secret(settings.get("AGENT_API_KEY_SECRET_NAME", "agent-api-key"), self.dev.agent_api_key)
+            client.set_secret(settings.get("QUEUE_SIGNING_SECRET_NAME", "queue-signing-key"),
+                              secrets.token_urlsafe(32))
             client.set_secret(settings.get("PLATFORM_EVENTS_SECRET_NAME", "platform-events-secret"),
                               self.dev.platform_events_secret)
             KeyClient(self.key_vault_url, azure_credential(), verify_challenge_resource=False).create_rsa_key(

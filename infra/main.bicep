@@ -285,6 +285,7 @@ var queueNames = [
 // Secrets live in Key Vault under these names; the app settings carry only the names.
 var outlookClientSecretName = 'outlook-client-secret'
 var agentApiKeySecretName = 'agent-api-key'
+var queueSigningSecretName = 'queue-signing-key'
 // whsec_<base64>, shared with the CoAgentor platform; signs status events (docs/deploying.md).
 var platformEventsSecretName = 'platform-events-secret'
 // whsec_<base64>, shared with the CoAgentor agent platform; verifies its agent statuses (docs/deploying.md).
@@ -421,6 +422,7 @@ module functionApp 'modules/function-app.bicep' = {
       INTEGRATIONS_PAGE_URL: integrationsPage
       AGENT_API_URL: agentApiUrl
       AGENT_API_KEY_SECRET_NAME: agentApiKeySecretName
+      QUEUE_SIGNING_SECRET_NAME: queueSigningSecretName
       PLATFORM_JWT_ISSUER: platformJwtIssuer
       PLATFORM_JWT_AUDIENCE: platformJwtAudience
       PLATFORM_JWT_PUBLIC_KEY: platformJwtPublicKeyPem

@@ -38,6 +38,7 @@ class Settings:
     integrations_page_url: str
     agent_api_url: str
     agent_api_key_secret_name: str
+    queue_signing_secret_name: str  # the HMAC key of destructive queue messages (QueueSigner)
     platform_jwt_issuer: str
     platform_jwt_audience: str
     platform_jwt_public_key: str
@@ -91,6 +92,8 @@ SETTINGS: dict[str, str | None] = {
     "INTEGRATIONS_PAGE_URL": None,
     "AGENT_API_URL": None,
     "AGENT_API_KEY_SECRET_NAME": "agent-api-key",
+    # Key Vault secret: the HMAC key signing erasure, recall and status-event queue messages.
+    "QUEUE_SIGNING_SECRET_NAME": "queue-signing-key",
     "PLATFORM_JWT_ISSUER": None,
     "PLATFORM_JWT_AUDIENCE": "coagentor-outlook-calendar",
     "PLATFORM_JWT_PUBLIC_KEY": None,
@@ -284,6 +287,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         integrations_page_url=_url(env, "INTEGRATIONS_PAGE_URL"),
         agent_api_url=_url(env, "AGENT_API_URL"),
         agent_api_key_secret_name=_get(env, "AGENT_API_KEY_SECRET_NAME"),
+        queue_signing_secret_name=_get(env, "QUEUE_SIGNING_SECRET_NAME"),
         platform_jwt_issuer=_get(env, "PLATFORM_JWT_ISSUER"),
         platform_jwt_audience=_get(env, "PLATFORM_JWT_AUDIENCE"),
         platform_jwt_public_key=public_key,

@@ -39,6 +39,7 @@ from shared.adapters.queues import (
     SYNC_QUEUE,
     ErasureQueue,
     QueueDepths,
+    QueueSigner,
     RecallQueue,
     StorageFanOutQueue,
     StorageQueues,
@@ -117,6 +118,7 @@ class Container:
     subscriptions: SubscriptionService
     notifications: NotificationService
     recalls: RecallService
+    signer: QueueSigner  # verifies erasure, recall and status-event messages before they act
     calendars: CalendarService  # which of an account's calendars are read (shared/services/calendars.py)
     # Per-connection secrets (token caches, clientStates), sealed in Table Storage; their data keys.
     sealed: SealedSecrets
@@ -174,11 +176,13 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
 
     jobs = StorageQueues(deploy=queue(DEPLOY_QUEUE), deploy_poison=queue(f"{DEPLOY_QUEUE}-poison"),
                          sync=queue(SYNC_QUEUE), refresh=queue(REFRESH_QUEUE), progress=queue(PROGRESS_QUEUE))
-    status_events = QueuedStatusEvents(queue=queue(STATUS_EVENTS_QUEUE), poison=queue(f"{STATUS_EVENTS_QUEUE}-poison"),
-                                       clock=clock)
     # A local endpoint cannot be *.vault.azure.net, which the challenge check expects.
     vault_options: dict[str, Any] = {"verify_challenge_resource": not _local(settings.key_vault_uri), **timeouts}
     vault = KeyVaultSecrets(SecretClient(settings.key_vault_uri, cred(), **vault_options))
+    # Erasure, recall and status-event messages are signed with a key only the app reads.
+    signer = QueueSigner(AppSecret(vault, settings.queue_signing_secret_name))
+    status_events = QueuedStatusEvents(queue=queue(STATUS_EVENTS_QUEUE), poison=queue(f"{STATUS_EVENTS_QUEUE}-poison"),
+                                       clock=clock, signer=signer)
     # Token caches and clientStates: AES-GCM in Table Storage, data keys wrapped by a Key Vault key.
     data_keys = DataKeys(
         TableDataKeys(tables.get_table_client("datakeys")),
@@ -216,7 +220,8 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
     teams = TeamService(claims=TableTeamClaimsStore(tables.get_table_client("autojoin")),
                         rows=TableWorkspaceMeetingStore(tables.get_table_client("workspacemeetings")),
                         meetings=meetings, clock=clock)
-    recalls = RecallService(meetings=meetings, agents=agents, jobs=RecallQueue(queue(RECALL_QUEUE)), clock=clock,
+    recalls = RecallService(meetings=meetings, agents=agents, jobs=RecallQueue(queue(RECALL_QUEUE), signer),
+                            clock=clock,
                             retry_base_seconds=settings.deploy_retry_seconds, workspace_of=teams.shared_workspace,
                             on_recalled=teams.recalled)
     lifecycle = MeetingLifecycle(meetings=meetings, connections=connections, rules=join_rules, jobs=jobs, clock=clock,
@@ -275,7 +280,8 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
             consent_secret=AppSecret(vault, settings.platform_events_secret_name),
         ),
         accounts=accounts,
-        erasure=Erasure(rows=user_rows, secrets_store=sealed, jobs=ErasureQueue(queue(ERASURE_QUEUE)), clock=clock,
+        erasure=Erasure(rows=user_rows, secrets_store=sealed, jobs=ErasureQueue(queue(ERASURE_QUEUE), signer),
+                        clock=clock,
                         before_erase=_first_hand_over(teams, subscriptions.forget_user)),
         reconciler=SecretReconciler(secrets_store=sealed, connections=connections, claims=claims, clock=clock,
                                     grace=timedelta(seconds=settings.orphan_cache_grace_seconds)),
@@ -325,6 +331,7 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
                                   jobs=jobs, clock=clock),
         sealed=sealed,
         data_keys=data_keys,
+        signer=signer,
         agent_progress=AgentProgress(
             meetings=meetings, tries=agent_tries, jobs=jobs, events=status_events, decide=lifecycle.decide,
             connections=connections, tokens=tokens, calendar=graph, clock=clock,

@@ -50,6 +50,7 @@ from cloudevents.core.bindings.http import to_structured_event
 from cloudevents.core.v1.event import CloudEvent
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
+from shared.adapters.queues import QueueSigner
 from shared.clock import Clock
 from shared.ports import SecretStore, StatusEvent, StatusEventType
 from shared.retry import Backoff
@@ -138,20 +139,22 @@ class QueuedStatusEvents:
     for what could not be delivered. Queue clients encode messages as base64 text, as the Functions
     queue trigger expects."""
 
-    def __init__(self, *, queue: QueueClient, poison: QueueClient, clock: Clock) -> None:
+    def __init__(self, *, queue: QueueClient, poison: QueueClient, clock: Clock, signer: QueueSigner) -> None:
         self._queue = queue
         self._poison = poison
         self._clock = clock
+        self._signer = signer  # a status event goes out signed: its queue message is signed too
 
     def publish(self, event: StatusEvent) -> None:
         """Queue the event for delivery now; returns once Storage holds it. Raises TypeError/ValueError
         when `data` is not JSON, azure.core.exceptions.AzureError when Storage refuses it."""
-        self._queue.send_message(encode_delivery(Delivery(event=event, published_at=self._clock.now())))
+        self._queue.send_message(self._signer.sign(encode_delivery(Delivery(event=event,
+                                                                            published_at=self._clock.now()))))
         log.info("status event queued", extra=_dimensions(event))
 
     def retry(self, delivery: Delivery, delay: timedelta) -> None:
         """Queue the next attempt, the same event (same id), invisible for `delay` (whole seconds)."""
-        body = encode_delivery(replace(delivery, attempt=delivery.attempt + 1))
+        body = self._signer.sign(encode_delivery(replace(delivery, attempt=delivery.attempt + 1)))
         self._queue.send_message(body, visibility_timeout=_visibility_seconds(delay))
 
     def poison(self, delivery: Delivery, reason: str) -> None:

@@ -4,9 +4,13 @@ Messages are base64 text, as the Functions queue trigger expects."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueServiceClient
@@ -114,6 +118,50 @@ class StorageQueues:
         self._sync.send_message(traced(encode_sync(job)), visibility_timeout=_seconds(delay))
 
 
+class ForgedMessage(ValueError):
+    """A queue message that does not carry a valid signature (see QueueSigner)."""
+
+
+class QueueSigner:
+    """HMAC-SHA256 over a queue message (RFC 2104), for the queues whose messages do destructive or
+    outward work: erase a user (`user-erasures`), recall (delete) an agent (`agent-recalls`), send a
+    signed status event to the platform (`status-events`). Whoever can only enqueue (Storage Queue
+    Data Message Sender, a leaked SAS) cannot forge one: the key is a Key Vault secret only the app
+    reads (QUEUE_SIGNING_SECRET_NAME).
+
+    The message stays JSON; `sig` is the hex MAC over the other fields serialised with sorted keys
+    and no spaces, so fields added before signing (the trace context) are covered and a decoder that
+    ignores `sig` reads it unchanged. `verify` raises ForgedMessage for a missing, malformed or wrong
+    signature (compared in constant time)."""
+
+    FIELD = "sig"
+
+    def __init__(self, key: Callable[[], str]) -> None:
+        self._key = key
+
+    def sign(self, body: str) -> str:
+        data = json.loads(body)
+        data.pop(self.FIELD, None)
+        data[self.FIELD] = self._mac(data)
+        return json.dumps(data)
+
+    def verify(self, body: str) -> str:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise ForgedMessage("not JSON") from None
+        if not isinstance(data, dict):
+            raise ForgedMessage("not a JSON object")
+        sig = data.pop(self.FIELD, None)
+        if not isinstance(sig, str) or not hmac.compare_digest(sig, self._mac(data)):
+            raise ForgedMessage("missing or wrong signature")
+        return body
+
+    def _mac(self, data: dict[str, Any]) -> str:
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        return hmac.new(self._key().encode("utf-8"), canonical, hashlib.sha256).hexdigest()
+
+
 def traced(body: str) -> str:
     """The message with the current trace context (W3C `traceparent`) beside its fields, so the
     function that handles it continues the same trace (decoders ignore fields they do not know)."""
@@ -164,12 +212,13 @@ def decode_erasure(body: str) -> tuple[str, datetime | None]:
 
 
 class ErasureQueue:
-    def __init__(self, queue: QueueClient) -> None:
+    def __init__(self, queue: QueueClient, signer: QueueSigner) -> None:
         self._queue = queue
+        self._signer = signer
 
     def enqueue(self, user_id: str, delay: timedelta, before: datetime | None = None) -> None:
         body = {"user_id": user_id, **({"before": before.isoformat()} if before is not None else {})}
-        self._queue.send_message(json.dumps(body), visibility_timeout=_seconds(delay))
+        self._queue.send_message(self._signer.sign(json.dumps(body)), visibility_timeout=_seconds(delay))
 
 
 class QueueDepths:
@@ -225,8 +274,9 @@ def decode_recall(body: str) -> RecallJob:
 
 
 class RecallQueue:
-    def __init__(self, queue: QueueClient) -> None:
+    def __init__(self, queue: QueueClient, signer: QueueSigner) -> None:
         self._queue = queue
+        self._signer = signer
 
     def enqueue(self, job: RecallJob, delay: timedelta = timedelta(0)) -> None:
-        self._queue.send_message(traced(encode_recall(job)), visibility_timeout=_seconds(delay))
+        self._queue.send_message(self._signer.sign(traced(encode_recall(job))), visibility_timeout=_seconds(delay))

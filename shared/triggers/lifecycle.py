@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import azure.functions as func
 
-from shared.adapters.queues import ERASURE_QUEUE, decode_erasure
+from shared.adapters.queues import ERASURE_QUEUE, ForgedMessage, decode_erasure
 from shared.config import schedule
 from shared.platform_auth import User
 from shared.services.connect import TOKEN_CACHE_PREFIX
@@ -38,8 +38,14 @@ def erase_my_data(req: func.HttpRequest, c: Container, user: User) -> func.HttpR
 @bp.queue_trigger(arg_name="msg", queue_name=ERASURE_QUEUE, connection="AzureWebJobsStorage")
 def erase_user_data(msg: func.QueueMessage) -> None:
     """The durable pass of an erasure (retried by the host, then `user-erasures-poison`)."""
-    user_id, before = decode_erasure(msg.get_body().decode("utf-8"))
-    erased = container().erasure.erase(user_id, before=before)
+    c = container()
+    try:
+        user_id, before = decode_erasure(c.signer.verify(msg.get_body().decode("utf-8")))
+    except ForgedMessage as forged:
+        log.error("erasure message refused: %s", forged, extra={"event": "forged_queue_message",
+                                                                "queue": ERASURE_QUEUE})
+        return  # consumed, not retried: nothing is erased on a forged message's word
+    erased = c.erasure.erase(user_id, before=before)
     log.info("erasure job done", extra={"user_id": user_id, "rows": erased.rows, "secrets": erased.secrets})
 
 

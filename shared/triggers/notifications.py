@@ -15,7 +15,13 @@ import logging
 
 import azure.functions as func
 
-from shared.adapters.queues import RECALL_QUEUE, SUBSCRIPTION_QUEUE, decode_recall, decode_subscription_job
+from shared.adapters.queues import (
+    RECALL_QUEUE,
+    SUBSCRIPTION_QUEUE,
+    ForgedMessage,
+    decode_recall,
+    decode_subscription_job,
+)
 from shared.config import schedule
 from shared.services.fanout import RENEW
 from shared.services.notifications import MalformedNotification, validation_echo
@@ -89,9 +95,14 @@ def renew_subscriptions(timer: func.TimerRequest) -> None:
 @bp.function_name("recall_agent")
 @bp.queue_trigger(arg_name="msg", queue_name=RECALL_QUEUE, connection="AzureWebJobsStorage")
 def recall_agent(msg: func.QueueMessage) -> None:
-    body = msg.get_body().decode("utf-8")
-    job = decode_recall(body)
     c = container()
+    try:
+        body = c.signer.verify(msg.get_body().decode("utf-8"))
+    except ForgedMessage as forged:
+        log.error("recall message refused: %s", forged, extra={"event": "forged_queue_message",
+                                                               "queue": RECALL_QUEUE})
+        return  # consumed, not retried: no agent is deleted on a forged message's word
+    job = decode_recall(body)
     with c.telemetry.job("recall_agent", body, meeting_id=job.meeting_key, user_id=job.user_id):
         outcome = c.recalls.recall(job, decide=c.meeting_lifecycle.decide)
     log.info("recall_agent %s", outcome, extra={"meeting_id": job.meeting_key})

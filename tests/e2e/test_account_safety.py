@@ -204,3 +204,21 @@ def test_every_answer_carries_hsts_and_refuses_framing(client, method, path, aut
     assert resp.headers["X-Frame-Options"] == "DENY" or "frame-ancestors 'none'" in resp.headers.get(
         "Content-Security-Policy", "")
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_a_forged_erasure_message_erases_nothing(client, stack):
+    """Storage Queue Data Message Sender is enough to put a message on `user-erasures`; without the
+    app's HMAC key (a Key Vault secret) the message is refused and the user's data stays."""
+    from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+
+    user = new_user()
+    token = client.token(user, "solo")
+    conn = client.connect(token, "erin@northwind.com")["connection"]
+    queue = QueueClient.from_connection_string(stack.storage_connection_string(), "user-erasures",
+                                               message_encode_policy=TextBase64EncodePolicy())
+    queue.send_message(json.dumps({"user_id": user}))
+    log = stack.devstack_dir / "functions.log"
+    eventually(lambda: "erasure message refused" in log.read_text(errors="replace"), timeout=60)
+    assert [c["id"] for c in client.connections(token)["connections"]] == [conn["id"]]
+    assert client.call("DELETE", "outlook/data", token).status_code == 202  # a real erasure still works
+    assert client.connections(token)["connections"] == []
