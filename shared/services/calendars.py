@@ -10,6 +10,7 @@ meeting); a calendar selected is read by a sync queued right away."""
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from shared.calendars import LastCalendar, choose, merged
 from shared.clock import Clock
@@ -18,12 +19,16 @@ from shared.ports import (
     CalendarReader,
     CalendarSelection,
     CalendarSelectionStore,
+    CalendarUnavailable,
     Conflict,
     ConnectionStore,
+    GraphError,
+    GraphUnauthorized,
     JobQueue,
     Meeting,
     MeetingStore,
     SyncJob,
+    Throttled,
 )
 from shared.services.accounts import ConnectionUnusable, TokenKeeper
 from shared.services.meetings import detach_calendar
@@ -36,6 +41,18 @@ CALENDARS_CHANGED = "calendars"  # the reason of the sync a calendar choice queu
 
 class ConnectionNotReadable(Exception):
     """The connection is in error (or its token cannot be had now): its calendars cannot be listed."""
+
+
+class CalendarsUnreadable(Exception):
+    """Microsoft Graph did not answer the calendar list now (throttled, 5xx, a refused token) or the
+    selection kept changing under us: nothing was changed; try again after `retry_after`."""
+
+    def __init__(self, retry_after: timedelta) -> None:
+        super().__init__(f"calendars not readable now; retry after {retry_after.total_seconds():.0f}s")
+        self.retry_after = retry_after
+
+
+_RETRY_AFTER = timedelta(seconds=30)
 
 
 class CalendarService:
@@ -51,7 +68,8 @@ class CalendarService:
 
     def list(self, user_id: str, connection_id: str) -> list[CalendarChoice] | None:
         """The account's calendars with their choices; None when the connection is not this user's.
-        Raises ConnectionNotReadable when the connection is in error."""
+        Raises ConnectionNotReadable when the connection is in error or its mailbox is out of Graph's
+        reach, CalendarsUnreadable when Graph cannot answer now."""
         selection = self._current(user_id, connection_id)
         return None if selection is None else list(selection.calendars)
 
@@ -60,7 +78,7 @@ class CalendarService:
         """Apply one calendar's choice (`keep_name`: leave its stored agent name as it is); None when
         the connection is not this user's. Raises
         UnknownCalendar (no such calendar in the account), LastCalendar (none would be left selected),
-        ConnectionNotReadable."""
+        ConnectionNotReadable, CalendarsUnreadable (nothing changed)."""
         for _ in range(_ATTEMPTS):
             current = self._current(user_id, connection_id)
             if current is None:
@@ -78,7 +96,8 @@ class CalendarService:
                 self._jobs.enqueue_sync(SyncJob(user_id, connection_id, reason=CALENDARS_CHANGED))
             log.info("calendar choice stored", extra={"connection_id": connection_id, "selected": after.selected})
             return after
-        raise Conflict(f"calendar selection of {connection_id} kept changing")
+        log.warning("calendar choice not stored: the selection kept changing", extra={"connection_id": connection_id})
+        raise CalendarsUnreadable(_RETRY_AFTER)
 
     def _current(self, user_id: str, connection_id: str) -> CalendarSelection | None:
         """The stored selection over what Graph lists now (written back when the account's calendars
@@ -92,7 +111,15 @@ class CalendarService:
             conn, token = self._tokens.access_token(conn)
         except (ConnectionUnusable, Conflict):
             raise ConnectionNotReadable(connection_id) from None
-        live = self._calendar.calendars(token.token)
+        try:
+            live = self._calendar.calendars(token.token)
+        except CalendarUnavailable:
+            raise ConnectionNotReadable(connection_id) from None
+        except Throttled as exc:
+            raise CalendarsUnreadable(exc.retry_after) from None
+        except (GraphError, GraphUnauthorized) as exc:
+            log.warning("calendars not listed: %s", exc, extra={"connection_id": connection_id})
+            raise CalendarsUnreadable(_RETRY_AFTER) from None
         for _ in range(_ATTEMPTS):
             stored = self._selections.get(conn.id)
             fresh = merged(stored, live, user_id=user_id, connection_id=conn.id)
@@ -106,7 +133,8 @@ class CalendarService:
             for calendar_id in gone:
                 self._let_go(user_id, conn.id, CalendarChoice(calendar_id, "", False, False))
             return written
-        raise Conflict(f"calendar selection of {connection_id} kept changing")
+        log.warning("calendars not listed: the selection kept changing", extra={"connection_id": connection_id})
+        raise CalendarsUnreadable(_RETRY_AFTER)
 
     def _let_go(self, user_id: str, connection_id: str, calendar: CalendarChoice) -> None:
         """A calendar no longer read: its meetings let go of it now (the sync does the same for the

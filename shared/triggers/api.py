@@ -9,7 +9,7 @@ from shared.autojoin import Why
 from shared.calendars import InvalidCalendarChoice, LastCalendar, UnknownCalendar, parse_choice
 from shared.connections import plan_limit
 from shared.platform_auth import User
-from shared.services.calendars import ConnectionNotReadable
+from shared.services.calendars import CalendarsUnreadable, ConnectionNotReadable
 from shared.services.unlisted import MAX_QUERY_CHARS
 from shared.triggers.http import SECURITY_HEADERS, authed, error, json_body, json_response
 from shared.triggers.views import account_view, calendar_view, connection_view, iso, meeting_view, unlisted_view
@@ -75,6 +75,8 @@ def list_calendars(req: func.HttpRequest, c: Container, user: User) -> func.Http
         calendars = c.calendars.list(user.id, req.route_params.get("id", ""))
     except ConnectionNotReadable:
         return error(409, "connection_error", "This connection is in error: reconnect it to choose its calendars.")
+    except CalendarsUnreadable as exc:
+        return _graph_unavailable(exc)
     if calendars is None:
         return error(404, "not_found", "No such Outlook connection for this user")
     return json_response({"calendars": [calendar_view(x) for x in calendars]})
@@ -100,6 +102,8 @@ def choose_calendar(req: func.HttpRequest, c: Container, user: User) -> func.Htt
         return error(409, "last_calendar", "At least one calendar must stay selected: select another one first.")
     except ConnectionNotReadable:
         return error(409, "connection_error", "This connection is in error: reconnect it to choose its calendars.")
+    except CalendarsUnreadable as exc:
+        return _graph_unavailable(exc)
     if chosen is None:
         return error(404, "not_found", "No such Outlook connection for this user")
     return json_response(calendar_view(chosen))
@@ -113,6 +117,13 @@ def upcoming_meetings(req: func.HttpRequest, c: Container, user: User) -> func.H
     shared = c.teams.shared_agents(user.id, [m for m, d in planned if d.why is Why.TEAMMATE_AGENT])
     return json_response({"meetings": [meeting_view(m, d, shared.get(m.key), max_attempts=c.settings.agent_max_attempts)
                                        for m, d in planned]})
+
+
+def _graph_unavailable(exc: CalendarsUnreadable) -> func.HttpResponse:
+    resp = error(503, "microsoft_unavailable", "Microsoft did not answer for this calendar just now; nothing was "
+                 "changed. Try again in a moment.")
+    resp.headers["Retry-After"] = str(max(1, round(exc.retry_after.total_seconds())))
+    return resp
 
 
 @bp.function_name("unlisted_meetings")

@@ -149,3 +149,25 @@ def test_a_selected_calendar_deleted_in_outlook_falls_out_of_the_selection(clien
     eventually(lambda: listed(client, token, subject) == [])
     after = calendars(client, token, cid)
     assert team not in after and after[default["id"]]["selected"]  # none left: the default again
+
+
+def test_while_graph_cannot_list_the_calendars_the_page_is_told_to_try_again_and_nothing_changes(client, erin):
+    token, connection = erin
+    cid = connection["id"]
+    before = calendars(client, token, cid)
+    team = new_calendar(client, f"Team {uuid.uuid4().hex[:4]}")
+    fault = client.sim("POST", "/_sim/faults", json={"path_prefix": "/v1.0/me/calendars", "status": 503,
+                                                     "count": 50})
+    assert fault.status_code in (200, 201, 204), fault.text
+    try:
+        listing = client.call("GET", f"outlook/connections/{cid}/calendars", token)
+        assert listing.status_code == 503, listing.text
+        assert listing.json()["error"] == "microsoft_unavailable" and int(listing.headers["Retry-After"]) >= 1
+        chosen = choose(client, token, cid, team, True, "Team notes")
+        assert chosen.status_code == 503, chosen.text
+    finally:
+        client.sim("DELETE", "/_sim/faults")
+    after = eventually(lambda: (r := client.call("GET", f"outlook/connections/{cid}/calendars", token))
+                       .status_code == 200 and {c["id"]: c for c in r.json()["calendars"]})
+    assert {k: v["selected"] for k, v in after.items() if k in before} == {k: v["selected"] for k, v in before.items()}
+    assert after[team]["selected"] is False  # the choice made while Graph failed was not half-stored
