@@ -220,7 +220,8 @@ class MeetingStore(Protocol):
         ...
     def awaiting_verdict(self, due_before: datetime, ending_after: datetime) -> Iterator[Meeting]:
         """Every user's meetings whose agent is scheduled or being deployed, due (deploy time) before
-        `due_before` and ending after `ending_after`: what the deployment watchdog checks."""
+        `due_before`, or not admitted with a new try due (`retry_at`) before `due_before`, and ending
+        after `ending_after`: what the deployment watchdog checks."""
         ...
     def ended_before(self, cutoff: datetime) -> Iterator[Meeting]:
         """Every user's meetings that ended before `cutoff` (pruning)."""
@@ -670,6 +671,9 @@ class DeployJob:
     deploy_at: datetime
     attempt: int = 1
     backup: bool = False  # the copy sent a little after each deploy message (shared/adapters/queues.py)
+    # The meeting row's `enqueued_at` written with this message: a row naming a later one means a later
+    # message owns the meeting, and this one (or its backup copy) does nothing. None: no such check.
+    enqueued_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -217,8 +217,11 @@ class Meetings:
 
     def awaiting_verdict(self, due_before: datetime, ending_after: datetime) -> Iterator[Meeting]:
         yield from [m for m in list(self.rows.values())
-                    if m.agent in (AgentState.SCHEDULED, AgentState.DEPLOYING) and m.deploy_at is not None
-                    and m.deploy_at <= due_before and m.end > ending_after]
+                    if m.end > ending_after and (
+                        (m.agent in (AgentState.SCHEDULED, AgentState.DEPLOYING) and m.deploy_at is not None
+                         and m.deploy_at <= due_before)
+                        or (m.agent is AgentState.NOT_ADMITTED and m.retry_at is not None
+                            and m.retry_at <= due_before))]
 
     def _create(self, meeting: Meeting) -> Meeting:
         if (meeting.user_id, meeting.key) in self.rows:

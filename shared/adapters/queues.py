@@ -34,6 +34,8 @@ QUEUES = (SYNC_QUEUE, DEPLOY_QUEUE, REFRESH_QUEUE, STATUS_EVENTS_QUEUE, ERASURE_
 def encode_deploy(job: DeployJob) -> str:
     body = {"user_id": job.user_id, "meeting_key": job.meeting_key, "deploy_at": job.deploy_at.isoformat(),
             "attempt": job.attempt}
+    if job.enqueued_at is not None:
+        body["enqueued_at"] = job.enqueued_at.isoformat()
     return json.dumps(body | {"backup": True} if job.backup else body)
 
 
@@ -41,7 +43,8 @@ def decode_deploy(body: str) -> DeployJob:
     data = json.loads(body)
     return DeployJob(user_id=str(data["user_id"]), meeting_key=str(data["meeting_key"]),
                      deploy_at=datetime.fromisoformat(data["deploy_at"]), attempt=int(data.get("attempt", 1)),
-                     backup=data.get("backup") is True)
+                     backup=data.get("backup") is True,
+                     enqueued_at=datetime.fromisoformat(data["enqueued_at"]) if data.get("enqueued_at") else None)
 
 
 def encode_sync(job: SyncJob) -> str:

@@ -513,8 +513,12 @@ class TableMeetingStore:
 
     def awaiting_verdict(self, due_before: datetime, ending_after: datetime) -> Iterator[Meeting]:
         # A filtered scan across partitions, a page (1,000 rows) per request: see docs/scale.md.
-        query = (f"DeployAt le '{_quote(_iso(due_before))}' and End gt '{_quote(_iso(ending_after))}' and "
-                 f"(Agent eq '{AgentState.SCHEDULED.value}' or Agent eq '{AgentState.DEPLOYING.value}')")
+        # Also a new try after the lobby whose RetryAt is due (its message may have been lost).
+        due = _quote(_iso(due_before))
+        query = (f"End gt '{_quote(_iso(ending_after))}' and ("
+                 f"(DeployAt le '{due}' and (Agent eq '{AgentState.SCHEDULED.value}' or "
+                 f"Agent eq '{AgentState.DEPLOYING.value}')) or "
+                 f"(Agent eq '{AgentState.NOT_ADMITTED.value}' and RetryAt ne '' and RetryAt le '{due}'))")
         for e in self._t.query_entities(query, results_per_page=1000):
             yield self._meeting(e)
 

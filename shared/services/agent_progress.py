@@ -240,7 +240,8 @@ class AgentProgress:
             retry_at = self._retry_at(meeting, now) if report.status in RETRYABLE else None
             if retry_at is not None:
                 updated = replace(updated, retry_at=retry_at)
-                self._jobs.schedule_deploy(DeployJob(meeting.user_id, meeting.key, retry_at), retry_at - now)
+                self._jobs.schedule_deploy(DeployJob(meeting.user_id, meeting.key, retry_at, enqueued_at=now),
+                                           retry_at - now)
             elif meeting.end > now:
                 self._tell_not_admitted(meeting, report)
         elif target is AgentState.FAILED:

@@ -90,6 +90,11 @@ class DeployService:
                 log.info("deployment skipped: meeting gone", extra=ctx)
                 return "meeting_gone"
             now = self._clock.now()
+            if job.enqueued_at is not None and (meeting.enqueued_at or job.enqueued_at) > job.enqueued_at:
+                # A later message owns the meeting (an agent API retry with its back-off, a re-queue):
+                # this one, or its backup copy, would deploy early and start a retry chain of its own.
+                log.info("deployment skipped: a later deploy message owns the meeting", extra=ctx)
+                return "superseded"
             decision = decide_deployment(
                 now=now,
                 start=meeting.start,
@@ -210,7 +215,8 @@ class DeployService:
             if now + delay <= claimed.start + self._grace:
                 # The retry's message surfaces after `delay`: overdue counts from then, not from now.
                 self._record(claimed, AgentState.SCHEDULED, None, enqueued_at=now + delay)
-                self._jobs.schedule_deploy(replace(job, attempt=job.attempt + 1, backup=False), delay)
+                self._jobs.schedule_deploy(replace(job, attempt=job.attempt + 1, backup=False, enqueued_at=now + delay),
+                                           delay)
                 log.warning("agent API failed, retrying: %s", result.detail, extra=ctx)
                 return "retrying"
         reason = f"agent_api: {result.detail}"[:200]
@@ -272,7 +278,8 @@ class DeployService:
                 return 0  # another instance (or the deployer) touched it: theirs to handle
             if late and meeting.at_risk != LATE:
                 self._health.agent_late(meeting)
-            self._jobs.schedule_deploy(DeployJob(meeting.user_id, meeting.key, meeting.deploy_at), timedelta(0))
+            self._jobs.schedule_deploy(DeployJob(meeting.user_id, meeting.key, meeting.deploy_at, enqueued_at=now),
+                                       timedelta(0))
             log.warning("deployment_overdue: no verdict since %s, queued again", meeting.deploy_at.isoformat(),
                         extra={**ctx, "event": "deployment_overdue"})
             return 1
@@ -295,7 +302,8 @@ class DeployService:
             self._meetings.replace(replace(meeting, enqueued_at=now))
         except Conflict:
             return 0
-        self._jobs.schedule_deploy(DeployJob(meeting.user_id, meeting.key, meeting.retry_at), timedelta(0))
+        self._jobs.schedule_deploy(DeployJob(meeting.user_id, meeting.key, meeting.retry_at, enqueued_at=now),
+                                   timedelta(0))
         log.warning("retry_overdue: try %d not sent since %s, queued again", meeting.agent_attempt + 1,
                     meeting.retry_at.isoformat(), extra={"user_id": meeting.user_id, "meeting_id": meeting.key,
                                                          "event": "deployment_overdue"})

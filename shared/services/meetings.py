@@ -130,7 +130,7 @@ def planned(jobs: JobQueue, now: datetime, meeting: Meeting, will_join: bool,
         if check_in > timedelta(0):  # a meeting found later than that is checked by the deployer's re-read
             jobs.schedule_progress(ProgressJob("readiness", meeting.user_id, meeting.key, join_at=meeting.deploy_at),
                                    check_in)
-    jobs.schedule_deploy(DeployJob(meeting.user_id, meeting.key, meeting.deploy_at), delay)
+    jobs.schedule_deploy(DeployJob(meeting.user_id, meeting.key, meeting.deploy_at, enqueued_at=now), delay)
     return replace(meeting, enqueued_for=meeting.deploy_at, enqueued_at=now,
                    agent=check(meeting.agent, AgentState.SCHEDULED), at_risk=None)
 

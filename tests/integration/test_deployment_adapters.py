@@ -1,6 +1,6 @@
 """The deployment watchdog's storage (issue 19), on Azurite: every deploy message has a backup copy
 15 s behind it and neither ever expires before it is due; the meetings table finds every user's
-meetings awaiting a verdict past their deploy time."""
+meetings awaiting a verdict past their deploy time (or past a new try's time after the lobby)."""
 
 from __future__ import annotations
 
@@ -64,17 +64,22 @@ def test_the_meetings_awaiting_a_verdict_of_every_user_are_found_by_their_deploy
     now = datetime.now(UTC).replace(microsecond=0)
     tag = uuid.uuid4().hex[:8]
 
-    def meeting(user: str, minutes: int, agent: AgentState | None) -> Meeting:
+    def meeting(user: str, minutes: int, agent: AgentState | None, retry_in: int | None = None) -> Meeting:
         start = now + timedelta(minutes=minutes)
+        retry_at = now + timedelta(minutes=retry_in) if retry_in is not None else None
         return store.create(Meeting(user_id=f"{user}-{tag}", key=f"k-{tag}-{minutes}-{user}", link_key="l",
                                     title="t", start=start, end=start + timedelta(minutes=30), platform="teams",
                                     join_url="https://teams.microsoft.com/l/meetup-join/x", sources=(),
-                                    agent=agent, deploy_at=start - timedelta(minutes=2)))
+                                    agent=agent, deploy_at=start - timedelta(minutes=2), retry_at=retry_at))
 
-    overdue = [meeting("alice", 1, AgentState.SCHEDULED), meeting("bob", 0, AgentState.DEPLOYING)]
+    overdue = [meeting("alice", 1, AgentState.SCHEDULED), meeting("bob", 0, AgentState.DEPLOYING),
+               meeting("frank", -5, AgentState.NOT_ADMITTED, retry_in=-1)]  # a new try after the lobby, due
     meeting("carol", 1, AgentState.DEPLOYED)  # has its verdict
     meeting("dave", 60, AgentState.SCHEDULED)  # not due yet
     meeting("erin", -40, AgentState.SCHEDULED)  # already over
+    meeting("gina", -5, AgentState.NOT_ADMITTED)  # no try left
+    meeting("hank", -5, AgentState.NOT_ADMITTED, retry_in=2)  # its new try not due yet
+    meeting("ivan", -40, AgentState.NOT_ADMITTED, retry_in=-20)  # already over
 
     found = {m.key for m in store.awaiting_verdict(due_before=now, ending_after=now) if tag in m.key}
 

@@ -22,7 +22,7 @@ from shared.services.agent_progress import (
     parse_status,
 )
 from shared.services.autojoin import AutojoinService, Choice
-from shared.services.deploy import DeployService
+from shared.services.deploy import WATCHDOG_AFTER, DeployService
 from shared.services.meeting_lifecycle import MeetingLifecycle
 from shared.services.sync import SyncService
 from tests import fakes
@@ -332,3 +332,29 @@ def test_microsoft_unreachable_during_the_check_tells_operators_not_the_user(w, 
 def test_a_check_planned_for_an_earlier_join_time_does_nothing(w):
     _, job = scheduled(w)
     assert w.progress.check_readiness(replace(job, join_at=job.join_at - timedelta(minutes=5))) == "stale"
+
+
+def test_a_lost_retry_after_the_lobby_is_queued_again_by_the_watchdog_once_without_any_sync(w):
+    sent(w, minutes=-3)
+    status(w, "not_admitted")
+    retry_at = only(w).retry_at
+    assert retry_at is not None
+    w.world.jobs.deploys.clear()  # the retry's message is lost
+    w.world.clock.set(retry_at + WATCHDOG_AFTER - timedelta(seconds=1))
+    assert w.deploy.watch().requeued == 0  # not overdue yet: the message may be on its way
+
+    w.world.clock.advance(2)
+    assert w.deploy.watch().requeued == 1
+    assert w.deploy.watch().requeued == 0  # queued once, however often (or by how many) it is watched
+    assert len(w.world.jobs.deploys) == 1
+    assert deliver(w) == ["deployed"] and only(w).agent_attempt == 2
+    assert w.deploy.watch().looked == 0
+
+
+def test_the_watchdog_leaves_a_not_admitted_agent_without_a_try_left_or_after_the_meeting(w):
+    sent(w, minutes=-3)
+    status(w, "not_admitted")
+    w.world.jobs.deploys.clear()
+    w.world.clock.advance(3600)  # the meeting ended (30 minutes long)
+    assert w.deploy.watch().looked == 0
+    assert w.world.jobs.deploys == []

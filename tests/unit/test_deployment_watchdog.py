@@ -95,6 +95,9 @@ def test_a_deploy_message_and_its_backup_copy_travel_through_the_queue_and_the_c
     job = scheduled(world)
     backup = decode_deploy(encode_deploy(replace(job, backup=True)))
     assert backup.backup is True and decode_deploy(encode_deploy(job)).backup is False
+    # Both name the row's `enqueued_at` they were queued with: a later message's row makes them do nothing.
+    assert job.enqueued_at is not None and decode_deploy(encode_deploy(job)) == job
+    assert backup.enqueued_at == job.enqueued_at
     world.clock.set(job.deploy_at - timedelta(minutes=5))  # surfaced early (a later join lead, say)
     assert world.deploy.deploy(backup) == "waiting"
     assert world.jobs.deploys == []  # the copy does not re-queue itself: the message waits

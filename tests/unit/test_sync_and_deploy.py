@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
+from itertools import pairwise
+
+import pytest
 
 from shared.autojoin import Why
 from shared.connections import Plan
 from shared.platform_auth import User
-from shared.ports import DeployResult, SyncJob
+from shared.ports import DeployJob, DeployResult, SyncJob
 from shared.scheduling import AgentState
 from shared.services.sync import SYNC_LEASE
 from tests.unit.conftest import LEAD
@@ -473,3 +477,63 @@ def test_graph_refusing_the_token_neither_retries_the_message_nor_keeps_the_conn
     world.calendar.add(event(world, "e2"))
     assert sync(world, conn).outcome == "synced"  # the lease was released
     assert [m.title for m in upcoming(world)] == ["Meeting e1", "Meeting e2"]
+
+
+def deliver_with_backups(world, failures: int) -> tuple[list[str], list[datetime]]:
+    """Deliver every deploy message, and the backup copy 15 s behind each (as StorageQueues sends
+    them), in the order they surface, with the agent API failing `failures` times: the results and
+    when the agent API was called."""
+    from shared.adapters.queues import DEPLOY_BACKUP_AFTER
+
+    queue: list[tuple[datetime, int, DeployJob]] = []
+
+    def schedule_deploy(job: DeployJob, delay: timedelta) -> None:
+        queue.append((world.clock.now() + delay, len(queue), job))
+        if not job.backup:
+            queue.append((world.clock.now() + delay + DEPLOY_BACKUP_AFTER, len(queue), replace(job, backup=True)))
+
+    world.jobs.schedule_deploy = schedule_deploy  # type: ignore[method-assign]
+    called_at: list[datetime] = []
+    calls = world.agents.deploy
+
+    def deploy(request):
+        called_at.append(world.clock.now())
+        return calls(request)
+
+    world.agents.deploy = deploy  # type: ignore[method-assign]
+    world.agents.script = [DeployResult(ok=False, detail="HTTP 503")] * failures
+    conn = connected(world)
+    world.calendar.add(event(world, "e1", minutes_from_now=2))
+    sync(world, conn)
+    results = []
+    while queue:
+        queue.sort(key=lambda x: (x[0], x[1]))
+        at, _, job = queue.pop(0)
+        world.clock.set(max(at, world.clock.now()))
+        results.append(world.deploy.deploy(job))
+    return results, called_at
+
+
+def gaps(called_at: list[datetime]) -> list[float]:
+    return [(b - a).total_seconds() for a, b in pairwise(called_at)]
+
+
+@pytest.mark.parametrize("failures", [1, 3])
+def test_during_an_agent_api_outage_each_planned_retry_calls_once_and_one_agent_goes_after(world, failures):
+    """A failed call's older messages (its backup copy) do not deploy at once beside the planned
+    retry: one call per planned retry, spaced by the back-off, and one agent once the API recovers."""
+    results, called_at = deliver_with_backups(world, failures)
+
+    assert len(called_at) == failures + 1
+    assert gaps(called_at) == [15 * 2 ** i for i in range(failures)]  # retry_base_seconds=15, doubling
+    assert results.count("deployed") == 1 and results.count("retrying") == failures
+    assert upcoming(world)[0].agent is AgentState.DEPLOYED
+
+
+def test_an_agent_api_outage_that_lasts_gets_only_the_planned_retries_then_fails_once(world):
+    results, called_at = deliver_with_backups(world, failures=100)
+
+    # Starts in 2 minutes, joinable until 5 minutes after: calls at 0, 15, 45, 105, 225 s.
+    assert gaps(called_at) == [15, 30, 60, 120]
+    assert results.count("failed") == 1 and "deployed" not in results
+    assert upcoming(world)[0].agent is AgentState.FAILED
