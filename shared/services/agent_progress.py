@@ -369,6 +369,7 @@ class AgentProgress:
                 return
             except Conflict:
                 current = self._meetings.get(meeting.user_id, meeting.key)
+        log.warning("readiness risk not recorded: the meeting kept changing", extra={"meeting_id": meeting.key})
 
     # ------------------------------------------------------------------ telling the user
     def _tell(self, type_: StatusEventType, meeting: Meeting, data: dict[str, Any], what: str) -> None:

@@ -198,15 +198,27 @@ class TeamService:
         for _ in range(_ATTEMPTS):
             row = self.row(claims, meeting)
             if row is None or row.live_user != meeting.user_id:
+                if deployed:
+                    # The live mark was let go (or taken by a teammate) while the agent API was called:
+                    # a teammate's agent may be out too, so this one goes (never two agents at once).
+                    log.warning("shared agent sent without its live mark: recalling it",
+                                extra={"meeting_id": meeting.key, "live_user": row.live_user if row else ""})
+                    self._recall(meeting, agent_id)
                 return
             updated = replace(row, live_agent=agent_id or "") if deployed else replace(row, live_user="", live_agent="")
             try:
                 self._rows.put(updated)
             except Conflict:
                 continue
-            if deployed and row.owner != meeting.user_id and self.recall is not None:
-                self.recall(replace(meeting, agent=AgentState.DEPLOYED, agent_id=agent_id))
+            if deployed and row.owner != meeting.user_id:
+                self._recall(meeting, agent_id)
             return
+        log.warning("shared agent not recorded: the workspace meeting kept changing",
+                    extra={"meeting_id": meeting.key, "deployed": deployed})
+
+    def _recall(self, meeting: Meeting, agent_id: str | None) -> None:
+        if self.recall is not None:
+            self.recall(replace(meeting, agent=AgentState.DEPLOYED, agent_id=agent_id))
 
     def recalled(self, job: RecallJob) -> None:
         """A recall completed: the agent is out of the meeting, so the next owner may send theirs."""
@@ -247,9 +259,10 @@ class TeamOnRemoval:
         return self._store.replace(meeting)
 
     def delete(self, meeting: Meeting) -> None:
-        self._store.delete(meeting)
+        """Hand over first, then delete: a hand-over that fails leaves the row, so the retry finds it."""
         if meeting.end > self._teams.now():
             self._teams.leave(meeting)
+        self._store.delete(meeting)
 
     def ended_before(self, cutoff: datetime) -> Iterator[Meeting]:
         return self._store.ended_before(cutoff)
