@@ -417,7 +417,8 @@ class WorkspaceMeeting:
     ("" when none); `live_user`/`live_agent`: whose agent is in the meeting, or being sent ("" agent id
     while the agent API is called) — set before the call and cleared once recalled, so a hand-over
     never sends a second agent while the first is still there; `handovers`: owner changes so far (the
-    shared agent's idempotency key counts them). Written with its ETag."""
+    shared agent's idempotency key counts them); `end`: when the meeting ends (the row is pruned with
+    the meetings, `Pruner`; None on rows written before it was kept). Written with its ETag."""
 
     workspace: str
     key: str
@@ -426,6 +427,7 @@ class WorkspaceMeeting:
     live_user: str = ""
     live_agent: str = ""
     handovers: int = 0
+    end: datetime | None = None
     etag: str | None = None
 
     @property
@@ -440,6 +442,12 @@ class WorkspaceMeetingStore(Protocol):
     def get(self, workspace: str, key: str) -> WorkspaceMeeting | None: ...
     def put(self, meeting: WorkspaceMeeting) -> WorkspaceMeeting:
         """Creates when `etag` is None, else replaces only if unchanged since read; raises Conflict."""
+        ...
+    def ended_before(self, cutoff: datetime) -> Iterator[WorkspaceMeeting]:
+        """Rows whose meeting ended before `cutoff` (rows without `end` are never listed)."""
+        ...
+    def delete(self, meeting: WorkspaceMeeting) -> None:
+        """Only if unchanged since read (raises Conflict); nothing when it is already gone."""
         ...
 
 

@@ -217,9 +217,9 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
     # A deployed agent is recalled when the decision withdraws it (the lifecycle's seam) or the calendar
     # lets go of its meeting (the sync writes meetings through RecallOnRemoval).
     # One agent per meeting for a workspace (API.md "Teams"): the workspace meeting rows and their hooks.
+    workspace_meetings = TableWorkspaceMeetingStore(tables.get_table_client("workspacemeetings"))
     teams = TeamService(claims=TableTeamClaimsStore(tables.get_table_client("autojoin")),
-                        rows=TableWorkspaceMeetingStore(tables.get_table_client("workspacemeetings")),
-                        meetings=meetings, clock=clock)
+                        rows=workspace_meetings, meetings=meetings, clock=clock)
     recalls = RecallService(meetings=meetings, agents=agents, jobs=RecallQueue(queue(RECALL_QUEUE), signer),
                             clock=clock,
                             retry_base_seconds=settings.deploy_retry_seconds, workspace_of=teams.shared_workspace,
@@ -263,7 +263,8 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
     pruner = Pruner(meetings=meetings, connections=connections, accounts=accounts, rows=user_rows, index=index,
                     sync_state=sync_state, clock=clock,
                     meeting_retention=timedelta(days=settings.meeting_retention_days),
-                    error_retention=timedelta(days=settings.error_connection_retention_days))
+                    error_retention=timedelta(days=settings.error_connection_retention_days),
+                    workspace_meetings=workspace_meetings)
     return Container(
         settings=settings,
         clock=clock,

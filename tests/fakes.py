@@ -41,6 +41,7 @@ from shared.ports import (
     SyncStateGone,
     Throttled,
     TokenError,
+    WorkspaceMeeting,
 )
 from shared.scheduling import SyncWindow
 
@@ -660,3 +661,36 @@ class AgentTries:
 
     def webhook_seen(self, webhook_id: str) -> bool:
         return webhook_id in self.webhooks
+
+
+class WorkspaceMeetings:
+    """Workspace meeting rows written with their ETag, as the table store does; `down`
+    makes writes fail."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], WorkspaceMeeting] = {}
+        self._etag = 0
+        self.down = False
+
+    def get(self, workspace: str, key: str) -> WorkspaceMeeting | None:
+        return self.rows.get((workspace, key))
+
+    def put(self, meeting: WorkspaceMeeting) -> WorkspaceMeeting:
+        if self.down:
+            raise OSError("storage down")
+        current = self.rows.get((meeting.workspace, meeting.key))
+        if (current.etag if current else None) != meeting.etag:
+            raise Conflict(meeting.key)
+        self._etag += 1
+        stored = replace(meeting, etag=str(self._etag))
+        self.rows[(meeting.workspace, meeting.key)] = stored
+        return stored
+
+    def ended_before(self, cutoff: datetime) -> Iterator[WorkspaceMeeting]:
+        yield from [m for m in list(self.rows.values()) if m.end is not None and m.end < cutoff]
+
+    def delete(self, meeting: WorkspaceMeeting) -> None:
+        current = self.rows.get((meeting.workspace, meeting.key))
+        if current is not None and current.etag != meeting.etag:
+            raise Conflict(meeting.key)
+        self.rows.pop((meeting.workspace, meeting.key), None)

@@ -785,16 +785,40 @@ class TableWorkspaceMeetingStore:
             e = self._t.get_entity(self._partition(workspace), key)
         except ResourceNotFoundError:
             return None
+        return self._row(workspace, e)
+
+    @staticmethod
+    def _row(workspace: str, e: Any) -> WorkspaceMeeting:
         members = tuple(Teammate(str(m[0]), str(m[1])) for m in json.loads(e.get("Members") or "[]"))
-        return WorkspaceMeeting(workspace=workspace, key=key, owner=e.get("Owner") or "", members=members,
+        return WorkspaceMeeting(workspace=workspace, key=str(e["RowKey"]), owner=e.get("Owner") or "", members=members,
                                 live_user=e.get("LiveUser") or "", live_agent=e.get("LiveAgent") or "",
-                                handovers=int(e.get("Handovers") or 0), etag=e.metadata.get("etag"))
+                                handovers=int(e.get("Handovers") or 0), end=_dt(e.get("End")),
+                                etag=e.metadata.get("etag"))
 
     def put(self, meeting: WorkspaceMeeting) -> WorkspaceMeeting:
         entity = {"PartitionKey": self._partition(meeting.workspace), "RowKey": meeting.key,
+                  "Workspace": meeting.workspace, "End": _iso(meeting.end),
                   "Owner": meeting.owner, "Members": json.dumps([[m.user_id, m.email] for m in meeting.members]),
                   "LiveUser": meeting.live_user, "LiveAgent": meeting.live_agent, "Handovers": meeting.handovers}
         return replace(meeting, etag=_put_conditional(self._t, entity, meeting.etag))
+
+    def ended_before(self, cutoff: datetime) -> Iterator[WorkspaceMeeting]:
+        # A filtered scan across partitions, a page (1,000 rows) per request; End is isoformat() in
+        # UTC, so string order is time order ("" on no row the service writes, excluded anyway).
+        query = f"End lt '{_quote(_iso(cutoff))}' and End gt ''"
+        for e in self._t.query_entities(query, results_per_page=1000):
+            workspace = str(e.get("Workspace") or "")
+            if workspace and self._partition(workspace) == e["PartitionKey"]:
+                yield self._row(workspace, e)
+
+    def delete(self, meeting: WorkspaceMeeting) -> None:
+        try:
+            self._t.delete_entity(self._partition(meeting.workspace), meeting.key, etag=meeting.etag,
+                                  match_condition=MatchConditions.IfNotModified)
+        except ResourceModifiedError:
+            raise Conflict(meeting.key) from None
+        except ResourceNotFoundError:
+            pass
 
 
 class TableAppRefusals:

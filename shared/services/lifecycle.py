@@ -23,6 +23,7 @@ from shared.ports import (
     SecretStore,
     SyncStateStore,
     UserRows,
+    WorkspaceMeetingStore,
 )
 from shared.services.accounts import AccountsService
 from shared.services.connect import TOKEN_CACHE_PREFIX
@@ -124,15 +125,19 @@ class Pruned:
     meetings: int
     dead_connections: int
     orphaned_connections: int
+    workspace_meetings: int = 0
 
 
 class Pruner:
-    """Meetings that ended long ago, connections in Error for longer than a refresh token can live,
-    and sync rows of connections that no longer exist."""
+    """Meetings that ended long ago (and their workspace meeting rows, which name teammates' emails),
+    connections in Error for longer than a refresh token can live, and sync rows of connections that
+    no longer exist."""
 
     def __init__(self, *, meetings: MeetingStore, connections: ConnectionStore, accounts: AccountsService,
                  rows: UserRows, index: EventIndex, sync_state: SyncStateStore, clock: Clock,
-                 meeting_retention: timedelta, error_retention: timedelta) -> None:
+                 meeting_retention: timedelta, error_retention: timedelta,
+                 workspace_meetings: WorkspaceMeetingStore | None = None) -> None:
+        self._workspace_meetings = workspace_meetings
         self._meetings = meetings
         self._connections = connections
         self._accounts = accounts
@@ -179,6 +184,14 @@ class Pruner:
                 meetings += 1
             except Conflict:
                 pass  # changed meanwhile: the next run looks again
+        shared = 0
+        if self._workspace_meetings is not None:
+            for row in list(self._workspace_meetings.ended_before(now - self._meeting_retention)):
+                try:
+                    self._workspace_meetings.delete(row)
+                    shared += 1
+                except Conflict:
+                    pass  # changed meanwhile: the next run looks again
         # Read the partitions before the connections: a connection created after this read has no
         # rows in it, so it can never be taken for an orphan.
         partitions = self._rows.connection_partitions()
@@ -197,5 +210,6 @@ class Pruner:
                               self._index.all_for(connection_id))
             self._sync_state.remove(connection_id)
             orphaned += 1
-        log.info("pruned", extra={"meetings": meetings, "orphaned_connections": orphaned})
-        return Pruned(meetings, 0, orphaned)
+        log.info("pruned", extra={"meetings": meetings, "orphaned_connections": orphaned,
+                                  "workspace_meetings": shared})
+        return Pruned(meetings, 0, orphaned, shared)

@@ -112,7 +112,7 @@ class TeamService:
         me = Teammate(claims.user_id, claims.email)
         for _ in range(_ATTEMPTS):
             current = self._rows.get(workspace, key) or WorkspaceMeeting(workspace, key)
-            updated = enlist(current, me, wants)
+            updated = replace(enlist(current, me, wants), end=meeting.end)
             if (not wants and updated.live_user == me.user_id and not updated.live_agent
                     and meeting.agent not in SENT):
                 updated = replace(updated, live_user="")

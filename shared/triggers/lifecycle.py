@@ -80,5 +80,5 @@ def prune_data(timer: func.TimerRequest) -> None:
     tries = c.agent_tries.prune(tries_before=now - timedelta(days=c.settings.meeting_retention_days),
                                 webhooks_before=now - timedelta(days=1))
     log.info("prune_data: %d agent tries and status ids", tries)
-    log.info("prune_data: %d meetings, %d orphaned sync rows; dead connections by the prune walk", pruned.meetings,
-             pruned.orphaned_connections)
+    log.info("prune_data: %d meetings, %d workspace meetings, %d orphaned sync rows; dead connections by the "
+             "prune walk", pruned.meetings, pruned.workspace_meetings, pruned.orphaned_connections)

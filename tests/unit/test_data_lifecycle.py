@@ -10,10 +10,11 @@ import pytest
 
 from shared.connections import REASONS, ConnectionStatus, Plan
 from shared.platform_auth import User
-from shared.ports import Conflict, SyncJob
+from shared.ports import Conflict, SyncJob, Teammate, WorkspaceMeeting
 from shared.services.connect import AccountMismatch, ClaimExpired, ClaimMismatch
 from shared.services.lifecycle import SECOND_PASS, Erasure, Pruner, SecretReconciler
 from tests import fakes
+from tests.fakes import WorkspaceMeetings
 from tests.unit.test_sync_and_deploy import PERSONAL, WORK, event
 
 ALICE = User("user-alice", Plan.PRO, email="alice@coagentor.example")
@@ -254,7 +255,8 @@ def pruner(world, **kw):
     return Pruner(meetings=world.meetings, connections=world.connections, accounts=world.accounts, rows=rows(world),
                   index=world.index, sync_state=world.states, clock=world.clock,
                   meeting_retention=timedelta(days=kw.get("meeting_days", 30)),
-                  error_retention=timedelta(days=kw.get("error_days", 90)))
+                  error_retention=timedelta(days=kw.get("error_days", 90)),
+                  workspace_meetings=kw.get("workspace_meetings"))
 
 
 def test_pruning_removes_long_past_meetings_long_dead_connections_and_orphaned_sync_rows(world):
@@ -272,6 +274,17 @@ def test_pruning_removes_long_past_meetings_long_dead_connections_and_orphaned_s
     assert [c.id for c in world.accounts.list(ALICE.id)] == [active.id]  # an active one is never pruned
     assert dead.secret_name not in world.secrets.values
     assert set(world.states.rows) == {active.id}
+
+
+def test_pruning_forgets_shared_workspace_meetings_long_past_and_the_teammates_emails_they_name(world):
+    shared = WorkspaceMeetings()
+    now, ann = world.clock.now(), (Teammate("ann", "ann@x"),)
+    shared.put(WorkspaceMeeting("w", "past", owner="ann", members=ann, end=now + timedelta(hours=1)))
+    shared.put(WorkspaceMeeting("w", "later", owner="ann", members=ann, end=now + timedelta(days=40)))
+    assert pruner(world, workspace_meetings=shared).run().workspace_meetings == 0
+    world.clock.advance(31 * 86400)
+    assert pruner(world, workspace_meetings=shared).run().workspace_meetings == 1
+    assert [key for _, key in shared.rows] == ["later"]  # its meeting is not past the retention yet
 
 
 # ---------------------------------------------------------------- sync now

@@ -3,16 +3,15 @@ meeting, and a hand-over that fails is retried (API.md "Teams")."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from shared.agent_states import AgentState
 from shared.clock import FixedClock
-from shared.ports import Conflict, Meeting, Source, TeamClaims, WorkspaceMeeting
+from shared.ports import Meeting, Source, TeamClaims
 from shared.services.teams import GateVerdict, TeamOnRemoval, TeamService
-from tests.fakes import Meetings
+from tests.fakes import Meetings, WorkspaceMeetings
 
 NOW = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 
@@ -28,29 +27,6 @@ class Claims:
         self.rows[claims.user_id] = claims
 
 
-class Rows:
-    """Workspace meeting rows written with their ETag, as the table store does; `down` makes writes fail."""
-
-    def __init__(self) -> None:
-        self.rows: dict[tuple[str, str], WorkspaceMeeting] = {}
-        self._etag = 0
-        self.down = False
-
-    def get(self, workspace: str, key: str) -> WorkspaceMeeting | None:
-        return self.rows.get((workspace, key))
-
-    def put(self, meeting: WorkspaceMeeting) -> WorkspaceMeeting:
-        if self.down:
-            raise OSError("storage down")
-        current = self.rows.get((meeting.workspace, meeting.key))
-        if (current.etag if current else None) != meeting.etag:
-            raise Conflict(meeting.key)
-        self._etag += 1
-        stored = replace(meeting, etag=str(self._etag))
-        self.rows[(meeting.workspace, meeting.key)] = stored
-        return stored
-
-
 def meeting(user_id: str, agent: AgentState = AgentState.SCHEDULED) -> Meeting:
     return Meeting(user_id=user_id, key="k1", link_key="k1", title="Weekly", start=NOW + timedelta(hours=1),
                    end=NOW + timedelta(hours=2), platform="teams", join_url="https://teams.microsoft.com/l/x",
@@ -59,7 +35,7 @@ def meeting(user_id: str, agent: AgentState = AgentState.SCHEDULED) -> Meeting:
 
 @pytest.fixture()
 def team():
-    claims, rows, meetings = Claims(), Rows(), Meetings()
+    claims, rows, meetings = Claims(), WorkspaceMeetings(), Meetings()
     for user in ("ann", "ben"):
         claims.put(TeamClaims(user, "w", True, f"{user}@x"))
     teams = TeamService(claims=claims, rows=rows, meetings=meetings, clock=FixedClock(NOW))
@@ -81,6 +57,7 @@ def test_a_replan_from_an_old_copy_while_the_owner_deploys_ends_with_one_live_ag
     live = {"agent-ann", "agent-ben"} - set(recalled)
     assert live == {"agent-ben"}
     assert rows.get("w", "k1").live_user == "ben"  # ann's recall never frees ben's mark
+    assert rows.get("w", "k1").end == meeting("ben").end  # what pruning goes by
 
 
 def test_a_hand_over_that_fails_leaves_the_meeting_row_for_the_retry(team):
