@@ -175,7 +175,8 @@ class Pruner:
         return dead
 
     def run_tables(self) -> Pruned:
-        """Meetings that ended long ago, and sync rows of connections that no longer exist."""
+        """Meetings (and shared workspace meeting rows) that ended long ago, and sync rows of connections
+        that no longer exist."""
         now = self._clock.now()
         meetings = 0
         for meeting in list(self._meetings.ended_before(now - self._meeting_retention)):
