@@ -76,8 +76,10 @@ def _times(start: datetime) -> dict[str, Any]:
 
 
 def _event(p: Planned) -> dict[str, Any]:
+    # A colleague is invited: the join rules skip the user's own events with nobody else in them
+    # (API.md "Join rules", solo_events).
     return {"subject": f"Slot {p.n}", "onlineMeeting": {"joinUrl": teams_link(7000 + p.n)}, "isOnlineMeeting": True,
-            **_times(p.start)}
+            "attendees": [{"type": "required", "emailAddress": {"address": "pat@contoso.com"}}], **_times(p.start)}
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -273,6 +273,8 @@ def _event(rng: random.Random, start: datetime, subject: str, link: str | None =
         "start": {"dateTime": start.strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"},
         "end": {"dateTime": (start + timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"},
         "body": {"contentType": "html", "content": "<p>Agenda: roadmap, budget, owners.</p>" * 20},
+        # Someone else is invited: the rules skip the user's own events with nobody else in them.
+        "attendees": [{"type": "required", "emailAddress": {"address": "pat@contoso.com"}}],
     }
     if kind == "teams":
         thread = uuid.UUID(int=rng.getrandbits(128)).hex
