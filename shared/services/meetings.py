@@ -139,22 +139,7 @@ def detach_source(meetings: MeetingStore, user_id: str, key: str, connection_id:
                   calendar_id: str | None = ANY_CALENDAR) -> None:
     """This connection's calendar (`calendar_id`: None the default one, ANY_CALENDAR all of them) no
     longer holds the meeting; the meeting goes when no calendar does."""
-    for _ in range(_ATTEMPTS):
-        current = meetings.get(user_id, key)
-        if current is None:
-            return
-        remaining = tuple(s for s in current.sources if not _held_by(s, connection_id, calendar_id))
-        if len(remaining) == len(current.sources):
-            return
-        try:
-            if remaining:
-                meetings.replace(replace(current, sources=remaining))
-            else:
-                meetings.delete(current)
-            return
-        except Conflict:
-            continue
-    raise Conflict(f"meeting {key} kept changing")
+    _let_go(meetings, user_id, key, lambda s: _held_by(s, connection_id, calendar_id))
 
 
 def forget_events(meetings: MeetingStore, index: EventIndex, user_id: str, connection_id: str,
@@ -187,12 +172,18 @@ def detach_calendar(meetings: MeetingStore, user_id: str, connection_id: str, ca
 
 def detach_one(meetings: MeetingStore, user_id: str, key: str, source: Source) -> None:
     """One calendar event no longer feeds the meeting."""
+    _let_go(meetings, user_id, key,
+            lambda s: s.connection_id == source.connection_id and s.event_id == source.event_id)
+
+
+def _let_go(meetings: MeetingStore, user_id: str, key: str, leaving: Callable[[Source], bool]) -> None:
+    """The meeting's sources for which `leaving` is true no longer feed it; it goes when none is left
+    (deleted through the store, which recalls a deployed agent). Re-read and retried on a conflict."""
     for _ in range(_ATTEMPTS):
         current = meetings.get(user_id, key)
         if current is None:
             return
-        remaining = tuple(s for s in current.sources
-                          if not (s.connection_id == source.connection_id and s.event_id == source.event_id))
+        remaining = tuple(s for s in current.sources if not leaving(s))
         if len(remaining) == len(current.sources):
             return
         try:
