@@ -32,7 +32,10 @@ UNREACHABLE = {("get", "/health", "503"),
                # The notification could not be queued (storage down): Graph delivers it again.
                ("post", "/outlook/notifications", "503"), ("post", "/outlook/notifications/lifecycle", "503"),
                # An agent status that could not be stored (storage down): the agent platform sends it again.
-               ("post", "/agents/status", "503")}
+               ("post", "/agents/status", "503"),
+               # Graph cannot list the account's calendars (tests/e2e/test_calendars.py, with a simulator fault).
+               ("get", "/outlook/connections/{id}/calendars", "503"),
+               ("put", "/outlook/connections/{id}/calendars/{calendar_id}", "503")}
 WEB_APP = "https://app.coagentor.test"  # PLATFORM_WEB_ORIGINS of the test stack (tests/conftest.py)
 
 
