@@ -26,6 +26,8 @@ def test_refresh_asks_for_a_sync_of_every_active_calendar_and_shows_what_it_foun
     # Not notified (as if Graph dropped it) and no scan: only a sync asked for finds it.
     event = client.sim("POST", f"/_sim/users/{UPN}/events", params={"notify": "false"}, json={
         "subject": subject, "onlineMeeting": {"joinUrl": teams_link(960)},
+        # A colleague is invited: the rules skip the user's own events with nobody else (solo_events).
+        "attendees": [{"type": "required", "emailAddress": {"address": "pat@contoso.com"}}],
         "start": {"dateTime": (now_utc() + timedelta(hours=5)).strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"},
         "end": {"dateTime": (now_utc() + timedelta(hours=6)).strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"}}).json()
     try:
