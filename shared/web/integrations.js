@@ -499,7 +499,7 @@
 
   // ---- which of an account's calendars are read, and the agent's name per calendar (loaded when opened)
   function calendarChooser(c) {
-    const box = el("details", { class: "calendars" });
+    const box = el("details", { class: "calendars", "data-connection": c.id });
     const summary = el("summary", { text: "Calendars" });
     const list = el("ul", { class: "calendar-list", "aria-label": "Calendars of " + c.email });
     const status = el("p", { class: "calendar-status small", role: "status" });
@@ -557,7 +557,15 @@
 
   function renderConnections() {
     $("loading").hidden = true;
+    // A calendar chooser the person has open is kept as it is when the cards are drawn again (a
+    // Refresh, the first read after connecting): never closed or reset under their hands.
+    const open = new Map([...document.querySelectorAll("#connections details.calendars[open]")]
+      .map((box) => [box.dataset.connection, box]));
     $("connections").replaceChildren(...state.connections.map(connectionCard));
+    for (const box of document.querySelectorAll("#connections details.calendars")) {
+      const kept = open.get(box.dataset.connection);
+      if (kept) { box.replaceWith(kept); }
+    }
     $("no-connections").hidden = state.connections.length > 0;
 
     const plan = state.plan || { name: "free", limit: 1, used: state.connections.length };
