@@ -30,12 +30,15 @@ It imports `<app>.app` (a `func.FunctionApp`) from the script root and runs its 
 
 It prints `Functions host listening on http://127.0.0.1:PORT (N functions)` once serving, logs
 one access line per request (path only: query strings may carry OAuth codes), and stops within
-about two seconds on SIGINT or SIGTERM.
+about two seconds on SIGINT or SIGTERM. A clean-up that outlives `STOP_GRACE_SECONDS` (storage that
+stops answering while the host hands its timer locks over) is abandoned with a warning and every
+thread's stack on stderr: the process still ends, as Azure ends an instance after its grace period.
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
 import json
 import logging
@@ -630,6 +633,9 @@ def _configure_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+STOP_GRACE_SECONDS = 4.0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack.host", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -653,7 +659,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Functions host listening on {host.url} ({len(host.functions)} functions)", flush=True)
     signals.wait()
     log.info("Stopping the Functions host")
-    host.stop()
+    stopper = threading.Thread(target=host.stop, name="stop", daemon=True)
+    stopper.start()
+    stopper.join(STOP_GRACE_SECONDS)
+    if stopper.is_alive():
+        log.warning("Clean-up did not finish in %s s: leaving without it; every thread's stack follows",
+                    STOP_GRACE_SECONDS)
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

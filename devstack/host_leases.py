@@ -65,7 +65,8 @@ class TimerLocks:
 
     def _table(self) -> TableClient:
         if self._client is None:
-            client = TableClient.from_connection_string(self._connection_string, LOCK_TABLE, retry_total=1)
+            client = TableClient.from_connection_string(self._connection_string, LOCK_TABLE, retry_total=1,
+                                                          connection_timeout=5, read_timeout=10)
             try:
                 client.create_table()
             except ResourceExistsError:
