@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import Any
 
@@ -68,40 +67,20 @@ from shared.adapters.telemetry import ObservedIdentity, Telemetry, configure_azu
 from shared.adapters.user_rows import TableUserRows
 from shared.adapters.vault import AppSecret, KeyVaultKeyWrapper, KeyVaultSecrets
 from shared.clock import Clock, SystemClock
+from shared.composition import Ports, Services, compose
 from shared.config import Settings, load_settings
 from shared.platform_auth import PlatformTokenVerifier
 from shared.ports import StatusEvents
-from shared.services.accounts import AccountsService, TokenKeeper
-from shared.services.agent_progress import AgentProgress
-from shared.services.autojoin import AutojoinService
-from shared.services.calendars import CalendarService, calendar_agent_name
-from shared.services.connect import ConnectService
-from shared.services.deploy import DeployService
-from shared.services.fanout import PRUNE, RENEW, FanOut
-from shared.services.health import ConnectionHealth
-from shared.services.lifecycle import Erasure, Pruner, SecretReconciler
-from shared.services.meeting_lifecycle import MeetingLifecycle
-from shared.services.notifications import ClientStates, NotificationService, SyncRequests
-from shared.services.recall import REMOVED, RecallOnRemoval, RecallService
-from shared.services.subscriptions import SubscribeOnClaim, SubscriptionService
-from shared.services.sync import SyncService, sync_lease
-from shared.services.teams import TeamOnRemoval, TeamService
-from shared.services.unlisted import UnlistedService
+from shared.services.sync import sync_lease
 
 
 @dataclass(frozen=True)
-class Container:
+class Container(Services):
+    """The services (shared/composition.py) and the Azure-side pieces the triggers use directly."""
+
     settings: Settings
     clock: Clock
     verifier: PlatformTokenVerifier
-    connect: ConnectService
-    accounts: AccountsService
-    tokens: TokenKeeper
-    sync: SyncService
-    deploy: DeployService
-    erasure: Erasure
-    reconciler: SecretReconciler
-    pruner: Pruner
     meetings: TableMeetingStore
     table_service: TableServiceClient
     jobs: StorageQueues
@@ -110,25 +89,13 @@ class Container:
     status_event_delivery: PlatformEventsDeliverer
     telemetry: Telemetry
     health: HealthCheck
-    fanout: FanOut
     queue_depths: QueueDepths
-    meeting_lifecycle: MeetingLifecycle
-    autojoin: AutojoinService
-    # Graph change notifications (shared/services/{subscriptions,notifications}.py) and agent recalls.
-    subscriptions: SubscriptionService
-    notifications: NotificationService
-    recalls: RecallService
     signer: QueueSigner  # verifies erasure, recall and status-event messages before they act
-    calendars: CalendarService  # which of an account's calendars are read (shared/services/calendars.py)
     # Per-connection secrets (token caches, clientStates), sealed in Table Storage; their data keys.
     sealed: SealedSecrets
     data_keys: DataKeys
-    # Agent progress from the agent platform (shared/services/agent_progress.py).
-    agent_progress: AgentProgress
     agent_tries: TableAgentTries
     agent_status_signatures: StatusSignatures
-    teams: TeamService  # one agent per meeting for a workspace (shared/services/teams.py)
-    unlisted: UnlistedService  # "why isn't my meeting here?" (read from Graph on demand, nothing kept)
 
 
 def azure_credential() -> TokenCredential:
@@ -203,159 +170,72 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
     graph = GraphCalendar(base_url=settings.graph_base_url, session=session, timeout=settings.http_timeout_seconds)
     agents = AgentApiClient(base_url=settings.agent_api_url, api_key=agent_key, session=session,
                             timeout=settings.http_timeout_seconds)
-    connections = TableConnectionStore(tables.get_table_client("connections"))
     meetings = TableMeetingStore(tables.get_table_client("meetings"))
-    index = TableEventIndex(tables.get_table_client("eventindex"))
-    sync_state = TableSyncStateStore(tables.get_table_client("syncstate"))
-    connection_health = ConnectionHealth(connections=connections, meetings=meetings, events=status_events,
-                                         clock=clock)
-    tokens = TokenKeeper(connections=connections, identity=identity, secrets_store=sealed, clock=clock,
-                         health=connection_health, refusals=TableAppRefusals(tables.get_table_client("apprefusals")),
-                         home_tenant_id=settings.outlook_app_tenant_id)
-    join_rules = TableJoinRulesStore(tables.get_table_client("autojoin"))
-    calendar_selections = TableCalendarSelectionStore(tables.get_table_client("calendars"))
-    # A deployed agent is recalled when the decision withdraws it (the lifecycle's seam) or the calendar
-    # lets go of its meeting (the sync writes meetings through RecallOnRemoval).
-    # One agent per meeting for a workspace (API.md "Teams"): the workspace meeting rows and their hooks.
-    workspace_meetings = TableWorkspaceMeetingStore(tables.get_table_client("workspacemeetings"))
-    teams = TeamService(claims=TableTeamClaimsStore(tables.get_table_client("autojoin")),
-                        rows=workspace_meetings, meetings=meetings, clock=clock)
-    recalls = RecallService(meetings=meetings, agents=agents, jobs=RecallQueue(queue(RECALL_QUEUE), signer),
-                            clock=clock,
-                            retry_base_seconds=settings.deploy_retry_seconds, workspace_of=teams.shared_workspace,
-                            on_recalled=teams.recalled)
-    lifecycle = MeetingLifecycle(meetings=meetings, connections=connections, rules=join_rules, jobs=jobs, clock=clock,
-                                 grace_seconds=settings.agent_join_grace_seconds, recall=recalls.request,
-                                 lead_seconds=settings.agent_join_lead_seconds,
-                                 readiness_seconds=settings.readiness_check_seconds, teams=teams)
-    teams.on_handover = lifecycle.replan_one
-    teams.recall = lambda m: recalls.request(m, REMOVED)
-    # What the sync and a calendar choice remove recalls its agent and hands a shared meeting over.
-    removing = TeamOnRemoval(RecallOnRemoval(meetings, recalls), teams)
     agent_tries = TableAgentTries(tables.get_table_client("agenttries"))
-    # Graph change notifications: one subscription per Active connection; a notification queues a sync.
-    subscription_jobs = SubscriptionQueue(queue(SUBSCRIPTION_QUEUE))
-    subscription_store = TableSubscriptionStore(tables.get_table_client("subscriptions"))
-    sync_requests = SyncRequests(sync_state=sync_state, jobs=jobs, clock=clock)
-    subscriptions = SubscriptionService(
-        connections=connections, subscriptions=subscription_store,
-        graph=GraphSubscriptions(base_url=settings.graph_base_url, session=session,
-                                 timeout=settings.http_timeout_seconds),
-        tokens=tokens, secrets_store=sealed, jobs=subscription_jobs, clock=clock,
-        notification_url=settings.notification_url, request_sync=sync_requests.request,
-        rate_per_second=settings.token_refresh_rate_per_second,
-    )
-    notifications = NotificationService(subscriptions=subscription_store, client_states=ClientStates(sealed),
-                                        syncs=sync_requests, jobs=subscription_jobs,
-                                        on_accepted=telemetry.notification_received)
     status_event_delivery = PlatformEventsDeliverer(
         url=settings.platform_events_url, secrets=vault, secret_name=settings.platform_events_secret_name,
         session=session, timeout=settings.http_timeout_seconds, outbox=status_events, clock=clock,
         retry_base=timedelta(seconds=settings.platform_events_retry_seconds),
         retry_for=timedelta(seconds=settings.platform_events_retry_for_seconds),
     )
-    accounts = AccountsService(before_release=subscriptions.release,
-                               connections=connections, meetings=TeamOnRemoval(meetings, teams), index=index,
-                               sync_state=sync_state, secrets_store=sealed, clock=clock, health=connection_health,
-                               calendars=calendar_selections)
-    claims = TableClaimStore(tables.get_table_client("pendingclaims"))
-    user_rows = TableUserRows(tables)
-    pruner = Pruner(meetings=meetings, connections=connections, accounts=accounts, rows=user_rows, index=index,
-                    sync_state=sync_state, clock=clock,
-                    meeting_retention=timedelta(days=settings.meeting_retention_days),
-                    error_retention=timedelta(days=settings.error_connection_retention_days),
-                    workspace_meetings=workspace_meetings)
+    ports = Ports(
+        connections=TableConnectionStore(tables.get_table_client("connections")),
+        meetings=meetings,
+        index=TableEventIndex(tables.get_table_client("eventindex")),
+        sync_state=TableSyncStateStore(tables.get_table_client("syncstate")),
+        flows=TableFlowStore(tables.get_table_client("authflows")),
+        consents=TableAdminConsents(tables.get_table_client("authflows")),
+        claims=TableClaimStore(tables.get_table_client("pendingclaims")),
+        refusals=TableAppRefusals(tables.get_table_client("apprefusals")),
+        join_rules=TableJoinRulesStore(tables.get_table_client("autojoin")),
+        calendar_selections=TableCalendarSelectionStore(tables.get_table_client("calendars")),
+        workspace_meetings=TableWorkspaceMeetingStore(tables.get_table_client("workspacemeetings")),
+        team_claims=TableTeamClaimsStore(tables.get_table_client("autojoin")),
+        agent_tries=agent_tries,
+        subscriptions=TableSubscriptionStore(tables.get_table_client("subscriptions")),
+        user_rows=TableUserRows(tables),
+        secrets=sealed,
+        # The admin-consent link's state is signed with a key derived from this secret.
+        consent_secret=AppSecret(vault, settings.platform_events_secret_name),
+        identity=identity,
+        calendar=graph,
+        graph_subscriptions=GraphSubscriptions(base_url=settings.graph_base_url, session=session,
+                                               timeout=settings.http_timeout_seconds),
+        agents=agents,
+        status_events=status_events,
+        jobs=jobs,
+        recall_jobs=RecallQueue(queue(RECALL_QUEUE), signer),
+        subscription_jobs=SubscriptionQueue(queue(SUBSCRIPTION_QUEUE)),
+        erasure_jobs=ErasureQueue(queue(ERASURE_QUEUE), signer),
+        fanout_pages=StorageFanOutQueue(queue(FANOUT_QUEUE)),
+        notification_received=telemetry.notification_received,
+        sync_lease=sync_lease(longest_request(settings.http_timeout_seconds)),
+    )
+    services = compose(ports, settings, clock)
     return Container(
+        **{f.name: getattr(services, f.name) for f in fields(Services)},
         settings=settings,
         clock=clock,
         verifier=PlatformTokenVerifier(public_key_pem=settings.platform_jwt_public_key,
                                        issuer=settings.platform_jwt_issuer, audience=settings.platform_jwt_audience),
-        connect=ConnectService(
-            flows=TableFlowStore(tables.get_table_client("authflows")),
-            claims=claims,
-            connections=connections, identity=identity, calendar=graph, secrets_store=sealed, clock=clock,
-            jobs=SubscribeOnClaim(jobs, subscription_jobs),  # a connect or reconnect also subscribes
-            health=connection_health,
-            consents=TableAdminConsents(tables.get_table_client("authflows")),
-            # The admin-consent link's state is signed with a key derived from this secret.
-            consent_secret=AppSecret(vault, settings.platform_events_secret_name),
-        ),
-        accounts=accounts,
-        erasure=Erasure(rows=user_rows, secrets_store=sealed, jobs=ErasureQueue(queue(ERASURE_QUEUE), signer),
-                        clock=clock,
-                        before_erase=_first_hand_over(teams, subscriptions.forget_user)),
-        reconciler=SecretReconciler(secrets_store=sealed, connections=connections, claims=claims, clock=clock,
-                                    grace=timedelta(seconds=settings.orphan_cache_grace_seconds)),
-        pruner=pruner,
-        tokens=tokens,
-        sync=SyncService(
-            connections=connections, tokens=tokens, calendar=graph, meetings=removing,
-            index=index,
-            sync_state=sync_state, jobs=jobs, clock=clock, window_days=settings.sync_window_days,
-            full_resync_seconds=settings.full_resync_seconds, lead_seconds=settings.agent_join_lead_seconds,
-            lifecycle=lifecycle, health=connection_health, calendars=calendar_selections,
-            lease=sync_lease(longest_request(settings.http_timeout_seconds)),
-        ),
-        deploy=DeployService(meetings=meetings, connections=connections, agents=agents, jobs=jobs, clock=clock,
-                             grace_seconds=settings.agent_join_grace_seconds,
-                             retry_base_seconds=settings.deploy_retry_seconds, lifecycle=lifecycle,
-                             health=connection_health, recall=lambda m: recalls.request(m, REMOVED),
-                             agent_name=lambda m: calendar_agent_name(calendar_selections, m),
-                             tries=agent_tries, teams=teams),
         meetings=meetings,
         table_service=tables,
         jobs=jobs,
         status_events=status_events,
         status_event_delivery=status_event_delivery,
         telemetry=telemetry,
-        fanout=FanOut(connections=connections, pages=StorageFanOutQueue(queue(FANOUT_QUEUE)), jobs=jobs, clock=clock,
-                      refresh_ahead_seconds=settings.token_refresh_ahead_seconds,
-                      refresh_max_age_seconds=settings.token_refresh_max_age_seconds,
-                      refresh_rate_per_second=settings.token_refresh_rate_per_second,
-                      subscriptions=subscription_jobs,
-                      handlers={RENEW: lambda conns, page: subscriptions.renew_page(conns, page.enqueued_before),
-                                PRUNE: lambda conns, page: pruner.prune_connections(conns)}),
-        queue_depths=QueueDepths(queues),
         health=HealthCheck({
             "storage": lambda: next(iter(tables.list_tables(results_per_page=1)), None),
             "queues": lambda: queues.get_queue_client(DEPLOY_QUEUE).get_queue_properties(),
             "key_vault": lambda: vault.require(settings.outlook_client_secret_name),
         }),
-        meeting_lifecycle=lifecycle,
-        autojoin=AutojoinService(store=join_rules, meetings=meetings, lifecycle=lifecycle, clock=clock),
-        subscriptions=subscriptions,
-        notifications=notifications,
-        recalls=recalls,
-        teams=teams,
-        calendars=CalendarService(connections=connections, tokens=tokens, calendar=graph,
-                                  selections=calendar_selections, meetings=removing,
-                                  jobs=jobs, clock=clock),
+        queue_depths=QueueDepths(queues),
+        signer=signer,
         sealed=sealed,
         data_keys=data_keys,
-        signer=signer,
-        agent_progress=AgentProgress(
-            meetings=meetings, tries=agent_tries, jobs=jobs, events=status_events, decide=lifecycle.decide,
-            connections=connections, tokens=tokens, calendar=graph, clock=clock,
-            nudge_seconds=settings.lobby_nudge_seconds, retry_delay_seconds=settings.agent_retry_delay_seconds,
-            max_attempts=settings.agent_max_attempts,
-            request_sync=sync_requests.request,
-        ),
         agent_tries=agent_tries,
         agent_status_signatures=StatusSignatures(AppSecret(vault, settings.agent_status_secret_name)),
-        unlisted=UnlistedService(connections=connections, tokens=tokens, calendar=graph, clock=clock,
-                                 selections=calendar_selections),
     )
-
-
-def _first_hand_over(teams: TeamService, then: Callable[[str, list[str]], None]) -> Callable[[str, list[str]], None]:
-    """Erasure lets go of what lives outside: shared workspace agents handed over first, then the
-    Graph subscriptions (while the tokens still work)."""
-
-    def before_erase(user_id: str, connection_ids: list[str]) -> None:
-        teams.forget_user(user_id)
-        then(user_id, connection_ids)
-
-    return before_erase
 
 
 def configure_telemetry() -> bool:

@@ -17,6 +17,7 @@ from shared.ports import (
     AccessToken,
     AdminConsent,
     CalendarInfo,
+    CalendarSelection,
     CalendarUnavailable,
     Conflict,
     ConnectionPage,
@@ -24,11 +25,13 @@ from shared.ports import (
     DeployJob,
     DeployRequest,
     DeployResult,
+    FanOutPage,
     GraphUnauthorized,
     Meeting,
     PendingClaim,
     PendingFlow,
     ProgressJob,
+    RecallResult,
     RefreshJob,
     RowTooLarge,
     SignedIn,
@@ -39,6 +42,7 @@ from shared.ports import (
     SyncJob,
     SyncState,
     SyncStateGone,
+    TeamClaims,
     Throttled,
     TokenError,
     WorkspaceMeeting,
@@ -519,12 +523,21 @@ class Jobs:
 
 @dataclass
 class Agents:
+    """The agent API: deployments answer as scripted (default: sent, no id); recalls as scripted
+    (default: gone)."""
+
     script: list[DeployResult] = field(default_factory=list)
     calls: list[DeployRequest] = field(default_factory=list)
+    recalls: list[str] = field(default_factory=list)
+    recall_script: list[RecallResult] = field(default_factory=list)
 
     def deploy(self, request: DeployRequest) -> DeployResult:
         self.calls.append(request)
         return self.script.pop(0) if self.script else DeployResult(ok=True)
+
+    def recall(self, agent_id: str) -> RecallResult:
+        self.recalls.append(agent_id)
+        return self.recall_script.pop(0) if self.recall_script else RecallResult(gone=True, detail="204")
 
 
 class UserRows:
@@ -694,3 +707,44 @@ class WorkspaceMeetings:
         if current is not None and current.etag != meeting.etag:
             raise Conflict(meeting.key)
         self.rows.pop((meeting.workspace, meeting.key), None)
+
+
+class CalendarSelections:
+    """One selection row per connection, written with its ETag as the table store does."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, CalendarSelection] = {}
+        self._etags = itertools.count(1)
+
+    def get(self, connection_id: str) -> CalendarSelection | None:
+        return self.rows.get(connection_id)
+
+    def put(self, selection: CalendarSelection) -> CalendarSelection:
+        current = self.rows.get(selection.connection_id)
+        if (current.etag if current else None) != selection.etag:
+            raise Conflict(selection.connection_id)
+        stored = replace(selection, etag=str(next(self._etags)))
+        self.rows[selection.connection_id] = stored
+        return stored
+
+    def remove(self, connection_id: str) -> None:
+        self.rows.pop(connection_id, None)
+
+
+class TeamClaimsStore:
+    def __init__(self) -> None:
+        self.rows: dict[str, TeamClaims] = {}
+
+    def get(self, user_id: str) -> TeamClaims | None:
+        return self.rows.get(user_id)
+
+    def put(self, claims: TeamClaims) -> None:
+        self.rows[claims.user_id] = claims
+
+
+class FanOutPages:
+    def __init__(self) -> None:
+        self.queued: list[FanOutPage] = []
+
+    def enqueue_page(self, page: FanOutPage) -> None:
+        self.queued.append(page)

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from shared.clock import FixedClock
+from shared.composition import Ports, Services, compose
+from shared.config import Settings, load_settings
 from shared.connections import Plan
 from shared.platform_auth import User
 from shared.services.accounts import AccountsService, TokenKeeper
@@ -16,11 +19,36 @@ from shared.services.health import ConnectionHealth
 from shared.services.meeting_lifecycle import MeetingLifecycle
 from shared.services.sync import SyncService
 from tests import fakes
+from tests.fakes_notifications import GraphSubscriptionsFake, RecallJobsFake, SubscriptionJobsFake, SubscriptionsTable
+
+# The settings the unit world runs with: the shipped defaults, and the few values no default has.
+TEST_ENV = {
+    "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+    "KEY_VAULT_URI": "https://127.0.0.1:8443",
+    "OUTLOOK_CLIENT_ID": "client-id",
+    "OUTLOOK_REDIRECT_URI": "https://app.example/api/outlook/callback",
+    "INTEGRATIONS_PAGE_URL": "https://app.example/integrations",
+    "AGENT_API_URL": "https://agents.example",
+    "PLATFORM_JWT_ISSUER": "https://platform.example",
+    "PLATFORM_JWT_PUBLIC_KEY": "{\"keys\": []}",
+    "PLATFORM_EVENTS_URL": "https://platform.example/events",
+    "OUTLOOK_APP_TENANT_ID": fakes.APP_HOME_TENANT,
+}
+NOTIFICATION_URL = "https://app.example/api/outlook/notifications"
+
+
+def unit_settings(**overrides: Any) -> Settings:
+    """`load_settings` over TEST_ENV, then `overrides` by field name (e.g. agent_join_lead_seconds=60)."""
+    return replace(load_settings(TEST_ENV), **overrides)
 
 
 @dataclass
 class World:
+    """Every port as an in-memory fake, and the services built from them by the production
+    composition root (shared/composition.py): the same graph, seams and settings as in Azure."""
+
     clock: FixedClock
+    settings: Settings
     flows: fakes.Flows
     consents: fakes.AdminConsents
     claims: fakes.Claims
@@ -32,18 +60,55 @@ class World:
     identity: fakes.Identity
     calendar: fakes.Calendar
     jobs: fakes.Jobs
-    agents: fakes.Agents
+    agents: Any  # fakes.Agents, or an override (tests.fakes_notifications.RecallingAgents)
     refusals: fakes.AppRefusals
-    connect: ConnectService
-    accounts: AccountsService
-    tokens: TokenKeeper
-    sync: SyncService
-    deploy: DeployService
     rules: fakes.JoinRulesStore
-    meeting_lifecycle: MeetingLifecycle
-    autojoin: AutojoinService
+    selections: fakes.CalendarSelections
+    team_claims: fakes.TeamClaimsStore
+    workspace_meetings: fakes.WorkspaceMeetings
+    tries: fakes.AgentTries
+    user_rows: fakes.UserRows
+    subscriptions_table: SubscriptionsTable
+    graph_subscriptions: GraphSubscriptionsFake
+    sub_jobs: SubscriptionJobsFake
+    recall_jobs: RecallJobsFake
+    erasure_jobs: fakes.ErasureJobs
+    pages: fakes.FanOutPages
     events: fakes.RecordingStatusEvents
-    health: ConnectionHealth
+    services: Services
+
+    # The services, by the names the tests use.
+    @property
+    def connect(self) -> ConnectService:
+        return self.services.connect
+
+    @property
+    def accounts(self) -> AccountsService:
+        return self.services.accounts
+
+    @property
+    def tokens(self) -> TokenKeeper:
+        return self.services.tokens
+
+    @property
+    def sync(self) -> SyncService:
+        return self.services.sync
+
+    @property
+    def deploy(self) -> DeployService:
+        return self.services.deploy
+
+    @property
+    def meeting_lifecycle(self) -> MeetingLifecycle:
+        return self.services.meeting_lifecycle
+
+    @property
+    def autojoin(self) -> AutojoinService:
+        return self.services.autojoin
+
+    @property
+    def health(self) -> ConnectionHealth:
+        return self.services.connection_health
 
     def connect_account(self, user: User, account: tuple[str, str, str] | None = None,
                         reconnect: str | None = None):
@@ -60,43 +125,43 @@ class World:
 LEAD = 120
 
 
+def build_world(settings: Settings | None = None, **overrides: Any) -> World:
+    """A world at 2026-11-24 09:00 UTC; `overrides` replace fakes by World field name (e.g.
+    agents=RecallingAgents())."""
+    clock = FixedClock(datetime(2026, 11, 24, 9, 0, tzinfo=UTC))
+    settings = settings or unit_settings(notification_url=NOTIFICATION_URL)
+    flows, claims, connections = fakes.Flows(), fakes.Claims(), fakes.Connections()
+    meetings, index, states = fakes.Meetings(), fakes.Index(), fakes.SyncStates()
+    w: dict[str, Any] = dict(
+        flows=flows, consents=fakes.AdminConsents(), claims=claims, connections=connections, meetings=meetings,
+        index=index, states=states, secrets=fakes.Secrets(), identity=fakes.Identity(now=clock.now),
+        calendar=fakes.Calendar(), jobs=fakes.Jobs(), agents=fakes.Agents(), refusals=fakes.AppRefusals(),
+        rules=fakes.JoinRulesStore(), selections=fakes.CalendarSelections(), team_claims=fakes.TeamClaimsStore(),
+        workspace_meetings=fakes.WorkspaceMeetings(), tries=fakes.AgentTries(),
+        user_rows=fakes.UserRows(flows, claims, connections, meetings, index, states),
+        subscriptions_table=SubscriptionsTable(), graph_subscriptions=GraphSubscriptionsFake(clock=clock),
+        sub_jobs=SubscriptionJobsFake(), recall_jobs=RecallJobsFake(), erasure_jobs=fakes.ErasureJobs(),
+        pages=fakes.FanOutPages(), events=fakes.RecordingStatusEvents(),
+    )
+    unknown = set(overrides) - set(w)
+    assert not unknown, f"no such fake: {unknown}"
+    w.update(overrides)
+    ports = Ports(
+        connections=w["connections"], meetings=w["meetings"], index=w["index"], sync_state=w["states"],
+        flows=w["flows"], consents=w["consents"], claims=w["claims"], refusals=w["refusals"],
+        join_rules=w["rules"], calendar_selections=w["selections"], workspace_meetings=w["workspace_meetings"],
+        team_claims=w["team_claims"], agent_tries=w["tries"], subscriptions=w["subscriptions_table"],
+        user_rows=w["user_rows"], secrets=w["secrets"], consent_secret=fakes.RotatingSecret(),
+        identity=w["identity"], calendar=w["calendar"], graph_subscriptions=w["graph_subscriptions"],
+        agents=w["agents"], status_events=w["events"], jobs=w["jobs"], recall_jobs=w["recall_jobs"],
+        subscription_jobs=w["sub_jobs"], erasure_jobs=w["erasure_jobs"], fanout_pages=w["pages"],
+    )
+    return World(clock=clock, settings=settings, services=compose(ports, settings, clock), **w)
+
+
 @pytest.fixture
 def world() -> World:
-    clock = FixedClock(datetime(2026, 11, 24, 9, 0, tzinfo=UTC))
-    w = dict(
-        flows=fakes.Flows(), consents=fakes.AdminConsents(), claims=fakes.Claims(),
-        connections=fakes.Connections(), meetings=fakes.Meetings(),
-        index=fakes.Index(), states=fakes.SyncStates(), secrets=fakes.Secrets(),
-        identity=fakes.Identity(now=clock.now), calendar=fakes.Calendar(), jobs=fakes.Jobs(), agents=fakes.Agents(),
-        rules=fakes.JoinRulesStore(), refusals=fakes.AppRefusals(),
-    )
-    lifecycle = MeetingLifecycle(meetings=w["meetings"], connections=w["connections"], rules=w["rules"],
-                                 jobs=w["jobs"], clock=clock, grace_seconds=300)
-    events = fakes.RecordingStatusEvents()
-    health = ConnectionHealth(connections=w["connections"], meetings=w["meetings"], events=events, clock=clock)
-    tokens = TokenKeeper(connections=w["connections"], identity=w["identity"], secrets_store=w["secrets"],
-                         clock=clock, health=health, refusals=w["refusals"], home_tenant_id=fakes.APP_HOME_TENANT)
-    return World(
-        clock=clock, **w,
-        connect=ConnectService(flows=w["flows"], claims=w["claims"], connections=w["connections"],
-                               identity=w["identity"], calendar=w["calendar"], secrets_store=w["secrets"],
-                               jobs=w["jobs"], clock=clock, health=health, consents=w["consents"],
-                               consent_secret=fakes.RotatingSecret()),
-        accounts=AccountsService(connections=w["connections"], meetings=w["meetings"], index=w["index"],
-                                 sync_state=w["states"], secrets_store=w["secrets"], clock=clock, health=health),
-        tokens=tokens,
-        sync=SyncService(connections=w["connections"], tokens=tokens, calendar=w["calendar"],
-                         meetings=w["meetings"], index=w["index"], sync_state=w["states"], jobs=w["jobs"],
-                         clock=clock, window_days=14, full_resync_seconds=86400, lead_seconds=LEAD,
-                         lifecycle=lifecycle, health=health),
-        deploy=DeployService(meetings=w["meetings"], connections=w["connections"], agents=w["agents"],
-                             jobs=w["jobs"], clock=clock, grace_seconds=300, retry_base_seconds=15,
-                             lifecycle=lifecycle, health=health),
-        meeting_lifecycle=lifecycle,
-        autojoin=AutojoinService(store=w["rules"], meetings=w["meetings"], lifecycle=lifecycle, clock=clock),
-        events=events,
-        health=health,
-    )
+    return build_world()
 
 
 ALICE = User("user-alice", Plan.FREE)

@@ -27,6 +27,7 @@ from shared.services.meeting_lifecycle import MeetingLifecycle
 from shared.services.sync import SyncService
 from tests import fakes
 from tests.fakes_notifications import RecallingAgents
+from tests.unit.conftest import build_world, unit_settings
 from tests.unit.test_sync_and_deploy import WORK, event
 
 ALICE = User("user-alice", Plan.PRO)
@@ -96,26 +97,14 @@ class Wired:
 
 
 @pytest.fixture
-def w(world) -> Wired:
+def w() -> Wired:
+    """The production graph (shared/composition.py) over fakes, with an agent API that gives ids."""
     agents = RecallingAgents()
-    tries = fakes.AgentTries()
-    lifecycle = MeetingLifecycle(meetings=world.meetings, connections=world.connections, rules=world.rules,
-                                 jobs=world.jobs, clock=world.clock, grace_seconds=300, lead_seconds=LEAD,
-                                 readiness_seconds=600)
-    sync = SyncService(connections=world.connections, tokens=world.tokens, calendar=world.calendar,
-                       meetings=world.meetings, index=world.index, sync_state=world.states, jobs=world.jobs,
-                       clock=world.clock, window_days=14, full_resync_seconds=86400, lead_seconds=LEAD,
-                       lifecycle=lifecycle, health=world.health)
-    deploy = DeployService(meetings=world.meetings, connections=world.connections, agents=agents, jobs=world.jobs,
-                           clock=world.clock, grace_seconds=300, retry_base_seconds=15, lifecycle=lifecycle,
-                           health=world.health, tries=tries)
-    synced: list[tuple[str, str]] = []
-    progress = AgentProgress(meetings=world.meetings, tries=tries, jobs=world.jobs, events=world.events,
-                             decide=lifecycle.decide, connections=world.connections, tokens=world.tokens,
-                             calendar=world.calendar, clock=world.clock, nudge_seconds=NUDGE,
-                             retry_delay_seconds=RETRY, max_attempts=3,
-                             request_sync=lambda u, c: synced.append((u, c)))
-    return Wired(world, agents, tries, lifecycle, sync, deploy, progress)
+    world = build_world(unit_settings(agent_join_lead_seconds=LEAD, lobby_nudge_seconds=NUDGE,
+                                      agent_retry_delay_seconds=RETRY, agent_max_attempts=3,
+                                      readiness_check_seconds=600), agents=agents)
+    s = world.services
+    return Wired(world, agents, world.tries, s.meeting_lifecycle, s.sync, s.deploy, s.agent_progress)
 
 
 def sent(w: Wired, minutes: int = 1, **extra):

@@ -15,8 +15,8 @@ from shared.platform_auth import User
 from shared.ports import DeployJob, SyncJob
 from shared.scheduling import AgentState
 from shared.services.autojoin import Choice, NotASeries
-from shared.services.meeting_lifecycle import MeetingLifecycle
-from tests.unit.conftest import LEAD
+from tests.fakes_notifications import RecallingAgents
+from tests.unit.conftest import LEAD, build_world
 
 ALICE = User("user-alice", Plan.PRO)
 WORK = ("uid-a.tid-contoso", "tid-contoso", "alice@contoso.com")
@@ -297,16 +297,14 @@ def test_choices_for_meetings_long_ended_are_purged(world):
     assert world.rules.overrides(ALICE.id) == []
 
 
-def test_skipping_a_meeting_whose_agent_was_sent_asks_for_a_recall(world):
-    recalled = []
-    lifecycle = MeetingLifecycle(meetings=world.meetings, connections=world.connections, rules=world.rules,
-                                 jobs=world.jobs, clock=world.clock, grace_seconds=300, recall=recalled.append)
+def test_skipping_a_meeting_whose_agent_was_sent_asks_for_a_recall():
+    world = build_world(agents=RecallingAgents())
     conn = connected(world)
     world.calendar.add(event(world, "m"))
     sync(world, conn)
     assert deliver(world, "Meeting m") == "deployed"
-    key = meeting(world, "Meeting m").key
-    world.autojoin.choose(ALICE.id, key, Choice(join=False, series=False))
-    report = lifecycle.replan(ALICE.id)
-    assert report.to_recall == 1 and [m.key for m in recalled] == [key]
-    assert meeting(world, "Meeting m").agent is AgentState.DEPLOYED  # until recall exists, it stays recorded
+    sent = meeting(world, "Meeting m")
+    world.autojoin.choose(ALICE.id, sent.key, Choice(join=False, series=False))
+    [job] = world.recall_jobs.take()
+    assert (job.meeting_key, job.agent_id, job.reason) == (sent.key, sent.agent_id, "withdrawn")
+    assert meeting(world, "Meeting m").agent is AgentState.DEPLOYED  # until the recall job has run

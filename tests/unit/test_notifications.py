@@ -17,7 +17,6 @@ from shared.ports import Conflict, SubscriptionJob, SyncJob
 from shared.services import notifications as notifications_module
 from shared.services.accounts import AccountsService
 from shared.services.connect import ConnectService
-from shared.services.lifecycle import Erasure
 from shared.services.notifications import (
     ClientStates,
     MalformedNotification,
@@ -32,11 +31,9 @@ from shared.services.subscriptions import (
     RENEW,
     SUBSCRIBE,
     VERIFY,
-    SubscribeOnClaim,
     SubscriptionService,
 )
 from shared.services.sync import NOTIFIED
-from tests import fakes
 from tests.fakes_notifications import GraphSubscriptionsFake, SubscriptionJobsFake, SubscriptionsTable
 
 ALICE = User("user-alice", Plan.PRO)
@@ -58,25 +55,12 @@ class RealTime:
 
 @pytest.fixture
 def rt(world) -> RealTime:
-    graph = GraphSubscriptionsFake(clock=world.clock)
-    table = SubscriptionsTable()
-    sub_jobs = SubscriptionJobsFake()
-    syncs = SyncRequests(sync_state=world.states, jobs=world.jobs, clock=world.clock)
-    subscriptions = SubscriptionService(connections=world.connections, subscriptions=table, graph=graph,
-                                        tokens=world.tokens, secrets_store=world.secrets, jobs=sub_jobs,
-                                        clock=world.clock, notification_url=URL, request_sync=syncs.request,
-                                        rate_per_second=20)
-    notifications = NotificationService(subscriptions=table, client_states=ClientStates(world.secrets), syncs=syncs,
-                                        jobs=sub_jobs)
-    connect = ConnectService(flows=world.flows, claims=world.claims, connections=world.connections,
-                             identity=world.identity, calendar=world.calendar, secrets_store=world.secrets,
-                             jobs=SubscribeOnClaim(world.jobs, sub_jobs), clock=world.clock, health=world.health,
-                             consents=world.consents,
-                             consent_secret=fakes.RotatingSecret())
-    accounts = AccountsService(connections=world.connections, meetings=world.meetings, index=world.index,
-                               sync_state=world.states, secrets_store=world.secrets, clock=world.clock,
-                               health=world.health, before_release=subscriptions.release)
-    return RealTime(world, graph, table, sub_jobs, subscriptions, notifications, connect, accounts)
+    """The production graph (shared/composition.py) over fakes: connecting subscribes, disconnecting
+    releases the subscription, notifications queue syncs."""
+    assert world.settings.notification_url == URL
+    s = world.services
+    return RealTime(world, world.graph_subscriptions, world.subscriptions_table, world.sub_jobs, s.subscriptions,
+                    s.notifications, s.connect, s.accounts)
 
 
 def connected(rt: RealTime):
@@ -235,10 +219,7 @@ def test_disconnecting_deletes_the_subscription_its_secret_and_its_row(rt, world
 def test_erasing_a_users_data_deletes_their_subscriptions_at_graph(rt, world):
     conn = connected(rt)
     record = rt.table.get(conn.id)
-    erasure = Erasure(rows=fakes.UserRows(world.flows, world.claims, world.connections, world.meetings, world.index,
-                                          world.states),
-                      secrets_store=world.secrets, jobs=fakes.ErasureJobs(), before_erase=rt.subscriptions.forget_user)
-    erasure.erase(ALICE.id)
+    world.services.erasure.erase(ALICE.id)
     assert record.subscription_id in rt.graph.deleted
     assert rt.table.get(conn.id) is None and world.secrets.get(record.secret_name) is None
 

@@ -18,9 +18,10 @@ from shared.services.autojoin import AutojoinService, Choice
 from shared.services.deploy import DeployService
 from shared.services.meeting_lifecycle import MeetingLifecycle
 from shared.services.meetings import upcoming
-from shared.services.recall import REMOVED, RecallOnRemoval, RecallService
+from shared.services.recall import REMOVED, RecallService
 from shared.services.sync import SyncService
 from tests.fakes_notifications import RecallingAgents, RecallJobsFake
+from tests.unit.conftest import build_world, unit_settings
 from tests.unit.test_sync_and_deploy import WORK, event
 
 ALICE = User("user-alice", Plan.PRO)
@@ -41,25 +42,13 @@ class Wired:
 
 
 @pytest.fixture
-def w(world) -> Wired:
-    """The world wired as shared/wiring.py does it: the lifecycle's recall seam, the sync writing
-    meetings through RecallOnRemoval, an agent API that gives ids; lead 60 s, grace 300 s."""
+def w() -> Wired:
+    """The production graph (shared/composition.py) over fakes, with an agent API that gives ids;
+    lead 60 s, grace 300 s."""
     agents = RecallingAgents()
-    recall_jobs = RecallJobsFake()
-    recalls = RecallService(meetings=world.meetings, agents=agents, jobs=recall_jobs, clock=world.clock,
-                            retry_base_seconds=15)
-    lifecycle = MeetingLifecycle(meetings=world.meetings, connections=world.connections, rules=world.rules,
-                                 jobs=world.jobs, clock=world.clock, grace_seconds=GRACE, recall=recalls.request,
-                                 lead_seconds=LEAD)
-    sync = SyncService(connections=world.connections, tokens=world.tokens, calendar=world.calendar,
-                       meetings=RecallOnRemoval(world.meetings, recalls), index=world.index, sync_state=world.states,
-                       jobs=world.jobs, clock=world.clock, window_days=14, full_resync_seconds=86400,
-                       lead_seconds=LEAD, lifecycle=lifecycle, health=world.health)
-    deploy = DeployService(meetings=world.meetings, connections=world.connections, agents=agents, jobs=world.jobs,
-                           clock=world.clock, grace_seconds=GRACE, retry_base_seconds=15, lifecycle=lifecycle,
-                           health=world.health, recall=lambda m: recalls.request(m, REMOVED))
-    autojoin = AutojoinService(store=world.rules, meetings=world.meetings, lifecycle=lifecycle, clock=world.clock)
-    return Wired(world, agents, recall_jobs, recalls, lifecycle, sync, deploy, autojoin)
+    world = build_world(unit_settings(agent_join_lead_seconds=LEAD, agent_join_grace_seconds=GRACE), agents=agents)
+    s = world.services
+    return Wired(world, agents, world.recall_jobs, s.recalls, s.meeting_lifecycle, s.sync, s.deploy, s.autojoin)
 
 
 def connect(w: Wired):

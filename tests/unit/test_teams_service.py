@@ -11,20 +11,9 @@ from shared.agent_states import AgentState
 from shared.clock import FixedClock
 from shared.ports import Meeting, Source, TeamClaims
 from shared.services.teams import GateVerdict, TeamOnRemoval, TeamService
-from tests.fakes import Meetings, WorkspaceMeetings
+from tests.fakes import Meetings, TeamClaimsStore, WorkspaceMeetings
 
 NOW = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
-
-
-class Claims:
-    def __init__(self) -> None:
-        self.rows: dict[str, TeamClaims] = {}
-
-    def get(self, user_id: str) -> TeamClaims | None:
-        return self.rows.get(user_id)
-
-    def put(self, claims: TeamClaims) -> None:
-        self.rows[claims.user_id] = claims
 
 
 def meeting(user_id: str, agent: AgentState = AgentState.SCHEDULED) -> Meeting:
@@ -35,7 +24,7 @@ def meeting(user_id: str, agent: AgentState = AgentState.SCHEDULED) -> Meeting:
 
 @pytest.fixture()
 def team():
-    claims, rows, meetings = Claims(), WorkspaceMeetings(), Meetings()
+    claims, rows, meetings = TeamClaimsStore(), WorkspaceMeetings(), Meetings()
     for user in ("ann", "ben"):
         claims.put(TeamClaims(user, "w", True, f"{user}@x"))
     teams = TeamService(claims=claims, rows=rows, meetings=meetings, clock=FixedClock(NOW))
