@@ -9,6 +9,11 @@ deliveries, sync jobs that met a passing failure) takes its waits from `Backoff`
   many workers retrying together spread out (AWS Architecture Blog, "Exponential Backoff And
   Jitter"). `attempts` is the budget: `gives_up(n)` once n attempts have failed, and the caller then
   tells someone (the user, or the operator with an ERROR log) instead of trying again.
+- `CONFLICT_ATTEMPTS` and `kept_changing(what)`: optimistic concurrency on a row written with its
+  ETag (Table Storage's If-Match, answered 412 and raised as `shared.ports.Conflict`): a
+  read-decide-write loop runs `for _ in range(CONFLICT_ATTEMPTS)`, a lost write `continue`s to read
+  again, and when every write lost the loop ends with `raise kept_changing("meeting <key>")` for
+  the caller (a queue job's retry, an HTTP 409/503) — or, where giving up is harmless, logs it.
 - `retry_after(value, now, cap)`: RFC 9110 section 10.2.3, delay-seconds or an HTTP-date, as a
   wait clamped to [0, cap]; None when absent or unusable (NaN, negative, garbage, a date without a
   zone), so the caller falls back to its back-off.
@@ -21,6 +26,16 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+
+# How many times a read-decide-write on one row is tried when other writers keep winning.
+CONFLICT_ATTEMPTS = 8
+
+
+def kept_changing(what: str) -> Exception:
+    """The Conflict to raise when every one of CONFLICT_ATTEMPTS writes of `what` lost to another."""
+    from shared.ports import Conflict  # the domain's port error; retry.py stays importable alone
+
+    return Conflict(f"{what} kept changing")
 
 
 @dataclass(frozen=True)

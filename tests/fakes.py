@@ -198,6 +198,8 @@ class Meetings:
         self.rows: dict[tuple[str, str], Meeting] = {}
         self._etags = itertools.count(1)
         self._lock = threading.RLock()  # conditional writes are atomic, as in Table Storage
+        self.contended = 0  # the next replaces lose to another writer (the row changes under them)
+        self.lost_writes = 0
 
     def get(self, user_id: str, key: str) -> Meeting | None:
         return self.rows.get((user_id, key))
@@ -238,6 +240,11 @@ class Meetings:
 
     def _replace(self, meeting: Meeting) -> Meeting:
         current = self.rows.get((meeting.user_id, meeting.key))
+        if self.contended and current is not None:
+            self.contended -= 1
+            self.lost_writes += 1
+            self.rows[(meeting.user_id, meeting.key)] = replace(current, etag=str(next(self._etags)))
+            raise Conflict(meeting.key)
         if current is None or current.etag != meeting.etag:
             raise Conflict(meeting.key)
         check_table_entity(TableMeetingStore._entity(meeting))

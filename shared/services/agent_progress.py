@@ -68,13 +68,13 @@ from shared.ports import (
     StatusEventType,
     Throttled,
 )
+from shared.retry import CONFLICT_ATTEMPTS, kept_changing
 from shared.services.accounts import ConnectionUnusable, TokenKeeper
 from shared.services.meetings import identities
 from shared.services.sync import parse_graph_time
 
 log = logging.getLogger(__name__)
 
-_ATTEMPTS = 8
 MAX_TEXT = 255  # status event text that outsiders control (titles, the platform's reason) is capped
 _NAMESPACE = uuid.UUID("2b7e4c61-93d5-4f0e-8a47-6c1f0d2e9b35")
 NUDGE = "nudge"
@@ -206,7 +206,7 @@ class AgentProgress:
             return Taken.UNKNOWN_AGENT
         ctx = {"user_id": entry.user_id, "meeting_id": entry.meeting_key, "attempt": entry.attempt,
                "status": report.status.value}
-        for _ in range(_ATTEMPTS):
+        for _ in range(CONFLICT_ATTEMPTS):
             meeting = self._meetings.get(entry.user_id, entry.meeting_key)
             if meeting is None:
                 log.info("agent status for a meeting no longer listed", extra=ctx)
@@ -221,7 +221,7 @@ class AgentProgress:
                 continue
             log.info("agent status taken: %s", report.status.value, extra=ctx)
             return Taken.APPLIED
-        raise Conflict(f"meeting {entry.meeting_key} kept changing")
+        raise kept_changing(f"meeting {entry.meeting_key}")
 
     def _moved(self, meeting: Meeting, report: StatusReport, agent_id: str | None) -> Meeting:
         """The meeting after the status, its follow-ups queued (before the row says so)."""
@@ -277,7 +277,7 @@ class AgentProgress:
     # ------------------------------------------------------------------ the lobby nudge
     def nudge(self, job: ProgressJob) -> str:
         """"told", "early" (looked again later), or why nothing was sent: "gone", "moved_on", "already"."""
-        for _ in range(_ATTEMPTS):
+        for _ in range(CONFLICT_ATTEMPTS):
             meeting = self._meetings.get(job.user_id, job.meeting_key)
             if meeting is None:
                 return "gone"
@@ -301,7 +301,7 @@ class AgentProgress:
             log.info("user told the agent waits in the lobby",
                      extra={"user_id": job.user_id, "meeting_id": job.meeting_key, "attempt": job.attempt})
             return "told"
-        raise Conflict(f"meeting {job.meeting_key} kept changing")
+        raise kept_changing(f"meeting {job.meeting_key}")
 
     # ------------------------------------------------------------------ the readiness check
     def check_readiness(self, job: ProgressJob) -> str:
@@ -361,7 +361,7 @@ class AgentProgress:
     def _record_risk(self, meeting: Meeting, risk: Risk | None) -> None:
         value = risk.value if risk else None
         current: Meeting | None = meeting
-        for _ in range(_ATTEMPTS):
+        for _ in range(CONFLICT_ATTEMPTS):
             if current is None or current.at_risk == value:
                 return
             try:

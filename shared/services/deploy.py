@@ -28,6 +28,7 @@ from shared.ports import (
     Meeting,
     MeetingStore,
 )
+from shared.retry import CONFLICT_ATTEMPTS, kept_changing
 from shared.scheduling import (
     DEPLOY_LEASE,
     Verdict,
@@ -41,7 +42,6 @@ from shared.services.teams import Gate, GateVerdict, TeamService
 
 log = logging.getLogger(__name__)
 
-_ATTEMPTS = 8
 # A new owner of a shared agent looks again this often while the former owner's agent is recalled.
 HANDOVER_RECHECK = timedelta(seconds=5)
 
@@ -83,7 +83,7 @@ class DeployService:
         meeting cancelled, declined or moved since the last scan gets no agent (see SyncService.freshen)."""
         ctx = {"user_id": job.user_id, "meeting_id": job.meeting_key, "attempt": job.attempt}
         claimed: Meeting | None = None
-        for _ in range(_ATTEMPTS):
+        for _ in range(CONFLICT_ATTEMPTS):
             meeting = self._meetings.get(job.user_id, job.meeting_key)
             if meeting is None:
                 # Cancelled, rescheduled (the new time is another meeting) or disconnected.
@@ -169,7 +169,7 @@ class DeployService:
             except Conflict:
                 continue  # another deliverer claimed it, or a sync touched it: decide again
         if claimed is None:
-            raise Conflict(f"meeting {job.meeting_key} kept changing")
+            raise kept_changing(f"meeting {job.meeting_key}")
         shared = gate.verdict is GateVerdict.PROCEED
         # A shared agent's key names the workspace (and the hand-overs so far), not the user.
         whose = f"workspace:{gate.workspace}#{gate.handovers}" if shared else claimed.user_id
@@ -314,7 +314,7 @@ class DeployService:
         """Write the verdict (a deployed agent with the id the agent API gave it, which a recall names).
         A meeting recorded `failed` tells the user (status event agent.failed)."""
         current: Meeting | None = meeting
-        for _ in range(_ATTEMPTS):
+        for _ in range(CONFLICT_ATTEMPTS):
             if current is None:
                 if state is AgentState.DEPLOYED and self._recall is not None:
                     # Cancelled, deleted or moved while the agent was being sent: it leaves again.
@@ -336,7 +336,7 @@ class DeployService:
                 current = self._meetings.get(meeting.user_id, meeting.key)
                 continue
             return
-        raise Conflict(f"meeting {meeting.key} kept changing")
+        raise kept_changing(f"meeting {meeting.key}")
 
 
 # A deployment is overdue when this long has passed since its deploy time without a verdict: longer

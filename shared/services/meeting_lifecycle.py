@@ -48,6 +48,7 @@ from shared.ports import (
     StoredOverride,
     TeamClaims,
 )
+from shared.retry import CONFLICT_ATTEMPTS
 from shared.scheduling import deploy_at
 from shared.services.meetings import identities, planned
 from shared.teams import teammate_decision
@@ -57,7 +58,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_ATTEMPTS = 8
 # An occurrence's choice is kept this long after its meeting ended, then purged.
 _KEEP_ENDED_CHOICES = timedelta(days=1)
 
@@ -273,7 +273,7 @@ class MeetingLifecycle:
 
     def _apply(self, context: JoinContext, meeting: Meeting, now: datetime, report: ReplanReport) -> None:
         current: Meeting | None = meeting
-        for _ in range(_ATTEMPTS):
+        for _ in range(CONFLICT_ATTEMPTS):
             if current is None:
                 return
             decision = context.decide(current, now)

@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 from shared.agent_states import AgentState, check
 from shared.meeting_identity import MeetingIdentity, same_meeting
 from shared.ports import Conflict, DeployJob, EventIndex, JobQueue, Meeting, MeetingStore, ProgressJob, Source
+from shared.retry import CONFLICT_ATTEMPTS, kept_changing
 from shared.scheduling import enqueue_delay
 
-_ATTEMPTS = 8
 ANY_CALENDAR = "*"  # detach_source: every calendar of the connection (a disconnect)
 
 
@@ -61,7 +61,7 @@ def attach_source(meetings: MeetingStore, jobs: JobQueue, now: datetime, candida
     only adds itself. The caller lets go of `previous` when the answer is another meeting."""
     (source,) = candidate.sources
     mine = copy_identity(source, candidate.start, candidate.end, candidate.link_key)
-    for _ in range(_ATTEMPTS):
+    for _ in range(CONFLICT_ATTEMPTS):
         current = _target(meetings, candidate, mine, previous, known)
         if current is None:
             fresh = replace(candidate, agent=None, enqueued_for=None)
@@ -86,7 +86,7 @@ def attach_source(meetings: MeetingStore, jobs: JobQueue, now: datetime, candida
             return meetings.replace(merged)
         except Conflict:
             continue
-    raise Conflict(f"meeting {candidate.key} kept changing")
+    raise kept_changing(f"meeting {candidate.key}")
 
 
 def _target(meetings: MeetingStore, candidate: Meeting, mine: MeetingIdentity, previous: str | None,
@@ -179,7 +179,7 @@ def detach_one(meetings: MeetingStore, user_id: str, key: str, source: Source) -
 def _let_go(meetings: MeetingStore, user_id: str, key: str, leaving: Callable[[Source], bool]) -> None:
     """The meeting's sources for which `leaving` is true no longer feed it; it goes when none is left
     (deleted through the store, which recalls a deployed agent). Re-read and retried on a conflict."""
-    for _ in range(_ATTEMPTS):
+    for _ in range(CONFLICT_ATTEMPTS):
         current = meetings.get(user_id, key)
         if current is None:
             return
@@ -194,7 +194,7 @@ def _let_go(meetings: MeetingStore, user_id: str, key: str, leaving: Callable[[S
             return
         except Conflict:
             continue
-    raise Conflict(f"meeting {key} kept changing")
+    raise kept_changing(f"meeting {key}")
 
 
 def upcoming(meetings: MeetingStore, user_id: str, now: datetime) -> list[Meeting]:

@@ -31,6 +31,7 @@ from shared.agent_states import LIVE, AgentState, check
 from shared.autojoin import Decision
 from shared.clock import Clock
 from shared.ports import AgentApi, Conflict, Meeting, MeetingStore, RecallJob, RecallJobs
+from shared.retry import CONFLICT_ATTEMPTS, kept_changing
 from shared.scheduling import retry_delay
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 # A job asking because the row was removed looks after this long, so the removal has been written;
 # if the row is still (or again) there, it looks once more before deciding the calendar kept it.
 REMOVAL_SETTLE = timedelta(seconds=3)
-_ATTEMPTS = 8
 REMOVED = "removed"
 WITHDRAWN = "withdrawn"
 # A recall chain's marker older than this is a lost chain (its longest step is the 5-minute back-off cap).
@@ -130,7 +130,7 @@ class RecallService:
             pass  # the next step of the chain (or the next ask) marks it again
 
     def _record(self, job: RecallJob) -> None:
-        for _ in range(_ATTEMPTS):
+        for _ in range(CONFLICT_ATTEMPTS):
             meeting = self._meetings.get(job.user_id, job.meeting_key)
             if meeting is None or meeting.agent_id != job.agent_id:
                 return  # the meeting left the calendar: nothing to show
@@ -143,7 +143,7 @@ class RecallService:
                 return
             except Conflict:
                 continue
-        raise Conflict(f"meeting {job.meeting_key} kept changing")
+        raise kept_changing(f"meeting {job.meeting_key}")
 
 
 class RecallOnRemoval:

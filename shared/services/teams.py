@@ -34,11 +34,11 @@ from shared.ports import (
     WorkspaceMeeting,
     WorkspaceMeetingStore,
 )
+from shared.retry import CONFLICT_ATTEMPTS, kept_changing
 from shared.teams import enlist, workspace_meeting_key
 
 log = logging.getLogger(__name__)
 
-_ATTEMPTS = 8
 
 
 class GateVerdict(StrEnum):
@@ -110,7 +110,7 @@ class TeamService:
         workspace = str(claims.shared_workspace)
         key = workspace_meeting_key(meeting)
         me = Teammate(claims.user_id, claims.email)
-        for _ in range(_ATTEMPTS):
+        for _ in range(CONFLICT_ATTEMPTS):
             current = self._rows.get(workspace, key) or WorkspaceMeeting(workspace, key)
             updated = replace(enlist(current, me, wants), end=meeting.end)
             if (not wants and updated.live_user == me.user_id and not updated.live_agent
@@ -127,7 +127,7 @@ class TeamService:
                 if stored.owner and stored.owner != me.user_id and self.on_handover is not None:
                     self.on_handover(stored.owner, meeting.key)
             return stored
-        raise Conflict(f"workspace meeting {key} kept changing")
+        raise kept_changing(f"workspace meeting {key}")
 
     def leave(self, meeting: Meeting) -> None:
         """The user's meeting row is going (cancelled, moved, disconnected, erased): hand the shared
@@ -171,7 +171,7 @@ class TeamService:
         if claims is None:
             return Gate(GateVerdict.OWN)
         workspace = str(claims.shared_workspace)
-        for _ in range(_ATTEMPTS):
+        for _ in range(CONFLICT_ATTEMPTS):
             row = self.row(claims, meeting)
             if row is None:
                 row = self.enlist(claims, meeting, wants=True)
@@ -187,7 +187,7 @@ class TeamService:
             except Conflict:
                 continue
             return Gate(GateVerdict.PROCEED, workspace, ids, row.handovers)
-        raise Conflict(f"workspace meeting {meeting.key} kept changing")
+        raise kept_changing(f"workspace meeting {meeting.key}")
 
     def after_deploy(self, meeting: Meeting, agent_id: str | None, *, deployed: bool) -> None:
         """Record the shared agent (or let go of the mark when none went out). If the owner changed while
@@ -195,7 +195,7 @@ class TeamService:
         claims = self.workspace_of(meeting.user_id)
         if claims is None:
             return
-        for _ in range(_ATTEMPTS):
+        for _ in range(CONFLICT_ATTEMPTS):
             row = self.row(claims, meeting)
             if row is None or row.live_user != meeting.user_id:
                 if deployed:
@@ -224,7 +224,7 @@ class TeamService:
         """A recall completed: the agent is out of the meeting, so the next owner may send theirs."""
         if not job.workspace:
             return
-        for _ in range(_ATTEMPTS):
+        for _ in range(CONFLICT_ATTEMPTS):
             row = self._rows.get(job.workspace, job.meeting_key)
             if row is None or row.live_user != job.user_id or row.live_agent not in ("", job.agent_id):
                 return

@@ -12,7 +12,8 @@ import pytest
 from shared.autojoin import Why
 from shared.connections import Plan
 from shared.platform_auth import User
-from shared.ports import DeployJob, RecallResult, SyncJob
+from shared.ports import Conflict, DeployJob, RecallResult, SyncJob
+from shared.retry import CONFLICT_ATTEMPTS
 from shared.scheduling import AgentState
 from shared.services.autojoin import AutojoinService, Choice
 from shared.services.deploy import DeployService
@@ -276,3 +277,15 @@ def test_a_meeting_skipped_and_recalled_then_joined_again_gets_a_new_agent(w):
     assert first.idempotency_key != second.idempotency_key
     [again] = meetings(w)
     assert again.agent is AgentState.DEPLOYED and again.agent_id == w.agents.ids[meeting.key]
+
+
+def test_a_meeting_row_that_keeps_changing_under_a_recall_gives_up_after_the_shared_budget_naming_it(w):
+    """Every read-decide-write loop tries CONFLICT_ATTEMPTS times (shared/retry.py), then raises
+    Conflict naming the row: the queue job retries, and the log says which meeting."""
+    _conn, meeting = deployed(w, "e1")
+    w.autojoin.choose(ALICE.id, meeting.key, Choice(False, False))  # skipped: the agent is called back
+    [job] = w.recall_jobs.take()
+    w.world.meetings.contended = 100  # another writer wins every write of the row from now on
+    with pytest.raises(Conflict, match=f"meeting {meeting.key} kept changing"):
+        w.recalls.recall(job, decide=w.lifecycle.decide)
+    assert w.world.meetings.lost_writes == CONFLICT_ATTEMPTS

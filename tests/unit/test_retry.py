@@ -49,3 +49,4 @@ def test_the_callers_share_the_toolkit() -> None:
     assert platform_events.retry_after({"Retry-After": "7"}, NOW) == timedelta(seconds=7)
     assert graph.retry_after("7", 1) == 7.0
     assert 1.0 <= graph.retry_after("garbage", 1) < 1.5  # the back-off, with jitter
+
