@@ -34,6 +34,7 @@ from shared.ports import (
     IdentityProvider,
     JobQueue,
     JoinRulesStore,
+    Meeting,
     MeetingStore,
     RecallJobs,
     RotatingSecret,
@@ -56,11 +57,12 @@ from shared.services.fanout import PRUNE, RENEW, FanOut
 from shared.services.health import ConnectionHealth
 from shared.services.lifecycle import Erasure, Pruner, SecretReconciler
 from shared.services.meeting_lifecycle import MeetingLifecycle
+from shared.services.meetings import OnRemoval
 from shared.services.notifications import ClientStates, NotificationService, SyncRequests
-from shared.services.recall import REMOVED, RecallOnRemoval, RecallService
+from shared.services.recall import REMOVED, RecallService
 from shared.services.subscriptions import SubscribeOnClaim, SubscriptionService
 from shared.services.sync import SYNC_LEASE, SyncService
-from shared.services.teams import TeamOnRemoval, TeamService
+from shared.services.teams import TeamService, leave_if_on
 from shared.services.unlisted import UnlistedService
 
 
@@ -154,7 +156,13 @@ def compose(ports: Ports, settings: Settings, clock: Clock) -> Services:
                                  readiness_seconds=settings.readiness_check_seconds, teams=teams)
     teams.on_handover = lifecycle.replan_one
     teams.recall = lambda m: recalls.request(m, REMOVED)
-    removing = TeamOnRemoval(RecallOnRemoval(p.meetings, recalls), teams)
+    hand_over = leave_if_on(teams)
+
+    def hand_over_then_recall(meeting: Meeting) -> None:
+        hand_over(meeting)
+        recalls.request(meeting, REMOVED)
+
+    removing = OnRemoval(p.meetings, hand_over_then_recall)
     # Graph change notifications: one subscription per Active connection; a notification queues a sync.
     sync_requests = SyncRequests(sync_state=p.sync_state, jobs=p.jobs, clock=clock)
     subscriptions = SubscriptionService(
@@ -166,7 +174,7 @@ def compose(ports: Ports, settings: Settings, clock: Clock) -> Services:
                                         syncs=sync_requests, jobs=p.subscription_jobs,
                                         on_accepted=p.notification_received)
     accounts = AccountsService(before_release=subscriptions.release, connections=p.connections,
-                               meetings=TeamOnRemoval(p.meetings, teams), index=p.index, sync_state=p.sync_state,
+                               meetings=OnRemoval(p.meetings, hand_over), index=p.index, sync_state=p.sync_state,
                                secrets_store=p.secrets, clock=clock, health=health, calendars=p.calendar_selections)
     pruner = Pruner(meetings=p.meetings, connections=p.connections, accounts=accounts, rows=p.user_rows,
                     index=p.index, sync_state=p.sync_state, clock=clock,

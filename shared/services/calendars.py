@@ -62,7 +62,7 @@ class CalendarService:
         self._tokens = tokens
         self._calendar = calendar
         self._selections = selections
-        self._meetings = meetings  # written through RecallOnRemoval: a meeting that goes recalls its agent
+        self._meetings = meetings  # written through OnRemoval (composition): a meeting that goes recalls its agent
         self._jobs = jobs
         self._clock = clock
 

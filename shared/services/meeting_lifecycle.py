@@ -15,7 +15,8 @@
 5. recall - a deployed agent whose meeting the user then declines or skips (by a choice or the rules)
    is recalled: `MeetingLifecycle(recall=...)` is wired to `services.recall.RecallService.request`
    (a queued `DELETE /agents/{id}`); one the calendar cancels, deletes or moves is recalled as its
-   row goes (`services.recall.RecallOnRemoval`). The meeting then shows `agent: "recalled"`."""
+   row goes (`services.meetings.OnRemoval`, wired in shared/composition.py). The meeting then
+   shows `agent: "recalled"`."""
 
 from __future__ import annotations
 

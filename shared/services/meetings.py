@@ -6,7 +6,7 @@ sources)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -204,3 +204,36 @@ def upcoming(meetings: MeetingStore, user_id: str, now: datetime) -> list[Meetin
 def accounts_of(meeting: Meeting) -> list[str]:
     return sorted({s.email for s in meeting.sources})
 
+
+
+class OnRemoval:
+    """The meeting store as the sync, a calendar choice and a disconnect write through it: removing a
+    meeting row first runs `before_delete(meeting)` (composition: hand a shared workspace meeting
+    over, then ask for the agent's recall), then deletes. A hook that fails leaves the row, so the
+    retry finds it. Everything else passes through unchanged."""
+
+    def __init__(self, store: MeetingStore, before_delete: Callable[[Meeting], object]) -> None:
+        self._store = store
+        self._before_delete = before_delete
+
+    def get(self, user_id: str, key: str) -> Meeting | None:
+        return self._store.get(user_id, key)
+
+    def list_for_user(self, user_id: str, ending_after: datetime) -> list[Meeting]:
+        return self._store.list_for_user(user_id, ending_after)
+
+    def create(self, meeting: Meeting) -> Meeting:
+        return self._store.create(meeting)
+
+    def replace(self, meeting: Meeting) -> Meeting:
+        return self._store.replace(meeting)
+
+    def delete(self, meeting: Meeting) -> None:
+        self._before_delete(meeting)
+        self._store.delete(meeting)
+
+    def ended_before(self, cutoff: datetime) -> Iterator[Meeting]:
+        return self._store.ended_before(cutoff)
+
+    def awaiting_verdict(self, due_before: datetime, ending_after: datetime) -> Iterator[Meeting]:
+        return self._store.awaiting_verdict(due_before, ending_after)

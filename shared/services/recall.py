@@ -2,8 +2,8 @@
 
 Two ways a deployed agent becomes unwanted before its meeting ends:
 - the calendar lets go of the meeting: cancelled, deleted, or moved (a moved meeting is another
-  meeting at the new time, which gets its own agent): `RecallOnRemoval` wraps the meeting store the
-  sync writes through, so removing a meeting row whose agent is deployed asks for a recall;
+  meeting at the new time, which gets its own agent): the meeting store the sync writes through
+  (`services.meetings.OnRemoval`, shared/composition.py) asks for a recall when a row whose agent is deployed goes;
 - the join decision withdraws it: declined, or skipped by the user or their rules
   (`MeetingLifecycle(recall=RecallService.request)`).
 
@@ -23,7 +23,7 @@ is asked again at most once per `RECALL_MARK`."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -144,35 +144,3 @@ class RecallService:
             except Conflict:
                 continue
         raise kept_changing(f"meeting {job.meeting_key}")
-
-
-class RecallOnRemoval:
-    """The meeting store as the sync writes through it: removing a meeting whose agent is deployed
-    (the calendar cancelled, deleted or moved it) asks for the agent's recall first. Everything else
-    passes through unchanged."""
-
-    def __init__(self, store: MeetingStore, recalls: RecallService) -> None:
-        self._store = store
-        self._recalls = recalls
-
-    def get(self, user_id: str, key: str) -> Meeting | None:
-        return self._store.get(user_id, key)
-
-    def list_for_user(self, user_id: str, ending_after: datetime) -> list[Meeting]:
-        return self._store.list_for_user(user_id, ending_after)
-
-    def create(self, meeting: Meeting) -> Meeting:
-        return self._store.create(meeting)
-
-    def replace(self, meeting: Meeting) -> Meeting:
-        return self._store.replace(meeting)
-
-    def delete(self, meeting: Meeting) -> None:
-        self._recalls.request(meeting, REMOVED)
-        self._store.delete(meeting)
-
-    def ended_before(self, cutoff: datetime) -> Iterator[Meeting]:
-        return self._store.ended_before(cutoff)
-
-    def awaiting_verdict(self, due_before: datetime, ending_after: datetime) -> Iterator[Meeting]:
-        return self._store.awaiting_verdict(due_before, ending_after)

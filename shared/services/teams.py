@@ -15,7 +15,7 @@ their ETag, and the hooks the meeting lifecycle, the deployer, recalls, disconne
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -237,35 +237,12 @@ class TeamService:
             return
 
 
-class TeamOnRemoval:
-    """A meeting store whose removals hand a shared workspace meeting over (TeamService.leave): the
-    sync (cancelled, moved), a calendar deselected and a disconnect write through it. Everything else
-    passes through unchanged."""
+def leave_if_on(teams: TeamService) -> Callable[[Meeting], None]:
+    """A removal hook (`services.meetings.OnRemoval`): a meeting row going before its meeting ended
+    hands the shared workspace meeting over (TeamService.leave)."""
 
-    def __init__(self, store: MeetingStore, teams: TeamService) -> None:
-        self._store = store
-        self._teams = teams
+    def before_delete(meeting: Meeting) -> None:
+        if meeting.end > teams.now():
+            teams.leave(meeting)
 
-    def get(self, user_id: str, key: str) -> Meeting | None:
-        return self._store.get(user_id, key)
-
-    def list_for_user(self, user_id: str, ending_after: datetime) -> list[Meeting]:
-        return self._store.list_for_user(user_id, ending_after)
-
-    def create(self, meeting: Meeting) -> Meeting:
-        return self._store.create(meeting)
-
-    def replace(self, meeting: Meeting) -> Meeting:
-        return self._store.replace(meeting)
-
-    def delete(self, meeting: Meeting) -> None:
-        """Hand over first, then delete: a hand-over that fails leaves the row, so the retry finds it."""
-        if meeting.end > self._teams.now():
-            self._teams.leave(meeting)
-        self._store.delete(meeting)
-
-    def ended_before(self, cutoff: datetime) -> Iterator[Meeting]:
-        return self._store.ended_before(cutoff)
-
-    def awaiting_verdict(self, due_before: datetime, ending_after: datetime) -> Iterator[Meeting]:
-        return self._store.awaiting_verdict(due_before, ending_after)
+    return before_delete

@@ -10,7 +10,8 @@ import pytest
 from shared.agent_states import AgentState
 from shared.clock import FixedClock
 from shared.ports import Meeting, Source, TeamClaims
-from shared.services.teams import GateVerdict, TeamOnRemoval, TeamService
+from shared.services.meetings import OnRemoval
+from shared.services.teams import GateVerdict, TeamService, leave_if_on
 from tests.fakes import Meetings, TeamClaimsStore, WorkspaceMeetings
 
 NOW = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
@@ -55,7 +56,7 @@ def test_a_hand_over_that_fails_leaves_the_meeting_row_for_the_retry(team):
     teams.enlist(ann, meeting("ann"), wants=True)
     teams.enlist(ben, meeting("ben"), wants=True)
     stored = meetings.create(meeting("ann"))
-    store = TeamOnRemoval(meetings, teams)
+    store = OnRemoval(meetings, leave_if_on(teams))
     rows.down = True
     with pytest.raises(OSError):
         store.delete(stored)
