@@ -233,7 +233,7 @@ def compose(ports: Ports, settings: Settings, clock: Clock) -> Services:
         calendars=CalendarService(connections=p.connections, tokens=tokens, calendar=p.calendar,
                                   selections=p.calendar_selections, meetings=removing, jobs=p.jobs, clock=clock),
         agent_progress=AgentProgress(
-            meetings=p.meetings, tries=p.agent_tries, jobs=p.jobs, events=p.status_events,
+            meetings=p.meetings, tries=p.agent_tries, jobs=p.jobs, health=health,
             decide=lifecycle.decide, connections=p.connections, tokens=tokens, calendar=p.calendar, clock=clock,
             nudge_seconds=settings.lobby_nudge_seconds, retry_delay_seconds=settings.agent_retry_delay_seconds,
             max_attempts=settings.agent_max_attempts, request_sync=sync_requests.request,

@@ -32,7 +32,6 @@ Graph shapes relied on: `GET /me/events/{id}` answers the event or 404 (None her
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -63,20 +62,18 @@ from shared.ports import (
     Meeting,
     MeetingStore,
     ProgressJob,
-    StatusEvent,
-    StatusEvents,
     StatusEventType,
     Throttled,
 )
 from shared.retry import CONFLICT_ATTEMPTS, kept_changing
 from shared.services.accounts import ConnectionUnusable, TokenKeeper
+from shared.services.health import ConnectionHealth, utc_iso
 from shared.services.meetings import identities
 from shared.services.sync import parse_graph_time
 
 log = logging.getLogger(__name__)
 
 MAX_TEXT = 255  # status event text that outsiders control (titles, the platform's reason) is capped
-_NAMESPACE = uuid.UUID("2b7e4c61-93d5-4f0e-8a47-6c1f0d2e9b35")
 NUDGE = "nudge"
 READINESS = "readiness"
 
@@ -168,7 +165,7 @@ class AgentProgress:
         meetings: MeetingStore,
         tries: AgentTries,
         jobs: JobQueue,
-        events: StatusEvents,
+        health: ConnectionHealth,
         decide: Callable[[Meeting], Decision],
         connections: ConnectionStore,
         tokens: TokenKeeper,
@@ -182,7 +179,7 @@ class AgentProgress:
         self._meetings = meetings
         self._tries = tries
         self._jobs = jobs
-        self._events = events
+        self._health = health
         self._decide = decide
         self._connections = connections
         self._tokens = tokens
@@ -247,9 +244,7 @@ class AgentProgress:
         elif target is AgentState.FAILED:
             reason = "agent_failed" + (f": {report.reason}" if report.reason else "")
             updated = replace(updated, failure_reason=reason[:MAX_TEXT])
-            self._tell(StatusEventType.AGENT_FAILED, meeting, {
-                "reason": report.reason or "The agent could not join the meeting."},
-                f"failed|{meeting.agent_attempt}")
+            self._health.agent_failed(meeting, report.reason or "The agent could not join the meeting.")
         return updated
 
     def _retry_at(self, meeting: Meeting, now: datetime) -> datetime | None:
@@ -373,16 +368,7 @@ class AgentProgress:
 
     # ------------------------------------------------------------------ telling the user
     def _tell(self, type_: StatusEventType, meeting: Meeting, data: dict[str, Any], what: str) -> None:
-        """One status event about the meeting; its id is fixed by the meeting and `what`, so every
-        repetition of the same step sends the same id (the platform deduplicates)."""
-        event = StatusEvent(
-            type=type_, subject=meeting.user_id,
-            data={"meeting_id": meeting.key, "title": meeting.title[:MAX_TEXT], "start": _iso(meeting.start), **data},
-            id=str(uuid.uuid5(_NAMESPACE, f"{type_.value}|{meeting.user_id}|{meeting.key}|{what}")),
-            time=self._clock.now(),
-        )
-        self._events.publish(event)
-        log.info("status event queued: %s", type_.value, extra={"user_id": meeting.user_id, "event_id": event.id})
+        self._health.tell_about_meeting(type_, meeting, data, what)
 
 
 def _event_risk(meeting: Meeting, event: dict[str, Any] | None) -> Risk | None:
@@ -403,7 +389,7 @@ def _link_identities(meeting: Meeting) -> set[str]:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+    return utc_iso(value) if value is not None else None
 
 
 def _printable(text: str) -> str:

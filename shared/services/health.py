@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.clock import Clock
@@ -109,20 +109,23 @@ class ConnectionHealth:
             "connection_id": conn.id, "email": conn.email}, "disconnected")
 
     def agent_failed(self, meeting: Meeting, reason: str) -> None:
-        """A meeting the user expects an agent in will get none (the page shows it `failed`)."""
-        self._publish_raw(StatusEventType.AGENT_FAILED, meeting.user_id, {
-            "meeting_id": meeting.key, "title": meeting.title,
-            "start": meeting.start.isoformat().replace("+00:00", "Z"), "reason": reason,
-        }, f"agent-failed|{meeting.user_id}|{meeting.key}")
+        """A meeting the user expects an agent in will get none (the page shows it `failed`): one
+        `agent.failed` per meeting, whichever part of the service finds it first."""
+        self.tell_about_meeting(StatusEventType.AGENT_FAILED, meeting, {"reason": reason}, "agent-failed")
 
     def agent_late(self, meeting: Meeting) -> None:
         """The agent cannot be on time (its deployment had to be queued again after its planned time):
         `meeting.at_risk` with reason `late`, once per planned time (the event id is fixed by it)."""
-        planned = (meeting.deploy_at or meeting.start).isoformat().replace("+00:00", "Z")
-        self._publish_raw(StatusEventType.MEETING_AT_RISK, meeting.user_id, {
-            "meeting_id": meeting.key, "title": meeting.title,
-            "start": meeting.start.isoformat().replace("+00:00", "Z"), "reason": "late",
-        }, f"at-risk|{meeting.user_id}|{meeting.key}|{planned}|late")
+        planned = utc_iso(meeting.deploy_at or meeting.start)
+        self.tell_about_meeting(StatusEventType.MEETING_AT_RISK, meeting, {"reason": "late"}, f"{planned}|late")
+
+    def tell_about_meeting(self, type_: StatusEventType, meeting: Meeting, data: dict[str, Any], what: str) -> None:
+        """One status event about `meeting` (../shared/API.md "Status events"): data `{meeting_id,
+        title, start, **data}`; its id is fixed by the type, the meeting and `what`, so every repetition
+        of the same step sends the same id (the platform deduplicates) and a new step a new one."""
+        self._publish_raw(type_, meeting.user_id, {
+            "meeting_id": meeting.key, "title": meeting.title, "start": utc_iso(meeting.start), **data,
+        }, f"{type_.value}|{meeting.user_id}|{meeting.key}|{what}")
 
     def meetings_at_risk(self, conn: Connection) -> int:
         """Meetings starting in the next 24 h whose every calendar holding them is this connection or
@@ -151,6 +154,11 @@ class ConnectionHealth:
                             id=str(uuid.uuid5(_NAMESPACE, identity)), time=self._clock.now())
         self._events.publish(event)
         log.info("status event queued: %s", type_.value, extra={"user_id": user_id, "event_id": event.id})
+
+
+def utc_iso(value: datetime) -> str:
+    """RFC 3339 in UTC with `Z`, as every time in the JSON API and status events is written."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _iso(value: datetime | None) -> str:

@@ -269,6 +269,15 @@ def test_a_failed_agent_tells_the_user(w):
     assert told.data["reason"] == "Meeting link expired"
 
 
+def test_a_failure_found_twice_is_one_notification_whichever_part_finds_it(w):
+    """The agent platform's `failed` and the deployer's own finding (e.g. the meeting ended without a
+    verdict) carry one event id: the platform deduplicates, the user is told once."""
+    sent(w)
+    status(w, "failed", reason="Meeting link expired")
+    w.world.health.agent_failed(only(w), "agent_not_started")
+    assert len({e.id for e in w.world.events.of_type(StatusEventType.AGENT_FAILED)}) == 1
+
+
 # ---------------------------------------------------------------- the readiness check
 def scheduled(w: Wired, **extra):
     conn = w.world.connect_account(ALICE, WORK).connection
