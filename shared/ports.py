@@ -861,6 +861,9 @@ class SubscriptionJob:
     user_id: str
     connection_id: str
     action: str  # "subscribe" | "renew" | "recreate" | "reauthorize" | "verify" (shared.services.subscriptions)
+    # A reauthorization planned ahead of an authorizing token's end carries that token's end: it does
+    # nothing once the subscription was authorized again since (another job got there first).
+    authorized_until: datetime | None = None
 
 
 class SubscriptionJobs(Protocol):

@@ -385,6 +385,7 @@ class Identity:
     redeem_error: TokenError | None = None
     refresh_errors: dict[str, TokenError] = field(default_factory=dict)
     refreshes: int = 0
+    lifetime: timedelta = timedelta(hours=1)  # of the access tokens it issues
 
     def begin(self, state: str, login_hint: str | None = None) -> dict[str, Any]:
         return {"state": state, "auth_uri": f"https://login.example/authorize?state={state}", "code_verifier": "v"}
@@ -393,7 +394,7 @@ class Identity:
         if self.redeem_error:
             return self.redeem_error
         home, tid, email = self.next_account
-        return SignedIn(cache=f"cache-for-{home}", access_token="at", access_expires_at=self.now() + timedelta(hours=1),
+        return SignedIn(cache=f"cache-for-{home}", access_token="at", access_expires_at=self.now() + self.lifetime,
                         home_account_id=home, tenant_id=tid, username=email)
 
     def acquire(self, cache: str, home_account_id: str, *, force_refresh: bool) -> AccessToken | TokenError:
@@ -401,8 +402,8 @@ class Identity:
             return self.refresh_errors[home_account_id]
         if force_refresh:
             self.refreshes += 1
-            return AccessToken("at2", self.now() + timedelta(hours=1), cache + "+")
-        return AccessToken("at", self.now() + timedelta(hours=1), None)
+            return AccessToken("at2", self.now() + self.lifetime, cache + "+")
+        return AccessToken("at", self.now() + self.lifetime, None)
 
 
 @dataclass

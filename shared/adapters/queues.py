@@ -245,13 +245,18 @@ class QueueDepths:
 
 
 def encode_subscription_job(job: SubscriptionJob) -> str:
-    return json.dumps(asdict(job))
+    data: dict[str, Any] = {"user_id": job.user_id, "connection_id": job.connection_id, "action": job.action}
+    if job.authorized_until is not None:
+        data["authorized_until"] = job.authorized_until.isoformat()
+    return json.dumps(data)
 
 
 def decode_subscription_job(body: str) -> SubscriptionJob:
     data = json.loads(body)
+    until = data.get("authorized_until")
     return SubscriptionJob(user_id=str(data["user_id"]), connection_id=str(data["connection_id"]),
-                           action=str(data["action"]))
+                           action=str(data["action"]),
+                           authorized_until=datetime.fromisoformat(str(until)) if until else None)
 
 
 class SubscriptionQueue:

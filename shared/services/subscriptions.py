@@ -73,9 +73,23 @@ REAUTHORIZE = "reauthorize"
 VERIFY = "verify"
 ACTIONS = frozenset({SUBSCRIBE, RENEW, RECREATE, REAUTHORIZE, VERIFY})
 # Graph challenges `reauthorization_lead` before the authorizing token expires (the simulator's
-# default: 10 minutes); reauthorizing this far ahead, at a 5-minute scan, answers before the pause.
+# default: 10 minutes) and pauses delivery until reauthorized; a personal account is never told. Every
+# authorization (create, renew, reauthorize) therefore plans the next reauthorization itself, this far
+# ahead of the authorizing token's end (or at half its remaining life, if that is shorter): one
+# REAUTHORIZE job per subscription and token lifetime, whatever the scan period. The scan's VERIFY
+# reauthorizes too when it finds less than this left (a planned job that was lost).
 REAUTHORIZE_AHEAD = timedelta(minutes=15)
+# A planned job whose stamp is this close to the row's `authorized_until` is still the current plan
+# (storage may round the stored time).
+_SAME_AUTHORIZATION = timedelta(seconds=1)
 ASSUMED_TOKEN_LIFETIME = timedelta(minutes=60)  # when MSAL did not say when the access token expires
+
+
+def _still_planned(job: SubscriptionJob, record: Subscription | None) -> bool:
+    """A planned reauthorization still answers for the row's current authorization."""
+    if record is None or record.authorized_until is None or job.authorized_until is None:
+        return False
+    return abs(record.authorized_until - job.authorized_until) <= _SAME_AUTHORIZATION
 
 
 def notification_urls(base_url: str, connection_id: str) -> tuple[str, str]:
@@ -135,6 +149,8 @@ class SubscriptionService:
             return "skipped"
         if not conn.is_active:
             return "skipped"  # reconnecting it subscribes again
+        if job.authorized_until is not None and not _still_planned(job, record):
+            return "superseded"  # authorized again since this was planned: that authorization plans the next
         try:
             # A challenge is answered only by a token issued after it: MSAL's cached one may predate it.
             conn, token = self._tokens.access_token(conn, force_refresh=job.action == REAUTHORIZE)
@@ -190,6 +206,16 @@ class SubscriptionService:
         log.info("subscription reauthorized ahead of its token's end", extra={"connection_id": conn.id})
         return "reauthorized"
 
+    def _plan_reauthorization(self, record: Subscription) -> None:
+        """The next reauthorization of `record`, REAUTHORIZE_AHEAD before its authorizing token ends (at
+        half the remaining life when that is shorter, so short-lived tokens never loop)."""
+        if record.authorized_until is None:
+            return
+        left = record.authorized_until - self._clock.now()
+        delay = max(left - REAUTHORIZE_AHEAD, left / 2, timedelta(0))
+        self._jobs.enqueue(SubscriptionJob(record.user_id, record.connection_id, REAUTHORIZE,
+                                           authorized_until=record.authorized_until), delay)
+
     def _delete_extras(self, conn: Connection, token: str, listed: list[GraphSubscription], keep: str) -> None:
         """Other subscriptions of this connection at Graph (a create retried after a timeout, or one
         whose row was lost) notify twice and lapse only in days: deleted."""
@@ -213,10 +239,12 @@ class SubscriptionService:
             log.info("subscription gone at Graph: creating a new one", extra={"connection_id": conn.id})
             return self._create(conn, token, record)
         try:
-            self._store.put(replace(record, expires_at=renewed.expires_at,
-                                    authorized_until=self._authorized_until(token)))
+            stored = self._store.put(replace(record, expires_at=renewed.expires_at,
+                                             authorized_until=self._authorized_until(token)))
         except Conflict:
-            pass  # recreated meanwhile by another job: that row is newer
+            pass  # recreated meanwhile by another job: that row is newer (and planned its own)
+        else:
+            self._plan_reauthorization(stored)
         log.info("subscription renewed", extra={"connection_id": conn.id,
                                                 "expires_at": renewed.expires_at.isoformat()})
         return "renewed"
@@ -243,6 +271,7 @@ class SubscriptionService:
             self._secrets.delete(secret_name)
             log.info("subscription raced another job: ours deleted", extra={"connection_id": conn.id})
             return "raced"
+        self._plan_reauthorization(stored)
         if replacing is not None:
             self._delete_in_graph(conn, token, replacing.subscription_id)
             self._secrets.delete(replacing.secret_name)

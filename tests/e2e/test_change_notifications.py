@@ -181,6 +181,40 @@ def test_reauthorization_required_renews_the_subscription_and_reads_what_the_pau
     assert delivered == []  # it came by reading the calendar, not by a notification
 
 
+def test_a_personal_accounts_notifications_never_pause_although_graph_never_challenges_it(client):
+    """Personal accounts get no reauthorizationRequired: Graph pauses their notifications, silently,
+    near the end of every authorizing token. With the scan off, only the reauthorization that every
+    authorization plans ahead of its token's end keeps them flowing."""
+    client.sim("POST", "/_sim/config", json={"access_token_lifetime_seconds": 90, "reauthorization_lead_seconds": 30})
+    try:
+        token = client.token(f"personal-{uuid.uuid4().hex[:8]}", "pro")
+        connection = client.connect(token, "bob@outlook.com")["connection"]
+        first = eventually(lambda: subscription_of(client, connection["id"]))
+        seen = {first["authorizedUntil"]}
+
+        def reauthorized_twice() -> bool:
+            sub = subscription_of(client, connection["id"])
+            assert sub is not None and sub["id"] == first["id"]
+            seen.add(sub["authorizedUntil"])
+            return len(seen) >= 3
+
+        # Two authorizing tokens' lives: each would have paused delivery 60 s after it was issued.
+        eventually(reauthorized_twice, timeout=240, interval=1.0)
+        assert not subscription_of(client, connection["id"])["paused"]
+        subject = f"Personal, after two tokens {uuid.uuid4().hex[:6]}"
+        start = now_utc() + timedelta(hours=5)
+        resp = client.sim("POST", "/_sim/users/bob@outlook.com/events", json={
+            "subject": subject, "onlineMeeting": {"joinUrl": teams_link(7107)},
+            "attendees": [{"type": "required", "emailAddress": {"address": "friend@outlook.com", "name": "Friend"}}],
+            "start": {"dateTime": start.strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"},
+            "end": {"dateTime": (start + timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"}})
+        assert resp.status_code == 201, resp.text
+        eventually(lambda: listed(client, token, subject), timeout=60)  # by its notification: no scan runs
+    finally:
+        client.sim("POST", "/_sim/config", json={"access_token_lifetime_seconds": 3600,
+                                                 "reauthorization_lead_seconds": 600})
+
+
 def test_a_subscription_graph_removes_without_a_word_is_replaced_at_the_next_scan(client, dave):
     token, connection, subscription = dave
     resp = client.sim("POST", f"/_sim/subscriptions/{subscription['id']}/remove", json={"notify": False})

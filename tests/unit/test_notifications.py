@@ -73,6 +73,10 @@ def connected(rt: RealTime):
     [(job, _)] = rt.sub_jobs.jobs
     rt.sub_jobs.jobs.clear()
     assert rt.subscriptions.run(job) == "created"
+    # The next reauthorization, planned 15 minutes before the authorizing (1-hour) token ends.
+    [(planned, delay)] = rt.sub_jobs.jobs
+    assert (planned.action, delay) == (REAUTHORIZE, timedelta(minutes=45))
+    rt.sub_jobs.jobs.clear()
     w.jobs.syncs.clear()
     w.states.clear_queued(conn.id)  # as the queued sync would when it starts
     return conn
@@ -521,6 +525,34 @@ def test_a_subscription_near_the_end_of_its_authorizing_token_is_reauthorized_ah
     assert world.identity.refreshes == refreshes + 1 and rt.graph.renewed == [record.subscription_id]
     assert rt.table.get(conn.id).authorized_until == world.clock.now() + timedelta(hours=1)
     assert [(j.connection_id, j.reason) for j, _ in world.jobs.syncs] == [(conn.id, NOTIFIED)]
+
+
+def test_every_authorization_plans_the_next_so_a_never_challenged_account_never_pauses(rt, world):
+    """Personal accounts get no reauthorizationRequired: without a plan their notifications pause
+    near the end of every authorizing token until the next scan (6 hours at the defaults)."""
+    conn = connected(rt)
+    record = rt.table.get(conn.id)
+    planned = SubscriptionJob(ALICE.id, conn.id, REAUTHORIZE, authorized_until=record.authorized_until)
+    world.clock.advance(45 * 60)
+    refreshes = world.identity.refreshes
+    assert rt.subscriptions.run(planned) == "renewed"
+    assert world.identity.refreshes == refreshes + 1 and rt.graph.renewed == [record.subscription_id]
+    assert [(j.connection_id, j.reason) for j, _ in world.jobs.syncs] == [(conn.id, NOTIFIED)]  # what a pause lost
+    [(following, delay)] = rt.sub_jobs.jobs
+    assert following.authorized_until == rt.table.get(conn.id).authorized_until and delay == timedelta(minutes=45)
+    # The same planned job delivered again (at-least-once) is superseded: no second chain, no token.
+    rt.sub_jobs.jobs.clear()
+    assert rt.subscriptions.run(planned) == "superseded"
+    assert world.identity.refreshes == refreshes + 1 and rt.sub_jobs.jobs == []
+
+
+def test_a_short_lived_token_plans_its_reauthorization_at_half_its_life_never_at_once(rt, world):
+    conn = connected(rt)
+    world.identity.lifetime = timedelta(minutes=5)
+    rt.sub_jobs.jobs.clear()
+    assert rt.subscriptions.run(SubscriptionJob(ALICE.id, conn.id, REAUTHORIZE)) == "renewed"
+    [(_, delay)] = rt.sub_jobs.jobs
+    assert delay == timedelta(minutes=2, seconds=30)
 
 
 def test_a_renewal_page_paces_its_jobs_after_the_pages_before_it_and_skips_a_row_it_cannot_read(rt, world):
