@@ -18,7 +18,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9\-._~+/]+=*"), r"\1 " + _REDACTED),
     (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), _REDACTED),
     (re.compile(r"(?i)\b(code|refresh_token|access_token|id_token|client_secret|client_assertion|claim|state|"
-                r"token|password|sig|signature|api[_-]?key|code_verifier|validationtoken)=([^&\s'\"<>]+)"),
+                r"token|password|sig|signature|api[_-]?key|code_verifier|validationtoken|zak|tk)=([^&\s'\"<>]+)"),
      r"\1=" + _REDACTED),
     (re.compile(r"(?i)\"(refresh_token|access_token|id_token|client_secret|secret|password|api_key|value|"
                 r"clientState)\"\s*:\s*\"[^\"]*\""), r'"\1": "' + _REDACTED + '"'),

@@ -11,6 +11,17 @@ import pytest
 from devstack.stack import Stack, free_ports
 
 
+@pytest.fixture(scope="module", autouse=True)
+def erase_the_modules_users() -> Iterator[None]:
+    """Users a test module connected stay connected to the shared simulated mailboxes and react to
+    every later change there (syncs, deployments, events): erased when their module ends."""
+    from tests.e2e.client import MINTED, erase_minted
+
+    before = set(MINTED)
+    yield
+    erase_minted(before)
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     directory = Path(tmp_path_factory.mktemp("devstack"))

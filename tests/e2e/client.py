@@ -27,6 +27,29 @@ def eventually(probe: Callable[[], T | None], timeout: float = 30.0, interval: f
         time.sleep(interval)
 
 
+# Every platform user a test minted a token for: (functions URL, user id) -> a token of theirs. The
+# stack is shared by the whole session and every user connected to a simulated mailbox reacts to its
+# changes, so tests/conftest.py erases the users a test module made when the module ends.
+MINTED: dict[tuple[str, str], str] = {}
+
+
+def erase_minted(since: set[tuple[str, str]]) -> int:
+    """Ask the service to erase every user minted after `since` was taken (DELETE /api/outlook/data,
+    202, idempotent); returns how many were asked. A stack that is gone is not an error."""
+    asked = 0
+    with requests.Session() as session:
+        session.trust_env = False
+        for (url, _user), token in list(MINTED.items()):
+            if (url, _user) in since:
+                continue
+            try:
+                session.delete(f"{url}/api/outlook/data", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+                asked += 1
+            except requests.RequestException:
+                pass
+    return asked
+
+
 class Client:
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
@@ -40,8 +63,10 @@ class Client:
     # ---- CoAgentor side
     def token(self, user: str, plan: str = "free", *, email: str | None = None, workspace: str | None = None,
               workspace_dedupe: bool = False) -> str:
-        return platform_token(self.stack.devstack_dir, user, plan, email=email, workspace=workspace,
-                              workspace_dedupe=workspace_dedupe)
+        token = platform_token(self.stack.devstack_dir, user, plan, email=email, workspace=workspace,
+                               workspace_dedupe=workspace_dedupe)
+        MINTED[(self.stack.functions_url, user)] = token
+        return token
 
     def call(self, method: str, path: str, token: str | None, **kw: Any) -> requests.Response:
         headers = kw.pop("headers", {})

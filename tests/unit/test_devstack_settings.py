@@ -55,3 +55,27 @@ def test_the_token_command_can_carry_an_email_claim(tmp_path, monkeypatch, capsy
     assert main(["token", "--user", "u-1", "--plan", "pro", "--email", "ann@example.com"]) == 0
     claims = jwt.decode(capsys.readouterr().out.strip(), options={"verify_signature": False})
     assert (claims["sub"], claims["plan"], claims["email"]) == ("u-1", "pro", "ann@example.com")
+
+
+def test_the_settings_reference_states_the_defaults_the_code_uses() -> None:
+    """docs/reference.md's settings table is what operators read: its default for each setting it
+    names alone agrees with shared/config.py (a default changed in code is changed in the docs)."""
+    import re
+    from pathlib import Path
+
+    table = (Path(__file__).parents[2] / "docs" / "reference.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `([A-Za-z_]+)` \| ([^|]+) \|", table, re.M)
+    checked = 0
+    for name, cell in rows:
+        if name not in SETTINGS:
+            continue
+        cell = cell.strip()
+        default = SETTINGS[name]
+        if default is None:
+            assert cell.startswith("required"), (name, cell)
+        elif re.fullmatch(r"`[^`]*`", cell):
+            assert cell.strip("`") == default, f"{name}: docs say {cell}, code says {default!r}"
+        else:
+            continue
+        checked += 1
+    assert checked >= 20

@@ -39,13 +39,15 @@ def test_tokens_codes_and_app_secrets_never_reach_a_log_line(scrubbed_logs):
     log.info("calling with Authorization: Bearer %s", jwt_like)
     log.warning("redirect to https://x/cb?code=0.AAAA-secret-code&state=abc123 failed")
     log.info('token answer {"refresh_token": "1.AQ-refresh", "access_token": "at"}')
+    # A Zoom start link carries the host's own token (zak), a registration link the registrant's (tk).
+    log.info("event body had https://us02web.zoom.us/s/8812345678?zak=eyJzm-host-token&tk=reg-tok-99 in it")
     try:
         raise ValueError("Invalid header value: 'Bearer s3cr3t-agent-api-key\\nsecond-line-of-it'")
     except ValueError:
         log.exception("deploy failed")
     text = "\n".join(r.getMessage() + (r.exc_text or "") for r in scrubbed_logs.records)
     for secret in ("s3cr3t-agent-api-key", "second-line-of-it", jwt_like, "0.AAAA-secret-code", "abc123",
-                   "1.AQ-refresh"):
+                   "1.AQ-refresh", "eyJzm-host-token", "reg-tok-99"):
         assert secret not in text, secret
     assert "[redacted]" in text
 

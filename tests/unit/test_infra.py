@@ -556,3 +556,15 @@ def test_every_vault_operation_is_audited_in_log_analytics() -> None:
 
 def test_the_page_token_convenience_is_never_deployed() -> None:
     assert "PAGE_TOKEN_FROM_URL" not in app_settings()
+
+
+def test_the_http_function_group_keeps_an_instance_ready_for_graphs_validation_handshake() -> None:
+    """Graph validates a notification URL within 10 s and wants notifications answered within 3 s
+    (learn.microsoft.com/graph/change-notifications-delivery-webhooks); a Flex Consumption cold start
+    can take longer, so the HTTP group has an always-ready instance by default (docs/reliability.md)."""
+    param = declarations(FUNCTION_APP, "parameter")["httpAlwaysReady"]
+    default = value_of(param)
+    assert default is not None and int(text(default)) >= 1
+    app = resource_of_type(FUNCTION_APP, "Microsoft.Web/sites")
+    ready = text(prop(app, "properties", "functionAppConfig", "scaleAndConcurrency", "alwaysReady"))
+    assert "'http'" in ready and "httpAlwaysReady" in ready
