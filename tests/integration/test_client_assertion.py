@@ -8,6 +8,7 @@ identity) come back as data that the domain classifies as the service's own fail
 from __future__ import annotations
 
 import secrets
+import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -255,3 +256,15 @@ def test_federated_credentials_are_managed_as_graph_shapes_them(sim, session):
     assert refusal(refused) == (401, "invalid_client", 700211)
     session.post(f"{sim.base_url}/_sim/reset").raise_for_status()
     assert [c["name"] for c in session.get(base).json()["value"]] == [FIC_NAME]
+
+
+def test_an_identity_endpoint_that_does_not_answer_is_transient(sim, ca, session, monkeypatch):
+    me = signed_in(sim, session, identity(sim, ca))
+    assert isinstance(me, SignedIn)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"https://127.0.0.1:{port}/msi/token")  # nothing listens
+    result = identity(sim, ca).acquire(me.cache, me.home_account_id, force_refresh=True)
+    assert isinstance(result, TokenError) and result.error == "unreachable"
+    assert who(result) is FixedBy.TRANSIENT
