@@ -29,10 +29,13 @@ dev: deps
 	$(PY) -m devstack up
 
 # checkov: every finding on infra/ is fixed, or skipped in the Bicep with its reason (checkov:skip=...).
+# app-registration-trust.bicep holds Microsoft Graph resources only (no checkov check covers them) and
+# declares Bicep's `extension`, which checkov's Bicep parser does not read: it is left out.
 lint: deps $(CHECKOV_VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy shared function_app.py devstack tools bench
-	$(CHECKOV_VENV)/bin/checkov -d infra --framework bicep --compact --quiet --skip-download
+	$(CHECKOV_VENV)/bin/checkov -d infra --framework bicep --compact --quiet --skip-download \
+		--skip-path app-registration-trust.bicep
 
 test: lint
 	$(PY) -m pytest -q

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -180,6 +181,9 @@ class Stack:
     devstack_dir: Path
     ports: dict[str, int]
     overrides: dict[str, str] = field(default_factory=dict)
+    # Simulator knobs (`POST /_sim/config` keys) in force from the start, and after `/_sim/reset`:
+    # for what the host does while starting (its health probe already fetches a managed identity token).
+    sim_config: dict[str, Any] = field(default_factory=dict)
     quiet: bool = True
     _procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     _servers: list[Any] = field(default_factory=list)
@@ -220,6 +224,34 @@ class Stack:
     def key_vault_url(self) -> str:
         return f"https://127.0.0.1:{self.ports['KEYVAULT_PORT']}"
 
+    @property
+    def identity_header(self) -> str:
+        """The local host's `IDENTITY_HEADER` for the simulator's managed identity endpoint (App
+        Service's, DEVSTACK.md): derived from this DEVSTACK_DIR's dev secrets, so `make dev` keeps it."""
+        assert self.dev is not None
+        return hashlib.sha256(b"identity-header:" + self.dev.function_identity_secret.encode()).hexdigest()
+
+    def managed_identity(self) -> Any:
+        """The Functions host's user-assigned managed identity in the simulator: its client id is
+        AZURE_CLIENT_ID (as in Azure), its principal id what the app registration's federated
+        identity credential trusts."""
+        from devstack.msim.directory import APP_HOME_TENANT_ID, ManagedIdentity
+        from devstack.msim.tokens import service_principal_id
+
+        return ManagedIdentity(client_id=FUNCTION_IDENTITY_CLIENT_ID,
+                               principal_id=service_principal_id(FUNCTION_IDENTITY_CLIENT_ID, APP_HOME_TENANT_ID),
+                               tenant_id=APP_HOME_TENANT_ID)
+
+    def federated_credential(self) -> Any:
+        """What infra/modules/app-registration-trust.bicep puts on the app registration in Azure: trust
+        the host's managed identity (issuer the simulated authority's home tenant v2.0 endpoint)."""
+        from devstack.msim.directory import APP_HOME_TENANT_ID, FederatedCredential
+
+        return FederatedCredential(name="outlookcal-function-identity",
+                                   issuer=f"{self.sim_url}/{APP_HOME_TENANT_ID}/v2.0",
+                                   subject=self.managed_identity().principal_id,
+                                   description="The Functions host's managed identity (local stack)")
+
     def storage_connection_string(self) -> str:
         p = self.ports
         return (
@@ -258,6 +290,10 @@ class Stack:
             "AZURE_TENANT_ID": APP_HOME_TENANT_ID,
             "AZURE_CLIENT_SECRET": self.dev.function_identity_secret,
             "AZURE_AUTHORITY_HOST": self.sim_url,
+            # App Service's managed identity endpoint, as Azure sets it for the app: the simulator's
+            # (OUTLOOK_CLIENT_CREDENTIAL=managed_identity asks it for the client assertion).
+            "IDENTITY_ENDPOINT": f"{self.sim_url}/msi/token",
+            "IDENTITY_HEADER": self.identity_header,
             "REQUESTS_CA_BUNDLE": str(self.ca.bundle_pem),
             "SSL_CERT_FILE": str(self.ca.bundle_pem),
             "CURL_CA_BUNDLE": str(self.ca.bundle_pem),
@@ -300,12 +336,17 @@ class Stack:
                 port=self.ports["SIM_PORT"], ssl_context=self.ca.server_context(),
                 apps=[
                     AppRegistration(client_id=OUTLOOK_CLIENT_ID, client_secret=self.dev.outlook_client_secret,
-                                    redirect_uris=[f"{self.functions_url}/api/outlook/callback"]),
+                                    redirect_uris=[f"{self.functions_url}/api/outlook/callback"],
+                                    federated_credentials=[self.federated_credential()]),
                     AppRegistration(client_id=FUNCTION_IDENTITY_CLIENT_ID,
                                     client_secret=self.dev.function_identity_secret, redirect_uris=[],
                                     display_name="CoAgentor function app identity (dev)"),
                 ],
+                managed_identities=[self.managed_identity()], identity_header=self.identity_header,
             )
+            if self.sim_config:
+                sim.state.initial_config.update(self.sim_config)
+                sim.state.reset()
             sim.start()
             self._servers.append(sim)
             kv = KeyVaultEndpoint(port=self.ports["KEYVAULT_PORT"], ssl_context=self.ca.server_context(),
@@ -372,8 +413,10 @@ class Stack:
             for k in saved:
                 os.environ[k] = settings[k]
             client = SecretClient(self.key_vault_url, azure_credential(), verify_challenge_resource=False)
-            client.set_secret(settings.get("OUTLOOK_CLIENT_SECRET_NAME", "outlook-client-secret"),
-                              self.dev.outlook_client_secret)
+            if settings.get("OUTLOOK_CLIENT_CREDENTIAL", "client_secret") == "client_secret":
+                # With a managed identity's client assertion there is no client secret to keep.
+                client.set_secret(settings.get("OUTLOOK_CLIENT_SECRET_NAME", "outlook-client-secret"),
+                                  self.dev.outlook_client_secret)
             client.set_secret(settings.get("AGENT_API_KEY_SECRET_NAME", "agent-api-key"), self.dev.agent_api_key)
             client.set_secret(settings.get("QUEUE_SIGNING_SECRET_NAME", "queue-signing-key"),
                               secrets.token_urlsafe(32))

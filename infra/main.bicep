@@ -41,6 +41,16 @@ param principalType string = 'User'
 @description('Application (client) id of the Outlook Calendar app registration, a separate registration from any Teams one. Not a secret. OUTLOOK_CLIENT_ID.')
 param outlookClientId string
 
+@description('How the app proves itself to Entra ID. managed_identity (default): no client secret; the app registration trusts the Function App\'s user-assigned managed identity through a federated identity credential (modules/app-registration-trust.bicep when outlookAppUniqueName is set, else the az command in docs/deploying.md) and MSAL sends that identity\'s token as a client assertion. The app registration must be in this deployment\'s tenant. client_secret: the secret stored in Key Vault as outlook-client-secret. OUTLOOK_CLIENT_CREDENTIAL.')
+@allowed([
+  'managed_identity'
+  'client_secret'
+])
+param outlookClientCredential string = 'managed_identity'
+
+@description('uniqueName of the Outlook Calendar app registration, set once with az rest (docs/deploying.md, "No client secret"). With it and outlookClientCredential managed_identity, this deployment adds the federated identity credential itself (the deployer needs Application Developer, Application Administrator, Cloud Application Administrator or to own the registration). Empty: add it with az ad app federated-credential create.')
+param outlookAppUniqueName string = ''
+
 @description('Directory (tenant) id the Outlook Calendar app registration lives in: the app disabled or missing there (AADSTS7000112 / 700016) is the service\'s own failure, in one customer tenant that tenant admin\'s. Empty: only personal accounts and many tenants at once count as the service\'s. OUTLOOK_APP_TENANT_ID.')
 param outlookAppTenantId string = ''
 
@@ -377,6 +387,16 @@ module keyVault 'modules/key-vault.bicep' = {
   }
 }
 
+// No client secret: the app registration trusts the app's managed identity (Microsoft Graph Bicep).
+module appRegistrationTrust 'modules/app-registration-trust.bicep' = if (outlookClientCredential == 'managed_identity' && !empty(outlookAppUniqueName)) {
+  name: 'appRegistrationTrust'
+  scope: rg
+  params: {
+    appUniqueName: outlookAppUniqueName
+    identityPrincipalId: identity.outputs.principalId
+  }
+}
+
 module roleAssignments 'modules/role-assignments.bicep' = {
   name: 'roleAssignments'
   scope: rg
@@ -414,6 +434,7 @@ module functionApp 'modules/function-app.bicep' = {
       KEY_VAULT_URI: keyVault.outputs.uri
       OUTLOOK_CLIENT_ID: outlookClientId
       OUTLOOK_CLIENT_SECRET_NAME: outlookClientSecretName
+      OUTLOOK_CLIENT_CREDENTIAL: outlookClientCredential
       OUTLOOK_AUTHORITY: outlookAuthority
       OUTLOOK_APP_TENANT_ID: outlookAppTenantId
       OUTLOOK_REDIRECT_URI: outlookRedirectUri
@@ -478,6 +499,8 @@ output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+// What a federated identity credential on the app registration must trust (docs/deploying.md).
+output AZURE_MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output AZURE_FUNCTION_APP_URI string = functionApp.outputs.uri
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output AZURE_KEY_VAULT_URI string = keyVault.outputs.uri

@@ -29,6 +29,10 @@ class Settings:
     # The Outlook Calendar app registration. Deliberately named apart from any Teams integration's.
     outlook_client_id: str
     outlook_client_secret_name: str
+    # How the app proves itself to Entra ID: "client_secret" (read from Key Vault by the name above)
+    # or "managed_identity" (a client assertion from the Function App's managed identity, trusted by a
+    # federated identity credential on the app registration; no secret anywhere).
+    outlook_client_credential: str
     outlook_authority: str
     outlook_redirect_uri: str
     # The directory (tenant) id the app registration lives in: AADSTS7000112 / 700016 there are the
@@ -85,6 +89,11 @@ SETTINGS: dict[str, str | None] = {
     "KEY_VAULT_URI": None,
     "OUTLOOK_CLIENT_ID": None,
     "OUTLOOK_CLIENT_SECRET_NAME": "outlook-client-secret",
+    # "client_secret" (the local stack's default) or "managed_identity": MSAL authenticates with the
+    # managed identity's token for api://AzureADTokenExchange, which a federated identity credential on
+    # the app registration trusts (no secret; infra deploys this by default). The identity is the one
+    # AZURE_CLIENT_ID names. docs/deploying.md, "No client secret".
+    "OUTLOOK_CLIENT_CREDENTIAL": "client_secret",
     "OUTLOOK_AUTHORITY": "https://login.microsoftonline.com/common",
     "OUTLOOK_APP_TENANT_ID": "",
     "OUTLOOK_REDIRECT_URI": None,
@@ -150,7 +159,8 @@ SETTINGS: dict[str, str | None] = {
 
 
 # Read by shared.wiring to build the Azure credential. In Azure the managed identity is used
-# (AZURE_CLIENT_ID names a user-assigned one); the client-secret trio exists only for the local stack,
+# (AZURE_CLIENT_ID names a user-assigned one; with OUTLOOK_CLIENT_CREDENTIAL=managed_identity it is
+# also the identity whose token MSAL asserts); the client-secret trio exists only for the local stack,
 # where a simulated Entra ID stands in for managed identity. Never set the secret in Azure.
 CREDENTIAL_SETTINGS: dict[str, str] = {
     "AZURE_CLIENT_ID": "",
@@ -229,6 +239,16 @@ def _page_link(env: Mapping[str, str], name: str) -> str:
     return value
 
 
+CLIENT_CREDENTIALS = ("client_secret", "managed_identity")
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = _get(env, name).lower()
+    if value not in choices:
+        raise SettingsError(f"Setting {name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def _bool(env: Mapping[str, str], name: str) -> bool:
     raw = _get(env, name).lower()
     if raw not in ("true", "false"):
@@ -280,6 +300,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         key_vault_uri=_url(env, "KEY_VAULT_URI", https=True),
         outlook_client_id=_get(env, "OUTLOOK_CLIENT_ID"),
         outlook_client_secret_name=_get(env, "OUTLOOK_CLIENT_SECRET_NAME"),
+        outlook_client_credential=_choice(env, "OUTLOOK_CLIENT_CREDENTIAL", CLIENT_CREDENTIALS),
         outlook_authority=_url(env, "OUTLOOK_AUTHORITY", https=True),
         outlook_app_tenant_id=_get(env, "OUTLOOK_APP_TENANT_ID").lower(),
         outlook_redirect_uri=_url(env, "OUTLOOK_REDIRECT_URI"),

@@ -125,7 +125,12 @@ _AADSTS_REASONS: dict[int, str] = {
 }
 # The service's own credentials or registration (FACTS: app-level identity failures): no user action
 # helps, and every connection fails at once.
-APP_IDENTITY_CODES = frozenset({7000222, 7000215, 7000216, 7000218, 700016, 7000112, 700027, 700025, 50011})
+# With a managed identity's client assertion (workload identity federation) the service's own failures
+# are Entra refusing the assertion: no federated credential for its issuer / audience / subject
+# (700211 / 700212 / 700213, 7002138 subject differing in case; 70021 the older code), not within its
+# valid time range (700024), not a JWT (50027), a user's token presented (700229).
+APP_IDENTITY_CODES = frozenset({7000222, 7000215, 7000216, 7000218, 700016, 7000112, 700027, 700025, 50011,
+                                700211, 700212, 700213, 7002138, 70021, 700024, 50027, 700229})
 _APP_IDENTITY_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
 # Microsoft says so itself: try again later.
 # Microsoft's reference calls these retryable / temporary: 50033 RetryableError, 90006

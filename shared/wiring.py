@@ -24,7 +24,7 @@ from shared.adapters.graph import GraphCalendar, longest_request
 from shared.adapters.graph_subscriptions import GraphSubscriptions
 from shared.adapters.health import HealthCheck
 from shared.adapters.http import TimeoutSession
-from shared.adapters.identity import MsalIdentity
+from shared.adapters.identity import ManagedIdentityAssertion, MsalIdentity
 from shared.adapters.platform_events import PlatformEventsDeliverer, QueuedStatusEvents
 from shared.adapters.queues import (
     DEPLOY_QUEUE,
@@ -111,6 +111,16 @@ def azure_credential() -> TokenCredential:
     return ManagedIdentityCredential(client_id=env.get("AZURE_CLIENT_ID") or None)
 
 
+def outlook_client_credential(settings: Settings, vault: KeyVaultSecrets) -> dict[str, Any]:
+    """MsalIdentity's credential keyword: the client secret from Key Vault, or (managed_identity) the
+    assertion of the identity AZURE_CLIENT_ID names, always a ManagedIdentityCredential (in Azure, the
+    App Service/Flex identity endpoint; locally, the simulator's, through IDENTITY_ENDPOINT)."""
+    if settings.outlook_client_credential == "managed_identity":
+        identity = ManagedIdentityCredential(client_id=os.environ.get("AZURE_CLIENT_ID") or None)
+        return {"client_assertion": ManagedIdentityAssertion(identity)}
+    return {"client_secret": AppSecret(vault, settings.outlook_client_secret_name)}
+
+
 def build(settings: Settings | None = None, clock: Clock | None = None) -> Container:
     settings = settings or load_settings()
     clock = clock or SystemClock()
@@ -160,12 +170,12 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
                            legacy=vault if settings.migrate_vault_token_caches else None)
     # Sync fans out across many connections at once; the default pool of 10 would reopen connections.
     session = TimeoutSession(settings.http_timeout_seconds, pool_size=32)
-    client_secret = AppSecret(vault, settings.outlook_client_secret_name)
+    outlook_credential = outlook_client_credential(settings, vault)
     agent_key = AppSecret(vault, settings.agent_api_key_secret_name)
     telemetry = Telemetry()
     identity = ObservedIdentity(MsalIdentity(
-        client_id=settings.outlook_client_id, client_secret=client_secret, authority=settings.outlook_authority,
-        redirect_uri=settings.outlook_redirect_uri, session=session, now=clock.now,
+        client_id=settings.outlook_client_id, authority=settings.outlook_authority,
+        redirect_uri=settings.outlook_redirect_uri, session=session, now=clock.now, **outlook_credential,
     ), telemetry)
     graph = GraphCalendar(base_url=settings.graph_base_url, session=session, timeout=settings.http_timeout_seconds)
     agents = AgentApiClient(base_url=settings.agent_api_url, api_key=agent_key, session=session,
@@ -227,7 +237,13 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
         health=HealthCheck({
             "storage": lambda: next(iter(tables.list_tables(results_per_page=1)), None),
             "queues": lambda: queues.get_queue_client(DEPLOY_QUEUE).get_queue_properties(),
-            "key_vault": lambda: vault.require(settings.outlook_client_secret_name),
+            # With a client assertion there is no client secret: Key Vault is probed with a secret
+            # every mode reads, and the managed identity's assertion token is probed on its own.
+            "key_vault": lambda: vault.require(settings.outlook_client_secret_name
+                                               if "client_secret" in outlook_credential
+                                               else settings.queue_signing_secret_name),
+            **({"managed_identity": outlook_credential["client_assertion"]}
+               if "client_assertion" in outlook_credential else {}),
         }),
         queue_depths=QueueDepths(queues),
         signer=signer,

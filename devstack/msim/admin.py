@@ -19,7 +19,15 @@ Errors are `{"error": {"code", "message"}}`. See DEVSTACK.md for the contract; a
   ("SyncStateNotFound" | "syncStateNotFound" | "InvalidDeltaToken"), `sparse_null_keys`,
   `login_hint_claim`; `POST /_sim/faults` also takes `body` ("json" | "html" | "empty").
 
-`POST /_sim/reset` also puts back every account's settings and every app's registered secret.
+- `GET|POST /_sim/apps/{client_id}/federatedIdentityCredentials`, `PATCH|DELETE
+  /_sim/apps/{client_id}/federatedIdentityCredentials/{name}` — the app registration's federated
+  identity credentials, as Graph shapes them (`name`, `issuer`, `subject`, `audiences`,
+  `description`): at most 20, names of 3-120 URL-friendly characters, issuer and subject unique.
+- `GET /_sim/managed-identities` — the managed identities `/msi/token` issues tokens for
+  (`client_id`, `principal_id`, `tenant_id`, `name`).
+
+`POST /_sim/reset` also puts back every account's settings and every app's registered secret and
+federated identity credentials.
 
 Change notifications (devstack/msim/subscriptions.py): every event change below is notified to the
 mailbox's subscriptions; `GET /_sim/subscriptions`, `POST /_sim/subscriptions/{id}/lifecycle` with
@@ -42,11 +50,12 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import re
 from typing import Any
 from urllib.parse import unquote
 
 from devstack.msim.calendar import UTC, EventError, parse_occurrence_id, parse_window_bound
-from devstack.msim.directory import AppRegistration
+from devstack.msim.directory import AppRegistration, FederatedCredential
 from devstack.msim.graph import Preferences, render_event
 from devstack.msim.state import ClientSecret, Fault, SimState
 from devstack.msim.subscriptions import lifecycle_admin, remove_admin, remove_for_account
@@ -98,6 +107,13 @@ def handle(state: SimState, req: Request) -> Response:
             return _app(state, method, client_id, body)
         case ["apps", client_id, "secret"] if method == "POST":
             return _app_secret(state, client_id, body)
+        case ["apps", client_id, "federatedIdentityCredentials"] if method in ("GET", "POST"):
+            return _federated_credentials(state, method, client_id, body)
+        case ["apps", client_id, "federatedIdentityCredentials", name] if method in ("GET", "PATCH", "DELETE"):
+            return _federated_credential(state, method, client_id, name, body)
+        case ["managed-identities"] if method == "GET":
+            with state.lock:
+                return json_response(200, [vars(i) for i in state.managed_identities.values()])
         case ["subscriptions"] if method == "GET":
             live = state.notifier.live(dt.datetime.now(dt.UTC))
             return json_response(200, [s.admin_view() for s in live])
@@ -390,6 +406,78 @@ def _app_secret(state: SimState, client_id: str, body: Any) -> Response:
             kept = [] if replace else [s for s in app_state.secrets if s.value != secret]
             app_state.secrets = [*kept, ClientSecret(secret, expired)]
         return json_response(200, _describe_app(state, app))
+
+
+FIC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,119}$")
+FIC_LIMIT = 20  # per application (workload-identity-federation-considerations)
+FIC_FIELDS = {"name", "issuer", "subject", "audiences", "description"}
+
+
+def _fic_from(body: Any, current: FederatedCredential | None = None) -> FederatedCredential:
+    """A federated identity credential from a JSON body (a whole one, or a PATCH over `current`);
+    ValueError names what is wrong, as Graph would refuse it."""
+    if not isinstance(body, dict) or set(body) - FIC_FIELDS:
+        raise ValueError(f"Send a JSON object with {', '.join(sorted(FIC_FIELDS))}.")
+    if current is not None and "name" in body and body["name"] != current.name:
+        raise ValueError("'name' cannot change.")
+    merged: dict[str, Any] = {**(current.describe() if current else {}), **body}
+    for key in ("name", "issuer", "subject"):
+        if not isinstance(merged.get(key), str) or not merged[key]:
+            raise ValueError(f"'{key}' is required.")
+    if not FIC_NAME.match(merged["name"]):
+        raise ValueError("'name' takes 3-120 letters, digits, '-' or '_', starting with a letter or digit.")
+    audiences = merged.get("audiences")
+    if not isinstance(audiences, list) or len(audiences) != 1 or not isinstance(audiences[0], str):
+        raise ValueError("'audiences' must hold exactly one audience.")
+    description = merged.get("description") or ""
+    if not isinstance(description, str) or len(description) > 600:
+        raise ValueError("'description' is a string of at most 600 characters.")
+    return FederatedCredential(merged["name"], merged["issuer"], merged["subject"], (audiences[0],), description)
+
+
+def _federated_credentials(state: SimState, method: str, client_id: str, body: Any) -> Response:
+    with state.lock:
+        app = state.apps.get(client_id)
+        if app is None:
+            return _error(404, "NotFound", f"No app registration '{client_id}'.")
+        app_state = state.app_state(app)
+        if method == "POST":
+            try:
+                made = _fic_from(body)
+            except ValueError as exc:
+                return _error(400, "BadRequest", str(exc))
+            held = app_state.federated_credentials
+            if any(c.name == made.name for c in held):
+                return _error(409, "Request_MultipleObjectsWithSameKeyValue", f"'{made.name}' exists.")
+            if any((c.issuer, c.subject) == (made.issuer, made.subject) for c in held):
+                return _error(400, "BadRequest", "Issuer and subject combination already exists for this app.")
+            if len(held) >= FIC_LIMIT:
+                return _error(400, "BadRequest", f"An application holds at most {FIC_LIMIT} federated credentials.")
+            held.append(made)
+            return json_response(201, made.describe())
+        return json_response(200, {"value": [c.describe() for c in app_state.federated_credentials]})
+
+
+def _federated_credential(state: SimState, method: str, client_id: str, name: str, body: Any) -> Response:
+    with state.lock:
+        app = state.apps.get(client_id)
+        if app is None:
+            return _error(404, "NotFound", f"No app registration '{client_id}'.")
+        held = state.app_state(app).federated_credentials
+        found = next((c for c in held if c.name == name), None)
+        if found is None:
+            return _error(404, "Request_ResourceNotFound", f"No federated identity credential '{name}'.")
+        if method == "GET":
+            return json_response(200, found.describe())
+        if method == "DELETE":
+            held.remove(found)
+            return Response(204)
+        try:
+            changed = _fic_from(body, found)
+        except ValueError as exc:
+            return _error(400, "BadRequest", str(exc))
+        held[held.index(found)] = changed
+        return Response(204)
 
 
 def _describe_app(state: SimState, app: AppRegistration) -> dict[str, Any]:

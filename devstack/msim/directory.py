@@ -13,7 +13,7 @@ microsoftgraph/msgraph-sdk-javascript#1756 and microsoftgraph/microsoft-graph-do
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 CONSUMERS_TENANT_ID = "9188040d-6c67-4c5b-b112-36a304b66dad"
@@ -64,6 +64,40 @@ class Account:
         return "live.com" if self.kind == "personal" else f"https://sts.windows.net/{self.tenant_id}/"
 
 
+TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
+
+
+@dataclass(frozen=True)
+class FederatedCredential:
+    """A federated identity credential on an app registration (Graph `federatedIdentityCredential`:
+    `name`, `issuer`, `subject`, `audiences`, `description`). A client assertion whose `iss`, `sub`
+    (case-sensitive) and `aud` match one lets the app authenticate without a secret
+    (learn.microsoft.com/entra/workload-id/workload-identity-federation-config-app-trust-managed-identity:
+    for a managed identity the issuer is `https://login.microsoftonline.com/{tenant}/v2.0`, the
+    subject its principal id, the audience `api://AzureADTokenExchange`)."""
+
+    name: str
+    issuer: str
+    subject: str
+    audiences: tuple[str, ...] = (TOKEN_EXCHANGE_AUDIENCE,)
+    description: str = ""
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name, "issuer": self.issuer, "subject": self.subject,
+                "audiences": list(self.audiences), "description": self.description}
+
+
+@dataclass(frozen=True)
+class ManagedIdentity:
+    """A user-assigned managed identity attached to the local Functions host: `client_id` picks it,
+    its tokens carry `principal_id` as `sub`/`oid`, and it lives in `tenant_id`."""
+
+    client_id: str
+    principal_id: str
+    tenant_id: str
+    name: str = "id-outlookcal-dev"
+
+
 @dataclass
 class AppRegistration:
     """A multi-tenant app registration that also accepts personal accounts (what `common` needs)."""
@@ -72,6 +106,7 @@ class AppRegistration:
     client_secret: str
     redirect_uris: list[str]
     display_name: str = "CoAgentor Outlook Calendar"
+    federated_credentials: list[FederatedCredential] = field(default_factory=list)
 
 
 TENANTS: tuple[Tenant, ...] = (

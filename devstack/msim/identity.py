@@ -14,6 +14,20 @@ problems are `invalid_client` (AADSTS7000215 wrong secret, 7000222 expired secre
 them on. An outage of the token endpoint answers a 5xx with an HTML page, which MSAL Python raises
 on (it raises on every 5xx).
 
+Client assertions from a managed identity (workload identity federation): a token request may
+authenticate with `client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer` and
+`client_assertion=<JWT>` instead of a secret. The JWT must match one of the app registration's
+federated identity credentials (`iss`, `sub` compared case-sensitively, `aud`), carry a signature the
+simulator's key verifies (it signs the managed identity tokens of `/msi/token`) and be within its
+valid time range; refusals answer `invalid_client` (401) with the codes reported in the field:
+AADSTS50027 (not a JWT), AADSTS700211 / 700212 / 700213 (no federated credential for its issuer /
+audience / subject; 7002138 when the subject differs only in case), AADSTS700027 (signature, or an
+assertion signed by the app itself: no certificate is registered), AADSTS700024 (expired or not yet
+valid), AADSTS700229 (a user's token presented). Sources: learn.microsoft.com/entra/workload-id/
+workload-identity-federation-config-app-trust-managed-identity and reference-error-codes;
+Azure/azure-workload-identity#1200, Azure/login#482, #515, AzureAD/microsoft-authentication-library-
+for-dotnet#4951 for the messages.
+
 Also the v2 admin consent endpoint (learn.microsoft.com/entra/identity-platform/v2-admin-consent):
 the same form as the sign-in page; errors come back to the redirect URI still carrying
 `admin_consent=True`.
@@ -33,6 +47,8 @@ import uuid
 from typing import Any
 from urllib.parse import unquote_plus, urlencode, urlsplit
 
+import jwt
+
 from devstack.msim import pages
 from devstack.msim.directory import (
     APP_HOME_TENANT_ID,
@@ -40,6 +56,7 @@ from devstack.msim.directory import (
     META_TENANTS,
     Account,
     AppRegistration,
+    FederatedCredential,
     sign_in_refusal,
 )
 from devstack.msim.state import ACTING_UPN, AppState, AuthCode, ClientSecret, Fault, RefreshGrant, SimState
@@ -114,7 +131,16 @@ KNOWN_ERRORS = {
     50034: "The user account does not exist in the directory.",
     500208: "The domain is not a valid login domain for the account type.",
     90006: "The service is temporarily unavailable. Please try again later.",
+    700027: "Client assertion failed signature validation.",
+    700024: "Client assertion is not within its valid time range.",
+    700211: "No matching federated identity record found for presented assertion issuer.",
+    700213: "No matching federated identity record found for presented assertion subject.",
+    50027: "JWT token is invalid or malformed.",
 }
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+ASSERTION_CLOCK_SKEW_SECONDS = 300  # Entra ID tolerates 5 minutes of clock skew on nbf/exp
+_FIC_CHECK = ("Check your federated identity credential Subject, Audience and Issuer against the presented "
+              "assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation")
 # The `error` (and HTTP status) the token endpoint answers each code with; other codes: invalid_grant, 400.
 # invalid_client: "Client authentication failed"; unauthorized_client: the app is not registered in (or
 # not usable by) the tenant (reference-error-codes, "Handling error codes in your application").
@@ -123,6 +149,13 @@ ERROR_TYPES: dict[int, tuple[str, int]] = {
     7000222: ("invalid_client", 401),
     7000218: ("invalid_client", 401),
     700027: ("invalid_client", 401),
+    700024: ("invalid_client", 401),
+    700211: ("invalid_client", 401),
+    700212: ("invalid_client", 401),
+    700213: ("invalid_client", 401),
+    7002138: ("invalid_client", 401),
+    700229: ("invalid_client", 401),
+    50027: ("invalid_client", 401),
     700016: ("unauthorized_client", 400),
     7000112: ("unauthorized_client", 400),
     90002: ("invalid_tenant", 400),
@@ -756,15 +789,11 @@ def _client(state: SimState, req: Request, form: dict[str, str]) -> tuple[AppReg
             7000112,
             _message(7000112, client_id=client_id, app_name=app.display_name),
         )
-    if form.get("client_assertion"):
-        return None, aad_error(
-            state,
-            req,
-            401,
-            "invalid_client",
-            700027,
-            "Client assertion failed signature validation. (The simulator accepts client secrets only.)",
-        )
+    if form.get("client_assertion") or form.get("client_assertion_type"):
+        with state.lock:
+            credentials = list(app_state.federated_credentials)
+        refused = _assertion_refusal(state, req, app, credentials, form)
+        return (None, refused) if refused is not None else (app, None)
     if not secret:
         return None, aad_error(
             state,
@@ -780,6 +809,76 @@ def _client(state: SimState, req: Request, form: dict[str, str]) -> tuple[AppReg
     if matched.expired:
         return None, aad_error(state, req, 401, "invalid_client", 7000222, _message(7000222, client_id=client_id))
     return app, None
+
+
+def _assertion_refusal(
+    state: SimState, req: Request, app: AppRegistration, credentials: list[FederatedCredential], form: dict[str, str]
+) -> Response | None:
+    """Why Entra ID would refuse this client assertion for `app`, or None when it authenticates it."""
+
+    def refuse(code: int, message: str) -> Response:
+        return aad_error(state, req, 401, "invalid_client", code, message)
+
+    assertion_type = form.get("client_assertion_type", "")
+    if not assertion_type:
+        return missing_parameter(state, req, "client_assertion_type")
+    if assertion_type != JWT_BEARER:
+        return aad_error(state, req, 400, "invalid_request", 9002313,
+                         "Invalid request. Request is malformed or invalid. (client_assertion_type)")
+    assertion = form.get("client_assertion", "")
+    if not assertion:
+        return missing_parameter(state, req, "client_assertion")
+    try:
+        header = jwt.get_unverified_header(assertion)
+        claims = jwt.decode(assertion, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return refuse(50027, "JWT token is invalid or malformed.")
+    if not isinstance(claims.get("iss"), str) or not isinstance(claims.get("sub"), str) or "aud" not in claims \
+            or not isinstance(claims.get("exp"), int | float):
+        return refuse(50027, "JWT token is invalid or malformed. The token lacks iss, sub, aud or exp.")
+    issuer, subject = claims["iss"], claims["sub"]
+    audiences = [claims["aud"]] if isinstance(claims["aud"], str) else [a for a in claims["aud"] if isinstance(a, str)]
+    if issuer == app.client_id:
+        # An assertion the app signed itself (a certificate credential): none is registered here.
+        return refuse(700027, "Client assertion contains an invalid signature. [Reason - The key was not found., "
+                              f"Thumbprint of key used by client: '{header.get('x5t') or header.get('kid') or ''}']")
+    by_issuer = [c for c in credentials if c.issuer == issuer]
+    if not by_issuer:
+        return refuse(700211, f"No matching federated identity record found for presented assertion issuer "
+                              f"'{issuer}'. {_FIC_CHECK}")
+    by_audience = [c for c in by_issuer if set(c.audiences) & set(audiences)]
+    if not by_audience:
+        return refuse(700212, f"No matching federated identity record found for presented assertion audience "
+                              f"'{' '.join(audiences)}'. {_FIC_CHECK}")
+    if not any(c.subject == subject for c in by_audience):
+        if any(c.subject.lower() == subject.lower() for c in by_audience):
+            return refuse(7002138, f"No matching federated identity record found for presented assertion subject "
+                                   f"'{subject}'. The subject matches with case-insensitive comparison, but not "
+                                   f"with case-sensitive comparison. {_FIC_CHECK}")
+        return refuse(700213, f"No matching federated identity record found for presented assertion subject "
+                              f"'{subject}'. {_FIC_CHECK}")
+    if claims.get("idtyp") == "user" or "scp" in claims:
+        return refuse(700229, "ForbiddenTokenType: Only app-only tokens can be used as Federated Identity "
+                              "Credentials for Microsoft Entra issuer.")
+    try:
+        jwt.decode(assertion, state.key.public_key, algorithms=["RS256"],
+                   options={"verify_aud": False, "verify_exp": False, "verify_nbf": False, "verify_iat": False})
+    except jwt.InvalidTokenError:
+        return refuse(700027, "Client assertion failed signature validation. [Reason - The key was not found.]")
+    now = _now()
+    raw_nbf = claims.get("nbf")
+    not_before = float(raw_nbf) if isinstance(raw_nbf, int | float) else 0.0
+    expires = float(claims["exp"])
+    skew = ASSERTION_CLOCK_SKEW_SECONDS
+    if expires + skew < now.timestamp() or not_before - skew > now.timestamp():
+        def iso(seconds: float) -> str:
+            return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
+
+        return refuse(700024, f"Client assertion is not within its valid time range. Current time: "
+                              f"{iso(now.timestamp())}, assertion valid from {iso(not_before)}, expiry time "
+                              f"of assertion {iso(expires)}. Review the documentation at "
+                              "https://learn.microsoft.com/entra/identity-platform/certificate-credentials .")
+    return None
 
 
 def _matching_secret(app_state: AppState, secret: str) -> ClientSecret | None:

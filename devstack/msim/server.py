@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from urllib.parse import unquote, urlsplit
 
 from devstack._httpserver import BackgroundServer, BodyTooLarge, LocalHTTPServer, QuietHandler
-from devstack.msim import admin, graph, identity, subscriptions
-from devstack.msim.directory import AppRegistration
+from devstack.msim import admin, graph, identity, managed_identity, subscriptions
+from devstack.msim.directory import AppRegistration, ManagedIdentity
 from devstack.msim.state import ACTING_UPN, MAILBOX_CONCURRENCY_LIMIT, Config, SimState
 from devstack.msim.web import Request, Response, json_response
 
@@ -29,7 +29,12 @@ class MicrosoftSimulator:
         ssl_context: ssl.SSLContext,
         apps: Iterable[AppRegistration] = (),
         access_token_lifetime: int = 3600,
+        managed_identities: Iterable[ManagedIdentity] = (),
+        identity_header: str = "",
     ) -> None:
+        """`managed_identities` and `identity_header`: what `GET /msi/token` (App Service's managed
+        identity endpoint, devstack/msim/managed_identity.py) issues tokens for, and the
+        `X-IDENTITY-HEADER` it requires (no header configured: it refuses every request)."""
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"The simulator binds loopback only, not {host!r}.")
         self._server = _SimulatorServer((host, port), _Handler, ssl_context=ssl_context)
@@ -44,6 +49,9 @@ class MicrosoftSimulator:
         )
         for app in apps:
             self.register_app(app)
+        with self.state.lock:
+            self.state.managed_identities.update({i.client_id: i for i in managed_identities})
+            self.state.identity_header = identity_header
 
     def start(self) -> None:
         self._background.start()
@@ -99,6 +107,8 @@ class MicrosoftSimulator:
                 admin_consent = page == ["v2.0", "adminconsent"]
                 return identity.browser_fault(state, req, segments[0], fault, admin_consent=admin_consent)
             return identity.fault_response(state, req, fault)
+        if path == "/msi/token":
+            return managed_identity.token(state, req)
         if path == "/oidc/userinfo":
             return graph.userinfo(state, req)
         if path == "/error":

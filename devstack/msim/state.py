@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
 from devstack.msim.calendar import Mailbox
-from devstack.msim.directory import Account, AppRegistration, Directory
+from devstack.msim.directory import Account, AppRegistration, Directory, FederatedCredential, ManagedIdentity
 from devstack.msim.subscriptions import Notifier
 from devstack.msim.tokens import SigningKey
 
@@ -163,6 +163,13 @@ class Config:
     # Subscriptions on a secondary calendar's `/me/calendars/{id}/events` notify (reported to work,
     # not documented for v1.0): off by default, so the service must not depend on them.
     secondary_calendar_notifications: bool = False
+    # Managed identity tokens (`/msi/token`): how long they live (Azure: about 24 h; MSAL and
+    # azure-identity reuse one until 5 minutes before it expires, so below 300 every client assertion
+    # is a fresh token and the next knob applies at once), and how old they already are when issued
+    # (an identity endpoint whose clock lags: beyond the lifetime they arrive expired, and Entra ID
+    # refuses them as client assertions with AADSTS700024).
+    managed_identity_token_lifetime_seconds: int = 86400
+    managed_identity_token_age_seconds: int = 0
 
     @property
     def access_token_lifetime(self) -> int:
@@ -225,10 +232,11 @@ class AppState:
     secrets: list[ClientSecret]
     disabled: bool = False
     deleted: bool = False
+    federated_credentials: list[FederatedCredential] = field(default_factory=list)
 
     @classmethod
     def registered(cls, app: AppRegistration) -> AppState:
-        return cls([ClientSecret(app.client_secret)])
+        return cls([ClientSecret(app.client_secret)], federated_credentials=list(app.federated_credentials))
 
     def describe(self) -> dict[str, Any]:
         # Like the portal, a hint of each secret's value (its first three characters), never the value.
@@ -236,6 +244,7 @@ class AppState:
             "secrets": [{"hint": s.value[:3], "expired": s.expired} for s in self.secrets],
             "disabled": self.disabled,
             "deleted": self.deleted,
+            "federatedIdentityCredentials": [c.describe() for c in self.federated_credentials],
         }
 
 
@@ -309,6 +318,10 @@ class SimState:
     lock: threading.RLock = field(default_factory=threading.RLock)
     key: SigningKey = field(default_factory=SigningKey)
     apps: dict[str, AppRegistration] = field(default_factory=dict)
+    # User-assigned managed identities the local host may ask `/msi/token` for, by client id, and the
+    # `X-IDENTITY-HEADER` value that endpoint requires (App Service's IDENTITY_HEADER).
+    managed_identities: dict[str, ManagedIdentity] = field(default_factory=dict)
+    identity_header: str = ""
     config: Config = field(default_factory=Config)
     codes: dict[str, AuthCode] = field(default_factory=dict)
     refresh_tokens: dict[str, RefreshGrant] = field(default_factory=dict)

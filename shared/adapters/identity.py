@@ -1,7 +1,18 @@
 """Microsoft identity platform through MSAL: auth code flow with PKCE, silent token acquisition.
 
 One SerializableTokenCache (and one ConfidentialClientApplication) per connection, loaded from and
-written back to Key Vault by the caller only when MSAL changed it. Errors come back as data."""
+written back by the caller only when MSAL changed it. Errors come back as data.
+
+The app proves who it is with one of two client credentials (OUTLOOK_CLIENT_CREDENTIAL):
+- `client_secret`: the app registration's secret, read from Key Vault (`ClientSecret`);
+- `managed_identity`: no secret at all. The app registration holds a federated identity credential
+  that trusts the Function App's user-assigned managed identity (issuer
+  `https://login.microsoftonline.com/{tenant}/v2.0`, subject its principal id, audience
+  `api://AzureADTokenExchange`), and MSAL sends a client assertion: that identity's token for
+  `api://AzureADTokenExchange` (`ManagedIdentityAssertion`). Source:
+  learn.microsoft.com/entra/workload-id/workload-identity-federation-config-app-trust-managed-identity;
+  MSAL Python's `client_credential={"client_assertion": callable}` (msal 1.39 `ClientApplication`
+  docs: the callable is invoked only when a token request goes on the wire)."""
 
 from __future__ import annotations
 
@@ -16,6 +27,8 @@ from urllib.parse import urlencode
 import msal
 import msal.exceptions
 import requests
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import ClientAuthenticationError
 
 from shared.connections import FixedBy, classify_token_error
 from shared.ports import AccessToken, IdentityUnavailable, SignedIn, TokenError
@@ -61,6 +74,46 @@ class ClientSecret(Protocol):
     def reload(self) -> None: ...
 
 
+# The audience of a managed identity's token that Entra ID exchanges for an app token (global cloud;
+# US Government: api://AzureADTokenExchangeUSGov, China: api://AzureADTokenExchangeChina).
+TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
+
+
+class AssertionUnavailable(Exception):
+    """The managed identity gave no token to assert. `service` True: the identity itself is refused or
+    missing (not assigned to the app, wrong client id): the operator must act; False: its endpoint did
+    not answer (retry later). Carries only the exception class name, never a token."""
+
+    def __init__(self, cause: str, *, service: bool) -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.service = service
+
+
+class ManagedIdentityAssertion:
+    """The client assertion of an app registration that trusts a managed identity: that identity's
+    access token for `api://AzureADTokenExchange` (a JWT whose `iss` is
+    `https://login.microsoftonline.com/{tenant}/v2.0`, `sub` the identity's principal id, `aud` the
+    exchange audience), from azure-identity's `ManagedIdentityCredential`, which caches it and fetches
+    a new one before it expires (managed identity tokens live about 24 h). MSAL calls this only when it
+    sends a token request (code redemption, refresh), never for tokens served from its cache.
+
+    Raises AssertionUnavailable: `service=True` for `ClientAuthenticationError` (and its subclass
+    `CredentialUnavailableError`: no managed identity endpoint, or the identity refused), else False."""
+
+    def __init__(self, credential: TokenCredential, audience: str = TOKEN_EXCHANGE_AUDIENCE) -> None:
+        self._credential = credential
+        self._scope = f"{audience}/.default"
+
+    def __call__(self) -> str:
+        try:
+            return self._credential.get_token(self._scope).token
+        except ClientAuthenticationError as exc:
+            raise AssertionUnavailable(type(exc).__name__, service=True) from None
+        except Exception as exc:  # the endpoint unreachable or answering nonsense: transient
+            raise AssertionUnavailable(type(exc).__name__, service=False) from None
+
+
 class MsalIdentity:
     """MSAL errors come back as `TokenError`; no MSAL or HTTP exception escapes. MSAL raises rather
     than returning an error dict when the token endpoint answers 5xx (`requests.HTTPError`) or
@@ -71,14 +124,20 @@ class MsalIdentity:
         self,
         *,
         client_id: str,
-        client_secret: ClientSecret,
         authority: str,
         redirect_uri: str,
         session: requests.Session,
         now: Callable[[], datetime],
+        client_secret: ClientSecret | None = None,
+        client_assertion: Callable[[], str] | None = None,
     ) -> None:
+        """Exactly one of `client_secret` (the secret as Key Vault holds it) and `client_assertion`
+        (e.g. `ManagedIdentityAssertion`): ValueError otherwise."""
+        if (client_secret is None) == (client_assertion is None):
+            raise ValueError("give exactly one of client_secret and client_assertion")
         self._client_id = client_id
         self._client_secret = client_secret
+        self._client_assertion = client_assertion
         self._authority = authority
         self._redirect_uri = redirect_uri
         self._session = session
@@ -86,11 +145,20 @@ class MsalIdentity:
         # Discovery documents and instance metadata, shared by every per-connection app (no tokens in it).
         self._http_cache: dict[Any, Any] = {}
 
+    def _secret(self) -> str | None:
+        """The client secret now (read from Key Vault on first use), None with a client assertion."""
+        return self._client_secret() if self._client_secret is not None else None
+
     def _app(self, cache: msal.SerializableTokenCache | None = None,
              secret: str | None = None) -> msal.ConfidentialClientApplication:
+        credential: str | dict[str, Any]
+        if self._client_assertion is not None:
+            credential = {"client_assertion": self._client_assertion}
+        else:
+            credential = secret if secret is not None else str(self._secret())
         return msal.ConfidentialClientApplication(
             self._client_id,
-            client_credential=secret if secret is not None else self._client_secret(),
+            client_credential=credential,
             authority=self._authority,
             token_cache=cache,
             http_client=self._session,
@@ -113,9 +181,11 @@ class MsalIdentity:
         for attempt in (1, 2):
             cache = msal.SerializableTokenCache()
             try:
-                secret = self._client_secret()
+                secret = self._secret()
                 app = self._app(cache, secret)
                 result = app.acquire_token_by_auth_code_flow(dict(flow), dict(response))
+            except AssertionUnavailable as exc:
+                return _no_assertion(exc)
             except (requests.RequestException, json.JSONDecodeError, msal.exceptions.MsalServiceError) as exc:
                 return _unreachable(exc)
             except ValueError:
@@ -150,13 +220,15 @@ class MsalIdentity:
             token_cache = msal.SerializableTokenCache()
             try:
                 token_cache.deserialize(cache)
-                secret = self._client_secret()
+                secret = self._secret()
                 app = self._app(token_cache, secret)
                 account = next((a for a in app.get_accounts() if a.get("home_account_id") == home_account_id),
                                None)
                 if account is None:
                     return TokenError("no_account", "The stored sign-in holds no account")
                 result = app.acquire_token_silent_with_error(SILENT_SCOPES, account, force_refresh=force_refresh)
+            except AssertionUnavailable as exc:
+                return _no_assertion(exc)
             except (requests.RequestException, ValueError, msal.exceptions.MsalServiceError) as exc:
                 return _unreachable(exc)
             except Exception as exc:  # anything else MSAL raises: retry later, operators see the type
@@ -176,10 +248,14 @@ class MsalIdentity:
             )
         raise AssertionError("unreachable")
 
-    def _secret_rotated(self, error: TokenError, used: str) -> bool:
+    def _secret_rotated(self, error: TokenError, used: str | None) -> bool:
         """On an app-level failure (our secret expired or replaced), read the client secret from Key
         Vault again: when it differs from the one just refused (the operator put a new one there, or
-        a concurrent call already re-read it), retry once with it."""
+        a concurrent call already re-read it), retry once with it. Never with a client assertion: the
+        managed identity's token is not the app's to rotate (a refused one is the operator's to fix in
+        the federated credential; the next run tries again)."""
+        if used is None or self._client_secret is None:
+            return False
         if classify_token_error(error.error, error.description, error.error_codes,
                                 error.suberror).fixed_by is not FixedBy.SERVICE:
             return False
@@ -197,6 +273,16 @@ class MsalIdentity:
         if isinstance(expires_in, int | float | str) and str(expires_in).isdigit():
             return self._now() + timedelta(seconds=int(expires_in))
         return None
+
+
+def _no_assertion(exc: AssertionUnavailable) -> TokenError:
+    """No client assertion to send: the managed identity refused or missing is the service's own
+    failure (`invalid_client`, as Entra ID answers a bad client credential), its endpoint not answering
+    is transient (`unreachable`)."""
+    log.warning("no managed identity token for the client assertion: %s", exc.cause)
+    if exc.service:
+        return TokenError("invalid_client", f"No managed identity token for the client assertion ({exc.cause})")
+    return TokenError("unreachable", f"The managed identity endpoint did not answer ({exc.cause})")
 
 
 def _unreachable(exc: BaseException) -> TokenError:

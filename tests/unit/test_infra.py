@@ -87,9 +87,18 @@ _PARSER = Parser(Language(tree_sitter_bicep.language()))
 _ESCAPES = {"\\n": "\n", "\\r": "\r", "\\t": "\t", "\\\\": "\\", "\\'": "'", "\\$": "$"}
 
 
+# Bicep's `extension` declaration (Microsoft Graph, for the app registration's federated credential)
+# is newer than tree-sitter-bicep 1.1.0, which reads it as an error: it is blanked (same length, so
+# positions hold) before parsing, and checked on its own (test_the_graph_extension_is_pinned).
+EXTENSION_LINE = re.compile(rb"^extension [^\n]*$", re.M)
+GRAPH_EXTENSION = re.compile(r"^extension 'br:mcr\.microsoft\.com/bicep/extensions/microsoftgraph/v1\.0:"
+                             r"\d+\.\d+\.\d+(-preview)?'$")
+
+
 @cache
 def parse(path: Path) -> Node:
-    return _PARSER.parse(path.read_bytes()).root_node
+    source = EXTENSION_LINE.sub(lambda m: b" " * len(m.group(0)), path.read_bytes())
+    return _PARSER.parse(source).root_node
 
 
 def walk(node: Node) -> Iterator[Node]:
@@ -296,14 +305,27 @@ def test_infra_leaves_out_local_only_connection_string_and_flex_unsupported_sett
     assert not forbidden, f"must not be set in Azure: {forbidden}"
 
 
+# Where Azure deploys another default than the code's (the local stack's), on purpose.
+DEPLOYED_DEFAULTS = {
+    # No client secret where Azure allows it; the local stack signs in with the simulator's secret
+    # unless told otherwise (docs/deploying.md, "No client secret").
+    "OUTLOOK_CLIENT_CREDENTIAL": "managed_identity",
+}
+
+
 def test_infra_defaults_equal_the_code_defaults() -> None:
     differing = {}
-    for name, (path, value) in app_settings().items():
+    settings = app_settings()
+    for name, (path, value) in settings.items():
         code_default = SETTINGS.get(name)
         infra_default = resolve(path, value)
+        if name in DEPLOYED_DEFAULTS:
+            assert infra_default == DEPLOYED_DEFAULTS[name], (name, infra_default)
+            continue
         if code_default is not None and infra_default is not None and infra_default != code_default:
             differing[name] = (infra_default, code_default)
     assert not differing, f"infra default differs from shared/config.py (infra, code): {differing}"
+    assert set(DEPLOYED_DEFAULTS) <= set(settings)
 
 
 def test_required_settings_have_no_default_in_infra() -> None:
@@ -526,6 +548,34 @@ def test_deploying_guide_names_the_secrets_redirect_path_and_permissions() -> No
 # ---------------------------------------------------------------------------------------------------
 # Access to users' token caches (issue 15)
 # ---------------------------------------------------------------------------------------------------
+
+
+def test_the_graph_extension_is_pinned() -> None:
+    declared = {path.name: [line for line in path.read_text().splitlines() if line.startswith("extension ")]
+                for path in BICEP_FILES}
+    assert {name for name, lines in declared.items() if lines} == {"app-registration-trust.bicep"}
+    assert all(GRAPH_EXTENSION.match(line) for lines in declared.values() for line in lines), declared
+
+
+def test_with_a_managed_identity_the_app_registration_trusts_the_apps_identity_instead_of_a_secret() -> None:
+    """The federated identity credential (learn.microsoft.com/entra/workload-id/
+    workload-identity-federation-config-app-trust-managed-identity): issuer the tenant's v2.0 authority,
+    subject the Function App identity's principal id, audience api://AzureADTokenExchange; deployed only
+    when the app authenticates with that identity."""
+    trust_file = INFRA / "modules" / "app-registration-trust.bicep"
+    fic = resource_of_type(trust_file, "Microsoft.Graph/applications/federatedIdentityCredentials")
+    assert [literal(a) for a in kids(prop(fic, "audiences"))] == ["api://AzureADTokenExchange"]
+    assert text(prop(fic, "subject")) == "identityPrincipalId"
+    assert text(prop(fic, "issuer")) == "'${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'"
+    declared = declarations(MAIN, "module")["appRegistrationTrust"]
+    conditions = [text(kids(c)[0]) for c in kids(declared) if c.type == "if_statement"]
+    assert conditions == ["(outlookClientCredential == 'managed_identity' && !empty(outlookAppUniqueName))"]
+    body = value_of(declared)
+    assert body is not None and text(prop(body, "params", "identityPrincipalId")) == "identity.outputs.principalId"
+    # The function app runs as that same identity, and AZURE_CLIENT_ID names it for the assertion.
+    app = value_of(declarations(MAIN, "module")["functionApp"])
+    assert app is not None and text(prop(app, "params", "identityClientId")) == "identity.outputs.clientId"
+    assert "AZURE_CLIENT_ID" in app_settings()
 
 
 def test_nobody_but_the_app_holds_a_vault_data_role_unless_the_operator_opts_in() -> None:
