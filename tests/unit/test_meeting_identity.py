@@ -262,3 +262,34 @@ def test_two_rows_written_before_the_upgrade_for_one_meeting_become_one_and_send
     world.clock.set(start - timedelta(minutes=2))
     run_due_deploys(world)
     assert len(world.agents.calls) == 1
+
+
+def test_a_merged_meeting_moved_in_both_mailboxes_recalls_its_agent_once_and_sends_one_to_the_new_time():
+    """Moving a meeting is another meeting at the new time (API.md "Meetings"); merged across two
+    accounts, the old one's agent is recalled once (when its last copy goes), and the new time gets
+    one agent, never one per mailbox."""
+    from tests.fakes_notifications import RecallingAgents
+    from tests.unit.conftest import build_world
+
+    world = build_world(agents=RecallingAgents())
+    a, b = two_accounts(world)
+    in_calendar(world, WORK[2], graph_event(world, "w", minutes=1, join=LONG))
+    sync(world, a)
+    in_calendar(world, PERSONAL[2], graph_event(world, "p", minutes=1, body=SHORT))
+    sync(world, b)
+    assert run_due_deploys(world) == ["deployed"]
+    [sent] = upcoming(world)
+    world.calendar.email = WORK[2]
+    world.calendar.add(graph_event(world, "w", minutes=180, join=LONG))
+    sync(world, a)
+    assert world.recall_jobs.jobs == []  # the personal copy still holds the old time
+    world.calendar.email = PERSONAL[2]
+    world.calendar.add(graph_event(world, "p", minutes=180, body=SHORT))
+    sync(world, b)
+    [recall] = world.recall_jobs.take()
+    assert (recall.agent_id, recall.reason) == (sent.agent_id, "removed")
+    [moved] = upcoming(world)
+    assert {s.connection_id for s in moved.sources} == {a.id, b.id} and moved.agent is AgentState.SCHEDULED
+    world.clock.advance(178 * 60)
+    assert run_due_deploys(world) == ["deployed"]
+    assert len(world.agents.calls) == 2 and world.recall_jobs.jobs == []
