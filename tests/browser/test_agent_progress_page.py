@@ -80,3 +80,32 @@ def test_the_agent_is_named_and_sent_early_as_the_person_sets_it_and_a_bad_value
     saved = client.call("GET", "autojoin/rules", person.token).json()
     assert (saved["join_lead_seconds"], saved["agent_name"]) == (300, "Ada's notes")
     person.shoot("31-agent-settings")
+
+
+def test_a_meeting_the_readiness_check_finds_at_risk_says_what_to_do_before_it_starts(person: Person, client):
+    """The readiness check (READINESS_CHECK_SECONDS before the agent's join time) finds what would stop
+    the agent while the person can still act: here the connection fell into Error."""
+    import json
+
+    person.open("pro")
+    subject = f"Readiness {uuid.uuid4().hex[:6]}"
+    # The stack joins 600 s ahead and checks 600 s before that: this meeting is checked in about 30 s.
+    start = now_utc() + timedelta(seconds=600 + 600 + 30)
+    event = client.add_event("alice@contoso.com", subject, start, onlineMeeting={"joinUrl": teams_link(7015)},
+                             attendees=[{"type": "required", "emailAddress": {"address": "bo@contoso.com",
+                                                                              "name": "Bo"}}])
+    try:
+        person.connect("alice@contoso.com")
+        meeting = person.page.locator("li.meeting").filter(has_text=subject)
+        person.refresh_until(lambda: meeting.count() == 1)
+        [conn] = client.connections(person.token)["connections"]
+        client.sim("POST", "/_sim/faults", json={"path_prefix": "/oauth2/v2.0/token", "count": 1, "status": 400,
+                                                 "error": "invalid_grant", "aadsts": "AADSTS700082"})
+        client.run_function("refresh_connection", json.dumps({"user_id": person.user_id,
+                                                              "connection_id": conn["id"]}))
+        person.refresh_until(lambda: meeting.locator(".at-risk").count() == 1, timeout=120)
+        expect(meeting.locator(".at-risk")).to_contain_text("At risk:")
+        expect(meeting.locator(".at-risk")).to_contain_text("reconnect")
+        person.shoot("31-meeting-at-risk")
+    finally:
+        client.sim("DELETE", f"/_sim/users/alice@contoso.com/events/{event['id']}")
