@@ -263,6 +263,36 @@ def test_the_readiness_check_warns_of_a_connection_in_error_and_stays_quiet_for_
     assert shown(client, fine_token, fine)["at_risk"] is None  # type: ignore[index]
 
 
+def test_the_readiness_check_finds_a_move_graph_never_notified_and_the_meeting_follows_it(client):
+    """A change notification lost (Graph drops some): the event moved but the service was not told. The
+    readiness check reads the event by id, tells the user the meeting is at risk (moved), and asks for
+    a sync, after which Upcoming Meetings shows the new time."""
+    me = user()
+    token = client.token(me, "pro")
+    subject = f"Moved quietly {me}"
+    start = now_utc() + timedelta(seconds=LEAD + READINESS + 30)  # checked in about 30 s
+    event = client.add_event("erin@northwind.com", subject, start, isOnlineMeeting=True,
+                             onlineMeeting={"joinUrl": teams_link(7016)})
+    try:
+        client.connect(token, "erin@northwind.com")
+        key = key_of(client, token, subject)
+        later = start + timedelta(hours=2)
+        moved = client.ms.patch(f"{client.stack.sim_url}/_sim/users/erin@northwind.com/events/{event['id']}",
+                                params={"notify": "false"}, timeout=30, json={
+                                    "start": {"dateTime": later.strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"},
+                                    "end": {"dateTime": (later + timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%S"),
+                                            "timeZone": "UTC"}})
+        assert moved.status_code == 200, moved.text
+        [told] = eventually(lambda: events_about(client, key, AT_RISK) or None, timeout=120)
+        assert told["data"]["reason"] == "event_moved" and told["data"]["title"] == subject
+        # The sync it asked for moved the meeting: listed at the new time, and nothing sent to the old.
+        eventually(lambda: [m for m in client.upcoming(token) if m["title"] == subject
+                            and m["start"][:16] == later.strftime("%Y-%m-%dT%H:%M")], timeout=60)
+        assert shown(client, token, key) is None and deployments_of(client, key) == []
+    finally:
+        client.sim("DELETE", f"/_sim/users/erin@northwind.com/events/{event['id']}")
+
+
 # ---------------------------------------------------------------- the user's own settings
 def test_the_users_join_lead_and_agent_name_reach_the_agent_api_and_bad_values_are_refused(client):
     me = user()
