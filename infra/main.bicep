@@ -242,6 +242,9 @@ param maximumInstanceCount int = 100
 @maxValue(10)
 param httpAlwaysReady int = 1
 
+@description('Custom domain to serve the app through Azure Front Door with per-address rate limits in its WAF (modules/front-door.bicep), e.g. outlook.example.com; the app then accepts traffic from that Front Door only, and the redirect, notification and page URLs use this host. Empty: no Front Door, the app is reached at its own azurewebsites.net host (docs/security.md, "Rate limits by address").')
+param frontDoorHostName string = ''
+
 // ----------------------------------------------------------------------------------------------------
 // Names
 // ----------------------------------------------------------------------------------------------------
@@ -304,11 +307,13 @@ var agentStatusSecretName = 'agent-status-secret'
 // The host name is fixed by the app name, so these URLs are known before the app exists.
 // Register exactly this redirect URI on the app registration (docs/deploying.md).
 var functionAppUrl = 'https://${functionAppName}.azurewebsites.net'
-var outlookRedirectUri = '${functionAppUrl}/api/outlook/callback'
+// With Front Door, everything public is reached through its custom domain.
+var publicUrl = empty(frontDoorHostName) ? functionAppUrl : 'https://${frontDoorHostName}'
+var outlookRedirectUri = '${publicUrl}/api/outlook/callback'
 // Graph POSTs change notifications here (and lifecycle notifications to .../lifecycle): the app's
 // public HTTPS route, validated by Graph when each subscription is created (docs/deploying.md).
-var notificationRoute = empty(notificationUrl) ? '${functionAppUrl}/api/outlook/notifications' : notificationUrl
-var integrationsPage = empty(integrationsPageUrl) ? '${functionAppUrl}/api/integrations' : integrationsPageUrl
+var notificationRoute = empty(notificationUrl) ? '${publicUrl}/api/outlook/notifications' : notificationUrl
+var integrationsPage = empty(integrationsPageUrl) ? '${publicUrl}/api/integrations' : integrationsPageUrl
 
 // A PEM with literal \n sequences passes through; a bare base64 body gets its BEGIN/END lines. The code
 // turns \n back into line breaks, so the setting stays one line either way.
@@ -412,6 +417,18 @@ module roleAssignments 'modules/role-assignments.bicep' = {
   }
 }
 
+module frontDoor 'modules/front-door.bicep' = if (!empty(frontDoorHostName)) {
+  name: 'frontDoor'
+  scope: rg
+  params: {
+    profileName: 'afd-outlookcal-${resourceToken}'
+    wafPolicyName: 'wafoutlookcal${resourceToken}'
+    tags: tags
+    originHostName: '${functionAppName}.azurewebsites.net'
+    customHostName: frontDoorHostName
+  }
+}
+
 module functionApp 'modules/function-app.bicep' = {
   name: 'functionApp'
   scope: rg
@@ -429,6 +446,7 @@ module functionApp 'modules/function-app.bicep' = {
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
     httpAlwaysReady: httpAlwaysReady
+    frontDoorId: !empty(frontDoorHostName) ? frontDoor.outputs.frontDoorId : ''
     // Every setting shared/config.py reads, except the storage and credential ones the module adds.
     appSettings: {
       KEY_VAULT_URI: keyVault.outputs.uri
@@ -509,3 +527,4 @@ output AZURE_APPLICATION_INSIGHTS_NAME string = monitoring.outputs.applicationIn
 output OUTLOOK_REDIRECT_URI string = outlookRedirectUri
 output NOTIFICATION_URL string = notificationRoute
 output SERVICE_API_NAME string = functionApp.outputs.name
+output FRONT_DOOR_ENDPOINT string = !empty(frontDoorHostName) ? frontDoor.outputs.endpointHostName : ''

@@ -57,6 +57,9 @@ param maximumInstanceCount int = 100
 @maxValue(10)
 param httpAlwaysReady int = 1
 
+@description('Front Door profile id (X-Azure-FDID) the app accepts requests from only; empty: open to the internet.')
+param frontDoorId string = ''
+
 @description('App settings the code reads (see shared/config.py), merged with the host settings below.')
 param appSettings object
 
@@ -116,6 +119,24 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       cors: {
         allowedOrigins: []
       }
+      // Behind Front Door (front-door.bicep), only requests from this profile reach the app, so its
+      // per-address rate limits cannot be walked around; deployments (SCM) keep their own rules.
+      ipSecurityRestrictionsDefaultAction: empty(frontDoorId) ? 'Allow' : 'Deny'
+      ipSecurityRestrictions: empty(frontDoorId) ? [] : [
+        {
+          name: 'front-door-only'
+          action: 'Allow'
+          priority: 100
+          tag: 'ServiceTag'
+          ipAddress: 'AzureFrontDoor.Backend'
+          headers: {
+            'x-azure-fdid': [
+              frontDoorId
+            ]
+          }
+        }
+      ]
+      scmIpSecurityRestrictionsUseMain: false
     }
     functionAppConfig: {
       deployment: {

@@ -618,3 +618,31 @@ def test_the_http_function_group_keeps_an_instance_ready_for_graphs_validation_h
     app = resource_of_type(FUNCTION_APP, "Microsoft.Web/sites")
     ready = text(prop(app, "properties", "functionAppConfig", "scaleAndConcurrency", "alwaysReady"))
     assert "'http'" in ready and "httpAlwaysReady" in ready
+
+
+FRONT_DOOR = INFRA / "modules" / "front-door.bicep"
+
+
+def test_rate_limits_by_address_are_deployed_at_the_edge_and_the_app_behind_it_is_reachable_only_through_it() -> None:
+    """docs/security.md "Rate limits by address": Front Door's WAF counts requests per client socket
+    address (sign-in starts and callbacks per 5 minutes, the rest of /api per minute, Graph's
+    notifications and the agent platform's statuses exempt), blocks with 429; the Function App then
+    accepts only that profile's traffic (X-Azure-FDID), so the limits cannot be walked around."""
+    waf = resource_of_type(FRONT_DOOR, "Microsoft.Network/FrontDoorWebApplicationFirewallPolicies")
+    settings = text(prop(waf, "properties", "policySettings"))
+    assert "'Prevention'" in settings and "customBlockResponseStatusCode: 429" in settings
+    rules = text(prop(waf, "properties", "customRules"))
+    for name in ("SignInsPerAddress", "ApiPerAddress"):
+        assert f"'{name}'" in rules
+    assert rules.count("'RateLimitRule'") == 2 and rules.count("'SocketAddr'") == 2
+    assert "'/api/outlook/connect'" in rules and "negateCondition: true" in rules
+    exempt = text(value_of(declarations(FRONT_DOOR, "variable")["exempt"]))
+    assert "'/api/outlook/notifications'" in exempt and "'/api/agents/status'" in exempt
+    # Off unless a custom domain is given; when on, the public URLs use it and the app only takes Front Door's.
+    main = (INFRA / "main.bicep").read_text()
+    assert "param frontDoorHostName string = ''" in main
+    assert "module frontDoor 'modules/front-door.bicep' = if (!empty(frontDoorHostName))" in main
+    assert "var outlookRedirectUri = '${publicUrl}/api/outlook/callback'" in main
+    app = text(prop(resource_of_type(FUNCTION_APP, "Microsoft.Web/sites"), "properties", "siteConfig"))
+    assert "'AzureFrontDoor.Backend'" in app and "'x-azure-fdid'" in app
+    assert "ipSecurityRestrictionsDefaultAction: empty(frontDoorId) ? 'Allow' : 'Deny'" in app
