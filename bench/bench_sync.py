@@ -47,7 +47,7 @@ from devstack.tls import ensure_ca
 from shared.adapters.graph import GraphCalendar
 from shared.clock import SystemClock
 from shared.connections import Connection, ConnectionStatus
-from shared.ports import AccessToken, Meeting, SyncJob
+from shared.ports import AccessToken, Meeting, Page, SyncJob
 from shared.scheduling import sync_window
 from shared.services.health import ConnectionHealth
 from shared.services.meeting_lifecycle import MeetingLifecycle
@@ -101,9 +101,9 @@ class Meetings(Partitioned):
     def delete(self, meeting: Meeting) -> None:
         self.part(meeting.user_id).delete(meeting)
 
-    def ended_before(self, cutoff: datetime) -> Iterator[Meeting]:
-        for part in list(self._parts.values()):
-            yield from part.ended_before(cutoff)
+    def ended_page(self, cutoff: datetime, continuation: str | None, size: int) -> Page[Meeting]:
+        ended = [m for part in list(self._parts.values()) for m in part.rows.values() if m.end < cutoff]
+        return fakes.paged(ended, continuation, size, key=lambda m: f"{m.user_id}\x00{m.key}")
 
     def awaiting_verdict(self, due_before: datetime, ending_after: datetime) -> Iterator[Meeting]:
         for part in list(self._parts.values()):

@@ -36,6 +36,7 @@ from shared.ports import (
     JoinRulesStore,
     Meeting,
     MeetingStore,
+    OwnedSecrets,
     RecallJobs,
     RotatingSecret,
     SecretStore,
@@ -53,7 +54,7 @@ from shared.services.autojoin import AutojoinService
 from shared.services.calendars import CalendarService, calendar_agent_name
 from shared.services.connect import ConnectService
 from shared.services.deploy import DeployService
-from shared.services.fanout import PRUNE, RENEW, FanOut
+from shared.services.fanout import PRUNE, RENEW, SWEEP, FanOut
 from shared.services.health import ConnectionHealth
 from shared.services.lifecycle import Erasure, Pruner, SecretReconciler
 from shared.services.meeting_lifecycle import MeetingLifecycle
@@ -68,6 +69,10 @@ from shared.services.unlisted import UnlistedService
 
 class ConnectionRows(ConnectionStore, ConnectionPages, Protocol):
     """The connections table: point reads and writes, and the paged walk the timers fan out over."""
+
+
+class SealedSecretStore(SecretStore, OwnedSecrets, Protocol):
+    """Per-connection secrets: read and written by name, walked a page at a time with their owners."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,7 @@ class Ports:
     subscriptions: SubscriptionStore
     user_rows: UserRows
     # Per-connection secrets (sealed token caches, clientStates) and the consent-link signing secret.
-    secrets: SecretStore
+    secrets: SealedSecretStore
     consent_secret: RotatingSecret
     # Microsoft identity platform, Microsoft Graph, the agent platform.
     identity: IdentityProvider
@@ -180,7 +185,10 @@ def compose(ports: Ports, settings: Settings, clock: Clock) -> Services:
                     index=p.index, sync_state=p.sync_state, clock=clock,
                     meeting_retention=timedelta(days=settings.meeting_retention_days),
                     error_retention=timedelta(days=settings.error_connection_retention_days),
-                    workspace_meetings=p.workspace_meetings)
+                    workspace_meetings=p.workspace_meetings, tries=p.agent_tries)
+    reconciler = SecretReconciler(secrets_store=p.secrets, connections=p.connections, claims=p.claims, clock=clock,
+                                  grace=timedelta(seconds=settings.orphan_cache_grace_seconds),
+                                  connection_pages=p.connections, subscriptions=p.subscriptions)
 
     def before_erase(user_id: str, connection_ids: list[str]) -> None:
         # Erasure lets go of what lives outside: shared workspace agents handed over first, then the
@@ -216,8 +224,7 @@ def compose(ports: Ports, settings: Settings, clock: Clock) -> Services:
         autojoin=AutojoinService(store=p.join_rules, meetings=p.meetings, lifecycle=lifecycle, clock=clock),
         erasure=Erasure(rows=p.user_rows, secrets_store=p.secrets, jobs=p.erasure_jobs, clock=clock,
                         before_erase=before_erase),
-        reconciler=SecretReconciler(secrets_store=p.secrets, connections=p.connections, claims=p.claims, clock=clock,
-                                    grace=timedelta(seconds=settings.orphan_cache_grace_seconds)),
+        reconciler=reconciler,
         pruner=pruner,
         fanout=FanOut(connections=p.connections, pages=p.fanout_pages, jobs=p.jobs, clock=clock,
                       refresh_ahead_seconds=settings.token_refresh_ahead_seconds,
@@ -225,7 +232,9 @@ def compose(ports: Ports, settings: Settings, clock: Clock) -> Services:
                       refresh_rate_per_second=settings.token_refresh_rate_per_second,
                       subscriptions=p.subscription_jobs,
                       handlers={RENEW: lambda conns, page: subscriptions.renew_page(conns, page.enqueued_before),
-                                PRUNE: lambda conns, page: pruner.prune_connections(conns)}),
+                                PRUNE: lambda conns, page: pruner.prune_connections(conns)},
+                      walks={**pruner.walks(), **reconciler.walks(), SWEEP: subscriptions.sweep_page},
+                      then=SecretReconciler.THEN),
         subscriptions=subscriptions,
         notifications=notifications,
         recalls=recalls,

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from shared.agent_states import AgentState
 from shared.autojoin import JoinRules, Response
@@ -19,6 +19,22 @@ from shared.scheduling import SyncWindow
 
 class Conflict(Exception):
     """An optimistic-concurrency write lost a race (ETag changed, or the row already exists)."""
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a walk over a table: at most the size asked for, from one storage query (Table
+    Storage: a page of at most 1,000 rows, or fewer when the server stops after 5 s; a page may be
+    empty and still not be the last). `continuation` is opaque (None: the walk is over);
+    `unreadable` counts rows the adapter could not read, each logged (`walk_row_failed`) and left
+    out, so one bad row never stops a walk."""
+
+    items: list[T]
+    continuation: str | None
+    unreadable: int = 0
 
 
 # ---------------------------------------------------------------- connect flow records
@@ -73,7 +89,11 @@ class ClaimStore(Protocol):
     def expired(self, now: datetime) -> list[PendingClaim]: ...
     def remove(self, code_hash: str) -> None: ...
     def all(self) -> Iterator[PendingClaim]:
-        """Every pending claim (the secret reconciler's view of which token caches are referenced)."""
+        """Every pending claim."""
+        ...
+    def for_user(self, user_id: str) -> list[PendingClaim]:
+        """This user's pending claims (one partition read: claims are kept by the user's owner tag);
+        the secret reconciler's view of which token caches a user's claims name."""
         ...
 
 
@@ -140,6 +160,15 @@ class UserRows(Protocol):
     def connection_partitions(self) -> dict[str, str]:
         """connection id -> user id ("" when no row says) of every connection-keyed row (event index,
         sync state): pruning compares them with the connections that exist."""
+        ...
+    def partitions_page(self, continuation: str | None, size: int) -> Page[tuple[str, str]]:
+        """One page of the walk over every connection-keyed table (event index, sync state,
+        subscriptions, calendars), table after table: (connection id, user id or "") per row read, at
+        most `size` rows, one storage query."""
+        ...
+    def owner_of(self, connection_id: str) -> str:
+        """The user id a connection's rows carry (`UserId`), from that connection's own partitions
+        only; "" when none says."""
         ...
 
 
@@ -223,8 +252,8 @@ class MeetingStore(Protocol):
         `due_before`, or not admitted with a new try due (`retry_at`) before `due_before`, and ending
         after `ending_after`: what the deployment watchdog checks."""
         ...
-    def ended_before(self, cutoff: datetime) -> Iterator[Meeting]:
-        """Every user's meetings that ended before `cutoff` (pruning)."""
+    def ended_page(self, cutoff: datetime, continuation: str | None, size: int) -> Page[Meeting]:
+        """One page of the pruning walk: meetings that ended before `cutoff`, at most `size`."""
         ...
 
 
@@ -280,6 +309,7 @@ class SyncState:
     lease_until: datetime | None = None
     etag: str | None = None
     synced_at: datetime | None = None  # when a delta round last completed (Connections' last_synced_at)
+    user_id: str = ""  # whose connection ("" on rows written before it was kept): pruning reads one row
 
 
 class SyncStateStore(Protocol):
@@ -446,6 +476,9 @@ class WorkspaceMeetingStore(Protocol):
     def ended_before(self, cutoff: datetime) -> Iterator[WorkspaceMeeting]:
         """Rows whose meeting ended before `cutoff` (rows without `end` are never listed)."""
         ...
+    def ended_page(self, cutoff: datetime, continuation: str | None, size: int) -> Page[WorkspaceMeeting]:
+        """One page of the pruning walk over the rows `ended_before` lists."""
+        ...
     def delete(self, meeting: WorkspaceMeeting) -> None:
         """Only if unchanged since read (raises Conflict); nothing when it is already gone."""
         ...
@@ -456,11 +489,30 @@ class WorkspaceMeetingStore(Protocol):
 class StoredSecret:
     name: str
     created_at: datetime | None
+    # The user whose rows name it (a connection, a pending claim, a subscription), as its writer said;
+    # "" when written before owners were kept. Lets the reconciler judge one secret by reading that
+    # user's rows only (shared.services.lifecycle.SecretReconciler).
+    owner: str = ""
+
+
+class OwnedSecrets(Protocol):
+    """What the secret reconciler walks (shared.adapters.envelope.SealedSecrets)."""
+
+    def page(self, prefix: str, continuation: str | None, size: int) -> Page[StoredSecret]:
+        """One page of the secrets whose name starts with `prefix`, with their owner and write time."""
+        ...
+    def adopt(self, name: str, owner: str) -> None:
+        """Record `owner` beside the secret (nothing when it does not exist); safe to repeat."""
+        ...
+    def delete(self, name: str) -> None: ...
 
 
 class SecretStore(Protocol):
     def get(self, name: str) -> str | None: ...
-    def set(self, name: str, value: str) -> None: ...
+    def set(self, name: str, value: str, owner: str = "") -> None:
+        """Create or replace it; `owner`: the user id whose rows name it (kept beside it, see
+        StoredSecret.owner)."""
+        ...
     def delete(self, name: str) -> None:
         """Delete it, and purge it where the vault allows (no purge protection); nothing when it is
         already gone. The name is never reused."""
@@ -636,6 +688,10 @@ class AgentTries(Protocol):
         """Record a status webhook's `webhook-id`: False when it was already recorded (a replay)."""
         ...
     def webhook_seen(self, webhook_id: str) -> bool: ...
+    def prune_page(self, tries_before: datetime, webhooks_before: datetime, continuation: str | None,
+                   size: int) -> tuple[int, int, str | None]:
+        """One page of the pruning walk (TriesPruning)."""
+        ...
 
 
 # ---------------------------------------------------------------- status events to the platform
@@ -752,6 +808,7 @@ class JobQueue(Protocol):
 class ConnectionPage:
     connections: list[Connection]
     continuation: str | None  # opaque; None on the last page
+    skipped: int = 0  # rows that could not be read (logged `walk_row_failed`, left out)
 
 
 class ConnectionPages(Protocol):
@@ -772,6 +829,29 @@ class FanOutPage:
     started_at: datetime
     number: int = 0
     enqueued_before: int = 0
+    # Rows this walk (and the walks before it in its chain, see FanOut) could not read or handle so far:
+    # a walk that judges by what an earlier walk saw judges nothing that walk may have missed.
+    skipped: int = 0
+    chain_from: str = ""  # the walk that began this chain ("": this one); `started_at` is that walk's start
+
+
+@dataclass(frozen=True)
+class WalkStep:
+    """What one page of a table walk did: rows read, rows changed (deleted, released), where the walk
+    goes on (None: it is over) and rows it could not read or handle (each logged `walk_row_failed`)."""
+
+    read: int
+    done: int
+    continuation: str | None
+    skipped: int = 0
+
+
+class TriesPruning(Protocol):
+    def prune_page(self, tries_before: datetime, webhooks_before: datetime, continuation: str | None,
+                   size: int) -> tuple[int, int, str | None]:
+        """One page of the agent tries walk: tries stored before `tries_before` and status webhook ids
+        seen before `webhooks_before` deleted; (rows read, rows deleted, continuation or None)."""
+        ...
 
 
 class FanOutQueue(Protocol):
@@ -854,6 +934,9 @@ class SubscriptionStore(Protocol):
         """Nothing when it is already gone."""
         ...
     def all(self) -> Iterator[Subscription]: ...
+    def page(self, continuation: str | None, size: int) -> Page[Subscription]:
+        """One page of the walk over every subscription row (the daily sweep)."""
+        ...
 
 
 @dataclass(frozen=True)

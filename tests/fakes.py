@@ -6,7 +6,7 @@ import itertools
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.adapters.tables import TableMeetingStore
@@ -28,6 +28,7 @@ from shared.ports import (
     FanOutPage,
     GraphUnauthorized,
     Meeting,
+    Page,
     PendingClaim,
     PendingFlow,
     ProgressJob,
@@ -93,6 +94,17 @@ class AdminConsents:
         self.rows[consent.owner] = consent
 
 
+def paged(items: list[Any], continuation: str | None, size: int, key: Any = repr) -> Page[Any]:
+    """`size` items from where `continuation` left off, as a table query's page: the continuation is
+    the next item's key (Table Storage's next partition and row key), so rows deleted behind the walk
+    never make it skip one. `items` in key order."""
+    ordered = sorted(items, key=key)
+    start = 0 if continuation is None else next((i for i, x in enumerate(ordered) if key(x) >= continuation),
+                                                len(ordered))
+    following = start + size
+    return Page(ordered[start:following], key(ordered[following]) if following < len(ordered) else None)
+
+
 class Claims:
     def __init__(self) -> None:
         self.rows: dict[str, PendingClaim] = {}
@@ -114,6 +126,9 @@ class Claims:
 
     def all(self) -> Iterator[PendingClaim]:
         yield from list(self.rows.values())
+
+    def for_user(self, user_id: str) -> list[PendingClaim]:
+        return [c for c in list(self.rows.values()) if c.user_id == user_id]
 
 
 class Connections:
@@ -219,8 +234,9 @@ class Meetings:
         with self._lock:
             self._delete(meeting)
 
-    def ended_before(self, cutoff: datetime) -> Iterator[Meeting]:
-        yield from [m for m in list(self.rows.values()) if m.end < cutoff]
+    def ended_page(self, cutoff: datetime, continuation: str | None, size: int) -> Page[Meeting]:
+        ended = [m for m in list(self.rows.values()) if m.end < cutoff]
+        return paged(ended, continuation, size, key=lambda m: f"{m.user_id}\x00{m.key}")
 
     def awaiting_verdict(self, due_before: datetime, ending_after: datetime) -> Iterator[Meeting]:
         yield from [m for m in list(self.rows.values())
@@ -336,16 +352,31 @@ class Secrets:
         self.purged: set[str] = set()
         self.sets = 0
         self.fail_deletes = 0  # the next deletes raise (an outage mid-way)
+        self.owners: dict[str, str] = {}  # the owner each secret's writer named (sealed rows' `Owner`)
+        self.pages = 0  # pages listed (the reconciler's walk)
+        self.largest_page = 0
         self._now = now
 
     def get(self, name: str) -> str | None:
         return self.values.get(name)
 
-    def set(self, name: str, value: str) -> None:
+    def set(self, name: str, value: str, owner: str = "") -> None:
         assert name not in self.deleted, "a deleted secret's name must never be reused"
         self.sets += 1
         self.values[name] = value
+        self.owners[name] = owner  # a write replaces the row, owner included
         self.created.setdefault(name, self._now() if self._now else None)
+
+    def adopt(self, name: str, owner: str) -> None:
+        if name in self.values:
+            self.owners[name] = owner
+
+    def page(self, prefix: str, continuation: str | None, size: int) -> Page[StoredSecret]:
+        """In name order, as the sealed table lists its partitions."""
+        self.pages += 1
+        found = paged(list(self.list(prefix)), continuation, size, key=lambda s: s.name)
+        self.largest_page = max(self.largest_page, len(found.items))
+        return found
 
     def delete(self, name: str) -> None:
         if self.fail_deletes:
@@ -358,7 +389,7 @@ class Secrets:
     def list(self, prefix: str) -> Iterator[StoredSecret]:
         for name in list(self.values):
             if name.startswith(prefix):
-                yield StoredSecret(name, self.created.get(name))
+                yield StoredSecret(name, self.created.get(name), self.owners.get(name, ""))
 
 
 APP_HOME_TENANT = "tid-coagentor"  # the tenant the app registration lives in
@@ -566,6 +597,18 @@ class UserRows:
         found.update({c: self.index.users.get((c, e), "") for (c, e) in self.index.rows})
         return found
 
+    def partitions_page(self, continuation: str | None, size: int) -> Page[tuple[str, str]]:
+        """Sync state rows, then event index rows, in key order (one row each, as the tables list them)."""
+        rows = [("1", c, s.user_id, "") for c, s in self.states.rows.items()]
+        rows += [("2", c, self.index.users.get((c, e), ""), e) for (c, e) in self.index.rows]
+        found = paged(rows, continuation, size, key=lambda r: f"{r[0]}\x00{r[1]}\x00{r[3]}")
+        return Page([(c, u) for _, c, u, _ in found.items], found.continuation)
+
+    def owner_of(self, connection_id: str) -> str:
+        users = [u for (c, _), u in self.index.users.items() if c == connection_id and u]
+        state = self.states.rows.get(connection_id)
+        return users[0] if users else state.user_id if state is not None else ""
+
     def secret_names(self, user_id: str, connection_ids: Sequence[str], *, only_connections: bool = False) -> set[str]:
         if only_connections:
             return {c.secret_name for c in self.connections.list_for_user(user_id) if c.id in connection_ids}
@@ -662,11 +705,25 @@ class AgentTries:
         self.by_keys: dict[str, AgentTry] = {}
         self.by_agents: dict[str, AgentTry] = {}
         self.webhooks: set[str] = set()
+        self.seen_at: dict[tuple[str, str], datetime] = {}  # (kind, key) -> when stored, as the table keeps it
 
     def put(self, entry: Any) -> None:
         self.by_keys[entry.idempotency_key] = entry
+        self.seen_at[("k", entry.idempotency_key)] = datetime.now(UTC)
         if entry.agent_id:
             self.by_agents[entry.agent_id] = entry
+            self.seen_at[("a", entry.agent_id)] = datetime.now(UTC)
+
+    def prune_page(self, tries_before: datetime, webhooks_before: datetime, continuation: str | None,
+                   size: int) -> tuple[int, int, str | None]:
+        old = [k for k, at in self.seen_at.items() if at < (webhooks_before if k[0] == "w" else tries_before)]
+        found = paged(old, continuation, size, key=lambda k: f"{k[0]}~{k[1]}")
+        for kind, key in found.items:
+            self.seen_at.pop((kind, key), None)
+            {"k": self.by_keys, "a": self.by_agents}.get(kind, {}).pop(key, None)
+            if kind == "w":
+                self.webhooks.discard(key)
+        return len(found.items), len(found.items), found.continuation
 
     def by_key(self, idempotency_key: str) -> Any:
         return self.by_keys.get(idempotency_key)
@@ -678,6 +735,7 @@ class AgentTries:
         if webhook_id in self.webhooks:
             return False
         self.webhooks.add(webhook_id)
+        self.seen_at[("w", webhook_id)] = at
         return True
 
     def webhook_seen(self, webhook_id: str) -> bool:
@@ -709,6 +767,9 @@ class WorkspaceMeetings:
 
     def ended_before(self, cutoff: datetime) -> Iterator[WorkspaceMeeting]:
         yield from [m for m in list(self.rows.values()) if m.end is not None and m.end < cutoff]
+
+    def ended_page(self, cutoff: datetime, continuation: str | None, size: int) -> Page[WorkspaceMeeting]:
+        return paged(list(self.ended_before(cutoff)), continuation, size, key=lambda m: f"{m.workspace}\x00{m.key}")
 
     def delete(self, meeting: WorkspaceMeeting) -> None:
         current = self.rows.get((meeting.workspace, meeting.key))

@@ -14,6 +14,7 @@ from shared.ports import (
     DeployRequest,
     DeployResult,
     GraphSubscription,
+    Page,
     RecallJob,
     RecallResult,
     Subscription,
@@ -21,6 +22,7 @@ from shared.ports import (
     SubscriptionJob,
     SubscriptionRefused,
 )
+from tests.fakes import paged
 
 
 @dataclass
@@ -100,6 +102,9 @@ class SubscriptionsTable:
 
     def all(self) -> Iterator[Subscription]:
         yield from list(self.rows.values())
+
+    def page(self, continuation: str | None, size: int) -> Page[Subscription]:
+        return paged(list(self.rows.values()), continuation, size, key=lambda s: s.connection_id)
 
 
 @dataclass

@@ -39,7 +39,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from shared.ports import Conflict, StoredSecret
+from shared.ports import Conflict, Page, StoredSecret
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class SealedRow:
     nonce: bytes
     ciphertext: bytes
     updated_at: datetime
+    owner: str = ""  # the user id whose rows name it ("" on rows written before owners were kept)
 
 
 class DataKeyRows(Protocol):
@@ -108,6 +109,10 @@ class SealedRows(Protocol):
         ...
     def delete(self, name: str) -> None: ...
     def list(self, prefix: str) -> Iterator[SealedRow]: ...
+    def page(self, prefix: str, continuation: str | None, size: int) -> Page[SealedRow]: ...
+    def adopt(self, name: str, owner: str) -> None:
+        """Record the owner beside the row, changing nothing else; nothing when the row is absent."""
+        ...
 
 
 class SealedSecretUnreadable(Exception):
@@ -218,8 +223,8 @@ class SealedSecrets:
             log.error("sealed secret unreadable: %s", exc, extra={"secret_name": name, "event": "sealed_unreadable"})
             return None
 
-    def set(self, name: str, value: str) -> None:
-        self._rows.put(self.seal(name, value))
+    def set(self, name: str, value: str, owner: str = "") -> None:
+        self._rows.put(self.seal(name, value, owner))
 
     def delete(self, name: str) -> None:
         """Deletes the sealed row and, while migrating, a legacy Key Vault secret of that name."""
@@ -229,13 +234,22 @@ class SealedSecrets:
 
     def list(self, prefix: str) -> Iterator[StoredSecret]:
         for row in self._rows.list(prefix):
-            yield StoredSecret(name=row.name, created_at=row.updated_at)
+            yield StoredSecret(name=row.name, created_at=row.updated_at, owner=row.owner)
 
-    def seal(self, name: str, value: str) -> SealedRow:
+    def page(self, prefix: str, continuation: str | None, size: int) -> Page[StoredSecret]:
+        """One page of `list` (the reconciler's walk): names, write times and owners, no values."""
+        found = self._rows.page(prefix, continuation, size)
+        return Page([StoredSecret(r.name, r.updated_at, r.owner) for r in found.items], found.continuation,
+                    found.unreadable)
+
+    def adopt(self, name: str, owner: str) -> None:
+        self._rows.adopt(name, owner)
+
+    def seal(self, name: str, value: str, owner: str = "") -> SealedRow:
         data_key_id, key = self._keys.active()
         nonce = secrets.token_bytes(NONCE_BYTES)
         ciphertext = AESGCM(key).encrypt(nonce, value.encode("utf-8"), _aad(name, data_key_id))
-        return SealedRow(name, data_key_id, nonce, ciphertext, self._now())
+        return SealedRow(name, data_key_id, nonce, ciphertext, self._now(), owner)
 
     def open(self, row: SealedRow) -> str:
         key = self._keys.plain(row.data_key_id)

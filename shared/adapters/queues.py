@@ -175,7 +175,8 @@ def traced(body: str) -> str:
 def encode_fanout(page: FanOutPage) -> str:
     return json.dumps({"kind": page.kind, "continuation": page.continuation,
                        "started_at": page.started_at.isoformat(), "number": page.number,
-                       "enqueued_before": page.enqueued_before})
+                       "enqueued_before": page.enqueued_before, "skipped": page.skipped,
+                       "chain_from": page.chain_from})
 
 
 def decode_fanout(body: str) -> FanOutPage:
@@ -183,7 +184,8 @@ def decode_fanout(body: str) -> FanOutPage:
     continuation = data.get("continuation")
     return FanOutPage(kind=str(data["kind"]), continuation=str(continuation) if continuation else None,
                       started_at=datetime.fromisoformat(data["started_at"]), number=int(data.get("number", 0)),
-                      enqueued_before=int(data.get("enqueued_before", 0)))
+                      enqueued_before=int(data.get("enqueued_before", 0)), skipped=int(data.get("skipped", 0)),
+                      chain_from=str(data.get("chain_from") or ""))
 
 
 class StorageFanOutQueue:

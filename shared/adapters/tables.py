@@ -44,7 +44,7 @@ from azure.data.tables import TableClient, TableServiceClient, TableTransactionE
 from shared.adapters.envelope import SealedRow, WrappedDataKey
 from shared.agent_states import AgentState
 from shared.autojoin import NEWER_RULES, EventChoice, ExternalInvites, JoinRules, Response
-from shared.connections import Connection, ConnectionStatus, Plan, PlanLimitExceeded, plan_limit
+from shared.connections import Connection, ConnectionStatus, Plan, PlanLimitExceeded, owner_tag, plan_limit
 from shared.meeting_links import Platform
 from shared.ports import (
     AdminConsent,
@@ -54,6 +54,7 @@ from shared.ports import (
     Conflict,
     ConnectionPage,
     Meeting,
+    Page,
     PendingClaim,
     PendingFlow,
     RowTooLarge,
@@ -163,6 +164,38 @@ def _key_ok(*keys: str) -> bool:
 
 def _quote(value: str) -> str:
     return value.replace("'", "''")
+
+
+def query_page(table: TableClient, query: str, size: int, continuation: str | None,
+               select: list[str] | None = None) -> tuple[list[Any], str | None]:
+    """One request of a query: at most `size` rows (Table Storage returns at most 1,000 per request,
+    and fewer, even none, when the server stops after 5 s or at a partition range boundary) and the
+    service's continuation (next partition and row key) as JSON, None when the query is done
+    (https://learn.microsoft.com/rest/api/storageservices/query-timeout-and-pagination)."""
+    token = json.loads(continuation) if continuation else None
+    options: dict[str, Any] = {"results_per_page": max(1, min(size, 1000))}
+    if select is not None:
+        options["select"] = select
+    found = table.query_entities(query, **options) if query else table.list_entities(**options)  # "": every row
+    pages = found.by_page(continuation_token=token)
+    rows = list(next(pages, []))
+    following = pages.continuation_token  # type: ignore[attr-defined]
+    return rows, json.dumps(following) if following else None
+
+
+def read_rows(rows: list[Any], read: Any, what: str) -> tuple[list[Any], int]:
+    """Each raw row through `read`; a row that cannot be read is logged (`walk_row_failed`, with its
+    keys, never its values) and left out. Returns (read rows, how many were left out)."""
+    done, bad = [], 0
+    for e in rows:
+        try:
+            done.append(read(e))
+        except (KeyError, ValueError, TypeError) as exc:  # one unreadable row never stops a walk
+            bad += 1
+            log.error("%s row unreadable, skipped by the walk: %s", what, type(exc).__name__,
+                      extra={"table_partition": str(e.get("PartitionKey", "")), "table_row": str(e.get("RowKey", "")),
+                             "event": "walk_row_failed"})
+    return done, bad
 
 
 def _split_ref(ref: str, legacy_row: str) -> tuple[str, str]:
@@ -305,6 +338,10 @@ class TableClaimStore:
     def all(self) -> Iterator[PendingClaim]:
         yield from map(self._claim, self._t.list_entities())
 
+    def for_user(self, user_id: str) -> list[PendingClaim]:
+        rows = self._t.query_entities(f"PartitionKey eq '{_quote(owner_tag(user_id))}'")
+        return [self._claim(e) for e in rows]
+
     @classmethod
     def _claim(cls, e: Any) -> PendingClaim:
         return PendingClaim(
@@ -424,18 +461,9 @@ class TableConnectionStore:
         """One query of at most `size` rows (Table Storage returns at most 1,000 per request); the
         continuation is the service's next-partition/next-row token as JSON. Slot rows are filtered by
         the query, so a page may hold fewer connections than `size` and still not be the last."""
-        token = json.loads(continuation) if continuation else None
-        pages = self._t.query_entities("RowKey lt '~'", results_per_page=min(size, 1000)).by_page(
-            continuation_token=token)
-        rows = []
-        for e in next(pages, []):
-            try:
-                rows.append(self._conn(e))
-            except (KeyError, ValueError, TypeError) as exc:  # one unreadable row never stops a walk
-                log.error("connection row unreadable, skipped by the walk: %s", type(exc).__name__,
-                          extra={"connection_id": str(e.get("RowKey", "")), "event": "walk_row_failed"})
-        following = pages.continuation_token  # type: ignore[attr-defined]
-        return ConnectionPage(rows, json.dumps(following) if following else None)
+        raw, following = query_page(self._t, "RowKey lt '~'", size, continuation)
+        rows, bad = read_rows(raw, self._conn, "connection")
+        return ConnectionPage(rows, following, skipped=bad)
 
     @staticmethod
     def _entity(c: Connection) -> dict[str, Any]:
@@ -522,10 +550,11 @@ class TableMeetingStore:
         for e in self._t.query_entities(query, results_per_page=1000):
             yield self._meeting(e)
 
-    def ended_before(self, cutoff: datetime) -> Iterator[Meeting]:
-        # End is stored as isoformat() in UTC, so string order is time order.
-        for e in self._t.query_entities(f"End lt '{_quote(_iso(cutoff))}'"):
-            yield self._meeting(e)
+    def ended_page(self, cutoff: datetime, continuation: str | None, size: int) -> Page[Meeting]:
+        # A filtered scan across partitions; End is stored as isoformat() in UTC, so string order is time order.
+        raw, following = query_page(self._t, f"End lt '{_quote(_iso(cutoff))}'", size, continuation)
+        rows, bad = read_rows(raw, self._meeting, "meeting")
+        return Page(rows, following, bad)
 
     @staticmethod
     def _entity(m: Meeting) -> dict[str, Any]:
@@ -635,7 +664,7 @@ class TableSyncStateStore:
             connection_id=connection_id, window_start=_required_dt(e["WindowStart"]),
             window_end=_required_dt(e["WindowEnd"]), delta_link=e.get("DeltaLink") or None,
             full_sync_at=_dt(e.get("FullSyncAt")), resume_link=e.get("ResumeLink") or None,
-            synced_at=_dt(e.get("SyncedAt")),
+            synced_at=_dt(e.get("SyncedAt")), user_id=str(e.get("UserId") or ""),
             generation=e.get("Generation", ""), lease_owner=e.get("LeaseOwner", ""),
             lease_until=_dt(e.get("LeaseUntil")), etag=e.metadata.get("etag"),
         )
@@ -645,7 +674,7 @@ class TableSyncStateStore:
             "PartitionKey": state.connection_id, "RowKey": "state", "WindowStart": _iso(state.window_start),
             "WindowEnd": _iso(state.window_end), "DeltaLink": state.delta_link or "",
             "FullSyncAt": _iso(state.full_sync_at), "ResumeLink": state.resume_link or "",
-            "SyncedAt": _iso(state.synced_at),
+            "SyncedAt": _iso(state.synced_at), "UserId": state.user_id,
             "Generation": state.generation, "LeaseOwner": state.lease_owner, "LeaseUntil": _iso(state.lease_until),
         }
         return replace(state, etag=_put_conditional(self._t, entity, state.etag))
@@ -811,6 +840,12 @@ class TableWorkspaceMeetingStore:
             if workspace and self._partition(workspace) == e["PartitionKey"]:
                 yield self._row(workspace, e)
 
+    def ended_page(self, cutoff: datetime, continuation: str | None, size: int) -> Page[WorkspaceMeeting]:
+        raw, following = query_page(self._t, f"End lt '{_quote(_iso(cutoff))}' and End gt ''", size, continuation)
+        mine = [e for e in raw if e.get("Workspace") and self._partition(str(e["Workspace"])) == e["PartitionKey"]]
+        rows, bad = read_rows(mine, lambda e: self._row(str(e["Workspace"]), e), "workspace meeting")
+        return Page(rows, following, bad)
+
     def delete(self, meeting: WorkspaceMeeting) -> None:
         try:
             self._t.delete_entity(self._partition(meeting.workspace), meeting.key, etag=meeting.etag,
@@ -952,6 +987,11 @@ class TableSubscriptionStore:
         for e in self._t.query_entities(f"RowKey eq '{self._ROW}'"):
             yield self._subscription(e)
 
+    def page(self, continuation: str | None, size: int) -> Page[Subscription]:
+        raw, following = query_page(self._t, f"RowKey eq '{self._ROW}'", size, continuation)
+        rows, bad = read_rows(raw, self._subscription, "subscription")
+        return Page(rows, following, bad)
+
     @staticmethod
     def _subscription(e: Any) -> Subscription:
         return Subscription(
@@ -1031,22 +1071,48 @@ class TableSealedSecrets:
         if _key_ok(name):
             self._t.delete_entity(name, self._ROW)  # absent: nothing (the SDK ignores 404 on delete)
 
+    _LISTED = ["PartitionKey", "DataKeyId", "UpdatedAt", "Owner"]
+
     def list(self, prefix: str) -> Iterator[SealedRow]:
+        for e in self._t.query_entities(self._prefixed(prefix), select=self._LISTED):
+            yield self._listed(e)
+
+    def page(self, prefix: str, continuation: str | None, size: int) -> Page[SealedRow]:
+        """The names, owners and write times (never the ciphertext) of at most `size` rows."""
+        raw, following = query_page(self._t, self._prefixed(prefix), size, continuation, select=self._LISTED)
+        rows, bad = read_rows(raw, self._listed, "sealed secret")
+        return Page(rows, following, bad)
+
+    def adopt(self, name: str, owner: str) -> None:
+        """Merge `Owner` into the row (nothing else changes; a missing row is not created)."""
+        if not _key_ok(name) or not owner:
+            return
+        try:
+            self._t.update_entity({"PartitionKey": name, "RowKey": self._ROW, "Owner": owner}, mode=UpdateMode.MERGE)
+        except ResourceNotFoundError:
+            pass
+
+    @staticmethod
+    def _prefixed(prefix: str) -> str:
         upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-        query = f"PartitionKey ge '{_quote(prefix)}' and PartitionKey lt '{_quote(upper)}'"
-        for e in self._t.query_entities(query, select=["PartitionKey", "DataKeyId", "UpdatedAt"]):
-            yield SealedRow(e["PartitionKey"], e.get("DataKeyId", ""), b"", b"", _required_dt(e["UpdatedAt"]))
+        return f"PartitionKey ge '{_quote(prefix)}' and PartitionKey lt '{_quote(upper)}'"
+
+    @staticmethod
+    def _listed(e: Any) -> SealedRow:
+        return SealedRow(e["PartitionKey"], e.get("DataKeyId", ""), b"", b"", _required_dt(e["UpdatedAt"]),
+                         owner=str(e.get("Owner") or ""))
 
     def _entity(self, row: SealedRow) -> dict[str, Any]:
         if len(row.ciphertext) > 64 * 1024:
             raise RowTooLarge("PropertyValueTooLarge")
         return {"PartitionKey": row.name, "RowKey": self._ROW, "DataKeyId": row.data_key_id, "Nonce": row.nonce,
-                "Ciphertext": row.ciphertext, "UpdatedAt": _iso(row.updated_at)}
+                "Ciphertext": row.ciphertext, "UpdatedAt": _iso(row.updated_at), "Owner": row.owner}
 
     @staticmethod
     def _row(e: Any) -> SealedRow:
         return SealedRow(name=e["PartitionKey"], data_key_id=e["DataKeyId"], nonce=bytes(e["Nonce"]),
-                         ciphertext=bytes(e["Ciphertext"]), updated_at=_required_dt(e["UpdatedAt"]))
+                         ciphertext=bytes(e["Ciphertext"]), updated_at=_required_dt(e["UpdatedAt"]),
+                         owner=str(e.get("Owner") or ""))
 
 
 class TableAgentTries:
@@ -1093,6 +1159,26 @@ class TableAgentTries:
                 self._t.delete_entity(e["PartitionKey"], e["RowKey"])
                 gone += 1
         return gone
+
+    def prune_page(self, tries_before: datetime, webhooks_before: datetime, continuation: str | None,
+                   size: int) -> tuple[int, int, str | None]:
+        """One page of `prune`: (rows read, rows deleted, continuation; None when the walk is over).
+        A row that cannot be deleted is logged (`walk_row_failed`) and left for the next day's walk."""
+        query = f"SeenAt lt '{_quote(_iso(max(tries_before, webhooks_before)))}'"
+        raw, following = query_page(self._t, query, size, continuation, select=["PartitionKey", "RowKey", "SeenAt"])
+        gone = 0
+        for e in raw:
+            seen = _dt(e.get("SeenAt"))
+            cutoff = webhooks_before if str(e["PartitionKey"]).startswith("w~") else tries_before
+            if seen is None or seen >= cutoff:
+                continue
+            try:
+                self._t.delete_entity(e["PartitionKey"], e["RowKey"])
+                gone += 1
+            except HttpResponseError as exc:
+                log.error("agent try not pruned: %s", type(exc).__name__,
+                          extra={"table_partition": str(e["PartitionKey"]), "event": "walk_row_failed"})
+        return len(raw), gone, following
 
     def webhook_seen(self, webhook_id: str) -> bool:
         try:

@@ -13,6 +13,7 @@ OData filters: https://learn.microsoft.com/rest/api/storageservices/querying-tab
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -23,6 +24,7 @@ from azure.data.tables import TableServiceClient, TableTransactionError
 
 from shared.adapters import tables
 from shared.connections import owner_tag
+from shared.ports import Page
 
 Keying = Literal["user", "connection", "owner", "other"]
 CONNECTIONS_TABLE = "connections"
@@ -84,6 +86,34 @@ class TableUserRows:
                 partition = str(e["PartitionKey"])
                 found[partition] = found.get(partition) or str(e.get("UserId") or "")
         return found
+
+    def partitions_page(self, continuation: str | None, size: int) -> Page[tuple[str, str]]:
+        """The connection-keyed tables one after the other: a continuation is {"table": name, "token":
+        the table's own continuation}; a table's last page hands on to the next table."""
+        keyed = [t for t in tables.TABLES if KEYED_BY.get(t) == "connection"]
+        where = json.loads(continuation) if continuation else {"table": keyed[0], "token": None}
+        table = str(where["table"])
+        if table not in keyed:
+            raise ValueError(f"unknown connection-keyed table {table!r}")
+        raw, following = tables.query_page(self._service.get_table_client(table), "", size, where.get("token"),
+                                           select=["PartitionKey", "UserId"])
+        rows, bad = tables.read_rows(raw, lambda e: (str(e["PartitionKey"]), str(e.get("UserId") or "")), table)
+        if following is not None:
+            after: str | None = json.dumps({"table": table, "token": following})
+        else:
+            rest = keyed[keyed.index(table) + 1:]
+            after = json.dumps({"table": rest[0], "token": None}) if rest else None
+        return Page(rows, after, bad)
+
+    def owner_of(self, connection_id: str) -> str:
+        for table in tables.TABLES:
+            if KEYED_BY.get(table) != "connection":
+                continue
+            rows = self._service.get_table_client(table).query_entities(
+                f"PartitionKey eq {_q(connection_id)} and UserId gt ''", select=["UserId"], results_per_page=1)
+            for e in next(rows.by_page(), []):
+                return str(e["UserId"])
+        return ""
 
     def _rows(self, user_id: str, connection_ids: Sequence[str],
               only_connections: bool = False) -> Iterator[tuple[str, Any]]:

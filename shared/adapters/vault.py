@@ -35,7 +35,8 @@ class KeyVaultSecrets:
         except ResourceNotFoundError:
             return None
 
-    def set(self, name: str, value: str) -> None:
+    def set(self, name: str, value: str, owner: str = "") -> None:
+        """`owner` is not kept: Key Vault holds the app's own secrets, which no walk judges."""
         self._client.set_secret(name, value, content_type="application/json")
 
     def delete(self, name: str) -> None:

@@ -97,7 +97,7 @@ class TokenKeeper:
                 # Disconnected, erased or reconnected while Microsoft answered: writing now would bring
                 # a deleted token cache back (Key Vault re-creates a purged name) or clobber the new one.
                 raise ConnectionUnusable("disconnected")
-            self._secrets.set(conn.secret_name, result.cache)
+            self._secrets.set(conn.secret_name, result.cache, owner=conn.user_id)
         updated = conn
         # Only a token Microsoft just issued proves a recovery: one served from MSAL's cache says
         # nothing about whether the refresh token (or our own credentials) work again.

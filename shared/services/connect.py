@@ -366,7 +366,7 @@ class ConnectService:
             log.warning("calendar probe failed: %s", type(exc).__name__, extra={"user_id": pending.user_id})
 
         secret_name = new_secret_name()
-        self._secrets.set(secret_name, result.cache)
+        self._secrets.set(secret_name, result.cache, owner=pending.user_id)
         code = _one_time(pending.user_id)
         try:
             self._claims.put(

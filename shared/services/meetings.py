@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from shared.agent_states import AgentState, check
 from shared.meeting_identity import MeetingIdentity, same_meeting
-from shared.ports import Conflict, DeployJob, EventIndex, JobQueue, Meeting, MeetingStore, ProgressJob, Source
+from shared.ports import Conflict, DeployJob, EventIndex, JobQueue, Meeting, MeetingStore, Page, ProgressJob, Source
 from shared.retry import CONFLICT_ATTEMPTS, kept_changing
 from shared.scheduling import enqueue_delay
 
@@ -232,8 +232,8 @@ class OnRemoval:
         self._before_delete(meeting)
         self._store.delete(meeting)
 
-    def ended_before(self, cutoff: datetime) -> Iterator[Meeting]:
-        return self._store.ended_before(cutoff)
+    def ended_page(self, cutoff: datetime, continuation: str | None, size: int) -> Page[Meeting]:
+        return self._store.ended_page(cutoff, continuation, size)
 
     def awaiting_verdict(self, due_before: datetime, ending_after: datetime) -> Iterator[Meeting]:
         return self._store.awaiting_verdict(due_before, ending_after)

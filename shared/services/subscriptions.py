@@ -7,7 +7,7 @@ kept in Key Vault under a name never reused (`graph-notify-<hex>`); the table ro
 and never holds it. Order of writes, so nothing is orphaned and every step is safe to repeat:
 secret, then the Graph subscription, then the row that names both; removal goes the other way round
 (Graph subscription, secret, row). A secret whose row never came (a crash in between) is deleted by
-`maintain` once older than an hour.
+the secret reconciler once older than an hour (shared.services.lifecycle.SecretReconciler).
 
 Lifetimes: Outlook event subscriptions live at most 10,080 minutes (under 7 days) without resource
 data (https://learn.microsoft.com/graph/change-notifications-overview#subscription-lifetime; the
@@ -32,6 +32,7 @@ from shared.ports import (
     Conflict,
     ConnectionStore,
     DeployJob,
+    FanOutPage,
     GraphSubscription,
     GraphUnauthorized,
     JobQueue,
@@ -46,6 +47,7 @@ from shared.ports import (
     SubscriptionStore,
     SyncJob,
     Throttled,
+    WalkStep,
 )
 from shared.services.accounts import ConnectionUnusable, TokenKeeper
 
@@ -103,7 +105,6 @@ class Maintained:
     renewing: int = 0
     subscribing: int = 0
     dropped: int = 0  # rows of connections that no longer exist
-    orphan_secrets: int = 0
 
 
 class SubscriptionService:
@@ -253,7 +254,7 @@ class SubscriptionService:
         token = access.token
         secret_name = f"{CLIENT_STATE_PREFIX}{uuid.uuid4().hex}"
         client_state = secrets.token_urlsafe(48)  # 64 characters; Graph allows 128
-        self._secrets.set(secret_name, client_state)
+        self._secrets.set(secret_name, client_state, owner=conn.user_id)
         try:
             created = self._create_in_graph(conn, token, client_state)
         except BaseException:
@@ -393,31 +394,36 @@ class SubscriptionService:
         return queued
 
     def sweep(self, done: Maintained | None = None) -> Maintained:
-        """Rows of connections that are gone dropped, and clientState secrets no row names deleted
-        (older than ORPHAN_SECRET_GRACE). Reads the subscription rows and the clientState names once
-        (daily, from `reconcile_secrets`)."""
+        """Every subscription row in one run (tests, small deployments): `sweep_page` to the end. The
+        `reconcile_secrets` timer walks them a page per queue message instead; clientState secrets
+        no row names are the secret reconciler's (shared.services.lifecycle.SecretReconciler)."""
         done = done if done is not None else Maintained()
-        now = self._clock.now()
-        listed = list(self._secrets.list(CLIENT_STATE_PREFIX))  # before the rows: a newer secret is not judged
-        records = list(self._store.all())
-        for record in records:
+        page = FanOutPage(kind="", continuation=None, started_at=self._clock.now())
+        while True:
+            step = self.sweep_page(page, 200)
+            done.dropped += step.done
+            if step.continuation is None:
+                break
+            page = replace(page, continuation=step.continuation)
+        log.info("subscriptions maintained", extra={"renewing": done.renewing, "subscribing": done.subscribing,
+                                                    "dropped": done.dropped})
+        return done
+
+    def sweep_page(self, page: FanOutPage, size: int) -> WalkStep:
+        """One page of the daily sweep: rows of connections that are gone dropped (their clientState
+        secret first, then the row), each looked up by a point read; safe to repeat."""
+        found = self._store.page(page.continuation, size)
+        dropped, failed = 0, 0
+        for record in found.items:
             try:
                 if self._connections.get(record.user_id, record.connection_id) is None:
                     self._drop(record)
-                    done.dropped += 1
+                    dropped += 1
             except Exception as exc:  # one unreadable row never stops the sweep
+                failed += 1
                 log.error("subscription sweep skipped a row: %s", type(exc).__name__,
                           extra={"connection_id": record.connection_id, "event": "walk_row_failed"})
-        named = {r.secret_name for r in records} | {r.secret_name for r in self._store.all()}
-        for stored in listed:
-            if stored.name in named or stored.created_at is None or stored.created_at > now - ORPHAN_SECRET_GRACE:
-                continue
-            self._secrets.delete(stored.name)
-            done.orphan_secrets += 1
-            log.warning("orphaned clientState secret deleted", extra={"secret_name": stored.name})
-        log.info("subscriptions maintained", extra={"renewing": done.renewing, "subscribing": done.subscribing,
-                                                    "dropped": done.dropped, "orphan_secrets": done.orphan_secrets})
-        return done
+        return WalkStep(len(found.items) + found.unreadable, dropped, found.continuation, found.unreadable + failed)
 
 
 class SubscribeOnClaim:

@@ -502,7 +502,8 @@ class SyncService:
             window = sync_window(now, self._window_days)
             current = SyncState(conn.id, window.start, window.end, delta_link=None, full_sync_at=None)
         try:
-            return self._state.put(replace(current, lease_owner=owner, lease_until=now + self._lease))
+            return self._state.put(replace(current, lease_owner=owner, lease_until=now + self._lease,
+                                           user_id=conn.user_id))
         except Conflict:
             return None
 

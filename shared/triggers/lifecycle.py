@@ -2,7 +2,6 @@
 is long past (shared/services/lifecycle.py)."""
 
 import logging
-from datetime import timedelta
 
 import azure.functions as func
 
@@ -10,7 +9,15 @@ from shared.adapters.queues import ERASURE_QUEUE, ForgedMessage, decode_erasure
 from shared.config import schedule
 from shared.platform_auth import User
 from shared.services.connect import TOKEN_CACHE_PREFIX
-from shared.services.fanout import PRUNE
+from shared.services.fanout import (
+    ADOPT,
+    PRUNE,
+    PRUNE_MEETINGS,
+    PRUNE_ORPHANS,
+    PRUNE_TRIES,
+    PRUNE_WORKSPACE_MEETINGS,
+    SWEEP,
+)
 from shared.services.subscriptions import CLIENT_STATE_PREFIX
 from shared.triggers.http import authed, json_response
 from shared.wiring import Container, container
@@ -20,6 +27,7 @@ LEGACY_PREFIXES = (TOKEN_CACHE_PREFIX, CLIENT_STATE_PREFIX)
 # Secrets moved from Key Vault per run: most move on their first read (every sync reads its cache);
 # this catches the rest (connections in Error, quiet subscriptions) without one run growing with N.
 MIGRATION_PAGE = 2000
+PRUNE_WALKS = (PRUNE, PRUNE_MEETINGS, PRUNE_WORKSPACE_MEETINGS, PRUNE_ORPHANS, PRUNE_TRIES)
 bp = func.Blueprint()
 
 
@@ -54,31 +62,27 @@ def erase_user_data(msg: func.QueueMessage) -> None:
 def reconcile_secrets(timer: func.TimerRequest) -> None:
     """Daily: data keys re-wrapped under the Key Vault key's current version (after a rotation), a
     page of per-connection secrets still in Key Vault moved into sealed rows (while
-    MIGRATE_VAULT_TOKEN_CACHES), and token caches nothing names deleted."""
+    MIGRATE_VAULT_TOKEN_CACHES); then two walks a page per queue message (fan_out_page): the
+    connections' secrets told their owner, then token caches and clientStates nothing names deleted
+    (SecretReconciler); subscription rows of gone connections dropped."""
     c = container()
     rewrapped = c.data_keys.rewrap()
     moved = 0
     if c.settings.migrate_vault_token_caches:
         moved = c.sealed.migrate_legacy(LEGACY_PREFIXES, limit=MIGRATION_PAGE)
-    deleted = c.reconciler.run()
-    swept = c.subscriptions.sweep()  # subscription rows of gone connections, orphaned clientStates
-    log.info("reconcile_secrets deleted %d orphaned token caches", deleted,
-             extra={"data_keys_rewrapped": rewrapped, "legacy_secrets_moved": moved,
-                    "subscription_rows_dropped": swept.dropped, "orphan_client_states": swept.orphan_secrets})
+    c.fanout.start(ADOPT)  # its last page starts RECONCILE_CACHES, whose last starts RECONCILE_CLIENT_STATES
+    c.fanout.start(SWEEP)
+    log.info("reconcile_secrets started the secret and subscription walks",
+             extra={"data_keys_rewrapped": rewrapped, "legacy_secrets_moved": moved})
 
 
 @bp.function_name("prune_data")
 @bp.timer_trigger(arg_name="timer", schedule=schedule("PRUNE_SCHEDULE"), run_on_startup=False, use_monitor=True)
 def prune_data(timer: func.TimerRequest) -> None:
-    """Daily: connections long in Error released, a page of connections per queue message
-    (fan_out_page); meetings long past, sync rows of gone connections and old agent tries deleted."""
+    """Daily: five walks, a page per queue message (fan_out_page): connections long in Error released;
+    meetings and shared workspace meetings long past, sync rows of gone connections and old agent tries
+    deleted (Pruner)."""
     c = container()
-    c.fanout.start(PRUNE)
-    pruned = c.pruner.run_tables()
-    now = c.clock.now()
-    # Agent tries outlive their meetings' retention no longer; replayed status ids matter for minutes.
-    tries = c.agent_tries.prune(tries_before=now - timedelta(days=c.settings.meeting_retention_days),
-                                webhooks_before=now - timedelta(days=1))
-    log.info("prune_data: %d agent tries and status ids", tries)
-    log.info("prune_data: %d meetings, %d workspace meetings, %d orphaned sync rows; dead connections by the "
-             "prune walk", pruned.meetings, pruned.workspace_meetings, pruned.orphaned_connections)
+    for kind in PRUNE_WALKS:
+        c.fanout.start(kind)
+    log.info("prune_data started %d walks", len(PRUNE_WALKS))

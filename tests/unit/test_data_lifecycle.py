@@ -231,7 +231,7 @@ def test_a_claim_interrupted_after_storing_its_connection_keeps_the_live_token_c
 def reconciler(world, grace=3600):
     world.secrets._now = world.clock.now
     return SecretReconciler(secrets_store=world.secrets, connections=world.connections, claims=world.claims,
-                            clock=world.clock, grace=timedelta(seconds=grace))
+                            clock=world.clock, grace=timedelta(seconds=grace), connection_pages=world.connections)
 
 
 def test_the_reconciler_deletes_old_token_caches_no_row_names_and_keeps_the_rest(world):

@@ -17,6 +17,7 @@ from shared.ports import Conflict, SubscriptionJob, SyncJob
 from shared.services import notifications as notifications_module
 from shared.services.accounts import AccountsService
 from shared.services.connect import ConnectService
+from shared.services.lifecycle import SecretReconciler
 from shared.services.notifications import (
     ClientStates,
     MalformedNotification,
@@ -204,12 +205,19 @@ def fakes_connection(cid: str, world) -> Connection:
 
 def test_orphaned_client_state_secrets_are_deleted_once_an_hour_old(rt, world):
     world.secrets._now = world.clock.now  # Key Vault stamps every secret with its creation time
-    world.secrets.set(f"{CLIENT_STATE_PREFIX}crashed", "a secret whose row never came")
-    rt.subscriptions.maintain()
-    assert world.secrets.get(f"{CLIENT_STATE_PREFIX}crashed") is not None  # maybe a subscription being made
+    conn = connected(rt)
+    live = rt.table.get(conn.id).secret_name
+    world.secrets.set(f"{CLIENT_STATE_PREFIX}crashed", "a secret whose row never came", owner=ALICE.id)
+    world.secrets.set(f"{CLIENT_STATE_PREFIX}before-owners", "written before owners were kept")
+    reconciler = SecretReconciler(secrets_store=world.secrets, connections=world.connections, claims=world.claims,
+                                  clock=world.clock, grace=timedelta(minutes=15), connection_pages=world.connections,
+                                  subscriptions=rt.table)
+    assert reconciler.run() == 0  # maybe a subscription being made
     world.clock.advance(3601)
-    rt.subscriptions.maintain()
+    assert reconciler.run() == 2
     assert world.secrets.get(f"{CLIENT_STATE_PREFIX}crashed") is None
+    assert world.secrets.get(f"{CLIENT_STATE_PREFIX}before-owners") is None
+    assert world.secrets.get(live) is not None  # its subscription row names it
 
 
 def test_disconnecting_deletes_the_subscription_its_secret_and_its_row(rt, world):
