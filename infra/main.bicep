@@ -282,6 +282,7 @@ var tableNames = [
   'agenttries'
   'workspacemeetings'
   'apprefusals'
+  'meetingsdue'
 ]
 var queueNames = [
   'sync-jobs'

@@ -71,6 +71,7 @@ from shared.composition import Ports, Services, compose
 from shared.config import Settings, load_settings
 from shared.platform_auth import PlatformTokenVerifier
 from shared.ports import StatusEvents
+from shared.services.fanout import INDEX_AWAITING
 from shared.services.sync import sync_lease
 
 
@@ -180,7 +181,7 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
     graph = GraphCalendar(base_url=settings.graph_base_url, session=session, timeout=settings.http_timeout_seconds)
     agents = AgentApiClient(base_url=settings.agent_api_url, api_key=agent_key, session=session,
                             timeout=settings.http_timeout_seconds)
-    meetings = TableMeetingStore(tables.get_table_client("meetings"))
+    meetings = TableMeetingStore(tables.get_table_client("meetings"), tables.get_table_client("meetingsdue"))
     agent_tries = TableAgentTries(tables.get_table_client("agenttries"))
     status_event_delivery = PlatformEventsDeliverer(
         url=settings.platform_events_url, secrets=vault, secret_name=settings.platform_events_secret_name,
@@ -222,6 +223,8 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
         sync_lease=sync_lease(longest_request(settings.http_timeout_seconds)),
     )
     services = compose(ports, settings, clock)
+    # The deployment watchdog's index (an adapter's own table) is rewritten by a walk of its own.
+    services.fanout.add_walks({INDEX_AWAITING: lambda page, size: meetings.reindex_page(page.continuation, size)})
     return Container(
         **{f.name: getattr(services, f.name) for f in fields(Services)},
         settings=settings,

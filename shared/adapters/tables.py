@@ -64,18 +64,24 @@ from shared.ports import (
     SyncState,
     TeamClaims,
     Teammate,
+    WalkStep,
     WorkspaceMeeting,
 )
 
 log = logging.getLogger(__name__)
 
 TABLES = ("authflows", "pendingclaims", "connections", "meetings", "eventindex", "syncstate", "autojoin",
-          "subscriptions", "calendars", "agenttries", "workspacemeetings", "apprefusals")
+          "subscriptions", "calendars", "agenttries", "workspacemeetings", "apprefusals", "meetingsdue")
 # Sealed secrets and wrapped data keys: not per-user rows (erasure deletes sealed rows by name).
 KEY_TABLES = ("sealedsecrets", "datakeys")
 _SLOT_PREFIX = "~slot-"  # sorts after every connection id (hex), so listing connections skips slots
 _ANNOUNCED_ROW = "announced"  # when a change of the calendar was last announced
 _QUEUED_ROW = "queued"  # beside a connection's sync "state" row: a "sync now" is queued
+
+
+def _minute(value: datetime) -> str:
+    """A UTC minute as a key: `YYYY-MM-DDTHH:MM`, string order time order."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
 
 
 def _iso(value: datetime | None) -> str:
@@ -495,9 +501,30 @@ class TableConnectionStore:
         )
 
 
+def awaiting_since(m: Meeting) -> datetime | None:
+    """When a meeting starts waiting for a verdict the watchdog looks for: its deploy time while its
+    agent is scheduled or being deployed, its next try's time while not admitted with one pending;
+    None otherwise."""
+    if m.agent in (AgentState.SCHEDULED, AgentState.DEPLOYING):
+        return m.deploy_at
+    if m.agent is AgentState.NOT_ADMITTED:
+        return m.retry_at
+    return None
+
+
 class TableMeetingStore:
-    def __init__(self, table: TableClient) -> None:
+    """The `meetings` table (PartitionKey the user's key, RowKey the meeting key), and beside it the
+    `meetingsdue` index the deployment watchdog reads instead of scanning every meeting: one row per
+    meeting awaiting a verdict, PartitionKey its due minute (`YYYY-MM-DDTHH:MM`, UTC), RowKey a hash of
+    user and meeting, with `UserId`, `MeetingKey` and `Due`. The index row is written before the
+    meeting row that needs it (a meeting write that then fails leaves a row that names nothing, which
+    the watchdog drops), and dropped by the watchdog once the meeting it names no longer waits at that
+    time (its verdict came, it moved, it ended, it is gone): so the watchdog reads the meetings due
+    now and the ones still overdue, however many meetings there are."""
+
+    def __init__(self, table: TableClient, due: TableClient) -> None:
         self._t = table
+        self._due = due
 
     def get(self, user_id: str, key: str) -> Meeting | None:
         if not _key_ok(key):
@@ -512,6 +539,7 @@ class TableMeetingStore:
         return [m for m in map(self._meeting, rows) if m.end > ending_after]
 
     def create(self, meeting: Meeting) -> Meeting:
+        self._index(meeting)
         try:
             meta = self._t.create_entity(self._entity(meeting))
         except ResourceExistsError:
@@ -521,6 +549,7 @@ class TableMeetingStore:
         return replace(meeting, etag=meta.get("etag"))
 
     def replace(self, meeting: Meeting) -> Meeting:
+        self._index(meeting)
         try:
             meta = self._t.update_entity(self._entity(meeting), mode=UpdateMode.REPLACE, etag=meeting.etag,
                                          match_condition=MatchConditions.IfNotModified)
@@ -540,15 +569,50 @@ class TableMeetingStore:
             pass
 
     def awaiting_verdict(self, due_before: datetime, ending_after: datetime) -> Iterator[Meeting]:
-        # A filtered scan across partitions, a page (1,000 rows) per request: see docs/scale.md.
-        # Also a new try after the lobby whose RetryAt is due (its message may have been lost).
-        due = _quote(_iso(due_before))
-        query = (f"End gt '{_quote(_iso(ending_after))}' and ("
-                 f"(DeployAt le '{due}' and (Agent eq '{AgentState.SCHEDULED.value}' or "
-                 f"Agent eq '{AgentState.DEPLOYING.value}')) or "
-                 f"(Agent eq '{AgentState.NOT_ADMITTED.value}' and RetryAt ne '' and RetryAt le '{due}'))")
-        for e in self._t.query_entities(query, results_per_page=1000):
-            yield self._meeting(e)
+        """From the `meetingsdue` index: its partitions up to `due_before`'s minute (a key range, so
+        the meetings due later are never read), each row's meeting by a point read. A row whose
+        meeting no longer waits at that time, or ended, is dropped (conditional on the row read: one
+        written again meanwhile stays); an unreadable one is logged (`walk_row_failed`) and skipped."""
+        query = f"PartitionKey le '{_quote(_minute(due_before))}'"
+        for e in self._due.query_entities(query, results_per_page=1000):
+            try:
+                due = _required_dt(e["Due"])
+                if due > due_before:
+                    continue  # later this minute
+                meeting = self.get(str(e["UserId"]), str(e["MeetingKey"]))
+            except (KeyError, ValueError, TypeError, HttpResponseError) as exc:
+                log.error("meetings-due row unreadable, skipped by the watchdog: %s", type(exc).__name__,
+                          extra={"table_partition": str(e.get("PartitionKey", "")), "event": "walk_row_failed"})
+                continue
+            if meeting is not None and awaiting_since(meeting) == due and meeting.end > ending_after:
+                yield meeting
+                continue
+            try:
+                self._due.delete_entity(e["PartitionKey"], e["RowKey"], etag=e.metadata["etag"],
+                                        match_condition=MatchConditions.IfNotModified)
+            except (ResourceNotFoundError, ResourceModifiedError):
+                pass  # gone already, or written again for a meeting that waits again: kept
+
+    def reindex_page(self, continuation: str | None, size: int) -> WalkStep:
+        """One page of the walk that writes the `meetingsdue` row of every meeting awaiting a verdict
+        (meetings written before the index existed, or whose row write was lost): a filtered scan
+        of the meetings table, a page per queue message (prune_data, daily); safe to repeat."""
+        query = (f"Agent eq '{AgentState.SCHEDULED.value}' or Agent eq '{AgentState.DEPLOYING.value}' or "
+                 f"(Agent eq '{AgentState.NOT_ADMITTED.value}' and RetryAt ne '')")
+        raw, following = query_page(self._t, query, size, continuation)
+        rows, bad = read_rows(raw, self._meeting, "meeting")
+        for meeting in rows:
+            self._index(meeting)
+        return WalkStep(len(raw), len(rows), following, bad)
+
+    def _index(self, meeting: Meeting) -> None:
+        due = awaiting_since(meeting)
+        if due is None:
+            return
+        partition = user_key(meeting.user_id)
+        row = hashlib.sha256(f"{partition}\n{meeting.key}".encode()).hexdigest()[:48]
+        self._due.upsert_entity({"PartitionKey": _minute(due), "RowKey": row, "UserId": meeting.user_id,
+                                 "MeetingKey": meeting.key, "Due": _iso(due)}, mode=UpdateMode.REPLACE)
 
     def ended_page(self, cutoff: datetime, continuation: str | None, size: int) -> Page[Meeting]:
         # A filtered scan across partitions; End is stored as isoformat() in UTC, so string order is time order.

@@ -44,6 +44,7 @@ KEYED_BY: dict[str, Keying] = {
     # A workspace's shared meetings serve several users: no UserId; erasure hands the user's part over
     # first (shared.services.teams.forget_user), never deletes a teammate's row.
     "workspacemeetings": "other",
+    "meetingsdue": "other",  # the deployment watchdog's index of meetings awaiting a verdict, with UserId
 }
 _BATCH = 100
 

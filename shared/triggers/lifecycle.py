@@ -11,6 +11,7 @@ from shared.platform_auth import User
 from shared.services.connect import TOKEN_CACHE_PREFIX
 from shared.services.fanout import (
     ADOPT,
+    INDEX_AWAITING,
     PRUNE,
     PRUNE_MEETINGS,
     PRUNE_ORPHANS,
@@ -27,7 +28,7 @@ LEGACY_PREFIXES = (TOKEN_CACHE_PREFIX, CLIENT_STATE_PREFIX)
 # Secrets moved from Key Vault per run: most move on their first read (every sync reads its cache);
 # this catches the rest (connections in Error, quiet subscriptions) without one run growing with N.
 MIGRATION_PAGE = 2000
-PRUNE_WALKS = (PRUNE, PRUNE_MEETINGS, PRUNE_WORKSPACE_MEETINGS, PRUNE_ORPHANS, PRUNE_TRIES)
+PRUNE_WALKS = (PRUNE, PRUNE_MEETINGS, PRUNE_WORKSPACE_MEETINGS, PRUNE_ORPHANS, PRUNE_TRIES, INDEX_AWAITING)
 bp = func.Blueprint()
 
 
@@ -79,9 +80,10 @@ def reconcile_secrets(timer: func.TimerRequest) -> None:
 @bp.function_name("prune_data")
 @bp.timer_trigger(arg_name="timer", schedule=schedule("PRUNE_SCHEDULE"), run_on_startup=False, use_monitor=True)
 def prune_data(timer: func.TimerRequest) -> None:
-    """Daily: five walks, a page per queue message (fan_out_page): connections long in Error released;
+    """Daily: six walks, a page per queue message (fan_out_page): connections long in Error released;
     meetings and shared workspace meetings long past, sync rows of gone connections and old agent tries
-    deleted (Pruner)."""
+    deleted (Pruner); the deployment watchdog's index row of every meeting awaiting a verdict written
+    again (TableMeetingStore.reindex_page: meetings scheduled before the index existed)."""
     c = container()
     for kind in PRUNE_WALKS:
         c.fanout.start(kind)

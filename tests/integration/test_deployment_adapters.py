@@ -60,7 +60,7 @@ def test_a_deploy_message_never_expires_and_has_a_backup_copy_a_little_later(sta
 def test_the_meetings_awaiting_a_verdict_of_every_user_are_found_by_their_deploy_time(stack):
     service = TableServiceClient.from_connection_string(stack.storage_connection_string())
     ensure_tables(service)
-    store = TableMeetingStore(service.get_table_client("meetings"))
+    store = TableMeetingStore(service.get_table_client("meetings"), service.get_table_client("meetingsdue"))
     now = datetime.now(UTC).replace(microsecond=0)
     tag = uuid.uuid4().hex[:8]
 

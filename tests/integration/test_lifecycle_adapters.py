@@ -166,7 +166,7 @@ def test_any_platform_id_is_stored_under_a_key_table_storage_takes_and_read_back
         assert user_id_of(raw_row["PartitionKey"]) == user  # what background runs read back from keys
         store.remove(stored)
         assert store.list_for_user(user) == []
-    meetings = TableMeetingStore(tables.get_table_client("meetings"))
+    meetings = TableMeetingStore(tables.get_table_client("meetings"), tables.get_table_client("meetingsdue"))
     assert meetings.list_for_user(f"team/a-{suffix}", NOW) == []
 
 

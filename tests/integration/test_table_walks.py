@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,6 +17,7 @@ from azure.data.tables import TableServiceClient
 from shared.adapters.envelope import SealedRow
 from shared.adapters.tables import TableAgentTries, TableMeetingStore, TableSealedSecrets, ensure_tables, user_key
 from shared.adapters.user_rows import TableUserRows
+from shared.agent_states import AgentState
 from shared.ports import AgentTry, Meeting, Source
 
 # Far in the past: no other test's meetings end before it, so the walk sees only this file's rows.
@@ -36,7 +38,7 @@ def _meeting(user: str, n: int, end: datetime) -> Meeting:
 
 
 def test_the_meetings_walk_goes_on_from_message_to_message_by_its_continuation_and_skips_nothing(tables, caplog):
-    store = TableMeetingStore(tables.get_table_client("meetings"))
+    store = TableMeetingStore(tables.get_table_client("meetings"), tables.get_table_client("meetingsdue"))
     users = [f"walk-{uuid.uuid4().hex[:8]}" for _ in range(3)]  # three partitions
     for u, user in enumerate(users):
         for n in range(4):
@@ -135,3 +137,40 @@ def test_agent_tries_are_pruned_a_page_at_a_time(tables):
         if continuation is None:
             break
     assert gone == 5 and all(tries.by_key(k) is None for k in keys)
+
+
+def test_the_watchdog_reads_the_due_index_and_drops_rows_whose_meeting_no_longer_waits(tables):
+    meetings, due = tables.get_table_client("meetings"), tables.get_table_client("meetingsdue")
+    store = TableMeetingStore(meetings, due)
+    now = datetime.now(UTC).replace(microsecond=0)
+    user = f"due-{uuid.uuid4().hex[:8]}"
+
+    def scheduled(key: str, deploy_in: timedelta) -> Meeting:
+        start = now + deploy_in + timedelta(minutes=2)
+        return Meeting(user_id=user, key=key, link_key="l", title="t", start=start, end=start + timedelta(minutes=30),
+                       platform="teams", join_url="https://teams.microsoft.com/l/meetup-join/x", sources=(),
+                       agent=AgentState.SCHEDULED, deploy_at=now + deploy_in)
+
+    late = store.create(scheduled("late", timedelta(minutes=-1)))
+    answered = store.create(scheduled("answered", timedelta(minutes=-2)))
+    store.create(scheduled("later", timedelta(days=3)))  # its index row is in a partition days ahead: never read
+    store.replace(replace(answered, agent=AgentState.DEPLOYED))
+    # Scheduled before the index existed: no index row until the reindex walk writes one.
+    meetings.create_entity(TableMeetingStore._entity(scheduled("before", timedelta(minutes=-3))))
+
+    def mine() -> set[str]:
+        return {m.key for m in store.awaiting_verdict(due_before=now, ending_after=now) if m.user_id == user}
+
+    assert mine() == {"late"}
+    rows = {e["MeetingKey"] for e in due.query_entities(f"UserId eq '{user}'")}
+    assert rows == {"late", "later"}  # the answered meeting's row went when the watchdog read it
+    continuation: str | None = None
+    while True:
+        step = store.reindex_page(continuation, 200)
+        if step.continuation is None:
+            break
+        continuation = step.continuation
+    assert mine() == {"late", "before"}
+    store.replace(replace(store.get(user, "late"), agent=AgentState.DEPLOYED))  # type: ignore[arg-type]
+    assert mine() == {"before"}
+    assert late.key not in {e["MeetingKey"] for e in due.query_entities(f"UserId eq '{user}'")}
