@@ -54,7 +54,7 @@ from shared.services.autojoin import AutojoinService
 from shared.services.calendars import CalendarService, calendar_agent_name
 from shared.services.connect import ConnectService
 from shared.services.deploy import DeployService
-from shared.services.fanout import PRUNE, RENEW, SWEEP, FanOut
+from shared.services.fanout import PRUNE, PURGE_CLAIMS, PURGE_FLOWS, RENEW, SWEEP, FanOut
 from shared.services.health import ConnectionHealth
 from shared.services.lifecycle import Erasure, Pruner, SecretReconciler
 from shared.services.meeting_lifecycle import MeetingLifecycle
@@ -196,13 +196,15 @@ def compose(ports: Ports, settings: Settings, clock: Clock) -> Services:
         teams.forget_user(user_id)
         subscriptions.forget_user(user_id, connection_ids)
 
+    connect = ConnectService(
+        flows=p.flows, claims=p.claims, connections=p.connections, identity=p.identity, calendar=p.calendar,
+        secrets_store=p.secrets, clock=clock,
+        jobs=SubscribeOnClaim(p.jobs, p.subscription_jobs),  # a connect or reconnect also subscribes
+        health=health, consents=p.consents, consent_secret=p.consent_secret,
+    )
+
     return Services(
-        connect=ConnectService(
-            flows=p.flows, claims=p.claims, connections=p.connections, identity=p.identity, calendar=p.calendar,
-            secrets_store=p.secrets, clock=clock,
-            jobs=SubscribeOnClaim(p.jobs, p.subscription_jobs),  # a connect or reconnect also subscribes
-            health=health, consents=p.consents, consent_secret=p.consent_secret,
-        ),
+        connect=connect,
         accounts=accounts,
         tokens=tokens,
         connection_health=health,
@@ -233,7 +235,8 @@ def compose(ports: Ports, settings: Settings, clock: Clock) -> Services:
                       subscriptions=p.subscription_jobs,
                       handlers={RENEW: lambda conns, page: subscriptions.renew_page(conns, page.enqueued_before),
                                 PRUNE: lambda conns, page: pruner.prune_connections(conns)},
-                      walks={**pruner.walks(), **reconciler.walks(), SWEEP: subscriptions.sweep_page},
+                      walks={**pruner.walks(), **reconciler.walks(), SWEEP: subscriptions.sweep_page,
+                             PURGE_FLOWS: connect.purge_flows_page, PURGE_CLAIMS: connect.purge_claims_page},
                       then=SecretReconciler.THEN),
         subscriptions=subscriptions,
         notifications=notifications,

@@ -46,6 +46,7 @@ from shared.ports import (
     TeamClaims,
     Throttled,
     TokenError,
+    WalkStep,
     WorkspaceMeeting,
 )
 from shared.scheduling import SyncWindow
@@ -64,11 +65,11 @@ class Flows:
     def live(self, owner: str, now: datetime) -> list[datetime]:
         return [f.expires_at for k, f in self.rows.items() if k.startswith(f"{owner}.") and f.expires_at > now]
 
-    def purge_expired(self, now: datetime) -> int:
-        expired = [k for k, f in self.rows.items() if f.expires_at <= now]
-        for k in expired:
-            del self.rows[k]
-        return len(expired)
+    def purge_expired_page(self, now: datetime, continuation: str | None, size: int) -> WalkStep:
+        found = paged([k for k, f in self.rows.items() if f.expires_at <= now], continuation, size, key=str)
+        for k in found.items:
+            self.rows.pop(k, None)
+        return WalkStep(len(found.items), len(found.items), found.continuation)
 
 
 @dataclass
@@ -118,8 +119,9 @@ class Claims:
     def take(self, code_hash: str) -> PendingClaim | None:
         return self.rows.pop(code_hash, None)
 
-    def expired(self, now: datetime) -> list[PendingClaim]:
-        return [c for c in self.rows.values() if c.expires_at <= now]
+    def expired_page(self, now: datetime, continuation: str | None, size: int) -> Page[PendingClaim]:
+        expired = [c for c in list(self.rows.values()) if c.expires_at <= now]
+        return paged(expired, continuation, size, key=lambda c: c.code_hash)
 
     def remove(self, code_hash: str) -> None:
         self.rows.pop(code_hash, None)

@@ -251,17 +251,14 @@ class TableFlowStore:
                                       select=["ExpiresAt"])
         return [_required_dt(e["ExpiresAt"]) for e in rows]
 
-    def purge_expired(self, now: datetime) -> int:
+    def purge_expired_page(self, now: datetime, continuation: str | None, size: int) -> WalkStep:
         """Abandoned sign-ins: their sealed PKCE verifiers do not outlive the flow. ExpiresAt is stored
-        as isoformat() in UTC, so the service compares it as a string."""
-        expired = list(self._t.query_entities(f"ExpiresAt le '{_quote(_iso(now))}'",
-                                              select=["PartitionKey", "RowKey"]))
+        as isoformat() in UTC, so the service compares it as a string (admin-consent rows have none)."""
+        expired, following = query_page(self._t, f"ExpiresAt le '{_quote(_iso(now))}'", size, continuation,
+                                        select=["PartitionKey", "RowKey"])
         for e in expired:
-            try:
-                self._t.delete_entity(e["PartitionKey"], e["RowKey"])
-            except ResourceNotFoundError:
-                pass
-        return len(expired)
+            self._t.delete_entity(e["PartitionKey"], e["RowKey"])  # gone already: nothing (the SDK ignores 404)
+        return WalkStep(len(expired), len(expired), following)
 
 
 class TableAdminConsents:
@@ -331,8 +328,10 @@ class TableClaimStore:
             return None
         return self._claim(e)
 
-    def expired(self, now: datetime) -> list[PendingClaim]:
-        return [self._claim(e) for e in self._t.query_entities(f"ExpiresAt le '{_quote(_iso(now))}'")]
+    def expired_page(self, now: datetime, continuation: str | None, size: int) -> Page[PendingClaim]:
+        raw, following = query_page(self._t, f"ExpiresAt le '{_quote(_iso(now))}'", size, continuation)
+        rows, bad = read_rows(raw, self._claim, "pending claim")
+        return Page(rows, following, bad)
 
     def remove(self, code_hash: str) -> None:
         partition, row = _split_ref(code_hash, self._LEGACY)

@@ -46,6 +46,7 @@ from shared.ports import (
     ClaimStore,
     Conflict,
     ConnectionStore,
+    FanOutPage,
     FlowStore,
     IdentityProvider,
     JobQueue,
@@ -55,6 +56,7 @@ from shared.ports import (
     SecretStore,
     SignedIn,
     SyncJob,
+    WalkStep,
 )
 from shared.services.health import ConnectionHealth
 
@@ -503,15 +505,39 @@ class ConnectService:
             raise
 
     def purge_expired(self) -> int:
-        """Abandoned sign-ins (flow rows) and unclaimed ones: the token cache goes before the row that
-        names it, so a run that fails half-way leaves the row for the next run to finish."""
-        now = self._clock.now()
-        expired = self._claims.expired(now)
-        for pending in expired:
-            if not self._in_use(pending):
-                self._secrets.delete(pending.secret_name)
-            self._claims.remove(pending.code_hash)
-        return len(expired) + self._flows.purge_expired(now)
+        """Every page of both walks in one run (tests, small deployments); the `refresh_tokens` timer
+        walks them a page per queue message instead (shared/services/fanout.py). Returns rows purged."""
+        purged = 0
+        for walk in (self.purge_flows_page, self.purge_claims_page):
+            page = FanOutPage(kind="", continuation=None, started_at=self._clock.now())
+            while True:
+                step = walk(page, 200)
+                purged += step.done
+                if step.continuation is None:
+                    break
+                page = replace(page, continuation=step.continuation)
+        return purged
+
+    def purge_flows_page(self, page: FanOutPage, size: int) -> WalkStep:
+        """One page of abandoned sign-ins (flow rows past their ten minutes), deleted."""
+        return self._flows.purge_expired_page(self._clock.now(), page.continuation, size)
+
+    def purge_claims_page(self, page: FanOutPage, size: int) -> WalkStep:
+        """One page of unclaimed sign-ins: the token cache goes before the row that names it (unless a
+        connection names it), so a page that fails half-way leaves the row for the retry to finish."""
+        found = self._claims.expired_page(self._clock.now(), page.continuation, size)
+        failed = 0
+        for pending in found.items:
+            try:
+                if not self._in_use(pending):
+                    self._secrets.delete(pending.secret_name)
+                self._claims.remove(pending.code_hash)
+            except Exception as exc:  # one row never stops the walk: the next hour looks again
+                failed += 1
+                log.error("expired claim not purged: %s", type(exc).__name__,
+                          extra={"user_id": pending.user_id, "event": "walk_row_failed"})
+        return WalkStep(len(found.items) + found.unreadable, len(found.items) - failed, found.continuation,
+                        found.unreadable + failed)
 
     def _in_use(self, pending: PendingClaim) -> bool:
         """Whether a connection already names this claim's token cache: a claim interrupted after it

@@ -56,13 +56,15 @@ PRUNE_MEETINGS = "prune-meetings"  # meetings ended MEETING_RETENTION_DAYS ago
 PRUNE_WORKSPACE_MEETINGS = "prune-workspace-meetings"  # shared workspace meeting rows, as long past
 PRUNE_ORPHANS = "prune-orphans"  # connection-keyed rows whose connection is gone
 PRUNE_TRIES = "prune-agent-tries"  # agent tries and status webhook ids
+PURGE_FLOWS = "purge-sign-ins"  # sign-in flows past their ten minutes (refresh_tokens, hourly)
+PURGE_CLAIMS = "purge-claims"  # unclaimed sign-ins past theirs, with their token caches
 INDEX_AWAITING = "index-awaiting"  # the watchdog's index row of every meeting awaiting a verdict, written again
 ADOPT = "adopt-secrets"  # a connection walk: each connection's sealed secrets told their owner
 RECONCILE_CACHES = "reconcile-caches"  # token caches no row names (after ADOPT)
 RECONCILE_CLIENT_STATES = "reconcile-client-states"  # clientState secrets no row names (after the caches)
 SWEEP = "sweep-subscriptions"  # subscription rows of connections that are gone
 KINDS = (SYNC, REFRESH, RENEW, PRUNE, PRUNE_MEETINGS, PRUNE_WORKSPACE_MEETINGS, PRUNE_ORPHANS, PRUNE_TRIES,
-         INDEX_AWAITING, ADOPT, RECONCILE_CACHES, RECONCILE_CLIENT_STATES, SWEEP)
+         INDEX_AWAITING, ADOPT, RECONCILE_CACHES, RECONCILE_CLIENT_STATES, SWEEP, PURGE_FLOWS, PURGE_CLAIMS)
 PageHandler = Callable[[list[Connection], FanOutPage], int]
 PAGE_SIZE = 500  # connections per page: one Table query (max 1,000), ~500 queue sends per run
 # Rows per page of a table walk: each row may cost a delete or a point read or two (~10 ms each in

@@ -16,7 +16,7 @@ from shared.adapters.queues import (
     decode_sync,
 )
 from shared.config import schedule
-from shared.services.fanout import REFRESH, SYNC
+from shared.services.fanout import PURGE_CLAIMS, PURGE_FLOWS, REFRESH, SYNC
 from shared.wiring import container
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,9 @@ def refresh_tokens(timer: func.TimerRequest) -> None:
     c = container()
     with c.telemetry.job("refresh_tokens"):
         c.fanout.start(REFRESH)  # the walk over the connections goes on in fan_out_page, a page per run
-        purged = c.connect.purge_expired()
-    log.info("refresh_tokens started a refresh walk", extra={"purged_sign_ins": purged})
+        c.fanout.start(PURGE_FLOWS)  # abandoned sign-ins, a page per run
+        c.fanout.start(PURGE_CLAIMS)  # unclaimed ones and their token caches
+    log.info("refresh_tokens started the refresh and sign-in purge walks")
 
 
 @bp.function_name("refresh_connection")

@@ -152,13 +152,13 @@ def test_an_oversized_callback_form_is_not_parsed_and_still_lands_on_the_page(cl
 def test_the_reconciler_deletes_old_token_caches_no_row_names(client, stack):
     token = client.token(new_user(), "solo")
     conn = client.connect(token, "erin@northwind.com")["connection"]
-    kept = {e["SecretName"] for _, e in rows_of(stack, jwt.decode(token, options={"verify_signature": False})["sub"],
-                                                   {conn["id"]}) if e.get("SecretName")}
+    user = jwt.decode(token, options={"verify_signature": False})["sub"]
+    kept = {e["SecretName"] for _, e in rows_of(stack, user, {conn["id"]}) if e.get("SecretName")}
     orphan = f"outlook-cache-{uuid.uuid4().hex}"
     young = f"outlook-cache-{uuid.uuid4().hex}"
     sealed = sealed_secrets(stack)
-    sealed.set(orphan, "{}")
-    sealed.set(young, "{}")
+    sealed.set(orphan, "{}", owner=user)  # a crash between the cache and the row that would have named it
+    sealed.set(young, "{}", owner=user)
     table = TableServiceClient.from_connection_string(stack.storage_connection_string()).get_table_client(
         "sealedsecrets")
     two_hours_ago = (datetime.now(UTC) - timedelta(hours=2)).isoformat()

@@ -183,14 +183,27 @@ def test_sign_in_rows_from_before_owner_tags_are_still_taken_and_purged(tables):
     taken = flows.take(legacy)
     assert taken is not None and taken.user_id == user
     assert flows.take(legacy) is None
-    assert flows.purge_expired(NOW + timedelta(minutes=11)) >= 1 and flows.take(tagged) is None
+    continuation, purged = None, 0
+    while True:
+        step = flows.purge_expired_page(NOW + timedelta(minutes=11), continuation, 100)
+        purged, continuation = purged + step.done, step.continuation
+        if continuation is None:
+            break
+    assert purged >= 1 and flows.take(tagged) is None
     for ref in (legacy, f"{owner_tag(user)}.{uuid.uuid4().hex * 2}"):
         claims.put(PendingClaim(code_hash=ref, user_id=user, reconnect_id=None, secret_name="outlook-cache-x",
                                 home_account_id="h", tenant_id="t", email="a@b.c", access_expires_at=None,
                                 expires_at=NOW + timedelta(minutes=10)))
         got = claims.get(ref)
         assert got is not None and got.code_hash == ref
-        assert any(c.code_hash == ref for c in claims.expired(NOW + timedelta(minutes=11)))
+        expired, page = [], claims.expired_page(NOW + timedelta(minutes=11), None, 100)
+        while True:
+            expired += page.items
+            if page.continuation is None:
+                break
+            page = claims.expired_page(NOW + timedelta(minutes=11), page.continuation, 100)
+        assert any(c.code_hash == ref for c in expired)
+        assert any(c.code_hash == ref for c in claims.for_user(user)) == (ref != legacy)  # one partition read
         claims.remove(ref)
         assert claims.get(ref) is None
 

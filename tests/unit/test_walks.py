@@ -28,6 +28,7 @@ from shared.services.lifecycle import Pruner, SecretReconciler
 from shared.services.subscriptions import CLIENT_STATE_PREFIX
 from tests import fakes
 from tests.fakes_notifications import SubscriptionsTable
+from tests.unit.test_sync_and_deploy import WORK as WORK_ACCOUNT
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 CAP = 50  # rows per page of a table walk in these tests
@@ -61,6 +62,12 @@ class CountingConnections(fakes.Connections):
         if self.unreadable_on_page is not None and int(continuation or 0) // size == self.unreadable_on_page:
             return replace(found, connections=found.connections[1:], skipped=1)
         return found
+
+
+def fakes_user():  # type: ignore[no-untyped-def]
+    from shared.connections import Plan
+    from shared.platform_auth import User
+    return User("user-walker", Plan.PRO)
 
 
 def _conn(n: int) -> Connection:
@@ -274,3 +281,36 @@ def test_the_subscription_sweep_drops_rows_of_gone_connections_a_page_at_a_time(
     assert len(_run(pages, fanout, twice=twice)) == 3
     assert len(subscriptions.rows) == 120 and connections.whole_reads == 0
     assert f"{CLIENT_STATE_PREFIX}c5" not in secrets.values and f"{CLIENT_STATE_PREFIX}c6" in secrets.values
+
+
+# ---------------------------------------------------------------- abandoned sign-ins (refresh_tokens, hourly)
+@pytest.mark.parametrize("twice", [False, True])
+def test_expired_claims_are_purged_a_page_at_a_time_with_their_caches_and_one_failure_is_skipped(twice, world,
+                                                                                                  caplog) -> None:
+    from shared.ports import PendingClaim
+    from shared.services.fanout import PURGE_CLAIMS, PURGE_FLOWS
+    live = world.connect_account(fakes_user(), WORK_ACCOUNT).connection
+    for n in range(120):
+        name = live.secret_name if n == 7 else f"outlook-cache-claim-{n}"  # n 7: a claim that made its connection
+        if n != 7:
+            world.secrets.set(name, "{}", owner=live.user_id)
+        world.claims.put(PendingClaim(code_hash=f"tag.{n:04d}", user_id=live.user_id, reconnect_id=None,
+                                      secret_name=name, home_account_id="h", tenant_id="t", email="a@b.c",
+                                      access_expires_at=None, expires_at=world.clock.now() - timedelta(minutes=1)))
+    world.secrets.fail_deletes = 1  # the first cache delete fails: that claim is left for the next hour
+    pages = Pages()
+    fanout = FanOut(connections=world.connections, pages=pages, jobs=fakes.Jobs(), clock=world.clock,
+                    refresh_ahead_seconds=0, refresh_max_age_seconds=43200, refresh_rate_per_second=20,
+                    walks={PURGE_FLOWS: world.connect.purge_flows_page, PURGE_CLAIMS: world.connect.purge_claims_page},
+                    table_page_size=CAP)
+    fanout.start(PURGE_CLAIMS)
+    with caplog.at_level(logging.ERROR):
+        handled = _run(pages, fanout, twice=twice)
+    assert len(handled) >= (1 if twice else 3)
+    # The one whose cache delete failed is left for the next run (or the page delivered again finishes it).
+    left = [] if twice else ["tag.0000"]
+    assert [c.code_hash for c in world.claims.rows.values()] == left
+    assert [r for r in caplog.records if getattr(r, "event", "") == "walk_row_failed"]
+    assert world.secrets.get(live.secret_name) is not None  # a connection names it: only the row went
+    assert [n for n in world.secrets.values if n.startswith("outlook-cache-claim-")] == [
+        f"outlook-cache-claim-{c[4:].lstrip('0') or '0'}" for c in left]
