@@ -6,8 +6,9 @@ What is stored, and what never is:
   their values, and hold no token, authorization code, claim code or key in plaintext.
 - `sealedsecrets` holds those values **encrypted** (shared.adapters.envelope): one row per name, the
   AES-256-GCM ciphertext and tag (`Ciphertext`, binary), its 96-bit nonce (`Nonce`), the id of the
-  data key that sealed it (`DataKeyId`) and when it was written (`UpdatedAt`). Without the data key
-  a row reveals only the value's length.
+  data key that sealed it (`DataKeyId`), when it was written (`UpdatedAt`) and the user id whose rows
+  name it (`Owner`, "" on rows written before it was kept). Without the data key a row reveals only
+  the value's length.
 - `datakeys` holds the data keys **wrapped** by the Key Vault key (RSA-OAEP-256): `WrappedKey`
   (binary), the Key Vault key version that wrapped it (`KeyId`, a URL) and `CreatedAt`. Unwrapping
   needs the Key Vault key, which never leaves the vault.
