@@ -236,6 +236,9 @@ class Meeting:
     nudged_attempt: int = 0
     at_risk: str | None = None
     recall_queued_at: datetime | None = None  # a recall chain for agent_id lives (queued or retrying) since
+    # Storage bookkeeping, like etag: where the deployment watchdog's index row of this version of the
+    # meeting is (shared.adapters.tables.TableMeetingStore), "" when it has none.
+    due_index: str = ""
     etag: str | None = None
 
 

@@ -501,6 +501,12 @@ class TableConnectionStore:
         )
 
 
+def due_row_key(user_id: str, meeting_key: str) -> str:
+    """The RowKey of a meeting's row in the `meetingsdue` index (a hash: meeting keys and user ids may
+    hold characters RowKey forbids)."""
+    return hashlib.sha256(f"{user_key(user_id)}\n{meeting_key}".encode()).hexdigest()[:48]
+
+
 def awaiting_since(m: Meeting) -> datetime | None:
     """When a meeting starts waiting for a verdict the watchdog looks for: its deploy time while its
     agent is scheduled or being deployed, its next try's time while not admitted with one pending;
@@ -516,11 +522,13 @@ class TableMeetingStore:
     """The `meetings` table (PartitionKey the user's key, RowKey the meeting key), and beside it the
     `meetingsdue` index the deployment watchdog reads instead of scanning every meeting: one row per
     meeting awaiting a verdict, PartitionKey its due minute (`YYYY-MM-DDTHH:MM`, UTC), RowKey a hash of
-    user and meeting, with `UserId`, `MeetingKey` and `Due`. The index row is written before the
-    meeting row that needs it (a meeting write that then fails leaves a row that names nothing, which
-    the watchdog drops), and dropped by the watchdog once the meeting it names no longer waits at that
-    time (its verdict came, it moved, it ended, it is gone): so the watchdog reads the meetings due
-    now and the ones still overdue, however many meetings there are."""
+    user and meeting (`due_row_key`), with `UserId`, `MeetingKey` and `Due`. The index row is written
+    before the meeting row that needs it, and the meeting row records where it is (`DueIndex`), so
+    the write that gives the meeting its verdict, moves it or deletes it deletes the former index row
+    after it, and erasure finds the user's index rows from their meetings. A row left behind (a
+    meeting write that failed, a delete that did) names a meeting that no longer waits at that time:
+    the watchdog drops it when it reads it. So the watchdog reads the meetings due now and the ones
+    still overdue, however many meetings there are."""
 
     def __init__(self, table: TableClient, due: TableClient) -> None:
         self._t = table
@@ -539,25 +547,27 @@ class TableMeetingStore:
         return [m for m in map(self._meeting, rows) if m.end > ending_after]
 
     def create(self, meeting: Meeting) -> Meeting:
-        self._index(meeting)
+        written = self._index(meeting)
         try:
-            meta = self._t.create_entity(self._entity(meeting))
+            meta = self._t.create_entity(self._entity(written))
         except ResourceExistsError:
             raise Conflict(meeting.key) from None
         except HttpResponseError as exc:
             raise _too_large(exc) from None
-        return replace(meeting, etag=meta.get("etag"))
+        return replace(written, etag=meta.get("etag"))
 
     def replace(self, meeting: Meeting) -> Meeting:
-        self._index(meeting)
+        written = self._index(meeting)
         try:
-            meta = self._t.update_entity(self._entity(meeting), mode=UpdateMode.REPLACE, etag=meeting.etag,
+            meta = self._t.update_entity(self._entity(written), mode=UpdateMode.REPLACE, etag=meeting.etag,
                                          match_condition=MatchConditions.IfNotModified)
         except (ResourceModifiedError, ResourceNotFoundError):
             raise Conflict(meeting.key) from None
         except HttpResponseError as exc:
             raise _too_large(exc) from None
-        return replace(meeting, etag=meta.get("etag"))
+        if meeting.due_index and meeting.due_index != written.due_index:
+            self._unindex(meeting.user_id, meeting.key, meeting.due_index)  # its verdict came, or it moved
+        return replace(written, etag=meta.get("etag"))
 
     def delete(self, meeting: Meeting) -> None:
         try:
@@ -567,6 +577,8 @@ class TableMeetingStore:
             raise Conflict(meeting.key) from None
         except ResourceNotFoundError:
             pass
+        if meeting.due_index:
+            self._unindex(meeting.user_id, meeting.key, meeting.due_index)
 
     def awaiting_verdict(self, due_before: datetime, ending_after: datetime) -> Iterator[Meeting]:
         """From the `meetingsdue` index: its partitions up to `due_before`'s minute (a key range, so
@@ -602,17 +614,35 @@ class TableMeetingStore:
         raw, following = query_page(self._t, query, size, continuation)
         rows, bad = read_rows(raw, self._meeting, "meeting")
         for meeting in rows:
-            self._index(meeting)
+            written = self._index(meeting)
+            if written.due_index != meeting.due_index:
+                try:  # the meeting row records where its index row is (erasure deletes it from there)
+                    self._t.update_entity({"PartitionKey": user_key(meeting.user_id), "RowKey": meeting.key,
+                                           "DueIndex": written.due_index}, mode=UpdateMode.MERGE,
+                                          etag=meeting.etag, match_condition=MatchConditions.IfNotModified)
+                except (ResourceModifiedError, ResourceNotFoundError):
+                    pass  # written meanwhile: that write placed its own index row
         return WalkStep(len(raw), len(rows), following, bad)
 
-    def _index(self, meeting: Meeting) -> None:
+    def _index(self, meeting: Meeting) -> Meeting:
+        """The meeting's index row written (before the meeting row that needs it); the meeting with
+        the index row's place (`due_index`), which its row then records."""
         due = awaiting_since(meeting)
         if due is None:
-            return
-        partition = user_key(meeting.user_id)
-        row = hashlib.sha256(f"{partition}\n{meeting.key}".encode()).hexdigest()[:48]
-        self._due.upsert_entity({"PartitionKey": _minute(due), "RowKey": row, "UserId": meeting.user_id,
-                                 "MeetingKey": meeting.key, "Due": _iso(due)}, mode=UpdateMode.REPLACE)
+            return replace(meeting, due_index="")
+        self._due.upsert_entity({"PartitionKey": _minute(due), "RowKey": due_row_key(meeting.user_id, meeting.key),
+                                 "UserId": meeting.user_id, "MeetingKey": meeting.key, "Due": _iso(due)},
+                                mode=UpdateMode.REPLACE)
+        return replace(meeting, due_index=_minute(due))
+
+    def _unindex(self, user_id: str, key: str, due_index: str) -> None:
+        """A former index row of the meeting, once its row no longer names it (best effort: a row left
+        behind names a meeting that no longer waits there, and the watchdog drops it when it reads it)."""
+        try:
+            self._due.delete_entity(due_index, due_row_key(user_id, key))
+        except HttpResponseError as exc:
+            log.warning("meetings-due row left for the watchdog to drop: %s", type(exc).__name__,
+                        extra={"meeting_id": key})
 
     def ended_page(self, cutoff: datetime, continuation: str | None, size: int) -> Page[Meeting]:
         # A filtered scan across partitions; End is stored as isoformat() in UTC, so string order is time order.
@@ -632,7 +662,7 @@ class TableMeetingStore:
             "Recalls": m.recalls, "AgentAttempt": m.agent_attempt, "AgentSince": _iso(m.agent_since),
             "WaitingSince": _iso(m.waiting_since), "RetryAt": _iso(m.retry_at), "NudgedAttempt": m.nudged_attempt,
             "AtRisk": m.at_risk or "",
-            "RecallQueuedAt": _iso(m.recall_queued_at),
+            "RecallQueuedAt": _iso(m.recall_queued_at), "DueIndex": m.due_index,
         }
 
     @staticmethod
@@ -649,7 +679,7 @@ class TableMeetingStore:
             agent_since=_dt(e.get("AgentSince")), waiting_since=_dt(e.get("WaitingSince")),
             retry_at=_dt(e.get("RetryAt")), nudged_attempt=int(e.get("NudgedAttempt") or 0),
             at_risk=e.get("AtRisk") or None,
-            recall_queued_at=_dt(e.get("RecallQueuedAt")),
+            recall_queued_at=_dt(e.get("RecallQueuedAt")), due_index=str(e.get("DueIndex") or ""),
         )
 
 

@@ -26,7 +26,7 @@ from shared.adapters import tables
 from shared.connections import owner_tag
 from shared.ports import Page
 
-Keying = Literal["user", "connection", "owner", "other"]
+Keying = Literal["user", "connection", "owner", "other", "meeting"]
 CONNECTIONS_TABLE = "connections"
 # How each known table is partitioned: by user id, by connection id, or by something else (a hash)
 # with the user id in a `UserId` property.
@@ -44,7 +44,9 @@ KEYED_BY: dict[str, Keying] = {
     # A workspace's shared meetings serve several users: no UserId; erasure hands the user's part over
     # first (shared.services.teams.forget_user), never deletes a teammate's row.
     "workspacemeetings": "other",
-    "meetingsdue": "other",  # the deployment watchdog's index of meetings awaiting a verdict, with UserId
+    # The deployment watchdog's index of meetings awaiting a verdict, partitioned by due time: found from
+    # the user's meeting rows, which say where their index row is (`DueIndex`), never by a scan.
+    "meetingsdue": "meeting",
 }
 _BATCH = 100
 
@@ -140,12 +142,23 @@ class TableUserRows:
                 if keyed in (None, "other"):
                     filters.append(f"UserId eq {_q(user_id)}")
             client = self._service.get_table_client(table)
+            if keyed == "meeting" and not only_connections:
+                yield from ((table, e) for e in self._due_rows(user_id, client))
             for query in filters:
                 for e in client.query_entities(query):
                     key = (table, str(e["PartitionKey"]), str(e["RowKey"]))
                     if key not in seen:
                         seen.add(key)
                         yield table, e
+
+    def _due_rows(self, user_id: str, due: Any) -> Iterator[Any]:
+        meetings = self._service.get_table_client("meetings").query_entities(
+            f"PartitionKey eq {_q(tables.user_key(user_id))} and DueIndex gt ''", select=["RowKey", "DueIndex"])
+        for m in meetings:
+            try:
+                yield due.get_entity(str(m["DueIndex"]), tables.due_row_key(user_id, str(m["RowKey"])))
+            except ResourceNotFoundError:
+                continue
 
     def _delete(self, rows: list[tuple[str, Any]]) -> int:
         groups: dict[tuple[str, str], list[str]] = defaultdict(list)
