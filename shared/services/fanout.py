@@ -122,6 +122,14 @@ class FanOut:
             raise ValueError(f"unknown fan-out kind {kind!r}")
         self._pages.enqueue_page(FanOutPage(kind=kind, continuation=None, started_at=self._clock.now()))
 
+    def begin(self, kind: str) -> PageOutcome:
+        """Begin a table walk by handling its first page in the caller's run (one page, as bounded as
+        any page run): a further page, if any, goes on as a message. For small walks a timer runs often
+        (sign-ins to purge, usually one page): no message at all in the common case."""
+        if kind not in self._walks:
+            raise ValueError(f"unknown table walk {kind!r}")
+        return self.page(FanOutPage(kind=kind, continuation=None, started_at=self._clock.now()))
+
     def page(self, page: FanOutPage) -> PageOutcome:
         """Handle one page of a walk: this page's work, then the next page's message."""
         if not self._known(page.kind):

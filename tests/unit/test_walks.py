@@ -314,3 +314,26 @@ def test_expired_claims_are_purged_a_page_at_a_time_with_their_caches_and_one_fa
     assert world.secrets.get(live.secret_name) is not None  # a connection names it: only the row went
     assert [n for n in world.secrets.values if n.startswith("outlook-cache-claim-")] == [
         f"outlook-cache-claim-{c[4:].lstrip('0') or '0'}" for c in left]
+
+
+def test_the_hourly_purge_handles_its_first_page_in_the_timer_run_and_queues_only_what_is_left(world) -> None:
+    """refresh_tokens purges sign-ins in its own run: one page, no message when that is all there is."""
+    from shared.ports import PendingFlow
+    from shared.services.fanout import PURGE_FLOWS
+    pages = Pages()
+    fanout = FanOut(connections=world.connections, pages=pages, jobs=fakes.Jobs(), clock=world.clock,
+                    refresh_ahead_seconds=0, refresh_max_age_seconds=43200, refresh_rate_per_second=20,
+                    walks={PURGE_FLOWS: world.connect.purge_flows_page}, table_page_size=CAP)
+
+    def abandon(count: int) -> None:
+        for n in range(count):
+            world.flows.put(PendingFlow(state_hash=f"tag.{n:04d}-{count}", user_id="u", reconnect_id=None, flow={},
+                                        expires_at=world.clock.now() - timedelta(minutes=1)))
+
+    abandon(10)
+    assert fanout.begin(PURGE_FLOWS).enqueued == 10 and pages.queued == [] and world.flows.rows == {}
+    abandon(CAP * 2 + 3)
+    first = fanout.begin(PURGE_FLOWS)
+    assert first.enqueued == CAP and len(pages.queued) == 1  # the rest goes on as messages
+    _run(pages, fanout)
+    assert world.flows.rows == {}
