@@ -337,3 +337,12 @@ def test_the_hourly_purge_handles_its_first_page_in_the_timer_run_and_queues_onl
     assert first.enqueued == CAP and len(pages.queued) == 1  # the rest goes on as messages
     _run(pages, fanout)
     assert world.flows.rows == {}
+
+
+def test_a_page_message_carries_where_its_walk_is_and_what_the_chain_skipped() -> None:
+    from shared.adapters.queues import decode_fanout, encode_fanout
+    page = FanOutPage(kind=RECONCILE_CACHES, continuation='{"PartitionKey": "p", "RowKey": "r"}', started_at=NOW,
+                      number=3, enqueued_before=7, skipped=1, chain_from=ADOPT)
+    assert decode_fanout(encode_fanout(page)) == page
+    older = '{"kind": "prune", "continuation": null, "started_at": "2026-11-24T09:00:00+00:00"}'  # before chains
+    assert decode_fanout(older) == FanOutPage(kind="prune", continuation=None, started_at=NOW)
