@@ -584,7 +584,9 @@ class TableMeetingStore:
         """From the `meetingsdue` index: its partitions up to `due_before`'s minute (a key range, so
         the meetings due later are never read), each row's meeting by a point read. A row whose
         meeting no longer waits at that time, or ended, is dropped (conditional on the row read: one
-        written again meanwhile stays); an unreadable one is logged (`walk_row_failed`) and skipped."""
+        written again meanwhile stays). A row, or the meeting it names, that cannot be read is logged
+        once (`walk_row_failed`) and dropped (the daily reindex walk writes again the row of any
+        readable meeting still waiting); a storage failure skips the row until the next run."""
         query = f"PartitionKey le '{_quote(_minute(due_before))}'"
         for e in self._due.query_entities(query, results_per_page=1000):
             try:
@@ -592,13 +594,20 @@ class TableMeetingStore:
                 if due > due_before:
                     continue  # later this minute
                 meeting = self.get(str(e["UserId"]), str(e["MeetingKey"]))
-            except (KeyError, ValueError, TypeError, HttpResponseError) as exc:
-                log.error("meetings-due row unreadable, skipped by the watchdog: %s", type(exc).__name__,
-                          extra={"table_partition": str(e.get("PartitionKey", "")), "event": "walk_row_failed"})
+            except (KeyError, ValueError, TypeError) as exc:
+                log.error("meetings-due row or its meeting unreadable, dropped by the watchdog: %s",
+                          type(exc).__name__, extra={"table_partition": str(e.get("PartitionKey", "")),
+                                                     "meeting_id": str(e.get("MeetingKey", "")),
+                                                     "event": "walk_row_failed"})
+                meeting = None
+            except HttpResponseError as exc:
+                log.warning("meetings-due row skipped until the next run: %s", type(exc).__name__,
+                            extra={"meeting_id": str(e.get("MeetingKey", ""))})
                 continue
-            if meeting is not None and awaiting_since(meeting) == due and meeting.end > ending_after:
-                yield meeting
-                continue
+            else:
+                if meeting is not None and awaiting_since(meeting) == due and meeting.end > ending_after:
+                    yield meeting
+                    continue
             try:
                 self._due.delete_entity(e["PartitionKey"], e["RowKey"], etag=e.metadata["etag"],
                                         match_condition=MatchConditions.IfNotModified)

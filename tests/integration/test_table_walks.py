@@ -168,6 +168,9 @@ def test_the_watchdog_reads_the_due_index_and_drops_rows_whose_meeting_no_longer
     # A row left behind (a meeting write that failed after its index row was written) is dropped on reading.
     store.create(scheduled("crashed", timedelta(minutes=-4)))
     meetings.delete_entity(user, "crashed")
+    # An index row that cannot be read: logged once and dropped, the others still read.
+    due.create_entity({"PartitionKey": "2001-01-01T00:00", "RowKey": uuid.uuid4().hex, "UserId": user,
+                       "MeetingKey": "broken"})
     assert mine() == {"late"}
     assert indexed() == {"late", "later"}
     continuation: str | None = None
