@@ -231,17 +231,27 @@ def test_pruning_meetings_walks_them_in_capped_pages_and_survives_a_row_it_canno
     assert [r for r in caplog.records if getattr(r, "event", "") == "walk_row_failed"]
 
 
-def test_pruning_workspace_meetings_walks_them_in_capped_pages() -> None:
-    clock, shared = FixedClock(NOW), fakes.WorkspaceMeetings()
+class FailingWorkspaceMeetings(fakes.WorkspaceMeetings):
+    def delete(self, meeting):  # type: ignore[no-untyped-def]
+        if meeting.key == "k0003":
+            raise OSError("storage timed out")
+        super().delete(meeting)
+
+
+@pytest.mark.parametrize("twice", [False, True])
+def test_pruning_workspace_meetings_walks_them_in_capped_pages_and_survives_a_row_it_cannot_delete(twice) -> None:
     from shared.ports import WorkspaceMeeting
+    clock, shared = FixedClock(NOW), FailingWorkspaceMeetings()
     for n in range(130):
         shared.put(WorkspaceMeeting("w", f"k{n:04d}", owner="ann", end=NOW - timedelta(days=31 if n < 120 else 1)))
     pages = Pages()
     fanout = _prune_fanout(clock, _pruner(clock, fakes.Meetings(), fakes.Connections(), fakes.SyncStates(),
                                           fakes.Index(), shared), pages)
     fanout.start(PRUNE_WORKSPACE_MEETINGS)
-    assert len(_run(pages, fanout)) == 3
-    assert sorted(k for _, k in shared.rows) == [f"k{n:04d}" for n in range(120, 130)]
+    handled = _run(pages, fanout, twice=twice)
+    assert len(handled) >= (1 if twice else 3)  # 120 long past, 50 a page
+    assert handled[-1].skipped >= 1  # the walk went on past the row it could not delete, and says so
+    assert sorted(k for _, k in shared.rows) == ["k0003"] + [f"k{n:04d}" for n in range(120, 130)]
 
 
 @pytest.mark.parametrize("twice", [False, True])
@@ -254,14 +264,24 @@ def test_orphaned_sync_rows_are_found_a_page_at_a_time_by_point_reads(twice: boo
         states.rows[conn.id] = SyncState(conn.id, NOW, NOW + timedelta(days=14), None, None, user_id=conn.user_id)
         index.put(conn.id, f"e{n}", conn.user_id, f"m{n}", "g")
     states.rows["legacy"] = SyncState("legacy", NOW, NOW, None, None)  # written before sync rows named their user
+    real_get = connections.get
+
+    def get(user_id: str, connection_id: str) -> Connection | None:
+        if connection_id == _conn(8).id:
+            raise OSError("storage timed out")  # this one connection cannot be looked up today
+        return real_get(user_id, connection_id)
+
+    connections.get = get  # type: ignore[method-assign]
     pages = Pages()
     fanout = _prune_fanout(clock, _pruner(clock, fakes.Meetings(), connections, states, index), pages)
     fanout.start(PRUNE_ORPHANS)
     handled = _run(pages, fanout, twice=twice)
+    assert handled[-1].skipped >= 1  # the walk went on past the connection it could not look up, and says so
     # 401 rows, 50 a page (fewer pages: the orphans' index rows go before the walk reaches them)
     assert 5 <= len(handled) <= 9 and connections.whole_reads == 0
-    assert set(states.rows) == {_conn(n).id for n in range(200) if n % 4} | {"legacy"}
-    assert {c for c, _ in index.rows} == {_conn(n).id for n in range(200) if n % 4}
+    kept = {_conn(n).id for n in range(200) if n % 4} | {_conn(8).id}  # gone, but could not be looked up
+    assert set(states.rows) == kept | {"legacy"}
+    assert {c for c, _ in index.rows} == kept
 
 
 @pytest.mark.parametrize("twice", [False, True])
@@ -269,6 +289,14 @@ def test_the_subscription_sweep_drops_rows_of_gone_connections_a_page_at_a_time(
     clock, secrets, connections, _, subscriptions, _, _ = _world(150)
     for n in range(0, 150, 5):
         connections.rows.pop((_conn(n).user_id, _conn(n).id))
+    real_get = connections.get
+
+    def get(user_id: str, connection_id: str) -> Connection | None:
+        if connection_id == _conn(10).id:
+            raise OSError("storage timed out")
+        return real_get(user_id, connection_id)
+
+    connections.get = get  # type: ignore[method-assign]
     from shared.services.subscriptions import SubscriptionService
     service = SubscriptionService(connections=connections, subscriptions=subscriptions, graph=None,  # type: ignore[arg-type]
                                   tokens=None, secrets_store=secrets, jobs=None, clock=clock,  # type: ignore[arg-type]
@@ -279,7 +307,8 @@ def test_the_subscription_sweep_drops_rows_of_gone_connections_a_page_at_a_time(
                     table_page_size=CAP)
     fanout.start(SWEEP)
     assert len(_run(pages, fanout, twice=twice)) == 3
-    assert len(subscriptions.rows) == 120 and connections.whole_reads == 0
+    assert len(subscriptions.rows) == 121 and connections.whole_reads == 0  # c10's row waits for tomorrow
+    assert _conn(10).id in subscriptions.rows
     assert f"{CLIENT_STATE_PREFIX}c5" not in secrets.values and f"{CLIENT_STATE_PREFIX}c6" in secrets.values
 
 
@@ -346,3 +375,28 @@ def test_a_page_message_carries_where_its_walk_is_and_what_the_chain_skipped() -
     assert decode_fanout(encode_fanout(page)) == page
     older = '{"kind": "prune", "continuation": null, "started_at": "2026-11-24T09:00:00+00:00"}'  # before chains
     assert decode_fanout(older) == FanOutPage(kind="prune", continuation=None, started_at=NOW)
+
+
+@pytest.mark.parametrize("twice", [False, True])
+def test_old_agent_tries_and_webhook_ids_are_pruned_a_page_at_a_time(twice: bool) -> None:
+    from shared.ports import AgentTry
+    from shared.services.fanout import PRUNE_TRIES
+    clock, tries = FixedClock(datetime.now(UTC)), fakes.AgentTries()
+    for n in range(130):
+        tries.put(AgentTry("u", f"m{n}", 1, f"key-{n:04d}", agent_id=f"agent-{n}" if n % 2 else None))
+        tries.remember_webhook(f"hook-{n:04d}", clock.now() - timedelta(hours=30 if n < 100 else 1))
+    rows = fakes.UserRows(fakes.Flows(), fakes.Claims(), fakes.Connections(), fakes.Meetings(), fakes.Index(),
+                          fakes.SyncStates())
+    pruner = Pruner(meetings=fakes.Meetings(), connections=fakes.Connections(), accounts=None,  # type: ignore[arg-type]
+                    rows=rows, index=fakes.Index(), sync_state=fakes.SyncStates(), clock=clock,
+                    meeting_retention=timedelta(days=30), error_retention=timedelta(days=90), tries=tries)
+    pages = Pages()
+    fanout = _prune_fanout(clock, pruner, pages)
+    fanout.start(PRUNE_TRIES)
+    _run(pages, fanout, twice=twice)
+    assert len(tries.webhooks) == 30 and len(tries.by_keys) == 130  # tries are younger than the retention
+    clock.advance(31 * 86400)
+    fanout.start(PRUNE_TRIES)
+    handled = _run(pages, fanout, twice=twice)
+    assert len(handled) >= (1 if twice else 5)  # 195 tries and 30 webhook ids, 50 a page
+    assert tries.by_keys == {} and tries.by_agents == {} and tries.webhooks == set()
