@@ -547,23 +547,27 @@ class TableMeetingStore:
         return [m for m in map(self._meeting, rows) if m.end > ending_after]
 
     def create(self, meeting: Meeting) -> Meeting:
-        written = self._index(meeting)
+        written, index_etag = self._index(meeting)
         try:
             meta = self._t.create_entity(self._entity(written))
         except ResourceExistsError:
+            self._abandon(written, index_etag)
             raise Conflict(meeting.key) from None
         except HttpResponseError as exc:
+            self._abandon(written, index_etag)
             raise _too_large(exc) from None
         return replace(written, etag=meta.get("etag"))
 
     def replace(self, meeting: Meeting) -> Meeting:
-        written = self._index(meeting)
+        written, index_etag = self._index(meeting)
         try:
             meta = self._t.update_entity(self._entity(written), mode=UpdateMode.REPLACE, etag=meeting.etag,
                                          match_condition=MatchConditions.IfNotModified)
         except (ResourceModifiedError, ResourceNotFoundError):
+            self._abandon(written, index_etag)
             raise Conflict(meeting.key) from None
         except HttpResponseError as exc:
+            self._abandon(written, index_etag)
             raise _too_large(exc) from None
         if meeting.due_index and meeting.due_index != written.due_index:
             self._unindex(meeting.user_id, meeting.key, meeting.due_index)  # its verdict came, or it moved
@@ -623,7 +627,7 @@ class TableMeetingStore:
         raw, following = query_page(self._t, query, size, continuation)
         rows, bad = read_rows(raw, self._meeting, "meeting")
         for meeting in rows:
-            written = self._index(meeting)
+            written, _ = self._index(meeting)
             if written.due_index != meeting.due_index:
                 try:  # the meeting row records where its index row is (erasure deletes it from there)
                     self._t.update_entity({"PartitionKey": user_key(meeting.user_id), "RowKey": meeting.key,
@@ -633,16 +637,34 @@ class TableMeetingStore:
                     pass  # written meanwhile: that write placed its own index row
         return WalkStep(len(raw), len(rows), following, bad)
 
-    def _index(self, meeting: Meeting) -> Meeting:
+    def _index(self, meeting: Meeting) -> tuple[Meeting, str | None]:
         """The meeting's index row written (before the meeting row that needs it); the meeting with
-        the index row's place (`due_index`), which its row then records."""
+        the index row's place (`due_index`), which its row then records, and the index row's ETag."""
         due = awaiting_since(meeting)
         if due is None:
-            return replace(meeting, due_index="")
-        self._due.upsert_entity({"PartitionKey": _minute(due), "RowKey": due_row_key(meeting.user_id, meeting.key),
-                                 "UserId": meeting.user_id, "MeetingKey": meeting.key, "Due": _iso(due)},
-                                mode=UpdateMode.REPLACE)
-        return replace(meeting, due_index=_minute(due))
+            return replace(meeting, due_index=""), None
+        row = {"PartitionKey": _minute(due), "RowKey": due_row_key(meeting.user_id, meeting.key),
+               "UserId": meeting.user_id, "MeetingKey": meeting.key, "Due": _iso(due)}
+        meta = self._due.upsert_entity(row, mode=UpdateMode.REPLACE)
+        return replace(meeting, due_index=_minute(due)), meta.get("etag")
+
+    def _abandon(self, written: Meeting, index_etag: str | None) -> None:
+        """The meeting write failed: the index row written for it goes unless the meeting row as it is
+        now names it (an erasure or a removal that won the race leaves no row naming the user behind).
+        Conditional on the ETag it was written with: a row written again since is someone else's."""
+        if not written.due_index or index_etag is None:
+            return
+        try:
+            current = self.get(written.user_id, written.key)
+            if current is not None and current.due_index == written.due_index:
+                return
+            self._due.delete_entity(written.due_index, due_row_key(written.user_id, written.key), etag=index_etag,
+                                    match_condition=MatchConditions.IfNotModified)
+        except (ResourceNotFoundError, ResourceModifiedError):
+            pass
+        except (HttpResponseError, KeyError, ValueError, TypeError) as exc:
+            log.warning("meetings-due row left for the watchdog to drop: %s", type(exc).__name__,
+                        extra={"meeting_id": written.key})
 
     def _unindex(self, user_id: str, key: str, due_index: str) -> None:
         """A former index row of the meeting, once its row no longer names it (best effort: a row left

@@ -18,7 +18,7 @@ from shared.adapters.envelope import SealedRow
 from shared.adapters.tables import TableAgentTries, TableMeetingStore, TableSealedSecrets, ensure_tables, user_key
 from shared.adapters.user_rows import TableUserRows
 from shared.agent_states import AgentState
-from shared.ports import AgentTry, Meeting, Source
+from shared.ports import AgentTry, Conflict, Meeting, Source
 
 # Far in the past: no other test's meetings end before it, so the walk sees only this file's rows.
 LONG_AGO = datetime(2001, 1, 1, tzinfo=UTC)
@@ -185,3 +185,20 @@ def test_the_watchdog_reads_the_due_index_and_drops_rows_whose_meeting_no_longer
     assert late.key not in indexed()
     TableUserRows(tables).erase(user, [])  # erasure finds the index rows from the meetings, no scan
     assert indexed() == set() and mine() == set()
+
+
+@pytest.mark.parametrize("moved", [False, True])
+def test_a_meeting_write_that_loses_to_an_erasure_leaves_no_index_row_naming_the_user(tables, moved):
+    meetings, due = tables.get_table_client("meetings"), tables.get_table_client("meetingsdue")
+    store = TableMeetingStore(meetings, due)
+    user, start = f"race-{uuid.uuid4().hex[:8]}", datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    read = store.create(Meeting(user_id=user, key="m", link_key="l", title="t", start=start,
+                                end=start + timedelta(minutes=30), platform="teams",
+                                join_url="https://teams.microsoft.com/l/meetup-join/x", sources=(),
+                                agent=AgentState.SCHEDULED, deploy_at=start - timedelta(minutes=2)))
+    TableUserRows(tables).erase(user, [])  # the erasure wins the race with a sync holding `read`
+    later = timedelta(minutes=10) if moved else timedelta(0)
+    with pytest.raises(Conflict):
+        store.replace(replace(read, title="changed", deploy_at=read.deploy_at + later))  # type: ignore[operator]
+    assert list(due.query_entities(f"UserId eq '{user}'")) == []
+    assert list(meetings.query_entities(f"PartitionKey eq '{user}'")) == []
