@@ -168,6 +168,9 @@ param pruneSchedule string = '0 47 3 * * *'
 @description('NCRONTAB (6 fields, UTC) of the deployment watchdog: meetings whose deploy message should have surfaced 45 s ago without a verdict are queued again (one filtered Table Storage query per run). WATCHDOG_SCHEDULE.')
 param watchdogSchedule string = '*/15 * * * * *'
 
+@description('NCRONTAB (6 fields, UTC) of read_secondary_calendars: connections reading calendars besides their default one (which Graph does not notify) are synced. SECONDARY_CALENDARS_SCHEDULE.')
+param secondaryCalendarsSchedule string = '0 4,34 * * * *'
+
 @minValue(900)
 @description('A token cache no row names is deleted only once older than this (seconds). ORPHAN_CACHE_GRACE_SECONDS.')
 param orphanCacheGraceSeconds int = 3600
@@ -494,6 +497,7 @@ module functionApp 'modules/function-app.bicep' = {
       RECONCILE_SCHEDULE: reconcileSchedule
       PRUNE_SCHEDULE: pruneSchedule
       WATCHDOG_SCHEDULE: watchdogSchedule
+      SECONDARY_CALENDARS_SCHEDULE: secondaryCalendarsSchedule
       ORPHAN_CACHE_GRACE_SECONDS: string(orphanCacheGraceSeconds)
       MEETING_RETENTION_DAYS: string(meetingRetentionDays)
       ERROR_CONNECTION_RETENTION_DAYS: string(errorConnectionRetentionDays)

@@ -54,7 +54,7 @@ from shared.services.autojoin import AutojoinService
 from shared.services.calendars import CalendarService, calendar_agent_name
 from shared.services.connect import ConnectService
 from shared.services.deploy import DeployService
-from shared.services.fanout import PRUNE, PURGE_CLAIMS, PURGE_FLOWS, RENEW, SWEEP, FanOut
+from shared.services.fanout import PRUNE, PURGE_CLAIMS, PURGE_FLOWS, RENEW, SECONDARY, SWEEP, FanOut
 from shared.services.health import ConnectionHealth
 from shared.services.lifecycle import Erasure, Pruner, SecretReconciler
 from shared.services.meeting_lifecycle import MeetingLifecycle
@@ -203,6 +203,9 @@ def compose(ports: Ports, settings: Settings, clock: Clock) -> Services:
         health=health, consents=p.consents, consent_secret=p.consent_secret,
     )
 
+    calendars = CalendarService(connections=p.connections, tokens=tokens, calendar=p.calendar,
+                                selections=p.calendar_selections, meetings=removing, jobs=p.jobs, clock=clock,
+                                sync_state=p.sync_state)
     return Services(
         connect=connect,
         accounts=accounts,
@@ -234,7 +237,8 @@ def compose(ports: Ports, settings: Settings, clock: Clock) -> Services:
                       refresh_rate_per_second=settings.token_refresh_rate_per_second,
                       subscriptions=p.subscription_jobs,
                       handlers={RENEW: lambda conns, page: subscriptions.renew_page(conns, page.enqueued_before),
-                                PRUNE: lambda conns, page: pruner.prune_connections(conns)},
+                                PRUNE: lambda conns, page: pruner.prune_connections(conns),
+                                SECONDARY: lambda conns, page: calendars.read_secondary_page(conns)},
                       walks={**pruner.walks(), **reconciler.walks(), SWEEP: subscriptions.sweep_page,
                              PURGE_FLOWS: connect.purge_flows_page, PURGE_CLAIMS: connect.purge_claims_page},
                       then=SecretReconciler.THEN),
@@ -242,8 +246,7 @@ def compose(ports: Ports, settings: Settings, clock: Clock) -> Services:
         notifications=notifications,
         recalls=recalls,
         teams=teams,
-        calendars=CalendarService(connections=p.connections, tokens=tokens, calendar=p.calendar,
-                                  selections=p.calendar_selections, meetings=removing, jobs=p.jobs, clock=clock),
+        calendars=calendars,
         agent_progress=AgentProgress(
             meetings=p.meetings, tries=p.agent_tries, jobs=p.jobs, health=health,
             decide=lifecycle.decide, connections=p.connections, tokens=tokens, calendar=p.calendar, clock=clock,

@@ -154,6 +154,9 @@ SETTINGS: dict[str, str | None] = {
     "RECONCILE_SCHEDULE": "0 17 3 * * *",
     "PRUNE_SCHEDULE": "0 47 3 * * *",
     "WATCHDOG_SCHEDULE": "*/15 * * * * *",
+    # Calendars beyond the default one get no change notifications (FACTS.md): connections that read
+    # any are synced this often (docs/calendars-and-teams.md; cost in docs/scale.md).
+    "SECONDARY_CALENDARS_SCHEDULE": "0 4,34 * * * *",
     "RENEW_SCHEDULE": "0 23 * * * *",
 }
 

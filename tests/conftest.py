@@ -35,6 +35,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "RECONCILE_SCHEDULE": "0 0 0 1 1 *",
         "PRUNE_SCHEDULE": "0 0 0 1 1 *",
         "WATCHDOG_SCHEDULE": "0 0 0 1 1 *",
+        "SECONDARY_CALENDARS_SCHEDULE": "0 0 0 1 1 *",
         # The CoAgentor web app, as the browser tests stand it in (tests/browser/conftest.py).
         "PLATFORM_WEB_ORIGINS": "https://app.coagentor.test",
         # As in Azure: the page takes its token only from the web app, never from its URL.

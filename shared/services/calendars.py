@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from shared.calendars import LastCalendar, choose, merged
 from shared.clock import Clock
+from shared.connections import Connection
 from shared.ports import (
     CalendarChoice,
     CalendarReader,
@@ -28,10 +29,12 @@ from shared.ports import (
     Meeting,
     MeetingStore,
     SyncJob,
+    SyncStateStore,
     Throttled,
 )
 from shared.services.accounts import ConnectionUnusable, TokenKeeper
 from shared.services.meetings import detach_calendar
+from shared.services.sync import SECONDARY_CALENDARS, request_sync
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,9 @@ _RETRY_AFTER = timedelta(seconds=30)
 
 class CalendarService:
     def __init__(self, *, connections: ConnectionStore, tokens: TokenKeeper, calendar: CalendarReader,
-                 selections: CalendarSelectionStore, meetings: MeetingStore, jobs: JobQueue, clock: Clock) -> None:
+                 selections: CalendarSelectionStore, meetings: MeetingStore, jobs: JobQueue, clock: Clock,
+                 sync_state: SyncStateStore | None = None) -> None:
+        self._sync_state = sync_state
         self._connections = connections
         self._tokens = tokens
         self._calendar = calendar
@@ -65,6 +70,31 @@ class CalendarService:
         self._meetings = meetings  # written through OnRemoval (composition): a meeting that goes recalls its agent
         self._jobs = jobs
         self._clock = clock
+
+    def read_secondary_page(self, connections: list[Connection]) -> int:
+        """One page of the `read_secondary_calendars` walk (SECONDARY_CALENDARS_SCHEDULE): a sync of
+        every Active connection with a selected calendar besides its default one. Graph v1.0 notifies
+        and offers delta for the default calendar only (FACTS.md, "Non-default calendars"), so without
+        this a change there waited for the next notification of the account or the 6-hourly scan.
+        Asked through the connection's queued-sync marker (`request_sync`): one queued sync at most,
+        notifications never muted. One point read per connection (its selection row); a row that
+        cannot be read is logged (`walk_row_failed`) and skipped. Returns the syncs queued."""
+        assert self._sync_state is not None, "the walk needs the sync state (composition)"
+        queued = 0
+        now = self._clock.now()
+        for conn in connections:
+            if not conn.is_active:
+                continue
+            try:
+                selection = self._selections.get(conn.id)
+                if selection is None or not selection.secondary:
+                    continue
+                if request_sync(self._sync_state, self._jobs, now, conn.user_id, conn.id, SECONDARY_CALENDARS):
+                    queued += 1
+            except Exception as exc:  # one unreadable row never stops the walk
+                log.error("secondary calendars walk skipped a connection: %s", type(exc).__name__,
+                          extra={"connection_id": conn.id, "event": "walk_row_failed"})
+        return queued
 
     def list(self, user_id: str, connection_id: str) -> list[CalendarChoice] | None:
         """The account's calendars with their choices; None when the connection is not this user's.

@@ -63,7 +63,8 @@ ADOPT = "adopt-secrets"  # a connection walk: each connection's sealed secrets t
 RECONCILE_CACHES = "reconcile-caches"  # token caches no row names (after ADOPT)
 RECONCILE_CLIENT_STATES = "reconcile-client-states"  # clientState secrets no row names (after the caches)
 SWEEP = "sweep-subscriptions"  # subscription rows of connections that are gone
-KINDS = (SYNC, REFRESH, RENEW, PRUNE, PRUNE_MEETINGS, PRUNE_WORKSPACE_MEETINGS, PRUNE_ORPHANS, PRUNE_TRIES,
+SECONDARY = "secondary-calendars"  # a sync of every Active connection that reads calendars beyond its default
+KINDS = (SYNC, REFRESH, RENEW, PRUNE, SECONDARY, PRUNE_MEETINGS, PRUNE_WORKSPACE_MEETINGS, PRUNE_ORPHANS, PRUNE_TRIES,
          INDEX_AWAITING, ADOPT, RECONCILE_CACHES, RECONCILE_CLIENT_STATES, SWEEP, PURGE_FLOWS, PURGE_CLAIMS)
 PageHandler = Callable[[list[Connection], FanOutPage], int]
 PAGE_SIZE = 500  # connections per page: one Table query (max 1,000), ~500 queue sends per run

@@ -101,7 +101,10 @@ def sync_lease(longest_request: timedelta) -> timedelta:
 MANUAL = "manual"  # a sync job asked for with "sync now"
 NOTIFIED = "notified"  # asked for by a Graph change or lifecycle notification (shared/services/notifications.py)
 BUSY = "busy"  # a requested job looking again once a run that held the connection should be done
-REQUESTED = frozenset({MANUAL, NOTIFIED, BUSY})  # jobs that own the connection's "queued" marker
+# Asked for by the `read_secondary_calendars` walk: Graph notifies changes in the default calendar only
+# (FACTS.md), so a connection reading other calendars has them read at least this often.
+SECONDARY_CALENDARS = "secondary_calendars"
+REQUESTED = frozenset({MANUAL, NOTIFIED, BUSY, SECONDARY_CALENDARS})  # jobs that own the connection's "queued" marker
 # A "queued" marker older than this (its job lost) no longer holds; a retry chain refreshes it at every
 # step, and its longest step (SYNC_RETRY's cap, or a busy look after SYNC_LEASE) is shorter.
 SYNC_NOW_MARK = timedelta(minutes=10)

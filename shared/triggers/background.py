@@ -16,7 +16,7 @@ from shared.adapters.queues import (
     decode_sync,
 )
 from shared.config import schedule
-from shared.services.fanout import PURGE_CLAIMS, PURGE_FLOWS, REFRESH, SYNC
+from shared.services.fanout import PURGE_CLAIMS, PURGE_FLOWS, REFRESH, SECONDARY, SYNC
 from shared.wiring import container
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,18 @@ def sync_calendar(msg: func.QueueMessage) -> None:
         # No deployment is lost: meetings whose deploy time passed without a verdict are handled now.
         c.deploy.recover_overdue(job.user_id)
     log.info("sync_calendar %s", report.outcome, extra={"connection_id": job.connection_id})
+
+
+@bp.function_name("read_secondary_calendars")
+@bp.timer_trigger(arg_name="timer", schedule=schedule("SECONDARY_CALENDARS_SCHEDULE"), run_on_startup=False,
+                  use_monitor=True)
+def read_secondary_calendars(timer: func.TimerRequest) -> None:
+    """Connections that read calendars besides their default one synced (Graph notifies the default
+    calendar only): the walk over the connections goes on in fan_out_page, a page per run."""
+    c = container()
+    with c.telemetry.job("read_secondary_calendars"):
+        c.fanout.start(SECONDARY)
+    log.info("read_secondary_calendars started a walk")
 
 
 @bp.function_name("watch_deployments")

@@ -107,3 +107,48 @@ def test_a_teammates_agent_is_what_the_others_are_told():
     assert teammate_decision(own, row, "ann") == own
     skipped = Decision(False, Why.SKIPPED_BY_YOU, "No agent: you chose to skip this meeting.")
     assert teammate_decision(skipped, row, "ben") == skipped  # their own choice stays their reason
+
+
+# ---------------------------------------------------------------- secondary calendars read on a schedule
+def test_connections_reading_a_second_calendar_are_synced_by_their_own_walk_and_never_twice_at_once(caplog):
+    """Graph notifies changes in the default calendar only (FACTS.md): the `read_secondary_calendars`
+    walk queues a sync of every Active connection reading another calendar, through the queued-sync
+    marker (one at a time, notifications never muted); the others cost nothing; a row it cannot read
+    is logged and skipped."""
+    import logging
+
+    from shared.connections import Plan
+    from shared.platform_auth import User
+    from shared.ports import CalendarChoice
+    from shared.services.fanout import SECONDARY
+    from shared.services.sync import SECONDARY_CALENDARS
+    from tests.unit.conftest import build_world
+
+    world = build_world()
+    ann, ben, cat = (User(f"user-{n}", Plan.PRO) for n in ("ann", "ben", "cat"))
+    team = world.connect_account(ann, (("uid-ann.tid"), "tid", "ann@contoso.com")).connection
+    plain = world.connect_account(ben, (("uid-ben.tid"), "tid", "ben@contoso.com")).connection
+    broken = world.connect_account(cat, (("uid-cat.tid"), "tid", "cat@contoso.com")).connection
+    world.selections.put(CalendarSelection(team.id, ann.id, (CalendarChoice("d", "Calendar", True, True),
+                                                            CalendarChoice("t", "Team", False, True))))
+    world.selections.put(CalendarSelection(plain.id, ben.id, (CalendarChoice("d", "Calendar", True, True),
+                                                             CalendarChoice("t", "Team", False, False))))
+    original = world.selections.get
+    world.selections.get = lambda cid: (_ for _ in ()).throw(ValueError("bad row")) if cid == broken.id \
+        else original(cid)
+    world.jobs.syncs.clear()
+
+    def walk() -> None:
+        world.services.fanout.start(SECONDARY)
+        while world.pages.queued:
+            world.services.fanout.page(world.pages.queued.pop(0))
+
+    with caplog.at_level(logging.ERROR):
+        walk()
+    assert [(j.connection_id, j.reason) for j, _ in world.jobs.syncs] == [(team.id, SECONDARY_CALENDARS)]
+    assert "walk_row_failed" in [getattr(r, "event", None) for r in caplog.records]
+    walk()  # the first is still queued: nothing more
+    assert len(world.jobs.syncs) == 1
+    world.sync.sync(world.jobs.syncs.pop()[0])  # it runs (and reads the team calendar)
+    walk()
+    assert [(j.connection_id, j.reason) for j, _ in world.jobs.syncs] == [(team.id, SECONDARY_CALENDARS)]
