@@ -135,6 +135,28 @@ def test_a_secondary_calendar_is_read_after_any_notification_for_the_account(cli
     assert not any("/calendarview/delta" in r["path"].lower() and "/calendars/" in r["path"].lower() for r in reads)
 
 
+def test_a_secondary_calendar_is_read_by_its_own_timer_when_nothing_else_changes(client, erin):
+    """No notification for the account and no scan: the read_secondary_calendars timer (every 30
+    minutes) syncs connections that read a calendar besides the default one."""
+    token, connection = erin
+    cid = connection["id"]
+    team = new_calendar(client, f"Standups {uuid.uuid4().hex[:4]}")
+    assert choose(client, token, cid, team, True).status_code == 200
+
+    def team_calendar_reads() -> int:
+        return len([r for r in client.sim("GET", "/_sim/requests").json()
+                    if f"/me/calendars/{team}/calendarView".lower() in r["path"].lower()])
+
+    eventually(team_calendar_reads)  # the sync the choice queued has read it (before the event exists)
+    read_before = team_calendar_reads()
+    subject = f"Only in the team calendar {uuid.uuid4().hex[:6]}"
+    client.add_event(UPN, subject, now_utc() + timedelta(hours=3), calendar_id=team,
+                     onlineMeeting={"joinUrl": teams_link(int(uuid.uuid4().int % 900_000))})
+    client.run_function("read_secondary_calendars")
+    eventually(lambda: listed(client, token, subject), timeout=60)
+    assert team_calendar_reads() > read_before
+
+
 def test_a_selected_calendar_deleted_in_outlook_falls_out_of_the_selection(client, erin):
     token, connection = erin
     cid = connection["id"]
