@@ -124,9 +124,10 @@ resource route 'Microsoft.Cdn/profiles/afdEndpoints/routes@2024-02-01' = {
 
 // Paths exempt from the per-address API limit: Graph's notifications (Microsoft's few addresses send
 // every tenant's) and the agent platform's signed statuses. Each is authenticated by its own secret.
+// Matched on the path itself (RequestUri carries the query string, which a caller could fill with an
+// exempt path to walk around the limit), with or without the scheme and host before it.
 var exempt = [
-  '/api/outlook/notifications'
-  '/api/agents/status'
+  '^(https?://[^/]+)?/api/(outlook/notifications(/lifecycle)?|agents/status)(\\?|$)'
 ]
 
 resource waf 'Microsoft.Network/FrontDoorWebApplicationFirewallPolicies@2025-03-01' = {
@@ -198,7 +199,7 @@ resource waf 'Microsoft.Network/FrontDoorWebApplicationFirewallPolicies@2025-03-
             }
             {
               matchVariable: 'RequestUri'
-              operator: 'Contains'
+              operator: 'RegEx'
               negateCondition: true
               transforms: [
                 'Lowercase'

@@ -76,9 +76,12 @@ class TableUserRows:
 
     def erase(self, user_id: str, connection_ids: Sequence[str], *, only_connections: bool = False) -> int:
         found = list(self._rows(user_id, connection_ids, only_connections))
+        # The watchdog's index rows first: they are found through the meeting rows, so a retry after a
+        # failure part-way must still have the meetings to find them by. The connections go last.
+        index = [(t, e) for t, e in found if KEYED_BY.get(t) == "meeting"]
         last = [(t, e) for t, e in found if t == CONNECTIONS_TABLE]
-        first = [(t, e) for t, e in found if t != CONNECTIONS_TABLE]
-        return self._delete(first) + self._delete(last)
+        middle = [(t, e) for t, e in found if t != CONNECTIONS_TABLE and KEYED_BY.get(t) != "meeting"]
+        return self._delete(index) + self._delete(middle) + self._delete(last)
 
     def connection_partitions(self) -> dict[str, str]:
         found: dict[str, str] = {}

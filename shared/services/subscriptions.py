@@ -81,6 +81,10 @@ ACTIONS = frozenset({SUBSCRIBE, RENEW, RECREATE, REAUTHORIZE, VERIFY})
 # REAUTHORIZE job per subscription and token lifetime, whatever the scan period. The scan's VERIFY
 # reauthorizes too when it finds less than this left (a planned job that was lost).
 REAUTHORIZE_AHEAD = timedelta(minutes=15)
+# A planned reauthorization that met a passing failure (no token for now, throttled) looks again this
+# much later, so a Microsoft outage never ends the chain (nothing else would plan the next one).
+PLANNED_RETRY = timedelta(minutes=5)
+PLANNED_RETRY_FOR = timedelta(days=1)  # after the authorizing token ended; then the scan's VERIFY carries on
 # A planned job whose stamp is this close to the row's `authorized_until` is still the current plan
 # (storage may round the stored time).
 _SAME_AUTHORIZATION = timedelta(seconds=1)
@@ -157,6 +161,7 @@ class SubscriptionService:
             conn, token = self._tokens.access_token(conn, force_refresh=job.action == REAUTHORIZE)
         except ConnectionUnusable as exc:
             log.info("subscription job without a token: %s", exc, extra={"connection_id": conn.id})
+            self._plan_again(job, conn)
             return "no_token"
         except Conflict:
             # The row changed while the token was taken: a concurrent sync on another instance wrote
@@ -174,10 +179,17 @@ class SubscriptionService:
                 outcome = self._create(conn, token, record)
         except SubscriptionRefused as exc:
             log.warning("Graph refused the subscription: HTTP %d %s", exc.status, exc.code, extra=ctx)
+            self._plan_again(job, conn)
             return f"refused:{exc.code or exc.status}"
         except GraphUnauthorized:
             log.warning("Graph refused the connection's token for a subscription", extra=ctx)
+            self._plan_again(job, conn)
             return "unauthorized"
+        except Throttled:
+            if job.authorized_until is None:
+                raise  # the queue retries it
+            self._plan_again(job, conn)
+            return "throttled"
         if outcome in ("created", "recreated", "reauthorized") or job.action == REAUTHORIZE:
             # Changes made while no subscription (or the new one's row) existed, or while Graph held
             # delivery back for a reauthorization, were not notified: read the calendar.
@@ -207,13 +219,28 @@ class SubscriptionService:
         log.info("subscription reauthorized ahead of its token's end", extra={"connection_id": conn.id})
         return "reauthorized"
 
+    def _plan_again(self, job: SubscriptionJob, conn: Connection) -> None:
+        """A planned reauthorization that could not be done now is tried again PLANNED_RETRY later, with
+        the same stamp (so it is still superseded by any authorization meanwhile), while the
+        connection is Active (a connection in Error is subscribed again when it is reconnected)."""
+        if job.authorized_until is None or not conn.is_active:
+            return
+        if self._clock.now() - job.authorized_until > PLANNED_RETRY_FOR:
+            log.warning("planned reauthorization given up: still failing a day after its token ended; the "
+                        "scan's check keeps trying", extra={"connection_id": conn.id, "event": "reauthorize_gave_up"})
+            return
+        self._jobs.enqueue(job, PLANNED_RETRY)
+        log.info("planned reauthorization tried again later", extra={"connection_id": conn.id})
+
     def _plan_reauthorization(self, record: Subscription) -> None:
-        """The next reauthorization of `record`, REAUTHORIZE_AHEAD before its authorizing token ends (at
-        half the remaining life when that is shorter, so short-lived tokens never loop)."""
+        """The next reauthorization of `record`, REAUTHORIZE_AHEAD before its authorizing token ends;
+        a token with less than that (plus a minute) left is reauthorized at half its remaining life,
+        so short-lived tokens never loop."""
         if record.authorized_until is None:
             return
         left = record.authorized_until - self._clock.now()
-        delay = max(left - REAUTHORIZE_AHEAD, left / 2, timedelta(0))
+        ahead = left - REAUTHORIZE_AHEAD
+        delay = ahead if ahead >= timedelta(minutes=1) else max(left / 2, timedelta(0))
         self._jobs.enqueue(SubscriptionJob(record.user_id, record.connection_id, REAUTHORIZE,
                                            authorized_until=record.authorized_until), delay)
 

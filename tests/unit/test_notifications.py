@@ -576,3 +576,35 @@ def test_a_renewal_page_paces_its_jobs_after_the_pages_before_it_and_skips_a_row
     assert rt.subscriptions.renew_page(conns, enqueued_before=40) == 2  # the walk goes on past the bad row
     assert [(j.connection_id, d) for j, d in rt.sub_jobs.jobs] == [
         (conns[0].id, timedelta(seconds=40 / 20)), (conns[2].id, timedelta(seconds=41 / 20))]
+
+
+def test_a_planned_reauthorization_that_meets_an_outage_tries_again_and_the_chain_goes_on(rt, world):
+    """Microsoft's token endpoint failing for a while must not end the plan (nothing else would plan
+    the next reauthorization of a never-challenged account)."""
+    from shared.ports import TokenError
+
+    conn = connected(rt)
+    record = rt.table.get(conn.id)
+    planned = SubscriptionJob(ALICE.id, conn.id, REAUTHORIZE, authorized_until=record.authorized_until)
+    world.clock.advance(45 * 60)
+    world.identity.refresh_errors[conn.home_account_id] = TokenError("unreachable", "HTTP 503")
+    assert rt.subscriptions.run(planned) == "no_token"
+    assert world.connections.get(ALICE.id, conn.id).is_active
+    assert rt.sub_jobs.jobs == [(planned, timedelta(minutes=5))]  # the same plan, a little later
+    rt.sub_jobs.jobs.clear()
+    del world.identity.refresh_errors[conn.home_account_id]
+    world.clock.advance(5 * 60)
+    assert rt.subscriptions.run(planned) == "renewed"
+    [(following, _)] = rt.sub_jobs.jobs
+    assert following.authorized_until == rt.table.get(conn.id).authorized_until > record.authorized_until
+
+
+def test_a_token_with_little_life_left_is_reauthorized_well_before_graph_would_challenge(rt, world):
+    """Graph challenges (and pauses) 10 minutes before the authorizing token ends: a token with 20
+    minutes left is reauthorized with 15 left, not at half its life (10 left)."""
+    conn = connected(rt)
+    world.identity.lifetime = timedelta(minutes=20)
+    rt.sub_jobs.jobs.clear()
+    assert rt.subscriptions.run(SubscriptionJob(ALICE.id, conn.id, REAUTHORIZE)) == "renewed"
+    [(_, delay)] = rt.sub_jobs.jobs
+    assert delay == timedelta(minutes=5)
