@@ -22,10 +22,16 @@ UPGRADE = "https://app.coagentor.test/settings/plan"  # UPGRADE_URL of the test 
 BERLIN = ZoneInfo("Europe/Berlin")  # the browser context's time zone (tests/browser/conftest.py)
 
 
-def day_heading(start: datetime) -> str:
+def day_heading(start: datetime) -> str | re.Pattern[str]:
+    """The page's heading of a meeting's day: Today, Tomorrow, else the weekday and the date
+    ("Wednesday, December 9" in the browser's en-US locale)."""
     today = datetime.now(BERLIN).date()
     day = start.astimezone(BERLIN).date()
-    return "Today" if day == today else "Tomorrow" if day == today + timedelta(days=1) else day.strftime("%A")
+    if day == today:
+        return "Today"
+    if day == today + timedelta(days=1):
+        return "Tomorrow"
+    return re.compile(rf"^{day:%A}, {day:%B} {day.day}$")
 
 
 def fits_on_screen(person: Person) -> None:
