@@ -68,9 +68,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from bench.bench_cost import (
     DAY,
     KV_OPS,
+    VCPU,
     Counting,
     _Forward,
     defaults,
@@ -92,10 +95,9 @@ STORAGE_TX_PER_S = 20_000
 GRAPH_PER_S = 13_000  # 130,000 requests per 10 s per app, all tenants
 MAX_INSTANCES = 100  # maximumInstanceCount, infra default
 SCAN_INTERVAL_S = 6 * 3600
+WATCHDOG_PERIOD_S = 15  # WATCHDOG_SCHEDULE's default
+PAGE_SECONDS = 0.1  # one Table query page of 1,000 rows in Azure, estimated
 SCAN_DRAIN_S = 15 * 60  # a safety scan's syncs done within 15 minutes (the scale controller adds instances)
-# Flex Consumption: CPU cores per instance memory size, MB (learn.microsoft.com/azure/azure-functions/
-# flex-consumption-plan, "Instance memory"; each instance also gets 272 MB for the platform's host processes).
-VCPU = {512: 0.25, 2048: 1.0, 4096: 2.0}
 
 
 # ---- the counting proxy, in a process of its own ------------------------------------------------
@@ -188,6 +190,15 @@ class Meter:
             "cpu_rest": _proc_cpu(os.getpid()) + _proc_cpu(self.proxy_pid) + sum(_proc_cpu(p) for p in azurite),
             "t": time.monotonic(),
         }
+
+
+def meeting_rows(stack: Stack) -> int:
+    """Rows in the meetings table (read from Azurite directly, not counted): what the deployment
+    watchdog's cross-partition query reads every WATCHDOG_SCHEDULE (docs/reliability.md)."""
+    from azure.data.tables import TableServiceClient
+
+    service = TableServiceClient.from_connection_string(stack.storage_connection_string())
+    return sum(1 for _ in service.get_table_client("meetings").list_entities(select=["PartitionKey"]))
 
 
 def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
@@ -295,6 +306,7 @@ class Run:
     unlisted: int = 0
     reconnect_seconds: list[float] = field(default_factory=list)
     connect_seconds: list[float] = field(default_factory=list)
+    connect_retries: int = 0
     probes: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -331,11 +343,24 @@ def seed(run: Run, now: datetime) -> int:
     return total
 
 
+CONNECT_TRIES = 3
+
+
 def connect_one(run: Run, box: Mailbox, user: str) -> float:
+    """The whole OAuth flow, again from the start (as a person would) when a call of it times out;
+    at most CONNECT_TRIES times. The seconds it took, retries included."""
     began = time.monotonic()
     client = run.client()
     box.token = client.token(user, "pro")
-    box.connection = client.connect(box.token, upn(box.index))["connection"]["id"]
+    for attempt in range(1, CONNECT_TRIES + 1):
+        try:
+            box.connection = client.connect(box.token, upn(box.index))["connection"]["id"]
+            break
+        except requests.Timeout:
+            with run.lock:
+                run.connect_retries += 1
+            if attempt == CONNECT_TRIES:
+                raise
     return time.monotonic() - began
 
 
@@ -449,7 +474,8 @@ def churn(run: Run) -> dict[str, int]:
     began = time.monotonic()
     spacing = args.churn_seconds / len(plan)
     workers = max(4, math.ceil(args.churn_rate * 8))
-    with ThreadPoolExecutor(workers) as pool:
+    pool = ThreadPoolExecutor(workers)
+    try:
         futures = []
         for serial, kind in enumerate(plan):
             due = began + serial * spacing
@@ -460,6 +486,8 @@ def churn(run: Run) -> dict[str, int]:
                            else pool.submit(reconnect, run, random.Random(serial)))
         for f in futures:
             f.result(timeout=args.listed_limit * 3)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     return {"changes": total, "reconnects": reconnects}
 
 
@@ -540,12 +568,15 @@ def _phases(run: Run, started: float) -> dict[str, Any]:
     depth.phase = "connect"
     before = meter.snapshot()
     tag = uuid.uuid4().hex[:6]
-    with ThreadPoolExecutor(args.workers) as pool:
+    pool = ThreadPoolExecutor(args.workers)
+    try:
         futures = [pool.submit(connect_one, run, box, f"load-{tag}-{box.index}") for box in run.mailboxes]
         for i, f in enumerate(futures, 1):
             run.connect_seconds.append(f.result(timeout=left()))
             if i % max(1, n // 10) == 0:
                 print(f"load: {i} of {n} connected ({time.monotonic() - before['t']:.0f} s)", flush=True)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # interrupted or failed: the rest are not started
     until("every connection's Graph subscription", lambda: subscribed(run) >= n, left(), 2.0)
     depth.drained(args.quiet, left(), "the first syncs")
     phases["connect"] = _delta(meter.snapshot(), before)
@@ -603,9 +634,10 @@ def _phases(run: Run, started: float) -> dict[str, Any]:
         print(f"load: {name} drained in {drain[name]:.0f} s", flush=True)
 
     peak = {p: _peak_rss_mb(p) for p in meter.host_pids()}
-    return {"connections": n, "events": events, "phases": phases, "drain_seconds": drain,
+    return {"meeting_rows": meeting_rows(run.stack), "connections": n, "events": events, "phases": phases,
+            "drain_seconds": drain,
             "latencies": run.latencies, "unlisted": run.unlisted, "reconnect_seconds": run.reconnect_seconds,
-            "connect_seconds": run.connect_seconds, "depth": depth.samples,
+            "connect_seconds": run.connect_seconds, "connect_retries": run.connect_retries, "depth": depth.samples,
             "peak_rss_mb": list(peak.values()), "rss_after_connect_mb": list(rss_connected.values()),
             "restarts": run.stack.restarts, "seconds": time.monotonic() - started}
 
@@ -644,13 +676,16 @@ def connection_day(u: dict[str, dict[str, float]]) -> dict[str, float]:
                 + DAY["meetings"] * DEPLOYMENT_UNIT[k]) for k in KEYS}
 
 
-def limits(d: dict[str, float], u: dict[str, dict[str, float]], instance_cpu: float) -> list[dict[str, Any]]:
+def limits(d: dict[str, float], u: dict[str, dict[str, float]], instance_cpu: float,
+           rows_per_connection: float) -> list[dict[str, Any]]:
     """At 10k / 100k / 1M connections: each resource's use against its limit, and the first one reached.
     Steady rates are the connection-day's spread over the day. The safety scan is a burst (every
     connection's sync queued at once, every 6 hours): assumed drained in SCAN_DRAIN_S by as many
     instances of `instance_cpu` cores as that takes at the scan's measured CPU per connection (at most
     MAX_INSTANCES; CPU-bound, Azure's latencies overlapping on 16 concurrent executions per instance),
-    each instance making the scan's storage transactions at that pace."""
+    each instance making the scan's storage transactions at that pace. The deployment watchdog reads
+    every meeting row (a filter on non-key properties scans the table) each WATCHDOG_PERIOD_S, a page
+    of at most 1,000 rows per request, one after another: PAGE_SECONDS each (an estimate)."""
     out: list[dict[str, Any]] = []
     for size in (10_000, 100_000, 1_000_000):
         storage = (d["table"] + d["queue"]) * size / 86_400
@@ -664,6 +699,8 @@ def limits(d: dict[str, float], u: dict[str, dict[str, float]], instance_cpu: fl
             "Graph requests/s per app": (d["graph"] * size / 86_400, GRAPH_PER_S),
             "vCPU busy (instances x vCPU)": (d["cpu"] * size / 86_400, MAX_INSTANCES * instance_cpu),
             "safety scan drained within its 6 h": (scan_seconds, SCAN_INTERVAL_S),
+            "deployment watchdog's table scan within its 15 s": (
+                math.ceil(rows_per_connection * size / 1000) * PAGE_SECONDS, WATCHDOG_PERIOD_S),
         }
         worst = max(use, key=lambda k: use[k][0] / use[k][1])
         out.append({"connections": size, "use": {k: round(v / lim, 4) for k, (v, lim) in use.items()},
@@ -679,9 +716,15 @@ FIXES = {
     "storage account transactions/s (safety scan burst)": "spread the safety scan over its 6 hours (enqueue with "
                                                           "visibility delays, as the refresh walk paces itself)",
     "Graph requests/s per app": "pace the safety scan over its 6 h; honour 429 Retry-After per mailbox",
+    "deployment watchdog's table scan within its 15 s": "a due-time index table (PartitionKey = the deploy "
+                                                        "minute) so the watchdog reads only what is due",
     "vCPU busy (instances x vCPU)": "raise maximumInstanceCount or instance memory (more vCPU per instance)",
     "safety scan drained within its 6 h": "more instances, or a scan spread over its interval",
 }
+
+
+def rows_note(m: dict[str, Any]) -> str:
+    return f"{m.get('meeting_rows', 0) / max(m['connections'], 1):.1f} per connection"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -701,11 +744,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-seconds", type=float, default=2.0, help="queue depth sampling period")
     parser.add_argument("--quiet", type=float, default=4.0, help="seconds of empty queues that mean drained")
     parser.add_argument("--limit", type=float, default=1500, help="the whole run's bound, seconds")
+    parser.add_argument("--save", type=Path, help="also write the raw measurements to this JSON file")
+    parser.add_argument("--from", dest="source", type=Path, help="report on raw measurements saved by --save")
     args = parser.parse_args(argv)
     if args.connections < 2 or args.instances < 1:
         parser.error("--connections must be at least 2 and --instances at least 1")
+    if args.source:
+        m = json.loads(args.source.read_text())
+        vars(args).update(m.get("args", {}))
+        return report(m, args)
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
         m = measure(args, Path(tmp))
+    if args.save:
+        args.save.write_text(json.dumps(m | {"args": {k: v for k, v in vars(args).items()
+                                                      if isinstance(v, int | float | str)}}))
     return report(m, args)
 
 
@@ -715,11 +767,10 @@ def report(m: dict[str, Any], args: argparse.Namespace) -> int:
     d = connection_day(u)
     memory = instance_gb()
     instance_cpu = VCPU.get(round(memory * 1000), 1.0)
-    # An execution's CPU time takes longer on an instance with a share of a core: billed wall time grows.
-    cpu_per_execution = d["cpu"] / max(d["executions"], 1e-9)
-    cost = monthly_cost_per_1000(d, cpu_per_execution / instance_cpu, memory)
-    cost512 = sum(monthly_cost_per_1000(d, cpu_per_execution / VCPU[512], 0.512).values())
-    cost2048 = sum(monthly_cost_per_1000(d, cpu_per_execution / VCPU[2048], 2.048).values())
+    cpu_per_execution = d["cpu"] / max(d["executions"], 1e-9)  # on one core; the model scales it by VCPU
+    cost = monthly_cost_per_1000(d, cpu_per_execution, memory)
+    cost512 = sum(monthly_cost_per_1000(d, cpu_per_execution, 0.512).values())
+    cost2048 = sum(monthly_cost_per_1000(d, cpu_per_execution, 2.048).values())
     total = sum(cost.values())
     baseline_cpu_day = u["baseline_per_s"]["cpu"] * 86_400 / max(len(m["peak_rss_mb"]), 1)
     p95, p50 = pct(m["latencies"], 0.95), pct(m["latencies"], 0.5)
@@ -735,7 +786,8 @@ def report(m: dict[str, Any], args: argparse.Namespace) -> int:
           f"instances, {m['seconds']:.0f} s ({m['restarts']} host restarts)")
     print(f"connect (real OAuth flow, {args.workers} at a time): p50 {pct(m['connect_seconds'], 0.5):.2f} s, "
           f"p95 {pct(m['connect_seconds'], 0.95):.2f} s each; all {n} in {m['phases']['connect']['t']:.0f} s "
-          "(first syncs and subscriptions included)")
+          f"(first syncs and subscriptions included); flows started again after a 30 s timeout: "
+          f"{m.get('connect_retries', 0)}")
     print(f"change -> listed under load ({len(m['latencies'])} changes at {args.churn_rate:g}/s): p50 {p50:.1f} s, "
           f"p95 {p95:.1f} s, max {max(m['latencies'], default=float('nan')):.1f} s; not listed within "
           f"{args.listed_limit:.0f} s: {m['unlisted']}")
@@ -756,12 +808,14 @@ def report(m: dict[str, Any], args: argparse.Namespace) -> int:
     print(f"baseline (idle, per instance): {baseline_cpu_day:.0f} CPU s a day, "
           f"{u['baseline_per_s']['queue'] + m['phases']['idle']['queue_receive'] / m['phases']['idle']['t']:.1f} "
           "queue requests/s (polling)")
+    print(f"meetings table: {m.get('meeting_rows', 0)} rows ({rows_note(m)}), all read by every watchdog run")
     print(f"host peak RSS per instance: {', '.join(f'{r:.0f} MB' for r in m['peak_rss_mb'])} "
           f"(after connecting: {', '.join(f'{r:.0f} MB' for r in m['rss_after_connect_mb'])})")
     print(f"USD per 1,000 connections a month at 10,000 connections, {memory * 1000:.0f} MB instances: "
           + ", ".join(f"{k} {v:.2f}" for k, v in cost.items())
           + f"; total {total:.2f} (512 MB: {cost512:.2f}, 2,048 MB: {cost2048:.2f})")
-    found = limits(d, u, instance_cpu)
+    rows = m.get("meeting_rows", 0) / max(n, 1)
+    found = limits(d, u, instance_cpu, rows)
     for at in found:
         print(f"at {at['connections']:>9,} connections: nearest limit {at['first']} at {at['share'] * 100:.1f} % "
               f"of it ({', '.join(f'{k} {v * 100:.1f} %' for k, v in at['use'].items())}); safety scan on "
@@ -787,6 +841,7 @@ def report(m: dict[str, Any], args: argparse.Namespace) -> int:
         "usd_per_1000_connections_month": round(total, 2), "usd_per_1000_connections_month_512mb": round(cost512, 2),
         "usd_per_1000_connections_month_2048mb": round(cost2048, 2),
         "instance_memory_mb": round(memory * 1000),
+        "meeting_rows_per_connection": round(rows, 2),
         "scan_syncs_per_second": round(n / max(m["drain_seconds"]["scan"], 1e-9), 2),
         "first_limit": {str(r["connections"]): {"limit": r["first"], "share": r["share"],
                                                 "scan_burst_tx_per_s": r["scan_burst_tx_per_s"]} for r in found},
