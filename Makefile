@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: dev test lint unit bench faults chaos deps clean
+.PHONY: dev test lint unit bench faults chaos load deps clean
 
 deps: $(VENV)/.installed node_modules/.installed
 
@@ -61,3 +61,8 @@ clean:
 # ~25 s, for about six minutes; results in docs/reliability.md ("Chaos").
 chaos: deps
 	$(PY) -m bench.chaos --write docs/reliability.md
+
+# Not part of `make test` (a tiny run of it is, in tests/bench): 2,000 connections through OAuth on the
+# whole local stack at the shipped defaults, with churn, for up to ~15 minutes; results in docs/scale.md.
+load: deps
+	$(PY) -m bench.load

@@ -68,15 +68,30 @@ PRICES = {
     "table_per_10k": 0.00036,  # Table Storage (LRS) transactions
     "executions_per_million": 0.40,  # Flex Consumption on demand executions
     "gb_second": 0.000026,  # Flex Consumption on demand execution time
+    "always_ready_gb_second": 0.000004,  # Flex Consumption always-ready baseline (docs/reliability.md: ~$20 a
+    # month for one 2,048 MB instance at the East US baseline rate)
 }
+# Flex Consumption: CPU cores per instance memory size, MB (learn.microsoft.com/azure/azure-functions/
+# flex-consumption-plan, "Instance memory"; each instance also gets 272 MB for the platform's host
+# processes, not billed). An execution's CPU time takes 1/cores as long on a smaller instance.
+VCPU = {512: 0.25, 2048: 1.0, 4096: 2.0}
+
+
+def _bicep_default(name: str) -> int:
+    bicep = (Path(__file__).resolve().parents[1] / "infra" / "main.bicep").read_text()
+    found = re.search(rf"^param {name} int = (\d+)$", bicep, re.M)
+    assert found, f"infra/main.bicep declares {name}"
+    return int(found.group(1))
 
 
 def instance_gb() -> float:
     """Flex Consumption instance memory, GB: infra/main.bicep's `instanceMemoryMB` default."""
-    bicep = (Path(__file__).resolve().parents[1] / "infra" / "main.bicep").read_text()
-    found = re.search(r"^param instanceMemoryMB int = (\d+)$", bicep, re.M)
-    assert found, "infra/main.bicep declares instanceMemoryMB"
-    return int(found.group(1)) / 1000
+    return _bicep_default("instanceMemoryMB") / 1000
+
+
+def always_ready() -> int:
+    """Always-ready instances of the HTTP group: infra/main.bicep's `httpAlwaysReady` default."""
+    return _bicep_default("httpAlwaysReady")
 
 
 class Counting(ThreadingHTTPServer):
@@ -361,7 +376,9 @@ def monthly_cost_per_1000(d: dict[str, float], cpu_per_execution: float, memory_
     rate r (per second, all connections) and last d seconds (latencies of what they call, plus CPU):
     one instance is busy a fraction 1 - exp(-r d) of the time (M/G/infinity), and the deployment
     needs more than one only when r d exceeds the per-instance concurrency (16). Fixed costs (idle
-    polling) are spread over the DEPLOYMENT's connections."""
+    polling, the always-ready HTTP instances' baseline) are spread over the DEPLOYMENT's connections.
+    `cpu_per_execution` is CPU seconds on one core: an instance of memory_gb has VCPU of them."""
+    cpu_per_execution /= VCPU.get(round(memory_gb * 1000), 1.0)
     month = 30.4
     executions = d["executions"]
     wall = sum(d[k] * LATENCY[k] for k in LATENCY) + executions * cpu_per_execution
@@ -377,6 +394,7 @@ def monthly_cost_per_1000(d: dict[str, float], cpu_per_execution: float, memory_
         "function_executions": executions * month * 1000 / 1e6 * PRICES["executions_per_million"],
         "function_time": gb_seconds * PRICES["gb_second"] * per_1000,
         "fixed": sum(FIXED_MONTHLY_USD.values()) * per_1000,
+        "always_ready": always_ready() * memory_gb * 86_400 * month * PRICES["always_ready_gb_second"] * per_1000,
     }
 
 

@@ -227,20 +227,20 @@ param migrateVaultTokenCaches bool = true
 @description('Name of the Key Vault key (RSA) that wraps the data keys of the sealed token caches.')
 param tokenCacheKeyName string = 'token-cache-key'
 
-@description('Memory per Flex Consumption instance in MB.')
+@description('Memory per Flex Consumption instance in MB (0.25, 1 or 2 cores). 512: make load measured the app at ~100 MB resident with 1,000 connections (docs/scale.md, "Instance size"); the $10 per 1,000 connections goal is missed at 2,048.')
 @allowed([
   512
   2048
   4096
 ])
-param instanceMemoryMB int = 2048
+param instanceMemoryMB int = 512
 
 @description('Most instances the app scales out to. Graph allows 4 concurrent requests per mailbox whatever this is.')
 @minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 100
 
-@description('Always-ready instances for the HTTP function group. Graph validates the notification URL within 10 s when a subscription is created and wants each notification answered within 3 s; a cold instance can miss both. 1 instance of 2,048 MB is about 5.2 million GB-s of baseline a month (docs/reliability.md states the cost); 0 scales from zero.')
+@description('Always-ready instances for the HTTP function group. Graph validates the notification URL within 10 s when a subscription is created and wants each notification answered within 3 s; a cold instance can miss both. 1 instance of 512 MB is about 1.3 million GB-s of baseline a month (2,048 MB: 5.2 million) (docs/reliability.md states the cost); 0 scales from zero.')
 @minValue(0)
 @maxValue(10)
 param httpAlwaysReady int = 1

@@ -1,8 +1,10 @@
 """The `/_sim/...` admin API that tests and demos drive (no auth: the simulator binds loopback only).
 
 Errors are `{"error": {"code", "message"}}`. See DEVSTACK.md for the contract; additions here:
-`GET /_sim/health`, `GET /_sim/users`, `GET /_sim/users/{upn}/events`, `GET|DELETE /_sim/faults`,
-`DELETE /_sim/requests`, `GET|POST /_sim/config`, `GET /_sim/stats`, `GET|POST /_sim/apps`,
+`GET /_sim/health`, `GET /_sim/users`, `POST /_sim/users` (bulk work accounts with
+their events, for load tests), `GET /_sim/users/{upn}/events`, `GET|DELETE /_sim/faults`,
+`DELETE /_sim/requests`, `GET|POST /_sim/config`, `GET /_sim/stats` (`requests`, and cumulative
+`graph_requests`, `token_requests`, `notification_posts` that the bounded logs cannot give), `GET|POST /_sim/apps`,
 `POST /_sim/users/{upn}/expire-delta`, and:
 
 - `GET /_sim/users/{upn}/calendarView?startDateTime=..&endDateTime=..` — the expanded occurrences
@@ -54,7 +56,7 @@ import re
 from typing import Any
 from urllib.parse import unquote
 
-from devstack.msim.calendar import UTC, EventError, parse_occurrence_id, parse_window_bound
+from devstack.msim.calendar import UTC, EventError, Mailbox, parse_occurrence_id, parse_window_bound
 from devstack.msim.directory import AppRegistration, FederatedCredential
 from devstack.msim.graph import Preferences, render_event
 from devstack.msim.state import ClientSecret, Fault, SimState
@@ -83,6 +85,8 @@ def handle(state: SimState, req: Request) -> Response:
             return json_response(200, {"status": "reset"})
         case ["users"] if method == "GET":
             return json_response(200, {"value": [_describe_account(state, a) for a in state.directory.accounts]})
+        case ["users"] if method == "POST":
+            return _add_users(state, body)
         case ["users", upn, *rest]:
             return _user(state, req, upn, rest, body)
         case ["faults"]:
@@ -99,7 +103,9 @@ def handle(state: SimState, req: Request) -> Response:
         case ["stats"] if method == "GET":
             with state.lock:
                 return json_response(
-                    200, {"max_concurrency": dict(state.max_concurrency), "requests": state.request_count}
+                    200, {"max_concurrency": dict(state.max_concurrency), "requests": state.request_count,
+                          "graph_requests": state.graph_request_count, "token_requests": state.token_request_count,
+                          "notification_posts": state.notifier.posted, "accounts": len(state.directory.accounts)}
                 )
         case ["apps"]:
             return _apps(state, method, body)
@@ -126,6 +132,57 @@ def handle(state: SimState, req: Request) -> Response:
         case ["notifications"] if method == "GET":
             return json_response(200, state.notifier.deliveries())
     return _error(404, "NotFound", f"No admin route {method} {req.path}.")
+
+
+BULK_ACCOUNTS_LIMIT = 1000  # per request
+BULK_EVENTS_LIMIT = 20_000  # per request, over all its accounts
+
+
+def _add_users(state: SimState, body: Any) -> Response:
+    """`POST /_sim/users` with `{"accounts": [{"upn", "display_name"?, "events": [Graph event, ...]?}]}`:
+    work accounts in a seeded work tenant's domain (contoso.com, northwind.com), each with a mailbox
+    holding those events (not notified: nobody can have subscribed yet), for load tests. All or
+    nothing: 400 naming the first bad account or event (an upn that exists, a domain of no work
+    tenant, an invalid event) and nothing is added. 201 `{"accounts": n, "events": m}`. Added
+    accounts sign in, answer Graph and behave as seeded work accounts; `POST /_sim/reset` empties
+    their mailboxes but keeps them (as it keeps app registrations)."""
+    entries = body.get("accounts") if isinstance(body, dict) else None
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
+        return _error(400, "BadRequest", 'Send {"accounts": [{"upn": ..., "events": [...]}, ...]}.')
+    if len(entries) > BULK_ACCOUNTS_LIMIT:
+        return _error(400, "BadRequest", f"At most {BULK_ACCOUNTS_LIMIT} accounts per request.")
+    total = sum(len(e.get("events") or []) for e in entries if isinstance(e.get("events") or [], list))
+    if total > BULK_EVENTS_LIMIT:
+        return _error(400, "BadRequest", f"At most {BULK_EVENTS_LIMIT} events per request.")
+    now = dt.datetime.now(dt.UTC)
+    with state.lock:
+        made: list[tuple[Any, Any]] = []
+        seen: set[str] = set()
+        for entry in entries:
+            upn, events = entry.get("upn"), entry.get("events") or []
+            name = entry.get("display_name")
+            if not isinstance(upn, str) or upn.strip().lower() in seen:
+                return _error(400, "BadRequest", f"Each account needs a distinct 'upn' (got {upn!r}).")
+            if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+                return _error(400, "BadRequest", f"'events' of {upn} must be a list of Graph event objects.")
+            if name is not None and not isinstance(name, str):
+                return _error(400, "BadRequest", f"'display_name' of {upn} must be a string.")
+            seen.add(upn.strip().lower())
+            try:
+                account = state.directory.work_account(upn, name)
+            except ValueError as exc:
+                return _error(400, "BadRequest", str(exc))
+            mailbox = Mailbox(account)
+            try:
+                for event in events:
+                    mailbox.add(dict(event), state.next_seq(), now)
+            except EventError as exc:
+                return _error(400, "ErrorInvalidRequest", f"{upn}: {exc}")
+            made.append((account, mailbox))
+        for account, mailbox in made:
+            state.directory.add(account)
+            state.mailboxes[account.upn.lower()] = mailbox
+    return json_response(201, {"accounts": len(made), "events": total})
 
 
 def _describe_account(state: SimState, account: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ microsoftgraph/msgraph-sdk-javascript#1756 and microsoftgraph/microsoft-graph-do
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -197,11 +198,12 @@ ACCOUNTS: tuple[Account, ...] = (
 
 
 class Directory:
-    """Read-only lookups over the seeded tenants and accounts."""
+    """Lookups over the seeded tenants and accounts, plus work accounts added in bulk (`add_work_account`,
+    `POST /_sim/users`) for load tests."""
 
     def __init__(self, tenants: tuple[Tenant, ...] = TENANTS, accounts: tuple[Account, ...] = ACCOUNTS) -> None:
         self.tenants = tenants
-        self.accounts = accounts
+        self.accounts: tuple[Account, ...] = accounts
         self._tenant_by_key: dict[str, Tenant] = {}
         for tenant in tenants:
             self._tenant_by_key[tenant.id.lower()] = tenant
@@ -210,6 +212,30 @@ class Directory:
         self._account_by_upn = {a.upn.lower(): a for a in accounts}
         self._account_by_oid = {(a.tenant_id, a.object_id): a for a in accounts}
         self._account_by_graph_id = {a.graph_id.lower(): a for a in accounts}
+
+    def work_account(self, upn: str, display_name: str | None = None) -> Account:
+        """A new work account for `upn`, in the work tenant that owns its domain (not yet added).
+        ValueError when the domain is no work tenant's, or the upn exists. Its object id is derived
+        from the upn (uuid5), so the same upn gets the same id in every run."""
+        name, _, domain = upn.strip().partition("@")
+        tenant = self.tenant(domain) if domain else None
+        if not name or tenant is None or tenant.kind != "work" or tenant.id == APP_HOME_TENANT_ID:
+            raise ValueError(f"'{upn}' is not in a seeded work tenant's domain (contoso.com, northwind.com, ...).")
+        if self.account(upn) is not None:
+            raise ValueError(f"The account '{upn}' already exists.")
+        object_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"msim:{upn.strip().lower()}"))
+        shown = display_name or name.replace(".", " ").replace("-", " ").title()
+        first, _, last = shown.partition(" ")
+        return Account(upn=upn.strip().lower(), display_name=shown, given_name=first, surname=last or first,
+                       tenant_id=tenant.id, object_id=object_id, graph_id=object_id, mail=upn.strip().lower(),
+                       kind="work")
+
+    def add(self, account: Account) -> None:
+        """Make an account from `work_account` known to every lookup (caller holds the state lock)."""
+        self.accounts = (*self.accounts, account)
+        self._account_by_upn[account.upn.lower()] = account
+        self._account_by_oid[(account.tenant_id, account.object_id)] = account
+        self._account_by_graph_id[account.graph_id.lower()] = account
 
     def tenant(self, key: str) -> Tenant | None:
         """A tenant by id or verified domain (case-insensitive); None for meta-tenants and unknowns."""

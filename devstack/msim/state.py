@@ -333,6 +333,9 @@ class SimState:
     faults: list[Fault] = field(default_factory=list)
     requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=REQUEST_LOG_LIMIT))
     request_count: int = 0
+    # Cumulative, unlike the bounded log: Graph (/v1.0/...) and token-endpoint requests since start or reset.
+    graph_request_count: int = 0
+    token_request_count: int = 0
     in_flight: dict[tuple[str, str], int] = field(default_factory=dict)
     max_concurrency: dict[str, int] = field(default_factory=dict)
     notifier: Notifier = field(default_factory=Notifier)  # Graph subscriptions and their notifications
@@ -366,6 +369,8 @@ class SimState:
             self.faults.clear()
             self.requests.clear()
             self.request_count = 0
+            self.graph_request_count = 0
+            self.token_request_count = 0
             self.max_concurrency.clear()
             self.notifier.reset()
 
@@ -426,6 +431,10 @@ class SimState:
         with self.lock:
             self.requests.append(entry)
             self.request_count += 1
+            if path == "/v1.0" or path.startswith("/v1.0/"):
+                self.graph_request_count += 1
+            elif path.lower().endswith("/oauth2/v2.0/token"):
+                self.token_request_count += 1
         return entry
 
     def monotonic(self) -> float:

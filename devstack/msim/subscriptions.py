@@ -186,9 +186,12 @@ class Notifier:
     # its deliveries are dropped (the endpoint was throttled for being slow).
     _answers: dict[str, deque[bool]] = field(default_factory=dict)
     _dropping_until: dict[str, float] = field(default_factory=dict)
+    # Cumulative, unlike the bounded log: delivery POSTs made (each one execution of the receiving app).
+    posted: int = 0
 
     def reset(self) -> None:
         with self._lock:
+            self.posted = 0
             self.subscriptions.clear()
             self._pending.clear()
             self.log.clear()
@@ -399,6 +402,7 @@ class Notifier:
         retry_for = self._config().notification_retry_seconds
         given_up: list[_Delivery] = []
         with self._lock:
+            self.posted += 1
             self.log.append({
                 "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
                 "url": _without_query(url),

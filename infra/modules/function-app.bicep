@@ -45,7 +45,7 @@ param pythonVersion string = '3.11'
   2048
   4096
 ])
-param instanceMemoryMB int = 2048
+param instanceMemoryMB int = 512
 
 @description('Most instances the app scales out to.')
 @minValue(40)
