@@ -62,7 +62,7 @@ clean:
 chaos: deps
 	$(PY) -m bench.chaos --write docs/reliability.md
 
-# Not part of `make test` (a tiny run of it is, in tests/bench): 2,000 connections through OAuth on the
-# whole local stack at the shipped defaults, with churn, for up to ~15 minutes; results in docs/scale.md.
+# Not part of `make test` (a tiny run of it is, in tests/bench): 300 connections through OAuth on the
+# whole local stack at the shipped defaults, with churn, ~10 minutes (--connections N for more); docs/scale.md.
 load: deps
 	$(PY) -m bench.load
