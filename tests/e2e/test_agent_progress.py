@@ -267,15 +267,19 @@ def test_the_readiness_check_finds_a_move_graph_never_notified_and_the_meeting_f
     """A change notification lost (Graph drops some): the event moved but the service was not told. The
     readiness check reads the event by id, tells the user the meeting is at risk (moved), and asks for
     a sync, after which Upcoming Meetings shows the new time."""
+    from tests.e2e.test_change_notifications import settled
+
     me = user()
     token = client.token(me, "pro")
     subject = f"Moved quietly {me}"
-    start = now_utc() + timedelta(seconds=LEAD + READINESS + 30)  # checked in about 30 s
+    conn = client.connect(token, "erin@northwind.com")["connection"]
+    settled(client.stack, conn["id"])  # subscribed, and the reads connecting queued are done
+    start = now_utc() + timedelta(seconds=LEAD + READINESS + 45)  # checked in about 45 s
     event = client.add_event("erin@northwind.com", subject, start, isOnlineMeeting=True,
                              onlineMeeting={"joinUrl": teams_link(7016)})
     try:
-        client.connect(token, "erin@northwind.com")
-        key = key_of(client, token, subject)
+        key = key_of(client, token, subject)  # by its notification
+        settled(client.stack, conn["id"])  # no read left that would see the move before the check does
         later = start + timedelta(hours=2)
         moved = client.ms.patch(f"{client.stack.sim_url}/_sim/users/erin@northwind.com/events/{event['id']}",
                                 params={"notify": "false"}, timeout=30, json={
