@@ -3,8 +3,16 @@
 Python runs signal handlers in the main thread between two bytecodes of whatever it was doing.
 A handler that calls `threading.Event.set()` can therefore wait forever for the lock that the
 interrupted `Event.wait()` holds. The handler here only appends to a list and writes one byte to
-a pipe; the main thread waits on the pipe. A repeated signal calls `on_repeat` (which must not
-take locks either: `os.killpg`, `os.write`, `os._exit` are fine), by default an immediate exit.
+a pipe; the main thread waits on the pipe.
+
+The kernel delivers a process-wide signal to any thread that does not block it. When a worker
+thread takes it, CPython's C-level handler only flags it for the main thread, which would run the
+Python handler at its next bytecode: never, while it sleeps in `select()` without a timeout. The
+pipe is therefore also the interpreter's wake-up fd (`signal.set_wakeup_fd`, written by the C-level
+handler in whichever thread caught the signal), and `wait()` re-checks at least every
+`RECHECK_SECONDS` besides (https://docs.python.org/3/library/signal.html#signal.set_wakeup_fd).
+A repeated signal calls `on_repeat` (which must not take locks either: `os.killpg`, `os.write`,
+`os._exit` are fine), by default an immediate exit.
 """
 
 from __future__ import annotations
@@ -13,8 +21,11 @@ import contextlib
 import os
 import select
 import signal
+import time
 from collections.abc import Callable, Iterable
 from types import FrameType
+
+RECHECK_SECONDS = 0.5
 
 
 def exit_now(signum: int) -> None:
@@ -27,9 +38,12 @@ class StopSignals:
         self._received: list[int] = []
         self._read, self._write = os.pipe()
         os.set_blocking(self._write, False)
+        os.set_blocking(self._read, False)
         self._on_repeat = on_repeat
 
     def install(self, signals: Iterable[signal.Signals] = (signal.SIGINT, signal.SIGTERM)) -> StopSignals:
+        """Install the handlers; call from the main thread (Python runs signal handlers only there)."""
+        signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
         for sig in signals:
             signal.signal(sig, self._handle)
         return self
@@ -47,7 +61,14 @@ class StopSignals:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until a stop signal arrives (or `timeout` passes); True once one has."""
-        if not self._received:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._received:
+            left = RECHECK_SECONDS if deadline is None else min(RECHECK_SECONDS, deadline - time.monotonic())
+            if left <= 0:
+                break
             # A signal landing between the check and select() has written to the pipe already.
-            select.select([self._read], [], [], timeout)
+            readable, _, _ = select.select([self._read], [], [], left)
+            if readable:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._read, 512)  # the Python handler runs before the loop's next check
         return self.requested

@@ -395,7 +395,7 @@ def test_sigterm_stops_the_host_cleanly(azurite: str, tmp_path: Path) -> None:
                    "SAMPLE_SLOW_QUEUE": "sample-stop-slow"}
     )
 
-    assert stop_host(running) == 0
+    assert stop_host(running) == 0, running.log()[-4000:]
 
 
 def test_a_missing_app_setting_stops_start_up_with_its_name(tmp_path: Path) -> None:
