@@ -783,9 +783,13 @@ class SyncOutcome(StrEnum):
 
 
 class ErasureJobs(Protocol):
-    def enqueue(self, user_id: str, delay: timedelta, before: datetime | None = None) -> None:
+    def enqueue(self, user_id: str, delay: timedelta, before: datetime | None = None,
+                connection_ids: Sequence[str] = ()) -> None:
         """Erase this user's data once the delay has passed (retried by the queue until it succeeds);
-        `before`: when the erasure was asked for (a connection made after it is the user's new start)."""
+        `before`: when the erasure was asked for (a connection made after it is the user's new start);
+        `connection_ids`: the user's connections when it was asked for. Their connection rows are gone
+        by the queued pass, so it could not find their partitions (sync state, event index) otherwise:
+        a sync that raced the first pass may have written there."""
         ...
 
 

@@ -685,10 +685,13 @@ class ErasureJobs:
     def __init__(self) -> None:
         self.jobs: list[tuple[str, timedelta]] = []
         self.before: list[datetime | None] = []
+        self.connection_ids: list[tuple[str, ...]] = []
 
-    def enqueue(self, user_id: str, delay: timedelta, before: datetime | None = None) -> None:
+    def enqueue(self, user_id: str, delay: timedelta, before: datetime | None = None,
+                connection_ids: Sequence[str] = ()) -> None:
         self.jobs.append((user_id, delay))
         self.before.append(before)
+        self.connection_ids.append(tuple(connection_ids))
 
 
 def _within(event: dict[str, Any], window: SyncWindow) -> bool:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -206,14 +206,21 @@ def _seconds(delay: timedelta) -> int:
     return max(0, min(int(delay.total_seconds() + 0.999), 7 * 24 * 3600))
 
 
-def decode_erasure(body: str) -> tuple[str, datetime | None]:
-    """The user id of an erasure job, and when the erasure was asked for (None in older messages)."""
+ERASURE_CONNECTIONS_CARRIED = 1000
+
+
+def decode_erasure(body: str) -> tuple[str, datetime | None, tuple[str, ...]]:
+    """The user id of an erasure job, when the erasure was asked for (None in older messages) and the
+    user's connection ids at that moment (none in older messages)."""
     data = json.loads(body)
     user_id = data["user_id"]
     if not isinstance(user_id, str) or not user_id:
         raise ValueError("erasure job without a user id")
     before = data.get("before")
-    return user_id, datetime.fromisoformat(before) if isinstance(before, str) and before else None
+    carried = data.get("connections") or []
+    if not isinstance(carried, list) or not all(isinstance(c, str) and c for c in carried):
+        raise ValueError("erasure job with malformed connection ids")
+    return user_id, datetime.fromisoformat(before) if isinstance(before, str) and before else None, tuple(carried)
 
 
 class ErasureQueue:
@@ -221,8 +228,13 @@ class ErasureQueue:
         self._queue = queue
         self._signer = signer
 
-    def enqueue(self, user_id: str, delay: timedelta, before: datetime | None = None) -> None:
-        body = {"user_id": user_id, **({"before": before.isoformat()} if before is not None else {})}
+    def enqueue(self, user_id: str, delay: timedelta, before: datetime | None = None,
+                connection_ids: Sequence[str] = ()) -> None:
+        body: dict[str, Any] = {"user_id": user_id, **({"before": before.isoformat()} if before is not None else {})}
+        if connection_ids:
+            # 34 characters each: well inside a message's 64 KiB. Beyond the cap, prune_data's sweep of
+            # partitions no connection names removes what a raced sync left (within a day).
+            body["connections"] = list(connection_ids)[:ERASURE_CONNECTIONS_CARRIED]
         self._queue.send_message(self._signer.sign(json.dumps(body)), visibility_timeout=_seconds(delay))
 
 

@@ -8,7 +8,7 @@ by the next one, and nothing it leaves is unreachable. The daily jobs are walks 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -79,7 +79,8 @@ class Erasure:
         """The erasure job is queued first (durable: the queue retries it until it succeeds), then
         the erasure runs at once, so the user's next request already finds nothing. None when that
         first run failed part-way: the queued job finishes it (and says so in the log)."""
-        self._jobs.enqueue(user_id, SECOND_PASS, self._clock.now() if self._clock is not None else None)
+        self._jobs.enqueue(user_id, SECOND_PASS, self._clock.now() if self._clock is not None else None,
+                           self._rows.connection_ids(user_id))
         try:
             return self.erase(user_id)
         except Exception:
@@ -87,14 +88,19 @@ class Erasure:
                         extra={"user_id": user_id})
             return None
 
-    def erase(self, user_id: str, before: datetime | None = None) -> Erased:
+    def erase(self, user_id: str, before: datetime | None = None, connection_ids: Sequence[str] = ()) -> Erased:
         """Token caches first (deleted, and purged where the vault allows), then every row, the
         connection rows last: a failure part-way leaves the connections listed, so the retry (the
         queued erasure job) finds what is left. Safe to repeat; the second run finds nothing.
 
         `before` (the queued pass): when the erasure was asked for. A connection made after it is the
         user starting over, not something that raced the erasure: it stays, with everything of the
-        user's that is not another connection's own, and only the connections from before go."""
+        user's that is not another connection's own, and only the connections from before go.
+
+        `connection_ids` (the queued pass): the user's connections when the erasure was asked for.
+        Their rows are gone after the first pass; their partitions (sync state, event index) are
+        searched all the same, for what a sync that raced the first pass wrote there."""
+        carried = list(connection_ids)
         connection_ids = self._rows.connection_ids(user_id)
         newer = set(self._rows.connection_ids(user_id, made_after=before)) if before is not None else set()
         only_connections = bool(newer)
@@ -102,6 +108,7 @@ class Erasure:
             connection_ids = [c for c in connection_ids if c not in newer]
             log.info("erasure pass keeps connections made after the request", extra={"user_id": user_id,
                                                                                      "kept": len(newer)})
+        connection_ids += [c for c in carried if c not in connection_ids and c not in newer]
         if self._before_erase is not None:
             self._before_erase(user_id, connection_ids)  # Graph subscriptions, while the tokens still work
         names = sorted(self._rows.secret_names(user_id, connection_ids, only_connections=only_connections))

@@ -344,7 +344,12 @@ class SyncService:
         """A run that could not read the calendar. A requested one meeting a passing failure retries
         with back-off as the one chain of this connection (the marker stays, so notifications only
         announce); past the budget it gives up and tells the operator. The periodic scan (and a
-        deploy-time read) never retry here: the next scan is their retry."""
+        deploy-time read) never retry here: the next scan is their retry. A connection removed
+        meanwhile (its token cache went first: a disconnect or an erasure raced this run) is forgotten,
+        with the sync state this run's claim may have written after the removal had cleaned up."""
+        if self._connections.get(conn.user_id, conn.id) is None:
+            self._forget(conn)
+            return SyncOutcome.DISCONNECTED
         if job.reason not in REQUESTED:
             return outcome
         ctx = {"connection_id": conn.id, "attempt": job.attempt, "sync_outcome": str(outcome)}

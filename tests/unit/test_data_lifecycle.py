@@ -213,6 +213,54 @@ def test_the_queued_pass_still_erases_what_raced_the_first_one(world):
     assert world.accounts.list(ALICE.id) == [] and raced.secret_name not in world.secrets.values
 
 
+def test_the_queued_pass_erases_the_sync_state_a_sync_that_raced_the_first_pass_wrote(world, monkeypatch):
+    """A sync read the connection just before the first pass, claimed its sync state just after it, and
+    then failed outright (Key Vault unreachable as it read the token): the connection row is gone by
+    the queued pass, which still finds that partition by the connection ids the job carries."""
+    conn = world.connect_account(ALICE, WORK).connection
+    service, jobs, _ = erasure(world)
+    read = world.connections.get
+
+    def read_then_erase(user_id: str, connection_id: str):
+        found = read(user_id, connection_id)
+        if found is not None and not jobs.jobs:
+            service.request(ALICE.id)  # the first pass runs while this sync holds what it read
+        return found
+
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Key Vault unreachable")
+
+    monkeypatch.setattr(world.connections, "get", read_then_erase)
+    monkeypatch.setattr(world.tokens, "access_token", unreachable)
+    with pytest.raises(RuntimeError):
+        world.sync.sync(SyncJob(ALICE.id, conn.id))
+    assert conn.id in world.states.rows  # the raced sync left its sync state behind
+    [carried] = jobs.connection_ids
+    assert carried == (conn.id,)
+    monkeypatch.setattr(world.connections, "get", read)
+    service.erase(ALICE.id, before=jobs.before[0], connection_ids=carried)  # the queued pass
+    assert conn.id not in world.states.rows and conn.id not in world.states.queued
+
+
+def test_a_sync_that_raced_an_erasure_and_found_the_token_gone_leaves_no_sync_state(world, monkeypatch):
+    conn = world.connect_account(ALICE, WORK).connection
+    service, jobs, _ = erasure(world)
+    read = world.connections.get
+
+    def read_then_erase(user_id: str, connection_id: str):
+        found = read(user_id, connection_id)
+        if found is not None and not jobs.jobs:
+            service.request(ALICE.id)
+        return found
+
+    monkeypatch.setattr(world.connections, "get", read_then_erase)
+    queued = list(world.jobs.syncs)
+    report = world.sync.sync(SyncJob(ALICE.id, conn.id, reason="notified"))
+    assert str(report.outcome) == "disconnected"
+    assert conn.id not in world.states.rows and conn.id not in world.states.queued
+    assert world.jobs.syncs == queued  # and no retry chain for a connection that is gone
+
+
 # ---------------------------------------------------------------- claims cut short
 def test_a_claim_interrupted_after_storing_its_connection_keeps_the_live_token_cache(world, monkeypatch):
     code = signed_in(world)

@@ -4,10 +4,11 @@ HMAC only the app can make: whoever can only enqueue cannot forge one (shared/ad
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.adapters.queues import ForgedMessage, QueueSigner
+from shared.adapters.queues import ErasureQueue, ForgedMessage, QueueSigner, decode_erasure
 
 KEY = "k" * 43
 
@@ -37,3 +38,24 @@ def test_a_message_signed_with_another_key_is_refused() -> None:
     body = QueueSigner(lambda: "another key").sign(json.dumps({"user_id": "alice"}))
     with pytest.raises(ForgedMessage):
         QueueSigner(lambda: KEY).verify(body)
+
+
+class _Sent:
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def send_message(self, text: str, visibility_timeout: int = 0) -> None:
+        self.messages.append(text)
+
+
+def test_an_erasure_job_carries_the_users_connections_signed_and_reads_back() -> None:
+    signer, sent = QueueSigner(lambda: "k" * 32), _Sent()
+    asked = datetime(2026, 12, 7, 10, tzinfo=UTC)
+    ErasureQueue(sent, signer).enqueue("team/a#b", timedelta(seconds=20), asked, ["c1", "c2"])  # type: ignore[arg-type]
+    [message] = sent.messages
+    assert decode_erasure(signer.verify(message)) == ("team/a#b", asked, ("c1", "c2"))
+    stripped = json.loads(message)
+    del stripped["connections"]
+    with pytest.raises(ForgedMessage):  # the ids are covered by the signature
+        signer.verify(json.dumps(stripped))
+    assert decode_erasure(json.dumps({"user_id": "u"})) == ("u", None, ())  # a job queued before this change
