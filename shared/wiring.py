@@ -23,7 +23,7 @@ from shared.adapters.envelope import DataKeys, SealedSecrets
 from shared.adapters.graph import GraphCalendar, longest_request
 from shared.adapters.graph_subscriptions import GraphSubscriptions
 from shared.adapters.health import HealthCheck
-from shared.adapters.http import TimeoutSession
+from shared.adapters.http import TimeoutSession, storage_transport
 from shared.adapters.identity import ManagedIdentityAssertion, MsalIdentity
 from shared.adapters.platform_events import PlatformEventsDeliverer, QueuedStatusEvents
 from shared.adapters.queues import (
@@ -136,12 +136,13 @@ def build(settings: Settings | None = None, clock: Clock | None = None) -> Conta
     # azure-core waits up to 300 s for a connection and 300 s for a read by default: bound both, so
     # a hung dependency fails a function run instead of holding it (and its leases) for minutes.
     timeouts: dict[str, Any] = {"connection_timeout": 10, "read_timeout": max(settings.http_timeout_seconds, 30)}
+    transport = storage_transport(**timeouts)  # the Table and Queue clients share one pool
     if storage.connection_string:
-        tables = TableServiceClient.from_connection_string(storage.connection_string, **timeouts)
-        queues = QueueServiceClient.from_connection_string(storage.connection_string, **timeouts)
+        tables = TableServiceClient.from_connection_string(storage.connection_string, transport=transport)
+        queues = QueueServiceClient.from_connection_string(storage.connection_string, transport=transport)
     else:
-        tables = TableServiceClient(endpoint=str(storage.table_service_uri), credential=cred(), **timeouts)
-        queues = QueueServiceClient(account_url=str(storage.queue_service_uri), credential=cred(), **timeouts)
+        tables = TableServiceClient(endpoint=str(storage.table_service_uri), credential=cred(), transport=transport)
+        queues = QueueServiceClient(account_url=str(storage.queue_service_uri), credential=cred(), transport=transport)
     ensure_tables(tables)
 
     def queue(name: str) -> QueueClient:
