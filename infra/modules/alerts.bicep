@@ -219,3 +219,43 @@ resource notificationsStopped 'Microsoft.Insights/scheduledQueryRules@2021-08-01
     }
   }
 }
+
+// Rows the timers' walks could not read or act on (a corrupt or hand-edited row, a value the code no
+// longer understands): each is logged at ERROR with event walk_row_failed and its keys, and skipped;
+// the walk goes on, and the next run meets the same row again until someone looks. docs/reliability.md.
+resource walkRowsFailed 'Microsoft.Insights/scheduledQueryRules@2021-08-01' = {
+  name: '${namePrefix}-walk-rows-failed'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'Outlook Calendar: background walks skip rows they cannot read'
+    description: 'traces with customDimensions.event == walk_row_failed name the table, partition and row (never their values). Inspect the row; the connection it belongs to may not be renewed, refreshed or pruned until it is fixed or removed.'
+    severity: 3
+    enabled: true
+    scopes: [
+      applicationInsightsId
+    ]
+    evaluationFrequency: 'PT1H'
+    windowSize: 'PT1H'
+    criteria: {
+      allOf: [
+        {
+          query: 'traces | where tostring(customDimensions["event"]) == "walk_row_failed" | summarize rows = count()'
+          timeAggregation: 'Total'
+          metricMeasureColumn: 'rows'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: {
+      actionGroups: actionGroups
+    }
+  }
+}

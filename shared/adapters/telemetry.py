@@ -65,13 +65,16 @@ KIND = "kind"
 FIXED_BY = "fixed_by"
 CACHE_WRITTEN = "cache_written"
 QUEUE = "queue"
-DIMENSIONS = frozenset({OUTCOME, RESULT, PUNCTUALITY, KIND, FIXED_BY, CACHE_WRITTEN, QUEUE})
+EVENT = "event"  # not a metric's: the `extra` field naming an ERROR log's event (customDimensions)
+DIMENSIONS = frozenset({OUTCOME, RESULT, PUNCTUALITY, KIND, FIXED_BY, CACHE_WRITTEN, QUEUE, EVENT})
 
 # Log events (Application Insights: traces, `message` or its start), each logged at ERROR with ids only.
 APP_IDENTITY_FAILURE = "app_identity_failure"  # the service's own credentials/registration were refused
 DEPLOYMENT_MISSED = "deployment_missed"  # DeployService.recover_overdue: a meeting started without a verdict
 SYNC_GAVE_UP = "sync_gave_up"  # SyncService: a requested sync's retry budget ran out (also outcome gave_up)
-LOG_EVENTS = frozenset({APP_IDENTITY_FAILURE, DEPLOYMENT_MISSED, SYNC_GAVE_UP})
+# A background walk skipped a row it could not read or act on (`extra` EVENT, the message varies by walk).
+WALK_ROW_FAILED = "walk_row_failed"
+LOG_EVENTS = frozenset({APP_IDENTITY_FAILURE, DEPLOYMENT_MISSED, SYNC_GAVE_UP, WALK_ROW_FAILED})
 
 # Values of those dimensions that alerts select on.
 SYNC_FAILED = "failed"

@@ -23,9 +23,10 @@ REQUIRED = {
     "deployments-missed-or-late": ({t.DEPLOYMENTS, t.DEPLOYMENT_MISSED}, {t.LATE, t.MISSED}),
     "sync-failure-rate": ({t.SYNCS}, {t.SYNC_FAILED}),
     "notifications-stopped": ({t.NOTIFICATIONS_RECEIVED}, set()),
+    "walk-rows-failed": (set(), {t.WALK_ROW_FAILED}),
 }
 KNOWN_VALUES = {t.SERVICE, t.LATE, t.MISSED, t.ON_TIME, t.SYNC_FAILED, "-poison", *t.FIXED_BY_VALUES,
-                *SYNC_RESULTS.values()}
+                *SYNC_RESULTS.values(), t.WALK_ROW_FAILED}
 
 
 def rules() -> dict[str, tuple[str, object]]:
@@ -93,3 +94,16 @@ def test_the_missed_deployment_log_event_is_what_the_deployer_logs() -> None:
 def test_the_app_identity_log_event_is_what_the_observed_identity_logs() -> None:
     source = Path(t.__file__).read_text()
     assert "log.error(APP_IDENTITY_FAILURE" in source
+
+
+def test_the_walks_log_the_event_the_skipped_rows_alert_selects() -> None:
+    """Each walk that skips a row it cannot read or act on logs `extra` event walk_row_failed."""
+    needle = f'"event": "{t.WALK_ROW_FAILED}"'
+    sites = {path.relative_to(REPO / "shared").as_posix(): path.read_text().count(needle)
+             for path in (REPO / "shared").rglob("*.py")}
+    # Renewals and sweeps, expired claims, secret owners and caches, pruning, secondary calendars,
+    # table pages, the watchdog's index, agent tries.
+    assert {"services/subscriptions.py", "services/connect.py", "services/lifecycle.py", "services/calendars.py",
+            "adapters/tables.py"} <= {
+        name for name, n in sites.items() if n}
+    assert sum(sites.values()) >= 10
