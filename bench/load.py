@@ -394,6 +394,22 @@ def listed(run: Run, box: Mailbox) -> dict[str, datetime] | None:
     return {m["title"]: datetime.fromisoformat(m["start"].replace("Z", "+00:00")) for m in got}
 
 
+def wait_listed(run: Run, box: Mailbox, seen: Callable[[dict[str, datetime]], bool], since: float,
+                into: list[float]) -> None:
+    """Poll the user's list until `seen` holds: the seconds since `since` go to `into`; past the run's
+    `--listed-limit`, the change counts as unlisted."""
+    deadline = since + run.args.listed_limit
+    while time.monotonic() < deadline:
+        got = listed(run, box)
+        if got is not None and seen(got):
+            with run.lock:
+                into.append(time.monotonic() - since)
+            return
+        time.sleep(run.args.probe_seconds)
+    with run.lock:
+        run.unlisted += 1
+
+
 def change(run: Run, rng: random.Random, serial: int) -> None:
     """One calendar change in a random idle mailbox, followed until its user's list shows it."""
     with run.lock:
@@ -428,16 +444,7 @@ def change(run: Run, rng: random.Random, serial: int) -> None:
             client.sim("DELETE", f"/_sim/users/{who}/events/{eid}").raise_for_status()
             changed = time.monotonic()
             seen = lambda got: title not in got  # noqa: E731
-        deadline = changed + run.args.listed_limit
-        while time.monotonic() < deadline:
-            got = listed(run, box)
-            if got is not None and seen(got):
-                with run.lock:
-                    run.latencies.append(time.monotonic() - changed)
-                return
-            time.sleep(run.args.probe_seconds)
-        with run.lock:
-            run.unlisted += 1
+        wait_listed(run, box, seen, changed, run.latencies)
     finally:
         box.busy = False
 
@@ -468,16 +475,7 @@ def reconnect(run: Run, rng: random.Random) -> None:
             raise SystemExit(f"load: disconnect answered {gone.status_code} {gone.text[:200]}")
         oauth(run, box)
         want = {title for title, _ in box.listed.values()}
-        deadline = began + run.args.listed_limit
-        while time.monotonic() < deadline:
-            got = listed(run, box)
-            if got is not None and want <= set(got):
-                with run.lock:
-                    run.reconnect_seconds.append(time.monotonic() - began)
-                return
-            time.sleep(run.args.probe_seconds)
-        with run.lock:
-            run.unlisted += 1
+        wait_listed(run, box, lambda got: want <= set(got), began, run.reconnect_seconds)
     finally:
         box.busy = False
 
