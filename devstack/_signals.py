@@ -42,8 +42,12 @@ class StopSignals:
         self._on_repeat = on_repeat
 
     def install(self, signals: Iterable[signal.Signals] = (signal.SIGINT, signal.SIGTERM)) -> StopSignals:
-        """Install the handlers; call from the main thread (Python runs signal handlers only there)."""
-        signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        """Install the handlers; call from the main thread (Python runs signal handlers only there).
+        Raises RuntimeError when something else already set the interpreter's wake-up fd (there is one)."""
+        earlier = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        if earlier not in (-1, self._write):
+            signal.set_wakeup_fd(earlier)
+            raise RuntimeError("the interpreter's signal wake-up fd is taken already (an asyncio loop's?)")
         for sig in signals:
             signal.signal(sig, self._handle)
         return self

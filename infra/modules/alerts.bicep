@@ -220,9 +220,10 @@ resource notificationsStopped 'Microsoft.Insights/scheduledQueryRules@2021-08-01
   }
 }
 
-// Rows the timers' walks could not read or act on (a corrupt or hand-edited row, a value the code no
-// longer understands): each is logged at ERROR with event walk_row_failed and its keys, and skipped;
-// the walk goes on, and the next run meets the same row again until someone looks. docs/reliability.md.
+// Rows the timers' walks could not read or act on (a damaged or hand-edited row, a value the code no
+// longer understands, or a dependency failing at that moment): each is logged at ERROR with event
+// walk_row_failed and its keys, and skipped; the walk goes on, and the next run meets a damaged row
+// again until someone looks. docs/reliability.md.
 resource walkRowsFailed 'Microsoft.Insights/scheduledQueryRules@2021-08-01' = {
   name: '${namePrefix}-walk-rows-failed'
   location: location
@@ -230,7 +231,7 @@ resource walkRowsFailed 'Microsoft.Insights/scheduledQueryRules@2021-08-01' = {
   kind: 'LogAlert'
   properties: {
     displayName: 'Outlook Calendar: background walks skip rows they cannot read'
-    description: 'traces with customDimensions.event == walk_row_failed name the table, partition and row (never their values). Inspect the row; the connection it belongs to may not be renewed, refreshed or pruned until it is fixed or removed.'
+    description: 'traces with customDimensions.event == walk_row_failed name what was skipped by its keys (connection_id, secret_name, or table_partition and table_row; never values) and the exception type. A storage or Key Vault outage during a walk also raises it (the other alerts show that); a row that fails every run is damaged: inspect it. Its connection may go unrenewed or unpruned until it is fixed or removed.'
     severity: 3
     enabled: true
     scopes: [

@@ -14,22 +14,28 @@ from typing import Any
 
 import requests
 from azure.core.pipeline.transport import RequestsTransport
+from urllib3.util.retry import Retry
 
 POOL_SIZE = 32
 
 
-def pooled(session: requests.Session, pool_size: int = POOL_SIZE) -> requests.Session:
-    """Mount adapters keeping up to `pool_size` connections per host (and 8 hosts) on `session`."""
-    adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=pool_size)
+def pooled(session: requests.Session, pool_size: int = POOL_SIZE, retries: Retry | None = None) -> requests.Session:
+    """Mount adapters keeping up to `pool_size` connections per host (and 8 hosts) on `session`;
+    `retries`: urllib3's, for callers that retry in their own pipeline."""
+    adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=pool_size,
+                                            max_retries=retries if retries is not None else 0)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
 
 
 def storage_transport(connection_timeout: float, read_timeout: float, pool_size: int = POOL_SIZE) -> RequestsTransport:
-    """An azure-core transport over a pooled session, shared by the Table and Queue clients (timeouts in
-    seconds: azure-core's defaults are 300 s each)."""
-    return RequestsTransport(session=pooled(requests.Session(), pool_size), session_owner=False,
+    """An azure-core transport over one pooled session, which the Table and Queue clients share
+    (timeouts in seconds, on every request unless a call gives its own; the SDKs' defaults are up to
+    300 s). Set up as azure-core sets up its own session: urllib3 retries and redirects off (the SDK
+    pipeline retries). Not owned by the clients: closing one leaves the session open for the others."""
+    no_retries = Retry(total=False, redirect=False, raise_on_status=False)
+    return RequestsTransport(session=pooled(requests.Session(), pool_size, no_retries), session_owner=False,
                              connection_timeout=connection_timeout, read_timeout=read_timeout)
 
 

@@ -211,7 +211,8 @@ ERASURE_CONNECTIONS_CARRIED = 1000
 
 def decode_erasure(body: str) -> tuple[str, datetime | None, tuple[str, ...]]:
     """The user id of an erasure job, when the erasure was asked for (None in older messages) and the
-    user's connection ids at that moment (none in older messages)."""
+    user's connection ids at that moment (none in older messages). Raises ValueError (or KeyError)
+    for a body that is not such a job: the trigger lets the host retry it, then `user-erasures-poison`."""
     data = json.loads(body)
     user_id = data["user_id"]
     if not isinstance(user_id, str) or not user_id:

@@ -88,7 +88,7 @@ class Erasure:
                         extra={"user_id": user_id})
             return None
 
-    def erase(self, user_id: str, before: datetime | None = None, connection_ids: Sequence[str] = ()) -> Erased:
+    def erase(self, user_id: str, before: datetime | None = None, carried: Sequence[str] = ()) -> Erased:
         """Token caches first (deleted, and purged where the vault allows), then every row, the
         connection rows last: a failure part-way leaves the connections listed, so the retry (the
         queued erasure job) finds what is left. Safe to repeat; the second run finds nothing.
@@ -97,10 +97,9 @@ class Erasure:
         user starting over, not something that raced the erasure: it stays, with everything of the
         user's that is not another connection's own, and only the connections from before go.
 
-        `connection_ids` (the queued pass): the user's connections when the erasure was asked for.
+        `carried` (the queued pass): the user's connection ids when the erasure was asked for.
         Their rows are gone after the first pass; their partitions (sync state, event index) are
         searched all the same, for what a sync that raced the first pass wrote there."""
-        carried = list(connection_ids)
         connection_ids = self._rows.connection_ids(user_id)
         newer = set(self._rows.connection_ids(user_id, made_after=before)) if before is not None else set()
         only_connections = bool(newer)

@@ -49,12 +49,12 @@ def erase_user_data(msg: func.QueueMessage) -> None:
     """The durable pass of an erasure (retried by the host, then `user-erasures-poison`)."""
     c = container()
     try:
-        user_id, before, connection_ids = decode_erasure(c.signer.verify(msg.get_body().decode("utf-8")))
+        user_id, before, carried = decode_erasure(c.signer.verify(msg.get_body().decode("utf-8")))
     except ForgedMessage as forged:
         log.error("erasure message refused: %s", forged, extra={"event": "forged_queue_message",
                                                                 "queue": ERASURE_QUEUE})
         return  # consumed, not retried: nothing is erased on a forged message's word
-    erased = c.erasure.erase(user_id, before=before, connection_ids=connection_ids)
+    erased = c.erasure.erase(user_id, before=before, carried=carried)
     log.info("erasure job done", extra={"user_id": user_id, "rows": erased.rows, "secrets": erased.secrets})
 
 

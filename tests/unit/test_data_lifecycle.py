@@ -196,9 +196,10 @@ def test_the_queued_pass_keeps_a_connection_made_right_after_the_erasure(world):
     again = world.connect_account(ALICE, WORK).connection
     world.calendar.add(event(world, "e-again"))
     world.sync.sync(SyncJob(ALICE.id, again.id))
-    service.erase(ALICE.id, before=before)  # the queued pass
+    service.erase(ALICE.id, before=before, carried=jobs.connection_ids[0])  # the queued pass
     assert [c.id for c in world.accounts.list(ALICE.id)] == [again.id]
     assert again.secret_name in world.secrets.values  # its token cache is untouched
+    assert again.id in world.states.rows  # its sync state
     assert [m for (u, _), m in world.meetings.rows.items() if u == ALICE.id]  # and its meetings
 
 
@@ -218,7 +219,8 @@ def test_the_queued_pass_erases_the_sync_state_a_sync_that_raced_the_first_pass_
     then failed outright (Key Vault unreachable as it read the token): the connection row is gone by
     the queued pass, which still finds that partition by the connection ids the job carries."""
     conn = world.connect_account(ALICE, WORK).connection
-    service, jobs, _ = erasure(world)
+    jobs = fakes.ErasureJobs()
+    service = Erasure(rows=rows(world), secrets_store=world.secrets, jobs=jobs, clock=world.clock)
     read = world.connections.get
 
     def read_then_erase(user_id: str, connection_id: str):
@@ -238,7 +240,7 @@ def test_the_queued_pass_erases_the_sync_state_a_sync_that_raced_the_first_pass_
     [carried] = jobs.connection_ids
     assert carried == (conn.id,)
     monkeypatch.setattr(world.connections, "get", read)
-    service.erase(ALICE.id, before=jobs.before[0], connection_ids=carried)  # the queued pass
+    service.erase(ALICE.id, before=jobs.before[0], carried=carried)  # the queued pass
     assert conn.id not in world.states.rows and conn.id not in world.states.queued
 
 
