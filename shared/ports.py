@@ -237,8 +237,10 @@ class Meeting:
     at_risk: str | None = None
     recall_queued_at: datetime | None = None  # a recall chain for agent_id lives (queued or retrying) since
     # Storage bookkeeping, like etag: where the deployment watchdog's index row of this version of the
-    # meeting is (shared.adapters.tables.TableMeetingStore), "" when it has none.
+    # meeting is (shared.adapters.tables.TableMeetingStore), "" when it has none, and that row's ETag
+    # as written for this version (a later write deletes the row only if nobody wrote it since).
     due_index: str = ""
+    due_index_etag: str = ""
     etag: str | None = None
 
 

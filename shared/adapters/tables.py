@@ -570,7 +570,7 @@ class TableMeetingStore:
             self._abandon(written, index_etag)
             raise _too_large(exc) from None
         if meeting.due_index and meeting.due_index != written.due_index:
-            self._unindex(meeting.user_id, meeting.key, meeting.due_index)  # its verdict came, or it moved
+            self._unindex(meeting, meeting.due_index)  # its verdict came, or it moved
         return replace(written, etag=meta.get("etag"))
 
     def delete(self, meeting: Meeting) -> None:
@@ -582,7 +582,7 @@ class TableMeetingStore:
         except ResourceNotFoundError:
             pass
         if meeting.due_index:
-            self._unindex(meeting.user_id, meeting.key, meeting.due_index)
+            self._unindex(meeting, meeting.due_index)
 
     def awaiting_verdict(self, due_before: datetime, ending_after: datetime) -> Iterator[Meeting]:
         """From the `meetingsdue` index: its partitions up to `due_before`'s minute (a key range, so
@@ -631,7 +631,8 @@ class TableMeetingStore:
             if written.due_index != meeting.due_index:
                 try:  # the meeting row records where its index row is (erasure deletes it from there)
                     self._t.update_entity({"PartitionKey": user_key(meeting.user_id), "RowKey": meeting.key,
-                                           "DueIndex": written.due_index}, mode=UpdateMode.MERGE,
+                                           "DueIndex": written.due_index, "DueIndexETag": written.due_index_etag},
+                                          mode=UpdateMode.MERGE,
                                           etag=meeting.etag, match_condition=MatchConditions.IfNotModified)
                 except (ResourceModifiedError, ResourceNotFoundError):
                     pass  # written meanwhile: that write placed its own index row
@@ -642,11 +643,12 @@ class TableMeetingStore:
         the index row's place (`due_index`), which its row then records, and the index row's ETag."""
         due = awaiting_since(meeting)
         if due is None:
-            return replace(meeting, due_index=""), None
+            return replace(meeting, due_index="", due_index_etag=""), None
         row = {"PartitionKey": _minute(due), "RowKey": due_row_key(meeting.user_id, meeting.key),
                "UserId": meeting.user_id, "MeetingKey": meeting.key, "Due": _iso(due)}
         meta = self._due.upsert_entity(row, mode=UpdateMode.REPLACE)
-        return replace(meeting, due_index=_minute(due)), meta.get("etag")
+        etag = meta.get("etag")
+        return replace(meeting, due_index=_minute(due), due_index_etag=str(etag or "")), etag
 
     def _abandon(self, written: Meeting, index_etag: str | None) -> None:
         """The meeting write failed: the index row written for it goes unless the meeting row as it is
@@ -666,14 +668,24 @@ class TableMeetingStore:
             log.warning("meetings-due row left for the watchdog to drop: %s", type(exc).__name__,
                         extra={"meeting_id": written.key})
 
-    def _unindex(self, user_id: str, key: str, due_index: str) -> None:
+    def _unindex(self, former: Meeting, due_index: str) -> None:
         """A former index row of the meeting, once its row no longer names it (best effort: a row left
-        behind names a meeting that no longer waits there, and the watchdog drops it when it reads it)."""
+        behind names a meeting that no longer waits there, and the watchdog drops it when it reads it).
+        Conditional on the ETag the former version recorded: a concurrent write that moved the meeting
+        back to that minute has written the row again since, and it stays (rows from before ETags
+        were recorded are deleted unconditionally)."""
+        key = due_row_key(former.user_id, former.key)
         try:
-            self._due.delete_entity(due_index, due_row_key(user_id, key))
+            if former.due_index_etag:
+                self._due.delete_entity(due_index, key, etag=former.due_index_etag,
+                                        match_condition=MatchConditions.IfNotModified)
+            else:
+                self._due.delete_entity(due_index, key)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            pass  # written again for a version that waits there again (kept), or gone already
         except HttpResponseError as exc:
             log.warning("meetings-due row left for the watchdog to drop: %s", type(exc).__name__,
-                        extra={"meeting_id": key})
+                        extra={"meeting_id": former.key})
 
     def ended_page(self, cutoff: datetime, continuation: str | None, size: int) -> Page[Meeting]:
         # A filtered scan across partitions; End is stored as isoformat() in UTC, so string order is time order.
@@ -693,7 +705,7 @@ class TableMeetingStore:
             "Recalls": m.recalls, "AgentAttempt": m.agent_attempt, "AgentSince": _iso(m.agent_since),
             "WaitingSince": _iso(m.waiting_since), "RetryAt": _iso(m.retry_at), "NudgedAttempt": m.nudged_attempt,
             "AtRisk": m.at_risk or "",
-            "RecallQueuedAt": _iso(m.recall_queued_at), "DueIndex": m.due_index,
+            "RecallQueuedAt": _iso(m.recall_queued_at), "DueIndex": m.due_index, "DueIndexETag": m.due_index_etag,
         }
 
     @staticmethod
@@ -711,6 +723,7 @@ class TableMeetingStore:
             retry_at=_dt(e.get("RetryAt")), nudged_attempt=int(e.get("NudgedAttempt") or 0),
             at_risk=e.get("AtRisk") or None,
             recall_queued_at=_dt(e.get("RecallQueuedAt")), due_index=str(e.get("DueIndex") or ""),
+            due_index_etag=str(e.get("DueIndexETag") or ""),
         )
 
 

@@ -202,3 +202,28 @@ def test_a_meeting_write_that_loses_to_an_erasure_leaves_no_index_row_naming_the
         store.replace(replace(read, title="changed", deploy_at=read.deploy_at + later))  # type: ignore[operator]
     assert list(due.query_entities(f"UserId eq '{user}'")) == []
     assert list(meetings.query_entities(f"PartitionKey eq '{user}'")) == []
+
+
+def test_a_late_clean_up_of_a_moved_meetings_index_row_spares_the_row_a_move_back_wrote(tables, monkeypatch):
+    """Writer A moves a meeting from minute X to a day later and, slow, deletes X's index row only
+    after writer B has moved the meeting back to X: the row B wrote stays, so the watchdog still sees
+    the meeting that waits at X."""
+    meetings, due = tables.get_table_client("meetings"), tables.get_table_client("meetingsdue")
+    b, a = TableMeetingStore(meetings, due), TableMeetingStore(meetings, due)
+    deferred: list[tuple[object, ...]] = []
+    monkeypatch.setattr(a, "_unindex", lambda *args: deferred.append(args))
+    now = datetime.now(UTC).replace(microsecond=0)
+    user = f"move-{uuid.uuid4().hex[:8]}"
+    at_x = now - timedelta(minutes=1)
+    start = now + timedelta(minutes=5)
+    first = b.create(Meeting(user_id=user, key="m", link_key="l", title="t", start=start,
+                             end=start + timedelta(minutes=30), platform="teams",
+                             join_url="https://teams.microsoft.com/l/meetup-join/x", sources=(),
+                             agent=AgentState.SCHEDULED, deploy_at=at_x))
+    moved = a.replace(replace(first, deploy_at=now + timedelta(days=1)))  # A: moved; its clean-up waits
+    b.replace(replace(b.get(user, "m"), deploy_at=at_x))  # type: ignore[arg-type]  # B: moved back to X
+    assert moved.due_index != first.due_index and deferred
+    monkeypatch.undo()
+    for args in deferred:
+        a._unindex(*args)  # A's clean-up, late
+    assert [m.key for m in b.awaiting_verdict(due_before=now, ending_after=now) if m.user_id == user] == ["m"]
