@@ -410,14 +410,22 @@ def wait_listed(run: Run, box: Mailbox, seen: Callable[[dict[str, datetime]], bo
         run.unlisted += 1
 
 
-def change(run: Run, rng: random.Random, serial: int) -> None:
-    """One calendar change in a random idle mailbox, followed until its user's list shows it."""
+def take_idle(run: Run, rng: random.Random) -> Mailbox | None:
+    """A random connected mailbox no other worker is using, marked busy (the caller frees it)."""
     with run.lock:
         idle = [b for b in run.mailboxes if not b.busy and b.token]
         if not idle:
-            return
+            return None
         box = rng.choice(idle)
         box.busy = True
+        return box
+
+
+def change(run: Run, rng: random.Random, serial: int) -> None:
+    """One calendar change in a random idle mailbox, followed until its user's list shows it."""
+    box = take_idle(run, rng)
+    if box is None:
+        return
     try:
         client, who = run.client(), upn(box.index)
         roll = rng.random()
@@ -452,12 +460,9 @@ def change(run: Run, rng: random.Random, serial: int) -> None:
 def reconnect(run: Run, rng: random.Random) -> None:
     """Disconnect one idle connection and connect it again through OAuth; timed until its meetings
     are listed again."""
-    with run.lock:
-        idle = [b for b in run.mailboxes if not b.busy and b.token]
-        if not idle:
-            return
-        box = rng.choice(idle)
-        box.busy = True
+    box = take_idle(run, rng)
+    if box is None:
+        return
     try:
         began = time.monotonic()
         client = run.client()
