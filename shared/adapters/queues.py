@@ -233,8 +233,8 @@ class ErasureQueue:
                 connection_ids: Sequence[str] = ()) -> None:
         body: dict[str, Any] = {"user_id": user_id, **({"before": before.isoformat()} if before is not None else {})}
         if connection_ids:
-            # 34 characters each: well inside a message's 64 KiB. Beyond the cap, prune_data's sweep of
-            # partitions no connection names removes what a raced sync left (within a day).
+            # About 36 bytes each as JSON: 1,000 stay inside a message's 64 KiB after Base64. Beyond the
+            # cap, prune_data's sweep of partitions no connection names removes what a raced sync left.
             body["connections"] = list(connection_ids)[:ERASURE_CONNECTIONS_CARRIED]
         self._queue.send_message(self._signer.sign(json.dumps(body)), visibility_timeout=_seconds(delay))
 
