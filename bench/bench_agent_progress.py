@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.bench_punctuality import percentile
+from devstack import polling
 from devstack.stack import Stack, free_ports
 from tests.e2e.client import Client, now_utc, teams_link
 
@@ -123,11 +124,7 @@ def line(what: str, values: list[float], goal: str) -> None:
 
 
 def wait(probe: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: {what} did not happen in {timeout:.0f} s")
-        time.sleep(interval)
+    polling.until(f"bench: {what}", probe, timeout, interval, error=SystemExit)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from devstack import polling
 from devstack.ncrontab import next_occurrence
 from devstack.stack import AZURITE_ACCOUNT, AZURITE_KEY, Stack, free_port, free_ports
 from shared.config import SETTINGS
@@ -291,11 +292,7 @@ def _subscriptions(client: Client, connections: list[str]) -> list[dict[str, Any
 
 
 def wait_for(probe: Any, what: str, limit: float = 60) -> None:
-    deadline = time.monotonic() + limit
-    while not probe():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: {what} did not happen in {limit:.0f} s")
-        time.sleep(0.2)
+    polling.until(f"bench: {what}", probe, limit, error=SystemExit)
 
 
 KEYS = ("graph", "token", "kv", "queue", "table", "executions", "cpu")

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.bench_punctuality import percentile
+from devstack import polling
 from devstack.stack import Stack, free_ports
 from tests.e2e.client import Client, teams_link
 
@@ -234,11 +235,7 @@ def settled(count: Any, limit: float = 120.0) -> int:
 
 
 def wait(probe: Any, timeout: float, what: str, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: {what} did not happen in {timeout:.0f} s")
-        time.sleep(interval)
+    polling.until(f"bench: {what}", probe, timeout, interval, error=SystemExit)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from devstack import polling
 from devstack.stack import Stack, free_ports
 from shared.meeting_links import find_meeting_link
 from shared.scheduling import idempotency_key
@@ -217,11 +218,7 @@ SYNC_LIMIT = 300.0
 
 
 def _wait(probe: Any, what: str, *, limit: float) -> None:
-    deadline = time.monotonic() + limit
-    while not probe():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: {what} did not complete in {limit:.0f} s")
-        time.sleep(0.1)
+    polling.until(f"bench: {what}", probe, limit, 0.1, error=SystemExit)
 
 
 def _sync_until(client: Client, token: str, user: str, connections: list[str], starts: list[str], what: str) -> None:

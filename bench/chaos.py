@@ -45,6 +45,7 @@ from typing import Any
 
 import requests
 
+from devstack import polling
 from devstack.stack import OUTLOOK_CLIENT_ID, Stack, free_port, free_ports
 from tests.e2e.client import Client, teams_link
 
@@ -116,16 +117,13 @@ def _now() -> datetime:
 
 
 def _until(what: str, probe: Any, timeout: float, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def tolerant() -> Any:
         try:
-            found = probe()
+            return probe()
         except requests.RequestException:
-            found = None  # an instance restarting: callers retry, as Graph and browsers do
-        if found:
-            return found
-        time.sleep(interval)
-    raise RuntimeError(f"chaos: gave up waiting for {what}")
+            return None  # an instance restarting: callers retry, as Graph and browsers do
+
+    return polling.until(f"chaos: {what}", tolerant, timeout, interval, error=RuntimeError)
 
 
 def start_stack() -> Stack:

@@ -39,6 +39,7 @@ from typing import Any
 
 from azure.storage.queue import QueueClient
 
+from devstack import polling
 from devstack.stack import Stack, free_ports
 from tests.e2e.client import Client, teams_link
 
@@ -143,12 +144,7 @@ class Lab:
 
 
 def until(probe: Callable[[], Any], timeout: float = 40.0, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(every)
+    return polling.poll(probe, timeout, every)
 
 
 def soon(minutes: float = 5) -> datetime:

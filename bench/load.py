@@ -80,6 +80,7 @@ from bench.bench_cost import (
     instance_gb,
     monthly_cost_per_1000,
 )
+from devstack import polling
 from devstack.stack import AZURITE_ACCOUNT, AZURITE_KEY, REPO, Stack, free_port, free_ports
 from tests.e2e.client import Client, teams_link
 
@@ -371,14 +372,7 @@ def subscribed(run: Run) -> int:
 
 
 def until(what: str, probe: Any, limit: float, every: float = 1.0) -> Any:
-    deadline = time.monotonic() + limit
-    while True:
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise SystemExit(f"load: {what} did not happen within {limit:.0f} s")
-        time.sleep(every)
+    return polling.until(f"load: {what}", probe, limit, every, error=SystemExit)
 
 
 def listed(run: Run, box: Mailbox) -> dict[str, datetime] | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -10,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
+from devstack import polling
 from devstack.stack import Stack, platform_token
 
 T = TypeVar("T")
@@ -17,14 +17,7 @@ T = TypeVar("T")
 
 def eventually(probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.2) -> T:
     """Poll for an outcome with a deadline (never asserts on elapsed time)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("the expected outcome did not happen in time")
-        time.sleep(interval)
+    return polling.until("the expected outcome", probe, timeout, interval)
 
 
 # Every platform user a test minted a token for: (functions URL, user id) -> a token of theirs. The

@@ -8,13 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
+from devstack import polling
 from devstack.stack import REPO, free_port, free_ports, host_ports_from_env
 
 pytestmark = pytest.mark.skipif(not (REPO / "node_modules" / ".bin" / "azurite").exists(),
@@ -22,14 +22,7 @@ pytestmark = pytest.mark.skipif(not (REPO / "node_modules" / ".bin" / "azurite")
 
 
 def wait_for(what: str, probe: Callable[[], object], timeout: float) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    return polling.until(what, probe, timeout, 0.05)
 
 
 def serving(url: str) -> bool:

@@ -14,13 +14,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from devstack import polling
 from devstack.stack import REPO, free_ports
 
 pytestmark = [
@@ -79,11 +79,7 @@ def _port_in_use(port: int) -> bool:
 
 
 def _wait_until(what: str, condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f} s: {what}")
-        time.sleep(0.05)
+    polling.until(what, condition, timeout, 0.05)
 
 
 @dataclass
